@@ -1,0 +1,24 @@
+# A fresh machine needs only Python 3.10+ and this file.
+# torch is pinned to the CPU build that installs offline here; on a GPU machine, install the torch
+# you want first (TORCH="torch" or TORCH= to keep the installed one). The package accepts torch >= 2.4.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH) -e ".[test]"
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/triform inspect --arch stack --objective mlm --text "I am going home"
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from triform.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The `triform` command. Each subcommand lives in `triform/commands/<name>.py` and provides
+`add_arguments(parser)` and `run(args)`; modules import torch lazily so `--help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from jsonargparse import ArgumentParser
+
+from triform.errors import TriformError
+
+# subcommand -> (module under triform.commands, one-line help)
+COMMANDS = {
+    "inspect": ("inspect", "show what an objective makes of a text: input, target and attention pattern"),
+    "presets": ("presets", "list the named model presets"),
+    "pairs": ("pairs", "print which objective trains on which architecture and attention pattern"),
+}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="triform", description="Autoregressive, autoencoding and seq2seq Transformers.")
+    subcommands = parser.add_subcommands(dest="command")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"triform.commands.{module_name}")
+        subparser = ArgumentParser(description=help_text)
+        module.add_arguments(subparser)
+        subcommands.add_subcommand(name, subparser, help=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = args.command
+    module = importlib.import_module(f"triform.commands.{COMMANDS[name][0]}")
+    try:
+        return module.run(args[name]) or 0
+    except (TriformError, ValueError, FileNotFoundError) as error:
+        print(f"triform {name}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"triform {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generation: the KV cache and the decoding strategies built on it."""

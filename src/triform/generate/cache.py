@@ -1,0 +1,64 @@
+"""A static KV cache: buffers allocated once for the whole generation, written in place.
+
+Every layer of a stack gets a `LayerCache` view; all layers share the cache's `length`, which the
+stack advances once per forward pass. Cross-attention keys and values of an encoder-decoder are
+stored once per source and reused at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LayerCache:
+    def __init__(self, owner: KVCache, keys: Tensor, values: Tensor):
+        self.owner = owner
+        self.keys = keys  # (B, n_heads, capacity, d_head)
+        self.values = values
+        self.cross: tuple[Tensor, Tensor] | None = None
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new keys and values after the cached ones; return all of them so far."""
+        start = self.owner.length
+        end = start + k.shape[2]
+        if end > self.keys.shape[2]:
+            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; {end} were asked for")
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        d_head: int,
+        capacity: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        shape = (batch_size, n_heads, capacity, d_head)
+        self.length = 0
+        self.capacity = capacity
+        self.layers = [
+            LayerCache(self, torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(n_layers)
+        ]
+
+    def __getitem__(self, layer: int) -> LayerCache:
+        return self.layers[layer]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the rows `index` (B_new,) of every buffer: beam search's survivors, or finished rows dropped."""
+        for layer in self.layers:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+            if layer.cross is not None:
+                layer.cross = tuple(t.index_select(0, index) for t in layer.cross)

@@ -1,0 +1,141 @@
+"""The only code that reads a ModelConfig and turns it into modules.
+
+Variants are chosen here by handing different modules to the same constructors (a rotary module to
+attention, a post-norm block class, a gated feed-forward), never by flags threaded through them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from triform.config import ModelConfig
+from triform.models.encoder_decoder import EncoderDecoderModel
+from triform.models.heads import LanguageModelHead
+from triform.models.stack import Embeddings, Stack
+from triform.models.stack_model import StackModel
+from triform.nn.attention import Attention
+from triform.nn.block import PostNormBlock, PreNormBlock
+from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
+from triform.nn.norm import make_norm
+from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, SinusoidalPositions
+
+Model = StackModel | EncoderDecoderModel
+
+
+def build_model(config: ModelConfig) -> Model:
+    config.validate()
+    token = nn.Embedding(config.vocab_size, config.d_model)
+    if config.arch == "stack":
+        stack = build_stack(config, token, config.n_layers, cross=False, bidirectional_bias=True)
+        model = StackModel(config, stack, build_head(config, token))
+    else:
+        decoder_token = token if config.share_embeddings else nn.Embedding(config.vocab_size, config.d_model)
+        encoder = build_stack(config, token, config.n_layers, cross=False, bidirectional_bias=True)
+        decoder = build_stack(config, decoder_token, config.decoder_layers, cross=True, bidirectional_bias=False)
+        model = EncoderDecoderModel(config, encoder, decoder, build_head(config, decoder_token))
+    initialise(model, config)
+    return model
+
+
+def build_stack(config: ModelConfig, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool) -> Stack:
+    position = None
+    if config.position == "sinusoidal":
+        position = SinusoidalPositions(config.d_model, config.max_len)
+    elif config.position == "learned":
+        position = LearnedPositions(config.d_model, config.max_len)
+    embeddings = Embeddings(
+        token,
+        position,
+        nn.Embedding(config.token_types, config.d_model) if config.token_types else None,
+        scale=math.sqrt(config.d_model) if config.scale_embeddings else 1.0,
+        norm=make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None,
+        dropout=config.dropout,
+    )
+    rotary = Rotary(config.head_dim, config.max_len, config.rotary_base) if config.position == "rotary" else None
+    relative_bias = None
+    if config.position == "relative":
+        relative_bias = RelativePositionBias(
+            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional_bias
+        )
+    blocks = [build_block(config, cross=cross, rotary=rotary) for _ in range(n_layers)]
+    # Pre-norm leaves the residual stream unnormalised, so a last norm closes the stack (GPT-2 §2.3).
+    final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.norm_placement == "pre" else None
+    return Stack(embeddings, blocks, final_norm, relative_bias)
+
+
+def build_block(config: ModelConfig, *, cross: bool, rotary: Rotary | None):
+    def attention(is_cross: bool) -> Attention:
+        return Attention(
+            config.d_model,
+            config.n_heads,
+            config.head_dim,
+            bias=config.bias,
+            dropout=config.attention_dropout,
+            scaled=config.scale_attention,
+            cross=is_cross,
+            rotary=None if is_cross else rotary,
+        )
+
+    feedforward_class = GatedFeedForward if config.gated else FeedForward
+    n_sublayers = 3 if cross else 2
+    block_class = PreNormBlock if config.norm_placement == "pre" else PostNormBlock
+    return block_class(
+        attention(False),
+        feedforward_class(config.d_model, config.d_ff, config.activation, config.bias),
+        [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
+        config.dropout,
+        cross_attention=attention(True) if cross else None,
+    )
+
+
+def build_head(config: ModelConfig, token: nn.Embedding) -> LanguageModelHead:
+    projection = nn.Linear(config.d_model, config.vocab_size, bias=False)
+    if config.tie_embeddings:
+        projection.weight = token.weight
+    transform = None
+    if config.output_transform:
+        activation = ACTIVATIONS[config.activation]
+        transform = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model),
+            _Activation(activation),
+            make_norm(config.norm, config.d_model, config.norm_eps),
+        )
+    return LanguageModelHead(
+        projection,
+        transform=transform,
+        bias=config.output_bias,
+        scale=config.d_model**-0.5 if config.scale_output else 1.0,
+    )
+
+
+class _Activation(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+@torch.no_grad()
+def initialise(model: nn.Module, config: ModelConfig) -> None:
+    """Normal(0, 0.02) weights and zero biases (GPT-2, BERT); the projections that write into the
+    residual stream are scaled by 1/sqrt(2 · n_layers) (GPT-2 §2.3) so deep stacks start stable.
+    With scaled embeddings the token table starts at std d_model^-0.5, so that after the
+    sqrt(d_model) scale it has unit variance (as in fairseq's Transformer)."""
+    n_layers = config.n_layers + (config.decoder_layers if config.arch == "encoder-decoder" else 0)
+    modules = list(model.named_modules())
+    for name, module in modules:
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith((".out", ".down")) else 0.02
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    # Embeddings last: a tied output projection shares the token table, whose init is the one that counts.
+    for name, module in modules:
+        if isinstance(module, nn.Embedding):
+            scaled = config.scale_embeddings and name.endswith("embeddings.token")
+            nn.init.normal_(module.weight, std=config.d_model**-0.5 if scaled else 0.02)

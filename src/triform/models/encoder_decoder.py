@@ -1,0 +1,85 @@
+"""The `encoder-decoder` architecture: a bidirectional encoder stack and a decoder stack that
+reads the encoder's output through cross-attention (Vaswani et al. 2017, T5, BART)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from triform.config import ModelConfig
+from triform.generate.cache import KVCache
+from triform.models.heads import LanguageModelHead
+from triform.models.stack import Stack
+
+
+class EncoderDecoderModel(nn.Module):
+    arch = "encoder-decoder"
+
+    def __init__(self, config: ModelConfig, encoder: Stack, decoder: Stack, head: LanguageModelHead):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+
+    def encode(self, source_ids: Tensor, source_padding_mask: Tensor | None = None) -> Tensor:
+        """(B, S) source ids -> (B, S, d_model) memory; the encoder always sees the whole source."""
+        return self.encoder(source_ids, "bidirectional", padding_mask=source_padding_mask)
+
+    def decode(
+        self,
+        ids: Tensor,
+        memory: Tensor,
+        *,
+        memory_padding_mask: Tensor | None = None,
+        pattern: str = "causal",
+        padding_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_at: Tensor | None = None,
+    ) -> Tensor:
+        hidden = self.decoder(
+            ids,
+            pattern,
+            padding_mask=padding_mask,
+            positions=positions,
+            memory=memory,
+            memory_padding_mask=memory_padding_mask,
+            cache=cache,
+        )
+        if logits_at is not None:
+            hidden = hidden[logits_at]  # (N, d_model)
+        return self.head(hidden)
+
+    def forward(
+        self,
+        source_ids: Tensor,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        source_padding_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced scores for decoder inputs `ids` (B, T) given the source (B, S)."""
+        memory = self.encode(source_ids, source_padding_mask)
+        return self.decode(
+            ids,
+            memory,
+            memory_padding_mask=source_padding_mask,
+            pattern=pattern,
+            padding_mask=padding_mask,
+            logits_at=logits_at,
+        )
+
+    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        weight = self.head.projection.weight
+        return KVCache(
+            len(self.decoder.blocks),
+            batch_size,
+            self.config.n_heads,
+            self.config.head_dim,
+            capacity or self.config.max_len,
+            dtype=dtype or weight.dtype,
+            device=weight.device,
+        )

@@ -1,0 +1,119 @@
+"""A stack: embeddings, N blocks, a final norm. The same class is an encoder and a decoder.
+
+Whether it behaves as an encoder (bidirectional) or a decoder (causal) is decided by the `pattern`
+argument of each forward pass, as in x-transformers' Encoder/Decoder, but without a class per pattern.
+A stack built with cross-attention in its blocks reads an encoder's output through `memory`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from triform.nn.block import AttentionContext, Block
+from triform.nn.masks import is_plain_causal, positions_from_padding, visibility
+from triform.nn.position import RelativePositionBias
+
+if TYPE_CHECKING:
+    from triform.generate.cache import KVCache
+
+
+class Embeddings(nn.Module):
+    """Token (+ absolute position) (+ segment) embeddings, optionally scaled and normalised."""
+
+    def __init__(
+        self,
+        token: nn.Embedding,
+        position: nn.Module | None,
+        token_types: nn.Embedding | None,
+        *,
+        scale: float,
+        norm: nn.Module | None,
+        dropout: float,
+    ):
+        super().__init__()
+        self.token = token
+        self.position = position
+        self.token_types = token_types
+        self.scale = scale
+        self.norm = norm
+        self.dropout = nn.Dropout(dropout)  # on the sum of embeddings and positions, Vaswani §5.4
+
+    def forward(self, ids: Tensor, positions: Tensor, token_types: Tensor | None = None) -> Tensor:
+        x = self.token(ids)
+        if self.scale != 1.0:
+            x = x * self.scale
+        if self.position is not None:
+            x = x + self.position(positions)
+        if self.token_types is not None:
+            x = x + self.token_types(token_types if token_types is not None else torch.zeros_like(ids))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)  # (B, T, d_model)
+
+
+class Stack(nn.Module):
+    def __init__(
+        self,
+        embeddings: Embeddings,
+        blocks: list[Block],
+        final_norm: nn.Module | None,
+        relative_bias: RelativePositionBias | None = None,
+    ):
+        super().__init__()
+        self.embeddings = embeddings
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = final_norm
+        self.relative_bias = relative_bias  # shared by all layers, as in T5
+
+    def forward(
+        self,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        padding_mask: Tensor | None = None,
+        prefix_lengths: Tensor | None = None,
+        token_types: Tensor | None = None,
+        positions: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_padding_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """ids: (B, T). padding_mask: (B, T_cached + T), True at real tokens, covering cached slots.
+        Returns hidden states (B, T, d_model)."""
+        batch, length = ids.shape
+        offset = cache.length if cache is not None else 0
+        n_keys = offset + length
+        if padding_mask is not None and padding_mask.shape[-1] != n_keys:
+            raise ValueError(f"padding_mask covers {padding_mask.shape[-1]} slots; expected {n_keys} (cache + input)")
+        if positions is None:
+            if padding_mask is not None:
+                positions = positions_from_padding(padding_mask, length)
+            else:
+                positions = torch.arange(offset, n_keys, device=ids.device).expand(batch, length)
+
+        bias = self.relative_bias(length, n_keys) if self.relative_bias is not None else None
+        plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask)
+        sees_everything = pattern != "bidirectional" and length == 1 and padding_mask is None
+        mask = None
+        if not sees_everything and not (plain_causal and bias is None):
+            mask = visibility(
+                pattern, length, n_keys, padding_mask=padding_mask, prefix_lengths=prefix_lengths, device=ids.device
+            )
+        context = AttentionContext(
+            mask=mask,
+            is_causal=plain_causal and mask is None,
+            bias=bias,
+            positions=positions,
+            memory=memory,
+            memory_mask=None if memory_padding_mask is None else memory_padding_mask[:, None, None, :].bool(),
+        )
+
+        x = self.embeddings(ids, positions, token_types)
+        for index, block in enumerate(self.blocks):
+            x = block(x, context, cache[index] if cache is not None else None)
+        if cache is not None:
+            cache.advance(length)
+        return self.final_norm(x) if self.final_norm is not None else x

@@ -1,0 +1,61 @@
+"""The `stack` architecture: one stack and an output head (GPT, BERT, UniLM, ...)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from triform.config import ModelConfig
+from triform.generate.cache import KVCache
+from triform.models.heads import LanguageModelHead
+from triform.models.stack import Stack
+
+
+class StackModel(nn.Module):
+    arch = "stack"
+
+    def __init__(self, config: ModelConfig, stack: Stack, head: LanguageModelHead):
+        super().__init__()
+        self.config = config
+        self.stack = stack
+        self.head = head
+
+    def forward(
+        self,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        padding_mask: Tensor | None = None,
+        prefix_lengths: Tensor | None = None,
+        token_types: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_at: Tensor | None = None,
+    ) -> Tensor:
+        """Scores over the vocabulary: (B, T, vocab_size), or (N, vocab_size) at the N positions where
+        the boolean `logits_at` (B, T) is True, so that the output projection, the largest matrix of a
+        small model, runs only where there is something to predict (masked LM)."""
+        hidden = self.stack(
+            ids,
+            pattern,
+            padding_mask=padding_mask,
+            prefix_lengths=prefix_lengths,
+            token_types=token_types,
+            positions=positions,
+            cache=cache,
+        )
+        if logits_at is not None:
+            hidden = hidden[logits_at]  # (N, d_model)
+        return self.head(hidden)
+
+    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        weight = self.head.projection.weight
+        return KVCache(
+            len(self.stack.blocks),
+            batch_size,
+            self.config.n_heads,
+            self.config.head_dim,
+            capacity or self.config.max_len,
+            dtype=dtype or weight.dtype,
+            device=weight.device,
+        )

@@ -1,0 +1,1 @@
+"""Parts every Transformer here is built from."""

@@ -1,0 +1,94 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2) on torch's scaled_dot_product_attention.
+
+One class serves self-attention and cross-attention. Keys and values go through a KV cache when one
+is given, so that generation never recomputes them for tokens it has already seen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from triform.generate.cache import LayerCache
+    from triform.nn.position import Rotary
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int,
+        *,
+        bias: bool,
+        dropout: float,
+        scaled: bool = True,
+        cross: bool = False,
+        rotary: Rotary | None = None,
+    ):
+        super().__init__()
+        self.n_heads, self.d_head, self.cross = n_heads, d_head, cross
+        inner = n_heads * d_head
+        if cross:
+            self.query = nn.Linear(d_model, inner, bias=bias)
+            self.key_value = nn.Linear(d_model, 2 * inner, bias=bias)
+        else:
+            # One matrix for queries, keys and values: a single GEMM instead of three.
+            self.query_key_value = nn.Linear(d_model, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, d_model, bias=bias)
+        self.dropout = dropout
+        self.scale = None if scaled else 1.0  # None: SDPA's 1 / sqrt(d_head)
+        self.rotary = rotary
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, -1, self.d_head).transpose(1, 2)  # (B, n_heads, T, d_head)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        bias: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: LayerCache | None = None,
+    ) -> Tensor:
+        """x: (B, T, d_model); memory: (B, S, d_model) for cross-attention; mask: boolean,
+        broadcastable to (B, n_heads, T, T_keys), True where attention is allowed; bias: added to
+        the scores, broadcastable likewise."""
+        inner = self.n_heads * self.d_head
+        if self.cross:
+            q = self.split_heads(self.query(x))
+            if cache is not None and cache.cross is not None:
+                k, v = cache.cross  # computed once per source
+            else:
+                k, v = (self.split_heads(t) for t in self.key_value(memory).split(inner, dim=-1))
+                if cache is not None:
+                    cache.cross = (k, v)
+        else:
+            q, k, v = (self.split_heads(t) for t in self.query_key_value(x).split(inner, dim=-1))
+            if self.rotary is not None:
+                q, k = self.rotary(q, positions), self.rotary(k, positions)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, n_heads, T_cached + T, d_head)
+
+        attention_mask = mask
+        if bias is not None:
+            attention_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+            attention_mask = attention_mask.to(q.dtype)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and attention_mask is None,
+            scale=self.scale,
+        )  # (B, n_heads, T, d_head)
+        batch, _, length, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(batch, length, inner))

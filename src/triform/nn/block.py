@@ -1,0 +1,79 @@
+"""Transformer blocks: attention and feed-forward sublayers, each inside a residual connection.
+
+Post-norm places the norm after the residual sum, as in Vaswani et al. 2017 (§3.1) and BERT;
+pre-norm places it before the sublayer, as in GPT-2 (Radford et al. 2019, §2.3), which trains
+deeper stacks without warmup tricks. The two differ only in `residual`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from torch import Tensor, nn
+
+from triform.nn.attention import Attention
+
+if TYPE_CHECKING:
+    from triform.generate.cache import LayerCache
+
+
+@dataclass
+class AttentionContext:
+    """What every layer of a stack needs to know about one forward pass."""
+
+    mask: Tensor | None = None  # self-attention visibility, True where allowed
+    is_causal: bool = False  # mask is plainly lower-triangular: the fused kernel may be used
+    bias: Tensor | None = None  # relative position bias, (1, n_heads, T, T_keys)
+    positions: Tensor | None = None  # (B, T), for rotary positions
+    memory: Tensor | None = None  # encoder output, for cross-attention
+    memory_mask: Tensor | None = None  # (B, 1, 1, S), True at real source tokens
+
+
+class Block(nn.Module):
+    def __init__(
+        self,
+        self_attention: Attention,
+        feedforward: nn.Module,
+        norms: list[nn.Module],
+        dropout: float,
+        cross_attention: Attention | None = None,
+    ):
+        super().__init__()
+        self.self_attention = self_attention
+        self.cross_attention = cross_attention
+        self.feedforward = feedforward
+        self.norms = nn.ModuleList(norms)  # one per sublayer, in order
+        self.dropout = nn.Dropout(dropout)  # on each sublayer's output, Vaswani §5.4
+
+    def residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: AttentionContext, cache: LayerCache | None = None) -> Tensor:
+        def attend(h: Tensor) -> Tensor:
+            return self.self_attention(
+                h,
+                mask=context.mask,
+                is_causal=context.is_causal,
+                bias=context.bias,
+                positions=context.positions,
+                cache=cache,
+            )
+
+        def cross_attend(h: Tensor) -> Tensor:
+            return self.cross_attention(h, memory=context.memory, mask=context.memory_mask, cache=cache)
+
+        x = self.residual(x, attend, self.norms[0])
+        if self.cross_attention is not None:
+            x = self.residual(x, cross_attend, self.norms[1])
+        return self.residual(x, self.feedforward, self.norms[-1])
+
+
+class PreNormBlock(Block):
+    def residual(self, x, sublayer, norm):
+        return x + self.dropout(sublayer(norm(x)))
+
+
+class PostNormBlock(Block):
+    def residual(self, x, sublayer, norm):
+        return norm(x + self.dropout(sublayer(x)))

@@ -1,0 +1,117 @@
+"""Ways to tell a Transformer where each token is.
+
+Absolute positions are added to the token embeddings (sinusoidal, learned); rotary positions rotate
+queries and keys inside attention; relative position bias adds a learned scalar per head and
+distance bucket to the attention scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def check_positions(positions: Tensor, max_len: int) -> None:
+    if positions.numel() and int(positions.max()) >= max_len:
+        raise ValueError(
+            f"position {int(positions.max())} is beyond the model's max_len {max_len}; "
+            "shorten the input or build the model with a larger max_len"
+        )
+
+
+class SinusoidalPositions(nn.Module):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. 2017, §3.5)."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        self.max_len = max_len
+        position = torch.arange(max_len, dtype=torch.float64)[:, None]
+        frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(max_len, d_model, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])
+        # Not a parameter and not saved: it is a function of the config alone.
+        self.register_buffer("table", table.float(), persistent=False)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        check_positions(positions, self.max_len)
+        return self.table[positions]  # (B, T, d_model)
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position (GPT, BERT)."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(max_len, d_model)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        check_positions(positions, self.max_len)
+        return self.embedding(positions)  # (B, T, d_model)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021), rotating the two halves of each head's vector."""
+
+    def __init__(self, d_head: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        self.max_len = max_len
+        inverse_frequency = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head))
+        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inverse_frequency[None, :]
+        angles = torch.cat([angles, angles], dim=-1)  # (max_len, d_head)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate x of shape (B, n_heads, T, d_head) by the angles of positions (B, T)."""
+        check_positions(positions, self.max_len)
+        cos = self.cos[positions][:, None].to(x.dtype)  # (B, 1, T, d_head)
+        sin = self.sin[positions][:, None].to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        rotated_half = torch.cat([-second, first], dim=-1)
+        return x * cos + rotated_half * sin
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias per head and bucket of key - query distance (Raffel et al. 2020, §2.1).
+
+    Distances up to `n_buckets / 2` (halved again when bidirectional) get a bucket each; larger ones
+    share logarithmically wider buckets up to `max_distance`. The encoder looks both ways; a decoder
+    only backwards, so its buckets all go to the past.
+    """
+
+    def __init__(self, n_heads: int, n_buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.n_buckets = n_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.embedding = nn.Embedding(n_buckets, n_heads)
+
+    def bucket(self, distance: Tensor) -> Tensor:
+        n_buckets = self.n_buckets
+        bucket = torch.zeros_like(distance)
+        if self.bidirectional:
+            n_buckets //= 2
+            bucket = bucket + (distance > 0).long() * n_buckets
+            distance = distance.abs()
+        else:
+            distance = (-distance).clamp(min=0)
+        n_exact = n_buckets // 2
+        logarithmic = n_exact + (
+            torch.log(distance.float().clamp(min=1) / n_exact)
+            / math.log(self.max_distance / n_exact)
+            * (n_buckets - n_exact)
+        ).long()
+        logarithmic = logarithmic.clamp(max=n_buckets - 1)
+        return bucket + torch.where(distance < n_exact, distance, logarithmic)
+
+    def forward(self, n_queries: int, n_keys: int) -> Tensor:
+        """Bias of shape (1, n_heads, n_queries, n_keys) for the last n_queries of n_keys slots."""
+        device = self.embedding.weight.device
+        query_slots = torch.arange(n_keys - n_queries, n_keys, device=device)[:, None]
+        key_slots = torch.arange(n_keys, device=device)[None, :]
+        buckets = self.bucket(key_slots - query_slots)  # (Tq, Tk)
+        return self.embedding(buckets).permute(2, 0, 1)[None]  # (1, n_heads, Tq, Tk)

@@ -1,0 +1,64 @@
+"""What an objective hands to the model and the loss: inputs, attention pattern and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+IGNORE = -100  # target value at positions that carry no loss (F.cross_entropy's ignore_index)
+
+
+@dataclass
+class Batch:
+    ids: Tensor  # (B, T) input of a stack, or the decoder input of an encoder-decoder
+    targets: Tensor  # (B, T) token to predict at each position, IGNORE where nothing is predicted
+    pattern: str  # self-attention pattern of the stack or the decoder
+    padding_mask: Tensor | None = None  # (B, T) True at real tokens; None when nothing is padded
+    prefix_lengths: Tensor | None = None  # (B,) slots seen bidirectionally, for the prefix pattern
+    token_types: Tensor | None = None  # (B, T) segment ids
+    source_ids: Tensor | None = None  # (B, S) encoder input of an encoder-decoder
+    source_padding_mask: Tensor | None = None  # (B, S)
+    sparse_logits: bool = False  # compute logits only where targets are set
+
+    @property
+    def logits_at(self) -> Tensor | None:
+        return self.targets != IGNORE if self.sparse_logits else None
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets != IGNORE).sum())
+
+    def model_inputs(self) -> dict:
+        """Keyword arguments for `model(**batch.model_inputs())`, for either architecture."""
+        inputs = {"ids": self.ids, "pattern": self.pattern, "padding_mask": self.padding_mask, "logits_at": self.logits_at}
+        if self.source_ids is not None:
+            inputs.update(source_ids=self.source_ids, source_padding_mask=self.source_padding_mask)
+        else:
+            inputs.update(prefix_lengths=self.prefix_lengths, token_types=self.token_types)
+        return {key: value for key, value in inputs.items() if value is not None}
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
+        return replace(self, **moved)
+
+
+def pad(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[Tensor, Tensor | None]:
+    """Pad to a rectangle: (B, T) ids and a (B, T) real-token mask, or None when nothing was padded."""
+    length = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.bool)
+    for row, sequence in enumerate(sequences):
+        span = slice(0, len(sequence)) if side == "right" else slice(length - len(sequence), length)
+        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, span] = True
+    return ids, (None if bool(mask.all()) else mask)
+
+
+def pad_targets(sequences: list[list[int]], length: int) -> Tensor:
+    targets = torch.full((len(sequences), length), IGNORE, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        targets[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return targets

@@ -1,0 +1,74 @@
+"""T5 span corruption (Raffel et al. 2020, §3.1.4 and §3.3.4).
+
+15 % of the tokens, in spans of mean length 3, are each replaced in the source by one sentinel; the
+target lists every sentinel followed by the tokens it hid. Spans never start at the first token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from triform.objectives.base import Objective, as_sequences
+from triform.objectives.batch import Batch
+from triform.objectives.layout import source_target_batch
+
+
+def random_segmentation(n_items: int, n_segments: int, generator) -> list[int]:
+    """Split n_items into n_segments non-empty runs, uniformly over all such splits."""
+    cuts = (torch.randperm(n_items - 1, generator=generator)[: n_segments - 1] + 1).sort().values.tolist()
+    bounds = [0, *cuts, n_items]
+    return [bounds[i + 1] - bounds[i] for i in range(n_segments)]
+
+
+class SpanCorruption(Objective):
+    name = "span"
+
+    def __init__(self, *args, noise_density: float = 0.15, mean_span_length: float = 3.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0.0 < noise_density < 1.0:
+            raise ValueError(f"span noise_density: expected a value in (0, 1), got {noise_density}")
+        if mean_span_length < 1:
+            raise ValueError(f"span mean_span_length: expected at least 1, got {mean_span_length}")
+        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+
+    def corrupt(self, sequence: list[int], generator) -> tuple[list[int], list[int]]:
+        n = len(sequence)
+        if n < 2:
+            return list(sequence), []
+        n_noise = min(max(round(n * self.noise_density), 1), n - 1)
+        n_spans = min(max(round(n_noise / self.mean_span_length), 1), n - n_noise)
+        sentinels = self.specials.sentinels
+        if n_spans > len(sentinels):
+            raise ValueError(
+                f"span corruption of {n} tokens needs {n_spans} sentinel tokens; the tokenizer has {len(sentinels)}"
+            )
+        noise_lengths = random_segmentation(n_noise, n_spans, generator)
+        keep_lengths = random_segmentation(n - n_noise, n_spans, generator)
+        source, target, start = [], [], 0
+        for span, (keep, noise) in enumerate(zip(keep_lengths, noise_lengths)):
+            source += sequence[start : start + keep] + [sentinels[span]]
+            start += keep
+            target += [sentinels[span]] + sequence[start : start + noise]
+            start += noise
+        return source, target
+
+    def prepare(self, examples, generator=None) -> Batch:
+        pairs = [self.corrupt(s, generator) for s in as_sequences(examples)]
+        return source_target_batch(pairs, self.arch, self.pattern, self.specials)
+
+
+def uncorrupt(source: list[int], target: list[int], sentinels: tuple[int, ...]) -> list[int]:
+    """Put the target's spans back in place of the source's sentinels: the inverse of corruption."""
+    position = {token: i for i, token in enumerate(sentinels)}
+    spans: dict[int, list[int]] = {}
+    current = None
+    for token in target:
+        if token in position:
+            current = position[token]
+            spans[current] = []
+        elif current is not None:
+            spans[current].append(token)
+    text = []
+    for token in source:
+        text += spans.get(position[token], []) if token in position else [token]
+    return text

@@ -1,0 +1,54 @@
+"""The special tokens objectives need, and their ids in a tokenizer's vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triform.errors import TriformError
+
+PAD, UNK, BOS, EOS, MASK, SEP, CLS = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "[SEP]", "[CLS]"
+BASE_SPECIALS = [PAD, UNK, BOS, EOS, MASK, SEP, CLS]
+DEFAULT_SENTINELS = 100  # as T5
+
+
+def sentinel(index: int) -> str:
+    """T5's name for the index-th span placeholder."""
+    return f"<extra_id_{index}>"
+
+
+def special_token_strings(n_sentinels: int = DEFAULT_SENTINELS) -> list[str]:
+    """Every special token, in the order a new tokenizer gives them ids 0, 1, 2, ..."""
+    return BASE_SPECIALS + [sentinel(i) for i in range(n_sentinels)]
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    pad: int
+    unk: int
+    bos: int
+    eos: int
+    mask: int
+    sep: int
+    cls: int
+    sentinels: tuple[int, ...] = ()
+
+    @property
+    def all_ids(self) -> frozenset[int]:
+        return frozenset((self.pad, self.unk, self.bos, self.eos, self.mask, self.sep, self.cls, *self.sentinels))
+
+    @classmethod
+    def from_vocabulary(cls, vocabulary: dict[str, int], source: str = "tokenizer") -> SpecialTokens:
+        """Look the special tokens up in a token -> id mapping; missing ones are an error naming them."""
+        missing = [token for token in BASE_SPECIALS if token not in vocabulary]
+        if missing:
+            raise TriformError(f"{source}: special token {missing[0]} is missing; expected all of {BASE_SPECIALS}")
+        sentinels = []
+        while sentinel(len(sentinels)) in vocabulary:
+            sentinels.append(vocabulary[sentinel(len(sentinels))])
+        ids = [vocabulary[token] for token in BASE_SPECIALS]
+        return cls(*ids, sentinels=tuple(sentinels))
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, source: str = "tokenizer") -> SpecialTokens:
+        """From a `tokenizers.Tokenizer`."""
+        return cls.from_vocabulary(tokenizer.get_vocab(with_added_tokens=True), source)

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from triform.cli import main
+from triform.objectives.compat import allowed_triples, refused_triples
+
+
+@pytest.mark.parametrize("arch, objective, pattern", allowed_triples())
+def test_inspect_every_allowed_pair(arch, objective, pattern, capsys):
+    argv = ["inspect", "--arch", arch, "--objective", objective, "--pattern", pattern, "--text", "I am going home ."]
+    if objective == "seq2seq":
+        argv += ["--target", "ich gehe nach Hause"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{arch} + {objective} + {pattern}:")
+    assert "target" in out and "■" in out
+    if pattern == "causal":
+        assert "■ ·" in out  # something is hidden from some query
+
+
+def test_inspect_shows_the_mlm_example():
+    completed = subprocess.run(
+        [sys.executable, "-m", "triform", "inspect", "--arch", "stack", "--objective", "mlm", "--text", "I am going home"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "[MASK]" in completed.stdout and "[CLS]" in completed.stdout
+
+
+def test_inspect_refuses_a_leaking_pair_in_one_line(capsys):
+    arch, objective, pattern = refused_triples()[0]
+    assert main(["inspect", "--arch", arch, "--objective", objective, "--pattern", pattern, "--text", "a b"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is refused" in error
+
+
+def test_seq2seq_without_target_is_a_clear_error(capsys):
+    assert main(["inspect", "--objective", "seq2seq", "--text", "a b"]) == 1
+    assert "needs a target text (--target)" in capsys.readouterr().err
+
+
+def test_presets_and_pairs_list(capsys):
+    assert main(["presets"]) == 0 and "tiny-bert" in capsys.readouterr().out
+    assert main(["pairs", "--refused"]) == 0 and "refused  stack + clm + bidirectional" in capsys.readouterr().out
