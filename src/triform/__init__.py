@@ -4,6 +4,7 @@ The family of a Transformer is decided by its objective and task, not its archit
 ModelConfig picks the weights, an objective picks the attention pattern and the targets.
 """
 
+from triform.checkpoint import load_model, save_model
 from triform.config import ModelConfig
 from triform.models import EncoderDecoderModel, StackModel, build_model
 from triform.models.presets import PRESETS, get_preset
@@ -20,5 +21,7 @@ __all__ = [
     "StackModel",
     "build_model",
     "get_preset",
+    "load_model",
     "make_objective",
+    "save_model",
 ]

@@ -21,20 +21,42 @@ def special_token_strings(n_sentinels: int = DEFAULT_SENTINELS) -> list[str]:
     return BASE_SPECIALS + [sentinel(i) for i in range(n_sentinels)]
 
 
+ROLES = ("pad", "unk", "bos", "eos", "mask", "sep", "cls")
+
+
 @dataclass(frozen=True)
 class SpecialTokens:
-    pad: int
-    unk: int
-    bos: int
-    eos: int
-    mask: int
-    sep: int
-    cls: int
+    """Ids of the special tokens; None where a vocabulary has no such token (GPT-2 has no [MASK])."""
+
+    pad: int | None = None
+    unk: int | None = None
+    bos: int | None = None
+    eos: int | None = None
+    mask: int | None = None
+    sep: int | None = None
+    cls: int | None = None
     sentinels: tuple[int, ...] = ()
 
     @property
     def all_ids(self) -> frozenset[int]:
-        return frozenset((self.pad, self.unk, self.bos, self.eos, self.mask, self.sep, self.cls, *self.sentinels))
+        ids = (getattr(self, role) for role in ROLES)
+        return frozenset([i for i in ids if i is not None] + list(self.sentinels))
+
+    def require(self, roles: tuple[str, ...], user: str) -> None:
+        """Raise a clear error if any of `roles` has no token; `user` names who needs it."""
+        for role in roles:
+            if getattr(self, role) is None:
+                raise TriformError(f"{user} needs a {role} token, and the tokenizer has none")
+
+    def to_dict(self) -> dict:
+        return {**{role: getattr(self, role) for role in ROLES}, "sentinels": list(self.sentinels)}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "special_tokens") -> SpecialTokens:
+        unknown = sorted(set(values) - set(ROLES) - {"sentinels"})
+        if unknown:
+            raise TriformError(f"{source}: unknown special token role {unknown[0]!r}; expected {list(ROLES)}")
+        return cls(**{**values, "sentinels": tuple(values.get("sentinels", ()))})
 
     @classmethod
     def from_vocabulary(cls, vocabulary: dict[str, int], source: str = "tokenizer") -> SpecialTokens:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from triform.objectives.batch import IGNORE, Batch
-from triform.objectives.compat import check_pair
+from triform.objectives.compat import SOURCE_TARGET, check_pair
 from triform.vocab import SpecialTokens
 
 
@@ -26,6 +26,7 @@ def as_sequences(examples: Tensor | Sequence[Sequence[int]]) -> list[list[int]]:
 
 class Objective:
     name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()  # special tokens of its own, beyond those of the layouts
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class Objective:
     ):
         self.pattern = check_pair(arch, self.name, pattern)  # refuse an impossible pair before any compute
         self.arch = arch
+        layout_needs = ("pad", "bos", "eos") + (("sep",) if arch == "stack" and self.name in SOURCE_TARGET else ())
+        specials.require(layout_needs + self.needs, f"the {self.name} objective")
         self.specials = specials
         self.vocab_size = vocab_size
         if not 0.0 <= label_smoothing < 1.0:

@@ -16,6 +16,7 @@ from triform.objectives.layout import source_target_batch
 
 class Denoise(Objective):
     name = "denoise"
+    needs = ("mask",)
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from triform.objectives.layout import source_target_batch
 
 class MaskedLM(Objective):
     name = "mlm"
+    needs = ("cls", "sep", "mask")
 
     def __init__(
         self,
