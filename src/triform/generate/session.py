@@ -23,11 +23,19 @@ def start_session(model, layout: Layout, prompts: list[list[int]], max_new_token
     return StackSession(model, layout, prompts, max_new_tokens, use_cache)
 
 
-def _last(ids: Tensor) -> Tensor:
-    """Only the last position's scores are needed: the output projection skips the others."""
+def _last(ids: Tensor) -> Tensor | None:
+    """Only the last position's scores are needed: the output projection skips the others. None
+    for a single position (a cached step), which needs no selection."""
+    if ids.shape[1] == 1:
+        return None
     last = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
     last[:, -1] = True
     return last
+
+
+def _scores(logits: Tensor) -> Tensor:
+    """(B, V) from the model's (B, V) selected scores or its (B, 1, V) scores of a single step."""
+    return logits[:, -1] if logits.dim() == 3 else logits
 
 
 def _pad_value(layout: Layout) -> int:
@@ -51,7 +59,7 @@ class StackSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor, token_types: Tensor | None) -> Tensor:
-        return self.model(
+        logits = self.model(
             ids,
             self.pattern,
             padding_mask=self.padding_mask,
@@ -59,7 +67,8 @@ class StackSession:
             token_types=token_types,
             cache=self.cache,
             logits_at=_last(ids),
-        )  # (B, V)
+        )
+        return _scores(logits)  # (B, V)
 
     def start(self) -> Tensor:
         return self._run(self.ids, self.token_types)
@@ -106,9 +115,10 @@ class EncoderDecoderSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor) -> Tensor:
-        return self.model.decode(
+        logits = self.model.decode(
             ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
-        )  # (B, V)
+        )
+        return _scores(logits)  # (B, V)
 
     def start(self) -> Tensor:
         return self._run(self.ids)
