@@ -4,12 +4,15 @@ import pytest
 import torch
 
 from conftest import SPECIALS, VARIANTS, random_ids, tiny_config
+from text_models import single_thread  # noqa: F401  (a fixture)
 from triform.errors import ConfigError, TriformError
 from triform.generate import GenerationConfig, generate_ids, greedy, resolve_layout
 from triform.generate.engine import beam_ids
 from triform.generate.session import start_session
 from triform.models import build_model
 from triform.objectives import make_objective
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ATOL = 1e-5
 # (architecture, objective, pattern): every way a model can generate.

@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
-from text_models import random_model, trained_masked_lm, word_setup
+from text_models import random_model, single_thread, trained_masked_lm, word_setup  # noqa: F401
 from triform.checkpoint import save_model
 from triform.cli import main
 from triform.generate import TextGenerator
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROMPTS = ["one two three", "red", "the cat sat on"]
 

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from text_models import SENTENCES, random_model, trained_masked_lm, word_setup
+from text_models import SENTENCES, random_model, single_thread, trained_masked_lm, word_setup  # noqa: F401
 from triform.checkpoint import save_model
 from triform.errors import TriformError
 from triform.generate import TextGenerator
 from triform.models import build_model
 from triform.vocab import special_token_strings
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROMPTS = ["one two", "red green blue", "the cat"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import SPECIALS, tiny_config
+from text_models import single_thread  # noqa: F401  (a fixture)
 from triform.generate import GenerationConfig, generate_ids, length_penalty, resolve_layout
 from triform.generate.logits import (
     NgramBlocker,
@@ -17,6 +18,8 @@ from triform.generate.logits import (
 )
 from triform.generate.search import sample
 from triform.models import StackModel, build_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROBABILITIES = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
 LOGITS = PROBABILITIES.log()

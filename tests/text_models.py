@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 
 from conftest import tiny_config
@@ -15,6 +16,16 @@ from triform.vocab import SpecialTokens
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "my bird sang at the window", "his fish swam in a bowl"]
 WORDS = "one two three four five six seven eight nine ten red green blue , . !".split()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for these tiny models: their operations are too small to share out, and on
+    cores shared with other jobs a second thread mostly waits (the tests run several times faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def word_setup(*texts: str):

@@ -1,9 +1,9 @@
 """Text in, text out: a model, its tokenizer and the layout it was trained with.
 
-generator = TextGenerator.load("runs/gpt")
-generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
-for piece in generator.stream("Once upon a time"):
-    print(piece, end="", flush=True)
+    generator = TextGenerator.load("runs/gpt")
+    generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
+    for piece in generator.stream("Once upon a time"):
+        print(piece, end="", flush=True)
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class Generation:
 
 
 class TextGenerator:
+    """Generation, streaming, fill-mask and mask-predict for one model. `objective` and `pattern`
+    are those the model was trained with; they decide how prompts are laid out (layout.py)."""
+
     def __init__(
         self,
         model,

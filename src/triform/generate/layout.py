@@ -96,7 +96,3 @@ def resolve_layout(
         specials.require(("bos",), "generation with a stack trained with clm")
     return Layout(arch, kind, pattern, specials)
 
-
-def training_of(extra: dict) -> tuple[str | None, str | None]:
-    """(objective, pattern) recorded in a model folder's config.json "extra", None where absent."""
-    return extra.get("objective"), extra.get("pattern")

@@ -86,7 +86,8 @@ class Penalties:
 
     def push(self, tokens: list[int]) -> None:
         if self.seen is not None:
-            self.seen[torch.arange(len(tokens)), torch.tensor(tokens)] = True
+            rows = torch.arange(len(tokens), device=self.seen.device)
+            self.seen[rows, torch.tensor(tokens, device=self.seen.device)] = True
         if self.blockers is not None:
             for blocker, token in zip(self.blockers, tokens):
                 blocker.push(token)
