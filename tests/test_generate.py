@@ -123,6 +123,21 @@ def test_the_same_seed_gives_the_same_sample_and_another_seed_another():
     assert unseeded[0].tokens != unseeded[1].tokens  # without a seed, each row draws its own
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_penalties_act_on_the_generated_sequence(strategy):
+    model = build("stack")  # an untrained model repeats itself
+    layout = resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=12, num_beams=1 if strategy == "greedy" else 3)
+    plain = generate_ids(model, layout, PROMPTS, config)
+    assert any(len(set(r.tokens)) < len(r.tokens) for r in plain)
+    for row, prompt in zip(generate_ids(model, layout, PROMPTS, config.replace(no_repeat_ngram_size=2)), PROMPTS):
+        sequence = [SPECIALS.bos] + prompt + row.tokens
+        bigrams = list(zip(sequence, sequence[1:]))
+        assert len(bigrams) == len(set(bigrams))
+    for row, prompt in zip(generate_ids(model, layout, PROMPTS, config.replace(repetition_penalty=1e9)), PROMPTS):
+        assert len(set(row.tokens)) == len(row.tokens) and not set(row.tokens) & set(prompt)
+
+
 def test_eos_ends_a_row_and_min_new_tokens_forbids_it():
     model = build("stack")
     with torch.no_grad():

@@ -88,15 +88,23 @@ class BigramModel(StackModel):
         return logits[logits_at] if logits_at is not None else logits
 
 
-def test_length_penalty_changes_the_ranking_as_the_formula_says():
-    a, b, eos = 30, 31, SPECIALS.eos
+def bigram_table(transitions: dict[int, dict[int, float]]):
+    """Log-probabilities of the next token given the last; every other token ends the sequence."""
     table = torch.full((100, 100), float("-inf"))
-    table[:, eos] = 0.0  # by default, a sequence ends
-    table[SPECIALS.bos] = float("-inf")
-    table[SPECIALS.bos, eos], table[SPECIALS.bos, a] = math.log(0.55), math.log(0.45)
-    table[a] = float("-inf")
-    table[a, b], table[a, eos] = math.log(0.9), math.log(0.1)
-    log_p = {(): math.log(0.55), (a,): math.log(0.45 * 0.1), (a, b): math.log(0.45 * 0.9)}
+    table[:, SPECIALS.eos] = 0.0
+    for token, nexts in transitions.items():
+        table[token] = float("-inf")
+        for following, probability in nexts.items():
+            table[token, following] = math.log(probability)
+    return table
+
+
+A, B, C, EOS = 30, 31, 32, SPECIALS.eos
+
+
+def test_length_penalty_changes_the_ranking_as_the_formula_says():
+    table = bigram_table({SPECIALS.bos: {EOS: 0.55, A: 0.45}, A: {B: 0.9, EOS: 0.1}})
+    log_p = {(): math.log(0.55), (A,): math.log(0.45 * 0.1), (A, B): math.log(0.45 * 0.9)}
     assert length_penalty(3, 2.0) == pytest.approx(((5 + 3) / 6) ** 2)
 
     model = BigramModel(table).eval()
@@ -109,4 +117,16 @@ def test_length_penalty_changes_the_ranking_as_the_formula_says():
         assert [tuple(r.tokens) for r in best] == sorted(expected, key=expected.get, reverse=True)
         assert [r.score for r in best] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-5)
         rankings[alpha] = [tuple(r.tokens) for r in best]
-    assert rankings[0.0][0] == () and rankings[2.0][0] == (a, b)  # the longer sequence wins with alpha = 2
+    assert rankings[0.0][0] == () and rankings[2.0][0] == (A, B)  # the longer sequence wins with alpha = 2
+
+
+def test_without_early_stopping_search_goes_on_while_a_running_beam_can_still_win():
+    # "" ends first (score -0.69), then "c" (-2.2): two finished hypotheses for two beams. The running
+    # beam "a b" can still reach log(0.405) / lp(3) = -0.51 with alpha = 2, and does.
+    table = bigram_table({SPECIALS.bos: {EOS: 0.5, A: 0.45, C: 0.05}, A: {B: 0.9, EOS: 0.1}})
+    model, layout = BigramModel(table).eval(), resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=5, num_beams=2, num_return_sequences=2, length_penalty=2.0)
+    assert [r.tokens for r in generate_ids(model, layout, [[]], config)] == [[], [C]]
+    patient = generate_ids(model, layout, [[]], config.replace(early_stopping=False))
+    assert [r.tokens for r in patient] == [[A, B], []]
+    assert patient[0].score == pytest.approx(math.log(0.405) / length_penalty(3, 2.0))
