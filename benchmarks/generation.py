@@ -75,7 +75,7 @@ def table(results: list[dict], args) -> str:
         f"Generation speed, {args.new_tokens} new tokens after a {args.prompt_length}-token prompt, randomly "
         f"initialised `tiny-gpt` and `tiny-vaswani` presets (d_model 64, 2 layers, vocabulary 2048) and `small-*` "
         f"versions with the same parts at d_model 256, 4 layers, vocabulary 8192; fp32 on CPU ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}). Output tokens per second, median of "
+        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}, torch {torch.__version__}). Output tokens per second, median of "
         f"{args.repeats} runs; the speed-up is the median of paired ratios, cached and uncached runs alternating "
         "in one process. The machine is shared with other engineers' jobs, so absolute figures vary from run to "
         "run; the ratios are the claim. Measured by `python benchmarks/generation.py --write`.",
