@@ -135,7 +135,13 @@ def export_hf(
     base = {k: v for k, v in original.get("config", {}).items() if k not in ("transformers_version", "dtype", "torch_dtype")}
     specials = pretrained.specials
     token_ids = {} if specials is None else {**specials.to_dict(), "decoder_start": specials.decoder_start_id}
+    missing = [role for role in family.needs_tokens if token_ids.get(role) is None]
+    if missing:
+        raise ConversionError(f"Hugging Face {model_type} needs a {missing[0]} token id, and the model has none "
+                              "(save it with its special tokens)")  # fmt: skip
     hf = family.write_config(config, model_type, token_ids, base if same_family else {})
+    # A token the model has no id for is left to transformers' default rather than written as null.
+    hf = {key: value for key, value in hf.items() if value is not None or key in base}
     tensors = export_state(family.rules(config, hf), pretrained.model)
     family.complete_export(config, tensors)
     hf["torch_dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")

@@ -25,6 +25,7 @@ class BartFamily(Family):
     copies = {"model.encoder.embed_tokens.weight": SHARED, "model.decoder.embed_tokens.weight": SHARED}
     ignored = (r"^lm_head\.weight$",)  # the tied output projection, when the file holds a copy
     decoder_start_role = "eos"
+    needs_tokens = ("pad", "eos", "decoder_start")
     fixed = dict(
         arch="encoder-decoder", position="learned", norm="layernorm", norm_eps=LAYER_NORM_EPS,
         norm_placement="post", gated=False, bias=True, token_types=0, embedding_norm=True, scale_attention=True,

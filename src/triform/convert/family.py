@@ -28,6 +28,7 @@ class Family:
     ignored: ClassVar[tuple[str, ...]] = ()  # patterns of tensors that carry nothing: buffers, tied copies
     copies: ClassVar[dict[str, str]] = {}  # tensors saved as copies of another, which they must equal
     decoder_start_role: ClassVar[str | None] = None  # the decoder's first token when config.json names none
+    needs_tokens: ClassVar[tuple[str, ...]] = ()  # special-token roles config.json must have ids for
     free_head_size: ClassVar[bool] = False  # whether d_head may differ from d_model / n_heads (T5's d_kv)
     fixed: ClassVar[dict[str, object]] = {}  # ModelConfig values every model of the family has
     # special-token role -> token string, per model type (the tokenizer gives the ids)

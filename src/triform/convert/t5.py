@@ -22,6 +22,7 @@ class T5Family(Family):
     copies = {"encoder.embed_tokens.weight": SHARED, "decoder.embed_tokens.weight": SHARED}
     ignored = (r"^lm_head\.weight$",)  # the tied output projection, when the file holds a copy
     decoder_start_role = "pad"
+    needs_tokens = ("pad", "eos")
     free_head_size = True
     fixed = dict(
         arch="encoder-decoder", position="relative", norm="rmsnorm", norm_placement="pre", bias=False,
