@@ -9,11 +9,11 @@ The model file is a protocol buffer; reading it needs the `sentencepiece` and `p
   <extra_id_99> ... <extra_id_0>, the model's precompiled normaliser, whitespace splitting and "▁".
 - Marian encodes with SentencePiece but takes ids from `vocab.json`, a vocabulary shared with the
   target language. The unigram model is therefore laid out in vocab.json's order: the source
-  model's pieces keep their scores; tokens it does not have (target-language pieces) get a score
-  so low that segmentation never picks them. The normaliser reproduces SentencePiece's own
-  (precompiled map, extra whitespace removed, dummy prefix). One difference remains: a run of
-  characters that the source model does not know is one <unk> here, while Marian's tokenizer looks
-  the run up in vocab.json and uses its id if the target language happens to have that piece.
+  model's pieces keep their scores; a token it does not have (a target-language piece) is stored
+  behind a leading space, which normalised text never contains (spaces become "▁"), so that
+  segmentation can never pick it, and the decoder drops the space again. One difference remains:
+  a run of characters the source model does not know is one <unk> here, while Marian's tokenizer
+  looks the run up in vocab.json and uses its id if the target language has that very piece.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from triform.convert.files import ConversionError, one_line, read_json
 from triform.convert.tokenizer import token_setting
 
 UNIGRAM, NORMAL, USER_DEFINED = 1, 1, 4  # ModelProto.TrainerSpec.ModelType and SentencePiece.Type values
-NEVER = -1e9  # score of a token the source model does not have: below any real segmentation
+HIDDEN = " "  # put before a token the source model does not have: no normalised text contains a space
 SPACE = "▁"
 
 
@@ -95,18 +95,26 @@ def marian_tokenizer(directory: Path, settings: dict, side: str):
     unk = token_setting(settings, "unk_token", "<unk>")
     if unk not in vocabulary:
         raise ConversionError(f"{vocabulary_path}: the unknown token {unk!r} is missing")
-    tokenizer = Tokenizer(models.Unigram([(t, scores.get(t, NEVER)) for t in tokens], unk_id=vocabulary[unk], byte_fallback=False))
-    spm_pipeline(tokenizer, proto.normalizer_spec)
+    if not proto.normalizer_spec.escape_whitespaces:
+        raise ConversionError(f"{model_path}: a SentencePiece model that keeps spaces as they are is not supported")
     eos, pad = token_setting(settings, "eos_token", "</s>"), token_setting(settings, "pad_token", "<pad>")
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (eos, unk, pad) if t in vocabulary])
+    specials = [t for t in (eos, unk, pad) if t in vocabulary]
     # A language code (>>fra<<) opens a multilingual model's input; Marian takes it whole.
     codes = [t for t in tokens if t.startswith(">>") and t.endswith("<<")]
+    # Special tokens and codes are cut out of the text before segmentation, so they stay as they are.
+    # Hidden tokens score 0, above every real piece, so that the unknown token's score (the lowest
+    # score less 10, in SentencePiece as in tokenizers) stays what SentencePiece computes.
+    visible = set(scores) | set(specials) | set(codes)
+    pieces = [(t, scores.get(t, 0.0)) if t in visible else (HIDDEN + t, 0.0) for t in tokens]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=vocabulary[unk], byte_fallback=False))
+    spm_pipeline(tokenizer, proto.normalizer_spec, hidden=True)
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     tokenizer.add_tokens([AddedToken(code, normalized=False) for code in codes])
     tokenizer.post_processor = eos_template(eos, vocabulary, vocabulary_path)
     return tokenizer
 
 
-def spm_pipeline(tokenizer, spec) -> None:
+def spm_pipeline(tokenizer, spec, *, hidden: bool = False) -> None:
     """SentencePiece's normaliser as `tokenizers` steps: the precompiled character map, leading,
     trailing and repeated spaces removed, spaces shown as "▁", and a "▁" before the text."""
     from tokenizers import Regex, decoders, normalizers, pre_tokenizers
@@ -121,7 +129,8 @@ def spm_pipeline(tokenizer, spec) -> None:
         steps.append(normalizers.Replace(Regex(rf"\A{SPACE}"), SPACE * 2))
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=False)
     tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=False)
+    metaspace = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=False)
+    tokenizer.decoder = decoders.Sequence([decoders.Replace(HIDDEN, ""), metaspace]) if hidden else metaspace
 
 
 def eos_template(eos: str, ids: dict, source: Path):
