@@ -18,7 +18,9 @@ def add_arguments(parser) -> None:
         "--model-type", type=Optional[MODEL_TYPES], default=None,
         help="with --to-hf: the Hugging Face family to write (default: the one imported from, else the first that fits)",
     )  # fmt: skip
-    parser.add_argument("--overwrite", action=ActionYesNo(no_prefix="no-"), default=False, help="replace --out if it exists")
+    parser.add_argument(
+        "--overwrite", action=ActionYesNo(no_prefix="no-"), default=False, help="replace --out if it exists"
+    )
     parser.add_argument(
         "--tokenizer", action=ActionYesNo(no_prefix="no-"), default=True,
         help="with --from-hf: also convert the tokenizer (--no-tokenizer: the model only)",
@@ -54,5 +56,7 @@ def run(args) -> int:
 def describe(pretrained) -> str:
     config = pretrained.config
     n_parameters = sum(p.numel() for p in pretrained.model.parameters())
-    tokenizer = "no tokenizer" if pretrained.tokenizer is None else f"tokenizer of {pretrained.tokenizer.get_vocab_size()} tokens"
-    return f"{config.arch}, {config.n_layers} layers, d_model {config.d_model}, {n_parameters / 1e6:.2f}M parameters, {tokenizer}"
+    tokenizer = pretrained.tokenizer
+    tokens = "no tokenizer" if tokenizer is None else f"tokenizer of {tokenizer.get_vocab_size()} tokens"
+    size = f"d_model {config.d_model}, {n_parameters / 1e6:.2f}M parameters"
+    return f"{config.arch}, {config.n_layers} layers, {size}, {tokens}"

@@ -132,7 +132,8 @@ def export_hf(
     if problems:
         raise ConversionError(f"cannot export as Hugging Face {model_type}: " + "; ".join(problems))
     same_family = original.get("model_type") == model_type
-    base = {k: v for k, v in original.get("config", {}).items() if k not in ("transformers_version", "dtype", "torch_dtype")}
+    stale = ("transformers_version", "dtype", "torch_dtype")
+    base = {key: value for key, value in original.get("config", {}).items() if key not in stale}
     specials = pretrained.specials
     token_ids = {} if specials is None else {**specials.to_dict(), "decoder_start": specials.decoder_start_id}
     missing = [role for role in family.needs_tokens if token_ids.get(role) is None]

@@ -87,7 +87,7 @@ class BartFamily(Family):
                 *attention(ours + "self_attention", theirs + "self_attn"),
                 *linear(ours + "norms.0", theirs + "self_attn_layer_norm"),
                 *linear(ours + "cross_attention.query", theirs + "encoder_attn.q_proj"),
-                *fused(ours + "cross_attention.key_value", [theirs + "encoder_attn.k_proj", theirs + "encoder_attn.v_proj"]),
+                *fused(ours + "cross_attention.key_value", [f"{theirs}encoder_attn.{n}_proj" for n in "kv"]),
                 *linear(ours + "cross_attention.out", theirs + "encoder_attn.out_proj"),
                 *linear(ours + "norms.1", theirs + "encoder_attn_layer_norm"),
                 *feedforward(ours, theirs),

@@ -24,8 +24,9 @@ HEADS = {  # model type -> (dense, norm, bias, projection) of the masked-LM head
 }  # fmt: skip
 PREFIXES = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert."}
 DISTILBERT_EPS = 1e-12  # hard-coded in Hugging Face's DistilBERT
-BERT_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "bos": "[CLS]", "eos": "[SEP]"}
-ROBERTA_TOKENS = {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>", "bos": "<s>", "eos": "</s>"}
+# [CLS] and [SEP] open and close a BERT input, so they are also the [BOS] and [EOS] of triform's layouts.
+BERT_TOKENS = dict(pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]", mask="[MASK]", bos="[CLS]", eos="[SEP]")
+ROBERTA_TOKENS = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<mask>", bos="<s>", eos="</s>")
 
 
 class BertFamily(Family):
@@ -95,7 +96,10 @@ class BertFamily(Family):
             rules.append(rule("stack.embeddings.token_types.weight", embeddings + "token_type_embeddings.weight"))
         for i in range(config.n_layers):
             ours = f"stack.blocks.{i}."
-            rules += distil_layer(ours, f"{p}transformer.layer.{i}.") if distil else bert_layer(ours, f"{p}encoder.layer.{i}.")
+            if distil:
+                rules += distil_layer(ours, f"{p}transformer.layer.{i}.")
+            else:
+                rules += bert_layer(ours, f"{p}encoder.layer.{i}.")
         dense, norm, bias, projection = HEADS[hf["model_type"]]
         if config.output_transform:
             rules += [*linear("head.transform.0", dense), *linear("head.transform.2", norm)]
@@ -149,7 +153,7 @@ class BertFamily(Family):
         )  # fmt: skip
         if model_type == "roberta":
             if token_ids.get("pad") is None:
-                raise ConversionError("Hugging Face roberta numbers positions from its padding token, and the model has none")
+                raise ConversionError("Hugging Face roberta counts positions from its padding token; the model has none")
             hf.update(bos_token_id=token_ids.get("bos"), eos_token_id=token_ids.get("eos"))
         hf["max_position_embeddings"] = config.max_len + self.position_offset(hf)
         return hf

@@ -89,7 +89,8 @@ class T5Family(Family):
         if config.gated:
             name = "gelu" if config.activation == "gelu_tanh" else name  # "gated-gelu" means gelu_new
         hf = {
-            **base, "model_type": model_type, "architectures": [f"{'MT5' if model_type == 'mt5' else 'T5'}ForConditionalGeneration"],
+            **base, "model_type": model_type,
+            "architectures": ["MT5ForConditionalGeneration" if model_type == "mt5" else "T5ForConditionalGeneration"],
             "vocab_size": config.vocab_size, "d_model": config.d_model, "d_kv": config.head_dim, "d_ff": config.d_ff,
             "num_layers": config.n_layers, "num_decoder_layers": config.decoder_layers, "num_heads": config.n_heads,
             "relative_attention_num_buckets": config.relative_buckets,
@@ -119,7 +120,7 @@ def feedforward_kind(hf: HFConfig) -> tuple[str, bool]:
     if value == "gated-gelu":
         name = "gelu_new"
     if name not in ACTIVATIONS:
-        raise hf.error("feed_forward_proj", f"activation {name!r} has no triform equivalent; supported: {sorted(ACTIVATIONS)}")
+        raise hf.error("feed_forward_proj", f"activation {name!r} has no triform equivalent ({sorted(ACTIVATIONS)})")
     return ACTIVATIONS[name], gated == "gated"
 
 
@@ -144,9 +145,13 @@ def cross_attention(ours: str, theirs: str) -> list[Rule]:
 
 def feed_forward(ours: str, theirs: str, gated: bool) -> list[Rule]:
     dense = theirs + "DenseReluDense."
-    up = [*linear(ours + "feedforward.gate", dense + "wi_0", bias=False), *linear(ours + "feedforward.up", dense + "wi_1", bias=False)]
+    if gated:  # wi_0 goes through the activation, wi_1 does not (Shazeer 2020)
+        up = [*linear(ours + "feedforward.gate", dense + "wi_0", bias=False),
+              *linear(ours + "feedforward.up", dense + "wi_1", bias=False)]  # fmt: skip
+    else:
+        up = linear(ours + "feedforward.up", dense + "wi", bias=False)
     return [
-        *(up if gated else linear(ours + "feedforward.up", dense + "wi", bias=False)),
+        *up,
         *linear(ours + "feedforward.down", dense + "wo", bias=False),
         rule(f"{ours}norms.{2 if 'decoder' in ours else 1}.weight", theirs + "layer_norm.weight"),
     ]
