@@ -88,7 +88,8 @@ def _marian():
 
 def _t5_config(**changes):
     values = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=1, num_heads=4,
-                  relative_attention_num_buckets=8, relative_attention_max_distance=20, decoder_start_token_id=0)  # fmt: skip
+                  relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                  decoder_start_token_id=0)  # fmt: skip
     values.update(changes)
     return values
 

@@ -9,10 +9,10 @@ import random
 from pathlib import Path
 
 WORDS = (
-    "the quick brown fox jumps over lazy dog translation model token unbelievable internationalization Hello World "
-    "it's don't U.S.A. e-mail 3.14 1,000,000 #hashtag @user co-operate naïve café résumé Übermäßig straße Ärger Öl "
-    "œuvre façade jalapeño São Paulo Москва Київ Ελλάδα 中文字符 東京 日本語の文章 한국어 문장 مرحبا بالعالم שלום "
-    "हिन्दी ภาษาไทย 😀 🎉👍🏽 ½ ² ﬁ Ⅻ ｆｕｌｌｗｉｄｔｈ"
+    "the quick brown fox jumps over lazy dog translation model token unbelievable internationalization "
+    "Hello World it's don't U.S.A. e-mail 3.14 1,000,000 #hashtag @user co-operate naïve café résumé "
+    "Übermäßig straße Ärger Öl œuvre façade jalapeño São Paulo Москва Київ Ελλάδα 中文字符 東京 "
+    "日本語の文章 한국어 문장 مرحبا بالعالم שלום हिन्दी ภาษาไทย 😀 🎉👍🏽 ½ ² ﬁ Ⅻ ｆｕｌｌｗｉｄｔｈ"
 ).split()
 SPACES = [" ", "  ", "   ", "\t", "\n", " \n ", "\u3000", "\xa0", "\u2009", "\r\n"]
 PUNCTUATION = list(".,;:!?()[]{}\"'-–—…/\\*&%$€£¥")
@@ -22,10 +22,10 @@ ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 def corpus(seed: int = 0, n: int = 1500) -> list[str]:
     rng = random.Random(seed)
-    return [
-        " ".join(rng.choice(WORDS) + (rng.choice(PUNCTUATION) if rng.random() < 0.2 else "") for _ in range(rng.randint(3, 14)))
-        for _ in range(n)
-    ]
+    def word() -> str:
+        return rng.choice(WORDS) + (rng.choice(PUNCTUATION) if rng.random() < 0.2 else "")
+
+    return [" ".join(word() for _ in range(rng.randint(3, 14))) for _ in range(n)]
 
 
 def varied_strings(specials: tuple[str, ...] = (), n: int = 300, seed: int = 1) -> list[str]:
@@ -43,7 +43,8 @@ def varied_strings(specials: tuple[str, ...] = (), n: int = 300, seed: int = 1) 
             elif draw < 0.7:
                 parts.append(rng.choice(PUNCTUATION))
             elif draw < 0.8:
-                parts.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyzé中😀") for _ in range(rng.randint(20, 150))))
+                length = rng.randint(20, 150)  # a very long word
+                parts.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyzé中😀") for _ in range(length)))
             elif draw < 0.9:
                 parts.append(str(rng.randint(0, 10**9)))
             else:
@@ -82,7 +83,8 @@ def byte_level_folder(folder: Path, model_type: str, tokenizer_config: dict | No
     specials = ["<|endoftext|>"] if model_type == "gpt2" else ROBERTA_SPECIALS
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=alphabet)
     tokenizer.train_from_iterator(corpus(), trainer)
     write_config(folder, model_type, tokenizer_config)
     tokenizer.model.save(str(folder))  # vocab.json and merges.txt

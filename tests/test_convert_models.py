@@ -102,12 +102,13 @@ def test_logits_hidden_states_and_loss_match_transformers(imported):
     torch.testing.assert_close(real(got, batch.padding_mask), real(expected, batch.padding_mask), atol=1e-4, rtol=0)
 
     hidden = reference(**reference_inputs(batch, pretrained.config.arch), output_hidden_states=True)
+    model = pretrained.model
     if pretrained.config.arch == "stack":
-        ours, theirs = pretrained.model.stack(batch.ids, batch.pattern, padding_mask=batch.padding_mask), hidden.hidden_states[-1]
-        mask = batch.padding_mask
+        mask, theirs = batch.padding_mask, hidden.hidden_states[-1]
+        ours = model.stack(batch.ids, batch.pattern, padding_mask=mask)
     else:
-        ours, theirs = pretrained.model.encode(batch.source_ids, batch.source_padding_mask), hidden.encoder_last_hidden_state
-        mask = batch.source_padding_mask
+        mask, theirs = batch.source_padding_mask, hidden.encoder_last_hidden_state
+        ours = model.encode(batch.source_ids, mask)
     torch.testing.assert_close(real(ours, mask), real(theirs, mask), atol=1e-4, rtol=0)
 
     loss = objective.loss(pretrained.model(**batch.model_inputs()), batch)

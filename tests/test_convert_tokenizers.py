@@ -25,7 +25,8 @@ pytest.importorskip("sentencepiece")
 
 FOLDERS = {
     "bert": (lambda d: wordpiece_folder(d), BERT_SPECIALS),
-    "bert-cased": (lambda d: wordpiece_folder(d, {"tokenizer_class": "BertTokenizer", "do_lower_case": False}), BERT_SPECIALS),
+    "bert-cased": (lambda d: wordpiece_folder(d, {"tokenizer_class": "BertTokenizer", "do_lower_case": False}),
+                   BERT_SPECIALS),
     "gpt2": (lambda d: byte_level_folder(d, "gpt2"), ["<|endoftext|>"]),
     "gpt2-prefix-space": (lambda d: byte_level_folder(d, "gpt2", {"tokenizer_class": "GPT2Tokenizer",
                                                                    "add_prefix_space": True}), ["<|endoftext|>"]),
@@ -133,7 +134,10 @@ def test_a_folder_without_tokenizer_files(tmp_path):
 ])  # fmt: skip
 def test_model_folders_bring_their_tokenizer_and_special_tokens_in_and_out(tmp_path, family, build):
     source = build(tmp_path / "hf")
-    reference_tokenizer = marian_reference(source) if family == "marian" else transformers.AutoTokenizer.from_pretrained(source)
+    if family == "marian":
+        reference_tokenizer = marian_reference(source)
+    else:
+        reference_tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     model = tiny(family)
     model.resize_token_embeddings(len(reference_tokenizer))
     for role in ("pad", "bos", "eos"):  # the model's config names the tokenizer's tokens, as a real folder does

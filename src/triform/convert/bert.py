@@ -42,13 +42,14 @@ class BertFamily(Family):
     special_tokens = {"bert": BERT_TOKENS, "distilbert": BERT_TOKENS, "roberta": ROBERTA_TOKENS}
 
     def __init__(self, model_type: str = "bert"):
-        self.model_type = model_type
         self.prefix = PREFIXES[model_type]
 
     @staticmethod
     def position_offset(hf: dict) -> int:
         """RoBERTa numbers positions from pad_token_id + 1; BERT and DistilBERT from 0."""
-        return hf.get("pad_token_id", 1) + 1 if hf["model_type"] == "roberta" else 0
+        if hf["model_type"] != "roberta":
+            return 0
+        return (hf["pad_token_id"] if hf.get("pad_token_id") is not None else 1) + 1
 
     def read_config(self, hf: HFConfig, tensors) -> ModelConfig:
         dense, _, _, projection = HEADS[hf.model_type]
