@@ -57,6 +57,13 @@ def test_sharded_checkpoint(tmp_path):
     causal_logits_match(reference, tmp_path)
 
 
+def test_half_precision_weights_load_into_float32(tmp_path):
+    tiny("gpt2").to(torch.bfloat16).save_pretrained(tmp_path)
+    pretrained = import_hf(tmp_path)
+    assert next(pretrained.model.parameters()).dtype == torch.float32
+    causal_logits_match(transformers.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float32).eval(), tmp_path)
+
+
 def test_base_model_without_head_gives_hidden_states_and_exports_as_base_model(tmp_path):
     from hf_models import perturb
 

@@ -54,7 +54,7 @@ def read_json(path: Path) -> dict:
 def read_hf_config(directory: Path) -> dict:
     path = directory / CONFIG
     if not directory.is_dir():
-        raise ConversionError(f"{directory}: not a folder")
+        raise ConversionError(f"{directory}: not a folder; triform reads local Hugging Face folders, with no download")
     config = read_json(path)
     if config.get("format") == "triform":
         raise ConversionError(f"{path}: this is a triform model folder, not a Hugging Face one")
