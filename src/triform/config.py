@@ -13,6 +13,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 from triform.errors import ConfigError
 
 Architecture = Literal["stack", "encoder-decoder"]
+# sinusoidal-halves: the same table with the sines first and the cosines after them (Marian)
 PositionKind = Literal["sinusoidal", "sinusoidal-halves", "learned", "rotary", "relative"]
 NormKind = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
