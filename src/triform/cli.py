@@ -15,6 +15,7 @@ COMMANDS = {
     "inspect": ("inspect", "show what an objective makes of a text: input, target and attention pattern"),
     "presets": ("presets", "list the named model presets"),
     "pairs": ("pairs", "print which objective trains on which architecture and attention pattern"),
+    "convert": ("convert", "import a Hugging Face model folder (--from-hf) or export one (--to-hf)"),
 }
 
 
