@@ -15,7 +15,7 @@ import torch
 from triform.errors import TriformError
 from triform.generate.beam import beam_search
 from triform.generate.config import GenerationConfig
-from triform.generate.layout import CONTINUE, Layout, PromptTooLong, resolve_layout
+from triform.generate.layout import Layout, PromptTooLong, resolve_layout
 from triform.generate.search import Decode, Row, StopStrings, decode_steps
 from triform.generate.session import start_session
 from triform.vocab import SpecialTokens
@@ -44,10 +44,8 @@ def plan_rows(
         if room < 1:
             raise PromptTooLong(index, len(prompt), max_len)
         ids = layout.frame(prompt)
-        # Penalties look back on the sequence being written: the continued text, or the target alone.
-        history = list(ids) if layout.kind == CONTINUE else []
         framed.append(ids)
-        rows.append(Row(index, history, min(config.max_new_tokens, room)))
+        rows.append(Row(index, layout.history(ids), min(config.max_new_tokens, room)))
     return framed, rows
 
 

@@ -4,7 +4,8 @@
 - A stack trained source -> target (`seq2seq`, `prefix-lm`, `span`, `denoise`) reads ``source [SEP]``
   (the prefix, under the prefix pattern by default) and writes the target after it
   (objectives/layout.py); when the model has segment embeddings, the target is segment 1.
-- An encoder-decoder encodes ``source [EOS]``; its decoder starts from [BOS].
+- An encoder-decoder encodes ``source [EOS]``; its decoder starts from [BOS] (or the vocabulary's own
+  decoder start token: T5's and Marian's padding, BART's end of sequence).
 
 A model trained with `mlm` on a stack does not continue text: it fills masks (fill_mask.py,
 mask_predict.py).
@@ -54,6 +55,14 @@ class Layout:
             return list(prompt[len(prompt) - keep :]) if keep > 0 else []
         return list(prompt[:keep])
 
+    def history(self, framed: list[int]) -> list[int]:
+        """The sequence the new tokens continue, as penalties see it: the framed text to continue,
+        or the target's start token ([SEP] on a stack, the decoder's start token on an
+        encoder-decoder) as `transformers` counts a decoder's input."""
+        if self.kind == CONTINUE:
+            return list(framed)
+        return [self.specials.sep] if self.arch == "stack" else [self.specials.decoder_start_id]
+
     @property
     def segments(self) -> bool:
         """Whether generated tokens belong to the second segment (source -> target on a stack)."""
@@ -87,7 +96,9 @@ def resolve_layout(
         )
     if arch == "encoder-decoder":
         kind = SOURCE_TARGET_KIND
-        specials.require(("bos", "eos"), "generation with an encoder-decoder")
+        specials.require(("eos",), "generation with an encoder-decoder")
+        if specials.decoder_start_id is None:
+            raise TriformError("generation with an encoder-decoder needs a bos token (or a decoder start token)")
     elif objective in SOURCE_TARGET:
         kind = SOURCE_TARGET_KIND
         specials.require(("sep",), f"generation with a stack trained with {objective}")

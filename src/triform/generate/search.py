@@ -24,7 +24,7 @@ class Row:
     """One output sequence being generated."""
 
     prompt_index: int
-    history: list[int]  # what the penalties look back on: the sequence being continued
+    history: list[int]  # what the penalties look back on: the sequence being continued (Layout.history)
     limit: int  # most tokens this row may add (max_new_tokens, or less where max_len is near)
     tokens: list[int] = field(default_factory=list)  # generated so far, [EOS] excluded
     finish_reason: str | None = None  # "eos", "stop" or "length"

@@ -107,7 +107,8 @@ class EncoderDecoderSession:
         self.source_padding_mask = None if mask is None else mask.to(device)
         # The source is encoded once; each step only runs the decoder.
         self.memory = model.encode(source_ids.to(device), self.source_padding_mask)  # (B, S, d_model)
-        self.ids = torch.full((len(sources), 1), layout.specials.bos, device=device)
+        # [BOS], or the vocabulary's own decoder start token (T5 and Marian: padding; BART: [EOS]).
+        self.ids = torch.full((len(sources), 1), layout.specials.decoder_start_id, device=device)
         self.cache = model.new_cache(len(sources), capacity=max_new_tokens + 1) if use_cache else None
 
     @property
