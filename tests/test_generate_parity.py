@@ -7,7 +7,9 @@ import torch
 
 from hf_models import single_thread, tiny, transformers  # noqa: F401
 from triform.convert import import_hf
-from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.generate import GenerationConfig, fill_mask, generate_ids, resolve_layout
+from triform.generate.api import imported_objective
+from triform.vocab import SpecialTokens
 
 PROMPTS = [[9, 17, 33, 41, 8, 77], [12, 5, 90], [44, 45, 46, 47, 48, 49, 50, 51]]
 GENERATIVE = ["gpt2", "bart", "marian", "t5"]
@@ -58,3 +60,22 @@ def test_outputs_match_transformers_generate(imported, case):
     with torch.no_grad():
         theirs = [reference_tokens(reference, pretrained, prompt, their_options) for prompt in PROMPTS]
     assert [row.tokens for row in ours] == theirs  # our rows are batched and padded; theirs one by one
+
+
+
+def test_fill_mask_gives_the_probabilities_of_transformers_on_an_imported_bert(tmp_path):
+    reference = tiny("bert")
+    reference.save_pretrained(tmp_path / "hf")
+    pretrained = import_hf(tmp_path / "hf", tokenizer=False)
+    assert imported_objective(pretrained.extra) == "mlm"  # a folder imported from BERT fills masks
+    specials = SpecialTokens(pad=0, unk=1, cls=2, sep=3, mask=4)
+    texts = [[9, 4, 33, 41, 4, 77], [12, 4, 90]]
+    ours = fill_mask(pretrained.model, texts, specials, top_k=3)
+    with torch.no_grad():
+        for text, per_mask in zip(texts, ours):
+            ids = torch.tensor([[specials.cls, *text, specials.sep]])
+            probabilities = reference(input_ids=ids).logits[0].softmax(-1)[ids[0] == specials.mask]
+            top = probabilities.topk(3, dim=-1)
+            assert [[c.id for c in mask] for mask in per_mask] == top.indices.tolist()
+            got = torch.tensor([[c.probability for c in mask] for mask in per_mask])
+            torch.testing.assert_close(got, top.values, atol=1e-5, rtol=0)

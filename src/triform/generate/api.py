@@ -33,6 +33,15 @@ class Generation:
     score: float | None = None  # beam search: log-probability / length penalty
 
 
+# Hugging Face families imported by `triform convert` whose models were pretrained as masked LMs.
+MASKED_LM_TYPES = ("bert", "roberta", "distilbert")
+
+
+def imported_objective(extra: dict) -> str | None:
+    """The objective of a model imported from Hugging Face, whose folder records the model type only."""
+    return "mlm" if extra.get("hf", {}).get("model_type") in MASKED_LM_TYPES else None
+
+
 class TextGenerator:
     """Generation, streaming, fill-mask and mask-predict for one model. `objective` and `pattern`
     are those the model was trained with; they decide how prompts are laid out (layout.py)."""
@@ -73,7 +82,7 @@ class TextGenerator:
             loaded.model,
             loaded.tokenizer,
             specials,
-            objective=objective or loaded.extra.get("objective"),
+            objective=objective or loaded.extra.get("objective") or imported_objective(loaded.extra),
             pattern=pattern or loaded.extra.get("pattern"),
         )
 
