@@ -15,6 +15,9 @@ COMMANDS = {
     "inspect": ("inspect", "show what an objective makes of a text: input, target and attention pattern"),
     "presets": ("presets", "list the named model presets"),
     "pairs": ("pairs", "print which objective trains on which architecture and attention pattern"),
+    "generate": ("generate", "continue text with a model folder: greedy, sampling or beam search"),
+    "translate": ("translate", "translate lines of a file or stdin with a source -> target model (beam search)"),
+    "fill-mask": ("fill_mask", "the most likely tokens for each [MASK] of a text, with probabilities"),
     "convert": ("convert", "import a Hugging Face model folder (--from-hf) or export one (--to-hf)"),
 }
 
