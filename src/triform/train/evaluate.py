@@ -141,8 +141,12 @@ def greedy_decode(model, sources: list[list[int]], specials, *, pattern: str, ma
 
 def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
     """Corpus BLEU (Papineni et al. 2002) and chrF (Popović 2015) as sacrebleu computes them."""
-    import sacrebleu
+    from sacrebleu.metrics import BLEU, CHRF
 
-    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
-    return {"bleu": bleu.score, "chrf": chrf.score, "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+    bleu, chrf = BLEU(), CHRF()
+    return {
+        "bleu": bleu.corpus_score(hypotheses, [references]).score,
+        "chrf": chrf.corpus_score(hypotheses, [references]).score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
