@@ -195,10 +195,10 @@ def read_table(path: Path, names: tuple[Field, ...], kind: str, header: bool | N
         numbers: list[int] = []
         reader = csv.reader(_counted(lines, numbers))
         rows = ((numbers[-1], row) for row in reader)
-    positions, width = None, None
+    positions, width, first_line = None, None, 0
     for number, row in rows:
         if width is None:
-            width = len(row)
+            width, first_line = len(row), number
             if header:
                 positions = column_positions(path, names, row)
                 continue
@@ -206,7 +206,7 @@ def read_table(path: Path, names: tuple[Field, ...], kind: str, header: bool | N
         if len(row) != width:
             if not any(cell.strip() for cell in row):
                 continue  # a blank line
-            raise DataError(f"{path}:{number}: ragged row: {len(row)} {label} fields, expected {width} as on line {1 if number > 1 else number}")
+            raise DataError(f"{path}:{number}: ragged row: {len(row)} {label} fields, expected {width} as on line {first_line}")
         record = make_record([row[p] for p in positions], path, number)
         if record is not None:
             yield record
@@ -215,7 +215,7 @@ def read_table(path: Path, names: tuple[Field, ...], kind: str, header: bool | N
 def _counted(lines: Iterator[tuple[int, str]], numbers: list[int]) -> Iterator[str]:
     for number, line in lines:
         numbers.append(number)
-        yield line
+        yield line + "\n"  # the csv module needs the newline to keep one inside a quoted cell
 
 
 def column_positions(path: Path, names: tuple[Field, ...], header_row: list[str]) -> list[int]:

@@ -134,7 +134,7 @@ def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, paral
     start = time.monotonic()
     records = read_records(source, parallel=parallel)
     for batch in batched(records):
-        seen_bytes += sum(len(r.text.encode()) + len((r.target or "").encode()) + 2 for r in batch)
+        seen_bytes += sum(len(r.text.encode()) + 1 + (len(r.target.encode()) + 1 if r.target is not None else 0) for r in batch)
         if skipped:  # consumed by a previous, interrupted run
             dropped = min(skipped, len(batch))
             batch, skipped = batch[dropped:], skipped - dropped
@@ -147,7 +147,7 @@ def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, paral
             elapsed = time.monotonic() - start
             rate = seen_bytes / max(elapsed, 1e-9)
             eta = (total_bytes - seen_bytes) / rate if rate else 0
-            say(f"prepare: {seen_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB ({100 * seen_bytes / max(total_bytes, 1):.0f}%) | "
+            say(f"prepare: {seen_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB ({min(100, 100 * seen_bytes / max(total_bytes, 1)):.0f}%) | "
                 f"{count(state['records'] + builder.n_records)} docs | {rate / 1e6:.2f} MB/s | ETA {duration(eta)}")  # fmt: skip
     if builder.n_records:
         commit(builder, staging, state)
