@@ -85,6 +85,12 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("step-*") if (p / TRAINER_STATE).is_file())
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Staging folders of a save that a kill interrupted."""
+    for staging in (run_dir / CHECKPOINTS).glob(".step-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def prune(run_dir: Path, keep_last: int) -> None:
     for old in checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)

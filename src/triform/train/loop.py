@@ -70,6 +70,8 @@ class Trainer:
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:
         """Continue from the newest checkpoint of the run folder; False when there is none."""
+        if self.processes.is_main:
+            ckpt.remove_partial(self.run_dir)
         found = ckpt.checkpoints(self.run_dir)
         if not found:
             return False
