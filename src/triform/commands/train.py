@@ -15,6 +15,7 @@ def add_arguments(parser) -> None:
 
     register_config_loader()
     parser.parser_mode = CONFIG_MODE
+    parser.allow_abbrev = False  # a misspelt field is an error, never a guess
     parser.add_argument("--config", action=ActionConfigFile, help="a TOML (.toml) or YAML file of the options below")
     parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
 
