@@ -173,3 +173,31 @@ def test_training_on_prepared_shards_equals_training_on_the_text(tmp_path, corpu
     argv = train_args(tmp_path / "shards", tmp_path / "train", tmp_path / "valid", 3, "--preset", "tiny-gpt", "--tokenizer.path", tokenizer)
     assert main(argv) == 0
     assert losses(tmp_path / "shards") == losses(tmp_path / "text")
+
+
+def test_compile_wraps_the_model_and_checkpoints_its_weights(tmp_path, corpus, monkeypatch):
+    """The plumbing of train.compile, with dynamo's eager backend: inductor's C++ build takes a
+    minute on 2 cores, too long for a unit test (it is exercised by hand and on GPU machines)."""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **options):
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    assert main(train_args(tmp_path / "run", *corpus, 2, "--preset", "tiny-gpt", "--train.compile", "true")) == 0
+    assert compiled and sorted(load_model(tmp_path / "run" / "model").model.state_dict()) == sorted(compiled[0].state_dict())
+
+
+def test_precision_and_device_choices(tmp_path, corpus, capsys):
+    from triform.train.loop import autocast_dtype
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    assert main(train_args(tmp_path / "bf16", *corpus, 1, "--preset", "tiny-gpt", "--train.precision", "bf16")) == 0
+    assert "on cpu, bf16" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(train_args(tmp_path / "cuda", *corpus, 1, "--preset", "tiny-gpt", "--train.device", "cuda")) == 1
+        assert "train.device: cuda was asked for, but torch sees no CUDA device" in capsys.readouterr().err
