@@ -45,6 +45,15 @@ def test_tsv_and_csv_by_position_and_by_name(tmp_path):
     assert texts(DataSource(str(csv_path), text_field="text")) == ["a, quoted\nmultiline cell", "plain"]
 
 
+def test_a_header_row_can_be_declared_or_refused(tmp_path):
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("en\tde\nhello\thallo\n")
+    assert texts(DataSource(str(tsv), header=True), parallel=True) == [("hello", "hallo")]
+    assert texts(DataSource(str(tsv), text_field="de")) == ["hallo"]
+    with pytest.raises(DataError, match="column 'de' is named, but data.header is false"):
+        texts(DataSource(str(tsv), text_field="de", header=False))
+
+
 def test_parquet_columns(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -78,6 +78,27 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus):
     assert losses(tmp_path / "run") == losses(tmp_path / "full")
 
 
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, corpus):
+    argv = train_args(tmp_path / "run", *corpus, 5000, "--preset", "tiny-gpt", "--train.checkpoint_every", "5000")
+    process = subprocess.Popen([sys.executable, "-m", "triform", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    step = len(losses(tmp_path / "run"))
+    assert f"stopped at step {step}; checkpoint saved" in output
+    assert (tmp_path / "run" / "checkpoints" / f"step-{step:07d}" / "trainer.pt").is_file()
+
+
+def test_a_time_limit_stops_with_a_checkpoint(tmp_path, corpus, capsys):
+    assert main(train_args(tmp_path / "run", *corpus, 1000, "--preset", "tiny-gpt", "--train.time_limit", "0.0001")) == 0
+    assert "stopped at step 1; checkpoint saved" in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoints" / "step-0000001").is_dir() and not (tmp_path / "run" / "model").exists()
+
+
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, corpus, wordpiece):
     common = ("--preset", "tiny-bert", "--train.batch_size", "8", "--tokenizer.path", wordpiece)
     assert main(train_args(tmp_path / "one", *corpus, 3, *common)) == 0
@@ -115,6 +136,10 @@ def test_an_existing_run_is_never_overwritten(tmp_path, corpus, capsys):
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     assert main(argv + ["--resume", "true", "--model.d_model", "64"]) == 1
     assert "model.d_model: " in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    assert main(["tokenizer", "train", "--input", str(corpus[1]), "--vocab_size", "300", "--output", str(other)]) == 0
+    assert main(argv + ["--resume", "true", "--tokenizer.path", str(other)]) == 1
+    assert "tokenizer.json, the tokenizer this run was trained with" in capsys.readouterr().err
 
 
 def test_bad_training_data_fails_before_anything_is_written(tmp_path, capsys):

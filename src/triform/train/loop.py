@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from triform.data.batches import BatchOrder, PairData
+from triform.errors import TriformError
 from triform.models import build_model
 from triform.progress import count, duration, say
 from triform.train import checkpoint as ckpt
@@ -51,6 +52,9 @@ class Trainer:
         self.session, self.processes, self.run_dir = session, processes, Path(run_dir)
         config = session.resolved.config
         self.loop, self.strategy = config.train, config.train.strategy
+        if self.loop.batch_size // self.loop.grad_accum < processes.world_size:
+            raise TriformError(f"train.batch_size: {self.loop.batch_size} / train.grad_accum {self.loop.grad_accum} "
+                               f"leaves fewer examples per micro-batch than the {processes.world_size} processes")  # fmt: skip
         self.device = processes.device
         torch.manual_seed(self.loop.seed)  # the same initial weights on every process
         model = build_model(session.model_config).to(self.device)
@@ -158,6 +162,8 @@ class Trainer:
         """Train until train.steps, train.time_limit or `should_stop()`; returns 'done' or 'stopped'."""
         main, loop = self.processes.is_main, self.loop
         if self.step >= loop.steps:
+            if not (self.run_dir / ckpt.FINAL).is_dir():  # stopped between its last checkpoint and the final save
+                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
             if main:
                 say(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
             return "done"
@@ -194,8 +200,8 @@ class Trainer:
 
     def announce(self) -> None:
         model = self.session.model_config
-        n_parameters = sum(p.numel() for p in build_model(model).parameters()) if self.strategy == "fsdp" else \
-            sum(p.numel() for p in self.model.parameters())  # fmt: skip
+        with torch.device("meta"):  # count without allocating: under FSDP each process holds a shard only
+            n_parameters = sum(p.numel() for p in build_model(model).parameters())
         resolved = self.session.resolved
         say(f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} parameters, "
             f"vocab {model.vocab_size}, {len(self.session.train_data)} training examples, {self.processes.world_size} "
