@@ -29,14 +29,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TRIFORM = [sys.executable, "-m", "triform"]
 
 
-def command_line(argv: list[str]) -> str:
-    return "triform " + " ".join(a if " " not in a else f"'{a}'" for a in argv)
+def command_line(argv: list[str], processes: int = 1) -> str:
+    program = "torchrun --nproc_per_node 2 -m triform " if processes == 2 else "triform "
+    return program + " ".join(a if " " not in a else f"'{a}'" for a in argv)
 
 
-def run(argv: list[str], log: Path) -> None:
-    print("$", command_line(argv), flush=True)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "triform"]
+
+
+def run(argv: list[str], log: Path, processes: int = 1) -> None:
+    print("$", command_line(argv, processes), flush=True)
     with open(log, "a") as file:
-        completed = subprocess.run(TRIFORM + argv, stdout=file, stderr=subprocess.STDOUT, cwd=ROOT)
+        completed = subprocess.run((TORCHRUN if processes == 2 else TRIFORM) + argv, stdout=file, stderr=subprocess.STDOUT, cwd=ROOT)
     if completed.returncode:
         sys.exit(f"failed ({completed.returncode}): {command_line(argv)}; see {log}")
 
@@ -69,7 +73,7 @@ def evaluate(argv: list[str], output: Path, log: Path) -> dict:
     return json.loads(output.read_text())
 
 
-STEPS = {"gpt": 300, "bert": 300, "mt": 1200}  # a few minutes each on 2 shared cores; seq2seq batches are smaller
+STEPS = {"gpt": 300, "bert": 300, "mt": 1200, "ddp": 150}  # a few minutes each on 2 shared cores; seq2seq batches are smaller
 
 
 def plan(data: Path, runs: Path) -> dict:
@@ -81,7 +85,7 @@ def plan(data: Path, runs: Path) -> dict:
                 "--train.eval_every", str(STEPS[name] // 3), "--train.checkpoint_every", "100",
                 "--optim.warmup_steps", "30"]  # fmt: skip
 
-    gpt, bert, mt = runs / "brown-gpt", runs / "brown-bert", runs / "lohelp-vaswani"
+    gpt, bert, mt, ddp = runs / "brown-gpt", runs / "brown-bert", runs / "lohelp-vaswani", runs / "brown-gpt-ddp"
     brown_data = ["--data.train", str(brown / "train.txt"), "--data.valid", str(brown / "valid.txt")]
     return {
         "gpt": (gpt, ["train", "--preset", "tiny-gpt", *brown_data, "--run_dir", str(gpt), *common("gpt")],
@@ -91,6 +95,8 @@ def plan(data: Path, runs: Path) -> dict:
         "mt": (mt, ["train", "--preset", "tiny-vaswani", "--data.train", str(lohelp / "train.tsv"), "--data.valid",
                     str(lohelp / "valid.tsv"), "--data.too_long", "skip", "--run_dir", str(mt), *common("mt")],
                ["eval", "--model", str(mt), "--data", str(lohelp / "valid.tsv"), "--too_long", "skip", "--max_examples", "500"]),
+        "ddp": (ddp, ["train", "--preset", "tiny-gpt", *brown_data, "--run_dir", str(ddp), *common("ddp")],
+                ["eval", "--model", str(ddp), "--data", str(brown / "valid.txt")]),
     }  # fmt: skip
 
 
@@ -129,15 +135,15 @@ def execute(runs: Path, chosen: dict, keep_others: bool) -> None:
             killed_at = run_and_kill(train, run_dir, log, after_step=100)
             run(train + ["--resume", "true"], log)
         else:
-            run(train, log)
+            run(train, log, processes=2 if name == "ddp" else 1)
         results[name] = {"train": train_summary(run_dir), "eval": evaluate(evaluation, runs / f"{name}-eval.json", log),
                          "killed_at": killed_at}  # fmt: skip
         shutil.copy(run_dir / "loss.png", figures / f"training-{name}.png")
         previous.write_text(json.dumps(results, indent=2))
 
 
-def shown(argv: list[str], data: Path) -> str:
-    return command_line(argv).replace(str(data), "../shared/data").replace(str(ROOT) + "/", "")
+def shown(argv: list[str], data: Path, processes: int = 1) -> str:
+    return command_line(argv, processes).replace(str(data), "../shared/data").replace(str(ROOT) + "/", "")
 
 
 def row(label: str, result: dict, validation: str) -> str:
@@ -165,6 +171,9 @@ def render(results: dict, commands: dict, data: Path) -> str:
             f"pseudo-perplexity {bert['pseudo_perplexity']:.1f} (over {bert['pseudo_perplexity_tokens']} tokens)"),
         row("tiny-vaswani, seq2seq, lohelp en→de", results["mt"],
             f"BLEU {mt['bleu']:.2f}, chrF {mt['chrf']:.2f} (greedy, {mt['examples']} pairs), perplexity {mt['perplexity']:.1f}"),
+        *([row("tiny-gpt, clm, Brown, 2 processes (torchrun, DDP, gloo)", results["ddp"],
+               f"perplexity {results['ddp']['eval']['perplexity']:.1f} (after {results['ddp']['train']['steps']} steps)")]
+          if "ddp" in results else []),
         "",
         "The tiny-gpt run was killed with SIGKILL 5 s after writing its checkpoint at step 100 (last logged step "
         f"{results['gpt']['killed_at']}) and resumed with `--resume true`: it went on from that checkpoint to the end. "
@@ -178,7 +187,8 @@ def render(results: dict, commands: dict, data: Path) -> str:
         "Commands (from the repository root, after `make setup`; `triform` is `.venv/bin/triform`):",
         "",
         "```sh",
-        *[shown(argv, data) for group in commands.values() for argv in group],
+        *[shown(argv, data, 2 if name == "ddp" and argv[0] == "train" else 1)
+          for name, group in commands.items() for argv in group],
         "```",
         "",
         "Loss curves (train and validation) as the runs drew them:",
