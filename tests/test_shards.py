@@ -127,3 +127,16 @@ def test_bucketing_groups_similar_lengths(tmp_path, tokenizer):
     assert padding(BatchOrder(data, 8, 0, bucket=True)) < padding(BatchOrder(data, 8, 0)) / 2
     batches = evaluation_batches(data, 8)
     assert sorted(i for b in batches for i in b) == list(range(len(data)))
+
+
+def test_parallel_data_prepares_and_keeps_where_each_pair_came_from(tmp_path, tokenizer):
+    path = write_parallel(tmp_path / "p.tsv", 60)
+    with open(path, "a") as file:
+        file.write(" ".join(["the cat"] * 30) + "\tshort\n")
+    out = shards.prepare(DataSource(str(path)), tokenizer, tmp_path / "prepared", parallel=True)
+    prepared = shards.load_prepared(out, tokenizer, parallel=True)
+    memory = in_memory(path, tokenizer, parallel=True)
+    assert np.array_equal(prepared.shards[0].targets.tokens, memory.shards[0].targets.tokens)
+    assert PairData(prepared, 48, "encoder-decoder", "skip").example(3) == PairData(memory, 48, "encoder-decoder", "skip").example(3)
+    with pytest.raises(DataError, match=r"p.tsv:61: too long for model.max_len 48"):
+        PairData(prepared, 48, "encoder-decoder")
