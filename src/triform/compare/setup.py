@@ -3,6 +3,7 @@ restore pairs, tokenized into prepared (memory-mapped) corpora."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from triform.compare.heldout import restore_pairs
@@ -26,6 +27,10 @@ def split_documents(settings) -> tuple[list[str], list[str]]:
 
 
 def prepare_data(settings, folder: Path, show) -> dict:
+    """The prepared data; a continued comparison (same settings, checked by the caller) reuses it."""
+    made = folder / "data.json"
+    if made.is_file():
+        return json.loads(made.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     show(f"reading {settings.data}" + (f" and {settings.valid}" if settings.valid else "") + " ...")
     train, valid = split_documents(settings)
@@ -46,6 +51,7 @@ def prepare_data(settings, folder: Path, show) -> dict:
         paths[f"pairs_{name}"] = str(prepare(DataSource(str(tsv), format="tsv"), tokenizer, folder / f"restore-{name}", parallel=True))
         paths[f"{name}_documents"] = len(documents)
         paths[f"{name}_pairs"] = len(pairs)
+    made.write_text(json.dumps(paths, indent=1))
     show(f"{paths['train_documents']:,} training documents, {paths['valid_documents']:,} held out; "
          f"{paths['train_pairs']:,} restore pairs for fine-tuning, {paths['valid_pairs']:,} held out")  # fmt: skip
     return paths

@@ -64,7 +64,7 @@ class Size:
 
 
 SIZES = {
-    "quick": Size(text_sentences=3000, text_vocab=1024, text_steps=150, text_batch=16, max_len=32,
+    "quick": Size(text_sentences=3000, text_vocab=1024, text_steps=250, text_batch=16, max_len=32, lr=3e-3,
                   number_limit=10_000, number_examples=6000, number_steps=250, number_batch=48),
     "default": Size(text_sentences=0, text_vocab=2048, text_steps=300, text_batch=32, max_len=64,
                     number_limit=10_000, number_examples=8000, number_steps=250, number_batch=64),
