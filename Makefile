@@ -18,7 +18,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/triform inspect --arch stack --objective mlm --text "I am going home"
+	$(BIN)/triform demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
