@@ -47,6 +47,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native else None
 
 
+def batch_order(session: Session, batch_size: int, seed: int) -> BatchOrder:
+    """The order of the training batches: seq2seq pairs bucketed by length unless data.bucket is off."""
+    data = session.train_data
+    bucket = session.resolved.config.data.bucket and isinstance(data, PairData)
+    return BatchOrder(data, batch_size, seed, bucket=bucket, name=str(session.resolved.config.data.train))
+
+
 class Trainer:
     def __init__(self, session: Session, processes: Processes, run_dir: Path):
         self.session, self.processes, self.run_dir = session, processes, Path(run_dir)
@@ -63,8 +70,7 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, config.optim, self.device)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.loop.steps)
-        self.order = BatchOrder(session.train_data, self.loop.batch_size, self.loop.seed,
-                                bucket=isinstance(session.train_data, PairData), name=config.data.train)  # fmt: skip
+        self.order = batch_order(session, self.loop.batch_size, self.loop.seed)
         dtype = autocast_dtype(self.loop.precision, self.device)
         self.autocast = partial(torch.autocast, self.device.type, dtype=dtype) if dtype else nullcontext
         self.precision = "bf16" if dtype else "fp32"
