@@ -4,13 +4,11 @@ trained by `triform train`'s own code, with progress shown as a bar instead of l
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from triform.data.batches import BatchOrder
-from triform.progress import count
+from triform.progress import Bar, count
 from triform.train.config import (DataConfig, LoopConfig, ModelOverrides, ObjectiveConfig, OptimConfig, Resolved,
                                   RunConfig, TokenizerConfig, resolve)  # fmt: skip
 from triform.train.loop import Trainer
@@ -19,26 +17,20 @@ from triform.train.loop import Trainer
 class BarTrainer(Trainer):
     """The trainer of `triform train`; its log lines are kept, and its progress drawn as a bar."""
 
-    def __init__(self, *args, bar, init_from: Path | None = None, **kwargs):
+    def __init__(self, *args, bar: Bar, init_from: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.bar, self.lines = bar, []
         if init_from is not None:  # fine-tuning: start from a trained model's weights, as they are
             from triform.checkpoint import load_model
 
             self.model.load_state_dict(load_model(init_from).model.state_dict())
-        # Plain shuffled batches, not length buckets: in the generated tasks length goes with
-        # content (a long number is a large one), and batches of one length each slowed learning
-        # of the number task tenfold in our runs.
-        data = self.session.train_data
-        self.order = BatchOrder(data, self.loop.batch_size, self.loop.seed, bucket=False, name=str(self.session.resolved.config.data.train))
 
     def say(self, line: str) -> None:
         self.lines.append(line)
 
     def log_train(self, loss: float, rate: float, grad_norm: float, elapsed: float) -> None:
         super().log_train(loss, rate, grad_norm, elapsed)
-        self.bar.update(self.step - self.bar.n)
-        self.bar.set_postfix_str(f"loss {loss:.3f}, {count(rate)} tok/s", refresh=False)
+        self.bar.update(self.step, f"loss {loss:.3f}, {count(rate)} tok/s")
 
 
 @dataclass
@@ -59,6 +51,8 @@ class RunSpec:
     seed: int = 0
     log_every: int = 5
     too_long: str = "error"
+    bucket: bool = True  # data.bucket: off where a pair's length goes with its content
+    eval_batches: int = 0  # validation batches at the end (0: all of the validation data)
 
 
 def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
@@ -68,11 +62,11 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
         run_dir=str(run_dir),
         model=model,
         objective=ObjectiveConfig(name=spec.objective, pattern=spec.pattern),
-        data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long),
+        data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket),
         tokenizer=TokenizerConfig(path=spec.tokenizer),
         optim=OptimConfig(lr=spec.lr, warmup_steps=min(spec.warmup_steps, spec.steps // 4)),
         train=LoopConfig(steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, log_every=spec.log_every,
-                         eval_every=spec.steps, eval_batches=0, checkpoint_every=spec.steps, keep_last=1),
+                         eval_every=spec.steps, eval_batches=spec.eval_batches, checkpoint_every=spec.steps, keep_last=1),
     )  # fmt: skip
     return resolve(config)
 
@@ -81,13 +75,10 @@ def train_with_bar(spec: RunSpec, run_dir: Path, label: str, *, show: bool = Tru
                    resolved: Resolved | None = None) -> list[dict]:  # fmt: skip
     """Train one model into `run_dir` (as `triform train --run_dir`), from scratch or from the
     weights of the model folder `init_from`; returns its metrics records."""
-    from tqdm import tqdm
-
     from triform.commands.train import train
 
     resolved = resolved or resolved_run(spec, run_dir)
-    with tqdm(total=spec.steps, desc=label, unit="step", file=sys.stderr, disable=not show, dynamic_ncols=True,
-              bar_format="{desc} {bar} {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}{postfix}]") as bar:  # fmt: skip
+    with Bar(spec.steps, label, enabled=show) as bar:
         train(resolved, run_dir, trainer_class=partial(BarTrainer, bar=bar, init_from=init_from))
     return read_metrics(run_dir)
 
