@@ -134,19 +134,34 @@ def draw_matrix(axis, mask: torch.Tensor, keys: list[str], queries: list[str], l
 
 
 def display_names(tokenizer):
-    """`names(ids) -> list[str]`: tokens as a reader should see them; a leading space shows as '▁'."""
+    """`names(ids) -> list[str]`: tokens as a reader should see them, a leading space shown as '▁'.
+
+    A byte-level BPE token is a run of bytes, and one character may be split over two tokens ('ß' is
+    two bytes in UTF-8); its token strings ('Ã', 'Ł') mean nothing to a reader. So each token is
+    shown as the text it completes when the tokens before it are decoded with it, and a token that
+    only begins a character shows '·' (the character follows on the next token)."""
     from triform.data.tokenizers import tokenizer_kind
 
-    byte_level = tokenizer_kind(tokenizer) == "bpe"
+    added = set(tokenizer.get_added_tokens_decoder())  # special tokens and sentinels, shown as they are
+
+    def raw(token_id: int) -> str:
+        return tokenizer.id_to_token(token_id) or f"<{token_id}>"
+
+    if tokenizer_kind(tokenizer) != "bpe":
+        return lambda ids: [raw(int(i)) for i in ids]
 
     def names(ids: list[int]) -> list[str]:
-        shown = []
-        for token_id in ids:
-            token = tokenizer.id_to_token(int(token_id)) or f"<{token_id}>"
-            if byte_level and not token.startswith("["):
-                text = tokenizer.decode([int(token_id)], skip_special_tokens=False)
-                token = text.replace(" ", "▁") if text and "\ufffd" not in text else token.replace("Ġ", "▁")
-            shown.append(token)
+        shown, run, before = [], [], ""
+        for token_id in map(int, ids):
+            if token_id in added:
+                shown.append(raw(token_id))
+                run, before = [], ""
+                continue
+            run.append(token_id)
+            text = tokenizer.decode(run, skip_special_tokens=False).rstrip("\ufffd")  # drop an unfinished character
+            piece = text[len(before) :] if text.startswith(before) else tokenizer.decode([token_id])
+            shown.append(piece.replace(" ", "▁") if piece else "·")
+            before = text
         return shown
 
     return names
