@@ -13,11 +13,12 @@ from text_models import single_thread  # noqa: F401 (fixture)
 from training_helpers import write_text
 from triform.compare import Settings, compare
 from triform.compare.budget import batch_compute, path_parameters
-from triform.compare.heldout import masked_token, next_token, restore_pairs, restore_source
+from triform.compare.heldout import (context_free_scores, masked_token, masked_windows, next_token, restore_pairs,
+                                    restore_source)  # fmt: skip
 from triform.compare.plan import entries
 from triform.errors import TriformError
 from triform.models import build_model
-from triform.objectives import make_objective
+from triform.objectives import IGNORE, make_objective
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -52,7 +53,30 @@ def test_next_and_masked_tokens_are_scored_at_the_same_positions_on_both_archite
         model = build_model(tiny_config(arch))
         scores[arch] = (next_token(model, windows, SPECIALS), masked_token(model, windows, SPECIALS))
     assert scores["stack"][0]["tokens"] == scores["encoder-decoder"][0]["tokens"] == 5 * 10
-    assert scores["stack"][1]["tokens"] == scores["encoder-decoder"][1]["tokens"] == 5 * 3  # 15 % of 20
+    masked = masked_windows(windows, SPECIALS, 100)  # 15 % of 20 tokens chosen, about 80 % of them masked
+    n_masks = sum(inputs.count(SPECIALS.mask) for inputs, _ in masked)
+    assert 0 < n_masks < 5 * 3 and n_masks == sum(t != IGNORE for _, targets in masked for t in targets)
+    assert scores["stack"][1]["tokens"] == scores["encoder-decoder"][1]["tokens"] == n_masks  # only those scored
+
+
+def test_the_scores_that_need_no_model(tmp_path):
+    from triform.explain import word_tokenizer
+    from triform.vocab import SpecialTokens
+
+    tokenizer = word_tokenizer("the dog ran home quickly The .")
+    specials = SpecialTokens.from_tokenizer(tokenizer)
+    the, dog = tokenizer.token_to_id("the"), tokenizer.token_to_id("dog")
+    vocab_size = tokenizer.get_vocab_size()
+    log_probs = torch.full((vocab_size,), 1e-9).index_fill_(0, torch.tensor([the, dog]), 0.5).log()
+    windows = [[the] * 10 + [dog] * 10] * 4
+    pairs = [(tokenizer.encode("the dog ran home").ids, tokenizer.encode("The dog ran home .").ids)]
+    scores = context_free_scores(windows, pairs, tokenizer, specials, log_probs)
+    # The second halves are all "dog"; the guess names the first of its two most likely tokens ("the").
+    assert scores["next-token"]["tokens"] == 40 and scores["next-token"]["accuracy"] == 0.0
+    assert scores["next-token"]["perplexity"] == pytest.approx(2.0)
+    masked = scores["masked-token"]
+    assert 0 < masked["tokens"] < 4 * 3 + 1 and masked["perplexity"] == pytest.approx(2.0)
+    assert scores["restore"]["exact"] == 0.0 and 0 < scores["restore"]["chrf"] < 100  # copying is not restoring
 
 
 def test_the_restore_task_hides_case_and_punctuation():

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", type=str, required=True, help="text to train on: a file, folder or glob (as triform train reads it)")
     parser.add_argument("--valid", type=Optional[str], default=None, help="held-out text (default: every 20th document of --data)")
     parser.add_argument("--out", type=str, default="runs/compare", help="folder of the table, plot and runs; rerun to continue")
-    parser.add_argument("--budget", type=float, default=2e10,
+    parser.add_argument("--budget", type=float, default=5e10,
                         help="pretraining compute of every pair: tokens x non-embedding parameters they pass through")  # fmt: skip
     parser.add_argument("--finetune", type=float, default=0.25, help="fine-tuning budget of each task, as a fraction of --budget")
     parser.add_argument("--repeats", type=int, default=2, help="runs per pair, with seeds seed, seed + 1, ...; they give the error bars")
@@ -23,9 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process with one thread")
     for name, default, what in (("d_model", 64, "model width"), ("n_layers", 2, "layers per stack"),
                                 ("max_len", 64, "tokens per example"), ("vocab_size", 2048, "BPE vocabulary trained on --data"),
-                                ("batch_size", 32, "examples per step"), ("documents", 100_000, "documents of --data read at most")):  # fmt: skip
+                                ("batch_size", 16, "examples per step"), ("documents", 100_000, "documents of --data read at most")):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default, help=what)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (warmup, then cosine decay)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
 
 
 def run(args) -> int:

@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from triform.compare.plan import Entry, entries
-from triform.compare.runner import Job, run_job
+from triform.compare.runner import Job, reference_scores, run_job
 from triform.compare.setup import prepare_data
 from triform.compare.table import write_outputs
 from triform.errors import TriformError
@@ -33,7 +33,7 @@ class Settings:
     data: str
     valid: str | None = None
     out: str = "runs/compare"
-    budget: float = 2e10  # tokens x non-embedding parameters of each pretraining
+    budget: float = 5e10  # tokens x non-embedding parameters of each pretraining
     finetune: float = 0.25  # each task's fine-tuning budget, as a fraction of the pretraining budget
     repeats: int = 2
     seed: int = 0
@@ -43,8 +43,8 @@ class Settings:
     n_layers: int = 2
     max_len: int = 64
     vocab_size: int = 2048
-    batch_size: int = 32
-    lr: float = 2e-3
+    batch_size: int = 16
+    lr: float = 3e-3
     documents: int = 100_000  # documents of --data read at most (drawn over all of it)
     eval_windows: int = 256
     eval_pairs: int = 200
@@ -96,10 +96,19 @@ def compare(settings: Settings, show=None) -> dict:
     (out / SETTINGS_FILE).write_text(json.dumps(settings.comparable(), indent=1))
     data = prepare_data(settings, out / "data", show)
     jobs = [make_job(settings, data, entry, settings.seed + repeat, out) for repeat in range(settings.repeats) for entry in chosen]
+    reference = no_model_scores(jobs[0], out)
     results = run_all(jobs, settings.jobs, show)
-    outputs = write_outputs(results, chosen, settings, data, out)
+    outputs = write_outputs(results, chosen, settings, reference, out)
     show(f"table: {outputs['markdown']}\nplot: {outputs['plot']}")
     return {"results": results, **outputs}
+
+
+def no_model_scores(job: Job, out: Path) -> dict:
+    """The context-free guess and the copied input on the held-out tasks (computed once, kept)."""
+    path = out / "reference.json"
+    if not path.is_file():
+        path.write_text(json.dumps(reference_scores(job), indent=1))
+    return json.loads(path.read_text())
 
 
 def make_job(settings: Settings, data: dict, entry: Entry, seed: int, out: Path) -> Job:

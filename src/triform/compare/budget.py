@@ -13,9 +13,9 @@ import math
 import torch
 
 from triform.config import ModelConfig
-from triform.data.batches import BatchOrder
 from triform.models import build_model
 from triform.train.batching import prepare
+from triform.train.loop import batch_order
 
 SAMPLED_STEPS = 8  # batches prepared to measure the tokens of an average step
 
@@ -51,7 +51,7 @@ def batch_compute(batch, parameters: dict[str, int]) -> float:
 def compute_per_step(session, batch_size: int, seed: int) -> float:
     """The mean compute of a training step of this session, measured on its first batches."""
     parameters = path_parameters(session.model_config)
-    order = BatchOrder(session.train_data, batch_size, seed, name=str(session.resolved.config.data.train))
+    order = batch_order(session, batch_size, seed)
     total = 0.0
     steps = min(SAMPLED_STEPS, order.steps_per_epoch)
     for step in range(steps):

@@ -21,6 +21,7 @@ from triform.data.batches import WindowData
 from triform.data.shards import load_prepared
 from triform.data.tokenizers import load_tokenizer
 from triform.demo.runs import RunSpec, resolved_run, train_with_bar
+from triform.demo.scores import context_free_log_probs
 from triform.train.distributed import Processes
 from triform.train.session import build_session
 from triform.vocab import SpecialTokens
@@ -50,9 +51,11 @@ class Job:
 
 
 def budgeted_spec(job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path) -> tuple[RunSpec, object]:
-    """The run's spec with as many steps as the budget buys, and its resolved configuration."""
+    """The run's spec with as many steps as the budget buys, and its resolved configuration.
+    Batches are plain shuffles (no length buckets), so that every step is a random mix of lengths
+    and the compute measured on a few of them is that of any step."""
     spec = RunSpec(job.entry.arch, objective, pattern, train, None, job.tokenizer, steps=1, batch_size=job.batch_size,
-                   model=job.model, lr=job.lr, seed=job.seed, log_every=10, too_long="skip")  # fmt: skip
+                   model=job.model, lr=job.lr, seed=job.seed, log_every=10, too_long="skip", bucket=False)  # fmt: skip
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
     spec = dataclasses.replace(spec, steps=steps_for(budget, compute_per_step(session, job.batch_size, job.seed)))
     return spec, resolved_run(spec, run_dir)
@@ -83,6 +86,16 @@ def evaluation_data(job: Job, tokenizer, max_len: int):
             pairs.append((source, target))
     step = max(1, len(pairs) // max(job.eval_pairs, 1))
     return texts, pairs[::step][: job.eval_pairs]
+
+
+def reference_scores(job: Job) -> dict:
+    """The scores that need no model (heldout.context_free_scores) on the data every run is scored on."""
+    tokenizer = load_tokenizer(job.tokenizer)
+    specials = SpecialTokens.from_tokenizer(tokenizer)
+    texts, pairs = evaluation_data(job, tokenizer, job.model["max_len"])
+    train = load_prepared(job.text_train, tokenizer, parallel=False)
+    log_probs = context_free_log_probs(train, tokenizer.get_vocab_size(with_added_tokens=True))
+    return heldout.context_free_scores(texts, pairs, tokenizer, specials, log_probs)
 
 
 def score(task: str, model, texts, pairs, tokenizer, specials, pattern: str) -> dict:

@@ -61,7 +61,11 @@ def cell(mean: float, std: float, percent: bool) -> str:
     return text if math.isnan(std) else f"{text} ± {scale * std:.1f}"
 
 
-def markdown(table: list[dict]) -> str:
+REFERENCE_LABEL = "*no model: context-free guess; restore: the input copied*"
+
+
+def markdown(table: list[dict], reference: dict | None = None) -> str:
+    """The table; `reference` (the scores that need no model) becomes its last row, in italics."""
     names = [name for name, _, _ in SCORES]
     lines = ["| architecture + objective + pattern | runs | " + " | ".join(names) + " |",
              "|---|---:|" + "---:|" * len(names)]  # fmt: skip
@@ -72,6 +76,9 @@ def markdown(table: list[dict]) -> str:
             text = cell(*row[name], percent)
             cells.append(f"**{text}**" if row[name][0] == best[name] else text)
         lines.append(f"| {row['entry'].label} | {row['runs']} | " + " | ".join(cells) + " |")
+    if reference:
+        cells = [f"*{cell(value(reference, path), float('nan'), percent)}*" for _, path, percent in SCORES]
+        lines.append(f"| {REFERENCE_LABEL} | – | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -94,8 +101,9 @@ def table_csv_rows(table: list[dict]) -> list[dict]:
     return rows
 
 
-def plot(table: list[dict], path: Path, title: str) -> Path:
-    """One panel per score: a bar per entry (mean over seeds) with the standard deviation as error bar."""
+def plot(table: list[dict], path: Path, title: str, reference: dict | None = None) -> Path:
+    """One panel per score: a bar per entry (mean over seeds) with the standard deviation as error
+    bar, and the score that needs no model as a dashed line."""
     plt = pyplot()
     labels = [row["entry"].label for row in table]
     colours = ["#bbbbbb" if row["entry"].objective == NONE else ("#3b6fb6" if row["entry"].arch == "stack" else "#e07b39")
@@ -108,6 +116,11 @@ def plot(table: list[dict], path: Path, title: str) -> Path:
         means = [scale * row[name][0] for row in table]
         errors = [0 if math.isnan(row[name][1]) else scale * row[name][1] for row in table]
         axis.barh(positions, means, xerr=errors, color=colours, capsize=2, error_kw={"linewidth": 0.8})
+        if reference:
+            path_of = dict((n, p) for n, p, _ in SCORES)[name]
+            axis.axvline(scale * value(reference, path_of), color="black", linestyle="--", linewidth=1,
+                         label="context-free guess" if name != "restore chrF" else "input copied")  # fmt: skip
+            axis.legend(fontsize=7, loc="lower right")
         axis.set_title(name + (" (%)" if percent else ""), fontsize=10)
         axis.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(positions, labels, fontsize=8)
@@ -116,15 +129,15 @@ def plot(table: list[dict], path: Path, title: str) -> Path:
     return save_figure(figure, path)
 
 
-def write_outputs(results: list[dict], chosen: list[Entry], settings, data: dict, out: Path) -> dict:
+def write_outputs(results: list[dict], chosen: list[Entry], settings, reference: dict | None, out: Path) -> dict:
     rows = run_rows(results)
     table = aggregate(results, chosen)
     (out / "results.csv").write_text(csv_text(rows))
     (out / "table.csv").write_text(csv_text(table_csv_rows(table)))
-    text = markdown(table)
+    text = markdown(table, reference)
     (out / "table.md").write_text(text + "\n")
     seeds = sorted({r["seed"] for r in results})
     title = (f"{Path(settings.data).name}: pretraining {settings.budget:.1e} tokens x parameters each, fine-tuning "
              f"{settings.finetune:g} of that per task; mean ± std over seeds {', '.join(map(str, seeds))}")  # fmt: skip
-    picture = plot(table, out / "compare.png", title)
+    picture = plot(table, out / "compare.png", title, reference)
     return {"markdown": out / "table.md", "table": text, "csv": out / "table.csv", "runs_csv": out / "results.csv", "plot": picture}

@@ -27,14 +27,15 @@ def figure_text(name: str, value) -> str:
 
 
 def headline(outcome: Outcome) -> str:
-    """The one figure that says the model learned, with what to compare it to."""
+    """The figures that say the model learned, next to what a guess would score."""
     m = outcome.metrics
     if "exact-match accuracy" in m:
         return f"{figure_text('accuracy', m['exact-match accuracy'])} of held-out numbers translated exactly"
-    if "masked-token accuracy" in m:
-        return (f"masked-token accuracy {figure_text('accuracy', m['masked-token accuracy'])}, "
-                f"perplexity {m['perplexity']:.1f} (uniform guess: {m['uniform perplexity']:,})")  # fmt: skip
-    return f"perplexity {m['perplexity']:.1f} (uniform guess: {m['uniform perplexity']:,}), next-token accuracy {figure_text('accuracy', m['next-token accuracy'])}"
+    perplexity = (f"perplexity {m['perplexity']:.1f} (context-free guess: {m['context-free perplexity']:.1f}, "
+                  f"uniform guess: {m['uniform perplexity']:,})")  # fmt: skip
+    name = "masked-token accuracy" if "masked-token accuracy" in m else "next-token accuracy"
+    accuracy = f"{name} {figure_text('accuracy', m[name])} (context-free guess: {figure_text('accuracy', m['context-free accuracy'])})"
+    return f"{accuracy}, {perplexity}" if name == "masked-token accuracy" else f"{perplexity}, {accuracy}"
 
 
 def example_lines(outcome: Outcome) -> list[str]:
@@ -121,7 +122,7 @@ width and depth ({escape(context['model'])}); only the architecture, the objecti
 <p>Text: {escape(context['text_origin'])}. Translation task: {escape(context['numbers'])}.
 Size <code>{escape(context['size'])}</code>, {context['minutes']:.1f} minutes on {escape(context['machine'])}.</p>
 <table><tr><th>family</th><th>architecture + objective + pattern</th><th>parameters</th><th>steps</th><th>training</th>
-<th>what it learned</th><th>far above chance</th></tr>{summary_rows}</table>
+<th>what it learned</th><th>well above the context-free guess</th></tr>{summary_rows}</table>
 {sections}
 <h2>Loss curves</h2><img src="{escape(loss_picture.name)}" alt="training and validation loss of each model">
 <h2>Go on from here</h2><pre>{commands}</pre>
