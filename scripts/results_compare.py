@@ -1,9 +1,9 @@
 """Run `triform compare` on the Brown corpus and write the compare section of docs/results.md.
 
-    .venv/bin/python scripts/results_compare.py [--data ../shared/data/brown] [--budget 5e10] [--jobs 2]
+    .venv/bin/python scripts/results_compare.py [--data ../shared/data/brown] [--budget 2e10] [--jobs 1]
 
 The budget (tokens x non-embedding parameters per pretraining) sets the time: the default takes
-about 20 to 30 minutes on 2 CPU cores shared with other work. Rerunning with the same settings
+about half an hour on one CPU core shared with other work. Rerunning with the same settings
 reuses the finished runs; `--write-only` rewrites the section from them.
 """
 
@@ -30,9 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "brown"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "results" / "compare-brown"))
-    parser.add_argument("--budget", default="1e10")
+    parser.add_argument("--budget", default="2e10")
     parser.add_argument("--repeats", default="2")
-    parser.add_argument("--jobs", default="2")
+    parser.add_argument("--jobs", default="1")
     parser.add_argument("--patterns", default="default")
     parser.add_argument("--write-only", action="store_true")
     args = parser.parse_args()
@@ -43,8 +43,10 @@ def main() -> None:
     if not args.write_only:
         print("$ triform", " ".join(argv), flush=True)
         subprocess.run([sys.executable, "-m", "triform", *argv], check=True, cwd=ROOT)
-    minutes = (time.monotonic() - started) / 60
-    write_section(Path(args.out), argv, minutes if not args.write_only else None)
+    wall = Path(args.out) / "wall_minutes.json"  # the run's time, kept for a later --write-only
+    if not args.write_only:
+        wall.write_text(json.dumps((time.monotonic() - started) / 60))
+    write_section(Path(args.out), argv, json.loads(wall.read_text()) if wall.is_file() else None)
 
 
 def shown_command(argv: list[str]) -> str:
@@ -67,8 +69,8 @@ def write_section(out: Path, argv: list[str], minutes: float | None) -> None:
         chosen = entries("default")
         tables = out / "partial"
         tables.mkdir(exist_ok=True)
-        write_outputs(results, chosen, SimpleNamespace(**settings), {}, tables)
-        partial = f"(an unfinished comparison: {len(results)} of {2 * len(chosen)} runs) "
+        write_outputs(results, chosen, SimpleNamespace(**settings), reference(out), tables)
+        partial = f"(an unfinished comparison: {len(results)} of {int(argv[argv.index('--repeats') + 1]) * len(chosen)} runs) "
     shutil.copyfile(tables / "compare.png", figures / "compare-brown.png")
     table = (tables / "table.md").read_text().strip()
     pretraining = [r["pretraining"] for r in results if "pretraining" in r]
@@ -90,48 +92,97 @@ training split with the same compute, {float(settings['budget']):.0e} tokens x n
 {settings['d_model']}, a byte-level BPE of {settings['vocab_size']} tokens trained on the same text). Each pretrained
 model was then fine-tuned three times, once per held-out task, with {settings['finetune']:g} of that budget, and
 scored on Brown's validation split: **next token** (the second half of 256 windows predicted from what precedes),
-**masked token** (BERT's 15 % masking, the same positions for every model) and **restore**, a sequence-to-sequence
+**masked token** (BERT's 15 % masking, the same for every model, scored where the input shows `[MASK]`) and **restore**, a sequence-to-sequence
 task made from the text (a sentence lowercased and stripped of punctuation in, the sentence as written out;
 greedy decoding, exact match and chrF). The rows "no pretraining" are the fine-tuning alone. Mean ± standard
 deviation over the seeds {', '.join(str(seed) for seed in sorted({r['seed'] for r in results}))}
-(initial weights, data order and masks); the best mean of each column is in bold.
+(initial weights, data order and masks); the best mean of each column is in bold. The last row needs no
+model: the context-free guess (the training text's token frequencies; its top guess is always the most
+frequent token) on the two token tasks, and the restore task's input copied out unchanged.
 
 {table}
 
 ![compare on Brown](results/compare-brown.png)
 
-{findings(results)}
+{findings(results, reference(out), settings)}
 """
     replace_section("compare", body)
     print(f"wrote the compare section of docs/results.md and {figures / 'compare-brown.png'}")
 
 
-def findings(results: list[dict]) -> str:
+def reference(out: Path) -> dict:
+    path = out / "reference.json"  # the scores that need no model, written by the comparison
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def stack_parameters(settings: dict) -> int:
+    """Non-embedding parameters of one stack of the compared models (an encoder-decoder has two)."""
+    from dataclasses import fields
+
+    from triform.compare import Settings, model_fields
+    from triform.compare.budget import path_parameters
+    from triform.config import ModelConfig
+
+    known = {f.name for f in fields(Settings)}
+    fields_ = model_fields(Settings(**{k: v for k, v in settings.items() if k in known}))
+    return path_parameters(ModelConfig(arch="stack", **fields_))["stack"]
+
+
+def findings(results: list[dict], no_model: dict, settings: dict) -> str:
     """What the table shows, in words, computed from it (so the words always match the numbers)."""
-    from triform.compare.plan import entries
-    from triform.compare.table import SCORES, aggregate
+    from triform.compare.plan import NONE, entries
+    from triform.compare.table import SCORES, aggregate, value
 
     table = aggregate(results, entries("default"))
-    lines = ["What it shows, read off the table above:", ""]
-    for name, _, percent in SCORES:
-        if name == "next-token perplexity" or name == "restore exact match":
+    pretrained = [row for row in table if row["entry"].objective != NONE]
+    baselines = {row["entry"].arch: row for row in table if row["entry"].objective == NONE}
+    lines = ["What it shows, read off the table above (a difference counts when it exceeds twice the larger "
+             "standard deviation between seeds of the two rows):", ""]  # fmt: skip
+    for name, path, percent in SCORES:
+        if name == "restore exact match":
             continue
+        lower = name.endswith("perplexity")
+        sign = -1 if lower else 1
         scale, unit = (100, " %") if percent else (1, "")
-        ranked = sorted(table, key=lambda row: -row[name][0])
+
+        def shown(x: float) -> str:
+            return f"{scale * x:.1f}{unit}"
+
+        def better(a: dict, b: dict) -> bool:
+            (ma, sa), (mb, sb) = a[name], b[name]
+            noise = 2 * max(0.0 if sa != sa else sa, 0.0 if sb != sb else sb)
+            return sign * (ma - mb) > noise
+
+        ranked = sorted(pretrained, key=lambda row: -sign * row[name][0])
         best, worst = ranked[0], ranked[-1]
-        baselines = {row["entry"].arch: row[name][0] for row in table if row["entry"].objective == "none"}
-        compared = [row for row in table if row["entry"].objective != "none" and row["entry"].arch in baselines]
-        beaten = [row for row in compared if row[name][0] > baselines[row["entry"].arch]]
-        spread = max(row[name][1] for row in table if row[name][1] == row[name][1]) if len(results) > len(table) else float("nan")
-        lines.append(
-            f"- **{name}**: best {best['entry'].label} ({scale * best[name][0]:.1f}{unit}), worst {worst['entry'].label} "
-            f"({scale * worst[name][0]:.1f}{unit})"
-            + (f"; {len(beaten)} of {len(compared)} pretrained models beat the same architecture without pretraining" if compared else "")
-            + (f"; the largest standard deviation between seeds is {scale * spread:.1f}{unit}, so smaller differences are noise." if spread == spread else ".")
-        )
-    lines += ["", "At this scale (minutes of pretraining of models with about 100k non-embedding parameters) the "
-              "differences are small and the models weak; the table shows the method working end to end on real text, "
-              "and which pretraining helps which task when compute is held equal, not what these objectives reach at scale."]
+        text = f"- **{name}**: best {best['entry'].label} ({shown(best[name][0])}), worst {worst['entry'].label} ({shown(worst[name][0])})"
+        compared = [row for row in pretrained if row["entry"].arch in baselines]
+        if compared:
+            beaten = sum(better(row, baselines[row["entry"].arch]) for row in compared)
+            text += f"; {beaten} of {len(compared)} pretrained models clearly beat the same architecture without pretraining"
+        by_arch = {arch: max(rows, key=lambda row: sign * row[name][0]) for arch in ("stack", "encoder-decoder")
+                   if (rows := [row for row in pretrained if row["entry"].arch == arch])}  # fmt: skip
+        if len(by_arch) == 2:
+            stack, pair = by_arch["stack"], by_arch["encoder-decoder"]
+            verdict = ("the best stack is clearly ahead" if better(stack, pair) else
+                       "the best encoder-decoder is clearly ahead" if better(pair, stack) else "the best of each architecture are within noise")  # fmt: skip
+            text += f"; {verdict} (stack {shown(stack[name][0])}, encoder-decoder {shown(pair[name][0])})"
+        if no_model:
+            guess = value(no_model, path)
+            above = sum(sign * (row[name][0] - guess) > 0 for row in pretrained)
+            what = "copying the input" if name.startswith("restore") else "the context-free guess"
+            text += f"; {above} of {len(pretrained)} pretrained models do better than {what} ({shown(guess)})"
+        lines.append(text + ".")
+    twins = [(a["entry"].label, b["entry"].label) for i, a in enumerate(table) for b in table[i + 1 :]
+             if all(a[name] == b[name] for name, _, _ in SCORES)]  # fmt: skip
+    for first, second in twins:
+        lines.append(f"- {first} and {second} score exactly alike, seed for seed: on this architecture the two "
+                     "objectives make the same training examples (text split at a random point, the decoder "
+                     "continuing what the encoder read).")  # fmt: skip
+    lines += ["", f"At this scale (minutes of pretraining of models with {stack_parameters(settings):,} non-embedding parameters per stack, "
+              f"fine-tuned with {settings['finetune']:g} of that compute per task) a difference shows only where the table says so above; where the "
+              "models do no better than the row that needs no model, the budget is too small for that task, and the "
+              "table says nothing about what these objectives reach at scale."]  # fmt: skip
     return "\n".join(lines)
 
 
