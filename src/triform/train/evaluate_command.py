@@ -20,7 +20,7 @@ from triform.progress import say
 from triform.train import checkpoint as ckpt
 from triform.train.distributed import pick_device
 from triform.train.evaluate import bleu_chrf, evaluate_loss, greedy_decode, pseudo_perplexity
-from triform.train.loop import autocast_dtype
+from triform.precision import autocast_dtype
 from triform.train.session import load_corpus, make_data
 from triform.vocab import SpecialTokens
 
