@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from triform.nn.dropout import dropout
 from triform.nn.linear import Linear
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ class Attention(nn.Module):
         if bias is not None:
             attention_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
             attention_mask = attention_mask.to(q.dtype)
-        dropout = self.dropout if self.training else 0.0
-        y = attend(q, k, v, attention_mask, is_causal and attention_mask is None, dropout, self.scale)
+        dropout_p = self.dropout if self.training else 0.0
+        y = attend(q, k, v, attention_mask, is_causal and attention_mask is None, dropout_p, self.scale)
         batch, _, length, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(batch, length, inner))  # (B, T, d_model)
 
@@ -94,25 +95,27 @@ class Attention(nn.Module):
 EXPLICIT_LIMIT = 2**24
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout: float,
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float,
            scale: float | None) -> Tensor:  # fmt: skip
     """softmax(q · kᵀ · scale + mask) · v, scale = 1 / sqrt(d_head) by default (Vaswani §3.2.1).
 
-    Torch's fused kernel, except for bf16 on a CPU: there, two bf16 matrix products around an fp32
-    softmax ran 1.4 to 6 times faster than the fused CPU kernel at the shapes of benchmarks/run.py
-    (forward and backward; torch 2.13), for the price of holding the score matrix, hence the limit.
+    Torch's fused kernel, except for bf16 on a CPU: there, the same written out (two bf16 matrix
+    products around a softmax that accumulates in fp32) ran 2 to 4 times faster than the fused
+    CPU kernel at the shapes of benchmarks/run.py, forward and backward (torch 2.13), for the price
+    of holding the scores, hence a limit on their size.
     """
     explicit = q.dtype == torch.bfloat16 and q.device.type == "cpu"
     if not explicit or q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > EXPLICIT_LIMIT:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale)  # fmt: skip
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-1, -2)  # (B, n_heads, T, T_keys)
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    weights = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
-    if dropout:
-        weights = F.dropout(weights, dropout)
+    if mask is not None:  # added rather than filled in: the backward pass of an addition is free
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=scores.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        scores = scores + mask.to(scores.dtype)
+    weights = scores.softmax(dim=-1)
+    weights = dropout(weights, dropout_p)
     return weights @ v  # (B, n_heads, T, d_head)
