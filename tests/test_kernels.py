@@ -83,3 +83,57 @@ def test_dropout_is_the_identity_in_evaluation_and_at_zero():
     first = Dropout(0.5)(x)
     torch.manual_seed(3)
     assert torch.equal(first, Dropout(0.5)(x))  # seeded: the same mask
+
+
+def test_one_row_under_bf16_autocast_matches_the_plain_product_and_restores_onednn():
+    torch.manual_seed(0)
+    layer = Linear(64, 48)
+    x = torch.randn(1, 1, 64)
+    assert not linear_module.one_bf16_row(x)  # outside autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear_module.one_bf16_row(x) and not linear_module.one_bf16_row(torch.randn(2, 64))
+        ours = layer(x)
+        plain = F.linear(x, layer.weight, layer.bias)  # autocast's own choice of kernel
+        with pytest.raises(RuntimeError):
+            layer(torch.randn(1, 63))  # a failing product leaves the flag as it found it
+    assert torch.backends.mkldnn.enabled
+    assert ours.dtype == plain.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), plain.float(), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(ours.float(), F.linear(x, layer.weight, layer.bias), rtol=0.02, atol=0.02)
+
+
+def test_one_row_products_in_threads_leave_onednn_enabled():
+    import threading
+
+    layer = Linear(32, 32)
+    errors = []
+
+    def decode():
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                for _ in range(200):
+                    layer(torch.randn(1, 32))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=decode) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and torch.backends.mkldnn.enabled and linear_module._without_onednn.inside == 0
+
+
+@pytest.mark.parametrize("case", ["mask", "bias"])
+def test_single_query_under_bf16_autocast_attends_in_fp32(case):
+    q, k, v = attention_inputs(1, 9)
+    if case == "mask":
+        mask = torch.rand(2, 1, 1, 9, generator=torch.Generator().manual_seed(1)) > 0.3
+        mask[..., 0] = True
+    else:
+        mask = torch.randn(1, 3, 1, 9)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = attend(q.bfloat16(), k, v, mask.bfloat16() if case == "bias" else mask, False, 0.0, None)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0.02)

@@ -7,7 +7,7 @@ choice serves training, evaluation and generation, and `fp32` or `bf16` override
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -46,20 +46,3 @@ def resolved_name(precision: str, device: torch.device) -> str:
     """"bf16" or "fp32": what `precision` means on `device`."""
     return "bf16" if autocast_dtype(precision, device) is not None else "fp32"
 
-
-@contextmanager
-def one_row_products(n_rows: int):
-    """Matrix products of a single row (a decoding step at batch 1) in torch's own bf16 kernel.
-
-    oneDNN, which torch calls for bf16 products on CPU, is built for matrices: on a vector it ran at
-    a third of the speed of torch's fp32-accumulating matrix-vector kernel in benchmarks/run.py's
-    measurements, and slower than fp32. With two rows or more oneDNN is the faster of the two.
-    """
-    switch = n_rows == 1 and torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.enabled
-    if switch:
-        torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        if switch:
-            torch.backends.mkldnn.enabled = True

@@ -11,12 +11,6 @@ import torch
 from torch import Tensor
 
 
-def cache_dtype(weight: Tensor) -> torch.dtype:
-    """Keys and values are kept in the dtype attention computes with: autocast's when it is on."""
-    device_type = weight.device.type
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
-
-
 class LayerCache:
     def __init__(self, owner: KVCache, keys: Tensor, values: Tensor):
         self.owner = owner

@@ -14,7 +14,6 @@ from torch import Tensor
 
 from triform.generate.layout import Layout
 from triform.objectives.batch import pad
-from triform.precision import one_row_products
 
 
 def start_session(model, layout: Layout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool = True):
@@ -60,16 +59,15 @@ class StackSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor, token_types: Tensor | None) -> Tensor:
-        with one_row_products(ids.numel()):
-            logits = self.model(
-                ids,
-                self.pattern,
-                padding_mask=self.padding_mask,
-                prefix_lengths=self.prefix_lengths,
-                token_types=token_types,
-                cache=self.cache,
-                logits_at=_last(ids),
-            )
+        logits = self.model(
+            ids,
+            self.pattern,
+            padding_mask=self.padding_mask,
+            prefix_lengths=self.prefix_lengths,
+            token_types=token_types,
+            cache=self.cache,
+            logits_at=_last(ids),
+        )
         return _scores(logits)  # (B, V)
 
     def start(self) -> Tensor:
@@ -118,10 +116,9 @@ class EncoderDecoderSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor) -> Tensor:
-        with one_row_products(ids.numel()):
-            logits = self.model.decode(
-                ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
-            )
+        logits = self.model.decode(
+            ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
+        )
         return _scores(logits)  # (B, V)
 
     def start(self) -> Tensor:

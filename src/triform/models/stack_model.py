@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache, cache_dtype
+from triform.generate.cache import KVCache
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack
 
@@ -56,6 +56,6 @@ class StackModel(nn.Module):
             self.config.n_heads,
             self.config.head_dim,
             capacity or self.config.max_len,
-            dtype=dtype or cache_dtype(weight),
+            dtype=dtype or weight.dtype,
             device=weight.device,
         )

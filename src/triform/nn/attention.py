@@ -99,13 +99,24 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
            scale: float | None) -> Tensor:  # fmt: skip
     """softmax(q · kᵀ · scale + mask) · v, scale = 1 / sqrt(d_head) by default (Vaswani §3.2.1).
 
-    Torch's fused kernel, except for bf16 on a CPU: there, the same written out (two bf16 matrix
-    products around a softmax that accumulates in fp32) ran 2 to 4 times faster than the fused
-    CPU kernel at the shapes of benchmarks/run.py, forward and backward (torch 2.13), for the price
-    of holding the scores, hence a limit on their size.
+    Torch's fused kernel, but on a CPU under bf16 autocast, as measured at the shapes of
+    benchmarks/run.py (torch 2.13): a single query (a decoding step) is attended in fp32, 4 times
+    faster there than in bf16 (the KV cache is in the weights' dtype, fp32); more queries are
+    attended written out, two bf16 matrix products around a softmax that accumulates in fp32,
+    2 to 4 times faster than the fused kernel forward and backward, for the price of holding the
+    scores, hence a limit on their size.
     """
-    explicit = q.dtype == torch.bfloat16 and q.device.type == "cpu"
-    if not explicit or q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > EXPLICIT_LIMIT:
+    bf16_autocast = q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and (
+        torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+    if bf16_autocast and q.shape[2] == 1:
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask.float()  # an additive bias (T5's), in the query's dtype as the kernel requires
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                  dropout_p=dropout_p, is_causal=is_causal, scale=scale)  # fmt: skip
+    written_out = bf16_autocast or (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.bfloat16)
+    if not written_out or q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > EXPLICIT_LIMIT:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale)  # fmt: skip
     scale = q.shape[-1] ** -0.5 if scale is None else scale
