@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py --only gpt-train     # one case; or a family: --only gpt, --only train
     .venv/bin/python benchmarks/run.py --compile            # torch.compile both sides' training steps
     .venv/bin/python benchmarks/run.py --list               # the cases
+    .venv/bin/python benchmarks/run.py --rewrite            # the tables again from results.json
 
 Each case builds the model in triform and the same configuration in `transformers`, copies the
 weights across through triform's converter, checks that both give the same logits, then times the
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write PREFIX.md and PREFIX.json (default benchmarks/results, "
                              "or benchmarks/results-tiny with --tiny)")  # fmt: skip
+    parser.add_argument("--rewrite", action="store_true", help="rewrite the tables from the stored JSON; run nothing")
     parser.add_argument("--no-docs", action="store_true",
                         help="leave docs/results.md alone (it is updated only by runs at full size to the default output)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -93,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--warmup and --repeats: at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    output = args.output or Path(__file__).resolve().parent / ("results-tiny" if args.tiny else "results")
+    docs = None if args.tiny or args.output or args.no_docs else ROOT / "docs" / "results.md"
+    if args.rewrite:
+        print(write_results(output, {}, {}, docs)[0])
+        return 0
     cases = selected(args.only)
     specs = model_specs(tiny=args.tiny)
     started = time.monotonic()
@@ -107,10 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results[case] = run_decoding(case, args, specs, limits["bandwidth"]["read_gb_s"])
         gc.collect()
-    output = args.output or Path(__file__).resolve().parent / ("results-tiny" if args.tiny else "results")
     run = {"machine": describe(), "limits": limits, "seconds": time.monotonic() - started, "argv": sys.argv[1:],
            "repeats": args.repeats, "warmup": args.warmup, "compiled": args.compile}  # fmt: skip
-    docs = None if args.tiny or args.output or args.no_docs else ROOT / "docs" / "results.md"
     text, failures = write_results(output, run, results, docs)
     print(text)
     for failure in failures:

@@ -41,6 +41,9 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     text = (tmp_path / "speed.md").read_text()
     assert "| gpt-train | triform bf16 |" in text and "| bart-greedy-b1 | same dtype, fp32 |" in text
 
+    assert benchmark.main(["--rewrite", "--output", str(tmp_path / "speed")]) == 0  # the tables again, from the JSON
+    assert (tmp_path / "speed.md").read_text() == text
+
     from speed.results import docs_section, replace_section  # importable once run.py has run
 
     page = tmp_path / "results.md"

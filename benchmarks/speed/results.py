@@ -88,7 +88,8 @@ def runs_text(cases: dict) -> list[str]:
             f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; load average during the "
             f"rounds {min(loads):.1f} to {max(loads):.1f} (median {statistics.median(loads):.1f}); memory bandwidth "
             f"read {bandwidth['read_gb_s']:.1f} GB/s, copy {bandwidth['copy_gb_s']:.1f} GB/s; {run['warmup']} warm-up and "
-            f"{run['repeats']} timed rounds per case{'; torch.compile on both sides' if run['compiled'] else ''}; "
+            f"{run['repeats']} timed rounds per case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
+            f"{'; torch.compile on both sides' if run['compiled'] else ''}; "
             f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip() + "."
         )  # fmt: skip
     return lines
