@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
            "repeats": args.repeats, "warmup": args.warmup, "compiled": args.compile}  # fmt: skip
     text, failures = write_results(output, run, results, docs)
     print(text)
+    print(f"{len(cases)} case(s) in {run['seconds']:.0f} s; tables in {output.with_suffix('.md')}", file=sys.stderr)
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     return 1 if failures else 0
