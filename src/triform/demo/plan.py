@@ -67,8 +67,8 @@ class Size:
 SIZES = {
     # The smallest run in which each model beats its baseline (the tests run it): rotary positions
     # (Su et al. 2021) let the masked models use word order within a few hundred steps.
-    "quick": Size(text_sentences=2000, text_vocab=512, text_steps=120, text_batch=16, max_len=32, lr=3e-3,
-                  number_limit=10_000, number_examples=3000, number_steps=150, number_batch=32, mlm_steps_factor=2,
+    "quick": Size(text_sentences=2000, text_vocab=512, text_steps=150, text_batch=16, max_len=32, lr=3e-3,
+                  number_limit=10_000, number_examples=3000, number_steps=200, number_batch=32, mlm_steps_factor=3,
                   position="rotary"),
     "default": Size(text_sentences=0, text_vocab=2048, text_steps=300, text_batch=32, max_len=64,
                     number_limit=10_000, number_examples=8000, number_steps=250, number_batch=64),
