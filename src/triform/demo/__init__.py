@@ -109,7 +109,7 @@ def numbers_description(numbers) -> str:
 def model_description(size) -> str:
     fields = model_fields(size)
     return (f"d_model {fields['d_model']}, {fields['n_heads']} heads, d_ff {fields['d_ff']}, {fields['n_layers']} layers "
-            f"per stack, max_len {fields['max_len']}")  # fmt: skip
+            f"per stack, max_len {fields['max_len']}, {fields['position']} positions")  # fmt: skip
 
 
 def machine() -> str:

@@ -61,15 +61,16 @@ class Size:
     d_model: int = 64
     n_layers: int = 2
     lr: float = 2e-3
-    position: str = "learned"  # model.position of every model
+    # Rotary positions (Su et al. 2021) for every model: with learned positions the masked models
+    # stayed near the context-free guess for the demo's few hundred steps; with rotary ones they
+    # used the words around each mask (default size: masked-token accuracy 5.7 % -> 14.9 %).
+    position: str = "rotary"
 
 
 SIZES = {
-    # The smallest run in which each model beats its baseline (the tests run it): rotary positions
-    # (Su et al. 2021) let the masked models use word order within a few hundred steps.
+    # The smallest run in which each model beats its baseline (the tests run it).
     "quick": Size(text_sentences=2000, text_vocab=512, text_steps=150, text_batch=16, max_len=32, lr=3e-3,
-                  number_limit=10_000, number_examples=3000, number_steps=200, number_batch=32, mlm_steps_factor=3,
-                  position="rotary"),
+                  number_limit=10_000, number_examples=3000, number_steps=200, number_batch=32, mlm_steps_factor=3),
     "default": Size(text_sentences=0, text_vocab=2048, text_steps=300, text_batch=32, max_len=64,
                     number_limit=10_000, number_examples=8000, number_steps=250, number_batch=64),
     "large": Size(text_sentences=0, text_vocab=4096, text_steps=2000, text_batch=32, max_len=64,
