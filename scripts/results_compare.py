@@ -1,6 +1,6 @@
 """Run `triform compare` on the Brown corpus and write the compare section of docs/results.md.
 
-    .venv/bin/python scripts/results_compare.py [--data ../shared/data/brown] [--budget 2e10] [--jobs 1]
+    .venv/bin/python scripts/results_compare.py [--data ../shared/data/brown] [--budget 3e10] [--jobs 1]
 
 The budget (tokens x non-embedding parameters per pretraining) sets the time: the default takes
 about half an hour on one CPU core shared with other work. Rerunning with the same settings
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "brown"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "results" / "compare-brown"))
-    parser.add_argument("--budget", default="2e10")
+    parser.add_argument("--budget", default="3e10")
     parser.add_argument("--repeats", default="2")
     parser.add_argument("--jobs", default="1")
     parser.add_argument("--patterns", default="default")
