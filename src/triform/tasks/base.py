@@ -1,0 +1,160 @@
+"""What every task shares: records in, features (laid-out sequences) through the model, one
+prediction per record out, and the optional auxiliary language-model loss of GPT-1.
+
+A task turns a record into one or more features. A feature holds one or more rows: a pair read in
+both orders is one feature of two rows, a multiple-choice question one row per candidate, a long
+QA context one feature per window. Predictions are decided per record from all of its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from triform.objectives import make_objective
+from triform.objectives.batch import pad
+from triform.tasks.data import Record
+from triform.tasks.heads import PooledHead, TokenHead
+from triform.tasks.layout import Layout, Sequence
+from triform.tasks.model import TaskModel
+
+
+@dataclass
+class Feature:
+    record: int  # index of the record it came from
+    rows: list[Sequence]
+    target: Any = None  # what the loss compares with; None at prediction time
+    info: dict = field(default_factory=dict)  # what decoding needs (offsets of a QA window, ...)
+
+
+@dataclass
+class TaskBatch:
+    ids: Tensor  # (N, T) every row of every feature, right-padded
+    padding_mask: Tensor | None
+    token_types: Tensor
+    features: list[Feature]
+    targets: Any = None
+    combine: int = 1  # rows whose summaries are summed into one example (both orders of a pair)
+
+    def model_inputs(self) -> dict:
+        return {"ids": self.ids, "padding_mask": self.padding_mask, "token_types": self.token_types, "combine": self.combine}
+
+    def to(self, device: torch.device | str) -> TaskBatch:
+        move = lambda value: value.to(device) if isinstance(value, Tensor) else value  # noqa: E731
+        self.ids, self.padding_mask, self.token_types = move(self.ids), move(self.padding_mask), move(self.token_types)
+        if isinstance(self.targets, tuple):
+            self.targets = tuple(map(move, self.targets))
+        elif hasattr(self.targets, "to"):
+            self.targets = self.targets.to(device)  # a tensor, or an objective's Batch (text2text)
+        return self
+
+
+class Task:
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]  # columns read to make a prediction
+    targets: ClassVar[tuple[str, ...]]  # columns holding the answer: needed to train and to score
+    pooled: ClassVar[bool] = True  # a PooledHead; otherwise a TokenHead
+
+    def __init__(self, layout: Layout, tokenizer, *, lm_weight: float = 0.0):
+        if layout.pattern == "prefix" and self.name != "text2text":
+            raise ValueError(f"pattern: the {self.name} task reads a stack bidirectionally or causally, not with a prefix")
+        if lm_weight < 0:
+            raise ValueError(f"lm_weight: expected 0 or more, got {lm_weight}")
+        self.layout = layout
+        self.tokenizer = tokenizer
+        self.lm_weight = lm_weight
+        self._lm_objective = None
+
+    # --- what the data defines --------------------------------------------------------------
+    def fit(self, records: list[Record]) -> None:
+        """Learn from training records what the model must know (its label set)."""
+
+    def n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """What a saved model needs to read and decide as it was trained (stored with the checkpoint)."""
+        return {"name": self.name, "pattern": self.layout.pattern, "max_len": self.layout.max_len}
+
+    # --- records -> features -> batches -------------------------------------------------------
+    def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
+        raise NotImplementedError
+
+    def encode_all(self, records: list[Record], with_targets: bool) -> list[Feature]:
+        """Every record's features; a bad record stops everything before any model work."""
+        return [feature for index, record in enumerate(records) for feature in self.encode(record, index, with_targets)]
+
+    def tokens(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def collate(self, features: list[Feature]) -> TaskBatch:
+        rows = [row for feature in features for row in feature.rows]
+        ids, padding_mask = pad([row.ids for row in rows], self.layout.specials.pad)
+        token_types, _ = pad([row.token_types for row in rows], 0)
+        return TaskBatch(ids, padding_mask, token_types, features)
+
+    # --- model and loss -----------------------------------------------------------------------
+    def build_model(self, body: nn.Module) -> nn.Module:
+        head_class = PooledHead if self.pooled else TokenHead
+        return TaskModel(body, head_class(body.config.d_model, self.n_outputs(), body.config.dropout), self.layout)
+
+    def loss(self, model: nn.Module, batch: TaskBatch) -> Tensor:
+        """The task's loss, plus λ times a language-modelling loss on the same inputs when
+        `lm_weight` λ > 0 (GPT-1 §3.2: it improves generalisation and speeds convergence; λ = 0.5)."""
+        loss = self.task_loss(model(**batch.model_inputs()), batch)
+        if self.lm_weight > 0:
+            loss = loss + self.lm_weight * self.lm_loss(model.body, batch)
+        return loss
+
+    def task_loss(self, scores: Tensor, batch: TaskBatch) -> Tensor:
+        raise NotImplementedError
+
+    def lm_loss(self, body: nn.Module, batch: TaskBatch) -> Tensor:
+        """The body's own objective on the batch's texts: next-token prediction on a causal stack
+        (GPT-1), masked tokens on a bidirectional stack (BERT) or through an encoder-decoder."""
+        if self._lm_objective is None:
+            arch, causal_stack = self.layout.arch, self.layout.arch == "stack" and self.layout.pattern == "causal"
+            name, pattern = ("clm", "causal") if causal_stack else ("mlm", None if arch == "stack" else "causal")
+            self._lm_objective = make_objective(name, self.layout.specials, body.config.vocab_size, arch=arch, pattern=pattern)
+        texts = [self.layout.strip(row.ids) for feature in batch.features for row in feature.rows]
+        lm_batch = self._lm_objective.prepare([t for t in texts if t]).to(batch.ids.device)
+        return self._lm_objective.loss(body(**lm_batch.model_inputs()), lm_batch)
+
+    # --- prediction ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32) -> list[dict]:
+        """One prediction (a JSON-ready dict) per record, in order; the record's "id" is carried over."""
+        features = self.encode_all(records, with_targets=False)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        outputs: list = []
+        try:
+            for start in range(0, len(features), batch_size):
+                batch = self.collate(features[start : start + batch_size]).to(device)
+                outputs += self.split(model(**batch.model_inputs()).float().cpu(), batch)
+        finally:
+            model.train(was_training)
+        by_record: dict[int, list] = {}
+        for feature, output in zip(features, outputs):
+            by_record.setdefault(feature.record, []).append((feature, output))
+        predictions = []
+        for index, record in enumerate(records):
+            prediction = self.decide(record, by_record.get(index, []))
+            if record.get("id") is not None:
+                prediction = {"id": record.get("id"), **prediction}
+            predictions.append(prediction)
+        return predictions
+
+    def split(self, scores: Tensor, batch: TaskBatch) -> list:
+        """Model scores for a batch -> one output per feature."""
+        return list(scores)
+
+    def decide(self, record: Record, outputs: list[tuple[Feature, Any]]) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+        raise NotImplementedError
