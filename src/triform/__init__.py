@@ -6,6 +6,7 @@ ModelConfig picks the weights, an objective picks the attention pattern and the 
 
 from triform.checkpoint import load_model, save_model
 from triform.config import ModelConfig
+from triform.convert import from_pretrained
 from triform.models import EncoderDecoderModel, StackModel, build_model
 from triform.models.presets import PRESETS, get_preset
 from triform.objectives import Batch, make_objective
@@ -20,6 +21,7 @@ __all__ = [
     "SpecialTokens",
     "StackModel",
     "build_model",
+    "from_pretrained",
     "get_preset",
     "load_model",
     "make_objective",

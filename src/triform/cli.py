@@ -15,6 +15,14 @@ COMMANDS = {
     "inspect": ("inspect", "show what an objective makes of a text: input, target and attention pattern"),
     "presets": ("presets", "list the named model presets"),
     "pairs": ("pairs", "print which objective trains on which architecture and attention pattern"),
+    "generate": ("generate", "continue text with a model folder: greedy, sampling or beam search"),
+    "translate": ("translate", "translate lines of a file or stdin with a source -> target model (beam search)"),
+    "fill-mask": ("fill_mask", "the most likely tokens for each [MASK] of a text, with probabilities"),
+    "convert": ("convert", "import a Hugging Face model folder (--from-hf) or export one (--to-hf)"),
+    "tokenizer": ("tokenizer", "train a tokenizer (byte-level BPE, WordPiece, Unigram) or show how one splits a text"),
+    "prepare": ("prepare", "tokenize a corpus once into memory-mapped token shards"),
+    "train": ("train", "train a model on text: any preset or architecture x objective pair, resumable, multi-process"),
+    "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
 }
 
 
@@ -24,8 +32,8 @@ def build_parser() -> ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"triform.commands.{module_name}")
         subparser = ArgumentParser(description=help_text)
-        module.add_arguments(subparser)
         subcommands.add_subcommand(name, subparser, help=help_text)
+        module.add_arguments(subparser)  # after joining the parent: a module may add subcommands of its own
     return parser
 
 

@@ -13,7 +13,8 @@ from typing import Literal, get_args, get_origin, get_type_hints
 from triform.errors import ConfigError
 
 Architecture = Literal["stack", "encoder-decoder"]
-PositionKind = Literal["sinusoidal", "learned", "rotary", "relative"]
+# sinusoidal-halves: the same table with the sines first and the cosines after them (Marian)
+PositionKind = Literal["sinusoidal", "sinusoidal-halves", "learned", "rotary", "relative"]
 NormKind = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]

@@ -26,7 +26,11 @@ ROLES = ("pad", "unk", "bos", "eos", "mask", "sep", "cls")
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """Ids of the special tokens; None where a vocabulary has no such token (GPT-2 has no [MASK])."""
+    """Ids of the special tokens; None where a vocabulary has no such token (GPT-2 has no [MASK]).
+
+    `decoder_start` is the token an encoder-decoder's decoder reads first when that is not [BOS]:
+    T5 and Marian start from their padding token, BART from its end-of-sequence token.
+    """
 
     pad: int | None = None
     unk: int | None = None
@@ -36,6 +40,12 @@ class SpecialTokens:
     sep: int | None = None
     cls: int | None = None
     sentinels: tuple[int, ...] = ()
+    decoder_start: int | None = None
+
+    @property
+    def decoder_start_id(self) -> int | None:
+        """The first token of a decoder's input: `decoder_start` when set, else [BOS]."""
+        return self.decoder_start if self.decoder_start is not None else self.bos
 
     @property
     def all_ids(self) -> frozenset[int]:
@@ -49,11 +59,14 @@ class SpecialTokens:
                 raise TriformError(f"{user} needs a {role} token, and the tokenizer has none")
 
     def to_dict(self) -> dict:
-        return {**{role: getattr(self, role) for role in ROLES}, "sentinels": list(self.sentinels)}
+        values = {**{role: getattr(self, role) for role in ROLES}, "sentinels": list(self.sentinels)}
+        if self.decoder_start is not None:
+            values["decoder_start"] = self.decoder_start
+        return values
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "special_tokens") -> SpecialTokens:
-        unknown = sorted(set(values) - set(ROLES) - {"sentinels"})
+        unknown = sorted(set(values) - set(ROLES) - {"sentinels", "decoder_start"})
         if unknown:
             raise TriformError(f"{source}: unknown special token role {unknown[0]!r}; expected {list(ROLES)}")
         return cls(**{**values, "sentinels": tuple(values.get("sentinels", ()))})

@@ -1,1 +1,28 @@
-"""Generation: the KV cache and the decoding strategies built on it."""
+"""Generation: the KV cache and the decoding strategies built on it.
+
+- `TextGenerator`: text in, text out (generate, stream, fill_mask, mask_predict) for a model folder.
+- `generate_ids` / `greedy`: token ids in, token ids out, for any model and layout.
+- `GenerationConfig`: every decoding option, validated.
+"""
+
+from triform.generate.api import Generation, TextGenerator
+from triform.generate.beam import length_penalty
+from triform.generate.config import GenerationConfig
+from triform.generate.engine import generate_ids, greedy
+from triform.generate.fill_mask import Candidate, fill_mask
+from triform.generate.layout import Layout, resolve_layout
+from triform.generate.mask_predict import mask_predict
+
+__all__ = [
+    "Candidate",
+    "Generation",
+    "GenerationConfig",
+    "Layout",
+    "TextGenerator",
+    "fill_mask",
+    "generate_ids",
+    "greedy",
+    "length_penalty",
+    "mask_predict",
+    "resolve_layout",
+]

@@ -42,8 +42,8 @@ def build_model(config: ModelConfig) -> Model:
 
 def build_stack(config: ModelConfig, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool) -> Stack:
     position = None
-    if config.position == "sinusoidal":
-        position = SinusoidalPositions(config.d_model, config.max_len)
+    if config.position in ("sinusoidal", "sinusoidal-halves"):
+        position = SinusoidalPositions(config.d_model, config.max_len, halves=config.position == "sinusoidal-halves")
     elif config.position == "learned":
         position = LearnedPositions(config.d_model, config.max_len)
     embeddings = Embeddings(

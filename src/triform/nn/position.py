@@ -22,16 +22,24 @@ def check_positions(positions: Tensor, max_len: int) -> None:
 
 
 class SinusoidalPositions(nn.Module):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. 2017, §3.5)."""
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. 2017, §3.5).
 
-    def __init__(self, d_model: int, max_len: int):
+    With `halves`, the same sines fill the first half of the vector and the cosines the second, as
+    Marian (and tensor2tensor) lay them out; the two tables differ only by a permutation of columns.
+    """
+
+    def __init__(self, d_model: int, max_len: int, *, halves: bool = False):
         super().__init__()
         self.max_len = max_len
         position = torch.arange(max_len, dtype=torch.float64)[:, None]
         frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
-        table = torch.zeros(max_len, d_model, dtype=torch.float64)
-        table[:, 0::2] = torch.sin(position * frequency)
-        table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])
+        sines = torch.sin(position * frequency)  # (max_len, ceil(d_model / 2))
+        cosines = torch.cos(position * frequency[: d_model // 2])  # (max_len, floor(d_model / 2))
+        if halves:
+            table = torch.cat([sines, cosines], dim=-1)
+        else:
+            table = torch.zeros(max_len, d_model, dtype=torch.float64)
+            table[:, 0::2], table[:, 1::2] = sines, cosines
         # Not a parameter and not saved: it is a function of the config alone.
         self.register_buffer("table", table.float(), persistent=False)
 

@@ -39,7 +39,10 @@ class Objective:
     ):
         self.pattern = check_pair(arch, self.name, pattern)  # refuse an impossible pair before any compute
         self.arch = arch
-        layout_needs = ("pad", "bos", "eos") + (("sep",) if arch == "stack" and self.name in SOURCE_TARGET else ())
+        # An encoder-decoder's decoder may start from a token of its own instead of [BOS] (T5 has no [BOS]).
+        starts_without_bos = arch == "encoder-decoder" and specials.decoder_start is not None
+        layout_needs = ("pad", "eos") + (() if starts_without_bos else ("bos",))
+        layout_needs += ("sep",) if arch == "stack" and self.name in SOURCE_TARGET else ()
         specials.require(layout_needs + self.needs, f"the {self.name} objective")
         self.specials = specials
         self.vocab_size = vocab_size

@@ -4,7 +4,8 @@ Objectives that produce a source and a target (span corruption, denoising, prefi
 these two layouts, so that the same data trains an encoder-decoder or a single stack:
 
 - encoder-decoder: the encoder reads ``source [EOS]``; the decoder reads ``[BOS] target`` and
-  predicts ``target [EOS]`` (teacher forcing).
+  predicts ``target [EOS]`` (teacher forcing). A vocabulary with its own decoder start token
+  (T5's and Marian's padding, BART's end of sequence) puts that token in place of [BOS].
 - stack: one sequence ``source [SEP] target [EOS]``; the source and the separator form the
   prefix, and only the target tokens and the final [EOS] are predicted (UniLM, Dong et al. 2019).
 """
@@ -22,7 +23,7 @@ Pair = tuple[list[int], list[int]]
 def source_target_batch(pairs: list[Pair], arch: str, pattern: str, specials: SpecialTokens) -> Batch:
     if arch == "encoder-decoder":
         source_ids, source_mask = pad([list(s) + [specials.eos] for s, _ in pairs], specials.pad)
-        ids, padding_mask = pad([[specials.bos] + list(t) for _, t in pairs], specials.pad)
+        ids, padding_mask = pad([[specials.decoder_start_id] + list(t) for _, t in pairs], specials.pad)
         targets = pad_targets([list(t) + [specials.eos] for _, t in pairs], ids.shape[1])
         return Batch(ids, targets, pattern, padding_mask, source_ids=source_ids, source_padding_mask=source_mask)
 

@@ -1,0 +1,93 @@
+"""`triform generate --model DIR "Once upon a time"`: continue text (or, with an `mlm`-trained
+model, write it by mask-predict). Prompts come from the argument, `--input FILE` or stdin; each
+output is one line, or one JSON object with `--jsonl`; `--stream` prints tokens as they come."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from triform.commands.textio import (
+    Progress,
+    add_decoding_arguments,
+    add_model_arguments,
+    decoding_config,
+    output_line,
+    read_texts,
+    where,
+    write_lines,
+)
+from triform.errors import TriformError
+
+
+def add_arguments(parser) -> None:
+    from triform.generate.config import GenerationConfig
+
+    add_model_arguments(parser, "prompt")
+    add_decoding_arguments(parser, GenerationConfig())
+    parser.add_argument(
+        "--stream", action="store_true", help="print each output as it is generated (greedy or sampling)"
+    )
+    parser.add_argument(
+        "--length", type=Optional[int], default=None, help="mlm-trained models: tokens to write after the prompt"
+    )
+    parser.add_argument("--iterations", type=int, default=10, help="mlm-trained models: mask-predict iterations")
+
+
+def tokenize(generator, texts: list[str], source: str, truncate: bool, command: str) -> list[list[int]]:
+    from triform.generate.layout import PromptTooLong
+
+    try:
+        ids, truncated = generator.tokenize(texts, truncate=truncate)
+    except PromptTooLong as error:
+        raise TriformError(f"{where(source, error.index)}: {error.reason}") from None
+    if truncated:
+        print(f"{command}: shortened {len(truncated)} input(s) to fit the model", file=sys.stderr)
+    return ids
+
+
+def run(args) -> int:
+    from triform.generate import TextGenerator
+
+    texts, source = read_texts(args, "prompt")
+    generator = TextGenerator.load(args.model, device=args.device)
+    if generator.is_masked_lm:
+        return run_mask_predict(generator, texts, args)
+    if args.length is not None:
+        raise TriformError("--length is for models trained with mlm (mask-predict); this model continues text")
+    config = decoding_config(args)
+    ids = tokenize(generator, texts, source, args.truncate, "generate")
+    if args.stream:
+        if args.jsonl or args.output:
+            raise TriformError("--stream prints plain text to stdout; drop --jsonl and --output")
+        for prompt in ids:
+            for piece in generator.stream_ids(prompt, config):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        return 0
+    progress = Progress("generate", len(texts), args.quiet)
+    results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress)
+    lines = []
+    for result in results:
+        record = {"prompt": texts[result.prompt_index], "text": result.text, "finish_reason": result.finish_reason,
+                  "n_tokens": len(result.ids)}  # fmt: skip
+        if result.score is not None:
+            record["score"] = round(result.score, 6)
+        lines.append(output_line(record, args.jsonl))
+    write_lines(lines, args.output)
+    return 0
+
+
+def run_mask_predict(generator, texts: list[str], args) -> int:
+    from triform.generate.config import GenerationConfig
+
+    if decoding_config(args) != GenerationConfig() or args.stream:
+        raise TriformError("this model was trained with mlm: it writes by mask-predict (--length, --iterations); "
+                           "decoding options and --stream do not apply")  # fmt: skip
+    lines = []
+    for text in texts:
+        output = generator.mask_predict(text, length=args.length, iterations=args.iterations)
+        lines.append(output_line({"prompt": text, "text": output}, args.jsonl))
+    write_lines(lines, args.output)
+    return 0

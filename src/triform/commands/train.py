@@ -1,0 +1,92 @@
+"""`triform train --preset tiny-gpt --data.train corpus.txt --run_dir runs/gpt`.
+
+Every field of the run can come from `--config run.toml` (or .yaml) and be overridden on the
+command line; `--resume true` continues the run in `--run_dir` exactly where it stopped.
+Several processes: `torchrun --nproc_per_node 2 -m triform train ...`.
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    from jsonargparse import ActionConfigFile
+
+    from triform.train.config import CONFIG_MODE, RunConfig, register_config_loader
+
+    register_config_loader()
+    parser.parser_mode = CONFIG_MODE
+    parser.allow_abbrev = False  # a misspelt field is an error, never a guess
+    parser.add_argument("--config", action=ActionConfigFile, help="a TOML (.toml) or YAML file of the options below")
+    parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
+
+
+def run(args) -> int:
+    import signal
+    from pathlib import Path
+
+    from triform.train.config import RunConfig, from_namespace, resolve
+
+    values = args.as_dict()
+    values.pop("config", None)
+    values.pop("__path__", None)
+    resolved = resolve(from_namespace(RunConfig, values))
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        if stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+        print("\nstopping after this step (checkpoint follows); press Ctrl-C again to stop now", flush=True)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = train(resolved, Path(resolved.config.run_dir), lambda: bool(stop_requested))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 130 if outcome == "stopped" and stop_requested else 0
+
+
+def train(resolved, run_dir, should_stop=lambda: False) -> str:
+    """Run (or resume) training as configured; returns 'done' or 'stopped'."""
+    import yaml
+
+    from triform.data.tokenizers import save_tokenizer
+    from triform.errors import TriformError
+    from triform.train import checkpoint as ckpt
+    from triform.train.distributed import start, stop
+    from triform.train.loop import Trainer
+    from triform.train.session import TOKENIZER_FILE, build_session
+
+    existing = ckpt.checkpoints(run_dir)
+    if existing and not resolved.config.resume:
+        raise TriformError(f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
+                           "pass --resume true to continue it, or choose another --run_dir")  # fmt: skip
+    processes = start(resolved.config.train.device)
+    try:
+        session = build_session(resolved, run_dir, processes)
+        if existing:
+            check_same_model(existing[-1], session.model_config)
+        if processes.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+            save_tokenizer(session.tokenizer, run_dir / TOKENIZER_FILE)
+        processes.barrier()
+        trainer = Trainer(session, processes, run_dir)
+        if resolved.config.resume:
+            trainer.resume()
+        return trainer.run(should_stop)
+    finally:
+        stop(processes)
+
+
+def check_same_model(checkpoint, model_config) -> None:
+    """A resumed run must build the model its checkpoint holds; name the first field that differs."""
+    from triform.checkpoint import CONFIG_FILE, read_config
+    from triform.errors import TriformError
+
+    saved = read_config(checkpoint)["model"]
+    for name, value in model_config.to_dict().items():
+        if saved.get(name) != value:
+            raise TriformError(f"model.{name}: {checkpoint / CONFIG_FILE} was trained with {saved.get(name)!r}, "
+                               f"this command asks for {value!r}; resume with the run's own settings")  # fmt: skip

@@ -1,0 +1,150 @@
+"""Hugging Face model folders on disk: `config.json` and weights in, a complete folder out.
+
+Weights are read from `model.safetensors`, a sharded `model.safetensors.index.json`, or PyTorch's
+`pytorch_model.bin` (loaded with `weights_only=True`, so a pickle can hold tensors and nothing that
+runs). Folders are written into a hidden sibling first and renamed into place, so a failed export
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from triform.checkpoint import replace_directory
+from triform.errors import TriformError
+
+CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+PYTORCH, PYTORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+
+
+class ConversionError(TriformError, ValueError):
+    """A Hugging Face folder that cannot be read, or a model that a Hugging Face family cannot express."""
+
+
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConversionError(f"{path}: not found")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConversionError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
+    except UnicodeDecodeError:
+        raise ConversionError(f"{path}: not UTF-8 text") from None
+    if not isinstance(document, dict):
+        raise ConversionError(f"{path}: expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def read_hf_config(directory: Path) -> dict:
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise ConversionError(f"{directory}: not a folder; triform reads local Hugging Face folders, with no download")
+    config = read_json(path)
+    if config.get("format") == "triform":
+        raise ConversionError(f"{path}: this is a triform model folder, not a Hugging Face one")
+    if not isinstance(config.get("model_type"), str):
+        raise ConversionError(f"{path}: no \"model_type\" field; expected a Hugging Face model config")
+    return config
+
+
+def read_hf_weights(directory: Path) -> tuple[dict[str, Tensor], str]:
+    """All tensors of the folder, and the name of the file (or index) they came from."""
+    for name, reader in ((SAFETENSORS, read_safetensors), (PYTORCH, read_pytorch)):
+        if (directory / name).is_file():
+            return reader(directory / name), name
+    for name, reader in ((SAFETENSORS_INDEX, read_safetensors), (PYTORCH_INDEX, read_pytorch)):
+        if (directory / name).is_file():
+            return read_sharded(directory / name, reader), name
+    raise ConversionError(f"{directory}: no weights; expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH}")
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ConversionError(f"{path}: unreadable safetensors file ({one_line(error)})") from None
+
+
+def read_pytorch(path: Path) -> dict[str, Tensor]:
+    try:
+        tensors = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ConversionError(f"{path}: unreadable PyTorch weights file ({one_line(error)})") from None
+    if not isinstance(tensors, dict) or not all(isinstance(t, Tensor) for t in tensors.values()):
+        raise ConversionError(f"{path}: expected a mapping of tensor names to tensors")
+    return tensors
+
+
+def read_sharded(index_path: Path, reader) -> dict[str, Tensor]:
+    weight_map = read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConversionError(f"{index_path}: no \"weight_map\" object")
+    tensors: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index_path.parent / shard
+        if not path.is_file():
+            raise ConversionError(f"{index_path}: shard {shard!r} is missing")
+        tensors.update(reader(path))
+    return tensors
+
+
+def check_destination(source: Path, destination: Path, overwrite: bool) -> None:
+    if destination.resolve() == source.resolve():
+        raise ConversionError(f"{destination}: the output folder must differ from the input folder")
+    if destination.exists() and not overwrite:
+        raise ConversionError(f"{destination}: already exists; pass overwrite (--overwrite) to replace it")
+    if destination.exists() and not destination.is_dir():
+        raise ConversionError(f"{destination}: exists and is not a folder")
+
+
+def write_folder(directory: Path, tensors: dict[str, Tensor], files: dict[str, str | bytes]) -> Path:
+    """Write `model.safetensors` and the other files into `directory`, atomically."""
+    from safetensors.torch import save_file
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        # Fresh copies: safetensors refuses tensors that share memory (views of one fused q/k/v matrix).
+        copies = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+        save_file(copies, str(staging / SAFETENSORS), metadata={"format": "pt"})
+        for name, content in files.items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(staging / name, mode, **({} if isinstance(content, bytes) else {"encoding": "utf-8"})) as f:
+                f.write(content)
+        replace_directory(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def to_json(document: dict) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def is_hf_folder(directory: str | os.PathLike) -> bool:
+    """A folder whose config.json is a Hugging Face config (it names a model_type, not triform's format)."""
+    path = Path(directory) / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") != "triform" and "model_type" in config

@@ -1,0 +1,215 @@
+"""Text in, text out: a model, its tokenizer and the layout it was trained with.
+
+    generator = TextGenerator.load("runs/gpt")
+    generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
+    for piece in generator.stream("Once upon a time"):
+        print(piece, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from triform.errors import TriformError
+from triform.generate.config import GenerationConfig
+from triform.generate.engine import generate_in_batches, steps
+from triform.generate.fill_mask import Candidate, check_masked_lm, fill_mask
+from triform.generate.layout import Layout, PromptTooLong, resolve_layout
+from triform.generate.mask_predict import mask_predict
+from triform.generate.search import Row, StopStrings
+from triform.vocab import MASK, SpecialTokens
+
+INCOMPLETE_CHARACTER = "\ufffd"  # what a byte-level tokenizer decodes from a partial UTF-8 sequence
+
+
+@dataclass
+class Generation:
+    text: str
+    ids: list[int]  # the generated token ids, without the prompt and the final [EOS]
+    finish_reason: str  # "eos", "stop" (a stop string; the text ends before it) or "length"
+    prompt_index: int = 0
+    score: float | None = None  # beam search: log-probability / length penalty
+
+
+# Hugging Face families imported by `triform convert` whose models were pretrained as masked LMs.
+MASKED_LM_TYPES = ("bert", "roberta", "distilbert")
+
+
+def imported_objective(extra: dict) -> str | None:
+    """The objective of a model imported from Hugging Face, whose folder records the model type only."""
+    return "mlm" if extra.get("hf", {}).get("model_type") in MASKED_LM_TYPES else None
+
+
+class TextGenerator:
+    """Generation, streaming, fill-mask and mask-predict for one model. `objective` and `pattern`
+    are those the model was trained with; they decide how prompts are laid out (layout.py)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        specials: SpecialTokens | None = None,
+        *,
+        objective: str | None = None,
+        pattern: str | None = None,
+    ):
+        if specials is None:
+            specials = SpecialTokens.from_tokenizer(tokenizer)
+        self.model, self.tokenizer, self.specials = model, tokenizer, specials
+        self.objective, self.pattern = objective, pattern
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        objective: str | None = None,
+        pattern: str | None = None,
+    ) -> TextGenerator:
+        """A model folder; the objective and pattern default to those recorded by training."""
+        from triform.checkpoint import load_model
+
+        loaded = load_model(directory, device=device)
+        if loaded.tokenizer is None:
+            raise TriformError(f"{directory}: no tokenizer.json; text generation needs the model's tokenizer")
+        specials = loaded.specials or SpecialTokens.from_tokenizer(
+            loaded.tokenizer, source=f"{directory}/tokenizer.json"
+        )
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            specials,
+            objective=objective or loaded.extra.get("objective") or imported_objective(loaded.extra),
+            pattern=pattern or loaded.extra.get("pattern"),
+        )
+
+    @property
+    def layout(self) -> Layout:
+        return resolve_layout(self.model.config.arch, self.specials, self.objective, self.pattern)
+
+    @property
+    def is_masked_lm(self) -> bool:
+        return self.model.config.arch == "stack" and self.objective == "mlm"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def config(self, config: GenerationConfig | None, options: dict) -> GenerationConfig:
+        config = config or GenerationConfig()
+        return config.replace(**options) if options else config
+
+    def tokenize(self, texts: list[str], *, truncate: bool = False) -> tuple[list[list[int]], list[int]]:
+        """Token ids of each prompt, and the indices of those shortened to fit the model (only with
+        `truncate`; otherwise a prompt that leaves no room to generate is an error naming it)."""
+        layout, max_len = self.layout, self.model.config.max_len
+        prompts, truncated = [], []
+        for index, text in enumerate(texts):
+            ids = self.encode(text)
+            if layout.room(ids, max_len) < 1:
+                if not truncate:
+                    raise PromptTooLong(index, len(ids), max_len)
+                ids = layout.fit(ids, max_len)
+                truncated.append(index)
+            prompts.append(ids)
+        return prompts, truncated
+
+    def generate(
+        self,
+        prompts: str | list[str],
+        config: GenerationConfig | None = None,
+        *,
+        batch_size: int = 32,
+        truncate: bool = False,
+        **options,
+    ) -> Generation | list[Generation]:
+        """Generate for one prompt (-> a Generation) or a list (-> a list, num_return_sequences per
+        prompt, in prompt order), `batch_size` prompts at a time. Options are GenerationConfig fields."""
+        config = self.config(config, options)
+        single = isinstance(prompts, str)
+        ids, _ = self.tokenize([prompts] if single else list(prompts), truncate=truncate)
+        results = self.generate_from_ids(ids, config, batch_size=batch_size)
+        return results[0] if single and config.num_return_sequences == 1 else results
+
+    def generate_from_ids(
+        self, prompts: list[list[int]], config: GenerationConfig, *, batch_size: int = 32, progress=None
+    ) -> list[Generation]:
+        rows = generate_in_batches(
+            self.model, self.layout, prompts, config, batch_size=batch_size, decode=self.decode, progress=progress
+        )
+        return [self.result(row) for row in rows]
+
+    def result(self, row: Row) -> Generation:
+        text = self.decode(row.tokens)
+        if row.stop_at is not None:
+            text = text[: row.stop_at]
+        return Generation(text, row.tokens, row.finish_reason, row.prompt_index, row.score)
+
+    def stream(
+        self, prompt: str, config: GenerationConfig | None = None, *, truncate: bool = False, **options
+    ) -> Iterator[str]:
+        """The text of one generation in pieces as it is produced (greedy or sampling). The pieces
+        join into `generate(prompt).text`: text that may be the start of a stop string, or an
+        incomplete character, is held back until it is settled."""
+        (ids,), _ = self.tokenize([prompt], truncate=truncate)
+        return self.stream_ids(ids, self.config(config, options))
+
+    def stream_ids(self, prompt: list[int], config: GenerationConfig) -> Iterator[str]:
+        if config.num_return_sequences != 1:
+            raise TriformError("stream: one sequence at a time (num_return_sequences = 1)")
+        rows, iterator = steps(self.model, self.layout, [prompt], config, decode=self.decode)
+        return self._pieces(rows[0], iterator, StopStrings(config.stop, self.decode))
+
+    def _pieces(self, row: Row, iterator, stops: StopStrings) -> Iterator[str]:
+        sent = ""
+        for _ in iterator:
+            text = self.result(row).text
+            if row.finish_reason is None:
+                text = text[: len(text) - stops.partial(text)].rstrip(INCOMPLETE_CHARACTER)
+            if len(text) > len(sent) and text.startswith(sent):
+                yield text[len(sent) :]
+                sent = text
+
+    def fill_mask(self, texts: str | list[str], top_k: int = 5) -> list[list[Candidate]] | list[list[list[Candidate]]]:
+        """For each [MASK] of a text, its top_k candidates with probabilities; a list of those per text."""
+        check_masked_lm(self.model.config.arch, self.objective, self.specials)
+        single = isinstance(texts, str)
+        sequences = [self.with_masks(t) for t in ([texts] if single else texts)]
+        results = fill_mask(self.model, sequences, self.specials, pattern=self.masked_lm_pattern, top_k=top_k)
+        named = [
+            [[Candidate(c.id, c.probability, self.tokenizer.id_to_token(c.id)) for c in mask] for mask in r]
+            for r in results
+        ]
+        return named[0] if single else named
+
+    def mask_predict(self, prompt: str = "", *, length: int | None = None, iterations: int = 10) -> str:
+        """Generate `length` tokens after `prompt` with mask-predict; with no length, fill the
+        [MASK]s of the prompt jointly. Returns the whole text, prompt included."""
+        check_masked_lm(self.model.config.arch, self.objective, self.specials)
+        sequence = self.with_masks(prompt) + [self.specials.mask] * (length or 0)
+        if self.specials.mask not in sequence:
+            raise TriformError("mask-predict: give a length, or a prompt with [MASK] in it")
+        filled = mask_predict(
+            self.model, sequence, self.specials, iterations=iterations, pattern=self.masked_lm_pattern
+        )
+        return self.decode(filled)
+
+    @property
+    def masked_lm_pattern(self) -> str:
+        return self.pattern or "bidirectional"
+
+    def with_masks(self, text: str) -> list[int]:
+        """Token ids of a text in which each literal [MASK] is the mask token, whatever the tokenizer
+        does with that string (added tokens are split out the same way)."""
+        pieces = text.split(MASK)
+        ids: list[int] = []
+        for index, piece in enumerate(pieces):
+            ids += self.encode(piece.rstrip() if index < len(pieces) - 1 else piece)
+            if index < len(pieces) - 1:
+                ids.append(self.specials.mask)
+        return ids

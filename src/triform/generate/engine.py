@@ -1,0 +1,164 @@
+"""Token ids in, token ids out: the one generation loop behind the Python API and the CLI.
+
+Prompts are lists of token ids without special tokens; the layout adds the ones the model was
+trained with. Every strategy (greedy, sampling, beam search) runs on the same session, with the
+static KV cache, for a stack (causal or prefix pattern) and an encoder-decoder alike.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+
+from triform.errors import TriformError
+from triform.generate.beam import beam_search
+from triform.generate.config import GenerationConfig
+from triform.generate.layout import Layout, PromptTooLong, resolve_layout
+from triform.generate.search import Decode, Row, StopStrings, decode_steps
+from triform.generate.session import start_session
+from triform.vocab import SpecialTokens
+
+
+@contextmanager
+def inference(model):
+    """Evaluation mode (no dropout) and no autograd for the duration; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def plan_rows(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig
+) -> tuple[list[list[int]], list[Row]]:
+    """Frame each prompt and give it a budget of new tokens within the model's max_len."""
+    max_len = model.config.max_len
+    framed, rows = [], []
+    for index, prompt in enumerate(prompts):
+        room = layout.room(prompt, max_len)
+        if room < 1:
+            raise PromptTooLong(index, len(prompt), max_len)
+        ids = layout.frame(prompt)
+        framed.append(ids)
+        rows.append(Row(index, layout.history(ids), min(config.max_new_tokens, room)))
+    return framed, rows
+
+
+def repeat_for_samples(framed: list[list[int]], rows: list[Row], n: int) -> tuple[list[list[int]], list[Row]]:
+    if n == 1:
+        return framed, rows
+    framed = [ids for ids in framed for _ in range(n)]
+    rows = [Row(r.prompt_index, r.history, r.limit) for r in rows for _ in range(n)]
+    return framed, rows
+
+
+def steps(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
+    """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
+    iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    if config.num_beams > 1:
+        raise TriformError("streaming works with greedy decoding and sampling; beam search decides only at the end")
+    framed, rows = repeat_for_samples(*plan_rows(model, layout, prompts, config), config.num_return_sequences)
+    stops = StopStrings(config.stop, decode)
+
+    @torch.inference_mode()  # as a decorator of a generator, it holds only while the generator runs
+    def run():
+        was_training = model.training
+        model.eval()
+        try:
+            session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
+            yield from decode_steps(
+                session, rows, framed, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
+            )
+        finally:
+            model.train(was_training)
+
+    return rows, run()
+
+
+def generate_ids(
+    model,
+    layout: Layout,
+    prompts: list[list[int]],
+    config: GenerationConfig | None = None,
+    *,
+    decode: Decode | None = None,
+) -> list[Row]:
+    """Generate for every prompt; returns num_return_sequences rows per prompt, prompt-major."""
+    config = config or GenerationConfig()
+    if not prompts:
+        return []
+    if config.num_beams == 1:
+        rows, iterator = steps(model, layout, prompts, config, decode=decode)
+        for _ in iterator:
+            pass
+        return rows
+    return [row for per_prompt in beam_ids(model, layout, prompts, config, decode=decode) for row in per_prompt]
+
+
+def beam_ids(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+) -> list[list[Row]]:
+    """Beam search for every prompt (whatever config.num_beams, one included): the n best of each."""
+    framed, rows = plan_rows(model, layout, prompts, config)
+    stops = StopStrings(config.stop, decode)
+    with inference(model):
+        session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
+        return beam_search(
+            session, rows, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
+        )
+
+
+def generate_in_batches(
+    model,
+    layout: Layout,
+    prompts: list[list[int]],
+    config: GenerationConfig,
+    *,
+    batch_size: int,
+    decode: Decode | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Row]:
+    """`generate_ids` over many prompts, `batch_size` at a time, longest first so that prompts of a
+    batch have similar lengths (as fairseq does); the rows come back in prompt order, and each
+    prompt's `prompt_index` is its place in `prompts`. `progress(n_prompts_done, n_tokens)` is
+    called after each batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    by_prompt: list[list[Row]] = [[] for _ in prompts]
+    n_done = n_tokens = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for row in generate_ids(model, layout, [prompts[i] for i in chunk], config, decode=decode):
+            row.prompt_index = chunk[row.prompt_index]
+            by_prompt[row.prompt_index].append(row)
+            n_tokens += len(row.tokens)
+        n_done += len(chunk)
+        if progress is not None:
+            progress(n_done, n_tokens)
+    return [row for rows in by_prompt for row in rows]
+
+
+def greedy(
+    model,
+    prompts: list[list[int]],
+    specials: SpecialTokens,
+    *,
+    max_new_tokens: int = 64,
+    objective: str | None = None,
+    pattern: str | None = None,
+) -> list[list[int]]:
+    """Greedy decoding, batched, with the KV cache: the generated ids of each prompt ([EOS] and
+    special tokens of the layout excluded). `prompts` are token ids without special tokens; the
+    layout follows `objective` and `pattern` as in training (a stack defaults to clm, an
+    encoder-decoder to seq2seq)."""
+    layout = resolve_layout(model.config.arch, specials, objective, pattern)
+    rows = generate_ids(model, layout, prompts, GenerationConfig(max_new_tokens=max_new_tokens))
+    return [row.tokens for row in rows]

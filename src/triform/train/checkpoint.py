@@ -1,0 +1,123 @@
+"""Training checkpoints: a model folder (safetensors + config.json + tokenizer.json) plus
+`trainer.pt` with the optimizer, the scheduler and the position in the data.
+
+Each checkpoint is written into a hidden staging folder and renamed into place, so a run killed
+mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step), so the
+step is all a resume needs to replay the same masks, dropout and batch order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from triform.checkpoint import WEIGHTS_FILE, load_weights, replace_directory, save_model
+from triform.errors import TriformError
+from triform.train.distributed import Processes, unwrap
+
+CHECKPOINTS, TRAINER_STATE, BEST, FINAL = "checkpoints", "trainer.pt", "best", "model"
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step-{step:07d}"
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, strategy: str) -> tuple[dict, dict]:
+    """Whole (unsharded) model and optimizer state; with FSDP every process must call this."""
+    if strategy == "fsdp" and torch.distributed.is_initialized():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return unwrap(model).state_dict(), optimizer.state_dict()
+
+
+def plain_model(model: nn.Module, state: dict, strategy: str) -> nn.Module:
+    """A single-device model holding `state`, for save_model."""
+    if strategy != "fsdp" or not torch.distributed.is_initialized():
+        return unwrap(model)
+    from triform.models import build_model
+
+    copy = build_model(unwrap(model).config)
+    copy.load_state_dict(state)
+    return copy
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, processes: Processes, *,
+                    strategy: str, specials, tokenizer, extra: dict) -> Path:  # fmt: skip
+    model_state, optimizer_state = full_state(model, optimizer, strategy)
+    target = checkpoint_dir(run_dir, step)
+    if processes.is_main:
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            save_model(plain_model(model, model_state, strategy), staging, specials=specials, tokenizer=tokenizer, extra=extra)
+            trainer = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **state}
+            torch.save(trainer, staging / TRAINER_STATE)
+            replace_directory(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    processes.barrier()
+    return target
+
+
+def save_plain(run_dir: Path, name: str, model, processes: Processes, *, strategy: str, specials, tokenizer, extra: dict) -> Path:
+    """The model alone, as `run_dir/name` (best, model)."""
+    if strategy == "fsdp" and torch.distributed.is_initialized():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = None
+    if processes.is_main:
+        save_model(plain_model(model, state, strategy), run_dir / name, specials=specials, tokenizer=tokenizer, extra=extra)
+    processes.barrier()
+    return run_dir / name
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = run_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step-*") if (p / TRAINER_STATE).is_file())
+
+
+def remove_partial(run_dir: Path) -> None:
+    """Staging folders of a save that a kill interrupted."""
+    for staging in (run_dir / CHECKPOINTS).glob(".step-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def prune(run_dir: Path, keep_last: int) -> None:
+    for old in checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, *, strategy: str) -> dict:
+    """Restore model, optimizer and scheduler from a checkpoint folder; returns the trainer state."""
+    try:
+        trainer = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise TriformError(f"{path / TRAINER_STATE}: unreadable training state ({error})") from None
+    if strategy == "fsdp" and torch.distributed.is_initialized():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        copy = _loaded_copy(model, path)  # the weights as one tensor each, then scattered to the shards
+        set_state_dict(model, optimizer, model_state_dict=copy.state_dict(), optim_state_dict=trainer["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))  # fmt: skip
+    else:
+        load_weights(unwrap(model), path / WEIGHTS_FILE)
+        optimizer.load_state_dict(trainer["optimizer"])
+    scheduler.load_state_dict(trainer["scheduler"])
+    return trainer
+
+
+def _loaded_copy(model, path: Path) -> nn.Module:
+    from triform.models import build_model
+
+    copy = build_model(unwrap(model).config)
+    load_weights(copy, path / WEIGHTS_FILE)
+    return copy

@@ -1,0 +1,240 @@
+"""The training configuration: typed dataclasses, read from TOML or YAML and the command line.
+
+`--preset tiny-gpt` picks a model and its objective; every model field can be overridden
+(`--model.n_layers 4`), as can the objective (`--objective.name mlm --objective.pattern causal`).
+Model fields left unset come from the preset, or from ModelConfig's defaults without one, which is
+why they are optional here. `resolve` turns the parsed values into a checked `Resolved` run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional, get_type_hints
+
+from triform.config import ModelConfig
+from triform.data.batches import TooLong
+from triform.data.readers import DataSource, Field, Format
+from triform.errors import ConfigError
+from triform.models.presets import get_preset
+from triform.objectives.compat import check_pair
+
+ObjectiveName = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
+Pattern = Literal["bidirectional", "causal", "prefix"]
+Schedule = Literal["cosine", "linear", "inverse-sqrt", "constant"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+# Every ModelConfig field, optional: None means "the preset's value" (or ModelConfig's default).
+_MODEL_HINTS = get_type_hints(ModelConfig)
+ModelOverrides = dataclasses.make_dataclass(
+    "ModelOverrides", [(f.name, Optional[_MODEL_HINTS[f.name]], None) for f in dataclasses.fields(ModelConfig)]
+)
+ModelOverrides.__doc__ = "Model fields to set; unset fields come from the preset."
+
+# Objective options, and the objective each belongs to (label smoothing applies to all).
+OPTION_OWNERS = {
+    "label_smoothing": None, "rate": "mlm", "whole_word": "mlm", "noise_density": "span",
+    "mean_span_length": "span", "mask_ratio": "denoise", "poisson_lambda": "denoise", "permute_sentences": "denoise",
+}  # fmt: skip
+
+
+@dataclass
+class ObjectiveConfig:
+    """The objective and its attention pattern; None takes the preset's (or clm) and the pair's default."""
+
+    name: Optional[ObjectiveName] = None
+    pattern: Optional[Pattern] = None
+    label_smoothing: Optional[float] = None
+    rate: Optional[float] = None  # mlm: fraction of tokens chosen (0.15)
+    whole_word: Optional[bool] = None  # mlm: choose whole words
+    noise_density: Optional[float] = None  # span: fraction of tokens corrupted (0.15)
+    mean_span_length: Optional[float] = None  # span: 3
+    mask_ratio: Optional[float] = None  # denoise: 0.3
+    poisson_lambda: Optional[float] = None  # denoise: 3
+    permute_sentences: Optional[bool] = None  # denoise: true
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data: prepared shard folders, or files read and tokenized at start."""
+
+    train: str = ""
+    valid: Optional[str] = None
+    format: Format = "auto"
+    document: Literal["line", "paragraph"] = "line"
+    text_field: Field = None
+    source_field: Field = None
+    target_field: Field = None
+    header: Optional[bool] = None
+    target_path: Optional[str] = None  # parallel data as two aligned files: the training target side
+    valid_target_path: Optional[str] = None
+    too_long: TooLong = "error"  # a seq2seq pair longer than model.max_len: error, skip or truncate
+
+    def source(self, which: str = "train") -> DataSource:
+        path = self.train if which == "train" else self.valid
+        target = self.target_path if which == "train" else self.valid_target_path
+        return DataSource(path, self.format, self.document, self.text_field, self.source_field, self.target_field,
+                          self.header, target)  # fmt: skip
+
+
+@dataclass
+class TokenizerConfig:
+    """An existing tokenizer.json, or how to train one on the training data."""
+
+    path: Optional[str] = None
+    kind: Literal["auto", "bpe", "wordpiece", "unigram"] = "auto"  # auto: as the objective's reference model
+    vocab_size: Optional[int] = None  # None: model.vocab_size
+    min_frequency: int = 2
+    sentinels: int = 100
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (Loshchilov & Hutter 2019) with a warmup and a decay schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    schedule: Schedule = "cosine"
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.1  # cosine and linear end at lr * final_lr_ratio
+    clip: float = 1.0  # gradient norm clipping; 0 turns it off
+
+
+@dataclass
+class LoopConfig:
+    """How long to train and how often to log, evaluate and checkpoint."""
+
+    steps: int = 1000
+    batch_size: int = 32  # examples per optimizer step, over all processes and accumulation steps
+    grad_accum: int = 1
+    seed: int = 0
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # with several processes
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 20  # 0: the whole validation set
+    checkpoint_every: int = 200
+    keep_last: int = 2
+    time_limit: Optional[float] = None  # minutes; stops with a checkpoint when reached
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/triform"
+    preset: Optional[str] = None
+    resume: bool = False
+    model: ModelOverrides = field(default_factory=ModelOverrides)  # type: ignore[valid-type]
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+
+
+@dataclass
+class Resolved:
+    """A run with every choice made: the model, the objective with its options, the rest as given."""
+
+    config: RunConfig
+    model: ModelConfig
+    objective: str
+    pattern: str
+    objective_options: dict
+
+    def to_dict(self) -> dict:
+        """The configuration to save with the run; loading it back gives the same run."""
+        values = dataclasses.asdict(self.config)
+        values["model"] = self.model.to_dict()
+        values["objective"] = {**values["objective"], "name": self.objective, "pattern": self.pattern, **self.objective_options}
+        values["resume"] = False
+        return values
+
+
+def resolve(config: RunConfig) -> Resolved:
+    preset = get_preset(config.preset) if config.preset else None
+    base = preset.model if preset else ModelConfig()
+    overrides = {k: v for k, v in dataclasses.asdict(config.model).items() if v is not None}
+    model = base.replace(**overrides)  # validates, naming the field
+    name = config.objective.name or (preset.objective if preset else "clm")
+    pattern = check_pair(model.arch, name, config.objective.pattern)
+    options = dict(preset.objective_options) if preset and preset.objective == name else {}
+    for option, owner in OPTION_OWNERS.items():
+        value = getattr(config.objective, option)
+        if value is None:
+            continue
+        if owner is not None and owner != name:
+            raise ConfigError(f"objective.{option}: applies to the {owner} objective, not {name}")
+        options[option] = value
+    check_loop(config)
+    if not config.data.train:
+        raise ConfigError("data.train: expected a file, folder, glob or prepared corpus to train on")
+    return Resolved(config, model, name, pattern, options)
+
+
+def check_loop(config: RunConfig) -> None:
+    loop, optim = config.train, config.optim
+    for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_last"):
+        if getattr(loop, name) < 1:
+            raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(loop, name)}")
+    if loop.batch_size % loop.grad_accum:
+        raise ConfigError(f"train.batch_size: {loop.batch_size} is not divisible by train.grad_accum {loop.grad_accum}")
+    if loop.eval_batches < 0:
+        raise ConfigError(f"train.eval_batches: expected 0 or more, got {loop.eval_batches}")
+    if loop.time_limit is not None and loop.time_limit <= 0:
+        raise ConfigError(f"train.time_limit: expected a positive number of minutes, got {loop.time_limit}")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr: expected a positive learning rate, got {optim.lr}")
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps: expected 0 or more, got {optim.warmup_steps}")
+    if not 0 <= optim.final_lr_ratio <= 1:
+        raise ConfigError(f"optim.final_lr_ratio: expected a value in [0, 1], got {optim.final_lr_ratio}")
+    if optim.clip < 0:
+        raise ConfigError(f"optim.clip: expected 0 (off) or a positive norm, got {optim.clip}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(optim, name) < 1:
+            raise ConfigError(f"optim.{name}: expected a value in [0, 1), got {getattr(optim, name)}")
+
+
+CONFIG_MODE = "triform"  # jsonargparse parser mode: TOML for *.toml files, YAML (and JSON) otherwise
+
+
+def load_config_text(value: str, path: str | None = None):
+    """Parse a configuration file's text (or a command-line value) as TOML or YAML."""
+    if path is not None and str(path).endswith(".toml"):
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            return tomllib.loads(value)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    import yaml
+
+    return yaml.safe_load(value)
+
+
+def register_config_loader() -> None:
+    import yaml
+    from jsonargparse import set_loader
+
+    set_loader(CONFIG_MODE, load_config_text, exceptions=(yaml.YAMLError, ConfigError))
+
+
+def from_namespace(cls, values: dict, prefix: str = ""):
+    """Nested dataclasses from the plain dict jsonargparse produced (its keys are already checked)."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = from_namespace(hints[f.name], value, f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(hints[f.name]) and value is None:
+            value = hints[f.name]()
+        kwargs[f.name] = value
+    return cls(**kwargs)

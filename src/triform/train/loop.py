@@ -1,0 +1,251 @@
+"""The training loop: one explicit loop, no callbacks.
+
+Each optimizer step takes one global batch, split into `grad_accum` micro-batches and, within each,
+into the rows of every process. The loss is a sum over predicted tokens divided by the count of
+predicted tokens in the whole global batch, so the gradient is the same whatever the split: one
+process or several, with accumulation or without.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from triform.data.batches import BatchOrder, PairData
+from triform.errors import TriformError
+from triform.models import build_model
+from triform.progress import count, duration, say
+from triform.train import checkpoint as ckpt
+from triform.train.batching import prepare, rows, share
+from triform.train.distributed import Processes, wrap
+from triform.train.evaluate import evaluate_loss
+from triform.train.metrics import MetricsLog, plot_losses
+from triform.train.optim import build_optimizer, build_scheduler
+from triform.train.session import Session
+
+
+def derived_seed(*values: int) -> int:
+    """A seed for (run seed, step, ...), so randomness never depends on what ran before."""
+    return int(np.random.SeedSequence(list(values)).generate_state(1)[0])
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX); fp32 (None) otherwise."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else None
+
+
+class Trainer:
+    def __init__(self, session: Session, processes: Processes, run_dir: Path):
+        self.session, self.processes, self.run_dir = session, processes, Path(run_dir)
+        config = session.resolved.config
+        self.loop, self.strategy = config.train, config.train.strategy
+        if self.loop.batch_size // self.loop.grad_accum < processes.world_size:
+            raise TriformError(f"train.batch_size: {self.loop.batch_size} / train.grad_accum {self.loop.grad_accum} "
+                               f"leaves fewer examples per micro-batch than the {processes.world_size} processes")  # fmt: skip
+        self.device = processes.device
+        torch.manual_seed(self.loop.seed)  # the same initial weights on every process
+        model = build_model(session.model_config).to(self.device)
+        self.model = wrap(model, processes, self.strategy)
+        if self.loop.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = build_optimizer(self.model, config.optim, self.device)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, self.loop.steps)
+        self.order = BatchOrder(session.train_data, self.loop.batch_size, self.loop.seed,
+                                bucket=isinstance(session.train_data, PairData), name=config.data.train)  # fmt: skip
+        dtype = autocast_dtype(self.loop.precision, self.device)
+        self.autocast = partial(torch.autocast, self.device.type, dtype=dtype) if dtype else nullcontext
+        self.precision = "bf16" if dtype else "fp32"
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", processes.is_main)
+        self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
+
+    # ---- state -------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint of the run folder; False when there is none."""
+        if self.processes.is_main:
+            ckpt.remove_partial(self.run_dir)
+        found = ckpt.checkpoints(self.run_dir)
+        if not found:
+            return False
+        state = ckpt.load_checkpoint(found[-1], self.model, self.optimizer, self.scheduler, strategy=self.strategy)
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.best, self.elapsed_before = state["best"], state["elapsed"]
+        self.metrics.keep_until(self.step)
+        if self.processes.is_main:
+            say(f"resumed from {found[-1]} (step {self.step})")
+        return True
+
+    def save(self, elapsed: float) -> None:
+        state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
+        ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes,
+                             **self.saving())  # fmt: skip
+        if self.processes.is_main:
+            ckpt.prune(self.run_dir, self.loop.keep_last)
+
+    def saving(self) -> dict:
+        extra = {**self.session.extra(), "step": self.step}
+        return dict(strategy=self.strategy, specials=self.session.specials, tokenizer=self.session.tokenizer, extra=extra)
+
+    # ---- one step ----------------------------------------------------------------------------
+    def local_batches(self, step: int) -> list:
+        examples = self.order.examples(step)
+        micro = self.loop.batch_size // self.loop.grad_accum
+        generator = torch.Generator().manual_seed(derived_seed(self.loop.seed, step))
+        start, stop = share(micro, self.processes.rank, self.processes.world_size)
+        batches = []
+        for m in range(self.loop.grad_accum):
+            batch = prepare(self.session.objective, examples[m * micro : (m + 1) * micro], generator, self.session.word_table)
+            batches.append(rows(batch, start, stop).to(self.device))
+        return batches
+
+    def train_step(self, step: int) -> tuple[float, int, float]:
+        """One optimizer step; returns (mean loss per predicted token, input tokens, gradient norm)."""
+        batches = self.local_batches(step)
+        n_targets = sum(b.n_targets for b in batches)
+        n_inputs = sum(int(b.ids.numel() if b.padding_mask is None else b.padding_mask.sum()) for b in batches)
+        n_inputs += sum(int(b.source_ids.numel()) for b in batches if b.source_ids is not None)
+        total_targets, total_inputs = self.processes.sum([n_targets, n_inputs])
+        torch.manual_seed(derived_seed(self.loop.seed, step, self.processes.rank))  # dropout
+        loss_sum = 0.0
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            with self.gradient_sync(last), self.autocast():
+                logits = self.model(**batch.model_inputs())
+            # Sum over this micro-batch's tokens / tokens of the global batch; DDP averages over
+            # processes, hence the world size.
+            loss = self.session.objective.loss(logits, batch) if batch.n_targets else logits.float().sum() * 0.0
+            weight = batch.n_targets * self.processes.world_size / max(total_targets, 1)
+            with self.gradient_sync(last):
+                (loss * weight).backward()
+            loss_sum += float(loss.detach()) * batch.n_targets
+        grad_norm = float("nan")
+        if self.session.resolved.config.optim.clip:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.session.resolved.config.optim.clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum,) = self.processes.sum([loss_sum])
+        return loss_sum / max(total_targets, 1), int(total_inputs), grad_norm
+
+    def gradient_sync(self, enabled: bool):
+        """Skip the all-reduce on accumulation micro-batches before the last."""
+        if enabled or not self.processes.distributed:
+            return nullcontext()
+        if self.strategy == "fsdp":
+            return _FsdpNoSync(self.model)
+        return self.model.no_sync()
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> dict | None:
+        if self.session.valid_data is None:
+            return None
+        micro = max(1, self.loop.batch_size // self.loop.grad_accum)
+        result = evaluate_loss(self.model, self.session.objective, self.session.valid_data, batch_size=micro,
+                               limit=self.loop.eval_batches, processes=self.processes, autocast=self.autocast,
+                               word_table=self.session.word_table, device=self.device)  # fmt: skip
+        return result
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, should_stop=lambda: False) -> str:
+        """Train until train.steps, train.time_limit or `should_stop()`; returns 'done' or 'stopped'."""
+        main, loop = self.processes.is_main, self.loop
+        if self.step >= loop.steps:
+            if not (self.run_dir / ckpt.FINAL).is_dir():  # stopped between its last checkpoint and the final save
+                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+            if main:
+                say(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
+            return "done"
+        if main:
+            self.announce()
+        started, self.start_step = time.monotonic(), self.step
+        window_start, window_tokens, window_losses = started, 0, []
+        while self.step < loop.steps:
+            loss, tokens, grad_norm = self.train_step(self.step)
+            self.step += 1
+            self.tokens += tokens
+            window_tokens += tokens
+            window_losses.append(loss)
+            now = time.monotonic()
+            if self.step % loop.log_every == 0 or self.step == loop.steps:
+                rate = window_tokens / max(now - window_start, 1e-9)
+                self.log_train(float(np.mean(window_losses)), rate, grad_norm, now - started)
+                window_start, window_tokens, window_losses = now, 0, []
+            if self.step % loop.eval_every == 0 or self.step == loop.steps:
+                self.log_valid()
+            out_of_time = loop.time_limit is not None and self.elapsed_before + now - started >= loop.time_limit * 60
+            stop = self.processes.any(should_stop() or out_of_time)
+            if stop or self.step % loop.checkpoint_every == 0 or self.step == loop.steps:
+                self.save(self.elapsed_before + time.monotonic() - started)
+            if stop:
+                if main:
+                    say(f"stopped at step {self.step}; checkpoint saved in {ckpt.checkpoint_dir(self.run_dir, self.step)}; "
+                        "rerun with --resume true to continue")  # fmt: skip
+                return "stopped"
+        ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+        if main:
+            say(f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}")
+        return "done"
+
+    def announce(self) -> None:
+        model = self.session.model_config
+        with torch.device("meta"):  # count without allocating: under FSDP each process holds a shard only
+            n_parameters = sum(p.numel() for p in build_model(model).parameters())
+        resolved = self.session.resolved
+        say(f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} parameters, "
+            f"vocab {model.vocab_size}, {len(self.session.train_data)} training examples, {self.processes.world_size} "
+            f"process(es) on {self.device.type}, {self.precision}, run folder {self.run_dir}")  # fmt: skip
+
+    def log_train(self, loss: float, rate: float, grad_norm: float, elapsed: float) -> None:
+        lr = self.scheduler.get_last_lr()[0]
+        record = {"split": "train", "step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
+                  "tokens_per_s": rate, "grad_norm": grad_norm, "elapsed_s": self.elapsed_before + elapsed}  # fmt: skip
+        self.metrics.write(record)
+        if self.processes.is_main:
+            per_step = elapsed / max(self.step - self.start_step, 1)
+            eta = (self.loop.steps - self.step) * per_step
+            if self.loop.time_limit is not None:
+                eta = min(eta, self.loop.time_limit * 60 - self.elapsed_before - elapsed)
+            say(f"step {self.step}/{self.loop.steps} | loss {loss:.4f} | lr {lr:.2e} | {count(rate)} tok/s | "
+                f"{duration(self.elapsed_before + elapsed)} elapsed | ETA {duration(eta)}")  # fmt: skip
+
+    def log_valid(self) -> None:
+        result = self.evaluate()
+        if result is None:
+            return
+        record = {"split": "valid", "step": self.step, **result}
+        self.metrics.write(record)
+        improved = result["loss"] < self.best
+        if improved:
+            self.best = result["loss"]
+            ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
+        if self.processes.is_main:
+            resolved = self.session.resolved
+            plot_losses(self.metrics.read(), self.run_dir / "loss.png",
+                        f"{resolved.config.preset or resolved.model.arch} + {resolved.objective}")  # fmt: skip
+            say(f"validation at step {self.step}: loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | "
+                f"accuracy {100 * result['accuracy']:.1f}%" + (" | best so far" if improved else ""))  # fmt: skip
+
+
+class _FsdpNoSync:
+    """FSDP2's way of accumulating gradients locally: turn gradient reduction off for a backward."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.set_requires_gradient_sync(False)
+
+    def __exit__(self, *exc):
+        self.model.set_requires_gradient_sync(True)

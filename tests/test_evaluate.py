@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from triform.models import build_model
+from triform.train.evaluate import bleu_chrf, greedy_decode, pseudo_perplexity
+
+from conftest import SPECIALS, random_ids, tiny_config
+
+
+def teacher_forced_argmax(model, source: list[int], output: list[int], arch: str, pattern: str) -> list[int]:
+    """The model's argmax after each prefix of `output`, read off one full forward pass."""
+    if arch == "encoder-decoder":
+        logits = model(torch.tensor([source + [SPECIALS.eos]]), torch.tensor([[SPECIALS.bos] + output]), pattern)
+        return logits[0].argmax(-1).tolist()
+    ids = torch.tensor([source + [SPECIALS.sep] + output])
+    types = torch.tensor([[0] * (len(source) + 1) + [1] * len(output)])
+    prefix = torch.tensor([len(source) + 1]) if pattern == "prefix" else None
+    logits = model(ids, pattern, token_types=types, prefix_lengths=prefix)
+    return logits[0, len(source):].argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("arch, pattern", [("encoder-decoder", "causal"), ("stack", "prefix"), ("stack", "causal")])
+def test_greedy_output_is_the_argmax_of_a_teacher_forced_pass(arch, pattern):
+    model = build_model(tiny_config(arch, token_types=2 if arch == "stack" else 0)).eval()
+    sources = [row[:length] for row, length in zip(random_ids(3, 9).tolist(), (9, 4, 6))]  # uneven: padding in the batch
+    outputs = greedy_decode(model, sources, SPECIALS, pattern=pattern, max_new_tokens=7)
+    for source, output in zip(sources, outputs):
+        predicted = teacher_forced_argmax(model, source, output, arch, pattern)
+        assert predicted[: len(output)] == output
+        if len(output) < 7:  # it stopped because [EOS] was the argmax
+            assert predicted[len(output)] == SPECIALS.eos
+
+
+def test_pseudo_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    model = build_model(tiny_config("stack")).eval()
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.zero_()  # every logit 0: a uniform distribution
+    windows = random_ids(2, 6).tolist()
+    assert pseudo_perplexity(model, windows, SPECIALS, pattern="bidirectional") == pytest.approx(tiny_config().vocab_size)
+
+
+def test_bleu_and_chrf_come_from_sacrebleu():
+    perfect = bleu_chrf(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
+    assert bleu_chrf(["a b c d"], ["w x y z"])["bleu"] == 0 and not math.isnan(bleu_chrf(["a"], ["a b"])["chrf"])
