@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from task_data import body_and_layout, records
+from task_data import body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
 from triform.tasks import DataError, make_task, read_records, write_jsonl
 from triform.tasks.checkpoint import load_body, load_task_model, save_task_model
 
@@ -16,19 +16,19 @@ def test_jsonl_csv_and_tsv_give_the_same_records(tmp_path):
     (tmp_path / "a.tsv").write_text('text\tlabel\nf1 "red"\tred\nf2, f3\tblue\n')  # quotes are text in TSV
     values = [[r.values for r in read_records(tmp_path / f"a.{ext}", ["text"])] for ext in ("jsonl", "csv", "tsv")]
     assert values[0] == values[1] == values[2] == [{"text": 'f1 "red"', "label": "red"}, {"text": "f2, f3", "label": "blue"}]
-    assert read_records(tmp_path / "a.jsonl")[1].where == f"{tmp_path / 'a.jsonl'} line 3"
-    assert read_records(tmp_path / "a.tsv")[1].where == f"{tmp_path / 'a.tsv'} line 3"
+    assert read_records(tmp_path / "a.jsonl")[1].where == f"{tmp_path / 'a.jsonl'}:3"
+    assert read_records(tmp_path / "a.tsv")[1].where == f"{tmp_path / 'a.tsv'}:3"
 
 
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("d.jsonl", '{"text": "a", "label": 1}\n{"label": 2}\n', "d.jsonl line 2: no 'text' column"),
-        ("d.jsonl", '{"text": "a"}\n[1, 2]\n', "d.jsonl line 2: expected a JSON object"),
-        ("d.jsonl", '{"text": "a"}\n{"text": \n', "d.jsonl line 2: invalid JSON"),
-        ("d.tsv", "text\tlabel\na\tb\nc\n", "d.tsv line 3: 1 fields; the header names 2"),
-        ("d.csv", "label\nx\n", "d.csv line 2: no 'text' column; found ['label']"),
-        ("d.txt", "text\n", "unknown data format '.txt'"),
+        ("d.jsonl", '{"text": "a", "label": 1}\n{"label": 2}\n', "d.jsonl:2: no 'text' column"),
+        ("d.jsonl", '{"text": "a"}\n[1, 2]\n', "d.jsonl:2: expected a JSON object"),
+        ("d.jsonl", '{"text": "a"}\n{"text": \n', "d.jsonl:2: invalid JSON"),
+        ("d.tsv", "text\tlabel\na\tb\nc\n", "d.tsv:3: 1 fields; the header on line 1 names 2"),
+        ("d.csv", "label\nx\n", "d.csv:2: no 'text' column; found ['label']"),
+        ("d.txt", "text\n", "tasks read named columns from .jsonl, .csv, .tsv or .parquet files, not text"),
     ],
 )
 def test_bad_files_name_the_line(tmp_path, name, content, message):
@@ -57,31 +57,31 @@ def test_record_errors_name_the_line():
     classify = make_task("classify", layout, tok)
     classify.fit(records([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]))
     bad = records([{"text": "a", "label": "x"}, {"text": "b", "label": "z"}], "valid.jsonl")
-    with pytest.raises(DataError, match=r"valid.jsonl line 2: unknown label 'z'; the model knows \['x', 'y'\]"):
+    with pytest.raises(DataError, match=r"valid.jsonl:2: unknown label 'z'; the model knows \['x', 'y'\]"):
         classify.encode_all(bad, with_targets=True)
-    with pytest.raises(DataError, match="line 1: 1 distinct 'label' value"):
+    with pytest.raises(DataError, match="data.jsonl: 1 distinct 'label' value"):
         make_task("classify", layout, tok).fit(records([{"text": "a", "label": "x"}]))
     regression = make_task("classify", layout, tok, regression=True)
-    with pytest.raises(DataError, match="line 1: 'label' must be a number for regression, got 'high'"):
+    with pytest.raises(DataError, match=":1: 'label' must be a number for regression, got 'high'"):
         regression.encode_all(records([{"text": "a", "label": "high"}]), with_targets=True)
 
     qa = make_task("qa", layout, tok)
-    with pytest.raises(DataError, match="qa.jsonl line 2: answer 'v9' is not in its context"):
+    with pytest.raises(DataError, match="qa.jsonl:2: answer 'v9' is not in its context"):
         qa.fit(records([{"question": "q", "context": "f1 v1", "answer": "v1"},
                         {"question": "q", "context": "f1 v1", "answer": "v9"}], "qa.jsonl"))  # fmt: skip
-    with pytest.raises(DataError, match="line 1: answer 'v1' is not at answer_start 0 of its context \\(found 'f1'\\)"):
+    with pytest.raises(DataError, match=":1: answer 'v1' is not at answer_start 0 of its context \\(found 'f1'\\)"):
         qa.encode_all(records([{"question": "q", "context": "f1 v1", "answer": "v1", "answer_start": 0}]), True)
 
     tag = make_task("tag", layout, tok, labels=["O", "B-PER"])
-    with pytest.raises(DataError, match="line 1: 1 tags for 2 tokens"):
+    with pytest.raises(DataError, match=":1: 1 tags for 2 tokens"):
         tag.encode_all(records([{"tokens": ["f1", "f2"], "tags": ["O"]}]), True)
-    with pytest.raises(DataError, match="line 1: unknown tag 'B-LOC'"):
+    with pytest.raises(DataError, match=":1: unknown tag 'B-LOC'"):
         tag.encode_all(records([{"tokens": ["f1"], "tags": ["B-LOC"]}]), True)
 
     choice = make_task("choice", layout, tok)
-    with pytest.raises(DataError, match="line 1: 'label' 2 is not the index of one of the 2 choices"):
+    with pytest.raises(DataError, match=":1: 'label' 2 is not the index of one of the 2 choices"):
         choice.encode_all(records([{"context": "c", "choices": ["a", "b"], "label": 2}]), True)
-    with pytest.raises(DataError, match="line 1: 1 choice\\(s\\)"):
+    with pytest.raises(DataError, match=":1: 1 choice\\(s\\)"):
         choice.encode_all(records([{"context": "c", "choices": ["a"], "label": 0}]), True)
 
 
@@ -139,14 +139,18 @@ def test_the_auxiliary_lm_loss_adds_lambda_times_the_bodys_objective(body_name):
     plain.fit(rows)
     auxiliary.fit(rows)
     model = plain.build_model(body)
-    batch = plain.collate(plain.encode_all(rows, True))
-    torch.manual_seed(0)
-    lm = auxiliary.lm_loss(model.body, batch)
-    torch.manual_seed(0)
-    total = auxiliary.loss(model, batch)
-    torch.testing.assert_close(total, plain.loss(model, batch) + 0.5 * lm)
+    features = plain.encode_all(rows, True)
+    batch = auxiliary.collate(features, torch.Generator().manual_seed(0))
+    assert batch.lm is not None and plain.collate(features).lm is None
+    total = auxiliary.loss(model(**batch.model_inputs()), batch)
+    plain_batch = plain.collate(features)
+    task_only = plain.loss(model(**plain_batch.model_inputs()), plain_batch)
+    lm = auxiliary.lm_objective().loss(model.body(**batch.lm.model_inputs()), batch.lm)
+    torch.testing.assert_close(total, task_only + 0.5 * lm)
     assert lm.item() > 1.0  # an untrained body cannot predict its tokens
     total.backward()
     assert model.body.head.projection.weight.grad.abs().sum() > 0
+    expected = "clm" if body_name == "causal-stack" else "mlm"
+    assert auxiliary.lm_objective().name == expected
     with pytest.raises(ValueError, match="lm_weight: expected 0 or more"):
         make_task("classify", layout, tok, lm_weight=-1.0)

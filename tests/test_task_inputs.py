@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from task_data import BODIES, body_and_layout, records
+from task_data import BODIES, body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
 from triform.objectives.batch import IGNORE
 from triform.tasks import Layout, make_task
 from triform.tasks.layout import truncate_longest_first
@@ -90,7 +90,7 @@ def test_questions_with_different_numbers_of_choices_share_a_batch():
     model = task.build_model(model)
     batch = task.collate(task.encode_all(rows, True))
     assert batch.ids.shape[0] == 6
-    loss = task.loss(model, batch)
+    loss = task.loss(model(**batch.model_inputs()), batch)
     assert torch.isfinite(loss)
     predictions = task.predict(model, rows)
     assert [len(p["probabilities"]) for p in predictions] == [2, 4]

@@ -3,7 +3,8 @@ causal stack and an encoder-decoder, all randomly initialised (tests/task_data.p
 
 import pytest
 
-from task_data import (
+from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
+    one_thread,
     BODIES,
     body_and_layout,
     choice_rows,
@@ -21,18 +22,18 @@ from triform.tasks import Layout, make_task
 # case -> (task, rows, options, max_len, steps, batch size, learning rate, metric, at least, chance)
 CASES = {
     # one colour word among fillers decides: chance (majority class) ~ 0.36
-    "classify": ("classify", classify_rows, {}, 48, 150, 32, 3e-3, "accuracy", 0.9, 0.36),
+    "classify": ("classify", classify_rows, {}, 48, 100, 32, 3e-3, "accuracy", 0.9, 0.36),
     # counting a word: a constant prediction correlates 0
-    "regression": ("classify", regression_rows, {"regression": True}, 48, 200, 32, 3e-3, "pearson", 0.9, 0.0),
+    "regression": ("classify", regression_rows, {"regression": True}, 48, 150, 32, 3e-3, "pearson", 0.9, 0.0),
     # same key in both sentences or not: chance 0.5, and neither sentence alone tells
-    "pair": ("pair", pair_rows, {}, 48, 600, 32, 1e-3, "accuracy", 0.75, 0.5),
+    "pair": ("pair", pair_rows, {}, 48, 500, 32, 1e-3, "accuracy", 0.75, 0.5),
     # the candidate whose value goes with the context's key, among 3: chance 0.33
-    "choice": ("choice", choice_rows, {}, 48, 600, 16, 1e-3, "accuracy", 0.8, 0.33),
+    "choice": ("choice", choice_rows, {}, 48, 500, 16, 1e-3, "accuracy", 0.8, 0.33),
     # a two-word span after the asked key, anywhere in contexts longer than a window; "no answer"
     # for an absent key; always answering nothing scores 20, a random span ~ 0
-    "qa": ("qa", qa_rows, {}, 32, 500, 32, 1e-3, "exact_match", 50.0, 20.0),
+    "qa": ("qa", qa_rows, {}, 24, 500, 32, 1e-3, "exact_match", 50.0, 20.0),
     # people after "mr", places after "in", words of one to three sub-tokens: all-O scores 0
-    "tag": ("tag", tag_rows, {}, 48, 250, 32, 3e-3, "f1", 0.8, 0.0),
+    "tag": ("tag", tag_rows, {}, 48, 150, 32, 3e-3, "f1", 0.8, 0.0),
 }
 
 

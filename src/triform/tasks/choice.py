@@ -20,6 +20,7 @@ class Choice(Task):
     name = "choice"
     inputs = ("context", "choices")
     targets = ("label",)
+    metric = "accuracy"
 
     def n_outputs(self) -> int:
         return 1
@@ -63,8 +64,8 @@ class Choice(Task):
         rows = [self.layout.join(context_ids, self.tokens(choice)) for choice in choices]
         return [Feature(index, rows, self.target(record, len(choices)) if with_targets else None)]
 
-    def collate(self, features: list[Feature]) -> TaskBatch:
-        batch = super().collate(features)
+    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().collate(features, generator)
         if features[0].target is not None:
             batch.targets = torch.tensor([f.target for f in features])
         return batch

@@ -21,11 +21,14 @@ class Classify(Task):
     name = "classify"
     inputs = ("text",)
     targets = ("label",)
+    metric = "accuracy"  # "pearson" for regression
 
     def __init__(self, layout, tokenizer, *, regression: bool = False, labels: list | None = None, lm_weight: float = 0.0):
         super().__init__(layout, tokenizer, lm_weight=lm_weight)
         self.regression = regression
         self.labels = Labels(labels) if labels is not None else None
+        if regression:
+            self.metric = "pearson"
 
     def fit(self, records: list[Record]) -> None:
         if not self.regression:
@@ -63,8 +66,8 @@ class Classify(Task):
         except (TypeError, ValueError):
             raise record.error(f"'label' must be a number for regression, got {value!r}") from None
 
-    def collate(self, features: list[Feature]) -> TaskBatch:
-        batch = super().collate(features)
+    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().collate(features, generator)
         batch.combine = len(features[0].rows)
         if features[0].target is not None:
             batch.targets = torch.tensor([f.target for f in features], dtype=torch.float if self.regression else torch.long)

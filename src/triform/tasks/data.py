@@ -1,9 +1,10 @@
-"""Task data: records with named columns from JSONL, CSV or TSV files, and predictions as JSONL.
+"""Task data: records with named columns from JSONL, CSV, TSV or parquet files, and predictions as JSONL.
 
 Every record remembers its file and line, so that any problem found later (a missing column, an
-unknown label, an answer that is not in its context) is reported where the user can fix it.
-Formats are told by the file's extension: `.jsonl` / `.json` (one JSON object a line), `.csv`
-(RFC 4180, quoted fields allowed) and `.tsv` (tab-separated, no quoting: quotes are text).
+unknown label, an answer that is not in its context) is reported where the user can fix it. The
+format is told by the file's extension, as for training data (data/readers.py): `.jsonl` / `.json`
+(one JSON object a line; lists allowed), `.csv` (RFC 4180 quoting), `.tsv` (tab-separated, no
+quoting: quotes are text), `.parquet`. CSV and TSV start with a header row naming the columns.
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from triform.errors import TriformError
+from triform.data.readers import DataError, decoded_lines, file_format, resolve_files
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-
-
-class DataError(TriformError, ValueError):
-    """A record does not fit its task; the message names the file and line."""
+__all__ = ["DataError", "Record", "read_records", "write_jsonl"]
 
 
 @dataclass(frozen=True)
 class Record:
     values: dict
-    where: str  # "data.tsv line 7"
-    has_lists: bool = False  # JSON records hold lists; CSV / TSV cells are text
+    where: str  # "data.tsv:7", as every data error names a place
+    has_lists: bool = False  # JSON and parquet records may hold lists; CSV / TSV cells are text
 
     def get(self, column: str, default=None):
         return self.values.get(column, default)
@@ -43,21 +40,10 @@ class Record:
         return DataError(f"{self.where}: {message}")
 
 
-def data_format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path}: unknown data format {path.suffix!r}; expected one of {sorted(FORMATS)}")
-    return fmt
-
-
 def read_records(path: str | os.PathLike, required: Iterable[str] = ()) -> list[Record]:
-    """All records of a file; `required` columns must exist in every record (checked here, before
-    any work, so that a bad line late in a file fails the run at once)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not found")
-    fmt = data_format(path)
-    records = list(_read_jsonl(path) if fmt == "jsonl" else _read_table(path, "," if fmt == "csv" else "\t"))
+    """Every record of a file, a folder or a glob; `required` columns must exist in every record
+    (checked here, before any work, so that a bad line late in a file fails the run at once)."""
+    records = [record for file in resolve_files(str(path)) for record in read_file(file)]
     if not records:
         raise DataError(f"{path}: no records")
     for record in records:
@@ -66,36 +52,70 @@ def read_records(path: str | os.PathLike, required: Iterable[str] = ()) -> list[
     return records
 
 
-def _read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                values = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {number}: invalid JSON ({error.msg})") from None
-            if not isinstance(values, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object with named fields")
-            yield Record(values, f"{path} line {number}", has_lists=True)
+def read_file(path: Path) -> Iterator[Record]:
+    kind = file_format(path, "auto")
+    if kind == "jsonl":
+        yield from _read_jsonl(path)
+    elif kind in ("csv", "tsv"):
+        yield from _read_table(path, kind)
+    elif kind == "parquet":
+        yield from _read_parquet(path)
+    else:
+        raise DataError(f"{path}: tasks read named columns from .jsonl, .csv, .tsv or .parquet files, not {kind}")
 
 
-def _read_table(path: Path, delimiter: str):
-    with path.open(encoding="utf-8", newline="") as file:
-        quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-        reader = csv.reader(file, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path} line 1: expected a header row naming the columns")
-        header = [name.strip() for name in header]
-        line = reader.line_num
-        for row in reader:
-            number, line = line + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path} line {number}: {len(row)} fields; the header names {len(header)}")
-            yield Record(dict(zip(header, row)), f"{path} line {number}")
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: invalid JSON at column {error.colno} ({error.msg})") from None
+        if not isinstance(values, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object with named fields, got {type(values).__name__}")
+        yield Record(values, f"{path}:{number}", has_lists=True)
+
+
+def _read_table(path: Path, kind: str) -> Iterator[Record]:
+    lines = decoded_lines(path)
+    if kind == "tsv":
+        rows = ((number, line.split("\t")) for number, line in lines)
+    else:
+        numbers: list[int] = []
+        rows = ((numbers[-1], row) for row in csv.reader(_with_newlines(lines, numbers)))
+    header = None
+    for number, row in rows:
+        if header is None:
+            header = [name.strip() for name in row]
+            continue
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        if len(row) != len(header):
+            raise DataError(f"{path}:{number}: {len(row)} fields; the header on line 1 names {len(header)}")
+        yield Record(dict(zip(header, row)), f"{path}:{number}")
+    if header is None:
+        raise DataError(f"{path}:1: expected a header row naming the columns")
+
+
+def _with_newlines(lines: Iterator[tuple[int, str]], numbers: list[int]) -> Iterator[str]:
+    for number, line in lines:
+        numbers.append(number)
+        yield line + "\n"  # the csv module needs the newline to keep one inside a quoted cell
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid / OSError with its own wording
+        raise DataError(f"{path}: unreadable parquet file ({error})") from None
+    number = 0
+    for batch in table.iter_batches(batch_size=4096):
+        for values in batch.to_pylist():
+            number += 1
+            yield Record(values, f"{path}: row {number}", has_lists=True)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:

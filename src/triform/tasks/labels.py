@@ -3,7 +3,7 @@ as the data did and an unknown label is caught at the line that holds it."""
 
 from __future__ import annotations
 
-from triform.tasks.data import Record
+from triform.tasks.data import DataError, Record
 
 Label = str | int | bool
 
@@ -27,8 +27,8 @@ class Labels:
             values = list_cell(record, column) if per_item else [record.require(column)]
             seen.update(check_label(value, record, column) for value in values)
         if len(seen) < minimum:
-            where = records[0].where.rsplit(" line ", 1)[0] if records else "the data"
-            raise records[0].error(f"{len(seen)} distinct {column!r} value(s) in {where}; a classifier needs at least {minimum}")
+            source = records[0].where.rsplit(":", 1)[0] if records else "the data"
+            raise DataError(f"{source}: {len(seen)} distinct {column!r} value(s); a classifier needs at least {minimum}")
         return cls(sorted(seen, key=lambda v: (str(type(v)), str(v))))
 
     def id(self, value, record: Record, column: str = "label") -> int:

@@ -46,14 +46,19 @@ class TaskModel(nn.Module):
         padding_mask: Tensor | None = None,
         token_types: Tensor | None = None,
         combine: int = 1,
-    ) -> Tensor:
+        lm: dict | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Head scores: (N / combine, n_outputs) for a pooled head, whose summaries of each `combine`
         consecutive rows are summed first (GPT-1 §3.3 adds the two orders of a pair); (N, T,
-        n_outputs) for a token head."""
+        n_outputs) for a token head. With `lm`, the inputs of an auxiliary language-model batch,
+        also the body's vocabulary logits for it: (scores, lm_logits), in one forward call, as a
+        DistributedDataParallel model needs."""
         states = self.states(ids, padding_mask, token_types)
         if not self.head.pooled:
-            return self.head(states)
-        pooled = self.pool(states, padding_mask)  # (N, d_model)
-        if combine > 1:
-            pooled = pooled.view(-1, combine, pooled.shape[-1]).sum(1)  # (N / combine, d_model)
-        return self.head(pooled)
+            scores = self.head(states)
+        else:
+            pooled = self.pool(states, padding_mask)  # (N, d_model)
+            if combine > 1:
+                pooled = pooled.view(-1, combine, pooled.shape[-1]).sum(1)  # (N / combine, d_model)
+            scores = self.head(pooled)
+        return scores if lm is None else (scores, self.body(**lm))

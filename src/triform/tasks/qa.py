@@ -21,6 +21,7 @@ class ExtractiveQA(Task):
     name = "qa"
     inputs = ("question", "context")
     targets = ("answer",)
+    metric = "f1"
     pooled = False
 
     def __init__(
@@ -115,8 +116,8 @@ class ExtractiveQA(Task):
             features.append(Feature(index, [row], target, info))
         return features
 
-    def collate(self, features: list[Feature]) -> TaskBatch:
-        batch = super().collate(features)
+    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().collate(features, generator)
         if features[0].target is not None:
             batch.targets = tuple(torch.tensor(column) for column in zip(*(f.target for f in features)))
         return batch

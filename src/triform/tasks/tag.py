@@ -20,6 +20,7 @@ class Tag(Task):
     name = "tag"
     inputs = ("tokens",)
     targets = ("tags",)
+    metric = "f1"
     pooled = False
 
     def __init__(self, layout, tokenizer, *, labels: list | None = None, lm_weight: float = 0.0):
@@ -80,8 +81,8 @@ class Tag(Task):
             features.append(Feature(index, [row], target, {"heads": heads}))
         return features
 
-    def collate(self, features: list[Feature]) -> TaskBatch:
-        batch = super().collate(features)
+    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().collate(features, generator)
         if features[0].target is not None:
             batch.targets = pad_targets([f.target for f in features], batch.ids.shape[1])
         return batch

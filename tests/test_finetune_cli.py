@@ -1,0 +1,150 @@
+"""`triform finetune` and `triform predict` end to end, on tiny data and models the tests create."""
+
+import csv
+import json
+
+import pytest
+
+from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
+    one_thread,
+    choice_rows,
+    classify_rows,
+    pair_rows,
+    qa_rows,
+    tag_rows,
+    text2text_rows,
+    tokenizer,
+)
+from triform.checkpoint import save_model
+from triform.cli import main
+from triform.config import ModelConfig
+from triform.models import build_model
+from triform.vocab import SpecialTokens
+
+FAST = ["--train.log_every", "2", "--optim.warmup_steps", "2", "--train.precision", "fp32"]
+
+
+def pretrained(folder, arch="stack", extra=None, max_len=48):
+    tok = tokenizer()
+    config = ModelConfig(arch=arch, vocab_size=tok.get_vocab_size(), d_model=32, n_heads=2, d_ff=64, n_layers=2,
+                         max_len=max_len)  # fmt: skip
+    save_model(build_model(config), folder, specials=SpecialTokens.from_tokenizer(tok), tokenizer=tok, extra=extra or {})
+    return str(folder)
+
+
+def write(path, rows):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    return str(path)
+
+
+def finetune(task, init, train, valid, run_dir, steps, *options):
+    argv = ["finetune", "--task", task, "--init", init, "--data.train", train, "--run_dir", str(run_dir),
+            "--train.steps", str(steps), "--train.eval_every", str(steps), "--train.batch_size", "16", *FAST, *options]  # fmt: skip
+    if valid:
+        argv += ["--data.valid", valid]
+    return main(argv)
+
+
+def test_a_classifier_fine_tuned_from_the_command_line_predicts_a_tsv_file(tmp_path):
+    init = pretrained(tmp_path / "bert", extra={"objective": "mlm", "pattern": "bidirectional"})
+    train = write(tmp_path / "train.jsonl", classify_rows(400, seed=1))
+    valid = write(tmp_path / "valid.jsonl", classify_rows(64, seed=2))
+    assert finetune("classify", init, train, valid, tmp_path / "run", 120, "--optim.lr", "3e-3") == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["split"] == "valid" and {"loss", "accuracy", "macro_f1"} <= set(records[-1])
+    assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["extra"]
+    assert saved["task"]["labels"] == ["blue", "green", "red"] and saved["task"]["pattern"] == "bidirectional"
+
+    test = [{"id": f"s{i}", **row} for i, row in enumerate(classify_rows(50, seed=3))]
+    data = write(tmp_path / "test.tsv", test)
+    out, metrics = tmp_path / "predictions.jsonl", tmp_path / "metrics.json"
+    argv = ["predict", "--model", str(tmp_path / "run" / "best"), "--data", data, "--output", str(out), "--metrics", str(metrics)]
+    assert main(argv) == 0
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["id"] for p in predictions] == [r["id"] for r in test]
+    assert set(predictions[0]["probabilities"]) == {"blue", "green", "red"}
+    assert json.loads(metrics.read_text())["accuracy"] >= 0.9
+
+
+def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(" ".join(r["text_a"].split() + r["text_b"].split()) + "\n" for r in pair_rows(300, seed=0)))
+    argv = ["train", "--preset", "tiny-gpt", "--model.vocab_size", "200", "--model.max_len", "32", "--data.train", str(corpus),
+            "--run_dir", str(tmp_path / "gpt"), "--train.steps", "4", "--train.batch_size", "8", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    train = write(tmp_path / "pairs.csv", pair_rows(64, seed=1))
+    assert finetune("pair", str(tmp_path / "gpt" / "model"), train, None, tmp_path / "run", 4) == 0
+    task = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["extra"]["task"]
+    assert task["pattern"] == "causal" and task["both_orders"] is True  # as pretrained with clm: GPT-1's pair
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", train, "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 64
+
+
+@pytest.mark.parametrize("task, rows, arch, options, keys", [
+    ("choice", choice_rows, "stack", [], {"label", "probabilities"}),
+    ("qa", qa_rows, "encoder-decoder", ["--stride", "8", "--max_len", "24"], {"answer", "answer_start", "score"}),
+    ("tag", tag_rows, "stack", ["--pattern", "causal", "--lm_weight", "0.5"], {"tags"}),
+    ("text2text", text2text_rows, "encoder-decoder", [], {"target"}),
+    ("classify", classify_rows, "encoder-decoder", ["--from_scratch", "true"], {"label", "probabilities"}),
+])  # fmt: skip
+def test_every_task_runs_from_the_command_line(tmp_path, task, rows, arch, options, keys, capsys):
+    init = pretrained(tmp_path / "body", arch)
+    data = write(tmp_path / "data.jsonl", rows(40, seed=1))
+    assert finetune(task, init, data, data, tmp_path / "run", 4, *options) == 0
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "run" / "best"), "--data", data, "--output", str(out)]) == 0
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(predictions) == 40 and set(predictions[0]) == keys
+    assert "metrics: {" in capsys.readouterr().err
+
+
+def test_unknown_labels_at_prediction_name_the_line_and_write_nothing(tmp_path, capsys):
+    init = pretrained(tmp_path / "bert")
+    train = write(tmp_path / "train.jsonl", classify_rows(40, seed=1))
+    assert finetune("classify", init, train, None, tmp_path / "run", 2) == 0
+    capsys.readouterr()
+    bad = classify_rows(5, seed=2)
+    bad[3]["label"] = "purple"
+    data, out = write(tmp_path / "bad.tsv", bad), tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", data, "--output", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert f"{data}:5: unknown label 'purple'" in error and error.count("\n") == 1
+    assert not out.exists()
+    unlabelled = write(tmp_path / "unlabelled.jsonl", [{"text": r["text"]} for r in bad])
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", unlabelled, "--output", str(out)]) == 0
+    assert "metrics" not in capsys.readouterr().err and len(out.read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("task, rows, change, message", [
+    ("classify", classify_rows, lambda r: r[6].pop("text"), ":7: no 'text' column"),
+    ("qa", qa_rows, lambda r: r[2].update(answer="zzz", answer_start=None), ":3: answer 'zzz' is not in its context"),
+    ("tag", tag_rows, lambda r: r[1]["tags"].pop(), ":2: "),
+])  # fmt: skip
+def test_bad_training_data_names_the_line_before_anything_is_written(tmp_path, capsys, task, rows, change, message):
+    init = pretrained(tmp_path / "body")
+    data = rows(10, seed=1)
+    change(data)
+    train = write(tmp_path / "train.jsonl", data)
+    assert finetune(task, init, train, None, tmp_path / "run", 2) == 1
+    error = capsys.readouterr().err
+    assert f"{train}{message}" in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_options_of_another_task_and_plain_models_are_refused(tmp_path, capsys):
+    init = pretrained(tmp_path / "bert")
+    train = write(tmp_path / "train.jsonl", classify_rows(20, seed=1))
+    assert finetune("classify", init, train, None, tmp_path / "run", 2, "--stride", "8") == 1
+    assert "stride: applies to the qa task(s), not classify" in capsys.readouterr().err
+    assert finetune("classify", init, train, None, tmp_path / "run", 2, "--max_len", "500") == 1
+    assert "max_len: 500 is longer than the model's max_len 48" in capsys.readouterr().err
+    assert main(["predict", "--model", init, "--data", train]) == 1
+    assert "not a fine-tuned model" in capsys.readouterr().err
