@@ -2,8 +2,12 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
     one_thread,
@@ -19,15 +23,16 @@ from triform.checkpoint import save_model
 from triform.cli import main
 from triform.config import ModelConfig
 from triform.models import build_model
+from triform.tasks.checkpoint import load_task_model
 from triform.vocab import SpecialTokens
 
 FAST = ["--train.log_every", "2", "--optim.warmup_steps", "2", "--train.precision", "fp32"]
 
 
-def pretrained(folder, arch="stack", extra=None, max_len=48):
+def pretrained(folder, arch="stack", extra=None, max_len=48, dropout=0.1):
     tok = tokenizer()
     config = ModelConfig(arch=arch, vocab_size=tok.get_vocab_size(), d_model=32, n_heads=2, d_ff=64, n_layers=2,
-                         max_len=max_len)  # fmt: skip
+                         max_len=max_len, dropout=dropout, attention_dropout=dropout)  # fmt: skip
     save_model(build_model(config), folder, specials=SpecialTokens.from_tokenizer(tok), tokenizer=tok, extra=extra or {})
     return str(folder)
 
@@ -62,10 +67,11 @@ def test_a_classifier_fine_tuned_from_the_command_line_predicts_a_tsv_file(tmp_p
     saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["extra"]
     assert saved["task"]["labels"] == ["blue", "green", "red"] and saved["task"]["pattern"] == "bidirectional"
 
-    test = [{"id": f"s{i}", **row} for i, row in enumerate(classify_rows(50, seed=3))]
+    test = [{"id": f"s{i}", "sentence": row["text"], "colour": row["label"]} for i, row in enumerate(classify_rows(50, seed=3))]
     data = write(tmp_path / "test.tsv", test)
     out, metrics = tmp_path / "predictions.jsonl", tmp_path / "metrics.json"
-    argv = ["predict", "--model", str(tmp_path / "run" / "best"), "--data", data, "--output", str(out), "--metrics", str(metrics)]
+    argv = ["predict", "--model", str(tmp_path / "run" / "best"), "--data", data, "--output", str(out), "--metrics", str(metrics),
+            "--columns", '{"text": "sentence", "label": "colour"}']  # fmt: skip
     assert main(argv) == 0
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in predictions] == [r["id"] for r in test]
@@ -148,3 +154,70 @@ def test_options_of_another_task_and_plain_models_are_refused(tmp_path, capsys):
     assert "max_len: 500 is longer than the model's max_len 48" in capsys.readouterr().err
     assert main(["predict", "--model", init, "--data", train]) == 1
     assert "not a fine-tuned model" in capsys.readouterr().err
+    assert finetune("classify", init, train, None, tmp_path / "run", 2, "--data.columns", '{"label": "genre"}') == 1
+    assert ":1: no 'genre' column (read as 'label')" in capsys.readouterr().err
+
+
+def test_a_body_is_read_as_it_was_pretrained():
+    from triform.tasks.finetune import default_pattern
+
+    assert default_pattern("stack", "classify", {"objective": "mlm", "pattern": "bidirectional"}) == "bidirectional"
+    assert default_pattern("stack", "classify", {"objective": "clm", "pattern": "causal"}) == "causal"
+    assert default_pattern("stack", "tag", {"objective": "span", "pattern": "prefix"}) == "bidirectional"
+    assert default_pattern("stack", "classify", {"hf": {"model_type": "bert"}}) == "bidirectional"  # imported BERT
+    assert default_pattern("stack", "classify", {}) == "causal"
+    assert default_pattern("stack", "text2text", {"objective": "clm", "pattern": "causal"}) == "causal"
+    assert default_pattern("stack", "text2text", {"objective": "mlm", "pattern": "bidirectional"}) == "prefix"
+    assert default_pattern("encoder-decoder", "qa", {"objective": "span", "pattern": "causal"}) == "causal"
+
+
+def test_a_text_to_text_model_generates_with_the_generation_tools(tmp_path):
+    from triform.generate import TextGenerator
+
+    init = pretrained(tmp_path / "body", "stack", extra={"objective": "clm", "pattern": "causal"})
+    data = write(tmp_path / "data.jsonl", text2text_rows(40, seed=1))
+    assert finetune("text2text", init, data, None, tmp_path / "run", 4, "--pattern", "prefix") == 0
+    generator = TextGenerator.load(tmp_path / "run" / "model")
+    assert (generator.objective, generator.pattern) == ("seq2seq", "prefix")
+    assert isinstance(generator.generate("f1 k2 f3", max_new_tokens=3).text, str)
+
+
+def test_the_python_example_of_the_readme(tmp_path):
+    from triform.tasks import Layout, make_task, read_records
+    from triform.tasks.checkpoint import load_body
+
+    init = pretrained(tmp_path / "bert", extra={"objective": "mlm", "pattern": "bidirectional"})
+    write(tmp_path / "train.jsonl", qa_rows(40, seed=1))
+    body, specials, tokenizer, extra = load_body(init)
+    task = make_task("qa", Layout("stack", "bidirectional", specials, max_len=48), tokenizer, stride=8)
+    records = read_records(tmp_path / "train.jsonl", task.inputs + task.targets)
+    task.fit(records)
+    model = task.build_model(body)
+    batch = task.collate(task.encode_all(records[:32], with_targets=True))
+    loss = task.loss(model(**batch.model_inputs()), batch)
+    loss.backward()
+    predictions = task.predict(model, records[:5])
+    assert task.no_answer and len(predictions) == 5 and set(predictions[0]) == {"answer", "answer_start", "score"}
+
+
+def test_two_processes_fine_tune_as_one(tmp_path):
+    """Under torchrun (DDP, gloo), each process takes whole features of the global batch; without
+    dropout the losses and the weights are those of one process."""
+    init = pretrained(tmp_path / "bert", dropout=0.0)
+    train = write(tmp_path / "train.jsonl", pair_rows(64, seed=1))
+    args = ["--train.steps", "4", "--train.batch_size", "8", "--train.eval_every", "4", *FAST]
+    common = ["finetune", "--task", "pair", "--init", init, "--data.train", train, "--both_orders", "true", *args]
+    assert main([*common, "--run_dir", str(tmp_path / "one")]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "triform",
+               *common, "--run_dir", str(tmp_path / "two")]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["split"] == "train"]  # fmt: skip
+
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-4)
+    (a, _, _), (b, _, _) = load_task_model(tmp_path / "one" / "model"), load_task_model(tmp_path / "two" / "model")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)

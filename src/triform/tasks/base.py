@@ -78,6 +78,7 @@ class Task:
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]]  # columns read to make a prediction
     targets: ClassVar[tuple[str, ...]]  # columns holding the answer: needed to train and to score
+    optional: ClassVar[tuple[str, ...]] = ()  # other columns read when present ("id" is for every task)
     pooled: ClassVar[bool] = True  # a PooledHead; otherwise a TokenHead
     metric: ClassVar[str]  # the score that picks the best checkpoint (higher is better)
 
@@ -90,6 +91,14 @@ class Task:
         self.tokenizer = tokenizer
         self.lm_weight = lm_weight
         self._lm_objective = None
+
+    def check_columns(self, columns: dict[str, str] | None, option: str = "columns") -> dict[str, str]:
+        """A renaming of the task's columns to a file's ({"label": "genre"}); other keys are refused."""
+        known = self.inputs + self.targets + self.optional + ("id",)
+        for column in columns or {}:
+            if column not in known:
+                raise ValueError(f"{option}: {column!r} is not a column of the {self.name} task; it reads {list(known)}")
+        return dict(columns or {})
 
     # --- what the data defines --------------------------------------------------------------
     def fit(self, records: list[Record]) -> None:
@@ -155,8 +164,9 @@ class Task:
 
     # --- prediction ---------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32) -> list[dict]:
-        """One prediction (a JSON-ready dict) per record, in order; the record's "id" is carried over."""
+    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32, progress=None) -> list[dict]:
+        """One prediction (a JSON-ready dict) per record, in order; the record's "id" is carried over.
+        `progress(done, total)` is called after each batch, counting features."""
         features = self.encode_all(records, with_targets=False)
         device = next(model.parameters()).device
         was_training = model.training
@@ -166,6 +176,8 @@ class Task:
             for start in range(0, len(features), batch_size):
                 batch = self.collate(features[start : start + batch_size]).to(device)
                 outputs += self.split(model(**batch.model_inputs()).float().cpu(), batch)
+                if progress is not None:
+                    progress(len(outputs), len(features))
         finally:
             model.train(was_training)
         by_record: dict[int, list] = {}

@@ -13,11 +13,12 @@ import csv
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from triform.data.readers import DataError, decoded_lines, file_format, resolve_files
+from triform.data.readers import _counted as lines_with_newlines  # one CSV line reader for all data
 
 __all__ = ["DataError", "Record", "read_records", "write_jsonl"]
 
@@ -27,29 +28,44 @@ class Record:
     values: dict
     where: str  # "data.tsv:7", as every data error names a place
     has_lists: bool = False  # JSON and parquet records may hold lists; CSV / TSV cells are text
+    renamed: dict = field(default_factory=dict)  # task column -> the file's column it was read from
 
     def get(self, column: str, default=None):
         return self.values.get(column, default)
 
     def require(self, column: str):
         if column not in self.values or self.values[column] is None:
-            raise DataError(f"{self.where}: no {column!r} column; found {sorted(self.values)}")
+            name = self.renamed.get(column, column)
+            read_as = f" (read as {column!r})" if name != column else ""
+            found = sorted({self.renamed.get(k, k) for k in self.values})
+            raise DataError(f"{self.where}: no {name!r} column{read_as}; found {found}")
         return self.values[column]
 
     def error(self, message: str) -> DataError:
         return DataError(f"{self.where}: {message}")
 
 
-def read_records(path: str | os.PathLike, required: Iterable[str] = ()) -> list[Record]:
+def read_records(path: str | os.PathLike, required: Iterable[str] = (), columns: dict[str, str] | None = None) -> list[Record]:
     """Every record of a file, a folder or a glob; `required` columns must exist in every record
-    (checked here, before any work, so that a bad line late in a file fails the run at once)."""
+    (checked here, before any work, so that a bad line late in a file fails the run at once).
+    `columns` names the file's column for a task column ({"label": "genre"})."""
     records = [record for file in resolve_files(str(path)) for record in read_file(file)]
     if not records:
         raise DataError(f"{path}: no records")
+    if columns:
+        records = [rename(record, columns) for record in records]
     for record in records:
         for column in required:
             record.require(column)
     return records
+
+
+def rename(record: Record, columns: dict[str, str]) -> Record:
+    """The record with each file column of `columns` under its task name (the file's own name for a
+    task column is then ignored, so that two columns never compete for one name)."""
+    by_file = {file_column: task_column for task_column, file_column in columns.items()}
+    values = {by_file.get(k, k): v for k, v in record.values.items() if k not in columns or k in by_file}
+    return replace(record, values=values, renamed=dict(columns))
 
 
 def read_file(path: Path) -> Iterator[Record]:
@@ -83,7 +99,7 @@ def _read_table(path: Path, kind: str) -> Iterator[Record]:
         rows = ((number, line.split("\t")) for number, line in lines)
     else:
         numbers: list[int] = []
-        rows = ((numbers[-1], row) for row in csv.reader(_with_newlines(lines, numbers)))
+        rows = ((numbers[-1], row) for row in csv.reader(lines_with_newlines(lines, numbers)))
     header = None
     for number, row in rows:
         if header is None:
@@ -96,12 +112,6 @@ def _read_table(path: Path, kind: str) -> Iterator[Record]:
         yield Record(dict(zip(header, row)), f"{path}:{number}")
     if header is None:
         raise DataError(f"{path}:1: expected a header row naming the columns")
-
-
-def _with_newlines(lines: Iterator[tuple[int, str]], numbers: list[int]) -> Iterator[str]:
-    for number, line in lines:
-        numbers.append(number)
-        yield line + "\n"  # the csv module needs the newline to keep one inside a quoted cell
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from triform.errors import ConfigError, TriformError
@@ -40,9 +39,6 @@ class FeatureData:
 
     def example(self, i: int):
         return self.features[i]
-
-    def lengths(self) -> np.ndarray:
-        return np.array([sum(len(r.ids) for r in f.rows) or len(f.info.get("source", ())) for f in self.features])
 
 
 @dataclass
@@ -96,13 +92,13 @@ def build_session(config: FinetuneConfig, processes: Processes) -> FinetuneSessi
     if max_len > body.config.max_len:
         raise ConfigError(f"max_len: {max_len} is longer than the model's max_len {body.config.max_len}")
     task = make_task(config.task, Layout(arch, pattern, specials, max_len), tokenizer, **options)
-    required = task.inputs + task.targets
-    records = read_records(config.data.train, required)
+    required, columns = task.inputs + task.targets, task.check_columns(config.data.columns, "data.columns")
+    records = read_records(config.data.train, required, columns)
     task.fit(records)
     features = task.encode_all(records, with_targets=True)
     valid = None
     if config.data.valid:
-        valid = read_records(config.data.valid, required)
+        valid = read_records(config.data.valid, required, columns)
         task.encode_all(valid, with_targets=True)  # an unknown label or a bad answer stops us now
     if config.from_scratch:
         torch.manual_seed(config.train.seed)

@@ -25,6 +25,7 @@ class TaskData:
 
     train: str = ""
     valid: Optional[str] = None
+    columns: Optional[dict[str, str]] = None  # the file's column for a task column: {"label": "genre"}
 
 
 @dataclass

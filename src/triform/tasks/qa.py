@@ -21,6 +21,7 @@ class ExtractiveQA(Task):
     name = "qa"
     inputs = ("question", "context")
     targets = ("answer",)
+    optional = ("answer_start",)
     metric = "f1"
     pooled = False
 

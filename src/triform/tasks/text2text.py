@@ -82,13 +82,15 @@ class TextToText(Task):
         return self.objective.loss(outputs, batch.body_batch)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32) -> list[dict]:
+    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32, progress=None) -> list[dict]:
         features = self.encode_all(records, with_targets=False)
         written: list[list[int]] = []
         for start in range(0, len(features), batch_size):
             sources = [f.info["source"] for f in features[start : start + batch_size]]
             written += greedy(model, sources, self.layout.specials, max_new_tokens=self.max_target_tokens,
                               objective="seq2seq", pattern=self.objective.pattern)  # fmt: skip
+            if progress is not None:
+                progress(len(written), len(features))
         decoded = [{"target": self.tokenizer.decode(ids, skip_special_tokens=True)} for ids in written]
         return [with_id(record, prediction) for record, prediction in zip(records, decoded)]
 
