@@ -15,6 +15,7 @@ from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
     classify_rows,
     pair_rows,
     qa_rows,
+    regression_rows,
     tag_rows,
     text2text_rows,
     tokenizer,
@@ -96,10 +97,13 @@ def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
 
 @pytest.mark.parametrize("task, rows, arch, options, keys", [
     ("choice", choice_rows, "stack", [], {"label", "probabilities"}),
-    ("qa", qa_rows, "encoder-decoder", ["--stride", "8", "--max_len", "24"], {"answer", "answer_start", "score"}),
+    ("qa", qa_rows, "encoder-decoder", ["--stride", "8", "--max_len", "24", "--max_answer_tokens", "4"],
+     {"answer", "answer_start", "score"}),
     ("tag", tag_rows, "stack", ["--pattern", "causal", "--lm_weight", "0.5"], {"tags"}),
     ("text2text", text2text_rows, "encoder-decoder", [], {"target"}),
     ("classify", classify_rows, "encoder-decoder", ["--from_scratch", "true"], {"label", "probabilities"}),
+    ("classify", regression_rows, "stack", ["--regression", "true"], {"label"}),
+    ("pair", pair_rows, "stack", ["--both_orders", "false", "--pattern", "causal"], {"label", "probabilities"}),
 ])  # fmt: skip
 def test_every_task_runs_from_the_command_line(tmp_path, task, rows, arch, options, keys, capsys):
     init = pretrained(tmp_path / "body", arch)
@@ -221,3 +225,22 @@ def test_two_processes_fine_tune_as_one(tmp_path):
     (a, _, _), (b, _, _) = load_task_model(tmp_path / "one" / "model"), load_task_model(tmp_path / "two" / "model")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_stopped_fine_tuning_resumes_as_if_never_stopped(tmp_path):
+    init = pretrained(tmp_path / "bert", dropout=0.0)
+    train = write(tmp_path / "train.jsonl", choice_rows(48, seed=1))
+    common = ["--optim.schedule", "constant", "--optim.warmup_steps", "0", "--train.checkpoint_every", "2"]
+    assert finetune("choice", init, train, None, tmp_path / "whole", 4, *common) == 0
+    assert finetune("choice", init, train, None, tmp_path / "parts", 2, *common) == 0
+    assert finetune("choice", init, train, None, tmp_path / "parts", 4, *common) == 1  # the folder holds a run
+    assert finetune("choice", init, train, None, tmp_path / "parts", 4, *common, "--resume", "true") == 0
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if json.loads(line)["split"] == "train"]
+
+    assert losses("parts") == pytest.approx(losses("whole"), rel=1e-5)
+    (a, _, _), (b, _, _) = load_task_model(tmp_path / "whole" / "model"), load_task_model(tmp_path / "parts" / "model")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)

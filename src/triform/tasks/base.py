@@ -195,10 +195,13 @@ class Task:
     def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         raise NotImplementedError
 
+    def has_targets(self, record: Record) -> bool:
+        return all(record.get(column) is not None for column in self.targets)
+
     def check_targets(self, records: list[Record]) -> bool:
         """Whether every record holds the answer columns (so predictions can be scored); the
         answers found are checked against the model (an unknown label is an error naming its line)."""
-        complete = all(all(record.get(c) is not None for c in self.targets) for record in records)
+        complete = all(self.has_targets(record) for record in records)
         if complete:
             self.encode_all(records, with_targets=True)
         return complete

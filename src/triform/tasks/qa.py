@@ -93,6 +93,9 @@ class ExtractiveQA(Task):
             found.append((text, start))
         return found
 
+    def has_targets(self, record: Record) -> bool:
+        return "answer" in record.values  # a null answer is an answer: "none"
+
     # --- features ---------------------------------------------------------------------------------
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         question = self.tokens(self.text(record, "question"))[: self.max_question_tokens]
