@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from triform.models import build_model
-from triform.train.evaluate import bleu_chrf, greedy_decode, pseudo_perplexity
+from triform.train.evaluate import bleu_chrf, pseudo_perplexity, translate_ids
 
 from conftest import SPECIALS, random_ids, tiny_config
 
@@ -25,12 +25,14 @@ def teacher_forced_argmax(model, source: list[int], output: list[int], arch: str
 def test_greedy_output_is_the_argmax_of_a_teacher_forced_pass(arch, pattern):
     model = build_model(tiny_config(arch, token_types=2 if arch == "stack" else 0)).eval()
     sources = [row[:length] for row, length in zip(random_ids(3, 9).tolist(), (9, 4, 6))]  # uneven: padding in the batch
-    outputs = greedy_decode(model, sources, SPECIALS, pattern=pattern, max_new_tokens=7)
+    outputs = translate_ids(model, sources, SPECIALS, pattern=pattern, max_new_tokens=7)
     for source, output in zip(sources, outputs):
         predicted = teacher_forced_argmax(model, source, output, arch, pattern)
         assert predicted[: len(output)] == output
         if len(output) < 7:  # it stopped because [EOS] was the argmax
             assert predicted[len(output)] == SPECIALS.eos
+    beams = translate_ids(model, sources, SPECIALS, pattern=pattern, max_new_tokens=7, num_beams=1)
+    assert beams == outputs
 
 
 def test_pseudo_perplexity_of_a_uniform_model_is_the_vocabulary_size():

@@ -1,6 +1,6 @@
 """`triform eval --model runs/gpt --data valid.txt`: the metrics of the objective a model was
 trained with: loss and perplexity always, masked-token accuracy and pseudo-perplexity for mlm,
-BLEU and chrF (greedy decoding) for seq2seq."""
+BLEU and chrF for seq2seq (greedy, or beam search with --num_beams)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def add_arguments(parser) -> None:
                         help="mlm: tokens scored one at a time for pseudo-perplexity (0: all)")  # fmt: skip
     parser.add_argument("--too_long", type=Literal["error", "skip", "truncate"], default="error",
                         help="seq2seq: a pair longer than the model's max_len")  # fmt: skip
+    parser.add_argument("--num_beams", type=int, default=1, help="seq2seq: 1 decodes greedily, more runs beam search")
     parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--device", type=Literal["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--output", type=Optional[str], default=None, help="also write the metrics to this JSON file")
@@ -36,7 +37,7 @@ def run(args) -> int:
     metrics = evaluate_model(args.model, source_from(args, args.data), tokenizer_path=args.tokenizer,
                              batch_size=args.batch_size, max_examples=args.max_examples,
                              pppl_tokens=args.pseudo_perplexity_tokens, too_long=args.too_long,
-                             precision=args.precision, device=args.device)  # fmt: skip
+                             precision=args.precision, device=args.device, num_beams=args.num_beams)  # fmt: skip
     for name, value in metrics.items():
         print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")
     if args.output:

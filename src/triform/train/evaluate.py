@@ -1,8 +1,5 @@
 """Evaluation: loss and perplexity for any objective, masked-token accuracy and pseudo-perplexity
-for mlm, BLEU and chrF (sacrebleu) for seq2seq with greedy decoding.
-
-The greedy decoder here is deliberately small and uncached: it exists so that evaluation needs
-nothing else, and can be swapped for the generation engine.
+for mlm, BLEU and chrF (sacrebleu) for seq2seq with greedy decoding or beam search.
 """
 
 from __future__ import annotations
@@ -88,55 +85,17 @@ def pseudo_perplexity(model, windows: list[list[int]], specials, *, pattern: str
 
 
 @torch.no_grad()
-def greedy_decode(model, sources: list[list[int]], specials, *, pattern: str, max_new_tokens: int,
-                  autocast=nullcontext, device=torch.device("cpu")) -> list[list[int]]:  # fmt: skip
-    """Greedy target ids for each source (without [BOS]/[EOS]), laid out as the objectives train."""
-    batch = len(sources)
-    if getattr(model, "arch", "stack") == "encoder-decoder":
-        from triform.objectives.batch import pad
+def translate_ids(model, sources: list[list[int]], specials, *, pattern: str, max_new_tokens: int, num_beams: int = 1,
+                  autocast=nullcontext) -> list[list[int]]:  # fmt: skip
+    """Target ids for each source (without [BOS]/[EOS]) from the generation engine, laid out as the
+    seq2seq objective trains: greedy, or beam search with the length penalty of Vaswani et al. (α 0.6)."""
+    from triform.generate import GenerationConfig, generate_ids, resolve_layout
 
-        source_ids, source_mask = pad([list(s) + [specials.eos] for s in sources], specials.pad)
-        source_ids = source_ids.to(device)
-        source_mask = source_mask.to(device) if source_mask is not None else None
-        with autocast():
-            memory = model.encode(source_ids, source_mask)
-        ids = torch.full((batch, 1), specials.bos, dtype=torch.long, device=device)
-
-        def next_logits(ids):
-            return model.decode(ids, memory, memory_padding_mask=source_mask, pattern=pattern)[:, -1]
-
-        start = 1
-    else:
-        # Left-padded `source [SEP]`, so every row generates at the same column.
-        width = max(len(s) for s in sources) + 1
-        ids = torch.full((batch, width), specials.pad, dtype=torch.long)
-        real = torch.zeros((batch, width), dtype=torch.bool)
-        for r, source in enumerate(sources):
-            ids[r, width - len(source) - 1 :] = torch.tensor(list(source) + [specials.sep])
-            real[r, width - len(source) - 1 :] = True
-        ids, real = ids.to(device), real.to(device)
-        prefix = torch.full((batch,), width, device=device)
-
-        def next_logits(ids):
-            mask = torch.cat([real, real.new_ones(batch, ids.shape[1] - width)], 1)
-            types = torch.cat([torch.zeros_like(real, dtype=torch.long), torch.ones_like(ids[:, width:])], 1)
-            return model(ids, pattern, padding_mask=mask, token_types=types,
-                         prefix_lengths=prefix if pattern == "prefix" else None)[:, -1]  # fmt: skip
-
-        start = width
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
-        with autocast():
-            chosen = next_logits(ids).argmax(-1)
-        chosen = torch.where(finished, torch.full_like(chosen, specials.pad), chosen)
-        ids = torch.cat([ids, chosen[:, None]], 1)
-        finished |= chosen == specials.eos
-        if bool(finished.all()):
-            break
-    outputs = []
-    for row in ids[:, start:].tolist():
-        outputs.append(row[: row.index(specials.eos)] if specials.eos in row else [t for t in row if t != specials.pad])
-    return outputs
+    layout = resolve_layout(model.config.arch, specials, "seq2seq", pattern)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams)
+    with autocast():
+        rows = generate_ids(model, layout, [list(s) for s in sources], config)
+    return [row.tokens for row in rows]
 
 
 def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:

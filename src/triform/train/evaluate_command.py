@@ -19,7 +19,7 @@ from triform.objectives import make_objective
 from triform.progress import say
 from triform.train import checkpoint as ckpt
 from triform.train.distributed import pick_device
-from triform.train.evaluate import bleu_chrf, evaluate_loss, greedy_decode, pseudo_perplexity
+from triform.train.evaluate import bleu_chrf, evaluate_loss, pseudo_perplexity, translate_ids
 from triform.train.loop import autocast_dtype
 from triform.train.session import load_corpus, make_data
 from triform.vocab import SpecialTokens
@@ -56,7 +56,7 @@ def matching_tokenizer(folder: Path, pretrained, tokenizer_path: str | None):
 
 
 def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch_size=32, max_examples=0,
-                   pppl_tokens=4096, too_long="error", precision="auto", device="auto") -> dict:  # fmt: skip
+                   pppl_tokens=4096, too_long="error", precision="auto", device="auto", num_beams=1) -> dict:  # fmt: skip
     folder = model_folder(model_path)
     pretrained = load_model(folder)
     tokenizer, specials = matching_tokenizer(folder, pretrained, tokenizer_path)
@@ -88,7 +88,8 @@ def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch
                                                          autocast=autocast, device=run_device)  # fmt: skip
         metrics["pseudo_perplexity_tokens"] = sum(len(w) for w in windows)
     if name == "seq2seq":
-        metrics.update(translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, autocast, run_device))
+        metrics["decoding"] = "greedy" if num_beams == 1 else f"beam {num_beams}"
+        metrics.update(translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, autocast, num_beams))
     metrics["seconds"] = round(time.monotonic() - started, 1)
     return metrics
 
@@ -104,8 +105,8 @@ def pppl_windows(data, budget: int) -> list[list[int]]:
     return windows
 
 
-def translation_scores(model, data, tokenizer, specials, pattern, batch_size, autocast, device) -> dict:
-    """Greedy translations of every source, scored against the references with sacrebleu."""
+def translation_scores(model, data, tokenizer, specials, pattern, batch_size, autocast, num_beams) -> dict:
+    """Translations of every source, scored against the references with sacrebleu."""
     hypotheses, references = [], []
     order = np.argsort(data.lengths(), kind="stable")  # similar lengths together: less padding
     started = time.monotonic()
@@ -114,8 +115,8 @@ def translation_scores(model, data, tokenizer, specials, pattern, batch_size, au
         longest = max(len(t) for _, t in pairs)
         budget = min(data.max_len - 1, 2 * longest + 10) if data.arch == "encoder-decoder" else \
             data.max_len - 1 - max(len(s) for s, _ in pairs)  # fmt: skip
-        outputs = greedy_decode(model, [s for s, _ in pairs], specials, pattern=pattern, max_new_tokens=max(budget, 1),
-                                autocast=autocast, device=device)  # fmt: skip
+        outputs = translate_ids(model, [s for s, _ in pairs], specials, pattern=pattern, max_new_tokens=max(budget, 1),
+                                num_beams=num_beams, autocast=autocast)  # fmt: skip
         hypotheses += tokenizer.decode_batch(outputs, skip_special_tokens=True)
         references += tokenizer.decode_batch([t for _, t in pairs], skip_special_tokens=True)
         say(f"eval: translated {len(hypotheses)}/{len(order)} in {time.monotonic() - started:.0f}s")
