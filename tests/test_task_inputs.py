@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from task_data import BODIES, body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
+from triform.errors import TriformError
 from triform.objectives.batch import IGNORE
 from triform.tasks import Layout, make_task
 from triform.tasks.layout import truncate_longest_first
 from triform.tasks.qa import best_span_of, windows
+from triform.vocab import SpecialTokens
 
 
 def test_hidden_states_are_what_the_output_head_reads():
@@ -33,6 +35,11 @@ def test_layouts_follow_bert_gpt1_and_bart():
         _, layout, _ = body_and_layout(body)
         assert layout.join([30, 31], [40]).ids == [s.bos, 30, 31, s.sep, 40, s.eos] and not layout.pools_first
     assert bert.strip(row.ids) == [30, 31, s.sep, 40]
+    # GPT-2's vocabulary has no delimiter: its one special token, [EOS], delimits
+    gpt2 = Layout("stack", "causal", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
+    assert gpt2.join([30, 31], [40]).ids == [5, 30, 31, 5, 40, 5]
+    with pytest.raises(TriformError, match="a task layout needs a cls token"):
+        Layout("stack", "bidirectional", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
 
 
 def test_truncation_drops_from_the_longest_part_first():

@@ -5,7 +5,8 @@ A body is read one of three ways, and each has its layout and its pooled positio
 - a stack read bidirectionally (BERT, Devlin et al. 2019 §3): ``[CLS] a [SEP] b [SEP]`` with segment
   ids 0 / 1; the sequence is summarised by the first token, [CLS];
 - a stack read causally (GPT-1, Radford et al. 2018 §3.3): ``[BOS] a [SEP] b [EOS]`` (start,
-  delimiter and extract tokens); only the last real token has seen everything, so it summarises;
+  delimiter and extract tokens); only the last real token has seen everything, so it summarises.
+  A vocabulary without a delimiter (GPT-2's has only <|endoftext|>) delimits with [EOS];
 - an encoder-decoder (BART, Lewis et al. 2020 §3.1): the same ``[BOS] a [SEP] b [EOS]`` is fed to
   the encoder and to the decoder, and the decoder's last real token summarises.
 """
@@ -39,7 +40,7 @@ class Layout:
             raise ConfigError(f"pattern: an encoder-decoder is read through its causal decoder, got {self.pattern!r}")
         if self.arch == "stack" and self.pattern not in STACK_PATTERNS:
             raise ConfigError(f"pattern: a task reads a stack with one of {list(STACK_PATTERNS)}, got {self.pattern!r}")
-        self.specials.require(("pad", "sep") + (("cls",) if self.pools_first else ("bos", "eos")), "a task layout")
+        self.specials.require(("pad",) + (("cls", "sep") if self.pools_first else ("bos", "eos")), "a task layout")
         if self.max_len < 8:
             raise ConfigError(f"max_len: a task input needs at least 8 tokens, got {self.max_len}")
 
@@ -51,7 +52,7 @@ class Layout:
     def markers(self) -> tuple[int, int, int]:
         """(start, delimiter, end) token ids."""
         s = self.specials
-        return (s.cls, s.sep, s.sep) if self.pools_first else (s.bos, s.sep, s.eos)
+        return (s.cls, s.sep, s.sep) if self.pools_first else (s.bos, s.eos if s.sep is None else s.sep, s.eos)
 
     def room(self, n_parts: int) -> int:
         """How many text tokens fit beside the markers of `n_parts` parts."""
