@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--trained_by", default=None, help="the command that trained the model, quoted in the section")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
     if args.threads:
@@ -92,6 +93,7 @@ def main() -> None:
         f"{len(sources)} of {len(pairs)} pairs (sources longer than max_len {max_len} left out, as `triform eval` does). "
         "Timings are wall-clock on a machine shared with other engineers' jobs. "
         f"Measured by `python benchmarks/translation_bleu.py --model {args.model} --write`.",
+        *(["", f"The model was trained by `{args.trained_by}`."] if args.trained_by else []),
         "",
         "| decoding | BLEU | chrF | seconds |",
         "|---|---:|---:|---:|",

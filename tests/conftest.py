@@ -35,6 +35,10 @@ VARIANTS = {
 }  # fmt: skip
 
 
+# Tiny models run fastest on one thread, and the suite runs as two such workers (make test).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

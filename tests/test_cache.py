@@ -47,6 +47,34 @@ def test_encoder_decoder_cache_matches_full_forward(variant):
     assert cache[0].cross is not None  # cross-attention keys were computed once and kept
 
 
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("variant", ["learned-pre-layernorm", "relative-t5"])
+def test_single_row_steps_under_bf16_autocast_match_the_fp32_forward(arch, variant):
+    """Batch 1, one token a call under bf16 autocast: the single-row products and the fp32
+    single-query attention that decoding takes there, against one plain fp32 pass."""
+    model = build_model(tiny_config(arch, **VARIANTS[variant])).eval()
+    ids = random_ids(1, 10)
+    with torch.no_grad():
+        if arch == "stack":
+            full = model(ids, "causal")
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                cached = step_by_step(model, ids, 1, pattern="causal")
+        else:
+            source = random_ids(1, 7, generator_seed=1)
+            full = model(source, ids)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                memory, cache = model.encode(source), model.new_cache(1)
+                cached = torch.cat([model.decode(ids[:, t : t + 1], memory, cache=cache) for t in range(10)], 1)
+    assert cache_dtype_is_fp32(model)
+    torch.testing.assert_close(cached.float(), full, atol=0.1, rtol=0.05)  # bf16 products: ~3 significant digits
+
+
+def cache_dtype_is_fp32(model) -> bool:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model.new_cache(1)[0].keys.dtype == torch.float32
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_left_padded_batch_through_the_cache_matches_each_prompt_alone(variant):
     model = build_model(tiny_config(**VARIANTS[variant])).eval()

@@ -37,6 +37,7 @@ def reference_tokens(reference, pretrained, prompt: list[int], options: dict) ->
     return new[: new.index(specials.eos)] if specials.eos in new else new
 
 
+# fp32 on both sides: bf16, the default where the CPU has it, rounds differently from transformers.
 # Both libraries apply these penalties to the logits in greedy decoding. In beam search they differ on
 # purpose: triform penalises the logits and then normalises (so that one beam is greedy decoding), and
 # its length penalty is Wu et al.'s; `transformers` penalises log-probabilities and divides by
@@ -56,7 +57,8 @@ def test_outputs_match_transformers_generate(imported, case):
     reference, pretrained = imported
     ours_options, their_options = CASES[case]
     layout = resolve_layout(pretrained.config.arch, pretrained.specials)
-    ours = generate_ids(pretrained.model, layout, PROMPTS, GenerationConfig(max_new_tokens=8, **ours_options))
+    config = GenerationConfig(max_new_tokens=8, precision="fp32", **ours_options)
+    ours = generate_ids(pretrained.model, layout, PROMPTS, config)
     with torch.no_grad():
         theirs = [reference_tokens(reference, pretrained, prompt, their_options) for prompt in PROMPTS]
     assert [row.tokens for row in ours] == theirs  # our rows are batched and padded; theirs one by one

@@ -219,7 +219,7 @@ def test_compile_wraps_the_model_and_checkpoints_its_weights(tmp_path, corpus, m
 
 
 def test_precision_and_device_choices(tmp_path, corpus, capsys):
-    from triform.train.loop import autocast_dtype
+    from triform.precision import autocast_dtype
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)

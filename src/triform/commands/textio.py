@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from triform.errors import TriformError
+from triform.precision import Precision
 
 DECODING_HELP = {
     "max_new_tokens": "most tokens to generate per output",
@@ -31,6 +32,7 @@ DECODING_HELP = {
     "stop": 'stop string(s): a string, or a JSON list such as \'["\\\\n", "."]\'; \\n and \\t are understood',
     "seed": "seed of the sampler: the same seed gives the same samples",
     "use_cache": "use the KV cache (false re-runs the whole sequence at every step, for comparison)",
+    "precision": "auto: bf16 autocast where the hardware computes in bf16 natively, fp32 elsewhere; or bf16, fp32",
 }
 
 
@@ -60,6 +62,8 @@ def add_decoding_arguments(parser, defaults) -> None:
             kind = Optional[int]
         elif field.name == "stop":
             kind, default = Union[str, list[str]], list(default)
+        elif field.name == "precision":
+            kind = Precision
         parser.add_argument(f"--{field.name}", type=kind, default=default, help=DECODING_HELP[field.name])
     parser.add_argument(
         "--truncate", action="store_true", help="shorten inputs too long for the model instead of failing"

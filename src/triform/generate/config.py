@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from triform.errors import ConfigError
+from triform.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # generation ends when the text contains one; the text is cut before it
     seed: int | None = None  # None: drawn from torch's global generator
     use_cache: bool = True  # False re-runs the whole sequence at every step (for comparison only)
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has native bf16, fp32 elsewhere
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -58,6 +60,7 @@ class GenerationConfig:
         check("min_p", 0.0 <= self.min_p < 1.0, "a number in [0, 1)")
         check("repetition_penalty", self.repetition_penalty > 0, "a positive number (1.0 is off)")
         check("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings")
+        check("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
         check(
             "min_new_tokens",
             self.min_new_tokens <= self.max_new_tokens,

@@ -7,7 +7,7 @@ static KV cache, for a stack (causal or prefix pattern) and an encoder-decoder a
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator
 
 import torch
@@ -18,19 +18,48 @@ from triform.generate.config import GenerationConfig
 from triform.generate.layout import Layout, PromptTooLong, resolve_layout
 from triform.generate.search import Decode, Row, StopStrings, decode_steps
 from triform.generate.session import start_session
+from triform.precision import autocast, autocast_dtype
 from triform.vocab import SpecialTokens
 
 
+def numerics(model, precision: str):
+    """No autograd, at `precision`. With bf16 autocast that means no_grad rather than inference_mode:
+    autocast keeps each weight's bf16 copy until its outermost context ends only outside inference
+    mode; without that cache every step would cast every weight again."""
+    device = model.head.projection.weight.device
+    stack = ExitStack()
+    stack.enter_context(torch.no_grad() if autocast_dtype(precision, device) is not None else torch.inference_mode())
+    stack.enter_context(autocast(precision, device))
+    return stack
+
+
 @contextmanager
-def inference(model):
-    """Evaluation mode (no dropout) and no autograd for the duration; the model's mode is restored."""
+def evaluation(model):
+    """Evaluation mode (no dropout) for the duration; the model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            yield
+        yield
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def inference(model, precision: str = "fp32"):
+    """Evaluation mode and `numerics` for the duration."""
+    with evaluation(model), numerics(model, precision):
+        yield
+
+
+def step_by_step(model, precision: str, generator: Iterator) -> Iterator:
+    """Run each step of `generator` inside `numerics`, so that the caller's code between steps runs
+    with its own autograd and autocast state."""
+    while True:
+        with numerics(model, precision):
+            item = next(generator, None)
+        if item is None:
+            return
+        yield item
 
 
 def plan_rows(
@@ -57,29 +86,32 @@ def repeat_for_samples(framed: list[list[int]], rows: list[Row], n: int) -> tupl
     return framed, rows
 
 
-def steps(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+def decoding(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, decode: Decode | None
 ) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
-    """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
-    iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    """The rows and the iterator of `steps`, to be run inside `numerics` by the caller."""
     if config.num_beams > 1:
         raise TriformError("streaming works with greedy decoding and sampling; beam search decides only at the end")
     framed, rows = repeat_for_samples(*plan_rows(model, layout, prompts, config), config.num_return_sequences)
     stops = StopStrings(config.stop, decode)
 
-    @torch.inference_mode()  # as a decorator of a generator, it holds only while the generator runs
     def run():
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluation(model):
             session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
             yield from decode_steps(
                 session, rows, framed, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
             )
-        finally:
-            model.train(was_training)
 
     return rows, run()
+
+
+def steps(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
+    """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
+    iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    rows, iterator = decoding(model, layout, prompts, config, decode)
+    return rows, step_by_step(model, config.precision, iterator)
 
 
 def generate_ids(
@@ -95,9 +127,12 @@ def generate_ids(
     if not prompts:
         return []
     if config.num_beams == 1:
-        rows, iterator = steps(model, layout, prompts, config, decode=decode)
-        for _ in iterator:
-            pass
+        rows, iterator = decoding(model, layout, prompts, config, decode)
+        # One context around all steps, not one per step (step_by_step): autocast's weight casts are
+        # kept, and entering the contexts cost a small model's step a tenth of its time.
+        with numerics(model, config.precision):
+            for _ in iterator:
+                pass
         return rows
     return [row for per_prompt in beam_ids(model, layout, prompts, config, decode=decode) for row in per_prompt]
 
@@ -108,7 +143,7 @@ def beam_ids(
     """Beam search for every prompt (whatever config.num_beams, one included): the n best of each."""
     framed, rows = plan_rows(model, layout, prompts, config)
     stops = StopStrings(config.stop, decode)
-    with inference(model):
+    with inference(model, config.precision):
         session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
         return beam_search(
             session, rows, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size

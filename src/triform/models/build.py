@@ -19,6 +19,7 @@ from triform.models.stack_model import StackModel
 from triform.nn.attention import Attention
 from triform.nn.block import PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
+from triform.nn.linear import Linear
 from triform.nn.norm import make_norm
 from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, SinusoidalPositions
 
@@ -92,14 +93,14 @@ def build_block(config: ModelConfig, *, cross: bool, rotary: Rotary | None):
 
 
 def build_head(config: ModelConfig, token: nn.Embedding) -> LanguageModelHead:
-    projection = nn.Linear(config.d_model, config.vocab_size, bias=False)
+    projection = Linear(config.d_model, config.vocab_size, bias=False)
     if config.tie_embeddings:
         projection.weight = token.weight
     transform = None
     if config.output_transform:
         activation = ACTIVATIONS[config.activation]
         transform = nn.Sequential(
-            nn.Linear(config.d_model, config.d_model),
+            Linear(config.d_model, config.d_model),
             _Activation(activation),
             make_norm(config.norm, config.d_model, config.norm_eps),
         )

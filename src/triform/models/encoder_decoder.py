@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache
+from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack
 
@@ -89,13 +89,4 @@ class EncoderDecoderModel(nn.Module):
         )
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        weight = self.head.projection.weight
-        return KVCache(
-            len(self.decoder.blocks),
-            batch_size,
-            self.config.n_heads,
-            self.config.head_dim,
-            capacity or self.config.max_len,
-            dtype=dtype or weight.dtype,
-            device=weight.device,
-        )
+        return cache_for(self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from torch import Tensor, nn
 
 from triform.nn.attention import Attention
+from triform.nn.dropout import Dropout
 
 if TYPE_CHECKING:
     from triform.generate.cache import LayerCache
@@ -44,7 +45,7 @@ class Block(nn.Module):
         self.cross_attention = cross_attention
         self.feedforward = feedforward
         self.norms = nn.ModuleList(norms)  # one per sublayer, in order
-        self.dropout = nn.Dropout(dropout)  # on each sublayer's output, Vaswani §5.4
+        self.dropout = Dropout(dropout)  # on each sublayer's output, Vaswani §5.4
 
     def residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module) -> Tensor:
         raise NotImplementedError

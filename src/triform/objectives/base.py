@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from triform.nn.loss import cross_entropy
 from triform.objectives.batch import IGNORE, Batch
 from triform.objectives.compat import SOURCE_TARGET, check_pair
 from triform.vocab import SpecialTokens
@@ -56,8 +56,8 @@ class Objective:
     def loss(self, logits: Tensor, batch: Batch) -> Tensor:
         """Mean cross-entropy over predicted tokens; logits are (B, T, V), or (N, V) with sparse logits."""
         targets = batch.targets[batch.logits_at] if batch.sparse_logits else batch.targets
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
+        return cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
             targets.reshape(-1),
             ignore_index=IGNORE,
             label_smoothing=self.label_smoothing,

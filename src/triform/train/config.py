@@ -18,11 +18,11 @@ from triform.data.readers import DataSource, Field, Format
 from triform.errors import ConfigError
 from triform.models.presets import get_preset
 from triform.objectives.compat import check_pair
+from triform.precision import Precision
 
 ObjectiveName = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
 Pattern = Literal["bidirectional", "causal", "prefix"]
 Schedule = Literal["cosine", "linear", "inverse-sqrt", "constant"]
-Precision = Literal["auto", "bf16", "fp32"]
 
 # Every ModelConfig field, optional: None means "the preset's value" (or ModelConfig's default).
 _MODEL_HINTS = get_type_hints(ModelConfig)

@@ -86,15 +86,15 @@ def pseudo_perplexity(model, windows: list[list[int]], specials, *, pattern: str
 
 @torch.no_grad()
 def translate_ids(model, sources: list[list[int]], specials, *, pattern: str, max_new_tokens: int, num_beams: int = 1,
-                  autocast=nullcontext) -> list[list[int]]:  # fmt: skip
+                  precision: str = "fp32") -> list[list[int]]:  # fmt: skip
     """Target ids for each source (without [BOS]/[EOS]) from the generation engine, laid out as the
-    seq2seq objective trains: greedy, or beam search with the length penalty of Vaswani et al. (α 0.6)."""
+    seq2seq objective trains: greedy, or beam search with the length penalty of Vaswani et al. (α 0.6),
+    at `precision` (the engine sets up its own autocast)."""
     from triform.generate import GenerationConfig, generate_ids, resolve_layout
 
     layout = resolve_layout(model.config.arch, specials, "seq2seq", pattern)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams)
-    with autocast():
-        rows = generate_ids(model, layout, [list(s) for s in sources], config)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams, precision=precision)
+    rows = generate_ids(model, layout, [list(s) for s in sources], config)
     return [row.tokens for row in rows]
 
 

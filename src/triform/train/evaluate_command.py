@@ -16,11 +16,11 @@ from triform.data.readers import DataSource
 from triform.data.tokenizers import fingerprint, load_tokenizer, word_start_table
 from triform.errors import TriformError
 from triform.objectives import make_objective
+from triform.precision import autocast_dtype
 from triform.progress import say
 from triform.train import checkpoint as ckpt
 from triform.train.distributed import pick_device
 from triform.train.evaluate import bleu_chrf, evaluate_loss, pseudo_perplexity, translate_ids
-from triform.train.loop import autocast_dtype
 from triform.train.session import load_corpus, make_data
 from triform.vocab import SpecialTokens
 
@@ -89,7 +89,7 @@ def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch
         metrics["pseudo_perplexity_tokens"] = sum(len(w) for w in windows)
     if name == "seq2seq":
         metrics["decoding"] = "greedy" if num_beams == 1 else f"beam {num_beams}"
-        metrics.update(translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, autocast, num_beams))
+        metrics.update(translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, precision, num_beams))
     metrics["seconds"] = round(time.monotonic() - started, 1)
     return metrics
 
@@ -105,7 +105,7 @@ def pppl_windows(data, budget: int) -> list[list[int]]:
     return windows
 
 
-def translation_scores(model, data, tokenizer, specials, pattern, batch_size, autocast, num_beams) -> dict:
+def translation_scores(model, data, tokenizer, specials, pattern, batch_size, precision, num_beams) -> dict:
     """Translations of every source, scored against the references with sacrebleu."""
     hypotheses, references = [], []
     order = np.argsort(data.lengths(), kind="stable")  # similar lengths together: less padding
@@ -116,7 +116,7 @@ def translation_scores(model, data, tokenizer, specials, pattern, batch_size, au
         budget = min(data.max_len - 1, 2 * longest + 10) if data.arch == "encoder-decoder" else \
             data.max_len - 1 - max(len(s) for s, _ in pairs)  # fmt: skip
         outputs = translate_ids(model, [s for s, _ in pairs], specials, pattern=pattern, max_new_tokens=max(budget, 1),
-                                num_beams=num_beams, autocast=autocast)  # fmt: skip
+                                num_beams=num_beams, precision=precision)  # fmt: skip
         hypotheses += tokenizer.decode_batch(outputs, skip_special_tokens=True)
         references += tokenizer.decode_batch([t for _, t in pairs], skip_special_tokens=True)
         say(f"eval: translated {len(hypotheses)}/{len(order)} in {time.monotonic() - started:.0f}s")

@@ -20,6 +20,7 @@ import torch
 from triform.data.batches import BatchOrder, PairData
 from triform.errors import TriformError
 from triform.models import build_model
+from triform.precision import autocast_dtype
 from triform.progress import count, duration, say
 from triform.train import checkpoint as ckpt
 from triform.train.batching import prepare, rows, share
@@ -33,18 +34,6 @@ from triform.train.session import Session
 def derived_seed(*values: int) -> int:
     """A seed for (run seed, step, ...), so randomness never depends on what ran before."""
     return int(np.random.SeedSequence(list(values)).generate_state(1)[0])
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX); fp32 (None) otherwise."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.bfloat16 if native else None
 
 
 class Trainer:

@@ -1,0 +1,84 @@
+"""The machine's own limits, measured in the same run: matrix products at the benchmark's shapes,
+and memory bandwidth; and what the machine and its software are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from triform.nn.linear import _ONEDNN as ONEDNN
+from triform.nn.linear import _product as onednn_product
+
+
+def best_seconds(run, repeats: int = 3) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, backward: bool = True) -> float:
+    """GFLOP/s of the matrix products of a training step, each at its own shape and as often as the
+    step runs it: for each linear layer (rows, in, out, count), the forward product and, with
+    `backward`, the two of the backward pass (input and weight gradients). Each product takes the
+    best of a few runs by torch's default kernel and, where present, oneDNN's (in fp32 the faster
+    of the two varies by CPU): the ceiling this machine reaches on exactly this work."""
+    total_flops = total_seconds = 0.0
+    for rows, n_in, n_out, count in shapes:
+        if rows == 0:
+            continue
+        x = torch.randn(rows, n_in, dtype=dtype)
+        weight = torch.randn(n_out, n_in, dtype=dtype)
+        grad = torch.randn(rows, n_out, dtype=dtype)
+        products = [(x, weight)] + ([(grad, weight.t()), (grad.t(), x.t())] if backward else [])
+        for a, b in products:  # a · bᵀ
+            kernels = [lambda: F.linear(a, b)] + ([lambda: onednn_product(a, b, None)] if ONEDNN else [])
+            total_seconds += min(best_seconds(kernel) for kernel in kernels) * count
+            total_flops += 2.0 * rows * n_in * n_out * count
+    return total_flops / total_seconds / 1e9
+
+
+def bandwidth(megabytes: int = 512) -> dict:
+    """GB/s reading a buffer much larger than the caches (a sum), and copying one (read + write)."""
+    source = torch.ones(megabytes * 2**20 // 4)  # written, so that its pages are real
+    target = torch.empty_like(source)
+    n_bytes = source.numel() * 4
+    read = n_bytes / best_seconds(lambda: source.sum()) / 1e9
+    copy = 2 * n_bytes / best_seconds(lambda: target.copy_(source)) / 1e9
+    return {"read_gb_s": read, "copy_gb_s": copy}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> dict:
+    import transformers
+
+    from triform.precision import native_bf16
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "native_bf16": native_bf16(torch.device("cpu")),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }

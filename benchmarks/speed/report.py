@@ -1,0 +1,104 @@
+"""From timings to figures (medians, paired ratios, utilisation) and from figures to the tables of
+benchmarks/results.md."""
+
+from __future__ import annotations
+
+import math
+
+from speed.timing import median, paired_ratio
+
+# Targets on a bf16-capable CPU (ratios of triform over transformers).
+TRAINING_TARGETS = {"gpt": 1.05, "bert": 1.8, "bart": 1.1}
+DEFAULT_OVER_FP32_TARGETS = {"gpt-train": 1.6, "greedy": 2.0}
+DECODING_TARGETS = {"greedy": 1.3, "beam": 1.5}
+GEMM_SHARE_TARGET = 0.8  # of the measured matmul rate, GPT training
+
+
+def training_figures(case: str, timing: dict, info: dict, gemm: dict) -> dict:
+    """tokens/s, MFU against the measured matmul rate, comparisons, for one training case."""
+    seconds = timing["seconds"]
+    variants = {}
+    for name, values in seconds.items():
+        dtype = name.split()[-1]
+        step = median(values)
+        achieved = info["flops_per_step"] / step / 1e9
+        variants[name] = {"step_s": step, "tokens_per_s": info["tokens_per_step"] / step, "model_gflop_s": achieved,
+                          "mfu": achieved / gemm[dtype], "peak_rss_mib": timing["peak_rss_mib"].get(name)}  # fmt: skip
+    target = TRAINING_TARGETS[info["model"]]
+    comparisons = [
+        ("same dtype, fp32", "triform fp32", "transformers fp32", target),
+        ("same dtype, bf16", "triform bf16", "transformers bf16", target),
+    ]
+    default = f"triform {info['default_precision']}"
+    comparisons.append((f"triform default ({info['default_precision']}) vs transformers fp32", default,
+                        "transformers fp32", DEFAULT_OVER_FP32_TARGETS.get(case)))  # fmt: skip
+    return {"variants": variants, "comparisons": compare(seconds, comparisons), "gemm_gflop_s": gemm}
+
+
+def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
+    """ms per step, tokens/s, the share of the weight-bytes / bandwidth bound, comparisons."""
+    seconds = timing["seconds"]
+    n_tokens = info["batch"] * info["new_tokens"]
+    variants = {}
+    for name, values in seconds.items():
+        precision = info["default_precision"] if "default" in name else "fp32"
+        bytes_per_step = info["weights_per_step"] * (2 if precision == "bf16" else 4)
+        bound = bytes_per_step / (read_gb_s * 1e9)
+        per_step = median(values) / info["new_tokens"]
+        variants[name] = {"ms_per_step": per_step * 1e3, "tokens_per_s": n_tokens / median(values),
+                          "bound_ms_per_step": bound * 1e3, "share_of_bound": bound / per_step,
+                          "peak_rss_mib": timing["peak_rss_mib"].get(name)}  # fmt: skip
+    kind = "beam" if info["beams"] > 1 else "greedy"
+    default = next(name for name in seconds if "default" in name)
+    comparisons = [("same dtype, fp32", "triform fp32", "transformers fp32", DECODING_TARGETS[kind]),
+                   (f"{default} vs transformers fp32", default, "transformers fp32",
+                    DEFAULT_OVER_FP32_TARGETS.get(kind))]  # fmt: skip
+    return {"variants": variants, "comparisons": compare(seconds, comparisons)}
+
+
+def compare(seconds: dict, comparisons: list) -> list[dict]:
+    rows = []
+    for label, ours, theirs, target in comparisons:
+        ratio = paired_ratio(seconds[theirs], seconds[ours])
+        rows.append({"label": label, "ours": ours, "theirs": theirs, "ratio": ratio, "target": target,
+                     "met": None if target is None else ratio >= target})  # fmt: skip
+    return rows
+
+
+def verdict(row: dict) -> str:
+    if row["target"] is None:
+        return ""
+    return f"≥ {row['target']:.2f}× {'met' if row['met'] else '**not met**'}"
+
+
+def rss(value) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def training_table(results: dict) -> list[str]:
+    lines = ["| case | variant | tokens/s | step (s) | model GFLOP/s | MFU (of measured matmul rate) | peak RSS (MiB) |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for case, result in results.items():
+        for name, v in result["figures"]["variants"].items():
+            lines.append(f"| {case} | {name} | {v['tokens_per_s']:,.0f} | {v['step_s']:.3f} | {v['model_gflop_s']:.1f} | "
+                         f"{100 * v['mfu']:.0f} % | {rss(v['peak_rss_mib'])} |")  # fmt: skip
+    return lines
+
+
+def decoding_table(results: dict) -> list[str]:
+    lines = ["| case | variant | ms per step | tokens/s | bound (ms per step) | share of bound | peak RSS (MiB) |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for case, result in results.items():
+        for name, v in result["figures"]["variants"].items():
+            lines.append(f"| {case} | {name} | {v['ms_per_step']:.2f} | {v['tokens_per_s']:,.0f} | {v['bound_ms_per_step']:.2f} "
+                         f"| {100 * v['share_of_bound']:.0f} % | {rss(v['peak_rss_mib'])} |")  # fmt: skip
+    return lines
+
+
+def ratio_table(results: dict) -> list[str]:
+    lines = ["| case | comparison | triform ÷ transformers (median of paired ratios) | target |", "|---|---|---:|---|"]
+    for case, result in results.items():
+        for row in result["figures"]["comparisons"]:
+            shown = math.floor(row["ratio"] * 100) / 100  # rounded down: never shown above a target it misses
+            lines.append(f"| {case} | {row['label']} | {shown:.2f}× | {verdict(row)} |")
+    return lines

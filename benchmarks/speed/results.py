@@ -1,0 +1,154 @@
+"""benchmarks/results.json (every timing, merged case by case across runs) and results.md (tables)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from speed.report import decoding_table, ratio_table, training_table
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from results_sections import replace_section  # noqa: E402
+
+
+def commit() -> str:
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return found.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def write_results(output: Path, run: dict, results: dict, docs: Path | None = None) -> tuple[str, list[str]]:
+    """Merge `results` into PREFIX.json, rewrite PREFIX.md from all of it, and with `docs` the speed
+    section of that results page; returns (markdown, failures)."""
+    run = {**run, "date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit()}
+    path = output.with_suffix(".json")
+    stored = json.loads(path.read_text()) if path.exists() else {"cases": {}}
+    for case, result in results.items():
+        stored["cases"][case] = {**result, "run": run}
+    order = [c for c in ORDER if c in stored["cases"]] + [c for c in stored["cases"] if c not in ORDER]
+    stored["cases"] = {case: stored["cases"][case] for case in order}
+    text = markdown(stored["cases"])
+    write_atomically(path, json.dumps(stored, indent=1, default=float) + "\n")
+    write_atomically(output.with_suffix(".md"), text + "\n")
+    if docs is not None:
+        replace_section("speed", docs_section(stored["cases"], output), docs)
+    return text, failures(results)
+
+
+def docs_section(cases: dict, output: Path) -> str:
+    """The ratios and the runs they come from, for docs/results.md; the full tables stay in PREFIX.md."""
+    where = output.with_suffix(".md").resolve().relative_to(ROOT) if output.resolve().is_relative_to(ROOT) else output
+    lines = ["## Speed: triform and transformers side by side", "",
+             f"Written by `benchmarks/run.py` (all tables, tokens/s, MFU, bandwidth bound and peak RSS in `{where}`). "
+             "Ratios are transformers' time divided by triform's, the median over alternating rounds on the same "
+             "weights: above 1, triform is faster.", "", *runs_text(cases), "", *ratio_table(cases)]  # fmt: skip
+    return "\n".join(lines)
+
+
+ORDER = ["gpt-train", "bert-train", "bart-train", "gpt-greedy-b1", "gpt-greedy-b8", "gpt-beam4-b1",
+         "bart-greedy-b1", "bart-greedy-b8", "bart-beam4-b1"]  # fmt: skip
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def failures(results: dict) -> list[str]:
+    found = []
+    for case, result in results.items():
+        agreement = result["info"].get("agreement")
+        if agreement is not None and result["info"]["beams"] == 1 and not agreement["identical_to_transformers"]:
+            found.append(f"{case}: triform's greedy output (fp32) differs from transformers'")
+    return found
+
+
+def runs_text(cases: dict) -> list[str]:
+    runs = {}
+    for case, result in cases.items():
+        runs.setdefault(json.dumps(result["run"], sort_keys=True, default=float), []).append(case)
+    lines = []
+    for key, names in runs.items():
+        run = json.loads(key)
+        m = run["machine"]
+        loads = [x for c in names for x in cases[c]["timing"]["load"]]
+        bandwidth = run["limits"]["bandwidth"]
+        lines.append(
+            f"- {', '.join(names)}: {run['date']}, triform {run['commit']}, {m['cpu']} ({m['cores']} cores, "
+            f"{m['torch_threads']} torch threads, {m['cpu_capability']}, native bf16: {'yes' if m['native_bf16'] else 'no'}), "
+            f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; load average during the "
+            f"rounds {min(loads):.1f} to {max(loads):.1f} (median {statistics.median(loads):.1f}); memory bandwidth "
+            f"read {bandwidth['read_gb_s']:.1f} GB/s, copy {bandwidth['copy_gb_s']:.1f} GB/s; {run['warmup']} warm-up and "
+            f"{run['repeats']} timed rounds per case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
+            f"{'; torch.compile on both sides' if run['compiled'] else ''}; "
+            f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip() + "."
+        )  # fmt: skip
+    return lines
+
+
+def markdown(cases: dict) -> str:
+    trained = {c: r for c, r in cases.items() if r["kind"] == "training"}
+    decoded = {c: r for c, r in cases.items() if r["kind"] == "decoding"}
+    lines = ["# Speed: triform and transformers side by side", "", HOW, "", *runs_text(cases), "", "## Ratios", ""]
+    lines += ratio_table(cases)
+    if trained:
+        lines += ["", "## Training steps", "", TRAINING_NOTE, ""] + training_table(trained) + [""]
+        for case, result in trained.items():
+            gemm, info = result["figures"]["gemm_gflop_s"], result["info"]
+            losses = info["eval_losses"]
+            lines.append(f"- {case}: {info['tokens_per_step']:,} tokens and {info['flops_per_step'] / 1e9:,.1f} GFLOP "
+                         f"per step ({info['n_predicted']:,} predicted tokens); matrix products at the step's shapes "
+                         f"{gemm['fp32']:.0f} GFLOP/s in fp32, {gemm['bf16']:.0f} GFLOP/s in bf16; largest logit "
+                         f"difference {info['logit_difference']:.1e}; loss on the batch (eval mode, fp32) "
+                         f"{losses['triform']:.5f} in triform, {losses['transformers']:.5f} in transformers"
+                         f"{compile_note(info)}.")  # fmt: skip
+    if decoded:
+        lines += ["", "## Generation", "", DECODING_NOTE, ""] + decoding_table(decoded) + [""]
+        for case, result in decoded.items():
+            info, agreement = result["info"], result["info"]["agreement"]
+            same = "identical to" if agreement["identical_to_transformers"] else "**different from**"
+            lines.append(f"- {case}: batch {info['batch']}, {info['beams']} beam(s), {info['prompt']}-token "
+                         f"{'prompt' if info['model'] == 'gpt' else 'source'}, {info['new_tokens']} new tokens; triform's "
+                         f"fp32 tokens {same} transformers'; {100 * agreement['default_precision_token_agreement']:.0f} % of "
+                         f"the default-precision tokens equal the fp32 ones.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def compile_note(info: dict) -> str:
+    if not info["compiled"]:
+        return ""
+    first = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in info["first_call_seconds"].items())
+    return f"; first step, compilation included: {first}"
+
+
+HOW = (
+    "Written by `benchmarks/run.py`. Each case builds the model in triform and the same configuration in "
+    "`transformers` (GPT2LMHeadModel, BertForMaskedLM, BartForConditionalGeneration) with the same weights, copied "
+    "through triform's converter; checks that the logits agree; then runs the variants in turn (A B C, A B C, ...) "
+    "so that all share the machine's load. Figures are medians over the timed rounds; a ratio is the median over "
+    "rounds of transformers' time divided by triform's, so above 1 means triform is faster. Peak RSS is the "
+    "process's peak while a variant ran its first (warm-up) call, with both models of the case loaded."
+)
+TRAINING_NOTE = (
+    "A step is forward, loss, backward, gradient clipping and an AdamW step (the same optimizer code on both "
+    "sides). Model FLOPs per step are 6 per matmul weight per token it applies to, plus 12 · n_heads · d_head · "
+    "keys per token and layer for attention (PaLM, appendix B), with the output projection counted at predicted "
+    "positions only (for the masked LM, the masked ones). MFU divides the achieved model FLOP/s by the speed this "
+    "machine reached, in the same run, on the step's own matrix products (forward and both backward products of "
+    "every linear layer, at their shapes), in the variant's dtype."
+)
+DECODING_NOTE = (
+    "A step is one new token for every row. The bound is the time to read the matmul weights once from memory at "
+    "the measured read bandwidth (fp32: 4 bytes per weight; bf16 autocast keeps one bf16 copy: 2 bytes); a share "
+    "of 100 % would mean decoding at memory speed. triform's default precision is bf16 autocast where the CPU "
+    "computes in bf16 natively, fp32 otherwise."
+)

@@ -1,0 +1,118 @@
+"""y = x · Wᵀ + b, with the matrix-product kernel chosen for the CPU.
+
+torch computes fp32 matrix products on x86 CPUs with MKL, and bf16 ones with oneDNN. On the AMD
+EPYC that benchmarks/run.py was developed on:
+- oneDNN's fp32 kernels ran the products of a training step 1.3 to 2.4 times faster than MKL's at
+  the same shapes (MKL picks its code path by CPU vendor; oneDNN by instruction set);
+- for a single row (a decoding step at batch 1), oneDNN's bf16 kernel, built for matrices, ran at
+  a third of the speed of torch's own fp32-accumulating matrix-vector kernel, and slower than fp32.
+`Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the
+same results to within rounding.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# A oneDNN call costs some 10 µs before any arithmetic, more than a whole small product takes in
+# MKL: below about a million multiply-adds (a decoding step of a small model), MKL was as fast or
+# faster on the same machine; above, oneDNN.
+ONEDNN_MIN_PRODUCT = 2**20
+
+
+def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x (M, K) · weight (N, K)ᵀ + bias, by oneDNN; any strides."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = _product(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # grad · W
+        grad_weight = _product(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # gradᵀ · x
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def use_onednn(x: Tensor, weight: Tensor) -> bool:
+    """fp32 on a CPU, a product of at least ONEDNN_MIN_PRODUCT multiply-adds, oneDNN present and
+    enabled, outside autocast (whose bf16 products are oneDNN's already) and outside torch.compile
+    (which makes its own choice)."""
+    return (
+        _ONEDNN
+        and x.numel() * weight.shape[0] >= ONEDNN_MIN_PRODUCT
+        and x.dtype == weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def one_bf16_row(x: Tensor) -> bool:
+    """A single row under CPU bf16 autocast, oneDNN enabled, outside torch.compile."""
+    return (
+        x.numel() == x.shape[-1]
+        and x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and torch.backends.mkldnn.enabled
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _WithoutOneDnn:
+    """oneDNN switched off while at least one thread is inside, back on when the last one leaves.
+
+    torch offers no per-call choice of kernel, only the process-wide flag. Counting the threads
+    inside keeps one thread from switching oneDNN back on under another; exceptions restore it too.
+    A thread running other products meanwhile gets torch's own kernels for them: the same products,
+    by a different (possibly slower) kernel.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inside = 0
+
+    def __enter__(self):
+        with self.lock:
+            self.inside += 1
+            torch.backends.mkldnn.enabled = False
+
+    def __exit__(self, *exception):
+        with self.lock:
+            self.inside -= 1
+            if self.inside == 0:
+                torch.backends.mkldnn.enabled = True
+
+
+_without_onednn = _WithoutOneDnn()
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    if one_bf16_row(x):
+        with _without_onednn:  # torch's own matrix-vector kernel
+            return F.linear(x, weight, bias)
+    if not use_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    rows = x.reshape(-1, x.shape[-1])  # (M, in)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    y = _OneDnnLinear.apply(rows, weight, bias) if needs_grad else _product(rows, weight, bias)
+    return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)

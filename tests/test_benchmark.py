@@ -1,0 +1,62 @@
+"""benchmarks/run.py at its --tiny size: the side-by-side code runs, checks parity, writes its tables.
+
+No timing is asserted: speed claims live in benchmarks/results.md as ratios.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("speed_benchmark", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_path, capsys):
+    benchmark = load_benchmark()
+    threads = torch.get_num_threads()
+    try:
+        status = benchmark.main(["--tiny", "--threads", "1", "--repeats", "1", "--only", "gpt-train",
+                                 "bart-greedy-b1", "--output", str(tmp_path / "speed")])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    stored = json.loads((tmp_path / "speed.json").read_text())
+    assert list(stored["cases"]) == ["gpt-train", "bart-greedy-b1"]
+    training, decoding = stored["cases"]["gpt-train"], stored["cases"]["bart-greedy-b1"]
+    assert training["info"]["logit_difference"] < 1e-4
+    assert set(training["figures"]["variants"]) == {"triform fp32", "transformers fp32", "triform bf16", "transformers bf16"}
+    assert all(v["mfu"] > 0 and v["tokens_per_s"] > 0 for v in training["figures"]["variants"].values())
+    assert decoding["info"]["agreement"]["identical_to_transformers"]
+    assert all(row["ratio"] > 0 for row in decoding["figures"]["comparisons"])
+    text = (tmp_path / "speed.md").read_text()
+    assert "| gpt-train | triform bf16 |" in text and "| bart-greedy-b1 | same dtype, fp32 |" in text
+
+    assert benchmark.main(["--rewrite", "--output", str(tmp_path / "speed")]) == 0  # the tables again, from the JSON
+    assert (tmp_path / "speed.md").read_text() == text
+
+    from speed.results import docs_section, replace_section  # importable once run.py has run
+
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\n<!-- results:other -->\nkept\n<!-- /results:other -->\n")
+    replace_section("speed", docs_section(stored["cases"], tmp_path / "speed"), page)
+    written = page.read_text()
+    assert "kept" in written and "<!-- results:speed -->" in written and "| gpt-train | same dtype, bf16 |" in written
+
+
+def test_cases_are_chosen_by_name_or_word():
+    benchmark = load_benchmark()
+    assert benchmark.selected(["gpt-train"]) == ["gpt-train"]
+    assert benchmark.selected(["greedy"]) == ["gpt-greedy-b1", "gpt-greedy-b8", "bart-greedy-b1", "bart-greedy-b8"]
+    with pytest.raises(SystemExit, match="no case matches 'llama'"):
+        benchmark.selected(["llama"])
+

@@ -1,0 +1,57 @@
+"""The blockwise cross-entropy gives F.cross_entropy's value and gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triform.nn import loss as loss_module
+from triform.nn.loss import cross_entropy
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few rows, so that a small test crosses block boundaries (and a partial last block)."""
+    monkeypatch.setattr(loss_module, "BLOCK_BYTES", 4 * 50 * 3)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_value_and_gradient_equal_torch_in_fp32(small_blocks, label_smoothing):
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(11, 50, generator=generator) * 3).requires_grad_()
+    targets = torch.randint(0, 50, (11,), generator=generator)
+    targets[[2, 7]] = -100
+    expected = F.cross_entropy(logits, targets, ignore_index=-100, label_smoothing=label_smoothing)
+    (expected_gradient,) = torch.autograd.grad(expected * 2.5, logits)
+    ours = cross_entropy(logits, targets, ignore_index=-100, label_smoothing=label_smoothing)
+    (gradient,) = torch.autograd.grad(ours * 2.5, logits)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=0, atol=1e-7)
+    assert gradient[[2, 7]].abs().max() == 0  # ignored rows get no gradient
+
+
+def test_bf16_logits_get_a_bf16_gradient_close_to_the_fp32_one(small_blocks):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, 50, generator=generator).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, 50, (9,), generator=generator)
+    expected = F.cross_entropy(logits.float(), targets)
+    (expected_gradient,) = torch.autograd.grad(expected, logits)
+    ours = cross_entropy(logits, targets)
+    (gradient,) = torch.autograd.grad(ours, logits)
+    assert ours.dtype == torch.float32 and gradient.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gradient.float(), expected_gradient.float(), rtol=0.01, atol=1e-4)
+
+
+def test_without_gradient_nothing_is_kept_and_no_target_gives_zero():
+    logits, targets = torch.randn(4, 7), torch.tensor([1, 2, 3, 4])
+    with torch.no_grad():
+        assert cross_entropy(logits, targets) == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-6)
+    assert float(cross_entropy(logits, torch.full((4,), -100))) == 0.0
+
+
+def test_a_second_backward_through_the_loss_is_refused():
+    logits = torch.randn(3, 5, requires_grad=True)
+    loss = cross_entropy(logits, torch.tensor([0, 1, 2]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
