@@ -72,5 +72,21 @@ class EncoderDecoderModel(nn.Module):
             logits_at=logits_at,
         )
 
+    def hidden_states(
+        self,
+        source_ids: Tensor,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        source_padding_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """The decoder's final hidden states (B, T, d_model) for inputs `ids` given the source, before
+        the output head: what task heads read (BART feeds the same text to both sides, §3)."""
+        memory = self.encode(source_ids, source_padding_mask)
+        return self.decoder(
+            ids, pattern, padding_mask=padding_mask, memory=memory, memory_padding_mask=source_padding_mask
+        )
+
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         return cache_for(self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype)

@@ -46,7 +46,7 @@ class Trainer:
                                f"leaves fewer examples per micro-batch than the {processes.world_size} processes")  # fmt: skip
         self.device = processes.device
         torch.manual_seed(self.loop.seed)  # the same initial weights on every process
-        model = build_model(session.model_config).to(self.device)
+        model = self.new_model().to(self.device)
         self.model = wrap(model, processes, self.strategy)
         if self.loop.compile:
             self.model = torch.compile(self.model)
@@ -59,6 +59,10 @@ class Trainer:
         self.precision = "bf16" if dtype else "fp32"
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", processes.is_main)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
+
+    def new_model(self) -> torch.nn.Module:
+        """The model to train: built from the session's config (fine-tuning starts from a pretrained body)."""
+        return build_model(self.session.model_config)
 
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:
