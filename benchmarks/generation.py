@@ -54,7 +54,7 @@ def measure(name: str, new_tokens: int, prompt_length: int, repeats: int) -> lis
     for case, (batch, beams) in CASES.items():
         generator = torch.Generator().manual_seed(1)
         prompts = torch.randint(10, model.config.vocab_size, (batch, prompt_length), generator=generator).tolist()
-        config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams)
+        config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, precision="fp32")
         uncached_config = config.replace(use_cache=False)
         timed_run(model, layout, prompts, config)  # warm-up
         cached, uncached = [], []

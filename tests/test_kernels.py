@@ -13,25 +13,26 @@ from triform.nn.linear import Linear, use_onednn
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch_forward_and_backward(bias):
     torch.manual_seed(0)
-    layer = Linear(24, 40, bias=bias)
-    x = torch.randn(3, 7, 24, requires_grad=True)
+    layer = Linear(64, 160, bias=bias)
+    x = torch.randn(4, 32, 64, requires_grad=True)  # large enough for oneDNN where it is present
     expected = F.linear(x, layer.weight, layer.bias)
     grads_expected = torch.autograd.grad(expected.square().sum(), [x, *layer.parameters()])
     y = layer(x)
     grads = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()])
-    assert y.shape == (3, 7, 40)
+    assert y.shape == (4, 32, 160)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, grads_expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_linear_uses_onednn_only_for_fp32_outside_autocast():
-    x, weight = torch.randn(2, 4), torch.randn(3, 4)
+def test_linear_uses_onednn_only_for_large_fp32_products_outside_autocast():
+    x, weight = torch.randn(256, 64), torch.randn(64, 64)  # 2^20 multiply-adds
     assert use_onednn(x, weight) == linear_module._ONEDNN
+    assert not use_onednn(x[:1], weight)  # a single row: MKL's call costs less
     assert not use_onednn(x.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not use_onednn(x, weight)
-        assert Linear(4, 3)(x).dtype == torch.bfloat16  # autocast applies as to nn.Linear
+        assert Linear(64, 64)(x).dtype == torch.bfloat16  # autocast applies as to nn.Linear
     torch.backends.mkldnn.enabled = False
     try:
         assert not use_onednn(x, weight)

@@ -25,6 +25,8 @@ COMMANDS = {
     "prepare": ("prepare", "tokenize a corpus once into memory-mapped token shards"),
     "train": ("train", "train a model on text: any preset or architecture x objective pair, resumable, multi-process"),
     "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
+    "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag or text2text"),
+    "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
 }
 
 

@@ -62,3 +62,11 @@ class KVCache:
             layer.values = layer.values.index_select(0, index)
             if layer.cross is not None:
                 layer.cross = tuple(t.index_select(0, index) for t in layer.cross)
+
+
+def cache_for(config, n_layers: int, weight: Tensor, batch_size: int, capacity: int | None = None,
+              dtype: torch.dtype | None = None) -> KVCache:  # fmt: skip
+    """A cache for `n_layers` attention layers of a model with `config`, `capacity` positions (default
+    max_len), on `weight`'s device and in its dtype unless `dtype` is given."""
+    return KVCache(n_layers, batch_size, config.n_heads, config.head_dim, capacity or config.max_len,
+                   dtype=dtype or weight.dtype, device=weight.device)  # fmt: skip

@@ -86,11 +86,10 @@ def repeat_for_samples(framed: list[list[int]], rows: list[Row], n: int) -> tupl
     return framed, rows
 
 
-def steps(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+def decoding(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, decode: Decode | None
 ) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
-    """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
-    iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    """The rows and the iterator of `steps`, to be run inside `numerics` by the caller."""
     if config.num_beams > 1:
         raise TriformError("streaming works with greedy decoding and sampling; beam search decides only at the end")
     framed, rows = repeat_for_samples(*plan_rows(model, layout, prompts, config), config.num_return_sequences)
@@ -103,7 +102,16 @@ def steps(
                 session, rows, framed, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
             )
 
-    return rows, step_by_step(model, config.precision, run())
+    return rows, run()
+
+
+def steps(
+    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
+    """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
+    iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    rows, iterator = decoding(model, layout, prompts, config, decode)
+    return rows, step_by_step(model, config.precision, iterator)
 
 
 def generate_ids(
@@ -119,8 +127,10 @@ def generate_ids(
     if not prompts:
         return []
     if config.num_beams == 1:
-        rows, iterator = steps(model, layout, prompts, config, decode=decode)
-        with numerics(model, config.precision):  # one context around all steps: autocast's casts are kept
+        rows, iterator = decoding(model, layout, prompts, config, decode)
+        # One context around all steps, not one per step (step_by_step): autocast's weight casts are
+        # kept, and entering the contexts cost a small model's step a tenth of its time.
+        with numerics(model, config.precision):
             for _ in iterator:
                 pass
         return rows

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache
+from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack
 
@@ -72,14 +72,21 @@ class EncoderDecoderModel(nn.Module):
             logits_at=logits_at,
         )
 
-    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        weight = self.head.projection.weight
-        return KVCache(
-            len(self.decoder.blocks),
-            batch_size,
-            self.config.n_heads,
-            self.config.head_dim,
-            capacity or self.config.max_len,
-            dtype=dtype or weight.dtype,
-            device=weight.device,
+    def hidden_states(
+        self,
+        source_ids: Tensor,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        source_padding_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """The decoder's final hidden states (B, T, d_model) for inputs `ids` given the source, before
+        the output head: what task heads read (BART feeds the same text to both sides, §3)."""
+        memory = self.encode(source_ids, source_padding_mask)
+        return self.decoder(
+            ids, pattern, padding_mask=padding_mask, memory=memory, memory_padding_mask=source_padding_mask
         )
+
+    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        return cache_for(self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache
+from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack
 
@@ -35,7 +35,7 @@ class StackModel(nn.Module):
         """Scores over the vocabulary: (B, T, vocab_size), or (N, vocab_size) at the N positions where
         the boolean `logits_at` (B, T) is True, so that the output projection, the largest matrix of a
         small model, runs only where there is something to predict (masked LM)."""
-        hidden = self.stack(
+        hidden = self.hidden_states(
             ids,
             pattern,
             padding_mask=padding_mask,
@@ -48,14 +48,27 @@ class StackModel(nn.Module):
             hidden = hidden[logits_at]  # (N, d_model)
         return self.head(hidden)
 
-    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        weight = self.head.projection.weight
-        return KVCache(
-            len(self.stack.blocks),
-            batch_size,
-            self.config.n_heads,
-            self.config.head_dim,
-            capacity or self.config.max_len,
-            dtype=dtype or weight.dtype,
-            device=weight.device,
+    def hidden_states(
+        self,
+        ids: Tensor,
+        pattern: str = "causal",
+        *,
+        padding_mask: Tensor | None = None,
+        prefix_lengths: Tensor | None = None,
+        token_types: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """The stack's final hidden states (B, T, d_model), before the output head: what task heads read."""
+        return self.stack(
+            ids,
+            pattern,
+            padding_mask=padding_mask,
+            prefix_lengths=prefix_lengths,
+            token_types=token_types,
+            positions=positions,
+            cache=cache,
         )
+
+    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        return cache_for(self.config, len(self.stack.blocks), self.head.projection.weight, batch_size, capacity, dtype)

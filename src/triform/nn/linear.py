@@ -19,6 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# A oneDNN call costs some 10 µs before any arithmetic, more than a whole small product takes in
+# MKL: below about a million multiply-adds (a decoding step of a small model), MKL was as fast or
+# faster on the same machine; above, oneDNN.
+ONEDNN_MIN_PRODUCT = 2**20
 
 
 def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -43,10 +47,12 @@ class _OneDnnLinear(torch.autograd.Function):
 
 
 def use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """fp32 on a CPU, oneDNN present and enabled, outside autocast (whose bf16 products are oneDNN's
-    already) and outside torch.compile (which makes its own choice)."""
+    """fp32 on a CPU, a product of at least ONEDNN_MIN_PRODUCT multiply-adds, oneDNN present and
+    enabled, outside autocast (whose bf16 products are oneDNN's already) and outside torch.compile
+    (which makes its own choice)."""
     return (
         _ONEDNN
+        and x.numel() * weight.shape[0] >= ONEDNN_MIN_PRODUCT
         and x.dtype == weight.dtype == torch.float32
         and x.device.type == "cpu"
         and torch.backends.mkldnn.enabled

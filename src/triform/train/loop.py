@@ -53,7 +53,7 @@ class Trainer:
                                f"leaves fewer examples per micro-batch than the {processes.world_size} processes")  # fmt: skip
         self.device = processes.device
         torch.manual_seed(self.loop.seed)  # the same initial weights on every process
-        model = build_model(session.model_config).to(self.device)
+        model = self.new_model().to(self.device)
         self.model = wrap(model, processes, self.strategy)
         if self.loop.compile:
             self.model = torch.compile(self.model)
@@ -69,6 +69,10 @@ class Trainer:
     def say(self, line: str) -> None:
         """A progress line of the main process (stderr); a subclass may show progress its own way."""
         say(line)
+
+    def new_model(self) -> torch.nn.Module:
+        """The model to train: built from the session's config (fine-tuning starts from a pretrained body)."""
+        return build_model(self.session.model_config)
 
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:

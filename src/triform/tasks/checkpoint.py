@@ -1,0 +1,64 @@
+"""Fine-tuned models on disk: an ordinary model folder whose config.json "extra" holds the task
+(its name, how it reads the body, its label set), so that prediction decides exactly as training did."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from triform.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model, load_weights, read_config, save_model
+from triform.config import ModelConfig
+from triform.errors import TriformError
+from triform.tasks import Task, task_from_state
+from triform.vocab import SpecialTokens
+
+
+def save_task_model(model: nn.Module, task: Task, directory: str | os.PathLike, *, extra: dict | None = None) -> Path:
+    return save_model(
+        model,
+        directory,
+        specials=task.layout.specials,
+        tokenizer=task.tokenizer,
+        extra={**(extra or {}), "task": task.state()},
+    )
+
+
+def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Task, dict]:
+    """(model, task, extra) of a folder written by `save_task_model`."""
+    import torch
+
+    from triform.models import build_model
+
+    directory = Path(directory)
+    document = read_config(directory)
+    extra = document.get("extra") or {}
+    if "task" not in extra:
+        raise TriformError(f"{directory / CONFIG_FILE}: not a fine-tuned model (no task); fine-tune one with `triform finetune`")
+    config = ModelConfig.from_dict(document["model"], source=str(directory / CONFIG_FILE))
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise TriformError(f"{directory / TOKENIZER_FILE}: not found; a fine-tuned model keeps its tokenizer")
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    specials = SpecialTokens.from_dict(document["special_tokens"], source=str(directory / CONFIG_FILE))
+    task = task_from_state(extra["task"], config.arch, specials, tokenizer)
+    with torch.device(device):
+        model = task.build_model(build_model(config))
+    load_weights(model, directory / WEIGHTS_FILE)
+    return model.eval(), task, extra
+
+
+def load_body(directory: str | os.PathLike, device: str = "cpu"):
+    """A pretrained body with its tokenizer and special tokens, from a plain model folder or from a
+    fine-tuned one (whose head is dropped), so that one fine-tuned model can start another."""
+    extra = read_config(directory).get("extra") or {}
+    if "task" in extra:
+        model, task, extra = load_task_model(directory, device)
+        body = model.body if hasattr(model, "body") else model
+        return body, task.layout.specials, task.tokenizer, extra
+    pretrained = load_model(directory, device=device)
+    if pretrained.tokenizer is None or pretrained.specials is None:
+        raise TriformError(f"{Path(directory)}: fine-tuning needs the model's tokenizer.json and special tokens")
+    return pretrained.model, pretrained.specials, pretrained.tokenizer, pretrained.extra

@@ -1,0 +1,109 @@
+"""Text-to-text: any task as source text -> target text on a sequence-to-sequence model (T5,
+Raffel et al. 2020 §2.4): a label, an answer or a translation is simply the text to write.
+
+It trains the body's own output head with the `seq2seq` objective and its layouts: an
+encoder-decoder reads the source and writes the target; a stack reads ``source [SEP]`` as a
+bidirectional prefix (UniLM, pattern "prefix") or left to right (pattern "causal") and continues
+with the target. Predictions are decoded greedily by the generation engine, with the KV cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from triform.generate.engine import greedy
+from triform.objectives import make_objective
+from triform.tasks.base import Feature, Task, TaskBatch, with_id
+from triform.tasks.data import Record
+from triform.tasks.layout import truncate_longest_first
+from triform.tasks.metrics import normalize_answer
+
+
+class TextToText(Task):
+    name = "text2text"
+    inputs = ("source",)
+    targets = ("target",)
+    metric = "exact_match"
+
+    def __init__(self, layout, tokenizer, *, max_target_tokens: int | None = None, lm_weight: float = 0.0):
+        if lm_weight:
+            raise ValueError("lm_weight: text2text trains the language model itself; the auxiliary loss is for heads")
+        super().__init__(layout, tokenizer)
+        self.max_target_tokens = max_target_tokens or layout.max_len // 4  # until fit() reads the data
+        pattern = None if layout.arch == "encoder-decoder" else layout.pattern
+        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.objective = make_objective("seq2seq", layout.specials, vocab_size, arch=layout.arch, pattern=pattern)
+
+    def fit(self, records: list[Record]) -> None:
+        """The longest target of the training data bounds what generation writes."""
+        longest = max(len(self.tokens(self.text(r, "target"))) for r in records)
+        self.max_target_tokens = min(longest + 1, self.layout.max_len - 2)
+
+    def state(self) -> dict:
+        return {**super().state(), "max_target_tokens": self.max_target_tokens}
+
+    def body_extra(self) -> dict:
+        """How generation tools (`triform generate`, `translate`) should read the saved model."""
+        return {"objective": "seq2seq", "pattern": self.objective.pattern}
+
+    def build_model(self, body: nn.Module) -> nn.Module:
+        return body  # the body's own output head writes the target
+
+    def text(self, record: Record, column: str) -> str:
+        value = record.require(column)
+        if not isinstance(value, str):
+            raise record.error(f"{column!r} must be text, got {value!r}")
+        return value
+
+    def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
+        """Truncated so the layout fits max_len: `source [EOS]` and `[BOS] target` on an
+        encoder-decoder, `source [SEP] target [EOS]` on a stack (room left for generation)."""
+        source = self.tokens(self.text(record, "source"))
+        target = self.tokens(self.text(record, "target")) if with_targets else None
+        max_len = self.layout.max_len
+        if self.layout.arch == "encoder-decoder":
+            source, target = source[: max_len - 1], None if target is None else target[: max_len - 1]
+        elif target is not None:
+            source, target = truncate_longest_first([source, target], max_len - 2)
+        else:
+            source = source[: max(1, max_len - 2 - self.max_target_tokens)]
+        return [Feature(index, [], target, {"source": source})]
+
+    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+        if features[0].target is None:
+            raise ValueError("text2text batches are for training; predict() generates")
+        prepared = self.objective.prepare([(f.info["source"], f.target) for f in features], generator)
+        token_types = prepared.token_types if prepared.token_types is not None else torch.zeros_like(prepared.ids)
+        return TaskBatch(prepared.ids, prepared.padding_mask, token_types, features, body_batch=prepared,
+                         source_ids=prepared.source_ids)  # fmt: skip
+
+    def loss(self, outputs: Tensor, batch: TaskBatch) -> Tensor:
+        return self.objective.loss(outputs, batch.body_batch)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, records: list[Record], batch_size: int = 32, progress=None) -> list[dict]:
+        features = self.encode_all(records, with_targets=False)
+        written: list[list[int]] = []
+        for start in range(0, len(features), batch_size):
+            sources = [f.info["source"] for f in features[start : start + batch_size]]
+            written += greedy(model, sources, self.layout.specials, max_new_tokens=self.max_target_tokens,
+                              objective="seq2seq", pattern=self.objective.pattern)  # fmt: skip
+            if progress is not None:
+                progress(len(written), len(features))
+        decoded = [{"target": self.tokenizer.decode(ids, skip_special_tokens=True)} for ids in written]
+        return [with_id(record, prediction) for record, prediction in zip(records, decoded)]
+
+    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+        """Exact match after SQuAD's normalisation: for a task cast as text (a label, an answer), its
+        accuracy; and corpus BLEU and chrF (sacrebleu) for free text."""
+        import sacrebleu
+
+        predicted = [p["target"] for p in predictions]
+        references = [self.text(r, "target") for r in records]
+        same = [normalize_answer(p) == normalize_answer(r) for p, r in zip(predicted, references)]
+        return {
+            "exact_match": 100.0 * sum(same) / len(same),
+            "bleu": sacrebleu.corpus_bleu(predicted, [references]).score,
+            "chrf": sacrebleu.corpus_chrf(predicted, [references]).score,
+        }
