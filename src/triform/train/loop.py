@@ -39,7 +39,8 @@ def derived_seed(*values: int) -> int:
 def batch_order(session: Session, batch_size: int, seed: int) -> BatchOrder:
     """The order of the training batches: seq2seq pairs bucketed by length unless data.bucket is off."""
     data = session.train_data
-    bucket = session.resolved.config.data.bucket and isinstance(data, PairData)
+    wanted = getattr(session.resolved.config.data, "bucket", True)  # a task's data config has no such field
+    bucket = wanted and isinstance(data, PairData)
     return BatchOrder(data, batch_size, seed, bucket=bucket, name=str(session.resolved.config.data.train))
 
 
