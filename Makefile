@@ -20,7 +20,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 
 demo: setup
-	$(BIN)/triform inspect --arch stack --objective mlm --text "I am going home"
+	$(BIN)/triform demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

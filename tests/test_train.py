@@ -229,3 +229,29 @@ def test_precision_and_device_choices(tmp_path, corpus, capsys):
     if not torch.cuda.is_available():
         assert main(train_args(tmp_path / "cuda", *corpus, 1, "--preset", "tiny-gpt", "--train.device", "cuda")) == 1
         assert "train.device: cuda was asked for, but torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_data_bucket_false_gives_plain_shuffled_pairs(tmp_path):
+    """Bucketing (the default) sorts seq2seq pairs into batches of similar length; `--data.bucket
+    false` keeps the plain shuffle, for data where length goes with content."""
+    import numpy as np
+
+    from triform.train.distributed import Processes
+    from triform.train.loop import batch_order
+    from triform.train.session import build_session
+
+    pairs = write_parallel(tmp_path / "train.tsv", 240)
+    orders = {}
+    for value in ("true", "false"):
+        argv = train_args(tmp_path / value, pairs, None, 1, "--preset", "tiny-vaswani", "--data.bucket", value,
+                          "--model.max_len", "64", "--model.vocab_size", "400")  # fmt: skip
+        session = build_session(resolved_from(argv), tmp_path / value, Processes())
+        orders[value] = (batch_order(session, 8, 0), session.train_data.lengths())
+
+    def spread(order, lengths) -> float:  # mean length range within a batch
+        return float(np.mean([np.ptp(lengths[order.indices(step)]) for step in range(order.steps_per_epoch)]))
+
+    assert spread(*orders["true"]) < spread(*orders["false"]) / 2
+    plain, lengths = orders["false"]
+    assert plain.indices(0).tolist() == np.random.default_rng([0, 0]).permutation(len(lengths))[:8].tolist()
+    assert resolved_from(train_args(tmp_path / "x", pairs)).config.data.bucket is True

@@ -30,9 +30,10 @@ def word_tokenizer(*texts: str):
     return tokenizer
 
 
-def explain_pair(
+def prepared_example(
     arch: str, objective: str, text: str, *, pattern: str | None = None, target: str | None = None, seed: int = 0
-) -> str:
+):
+    """(Batch of one example as the objective lays it out, the word-level tokenizer of its text)."""
     pattern = check_pair(arch, objective, pattern)
     if objective == "seq2seq" and target is None:
         raise ValueError("the seq2seq objective needs a target text (--target)")
@@ -47,7 +48,14 @@ def explain_pair(
     if not ids:
         raise ValueError("the text has no tokens to show")
     example = (ids, tokenizer.encode(target).ids) if objective == "seq2seq" else ids
-    batch = built.prepare([example], generator=torch.Generator().manual_seed(seed))
+    return built.prepare([example], generator=torch.Generator().manual_seed(seed)), tokenizer
+
+
+def explain_pair(
+    arch: str, objective: str, text: str, *, pattern: str | None = None, target: str | None = None, seed: int = 0
+) -> str:
+    batch, tokenizer = prepared_example(arch, objective, text, pattern=pattern, target=target, seed=seed)
+    pattern = batch.pattern
 
     def names(row) -> list[str]:
         return [tokenizer.id_to_token(int(i)) for i in row]

@@ -16,10 +16,34 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text", type=str, required=True, help="the text to transform (the source, for seq2seq)")
     parser.add_argument("--target", type=Optional[str], default=None, help="target text, for seq2seq")
     parser.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices")
+    parser.add_argument("--png", type=Optional[str], default=None,
+                        help="also draw the input/target tokens and the attention pattern into this PNG file")  # fmt: skip
 
 
 def run(args) -> int:
     from triform.explain import explain_pair
 
     print(explain_pair(args.arch, args.objective, args.text, pattern=args.pattern, target=args.target, seed=args.seed))
+    if args.png:
+        draw_png(args)
     return 0
+
+
+def draw_png(args) -> None:
+    from pathlib import Path
+
+    from triform.errors import TriformError
+    from triform.explain import prepared_example
+    from triform.objectives.compat import ALLOWED
+    from triform.pictures import draw_batch
+
+    path = Path(args.png)
+    if path.suffix.lower() != ".png":
+        raise TriformError(f"--png: {path} should end in .png")
+    if not path.parent.is_dir():
+        raise TriformError(f"--png: {path.parent} is not a folder")
+    batch, tokenizer = prepared_example(args.arch, args.objective, args.text, pattern=args.pattern, target=args.target,
+                                        seed=args.seed)  # fmt: skip
+    title = f"{args.arch} + {args.objective} + {batch.pattern}: {ALLOWED[(args.arch, args.objective)][batch.pattern]}"
+    draw_batch(batch, lambda ids: [tokenizer.id_to_token(int(i)) for i in ids], path, title=title)
+    print(f"picture: {path}")

@@ -67,8 +67,9 @@ def until_stopped(work) -> int:
     return 130 if outcome == "stopped" and stop_requested else 0
 
 
-def train(resolved, run_dir, should_stop=lambda: False) -> str:
-    """Run (or resume) training as configured; returns 'done' or 'stopped'."""
+def train(resolved, run_dir, should_stop=lambda: False, trainer_class=None) -> str:
+    """Run (or resume) training as configured; returns 'done' or 'stopped'. `trainer_class` (a
+    Trainer subclass, or a callable building one) lets a caller show progress its own way."""
     import yaml
 
     from triform.data.tokenizers import save_tokenizer
@@ -92,7 +93,7 @@ def train(resolved, run_dir, should_stop=lambda: False) -> str:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
             save_tokenizer(session.tokenizer, run_dir / TOKENIZER_FILE)
         processes.barrier()
-        trainer = Trainer(session, processes, run_dir)
+        trainer = (trainer_class or Trainer)(session, processes, run_dir)
         if resolved.config.resume:
             trainer.resume()
         return trainer.run(should_stop)

@@ -69,6 +69,11 @@ class DataConfig:
     target_path: Optional[str] = None  # parallel data as two aligned files: the training target side
     valid_target_path: Optional[str] = None
     too_long: TooLong = "error"  # a seq2seq pair longer than model.max_len: error, skip or truncate
+    # seq2seq pairs: batches of similar lengths (less padding, Vaswani et al. §5.1); false: plain
+    # shuffled batches, for data whose length goes with its content (a long number is a large one),
+    # where batches of one length each would show the model one kind of example at a time.
+    # Language-model windows all have one length, so it changes nothing for them.
+    bucket: bool = True
 
     def source(self, which: str = "train") -> DataSource:
         path = self.train if which == "train" else self.valid

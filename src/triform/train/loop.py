@@ -36,6 +36,14 @@ def derived_seed(*values: int) -> int:
     return int(np.random.SeedSequence(list(values)).generate_state(1)[0])
 
 
+def batch_order(session: Session, batch_size: int, seed: int) -> BatchOrder:
+    """The order of the training batches: seq2seq pairs bucketed by length unless data.bucket is off."""
+    data = session.train_data
+    wanted = getattr(session.resolved.config.data, "bucket", True)  # a task's data config has no such field
+    bucket = wanted and isinstance(data, PairData)
+    return BatchOrder(data, batch_size, seed, bucket=bucket, name=str(session.resolved.config.data.train))
+
+
 class Trainer:
     def __init__(self, session: Session, processes: Processes, run_dir: Path):
         self.session, self.processes, self.run_dir = session, processes, Path(run_dir)
@@ -52,13 +60,16 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, config.optim, self.device)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.loop.steps)
-        self.order = BatchOrder(session.train_data, self.loop.batch_size, self.loop.seed,
-                                bucket=isinstance(session.train_data, PairData), name=config.data.train)  # fmt: skip
+        self.order = batch_order(session, self.loop.batch_size, self.loop.seed)
         dtype = autocast_dtype(self.loop.precision, self.device)
         self.autocast = partial(torch.autocast, self.device.type, dtype=dtype) if dtype else nullcontext
         self.precision = "bf16" if dtype else "fp32"
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", processes.is_main)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
+
+    def say(self, line: str) -> None:
+        """A progress line of the main process (stderr); a subclass may show progress its own way."""
+        say(line)
 
     def new_model(self) -> torch.nn.Module:
         """The model to train: built from the session's config (fine-tuning starts from a pretrained body)."""
@@ -77,7 +88,7 @@ class Trainer:
         self.best, self.elapsed_before = state["best"], state["elapsed"]
         self.metrics.keep_until(self.step)
         if self.processes.is_main:
-            say(f"resumed from {found[-1]} (step {self.step})")
+            self.say(f"resumed from {found[-1]} (step {self.step})")
         return True
 
     def save(self, elapsed: float) -> None:
@@ -158,7 +169,7 @@ class Trainer:
             if not (self.run_dir / ckpt.FINAL).is_dir():  # stopped between its last checkpoint and the final save
                 ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
             if main:
-                say(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
+                self.say(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
             return "done"
         if main:
             self.announce()
@@ -183,12 +194,12 @@ class Trainer:
                 self.save(self.elapsed_before + time.monotonic() - started)
             if stop:
                 if main:
-                    say(f"stopped at step {self.step}; checkpoint saved in {ckpt.checkpoint_dir(self.run_dir, self.step)}; "
+                    self.say(f"stopped at step {self.step}; checkpoint saved in {ckpt.checkpoint_dir(self.run_dir, self.step)}; "
                         "rerun with --resume true to continue")  # fmt: skip
                 return "stopped"
         ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
         if main:
-            say(f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}")
+            self.say(f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}")
         return "done"
 
     def announce(self) -> None:
@@ -196,7 +207,7 @@ class Trainer:
         with torch.device("meta"):  # count without allocating: under FSDP each process holds a shard only
             n_parameters = sum(p.numel() for p in build_model(model).parameters())
         resolved = self.session.resolved
-        say(f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} parameters, "
+        self.say(f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} parameters, "
             f"vocab {model.vocab_size}, {len(self.session.train_data)} training examples, {self.processes.world_size} "
             f"process(es) on {self.device.type}, {self.precision}, run folder {self.run_dir}")  # fmt: skip
 
@@ -210,7 +221,7 @@ class Trainer:
             eta = (self.loop.steps - self.step) * per_step
             if self.loop.time_limit is not None:
                 eta = min(eta, self.loop.time_limit * 60 - self.elapsed_before - elapsed)
-            say(f"step {self.step}/{self.loop.steps} | loss {loss:.4f} | lr {lr:.2e} | {count(rate)} tok/s | "
+            self.say(f"step {self.step}/{self.loop.steps} | loss {loss:.4f} | lr {lr:.2e} | {count(rate)} tok/s | "
                 f"{duration(self.elapsed_before + elapsed)} elapsed | ETA {duration(eta)}")  # fmt: skip
 
     def log_valid(self) -> None:
@@ -227,7 +238,7 @@ class Trainer:
             resolved = self.session.resolved
             plot_losses(self.metrics.read(), self.run_dir / "loss.png",
                         f"{resolved.config.preset or resolved.model.arch} + {resolved.objective}")  # fmt: skip
-            say(f"validation at step {self.step}: loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | "
+            self.say(f"validation at step {self.step}: loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | "
                 f"accuracy {100 * result['accuracy']:.1f}%" + (" | best so far" if improved else ""))  # fmt: skip
 
 
