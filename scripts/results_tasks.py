@@ -30,7 +30,7 @@ from results_sections import replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIFORM = [sys.executable, "-m", "triform"]
-# Budgets that keep the whole run near half an hour on one core; the section states them. Whole-word
+# Budgets that keep the whole run near a quarter of an hour on one core; the section states them. Whole-word
 # mlm needs several times clm's steps before its body helps: 1,200 steps did not, for either start.
 PRETRAIN_STEPS, FINETUNE_STEPS, EVAL_EVERY, SEEDS = 4000, 1000, 500, (0, 1)
 # Pretraining reads windows of 64 tokens (the fine-tuning length): 4x cheaper per token than 256 here.
@@ -229,7 +229,7 @@ def render(results: dict) -> str:
         "--columns '{\"label\": \"genre\"}' --output predictions.jsonl --metrics test-metrics.json",
         "```",
         "",
-        "The budgets are deliberately small, to keep the whole script near half an hour on one core: 2-layer, width-64 "
+        "The budgets are deliberately small, to keep the whole script near a quarter of an hour on one core: 2-layer, width-64 "
         f"models; {pretrain_steps} pretraining steps are about {pretrain_steps * 64 * 64 / 1e6:.0f}M tokens, thousands "
         "of times less than BERT or GPT-1 saw, and fine-tuning reads fewer sentences than the training split holds. Whole-word "
         "`mlm` learns less per token than `clm` (it predicts 15 % of the tokens, `clm` all of them), which the "
