@@ -102,3 +102,21 @@ def ratio_table(results: dict) -> list[str]:
             shown = math.floor(row["ratio"] * 100) / 100  # rounded down: never shown above a target it misses
             lines.append(f"| {case} | {row['label']} | {shown:.2f}× | {verdict(row)} |")
     return lines
+
+
+def utilisation_lines(results: dict) -> list[str]:
+    """GPT training's model FLOPs utilisation against the matmul rate measured in the same run."""
+    if "gpt-train" not in results:
+        return []
+    variants = results["gpt-train"]["figures"]["variants"]
+    lines = []
+    for dtype in ("fp32", "bf16"):
+        share = variants[f"triform {dtype}"]["mfu"]
+        met = "met" if share >= GEMM_SHARE_TARGET else "**not met**"
+        lines.append(f"- gpt-train, triform {dtype}: {100 * share:.0f} % of the matrix-product rate measured at the "
+                     f"step's own shapes (target ≥ {100 * GEMM_SHARE_TARGET:.0f} %: {met}).")  # fmt: skip
+    if any(variants[f"triform {dtype}"]["mfu"] < GEMM_SHARE_TARGET for dtype in ("fp32", "bf16")):
+        lines.append("- What bounds it: `python benchmarks/profile_training.py` shows the share of a step's operator time "
+                     "in matrix products; the rest is the fused attention kernel, element-wise work (GELU, layer "
+                     "norm, dropout, softmax) and copies (bf16 casts, transposes), which run at memory speed.")  # fmt: skip
+    return lines

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from speed.report import decoding_table, ratio_table, training_table
+from speed.report import decoding_table, ratio_table, training_table, utilisation_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -49,7 +49,8 @@ def docs_section(cases: dict, output: Path) -> str:
     lines = ["## Speed: triform and transformers side by side", "",
              f"Written by `benchmarks/run.py` (all tables, tokens/s, MFU, bandwidth bound and peak RSS in `{where}`). "
              "Ratios are transformers' time divided by triform's, the median over alternating rounds on the same "
-             "weights: above 1, triform is faster.", "", *runs_text(cases), "", *ratio_table(cases)]  # fmt: skip
+             "weights: above 1, triform is faster.", "", *runs_text(cases), "", *ratio_table(cases), "",
+             *utilisation_lines(cases)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -99,7 +100,7 @@ def markdown(cases: dict) -> str:
     trained = {c: r for c, r in cases.items() if r["kind"] == "training"}
     decoded = {c: r for c, r in cases.items() if r["kind"] == "decoding"}
     lines = ["# Speed: triform and transformers side by side", "", HOW, "", *runs_text(cases), "", "## Ratios", ""]
-    lines += ratio_table(cases)
+    lines += ratio_table(cases) + [""] + utilisation_lines(cases)
     if trained:
         lines += ["", "## Training steps", "", TRAINING_NOTE, ""] + training_table(trained) + [""]
         for case, result in trained.items():

@@ -1,0 +1,41 @@
+"""Where a training step of benchmarks/run.py's cases spends its time: the share of matrix products,
+and the operations that take the rest (what bounds model FLOPs utilisation below the matmul rate).
+
+    .venv/bin/python benchmarks/profile_training.py [--case gpt] [--rows 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from torch.profiler import profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import training  # noqa: E402
+from speed.models import model_specs  # noqa: E402
+
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=["gpt", "bert", "bart"], default="gpt")
+    parser.add_argument("--rows", type=int, default=12, help="operations listed, by their own time")
+    args = parser.parse_args()
+    spec = model_specs()[args.case]
+    variants, _ = training.training_variants(spec, training.SHAPES[args.case], False)
+    for name in ("triform fp32", "triform bf16"):
+        variants[name]()  # warm-up: first-call allocations and weight casts
+        with profile() as profiler:
+            variants[name]()
+        events = profiler.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS)
+        print(f"{args.case}-train, {name}: {total / 1e3:.0f} ms of operator time, matrix products {100 * products / total:.0f} %")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
