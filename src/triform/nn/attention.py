@@ -73,6 +73,10 @@ class Attention(nn.Module):
             else:
                 k, v = (self.split_heads(t) for t in self.key_value(memory).split(inner, dim=-1))
                 if cache is not None:
+                    # Kept in the cache's dtype, as the self-attention keys are: a decoding step
+                    # under bf16 autocast attends in fp32 (`attend`) and would otherwise cast
+                    # them again at every step.
+                    k, v = k.to(cache.keys.dtype), v.to(cache.keys.dtype)
                     cache.cross = (k, v)
         else:
             q, k, v = (self.split_heads(t) for t in self.query_key_value(x).split(inner, dim=-1))
