@@ -159,10 +159,9 @@ def read_text(path: Path, document: str) -> Iterator[Record]:
         yield Record("\n".join(block), None, str(path), first)
 
 
-def read_jsonl(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
-    for name in names:
-        if not isinstance(name, str):
-            raise DataError(f"{path}: JSONL fields are named; got the position {name}")
+def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; anything but a JSON object on a
+    line is an error naming the file and line."""
     for number, line in decoded_lines(path):
         if not line.strip():
             continue
@@ -171,7 +170,15 @@ def read_jsonl(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number}: invalid JSON at column {error.colno} ({error.msg})") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(f"{path}:{number}: expected a JSON object with named fields, got {type(row).__name__}")
+        yield number, row
+
+
+def read_jsonl(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
+    for name in names:
+        if not isinstance(name, str):
+            raise DataError(f"{path}: JSONL fields are named; got the position {name}")
+    for number, row in json_objects(path):
         values = []
         for name in names:
             if name not in row:

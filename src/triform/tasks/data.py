@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from triform.data.readers import DataError, decoded_lines, file_format, resolve_files
+from triform.data.readers import DataError, decoded_lines, file_format, json_objects, resolve_files
 from triform.data.readers import _counted as lines_with_newlines  # one CSV line reader for all data
 
 __all__ = ["DataError", "Record", "read_records", "write_jsonl"]
@@ -81,15 +81,7 @@ def read_file(path: Path) -> Iterator[Record]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    for number, line in decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            values = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: invalid JSON at column {error.colno} ({error.msg})") from None
-        if not isinstance(values, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object with named fields, got {type(values).__name__}")
+    for number, values in json_objects(path):
         yield Record(values, f"{path}:{number}", has_lists=True)
 
 
