@@ -60,6 +60,7 @@ ORDER = ["gpt-train", "bert-train", "bart-train", "gpt-greedy-b1", "gpt-greedy-b
 
 def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary.write_text(text)
     temporary.replace(path)
 
