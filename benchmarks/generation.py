@@ -77,7 +77,7 @@ def table(results: list[dict], args) -> str:
         f"versions with the same parts at d_model 256, 4 layers, vocabulary 8192; fp32 on CPU ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}, torch {torch.__version__}). Output tokens per second, median of "
         f"{args.repeats} runs; the speed-up is the median of paired ratios, cached and uncached runs alternating "
-        "in one process. The machine is shared with other engineers' jobs, so absolute figures vary from run to "
+        "in one process. The machine is shared with other work, so absolute figures vary from run to "
         "run; the ratios are the claim. Measured by `python benchmarks/generation.py --write`.",
         "",
         "| model | decoding | cached tokens/s | uncached tokens/s | speed-up from the KV cache |",

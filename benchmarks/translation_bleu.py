@@ -91,7 +91,7 @@ def main() -> None:
         f"Translation of the lohelp-en-de file `{Path(args.data).name}` by the model in `{args.model}` "
         f"({generator.model.config.arch}, trained with {generator.objective or 'seq2seq'}): "
         f"{len(sources)} of {len(pairs)} pairs (sources longer than max_len {max_len} left out, as `triform eval` does). "
-        "Timings are wall-clock on a machine shared with other engineers' jobs. "
+        "Timings are wall-clock on a machine shared with other work. "
         f"Measured by `python benchmarks/translation_bleu.py --model {args.model} --write`.",
         *(["", f"The model was trained by `{args.trained_by}`."] if args.trained_by else []),
         "",
