@@ -4,6 +4,7 @@ benchmarks/results.md."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from speed.timing import median, paired_ratio
 
@@ -75,24 +76,31 @@ def rss(value) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
-def training_table(results: dict) -> list[str]:
-    lines = ["| case | variant | tokens/s | step (s) | model GFLOP/s | MFU (of measured matmul rate) | peak RSS (MiB) |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+def variant_table(results: dict, columns: list[tuple[str, Callable[[dict], str]]]) -> list[str]:
+    """One row per case and variant; `columns` are (heading, the cell from the variant's figures)."""
+    lines = ["| case | variant | " + " | ".join(h for h, _ in columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for case, result in results.items():
         for name, v in result["figures"]["variants"].items():
-            lines.append(f"| {case} | {name} | {v['tokens_per_s']:,.0f} | {v['step_s']:.3f} | {v['model_gflop_s']:.1f} | "
-                         f"{100 * v['mfu']:.0f} % | {rss(v['peak_rss_mib'])} |")  # fmt: skip
+            lines.append(f"| {case} | {name} | " + " | ".join(cell(v) for _, cell in columns) + " |")
     return lines
+
+
+def training_table(results: dict) -> list[str]:
+    return variant_table(results, [
+        ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"), ("step (s)", lambda v: f"{v['step_s']:.3f}"),
+        ("model GFLOP/s", lambda v: f"{v['model_gflop_s']:.1f}"),
+        ("MFU (of measured matmul rate)", lambda v: f"{100 * v['mfu']:.0f} %"),
+        ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
+    ])  # fmt: skip
 
 
 def decoding_table(results: dict) -> list[str]:
-    lines = ["| case | variant | ms per step | tokens/s | bound (ms per step) | share of bound | peak RSS (MiB) |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for case, result in results.items():
-        for name, v in result["figures"]["variants"].items():
-            lines.append(f"| {case} | {name} | {v['ms_per_step']:.2f} | {v['tokens_per_s']:,.0f} | {v['bound_ms_per_step']:.2f} "
-                         f"| {100 * v['share_of_bound']:.0f} % | {rss(v['peak_rss_mib'])} |")  # fmt: skip
-    return lines
+    return variant_table(results, [
+        ("ms per step", lambda v: f"{v['ms_per_step']:.2f}"), ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"),
+        ("bound (ms per step)", lambda v: f"{v['bound_ms_per_step']:.2f}"),
+        ("share of bound", lambda v: f"{100 * v['share_of_bound']:.0f} %"),
+        ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
+    ])  # fmt: skip
 
 
 def ratio_table(results: dict) -> list[str]:
