@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import SPECIALS, tiny_config
 from text_models import SENTENCES, random_model, single_thread, trained_masked_lm, word_setup  # noqa: F401
 from triform.checkpoint import save_model
 from triform.errors import TriformError
-from triform.generate import TextGenerator
+from triform.generate import GenerationConfig, TextGenerator
 from triform.models import build_model
 from triform.vocab import special_token_strings
 
@@ -150,3 +150,36 @@ def test_a_model_folder_remembers_how_it_was_trained(tmp_path):
     torch.manual_seed(0)
     save_model(g.model, tmp_path / "plain", tokenizer=g.tokenizer)
     assert TextGenerator.load(tmp_path / "plain").layout.kind == "continue"  # nothing recorded: a causal LM
+
+
+def test_streaming_in_bf16_casts_the_weights_once_and_leaves_autocast_balanced():
+    """step_by_step keeps autocast's nesting raised for the life of the stream, so that its bf16
+    copies of the weights are made at the first step only, and lowers it however the stream ends."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from triform.generate.engine import steps
+    from triform.generate.layout import resolve_layout
+
+    model = build_model(tiny_config("stack")).eval()
+    weight_shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}
+
+    class WeightCasts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and tuple(args[0].shape) in weight_shapes:
+                WeightCasts.count += 1
+            return func(*args, **(kwargs or {}))
+
+    layout = resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=6, min_new_tokens=6, precision="bf16")
+    _, stream = steps(model, layout, [[30, 31, 32]], config)
+    next(stream)  # the first step casts each weight once
+    with WeightCasts():
+        assert len(list(stream)) == 5
+    assert WeightCasts.count == 0
+    _, abandoned = steps(model, layout, [[30, 31, 32]], config)
+    next(abandoned)
+    abandoned.close()
+    assert torch.autocast_increment_nesting() == 1  # nothing left raised by either stream
+    torch.autocast_decrement_nesting()
