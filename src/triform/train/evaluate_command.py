@@ -4,7 +4,6 @@ config.json) — what `triform eval` prints."""
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from triform.data.readers import DataSource
 from triform.data.tokenizers import fingerprint, load_tokenizer, word_start_table
 from triform.errors import TriformError
 from triform.objectives import make_objective
-from triform.precision import autocast_dtype
+from triform.precision import autocast as precision_context
 from triform.progress import say
 from triform.train import checkpoint as ckpt
 from triform.train.distributed import pick_device
@@ -69,8 +68,7 @@ def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch
     objective = make_objective(name, specials, config.vocab_size, arch=config.arch, pattern=pattern, **options)
     run_device = pick_device(device)
     model = pretrained.model.to(run_device).eval()
-    dtype = autocast_dtype(precision, run_device)
-    autocast = partial(torch.autocast, run_device.type, dtype=dtype) if dtype else nullcontext
+    autocast = partial(precision_context, precision, run_device)
     corpus = load_corpus(source.path, source, tokenizer, name == "seq2seq", specials.eos)
     data = make_data(corpus, objective, config.max_len, too_long, specials)
     if max_examples and max_examples < len(data):

@@ -20,7 +20,7 @@ import torch
 from triform.data.batches import BatchOrder, PairData
 from triform.errors import TriformError
 from triform.models import build_model
-from triform.precision import autocast_dtype
+from triform.precision import autocast, resolved_name
 from triform.progress import count, duration, say
 from triform.train import checkpoint as ckpt
 from triform.train.batching import prepare, rows, share
@@ -61,9 +61,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optim, self.device)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.loop.steps)
         self.order = batch_order(session, self.loop.batch_size, self.loop.seed)
-        dtype = autocast_dtype(self.loop.precision, self.device)
-        self.autocast = partial(torch.autocast, self.device.type, dtype=dtype) if dtype else nullcontext
-        self.precision = "bf16" if dtype else "fp32"
+        self.autocast = partial(autocast, self.loop.precision, self.device)
+        self.precision = resolved_name(self.loop.precision, self.device)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", processes.is_main)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
 
@@ -117,23 +116,24 @@ class Trainer:
     def train_step(self, step: int) -> tuple[float, int, float]:
         """One optimizer step; returns (mean loss per predicted token, input tokens, gradient norm)."""
         batches = self.local_batches(step)
-        n_targets = sum(b.n_targets for b in batches)
+        targets = [b.n_targets for b in batches]  # each a count over the batch: done once
+        n_targets = sum(targets)
         n_inputs = sum(int(b.ids.numel() if b.padding_mask is None else b.padding_mask.sum()) for b in batches)
         n_inputs += sum(int(b.source_ids.numel()) for b in batches if b.source_ids is not None)
         total_targets, total_inputs = self.processes.sum([n_targets, n_inputs])
         torch.manual_seed(derived_seed(self.loop.seed, step, self.processes.rank))  # dropout
         loss_sum = 0.0
-        for index, batch in enumerate(batches):
+        for index, (batch, batch_targets) in enumerate(zip(batches, targets)):
             last = index == len(batches) - 1
             with self.gradient_sync(last), self.autocast():
                 logits = self.model(**batch.model_inputs())
             # Sum over this micro-batch's tokens / tokens of the global batch; DDP averages over
             # processes, hence the world size.
-            loss = self.session.objective.loss(logits, batch) if batch.n_targets else logits.float().sum() * 0.0
-            weight = batch.n_targets * self.processes.world_size / max(total_targets, 1)
+            loss = self.session.objective.loss(logits, batch) if batch_targets else logits.float().sum() * 0.0
+            weight = batch_targets * self.processes.world_size / max(total_targets, 1)
             with self.gradient_sync(last):
                 (loss * weight).backward()
-            loss_sum += float(loss.detach()) * batch.n_targets
+            loss_sum += float(loss.detach()) * batch_targets
         grad_norm = float("nan")
         if self.session.resolved.config.optim.clip:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.session.resolved.config.optim.clip))

@@ -1,7 +1,7 @@
 """Everything a run needs before its first step: tokenizer, objective, data and model config.
 
-Nothing here writes to disk except a tokenizer it trains, and that only after the data was read
-without error, so a bad input leaves no run folder behind.
+Nothing here writes to disk: a tokenizer trained here is saved by the command once the data was
+read without error, so a bad input leaves no run folder behind.
 """
 
 from __future__ import annotations
@@ -37,15 +37,11 @@ class Session:
     train_data: WindowData | PairData
     valid_data: WindowData | PairData | None
     word_table: torch.Tensor | None
-    trained_tokenizer: bool
-
-    @property
-    def parallel(self) -> bool:
-        return self.resolved.objective == "seq2seq"
+    objective_options: dict  # as the objective was made with them
 
     def extra(self) -> dict:
         """What later tools need to know of how the model was trained (saved in config.json)."""
-        options = {k: list(v) if isinstance(v, tuple) else v for k, v in objective_options(self.resolved, self.tokenizer, self.specials).items()}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.objective_options.items()}
         return {"objective": self.resolved.objective, "pattern": self.resolved.pattern, "objective_options": options}
 
 
@@ -65,17 +61,17 @@ def texts_for_tokenizer(source: DataSource, parallel: bool):
             yield record.target
 
 
-def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes) -> tuple[object, bool]:
-    """(tokenizer, whether it was trained now): the run's own when resuming, the given one, or a new one."""
+def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes):
+    """The run's own tokenizer when resuming, the given one, or a new one trained on the data."""
     config = resolved.config
     saved = run_dir / TOKENIZER_FILE
     if config.resume and saved.is_file():
         tokenizer = load_tokenizer(saved)
         if config.tokenizer.path and fingerprint(load_tokenizer(config.tokenizer.path)) != fingerprint(tokenizer):
             raise TriformError(f"tokenizer.path: {config.tokenizer.path} differs from {saved}, the tokenizer this run was trained with")
-        return tokenizer, False
+        return tokenizer
     if config.tokenizer.path:
-        return load_tokenizer(config.tokenizer.path), False
+        return load_tokenizer(config.tokenizer.path)
     if is_prepared(config.data.train):
         raise TriformError(f"tokenizer.path: {config.data.train} is prepared data; give the tokenizer.json it was prepared with")
     kind = config.tokenizer.kind if config.tokenizer.kind != "auto" else KIND_FOR_OBJECTIVE[resolved.objective]
@@ -87,7 +83,7 @@ def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes) ->
                                     n_sentinels=config.tokenizer.sentinels).to_str()  # fmt: skip
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(processes.broadcast(tokenizer)), True
+    return Tokenizer.from_str(processes.broadcast(tokenizer))
 
 
 def load_corpus(path: str, source: DataSource, tokenizer, parallel: bool, eos: int) -> Corpus:
@@ -136,12 +132,13 @@ def make_data(corpus: Corpus, objective: Objective, max_len: int, too_long: str,
 
 def build_session(resolved: Resolved, run_dir: Path, processes: Processes) -> Session:
     config = resolved.config
-    tokenizer, trained = obtain_tokenizer(resolved, run_dir, processes)
+    tokenizer = obtain_tokenizer(resolved, run_dir, processes)
     specials = SpecialTokens.from_tokenizer(tokenizer)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     model_config = resolved.model.replace(vocab_size=vocab_size)  # the model's vocabulary is the tokenizer's
+    options = objective_options(resolved, tokenizer, specials)
     objective = make_objective(resolved.objective, specials, vocab_size, arch=model_config.arch,
-                               pattern=resolved.pattern, **objective_options(resolved, tokenizer, specials))  # fmt: skip
+                               pattern=resolved.pattern, **options)  # fmt: skip
     parallel = resolved.objective == "seq2seq"
     data = config.data
     train_corpus = load_corpus(data.train, data.source("train"), tokenizer, parallel, specials.eos)
@@ -151,4 +148,4 @@ def build_session(resolved: Resolved, run_dir: Path, processes: Processes) -> Se
         valid_corpus = load_corpus(data.valid, data.source("valid"), tokenizer, parallel, specials.eos)
         valid_data = make_data(valid_corpus, objective, model_config.max_len, data.too_long, specials)
     table = torch.tensor(word_start_table(tokenizer)) if getattr(objective, "whole_word", False) else None
-    return Session(resolved, tokenizer, specials, model_config, objective, train_data, valid_data, table, trained)
+    return Session(resolved, tokenizer, specials, model_config, objective, train_data, valid_data, table, options)
