@@ -35,6 +35,8 @@ from speed.report import decoding_figures, training_figures  # noqa: E402
 from speed.results import write_results  # noqa: E402
 from speed.timing import alternate  # noqa: E402
 
+from triform.precision import resolved_name  # noqa: E402
+
 TRAINING_CASES = {"gpt-train": "gpt", "bert-train": "bert", "bart-train": "bart"}
 DECODING_CASES = {f"{model}-{strategy}": (model, strategy) for model in ("gpt", "bart") for strategy in decoding.STRATEGIES}
 CASES = [*TRAINING_CASES, *DECODING_CASES]
@@ -56,7 +58,7 @@ def run_training(case: str, args, specs: dict) -> dict:
     shape = (training.TINY_SHAPES if args.tiny else training.SHAPES)[spec.name]
     variants, info = training.training_variants(spec, shape, args.compile)
     gemm = {name: gemm_rate(info["gemm_shapes"], dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    info["default_precision"] = "bf16" if describe()["native_bf16"] else "fp32"
+    info["default_precision"] = resolved_name("auto", torch.device("cpu"))
     timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case)
     return {"kind": "training", "info": info, "timing": timing, "figures": training_figures(case, timing, info, gemm)}
 

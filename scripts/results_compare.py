@@ -46,7 +46,7 @@ def main() -> None:
     wall = Path(args.out) / "wall_minutes.json"  # the run's time, kept for a later --write-only
     if not args.write_only:
         wall.write_text(json.dumps((time.monotonic() - started) / 60))
-    write_section(Path(args.out), argv, json.loads(wall.read_text()) if wall.is_file() else None)
+    write_section(Path(args.out), argv, json.loads(wall.read_text()) if wall.is_file() else None, args.patterns, int(args.repeats))
 
 
 def shown_command(argv: list[str]) -> str:
@@ -54,7 +54,7 @@ def shown_command(argv: list[str]) -> str:
     return "triform " + " ".join(shown)
 
 
-def write_section(out: Path, argv: list[str], minutes: float | None) -> None:
+def write_section(out: Path, argv: list[str], minutes: float | None, patterns: str, repeats: int) -> None:
     figures = ROOT / "docs" / "results"
     figures.mkdir(parents=True, exist_ok=True)
     settings = json.loads((out / "compare.json").read_text())
@@ -66,11 +66,11 @@ def write_section(out: Path, argv: list[str], minutes: float | None) -> None:
         from triform.compare.plan import entries
         from triform.compare.table import write_outputs
 
-        chosen = entries("default")
+        chosen = entries(patterns)
         tables = out / "partial"
         tables.mkdir(exist_ok=True)
         write_outputs(results, chosen, SimpleNamespace(**settings), reference(out), tables)
-        partial = f"(an unfinished comparison: {len(results)} of {int(argv[argv.index('--repeats') + 1]) * len(chosen)} runs) "
+        partial = f"(an unfinished comparison: {len(results)} of {repeats * len(chosen)} runs) "
     shutil.copyfile(tables / "compare.png", figures / "compare-brown.png")
     table = (tables / "table.md").read_text().strip()
     pretraining = [r["pretraining"] for r in results if "pretraining" in r]
@@ -91,7 +91,7 @@ training split with the same compute, {float(settings['budget']):.0e} tokens x n
 {settings['n_layers']} layers or an encoder-decoder of {settings['n_layers']} + {settings['n_layers']}, d_model
 {settings['d_model']}, a byte-level BPE of {settings['vocab_size']} tokens trained on the same text). Each pretrained
 model was then fine-tuned three times, once per held-out task, with {settings['finetune']:g} of that budget, and
-scored on Brown's validation split: **next token** (the second half of 256 windows predicted from what precedes),
+scored on Brown's validation split: **next token** (the second half of {settings['eval_windows']} windows predicted from what precedes),
 **masked token** (BERT's 15 % masking, the same for every model, scored where the input shows `[MASK]`) and **restore**, a sequence-to-sequence
 task made from the text (a sentence lowercased and stripped of punctuation in, the sentence as written out;
 greedy decoding, exact match and chrF). The rows "no pretraining" are the fine-tuning alone. Mean ± standard
@@ -104,7 +104,7 @@ frequent token) on the two token tasks, and the restore task's input copied out 
 
 ![compare on Brown](results/compare-brown.png)
 
-{findings(results, reference(out), settings)}
+{findings(results, reference(out), settings, patterns)}
 """
     replace_section("compare", body)
     print(f"wrote the compare section of docs/results.md and {figures / 'compare-brown.png'}")
@@ -128,12 +128,12 @@ def stack_parameters(settings: dict) -> int:
     return path_parameters(ModelConfig(arch="stack", **fields_))["stack"]
 
 
-def findings(results: list[dict], no_model: dict, settings: dict) -> str:
+def findings(results: list[dict], no_model: dict, settings: dict, patterns: str) -> str:
     """What the table shows, in words, computed from it (so the words always match the numbers)."""
     from triform.compare.plan import NONE, entries
     from triform.compare.table import SCORES, aggregate, value
 
-    table = aggregate(results, entries("default"))
+    table = aggregate(results, entries(patterns))
     pretrained = [row for row in table if row["entry"].objective != NONE]
     baselines = {row["entry"].arch: row for row in table if row["entry"].objective == NONE}
     lines = ["What it shows, read off the table above (a difference counts when it exceeds twice the larger "
