@@ -52,7 +52,7 @@ def test_truncation_drops_from_the_longest_part_first():
 def test_a_prefix_pattern_is_only_for_text_to_text():
     _, layout, tok = body_and_layout("causal-stack")
     prefix = Layout("stack", "prefix", layout.specials, 32)
-    with pytest.raises(ValueError, match="the classify task reads a stack bidirectionally or causally"):
+    with pytest.raises(ValueError, match="the classify task reads a stack with one of the patterns bidirectional, causal, not prefix"):
         make_task("classify", prefix, tok)
     make_task("text2text", prefix, tok)
     with pytest.raises(ValueError, match="encoder-decoder is read through its causal decoder"):

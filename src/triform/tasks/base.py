@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from triform.generate.engine import evaluation
 from triform.objectives import Batch, make_objective
 from triform.objectives.batch import IGNORE, pad
 from triform.tasks.data import Record
@@ -81,16 +82,25 @@ class Task:
     optional: ClassVar[tuple[str, ...]] = ()  # other columns read when present ("id" is for every task)
     pooled: ClassVar[bool] = True  # a PooledHead; otherwise a TokenHead
     metric: ClassVar[str]  # the score that picks the best checkpoint (higher is better)
+    patterns: ClassVar[tuple[str, ...]] = ("bidirectional", "causal")  # how a stack body may be read
 
     def __init__(self, layout: Layout, tokenizer, *, lm_weight: float = 0.0):
-        if layout.pattern == "prefix" and self.name != "text2text":
-            raise ValueError(f"pattern: the {self.name} task reads a stack bidirectionally or causally, not with a prefix")
+        if layout.pattern not in self.patterns:
+            raise ValueError(f"pattern: the {self.name} task reads a stack with one of the patterns {', '.join(self.patterns)}, "
+                             f"not {layout.pattern}")
         if lm_weight < 0:
             raise ValueError(f"lm_weight: expected 0 or more, got {lm_weight}")
         self.layout = layout
         self.tokenizer = tokenizer
         self.lm_weight = lm_weight
         self._lm_objective = None
+
+    # --- records --------------------------------------------------------------------------------
+    def text(self, record: Record, column: str) -> str:
+        value = record.require(column)
+        if not isinstance(value, str):
+            raise record.error(f"{column!r} must be text, got {value!r}")
+        return value
 
     def check_columns(self, columns: dict[str, str] | None, option: str = "columns") -> dict[str, str]:
         """A renaming of the task's columns to a file's ({"label": "genre"}); other keys are refused."""
@@ -169,17 +179,13 @@ class Task:
         `progress(done, total)` is called after each batch, counting features."""
         features = self.encode_all(records, with_targets=False)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         outputs: list = []
-        try:
+        with evaluation(model):
             for start in range(0, len(features), batch_size):
                 batch = self.collate(features[start : start + batch_size]).to(device)
                 outputs += self.split(model(**batch.model_inputs()).float().cpu(), batch)
                 if progress is not None:
                     progress(len(outputs), len(features))
-        finally:
-            model.train(was_training)
         by_record: dict[int, list] = {}
         for feature, output in zip(features, outputs):
             by_record.setdefault(feature.record, []).append((feature, output))

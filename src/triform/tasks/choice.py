@@ -56,9 +56,7 @@ class Choice(Task):
         return index
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
-        context = record.require("context")
-        if not isinstance(context, str):
-            raise record.error(f"'context' must be text, got {context!r}")
+        context = self.text(record, "context")
         choices = self.choices(record)
         context_ids = self.tokens(context)
         rows = [self.layout.join(context_ids, self.tokens(choice)) for choice in choices]

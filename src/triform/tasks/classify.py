@@ -46,11 +46,7 @@ class Classify(Task):
         return {**super().state(), "regression": self.regression, "labels": labels}
 
     def texts(self, record: Record) -> list[str]:
-        texts = [record.require(column) for column in self.inputs]
-        for column, text in zip(self.inputs, texts):
-            if not isinstance(text, str):
-                raise record.error(f"{column!r} must be text, got {text!r}")
-        return texts
+        return [self.text(record, column) for column in self.inputs]
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         parts = [self.tokens(text) for text in self.texts(record)]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from triform.errors import ConfigError, TriformError
+from triform.generate.engine import evaluation
 from triform.models import build_model
 from triform.progress import count, say
 from triform.tasks import Layout, Task, make_task, read_records
@@ -25,7 +26,6 @@ from triform.train import checkpoint as ckpt
 from triform.train.batching import share
 from triform.train.distributed import Processes, unwrap
 from triform.train.loop import Trainer, derived_seed
-from triform.train.metrics import plot_losses
 
 
 class FeatureData:
@@ -134,35 +134,27 @@ class FinetuneTrainer(Trainer):
         if records is None:
             return None
         task, model = self.session.task, unwrap(self.model)
-        was_training = model.training
-        model.eval()
         loss_sum = n_targets = 0.0
         features = task.encode_all(records, with_targets=True)
         size = max(1, self.loop.batch_size // self.loop.grad_accum)
-        with torch.no_grad(), self.autocast():
-            for start in range(0, len(features), size):
-                batch = task.collate(features[start : start + size], torch.Generator().manual_seed(0)).to(self.device)
-                batch.lm = None  # the task's own loss
-                loss_sum += float(task.loss(model(**batch.model_inputs()), batch)) * batch.n_targets
-                n_targets += batch.n_targets
-        metrics = task.evaluate(task.predict(model, records, batch_size=size), records)
-        model.train(was_training)
+        with evaluation(model):
+            with torch.no_grad(), self.autocast():
+                for start in range(0, len(features), size):
+                    batch = task.collate(features[start : start + size], torch.Generator().manual_seed(0)).to(self.device)
+                    batch.lm = None  # the task's own loss
+                    loss_sum += float(task.loss(model(**batch.model_inputs()), batch)) * batch.n_targets
+                    n_targets += batch.n_targets
+            metrics = task.evaluate(task.predict(model, records, batch_size=size), records)
         return {"loss": loss_sum / max(n_targets, 1), **metrics}
 
-    def log_valid(self) -> None:
-        result = self.evaluate()
-        if result is None:
-            return
-        self.metrics.write({"split": "valid", "step": self.step, **result})
-        metric = self.session.task.metric
-        improved = -result[metric] < self.best  # best is kept as a loss: lower is better
-        if improved:
-            self.best = -result[metric]
-            ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
-        if self.processes.is_main:
-            plot_losses(self.metrics.read(), self.run_dir / "loss.png", f"{self.session.task.name} from {self.session.resolved.config.init}")
-            shown = " | ".join(f"{k} {v:.4f}" for k, v in result.items())
-            say(f"validation at step {self.step}: {shown}" + (" | best so far" if improved else ""))
+    def score(self, result: dict) -> float:
+        return -result[self.session.task.metric]  # the task's metric: higher is better
+
+    def valid_line(self, result: dict) -> str:
+        return " | ".join(f"{k} {v:.4f}" for k, v in result.items())
+
+    def plot_title(self) -> str:
+        return f"{self.session.task.name} from {self.session.resolved.config.init}"
 
     def announce(self) -> None:
         session, config = self.session, self.session.resolved.config

@@ -57,12 +57,6 @@ class ExtractiveQA(Task):
         return {**super().state(), **extra}
 
     # --- records --------------------------------------------------------------------------------
-    def text(self, record: Record, column: str) -> str:
-        value = record.require(column)
-        if not isinstance(value, str):
-            raise record.error(f"{column!r} must be text, got {value!r}")
-        return value
-
     def answers(self, record: Record) -> list[tuple[str, int]]:
         """(text, character offset) of each gold answer; [] for a question with no answer. An
         answer is null, "", or a list of texts (any of them is right; the first is trained on)."""

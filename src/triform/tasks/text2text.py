@@ -18,6 +18,7 @@ from triform.tasks.base import Feature, Task, TaskBatch, with_id
 from triform.tasks.data import Record
 from triform.tasks.layout import truncate_longest_first
 from triform.tasks.metrics import normalize_answer
+from triform.train.evaluate import bleu_chrf
 
 
 class TextToText(Task):
@@ -25,6 +26,7 @@ class TextToText(Task):
     inputs = ("source",)
     targets = ("target",)
     metric = "exact_match"
+    patterns = ("bidirectional", "causal", "prefix")  # a stack reads the source as a prefix
 
     def __init__(self, layout, tokenizer, *, max_target_tokens: int | None = None, lm_weight: float = 0.0):
         if lm_weight:
@@ -49,12 +51,6 @@ class TextToText(Task):
 
     def build_model(self, body: nn.Module) -> nn.Module:
         return body  # the body's own output head writes the target
-
-    def text(self, record: Record, column: str) -> str:
-        value = record.require(column)
-        if not isinstance(value, str):
-            raise record.error(f"{column!r} must be text, got {value!r}")
-        return value
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         """Truncated so the layout fits max_len: `source [EOS]` and `[BOS] target` on an
@@ -97,13 +93,8 @@ class TextToText(Task):
     def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         """Exact match after SQuAD's normalisation: for a task cast as text (a label, an answer), its
         accuracy; and corpus BLEU and chrF (sacrebleu) for free text."""
-        import sacrebleu
-
         predicted = [p["target"] for p in predictions]
         references = [self.text(r, "target") for r in records]
         same = [normalize_answer(p) == normalize_answer(r) for p, r in zip(predicted, references)]
-        return {
-            "exact_match": 100.0 * sum(same) / len(same),
-            "bleu": sacrebleu.corpus_bleu(predicted, [references]).score,
-            "chrf": sacrebleu.corpus_chrf(predicted, [references]).score,
-        }
+        scores = bleu_chrf(predicted, references)
+        return {"exact_match": 100.0 * sum(same) / len(same), "bleu": scores["bleu"], "chrf": scores["chrf"]}

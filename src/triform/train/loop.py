@@ -228,18 +228,25 @@ class Trainer:
         result = self.evaluate()
         if result is None:
             return
-        record = {"split": "valid", "step": self.step, **result}
-        self.metrics.write(record)
-        improved = result["loss"] < self.best
+        self.metrics.write({"split": "valid", "step": self.step, **result})
+        improved = self.score(result) < self.best
         if improved:
-            self.best = result["loss"]
+            self.best = self.score(result)
             ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
         if self.processes.is_main:
-            resolved = self.session.resolved
-            plot_losses(self.metrics.read(), self.run_dir / "loss.png",
-                        f"{resolved.config.preset or resolved.model.arch} + {resolved.objective}")  # fmt: skip
-            self.say(f"validation at step {self.step}: loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | "
-                f"accuracy {100 * result['accuracy']:.1f}%" + (" | best so far" if improved else ""))  # fmt: skip
+            plot_losses(self.metrics.read(), self.run_dir / "loss.png", self.plot_title())
+            self.say(f"validation at step {self.step}: {self.valid_line(result)}" + (" | best so far" if improved else ""))
+
+    def score(self, result: dict) -> float:
+        """What picks the best checkpoint, lower is better: the validation loss."""
+        return result["loss"]
+
+    def valid_line(self, result: dict) -> str:
+        return f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | accuracy {100 * result['accuracy']:.1f}%"
+
+    def plot_title(self) -> str:
+        resolved = self.session.resolved
+        return f"{resolved.config.preset or resolved.model.arch} + {resolved.objective}"
 
 
 class _FsdpNoSync:
