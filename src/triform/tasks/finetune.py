@@ -54,6 +54,7 @@ class FinetuneSession:
     body_extra: dict
     train_data: FeatureData
     valid_records: list | None
+    valid_features: list | None  # encoded once, for the validation loss at every evaluation
 
     @property
     def objective(self) -> Task:  # the trainer computes `objective.loss(outputs, batch)`
@@ -96,15 +97,15 @@ def build_session(config: FinetuneConfig, processes: Processes) -> FinetuneSessi
     records = read_records(config.data.train, required, columns)
     task.fit(records)
     features = task.encode_all(records, with_targets=True)
-    valid = None
+    valid = valid_features = None
     if config.data.valid:
         valid = read_records(config.data.valid, required, columns)
-        task.encode_all(valid, with_targets=True)  # an unknown label or a bad answer stops us now
+        valid_features = task.encode_all(valid, with_targets=True)  # an unknown label or a bad answer stops us now
     if config.from_scratch:
         torch.manual_seed(config.train.seed)
         body = build_model(body.config)
     pretraining = {k: v for k, v in extra.items() if k not in ("task", "step")}
-    return FinetuneSession(_Resolved(config), task, body, pretraining, FeatureData(features), valid)
+    return FinetuneSession(_Resolved(config), task, body, pretraining, FeatureData(features), valid, valid_features)
 
 
 class FinetuneTrainer(Trainer):
@@ -135,7 +136,7 @@ class FinetuneTrainer(Trainer):
             return None
         task, model = self.session.task, unwrap(self.model)
         loss_sum = n_targets = 0.0
-        features = task.encode_all(records, with_targets=True)
+        features = self.session.valid_features
         size = max(1, self.loop.batch_size // self.loop.grad_accum)
         with evaluation(model):
             with torch.no_grad(), self.autocast():
