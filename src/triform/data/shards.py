@@ -129,7 +129,8 @@ def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, paral
     builder = ShardBuilder(tokenizer, "parallel" if parallel else "text", specials.eos)
     for name in state["files"]:  # keep file indices stable across a continued run
         builder.files.setdefault(name, len(builder.files))
-    total_bytes = sum(p.stat().st_size for p in resolve_files(source.path))
+    inputs = resolve_files(source.path) + (resolve_files(source.target_path) if source.target_path else [])
+    total_bytes = sum(p.stat().st_size for p in inputs)  # aligned target files are read too
     throttle, seen_bytes, skipped = Throttle(), 0, state["records"]
     start = time.monotonic()
     records = read_records(source, parallel=parallel)
