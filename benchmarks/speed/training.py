@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits, matmul_parameters
+from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits
 from triform.objectives import IGNORE, make_objective
 from triform.train.config import OptimConfig
 from triform.train.optim import build_optimizer
@@ -149,24 +149,19 @@ def tokens_per_step(batch) -> int:
 
 
 def training_flops(spec: ModelSpec, shape: TrainingShape, n_predicted: int) -> float:
-    """Model FLOPs of one step: 6 per matmul weight per token it is applied to, plus 12·H·Q·T_keys per
-    token and layer for attention, forward and backward (PaLM, appendix B). The output projection
-    counts only where the objective predicts (all positions for clm and seq2seq, the masked ones for mlm)."""
+    """Model FLOPs of one step: 6 per matmul weight per token it is applied to (the products of
+    training_gemm_shapes), plus 12·H·Q·T_keys per token and layer for attention, forward and backward
+    (PaLM, appendix B). The output projection counts only where the objective predicts (all
+    positions for clm and seq2seq, the masked ones for mlm)."""
     config = spec.config
-    counts = matmul_parameters(config)
+    products = 6 * sum(rows * k * n * count for rows, k, n, count in training_gemm_shapes(spec, shape, n_predicted))
     heads_dim = config.n_heads * config.head_dim
     if config.arch == "stack":
-        tokens = shape.batch * shape.length
-        body = 6 * config.n_layers * counts["per_layer"] * tokens
-        attention = 12 * config.n_layers * heads_dim * shape.length * tokens
-        return float(body + attention + 6 * counts["head"] * n_predicted)
-    source_tokens, target_tokens = shape.batch * shape.source, shape.batch * shape.length
-    decoder_layers = config.decoder_layers
-    encoder = 6 * config.n_layers * counts["per_layer"] * source_tokens
-    encoder += 12 * config.n_layers * heads_dim * shape.source * source_tokens
-    decoder = 6 * decoder_layers * (counts["decoder_per_layer"] * target_tokens + counts["cross_key_value_per_layer"] * source_tokens)
-    decoder += 12 * decoder_layers * heads_dim * (shape.length + shape.source) * target_tokens
-    return float(encoder + decoder + 6 * counts["head"] * n_predicted)
+        attention = 12 * config.n_layers * heads_dim * shape.length * shape.batch * shape.length
+    else:
+        attention = 12 * config.n_layers * heads_dim * shape.source * shape.batch * shape.source
+        attention += 12 * config.decoder_layers * heads_dim * (shape.length + shape.source) * shape.batch * shape.length
+    return float(products + attention)
 
 
 def training_gemm_shapes(spec: ModelSpec, shape: TrainingShape, n_predicted: int) -> list[tuple[int, int, int, int]]:
