@@ -102,7 +102,8 @@ def test_compare_writes_the_table_the_runs_and_the_plot(tmp_path, single_thread)
     assert {r["seed"] for r in results} == {0, 1}
     pretrained = [r for r in results if r["objective"] != "none"]
     for r in pretrained:  # the same compute for every pair: steps x compute per step just reach the budget
-        assert r["pretraining"]["steps"] >= 1
+        steps, per_step = r["pretraining"]["steps"], r["pretraining"]["compute_per_step"]
+        assert (steps - 1) * per_step < settings.budget <= steps * per_step
     lines = (out / "table.md").read_text().splitlines()
     assert lines[0].startswith("| architecture + objective + pattern | runs | next-token accuracy")
     assert any(line.startswith("| encoder-decoder + span + causal | 2 | ") and " ± " in line for line in lines)

@@ -50,25 +50,28 @@ class Job:
     threads: int | None = None
 
 
-def budgeted_spec(job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path) -> tuple[RunSpec, object]:
-    """The run's spec with as many steps as the budget buys, and its resolved configuration.
+def budgeted_spec(job: Job, objective: str, pattern: str | None, train: str, budget: float,
+                  run_dir: Path) -> tuple[RunSpec, object, float]:  # fmt: skip
+    """The run's spec with as many steps as the budget buys, its resolved configuration and the
+    measured compute of one step.
     Batches are plain shuffles (no length buckets), so that every step is a random mix of lengths
     and the compute measured on a few of them is that of any step."""
     spec = RunSpec(job.entry.arch, objective, pattern, train, None, job.tokenizer, steps=1, batch_size=job.batch_size,
                    model=job.model, lr=job.lr, seed=job.seed, log_every=10, too_long="skip", bucket=False)  # fmt: skip
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
-    spec = dataclasses.replace(spec, steps=steps_for(budget, compute_per_step(session, job.batch_size, job.seed)))
-    return spec, resolved_run(spec, run_dir)
+    per_step = compute_per_step(session, job.batch_size, job.seed)
+    spec = dataclasses.replace(spec, steps=steps_for(budget, per_step))
+    return spec, resolved_run(spec, run_dir), per_step
 
 
 def train_budgeted(job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path,
                    label: str, init_from: Path | None = None) -> dict:  # fmt: skip
-    spec, resolved = budgeted_spec(job, objective, pattern, train, budget, run_dir)
+    spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir)
     records = train_with_bar(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
     train = [r for r in records if r.get("split") == "train"]
     for leftover in ("checkpoints", "best"):  # the final model is all that is used
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
-    return {"steps": spec.steps, "tokens": train[-1]["tokens"], "loss": train[-1]["loss"], "seconds": train[-1]["elapsed_s"]}
+    return {"steps": spec.steps, "compute_per_step": per_step, "tokens": train[-1]["tokens"], "loss": train[-1]["loss"], "seconds": train[-1]["elapsed_s"]}
 
 
 def evaluation_data(job: Job, tokenizer, max_len: int):
