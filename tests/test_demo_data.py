@@ -78,3 +78,14 @@ def test_this_pythons_standard_library_gives_enough_sentences():
     found = docstring_sentences(limit=600)
     assert len(found) >= 600
     assert all(sentence[0].isupper() and sentence[-1] in ".!?" for _, sentence in found)
+
+
+def test_a_users_documents_are_split_every_twentieth_held_out():
+    from triform.demo.data import split_every
+
+    documents = [f"document {i}" for i in range(45)]
+    train, valid = split_every(documents, "corpus.txt", "the demo")
+    assert valid == ["document 19", "document 39"]
+    assert len(train) == 43 and not set(train) & set(valid)
+    with pytest.raises(TriformError, match="corpus.txt holds 39 documents; the demo needs at least 40"):
+        split_every(documents[:39], "corpus.txt", "the demo")

@@ -10,7 +10,7 @@ from triform.compare.heldout import restore_pairs
 from triform.data.readers import DataSource
 from triform.data.shards import prepare
 from triform.data.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from triform.demo.data import VALID_EVERY, sampled_documents, write_lines
+from triform.demo.data import sampled_documents, split_every, write_lines
 from triform.errors import TriformError
 
 SENTINELS = 32  # span corruption of a 64-token window needs a handful
@@ -20,10 +20,7 @@ def split_documents(settings) -> tuple[list[str], list[str]]:
     documents = sampled_documents(settings.data, settings.documents, settings.seed)
     if settings.valid:
         return documents, sampled_documents(settings.valid, max(settings.documents // 10, 1), settings.seed)
-    if len(documents) < 2 * VALID_EVERY:
-        raise TriformError(f"--data: {settings.data} holds {len(documents)} documents; a comparison needs at least {2 * VALID_EVERY}")
-    valid = documents[VALID_EVERY - 1 :: VALID_EVERY]
-    return [d for i, d in enumerate(documents) if (i + 1) % VALID_EVERY], valid
+    return split_every(documents, settings.data, "a comparison")
 
 
 def prepare_data(settings, folder: Path, show) -> dict:

@@ -58,6 +58,14 @@ def sampled_documents(path: str, n: int, seed: int) -> list[str]:
     return [text for _, text in sorted(kept)]
 
 
+def split_every(documents: list[str], data: str, who: str) -> tuple[list[str], list[str]]:
+    """(train, valid): every VALID_EVERY-th document held out."""
+    if len(documents) < 2 * VALID_EVERY:
+        raise TriformError(f"--data: {data} holds {len(documents)} documents; {who} needs at least {2 * VALID_EVERY}")
+    valid = documents[VALID_EVERY - 1 :: VALID_EVERY]
+    return [d for i, d in enumerate(documents) if (i + 1) % VALID_EVERY], valid
+
+
 def prepare_text(folder: Path, size: Size, data: str | None = None, seed: int = 0) -> TextData:
     if data is None:
         sentences = docstring_sentences(limit=size.text_sentences)
@@ -65,10 +73,7 @@ def prepare_text(folder: Path, size: Size, data: str | None = None, seed: int = 
         origin = f"{len(sentences):,} sentences of the docstrings of Python's standard library ({standard_library()})"
     else:
         documents = sampled_documents(data, size.text_sentences or 200_000, seed)
-        if len(documents) < 2 * VALID_EVERY:
-            raise TriformError(f"--data: {data} holds {len(documents)} documents; the demo needs at least {2 * VALID_EVERY}")
-        valid = documents[VALID_EVERY - 1 :: VALID_EVERY]
-        train = [d for i, d in enumerate(documents) if (i + 1) % VALID_EVERY]
+        train, valid = split_every(documents, data, "the demo")
         origin = f"{len(documents):,} documents of {data}"
     tokenizer = train_tokenizer(train, "bpe", size.text_vocab, n_sentinels=0)
     return TextData(write_lines(folder / "text-train.txt", train), write_lines(folder / "text-valid.txt", valid),
