@@ -12,7 +12,6 @@ between seeds of one precision. The figures are read from the runs' own metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section  # noqa: E402
+
+from triform.train.metrics import read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("fp32", "bf16")
@@ -33,12 +34,12 @@ def train_command(data: Path, run_dir: Path, precision: str, seed: int, steps: i
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     return [(r["step"], r["loss"]) for r in records if r["split"] == "valid"]
 
 
 def train_speed(run_dir: Path) -> float:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     rates = [r["tokens_per_s"] for r in records if r["split"] == "train"][1:]
     return statistics.median(rates)
 

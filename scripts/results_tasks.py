@@ -28,6 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section  # noqa: E402
 
+from triform.train.metrics import read_metrics  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TRIFORM = [sys.executable, "-m", "triform"]
 # Budgets that keep the whole run near a quarter of an hour on one core; the section states them. Whole-word
@@ -137,7 +139,7 @@ def execute(data: Path, runs: Path, pretrain_steps: int) -> None:
         run(["train", "--preset", preset, *extra, "--data.train", str(corpus), "--run_dir", str(body),
              "--train.steps", str(pretrain_steps), *PRETRAIN, "--train.log_every", "100",
              "--train.eval_every", str(pretrain_steps), "--train.checkpoint_every", str(pretrain_steps)], log)  # fmt: skip
-        train_log = [r for l in (body / "metrics.jsonl").read_text().splitlines() if (r := json.loads(l))["split"] == "train"]
+        train_log = [r for r in read_metrics(body) if r["split"] == "train"]
         results[name] = {"minutes": train_log[-1]["elapsed_s"] / 60, "first_loss": train_log[0]["loss"],
                          "last_loss": train_log[-1]["loss"], "steps": train_log[-1]["step"]}  # fmt: skip
         for start in ("pretrained", "random"):
@@ -159,7 +161,7 @@ def finetune(runs: Path, init: Path, name: str, preset: str, start: str, seed: i
     metrics = run_dir / "test-metrics.json"
     run(["predict", "--model", str(run_dir / "best"), "--data", str(runs / "genre-test.tsv"), "--columns", COLUMNS,
          "--output", str(run_dir / "test-predictions.jsonl"), "--metrics", str(metrics)], log)  # fmt: skip
-    train_log = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_log = read_metrics(run_dir)
     valid = [r for r in train_log if r["split"] == "valid"]
     return {"model": name, "preset": preset, "start": start, "seed": seed, **json.loads(metrics.read_text()),
             "best_valid_accuracy": max(r["accuracy"] for r in valid),

@@ -25,6 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section  # noqa: E402
 
+from triform.train.metrics import read_metrics  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TRIFORM = [sys.executable, "-m", "triform"]
 
@@ -56,12 +58,12 @@ def run_and_kill(argv: list[str], run_dir: Path, log: Path, after_step: int) -> 
         time.sleep(5)  # let it train on past the checkpoint, so the resume has work to redo
         process.send_signal(signal.SIGKILL)
         process.wait()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     return max(r["step"] for r in records)
 
 
 def train_summary(run_dir: Path) -> dict:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     train = [r for r in records if r["split"] == "train"]
     rates = [r["tokens_per_s"] for r in train[1:]] or [train[0]["tokens_per_s"]]
     return {"steps": train[-1]["step"], "tokens": train[-1]["tokens"], "first_loss": train[0]["loss"],

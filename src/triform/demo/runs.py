@@ -3,7 +3,6 @@ trained by `triform train`'s own code, with progress shown as a bar instead of l
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -12,6 +11,7 @@ from triform.progress import Bar, count
 from triform.train.config import (DataConfig, LoopConfig, ModelOverrides, ObjectiveConfig, OptimConfig, Resolved,
                                   RunConfig, TokenizerConfig, resolve)  # fmt: skip
 from triform.train.loop import Trainer
+from triform.train.metrics import read_metrics
 
 
 class BarTrainer(Trainer):
@@ -81,11 +81,6 @@ def train_with_bar(spec: RunSpec, run_dir: Path, label: str, *, show: bool = Tru
     with Bar(spec.steps, label, enabled=show) as bar:
         train(resolved, run_dir, trainer_class=partial(BarTrainer, bar=bar, init_from=init_from))
     return read_metrics(run_dir)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def last_validation(records: list[dict]) -> dict:

@@ -7,6 +7,13 @@ import os
 from pathlib import Path
 
 
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a metrics.jsonl, or of the one in a run folder, in order ([] before the first)."""
+    path = Path(path)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 class MetricsLog:
     """Appends records to a JSONL file; only the main process writes."""
 
@@ -20,9 +27,7 @@ class MetricsLog:
             file.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.path)
 
     def keep_until(self, step: int) -> None:
         """Drop records after `step`: a resumed run rewrites what the stopped one logged past its checkpoint."""
