@@ -41,6 +41,10 @@ class WindowData:
     def __len__(self) -> int:
         return len(self.index)
 
+    def keep(self, picks: np.ndarray) -> None:
+        """Only the examples `picks` (indices into this data), in that order."""
+        self.index = self.index[picks]
+
     def lengths(self) -> np.ndarray:
         return np.full(len(self), self.length)
 
@@ -88,6 +92,10 @@ class PairData:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def keep(self, picks: np.ndarray) -> None:
+        """Only the examples `picks` (indices into this data), in that order."""
+        self.index, self.example_lengths = self.index[picks], self.example_lengths[picks]
 
     def lengths(self) -> np.ndarray:
         return self.example_lengths

@@ -73,9 +73,7 @@ def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch
     data = make_data(corpus, objective, config.max_len, too_long, specials)
     if max_examples and max_examples < len(data):
         picks = np.linspace(0, len(data) - 1, max_examples).round().astype(int)  # spread over the whole set
-        data.index = data.index[picks]
-        if hasattr(data, "example_lengths"):
-            data.example_lengths = data.example_lengths[picks]
+        data.keep(picks)
     table = torch.tensor(word_start_table(tokenizer)) if getattr(objective, "whole_word", False) else None
     started = time.monotonic()
     metrics = {"model": str(folder), "objective": f"{config.arch} + {name} + {objective.pattern}", "examples": len(data)}
