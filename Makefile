@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo clean
+.PHONY: setup lint test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,14 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH) -e ".[test]"
 
+# One formatter and linter configuration (pyproject.toml), checked before the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Two test processes of one thread each: tiny models spend their time in per-operation overhead,
 # which a second thread does not share, so two workers finish about twice as fast as one.
-test: setup
+test: lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 
 demo: setup

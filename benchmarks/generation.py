@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/generation.py            # prints the table
     .venv/bin/python benchmarks/generation.py --write    # also writes it into docs/results.md
 
-Randomly initialised `tiny-gpt` and `tiny-vaswani` presets and 4-layer, d_model 256 versions of them; every output has exactly --new_tokens tokens
-([EOS] is forbidden until then). Cached and uncached runs alternate (A, B, A, B, ...) in one process so
-that both see the same machine load; the speed-up is the median of the paired ratios.
+Randomly initialised `tiny-gpt` and `tiny-vaswani` presets and 4-layer, d_model 256 versions of
+them; every output has exactly --new_tokens tokens ([EOS] is forbidden until then). Cached and
+uncached runs alternate (A, B, A, B, ...) in one process so that both see the same machine load; the
+speed-up is the median of the paired ratios.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def measure(name: str, new_tokens: int, prompt_length: int, repeats: int) -> lis
     for case, (batch, beams) in CASES.items():
         generator = torch.Generator().manual_seed(1)
         prompts = torch.randint(10, model.config.vocab_size, (batch, prompt_length), generator=generator).tolist()
-        config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, precision="fp32")
+        config = GenerationConfig(
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, precision="fp32"
+        )
         uncached_config = config.replace(use_cache=False)
         timed_run(model, layout, prompts, config)  # warm-up
         cached, uncached = [], []
@@ -62,10 +65,19 @@ def measure(name: str, new_tokens: int, prompt_length: int, repeats: int) -> lis
             cached.append(timed_run(model, layout, prompts, config))
             uncached.append(timed_run(model, layout, prompts, uncached_config))
         ratios = [c / u for c, u in zip(cached, uncached)]
-        row = {"model": name, "case": case, "cached": statistics.median(cached),
-               "uncached": statistics.median(uncached), "speedup": statistics.median(ratios)}  # fmt: skip
-        print(f"{name:<13} {case:<16} cached {row['cached']:8.0f} tok/s   uncached {row['uncached']:8.0f} tok/s"
-              f"   x{row['speedup']:.2f}", file=sys.stderr, flush=True)  # fmt: skip
+        row = {
+            "model": name,
+            "case": case,
+            "cached": statistics.median(cached),
+            "uncached": statistics.median(uncached),
+            "speedup": statistics.median(ratios),
+        }
+        print(
+            f"{name:<13} {case:<16} cached {row['cached']:8.0f} tok/s   uncached {row['uncached']:8.0f} tok/s"
+            f"   x{row['speedup']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
         results.append(row)
     return results
 
@@ -74,8 +86,10 @@ def table(results: list[dict], args) -> str:
     lines = [
         f"Generation speed, {args.new_tokens} new tokens after a {args.prompt_length}-token prompt, randomly "
         f"initialised `tiny-gpt` and `tiny-vaswani` presets (d_model 64, 2 layers, vocabulary 2048) and `small-*` "
-        f"versions with the same parts at d_model 256, 4 layers, vocabulary 8192; fp32 on CPU ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}, torch {torch.__version__}). Output tokens per second, median of "
+        "versions with the same parts at d_model 256, 4 layers, vocabulary 8192; fp32 on CPU "
+        f"({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}, torch {torch.__version__}). "
+        "Output tokens per second, median of "
         f"{args.repeats} runs; the speed-up is the median of paired ratios, cached and uncached runs alternating "
         "in one process. The machine is shared with other work, so absolute figures vary from run to "
         "run; the ratios are the claim. Measured by `python benchmarks/generation.py --write`.",
@@ -99,8 +113,9 @@ def table(results: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, heading: str = "Generation: the KV cache", begin: str = BEGIN, end: str = END,
-                  path: Path = RESULTS) -> None:  # fmt: skip
+def write_section(
+    text: str, heading: str = "Generation: the KV cache", begin: str = BEGIN, end: str = END, path: Path = RESULTS
+) -> None:
     """Replace one section of docs/results.md (shared with other reports), or append it."""
     section = f"{begin}\n## {heading}\n\n{text}\n{end}"
     current = path.read_text() if path.exists() else "# Results\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import training  # noqa: E402
-from speed.models import model_specs  # noqa: E402
+from speed import training
+from speed.models import model_specs
 
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
 
@@ -33,7 +33,10 @@ def main() -> None:
         events = profiler.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS)
-        print(f"{args.case}-train, {name}: {total / 1e3:.0f} ms of operator time, matrix products {100 * products / total:.0f} %")
+        print(
+            f"{args.case}-train, {name}: {total / 1e3:.0f} ms of operator time, matrix products "
+            f"{100 * products / total:.0f} %"
+        )
         print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

@@ -12,8 +12,9 @@ variants in alternating order (A B C, A B C, ...; one warm-up round, then --repe
 reports medians and the median of the paired ratios. The machine's limits (matrix-product speed at
 the case's own shapes, memory bandwidth) are measured in the same run. Results go to
 benchmarks/results.md (tables) and benchmarks/results.json (every timing), and the ratios to the
-speed section of docs/results.md; a run of some cases replaces those cases and keeps the others. The machine may be shared: the load average is recorded
-with every round, and the ratios, not the absolute figures, are the claim.
+speed section of docs/results.md; a run of some cases replaces those cases and keeps the others. The
+machine may be shared: the load average is recorded with every round, and the ratios, not the
+absolute figures, are the claim.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from speed.timing import alternate  # noqa: E402
 from triform.precision import resolved_name  # noqa: E402
 
 TRAINING_CASES = {"gpt-train": "gpt", "bert-train": "bert", "bart-train": "bart"}
-DECODING_CASES = {f"{model}-{strategy}": (model, strategy) for model in ("gpt", "bart") for strategy in decoding.STRATEGIES}
+DECODING_CASES = {
+    f"{model}-{strategy}": (model, strategy) for model in ("gpt", "bart") for strategy in decoding.STRATEGIES
+}
 CASES = [*TRAINING_CASES, *DECODING_CASES]
 
 
@@ -57,7 +60,10 @@ def run_training(case: str, args, specs: dict) -> dict:
     spec = specs[TRAINING_CASES[case]]
     shape = (training.TINY_SHAPES if args.tiny else training.SHAPES)[spec.name]
     variants, info = training.training_variants(spec, shape, args.compile)
-    gemm = {name: gemm_rate(info["gemm_shapes"], dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    gemm = {
+        name: gemm_rate(info["gemm_shapes"], dtype)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     info["default_precision"] = resolved_name("auto", torch.device("cpu"))
     timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case)
     return {"kind": "training", "info": info, "timing": timing, "figures": training_figures(case, timing, info, gemm)}
@@ -74,21 +80,33 @@ def run_decoding(case: str, args, specs: dict, read_gb_s: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.split("\n")[1:]))  # fmt: skip
-    parser.add_argument("--only", nargs="+", help="cases to run: names, or words of names (gpt, train, greedy, b8, ...)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
+    parser.add_argument(
+        "--only", nargs="+", help="cases to run: names, or words of names (gpt, train, greedy, b8, ...)"
+    )
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per case (at least 5 for the report)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them (at least 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides' training steps")
     parser.add_argument("--tiny", action="store_true", help="small models and shapes: a check of the benchmark itself")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="where to write PREFIX.md and PREFIX.json (default benchmarks/results, "
-                             "or benchmarks/results-tiny with --tiny)")  # fmt: skip
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write PREFIX.md and PREFIX.json (default benchmarks/results, "
+        "or benchmarks/results-tiny with --tiny)",
+    )
     parser.add_argument("--rewrite", action="store_true", help="rewrite the tables from the stored JSON; run nothing")
-    parser.add_argument("--no-docs", action="store_true",
-                        help="leave docs/results.md alone (it is updated only by runs at full size to the default output)")  # fmt: skip
+    parser.add_argument(
+        "--no-docs",
+        action="store_true",
+        help="leave docs/results.md alone (it is updated only by runs at full size to the default output)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(CASES))
@@ -106,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     specs = model_specs(tiny=args.tiny)
     started = time.monotonic()
     limits = {"bandwidth": bandwidth(64 if args.tiny else 512)}
-    print(f"memory bandwidth: read {limits['bandwidth']['read_gb_s']:.1f} GB/s, copy {limits['bandwidth']['copy_gb_s']:.1f} GB/s",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"memory bandwidth: read {limits['bandwidth']['read_gb_s']:.1f} GB/s, copy "
+        f"{limits['bandwidth']['copy_gb_s']:.1f} GB/s",
+        file=sys.stderr,
+    )
     results = {}
     for case in cases:
         print(f"{case} ({time.monotonic() - started:.0f} s so far)", file=sys.stderr, flush=True)
@@ -116,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results[case] = run_decoding(case, args, specs, limits["bandwidth"]["read_gb_s"])
         gc.collect()
-    run = {"machine": describe(), "limits": limits, "seconds": time.monotonic() - started, "argv": sys.argv[1:],
-           "repeats": args.repeats, "warmup": args.warmup, "compiled": args.compile}  # fmt: skip
+    run = {
+        "machine": describe(),
+        "limits": limits,
+        "seconds": time.monotonic() - started,
+        "argv": sys.argv[1:],
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "compiled": args.compile,
+    }
     text, failures = write_results(output, run, results, docs)
     print(text)
     print(f"{len(cases)} case(s) in {run['seconds']:.0f} s; tables in {output.with_suffix('.md')}", file=sys.stderr)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation import write_section  # noqa: E402
+from generation import write_section
 
-from triform.generate import GenerationConfig, TextGenerator  # noqa: E402
+from triform.generate import GenerationConfig, TextGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:generation-bleu -->", "<!-- /results:generation-bleu -->"
@@ -47,7 +47,9 @@ def pairs_text(kept, index: int, generator: TextGenerator) -> str:
 def translate(generator: TextGenerator, sources: list[list[int]], config: GenerationConfig, batch_size: int):
     def progress(done: int, tokens: int) -> None:
         elapsed = time.perf_counter() - start
-        print(f"\r  {done}/{len(sources)} sources, {tokens / elapsed:.0f} tokens/s", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r  {done}/{len(sources)} sources, {tokens / elapsed:.0f} tokens/s", end="", file=sys.stderr, flush=True
+        )
 
     start = time.perf_counter()
     results = generator.generate_from_ids(sources, config, batch_size=batch_size, progress=progress)
@@ -87,23 +89,27 @@ def main() -> None:
         print(f"  BLEU {bleu.score:.2f}  chrF {chrf.score:.2f}  ({seconds:.0f} s)", file=sys.stderr)
 
     example = min(range(len(sources)), key=lambda i: abs(len(references[i]) - 60))  # a short, typical line
-    text = "\n".join([
-        f"Translation of the lohelp-en-de file `{Path(args.data).name}` by the model in `{args.model}` "
-        f"({generator.model.config.arch}, trained with {generator.objective or 'seq2seq'}): "
-        f"{len(sources)} of {len(pairs)} pairs (sources longer than max_len {max_len} left out, as `triform eval` does). "
-        "Timings are wall-clock on a machine shared with other work. "
-        f"Measured by `python benchmarks/translation_bleu.py --model {args.model} --write`.",
-        *(["", f"The model was trained by `{args.trained_by}`."] if args.trained_by else []),
-        "",
-        "| decoding | BLEU | chrF | seconds |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {bleu:.2f} | {chrf:.2f} | {seconds:.0f} |" for name, bleu, chrf, seconds, _ in rows],
-        "",
-        f"sacrebleu signatures: `{bleu_metric.get_signature()}`, `{chrf_metric.get_signature()}`.",
-        "",
-        f"Example, source: “{pairs_text(kept, example, generator)}”; reference: “{references[example]}”; "
-        + "; ".join(f"{name}: “{hypotheses[example]}”" for name, _, _, _, hypotheses in rows) + ".",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            f"Translation of the lohelp-en-de file `{Path(args.data).name}` by the model in `{args.model}` "
+            f"({generator.model.config.arch}, trained with {generator.objective or 'seq2seq'}): "
+            f"{len(sources)} of {len(pairs)} pairs (sources longer than max_len {max_len} left out, as `triform "
+            "eval` does). "
+            "Timings are wall-clock on a machine shared with other work. "
+            f"Measured by `python benchmarks/translation_bleu.py --model {args.model} --write`.",
+            *(["", f"The model was trained by `{args.trained_by}`."] if args.trained_by else []),
+            "",
+            "| decoding | BLEU | chrF | seconds |",
+            "|---|---:|---:|---:|",
+            *[f"| {name} | {bleu:.2f} | {chrf:.2f} | {seconds:.0f} |" for name, bleu, chrf, seconds, _ in rows],
+            "",
+            f"sacrebleu signatures: `{bleu_metric.get_signature()}`, `{chrf_metric.get_signature()}`.",
+            "",
+            f"Example, source: “{pairs_text(kept, example, generator)}”; reference: “{references[example]}”; "
+            + "; ".join(f"{name}: “{hypotheses[example]}”" for name, _, _, _, hypotheses in rows)
+            + ".",
+        ]
+    )
     print(text)
     if args.write:
         write_section(text, heading="Generation: BLEU of greedy decoding and beam search", begin=BEGIN, end=END)

@@ -3,8 +3,8 @@
     .venv/bin/python scripts/results_compare.py [--data ../shared/data/brown] [--budget 8e10] [--jobs 1]
 
 The budget (tokens x non-embedding parameters per pretraining) sets the time: the default took
-10 minutes on one CPU core (one thread), and takes two to three times that when the core is shared. Rerunning with the same settings
-reuses the finished runs; `--write-only` rewrites the section from them.
+10 minutes on one CPU core (one thread), and takes two to three times that when the core is shared.
+Rerunning with the same settings reuses the finished runs; `--write-only` rewrites the section from them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_sections import replace_section  # noqa: E402
+from results_sections import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,8 +37,23 @@ def main() -> None:
     parser.add_argument("--write-only", action="store_true")
     args = parser.parse_args()
     data = Path(args.data)
-    argv = ["compare", "--data", str(data / "train.txt"), "--valid", str(data / "valid.txt"), "--out", args.out,
-            "--budget", args.budget, "--repeats", args.repeats, "--patterns", args.patterns, "--jobs", args.jobs]  # fmt: skip
+    argv = [
+        "compare",
+        "--data",
+        str(data / "train.txt"),
+        "--valid",
+        str(data / "valid.txt"),
+        "--out",
+        args.out,
+        "--budget",
+        args.budget,
+        "--repeats",
+        args.repeats,
+        "--patterns",
+        args.patterns,
+        "--jobs",
+        args.jobs,
+    ]
     started = time.monotonic()
     if not args.write_only:
         print("$ triform", " ".join(argv), flush=True)
@@ -46,7 +61,9 @@ def main() -> None:
     wall = Path(args.out) / "wall_minutes.json"  # the run's time, kept for a later --write-only
     if not args.write_only:
         wall.write_text(json.dumps((time.monotonic() - started) / 60))
-    write_section(Path(args.out), argv, json.loads(wall.read_text()) if wall.is_file() else None, args.patterns, int(args.repeats))
+    write_section(
+        Path(args.out), argv, json.loads(wall.read_text()) if wall.is_file() else None, args.patterns, int(args.repeats)
+    )
 
 
 def shown_command(argv: list[str]) -> str:
@@ -78,24 +95,24 @@ def write_section(out: Path, argv: list[str], minutes: float | None, patterns: s
     timing = f"{minutes:.0f} minutes" if minutes is not None else "see the runs' own records"
     body = f"""## The T5 comparison in miniature: `triform compare` on Brown
 
-Written by `scripts/results_compare.py` on {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, {platform.machine()} CPU,
-2 cores shared with other work, {partial}{timing} for {len(results)} runs ({argv[argv.index('--jobs') + 1]} at a time, one thread each).
+Written by `scripts/results_compare.py` on {time.strftime("%Y-%m-%d")}: torch {torch.__version__}, {platform.machine()} CPU,
+2 cores shared with other work, {partial}{timing} for {len(results)} runs ({argv[argv.index("--jobs") + 1]} at a time, one thread each).
 
 ```sh
 {shown_command(argv)}
 ```
 
 Every allowed architecture x objective x pattern that pretrains on plain text was pretrained on the Brown
-training split with the same compute, {float(settings['budget']):.0e} tokens x non-embedding parameters
-({steps[0]}–{steps[-1]} steps of {settings['batch_size']} windows of {settings['max_len']} tokens; a stack of
-{settings['n_layers']} layers or an encoder-decoder of {settings['n_layers']} + {settings['n_layers']}, d_model
-{settings['d_model']}, a byte-level BPE of {settings['vocab_size']} tokens trained on the same text). Each pretrained
-model was then fine-tuned three times, once per held-out task, with {settings['finetune']:g} of that budget, and
-scored on Brown's validation split: **next token** (the second half of {settings['eval_windows']} windows predicted from what precedes),
+training split with the same compute, {float(settings["budget"]):.0e} tokens x non-embedding parameters
+({steps[0]}–{steps[-1]} steps of {settings["batch_size"]} windows of {settings["max_len"]} tokens; a stack of
+{settings["n_layers"]} layers or an encoder-decoder of {settings["n_layers"]} + {settings["n_layers"]}, d_model
+{settings["d_model"]}, a byte-level BPE of {settings["vocab_size"]} tokens trained on the same text). Each pretrained
+model was then fine-tuned three times, once per held-out task, with {settings["finetune"]:g} of that budget, and
+scored on Brown's validation split: **next token** (the second half of {settings["eval_windows"]} windows predicted from what precedes),
 **masked token** (BERT's 15 % masking, the same for every model, scored where the input shows `[MASK]`) and **restore**, a sequence-to-sequence
 task made from the text (a sentence lowercased and stripped of punctuation in, the sentence as written out;
 greedy decoding, exact match and chrF). The rows "no pretraining" are the fine-tuning alone. Mean ± standard
-deviation over the seeds {', '.join(str(seed) for seed in sorted({r['seed'] for r in results}))}
+deviation over the seeds {", ".join(str(seed) for seed in sorted({r["seed"] for r in results}))}
 (initial weights, data order and masks); the best mean of each column is in bold. The last row needs no
 model: the context-free guess (the training text's token frequencies; its top guess is always the most
 frequent token) on the two token tasks, and the restore task's input copied out unchanged.
@@ -136,8 +153,11 @@ def findings(results: list[dict], no_model: dict, settings: dict, patterns: str)
     table = aggregate(results, entries(patterns))
     pretrained = [row for row in table if row["entry"].objective != NONE]
     baselines = {row["entry"].arch: row for row in table if row["entry"].objective == NONE}
-    lines = ["What it shows, read off the table above (a difference counts when it exceeds twice the larger "
-             "standard deviation between seeds of the two rows):", ""]  # fmt: skip
+    lines = [
+        "What it shows, read off the table above (a difference counts when it exceeds twice the larger "
+        "standard deviation between seeds of the two rows):",
+        "",
+    ]
     for name, path, percent in SCORES:
         if name == "restore exact match":
             continue
@@ -160,12 +180,20 @@ def findings(results: list[dict], no_model: dict, settings: dict, patterns: str)
         if compared:
             beaten = sum(better(row, baselines[row["entry"].arch]) for row in compared)
             text += f"; {beaten} of {len(compared)} pretrained models clearly beat the same architecture without pretraining"
-        by_arch = {arch: max(rows, key=lambda row: sign * row[name][0]) for arch in ("stack", "encoder-decoder")
-                   if (rows := [row for row in pretrained if row["entry"].arch == arch])}  # fmt: skip
+        by_arch = {
+            arch: max(rows, key=lambda row: sign * row[name][0])
+            for arch in ("stack", "encoder-decoder")
+            if (rows := [row for row in pretrained if row["entry"].arch == arch])
+        }
         if len(by_arch) == 2:
             stack, pair = by_arch["stack"], by_arch["encoder-decoder"]
-            verdict = ("the best stack is clearly ahead" if better(stack, pair) else
-                       "the best encoder-decoder is clearly ahead" if better(pair, stack) else "the best of each architecture are within noise")  # fmt: skip
+            verdict = (
+                "the best stack is clearly ahead"
+                if better(stack, pair)
+                else "the best encoder-decoder is clearly ahead"
+                if better(pair, stack)
+                else "the best of each architecture are within noise"
+            )
             text += f"; {verdict} (stack {shown(stack[name][0])}, encoder-decoder {shown(pair[name][0])})"
         if no_model:
             guess = value(no_model, path)
@@ -173,16 +201,27 @@ def findings(results: list[dict], no_model: dict, settings: dict, patterns: str)
             what = "copying the input" if name.startswith("restore") else "the context-free guess"
             text += f"; {above} of {len(pretrained)} pretrained models do better than {what} ({shown(guess)})"
         lines.append(text + ".")
-    twins = [(a["entry"].label, b["entry"].label) for i, a in enumerate(table) for b in table[i + 1 :]
-             if all(a[name] == b[name] for name, _, _ in SCORES)]  # fmt: skip
+    twins = [
+        (a["entry"].label, b["entry"].label)
+        for i, a in enumerate(table)
+        for b in table[i + 1 :]
+        if all(a[name] == b[name] for name, _, _ in SCORES)
+    ]
     for first, second in twins:
-        lines.append(f"- {first} and {second} score exactly alike, seed for seed: on this architecture the two "
-                     "objectives make the same training examples (text split at a random point, the decoder "
-                     "continuing what the encoder read).")  # fmt: skip
-    lines += ["", f"At this scale (minutes of pretraining of models with {stack_parameters(settings):,} non-embedding parameters per stack, "
-              f"fine-tuned with {settings['finetune']:g} of that compute per task) a difference shows only where the table says so above; where the "
-              "models do no better than the row that needs no model, the budget is too small for that task, and the "
-              "table says nothing about what these objectives reach at scale."]  # fmt: skip
+        lines.append(
+            f"- {first} and {second} score exactly alike, seed for seed: on this architecture the two "
+            "objectives make the same training examples (text split at a random point, the decoder "
+            "continuing what the encoder read)."
+        )
+    lines += [
+        "",
+        f"At this scale (minutes of pretraining of models with {stack_parameters(settings):,} non-embedding "
+        "parameters per stack, "
+        f"fine-tuned with {settings['finetune']:g} of that compute per task) a difference shows only where the table "
+        "says so above; where the "
+        "models do no better than the row that needs no model, the budget is too small for that task, and the "
+        "table says nothing about what these objectives reach at scale.",
+    ]
     return "\n".join(lines)
 
 

@@ -18,19 +18,42 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_sections import replace_section  # noqa: E402
+from results_sections import replace_section
 
-from triform.train.metrics import read_metrics  # noqa: E402
+from triform.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("fp32", "bf16")
 
 
 def train_command(data: Path, run_dir: Path, precision: str, seed: int, steps: int) -> list[str]:
-    return ["train", "--preset", "tiny-gpt", "--data.train", str(data / "train.txt"), "--data.valid", str(data / "valid.txt"),
-            "--run_dir", str(run_dir), "--train.precision", precision, "--train.seed", str(seed),
-            "--train.steps", str(steps), "--train.batch_size", "32", "--train.log_every", "25",
-            "--train.eval_every", str(steps // 4), "--train.checkpoint_every", str(steps), "--optim.warmup_steps", "30"]  # fmt: skip
+    return [
+        "train",
+        "--preset",
+        "tiny-gpt",
+        "--data.train",
+        str(data / "train.txt"),
+        "--data.valid",
+        str(data / "valid.txt"),
+        "--run_dir",
+        str(run_dir),
+        "--train.precision",
+        precision,
+        "--train.seed",
+        str(seed),
+        "--train.steps",
+        str(steps),
+        "--train.batch_size",
+        "32",
+        "--train.log_every",
+        "25",
+        "--train.eval_every",
+        str(steps // 4),
+        "--train.checkpoint_every",
+        str(steps),
+        "--optim.warmup_steps",
+        "30",
+    ]
 
 
 def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -52,8 +75,14 @@ def plot(curves: dict, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for (precision, seed), curve in curves.items():
-        axis.plot(*zip(*curve), color="#3b6fb6" if precision == "fp32" else "#e07b39", marker="o", markersize=3,
-                  linestyle="-" if seed == 0 else "--", label=f"{precision}, seed {seed}")  # fmt: skip
+        axis.plot(
+            *zip(*curve),
+            color="#3b6fb6" if precision == "fp32" else "#e07b39",
+            marker="o",
+            markersize=3,
+            linestyle="-" if seed == 0 else "--",
+            label=f"{precision}, seed {seed}",
+        )
     axis.set_xlabel("step")
     axis.set_ylabel("validation loss")
     axis.set_title("tiny-gpt on Brown: fp32 and bf16 autocast", fontsize=10)
@@ -67,26 +96,31 @@ def plot(curves: dict, path: Path) -> None:
 def render(curves: dict, speeds: dict, example: list[str]) -> str:
     finals = {key: curve[-1][1] for key, curve in curves.items()}
     means = {p: statistics.mean(v for (q, _), v in finals.items() if q == p) for p in PRECISIONS}
-    spreads = {p: max(v for (q, _), v in finals.items() if q == p) - min(v for (q, _), v in finals.items() if q == p)
-               for p in PRECISIONS}  # fmt: skip
+    spreads = {
+        p: max(v for (q, _), v in finals.items() if q == p) - min(v for (q, _), v in finals.items() if q == p)
+        for p in PRECISIONS
+    }
     gap, noise = abs(means["bf16"] - means["fp32"]), max(spreads.values())
     verdict = "within" if gap <= noise else "outside"
     rows = [f"| {p} | {s} | {finals[(p, s)]:.4f} | {speeds[(p, s)]:,.0f} |" for p, s in curves]
-    return "\n".join([
-        "## Precision: training in bf16 autocast against fp32",
-        "",
-        f"`tiny-gpt` (clm) on Brown, {curves[next(iter(curves))][-1][0]} steps of 32 windows, trained twice per precision "
-        "with different seeds; one process of one thread each. Written by `python scripts/results_precision.py`; "
-        f"a run is `triform {' '.join(example)}`.",
-        "",
-        "| precision | seed | final validation loss | training tokens/s |",
-        "|---|---:|---:|---:|",
-        *rows,
-        "",
-        f"Mean final validation loss: fp32 {means['fp32']:.4f}, bf16 {means['bf16']:.4f}; the gap between them, "
-        f"{gap:.4f}, is {verdict} the spread between seeds of one precision ({noise:.4f}). "
-        "Curves: [precision.png](results/precision.png).",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "## Precision: training in bf16 autocast against fp32",
+            "",
+            f"`tiny-gpt` (clm) on Brown, {curves[next(iter(curves))][-1][0]} steps of 32 windows, trained twice per "
+            "precision "
+            "with different seeds; one process of one thread each. Written by `python scripts/results_precision.py`; "
+            f"a run is `triform {' '.join(example)}`.",
+            "",
+            "| precision | seed | final validation loss | training tokens/s |",
+            "|---|---:|---:|---:|",
+            *rows,
+            "",
+            f"Mean final validation loss: fp32 {means['fp32']:.4f}, bf16 {means['bf16']:.4f}; the gap between them, "
+            f"{gap:.4f}, is {verdict} the spread between seeds of one precision ({noise:.4f}). "
+            "Curves: [precision.png](results/precision.png).",
+        ]
+    )
 
 
 def main() -> None:
@@ -105,12 +139,15 @@ def main() -> None:
             example = example or command
             print("$ triform", " ".join(command), flush=True)
             if not (run_dir / "model").is_dir():
-                subprocess.run([sys.executable, "-m", "triform", *command], check=True, cwd=ROOT,
-                               stdout=subprocess.DEVNULL)  # fmt: skip
+                subprocess.run(
+                    [sys.executable, "-m", "triform", *command], check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+                )
             curves[(precision, seed)] = validation_curve(run_dir)
             speeds[(precision, seed)] = train_speed(run_dir)
     plot(curves, ROOT / "docs" / "results" / "precision.png")
-    example = [a.replace(str(data), "../shared/data/brown").replace(str(runs), "runs/results/precision") for a in example]
+    example = [
+        a.replace(str(data), "../shared/data/brown").replace(str(runs), "runs/results/precision") for a in example
+    ]
     replace_section("precision", render(curves, speeds, example))
     print("wrote docs/results.md (section precision)")
 

@@ -15,9 +15,16 @@ FIRST_WORD = 27  # ids from here on are ordinary tokens
 
 def tiny_config(arch: str = "stack", **changes) -> ModelConfig:
     values = dict(
-        arch=arch, vocab_size=VOCAB_SIZE, d_model=32, n_heads=2, d_ff=64, n_layers=2, max_len=64,
-        dropout=0.0, attention_dropout=0.0,
-    )  # fmt: skip
+        arch=arch,
+        vocab_size=VOCAB_SIZE,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        n_layers=2,
+        max_len=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     values.update(changes)
     return ModelConfig(**values)
 
@@ -27,12 +34,27 @@ VARIANTS = {
     "learned-pre-layernorm": dict(position="learned"),
     "sinusoidal-post": dict(position="sinusoidal", norm_placement="post", scale_embeddings=True, activation="relu"),
     "rotary-rmsnorm-swiglu": dict(position="rotary", norm="rmsnorm", activation="silu", gated=True, bias=False),
-    "relative-t5": dict(position="relative", norm="rmsnorm", bias=False, scale_attention=False, scale_output=True,
-                        relative_buckets=8, relative_max_distance=16),
-    "bert-parts": dict(position="learned", norm_placement="post", token_types=2, embedding_norm=True,
-                       output_transform=True, output_bias=True, tie_embeddings=True, activation="gelu_tanh",
-                       gated=True),
-}  # fmt: skip
+    "relative-t5": dict(
+        position="relative",
+        norm="rmsnorm",
+        bias=False,
+        scale_attention=False,
+        scale_output=True,
+        relative_buckets=8,
+        relative_max_distance=16,
+    ),
+    "bert-parts": dict(
+        position="learned",
+        norm_placement="post",
+        token_types=2,
+        embedding_norm=True,
+        output_transform=True,
+        output_bias=True,
+        tie_embeddings=True,
+        activation="gelu_tanh",
+        gated=True,
+    ),
+}
 
 
 # Tiny models run fastest on one thread, and the suite runs as two such workers (make test).

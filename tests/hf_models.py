@@ -43,53 +43,103 @@ def tiny(family: str, seed: int = 0) -> torch.nn.Module:
 
 
 def _bert():
-    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=48, max_position_embeddings=64, pad_token_id=0)  # fmt: skip
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     return transformers.BertForMaskedLM(config)
 
 
 def _roberta():
-    config = transformers.RobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=48, max_position_embeddings=66, type_vocab_size=1,
-                                        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)  # fmt: skip
+    config = transformers.RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
     return transformers.RobertaForMaskedLM(config)
 
 
 def _distilbert():
-    config = transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=48,
-                                           max_position_embeddings=64, activation="gelu")  # fmt: skip
+    config = transformers.DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64, activation="gelu"
+    )
     return transformers.DistilBertForMaskedLM(config)
 
 
 def _gpt2():
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                     bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1
+    )
     return transformers.GPT2LMHeadModel(config)
 
 
 def _bart():
-    config = transformers.BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=1,
-                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
-                                     decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=PAD,
-                                     bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=EOS,
-                                     forced_eos_token_id=EOS)  # fmt: skip
+    config = transformers.BartConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=EOS,
+        forced_eos_token_id=EOS,
+    )
     return transformers.BartForConditionalGeneration(config)
 
 
 def _marian():
     # As the OPUS-MT models: swish, scaled embeddings, eos 0, and the padding token starts the decoder.
-    config = transformers.MarianConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
-                                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
-                                       decoder_ffn_dim=48, max_position_embeddings=64, activation_function="swish",
-                                       scale_embedding=True, pad_token_id=VOCAB - 1, eos_token_id=0,
-                                       decoder_start_token_id=VOCAB - 1, forced_eos_token_id=0)  # fmt: skip
+    config = transformers.MarianConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=VOCAB - 1,
+        eos_token_id=0,
+        decoder_start_token_id=VOCAB - 1,
+        forced_eos_token_id=0,
+    )
     return transformers.MarianMTModel(config)
 
 
 def _t5_config(**changes):
-    values = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=1, num_heads=4,
-                  relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                  decoder_start_token_id=0)  # fmt: skip
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        decoder_start_token_id=0,
+    )
     values.update(changes)
     return values
 
@@ -115,8 +165,15 @@ def _mt5():
 
 
 BUILDERS = {
-    "bert": _bert, "roberta": _roberta, "distilbert": _distilbert, "gpt2": _gpt2, "bart": _bart, "marian": _marian,
-    "t5": _t5, "t5-v1.1": _t5_v1_1, "mt5": _mt5,
-}  # fmt: skip
+    "bert": _bert,
+    "roberta": _roberta,
+    "distilbert": _distilbert,
+    "gpt2": _gpt2,
+    "bart": _bart,
+    "marian": _marian,
+    "t5": _t5,
+    "t5-v1.1": _t5_v1_1,
+    "mt5": _mt5,
+}
 FAMILIES = list(BUILDERS)
 ENCODER_ONLY = ("bert", "roberta", "distilbert")

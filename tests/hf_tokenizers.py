@@ -22,6 +22,7 @@ ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 def corpus(seed: int = 0, n: int = 1500) -> list[str]:
     rng = random.Random(seed)
+
     def word() -> str:
         return rng.choice(WORDS) + (rng.choice(PUNCTUATION) if rng.random() < 0.2 else "")
 
@@ -32,8 +33,18 @@ def varied_strings(specials: tuple[str, ...] = (), n: int = 300, seed: int = 1) 
     """Words of many scripts, emoji, combining marks, runs of every kind of whitespace, very long
     words, numbers, special tokens inside the text, and the empty string."""
     rng = random.Random(seed)
-    strings = ["", " ", "a", "\n\n", "   leading and trailing   ", "ALLCAPS lower MiXeD", "x" * 250,
-               "supercalifragilisticexpialidocious" * 5, "e\u0301 combining", "\u200b zero width \ufeff bom"]  # fmt: skip
+    strings = [
+        "",
+        " ",
+        "a",
+        "\n\n",
+        "   leading and trailing   ",
+        "ALLCAPS lower MiXeD",
+        "x" * 250,
+        "supercalifragilisticexpialidocious" * 5,
+        "e\u0301 combining",
+        "\u200b zero width \ufeff bom",
+    ]
     while len(strings) < n:
         parts = []
         for _ in range(rng.randint(1, 10)):
@@ -96,9 +107,14 @@ def train_sentencepiece(lines: list[str], path: Path, **options) -> None:
 
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, model_type="unigram", vocab_size=options.pop("vocab_size"),
-        hard_vocab_limit=False, minloglevel=2, **options,
-    )  # fmt: skip
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=options.pop("vocab_size"),
+        hard_vocab_limit=False,
+        minloglevel=2,
+        **options,
+    )
     path.write_bytes(model.getvalue())
 
 
@@ -116,8 +132,9 @@ def marian_folder(folder: Path) -> Path:
     write_config(folder, "marian")
     target_text = [" ".join(line.split()[::-1]) for line in corpus(seed=5)]
     for name, lines in (("source.spm", corpus()), ("target.spm", target_text)):
-        train_sentencepiece(lines, folder / name, vocab_size=250, character_coverage=1.0, bos_id=-1, eos_id=0,
-                            unk_id=1, pad_id=-1)  # fmt: skip
+        train_sentencepiece(
+            lines, folder / name, vocab_size=250, character_coverage=1.0, bos_id=-1, eos_id=0, unk_id=1, pad_id=-1
+        )
     vocabulary = {"</s>": 0, "<unk>": 1, ">>fra<<": 2}
     for name in ("source.spm", "target.spm"):
         processor = sentencepiece.SentencePieceProcessor(model_file=str(folder / name))

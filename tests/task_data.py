@@ -53,8 +53,17 @@ def body_and_layout(body: str, max_len: int = 48, seed: int = 0, **changes):
     tok = tokenizer()
     specials = SpecialTokens.from_tokenizer(tok)
     torch.manual_seed(seed)
-    values = dict(arch=arch, vocab_size=tok.get_vocab_size(), d_model=64, n_heads=4, d_ff=128, n_layers=2,
-                  max_len=max_len, dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    values = dict(
+        arch=arch,
+        vocab_size=tok.get_vocab_size(),
+        d_model=64,
+        n_heads=4,
+        d_ff=128,
+        n_layers=2,
+        max_len=max_len,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     values.update(changes)
     return build_model(ModelConfig(**values)), Layout(arch, pattern, specials, max_len), tok
 
@@ -116,15 +125,19 @@ def regression_rows(n: int, seed: int) -> list[dict]:
 
 
 def pair_rows(n: int, seed: int) -> list[dict]:
-    """"same" when both sentences hold the same key: neither sentence alone tells."""
+    """ "same" when both sentences hold the same key: neither sentence alone tells."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         a = rng.choice(KEYS[:3])
         b = a if rng.random() < 0.5 else rng.choice([k for k in KEYS[:3] if k != a])
-        rows.append({"text_a": " ".join(insert(rng, fillers(rng, 1, 3), a)),
-                     "text_b": " ".join(insert(rng, fillers(rng, 1, 3), b)),
-                     "label": "same" if a == b else "different"})  # fmt: skip
+        rows.append(
+            {
+                "text_a": " ".join(insert(rng, fillers(rng, 1, 3), a)),
+                "text_b": " ".join(insert(rng, fillers(rng, 1, 3), b)),
+                "label": "same" if a == b else "different",
+            }
+        )
     return rows
 
 
@@ -143,7 +156,7 @@ def choice_rows(n: int, seed: int) -> list[dict]:
 
 
 def qa_rows(n: int, seed: int, no_answer: float = 0.2, length: tuple[int, int] = (12, 24)) -> list[dict]:
-    """"where kA ?" is answered by "kA vX", the key and the value after it in the context; contexts
+    """ "where kA ?" is answered by "kA vX", the key and the value after it in the context; contexts
     hold two keys at random places, and a question about an absent key has no answer."""
     rng = random.Random(seed)
     rows = []

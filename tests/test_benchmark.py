@@ -25,8 +25,20 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     benchmark = load_benchmark()
     threads = torch.get_num_threads()
     try:
-        status = benchmark.main(["--tiny", "--threads", "1", "--repeats", "1", "--only", "gpt-train",
-                                 "bart-greedy-b1", "--output", str(tmp_path / "speed")])  # fmt: skip
+        status = benchmark.main(
+            [
+                "--tiny",
+                "--threads",
+                "1",
+                "--repeats",
+                "1",
+                "--only",
+                "gpt-train",
+                "bart-greedy-b1",
+                "--output",
+                str(tmp_path / "speed"),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert status == 0
@@ -34,7 +46,12 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     assert list(stored["cases"]) == ["gpt-train", "bart-greedy-b1"]
     training, decoding = stored["cases"]["gpt-train"], stored["cases"]["bart-greedy-b1"]
     assert training["info"]["logit_difference"] < 1e-4
-    assert set(training["figures"]["variants"]) == {"triform fp32", "transformers fp32", "triform bf16", "transformers bf16"}
+    assert set(training["figures"]["variants"]) == {
+        "triform fp32",
+        "transformers fp32",
+        "triform bf16",
+        "transformers bf16",
+    }
     assert all(v["mfu"] > 0 and v["tokens_per_s"] > 0 for v in training["figures"]["variants"].values())
     assert decoding["info"]["agreement"]["identical_to_transformers"]
     assert all(row["ratio"] > 0 for row in decoding["figures"]["comparisons"])
@@ -59,4 +76,3 @@ def test_cases_are_chosen_by_name_or_word():
     assert benchmark.selected(["greedy"]) == ["gpt-greedy-b1", "gpt-greedy-b8", "bart-greedy-b1", "bart-greedy-b8"]
     with pytest.raises(SystemExit, match="no case matches 'llama'"):
         benchmark.selected(["llama"])
-

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import VARIANTS, random_ids, tiny_config
+
 from triform.models import build_model
 
 ATOL = 1e-5
@@ -45,7 +45,6 @@ def test_encoder_decoder_cache_matches_full_forward(variant):
     steps = [model.decode(target[:, t : t + 1], memory, cache=cache) for t in range(target.shape[1])]
     torch.testing.assert_close(torch.cat(steps, 1), model(source, target), atol=ATOL, rtol=0)
     assert cache[0].cross is not None  # cross-attention keys were computed once and kept
-
 
 
 @pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])

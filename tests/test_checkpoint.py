@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import SPECIALS, random_ids, tiny_config
+
 from triform.checkpoint import load_model, save_model
 from triform.errors import TriformError
 from triform.explain import word_tokenizer
@@ -22,7 +22,9 @@ def test_round_trip_gives_the_same_logits(tmp_path, arch):
     assert loaded.specials == SPECIALS and loaded.extra == {"objective": "span"}
     assert loaded.tokenizer.encode("hello world").ids == tokenizer.encode("hello world").ids
     # The tied projection is stored once and still tied after loading.
-    assert loaded.model.head.projection.weight is loaded.model.stack.embeddings.token.weight if arch == "stack" else True
+    assert (
+        loaded.model.head.projection.weight is loaded.model.stack.embeddings.token.weight if arch == "stack" else True
+    )
 
 
 def test_overwrite_is_atomic_and_leaves_no_staging_folders(tmp_path):

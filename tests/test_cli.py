@@ -22,9 +22,22 @@ def test_inspect_every_allowed_pair(arch, objective, pattern, capsys):
 
 def test_inspect_shows_the_mlm_example():
     completed = subprocess.run(
-        [sys.executable, "-m", "triform", "inspect", "--arch", "stack", "--objective", "mlm", "--text", "I am going home"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "triform",
+            "inspect",
+            "--arch",
+            "stack",
+            "--objective",
+            "mlm",
+            "--text",
+            "I am going home",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "[MASK]" in completed.stdout and "[CLS]" in completed.stdout
 
 

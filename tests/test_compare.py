@@ -7,14 +7,20 @@ import json
 
 import pytest
 import torch
-
 from conftest import SPECIALS, tiny_config
 from text_models import single_thread  # noqa: F401 (fixture)
 from training_helpers import write_text
+
 from triform.compare import Settings, compare
 from triform.compare.budget import batch_compute, path_parameters
-from triform.compare.heldout import (context_free_scores, masked_token, masked_windows, next_token, restore_pairs,
-                                    restore_source)  # fmt: skip
+from triform.compare.heldout import (
+    context_free_scores,
+    masked_token,
+    masked_windows,
+    next_token,
+    restore_pairs,
+    restore_source,
+)
 from triform.compare.plan import entries
 from triform.errors import TriformError
 from triform.models import build_model
@@ -26,11 +32,18 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_every_allowed_pretraining_pair_is_compared_with_baselines():
     default = entries()
     assert len([e for e in default if e.objective != "none"]) == 10  # 5 objectives x 2 architectures
-    assert {e.label for e in default if e.objective == "none"} == {"stack, no pretraining", "encoder-decoder, no pretraining"}
+    assert {e.label for e in default if e.objective == "none"} == {
+        "stack, no pretraining",
+        "encoder-decoder, no pretraining",
+    }
     every = entries("all")
     assert len(every) == 15 + 2 and all(e.objective != "seq2seq" for e in every)
     assert [e.label for e in entries("all", ["stack:mlm"])] == [
-        "stack + mlm + bidirectional", "stack + mlm + causal", "stack + mlm + prefix", "stack, no pretraining"]
+        "stack + mlm + bidirectional",
+        "stack + mlm + causal",
+        "stack + mlm + prefix",
+        "stack, no pretraining",
+    ]
     with pytest.raises(TriformError, match="stack:clm:prefix"):
         entries(pairs=["stack:clm:prefix"])  # refused by the compatibility table
 
@@ -80,15 +93,27 @@ def test_the_scores_that_need_no_model(tmp_path):
 
 
 def test_the_restore_task_hides_case_and_punctuation():
-    assert restore_source("Mr. Smith, it's \"late\"!") == "mr smith it's late"
+    assert restore_source('Mr. Smith, it\'s "late"!') == "mr smith it's late"
     assert restore_pairs(["The dog ran home quickly.", "too short", "no change needed here at all"]) == [
-        ("the dog ran home quickly", "The dog ran home quickly.")]
+        ("the dog ran home quickly", "The dog ran home quickly.")
+    ]
 
 
 def small(tmp_path, **changes) -> Settings:
-    values = dict(data=str(write_text(tmp_path / "corpus.txt", 400)), out=str(tmp_path / "compare"), budget=1e8,
-                  repeats=2, pairs=["encoder-decoder:span"], d_model=32, n_layers=1, max_len=32,
-                  vocab_size=300, batch_size=8, eval_windows=16, eval_pairs=16)  # fmt: skip
+    values = dict(
+        data=str(write_text(tmp_path / "corpus.txt", 400)),
+        out=str(tmp_path / "compare"),
+        budget=1e8,
+        repeats=2,
+        pairs=["encoder-decoder:span"],
+        d_model=32,
+        n_layers=1,
+        max_len=32,
+        vocab_size=300,
+        batch_size=8,
+        eval_windows=16,
+        eval_pairs=16,
+    )
     values.update(changes)
     return Settings(**values)
 
@@ -116,7 +141,8 @@ def test_compare_writes_the_table_the_runs_and_the_plot(tmp_path, single_thread)
 
     again = compare(small(tmp_path, repeats=1), show=lambda line: None)  # continues: nothing trained again
     assert sorted(json.dumps(r, sort_keys=True) for r in again["results"]) == sorted(
-        json.dumps(r, sort_keys=True) for r in results if r["seed"] == 0)
+        json.dumps(r, sort_keys=True) for r in results if r["seed"] == 0
+    )
     with pytest.raises(TriformError, match="budget"):
         compare(small(tmp_path, budget=2e8), show=lambda line: None)
 

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import SPECIALS, VOCAB_SIZE
+
 from triform.errors import IncompatiblePair
 from triform.objectives import make_objective
 from triform.objectives.compat import allowed_triples, check_pair, markdown_table, refusal, refused_triples

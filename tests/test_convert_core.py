@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import SPECIALS, random_ids, tiny_config
+
 from triform.checkpoint import load_model, save_model
 from triform.errors import TriformError
 from triform.models import build_model

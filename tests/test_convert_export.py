@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
-
-import triform
 from conftest import random_ids
 from hf_models import single_thread, tiny, transformers  # noqa: F401
+
+import triform
 from triform.checkpoint import load_model, save_model
 from triform.cli import main
 from triform.convert import ConversionError, export_hf, infer_model_type
@@ -19,15 +19,28 @@ from triform.models import build_model
 from triform.models.presets import get_preset
 
 MARIAN_LIKE = dict(
-    arch="encoder-decoder", position="sinusoidal-halves", norm_placement="post", activation="silu",
-    scale_embeddings=True, output_bias=True,
-)  # fmt: skip
+    arch="encoder-decoder",
+    position="sinusoidal-halves",
+    norm_placement="post",
+    activation="silu",
+    scale_embeddings=True,
+    output_bias=True,
+)
 
 
 def native(preset: str | None = None, **changes):
     config = get_preset(preset).model if preset else triform.ModelConfig()
-    config = config.replace(vocab_size=100, d_model=32, n_heads=4, d_ff=48, n_layers=2, max_len=64, dropout=0.0,
-                            attention_dropout=0.0, **changes)  # fmt: skip
+    config = config.replace(
+        vocab_size=100,
+        d_model=32,
+        n_heads=4,
+        d_ff=48,
+        n_layers=2,
+        max_len=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        **changes,
+    )
     model = build_model(config).eval()
     with torch.no_grad():  # leave no parameter at its initial value (norms at 1, biases at 0)
         for parameter in model.parameters():
@@ -36,16 +49,23 @@ def native(preset: str | None = None, **changes):
     return triform.checkpoint.Pretrained(model, config, specials)
 
 
-@pytest.mark.parametrize("preset, changes, expected", [
-    ("tiny-gpt2", {}, "gpt2"),
-    ("tiny-bert", {}, "bert"),
-    ("tiny-bert", dict(token_types=0, norm_eps=1e-12), "distilbert"),
-    ("tiny-t5", dict(d_head=16), "t5"),
-    ("tiny-t5", dict(d_head=16, gated=True, activation="gelu_tanh", tie_embeddings=False, scale_output=False), "t5"),
-    ("tiny-t5", dict(d_head=16, scale_output=False), "t5"),
-    ("tiny-bart", {}, "bart"),
-    (None, MARIAN_LIKE, "marian"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset, changes, expected",
+    [
+        ("tiny-gpt2", {}, "gpt2"),
+        ("tiny-bert", {}, "bert"),
+        ("tiny-bert", dict(token_types=0, norm_eps=1e-12), "distilbert"),
+        ("tiny-t5", dict(d_head=16), "t5"),
+        (
+            "tiny-t5",
+            dict(d_head=16, gated=True, activation="gelu_tanh", tie_embeddings=False, scale_output=False),
+            "t5",
+        ),
+        ("tiny-t5", dict(d_head=16, scale_output=False), "t5"),
+        ("tiny-bart", {}, "bart"),
+        (None, MARIAN_LIKE, "marian"),
+    ],
+)
 @torch.no_grad()
 def test_triform_models_export_to_the_family_that_expresses_them(tmp_path, preset, changes, expected):
     pretrained = native(preset, **changes)
@@ -59,15 +79,26 @@ def test_triform_models_export_to_the_family_that_expresses_them(tmp_path, prese
         torch.testing.assert_close(loaded(input_ids=ids).logits, pretrained.model(ids, pattern), atol=1e-4, rtol=0)
     else:
         decoder_ids = ids[:, :5]
-        torch.testing.assert_close(loaded(input_ids=ids, decoder_input_ids=decoder_ids).logits,
-                                   pretrained.model(ids, decoder_ids), atol=1e-4, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            loaded(input_ids=ids, decoder_input_ids=decoder_ids).logits,
+            pretrained.model(ids, decoder_ids),
+            atol=1e-4,
+            rtol=0,
+        )
 
 
-@pytest.mark.parametrize("preset, changes, match", [
-    ("tiny-vaswani", {}, r"no Hugging Face family can express this model \(gpt2: model\.arch = 'encoder-decoder'"),
-    ("tiny-gpt2", dict(position="rotary"), r"gpt2: model\.position = 'rotary' \(Hugging Face gpt2 needs 'learned'\)"),
-    ("tiny-vaswani", dict(position="sinusoidal-halves", norm_eps=1e-5, gated=True), r"marian: model\.gated = True"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset, changes, match",
+    [
+        ("tiny-vaswani", {}, r"no Hugging Face family can express this model \(gpt2: model\.arch = 'encoder-decoder'"),
+        (
+            "tiny-gpt2",
+            dict(position="rotary"),
+            r"gpt2: model\.position = 'rotary' \(Hugging Face gpt2 needs 'learned'\)",
+        ),
+        ("tiny-vaswani", dict(position="sinusoidal-halves", norm_eps=1e-5, gated=True), r"marian: model\.gated = True"),
+    ],
+)
 def test_what_no_family_expresses_is_named(tmp_path, preset, changes, match):
     with pytest.raises(ConversionError, match=match) as caught:
         export_hf(native(preset, **changes), tmp_path / "out")
@@ -82,8 +113,11 @@ def test_special_tokens_an_encoder_decoder_needs(tmp_path):
 
 
 def test_an_explicit_family_lists_every_missing_feature(tmp_path):
-    with pytest.raises(ConversionError, match=r"cannot export as Hugging Face gpt2: model\.norm_placement = 'post'.*; "
-                                              r"model\.token_types = 2"):  # fmt: skip
+    with pytest.raises(
+        ConversionError,
+        match=r"cannot export as Hugging Face gpt2: model\.norm_placement = 'post'.*; "
+        r"model\.token_types = 2",
+    ):
         export_hf(native("tiny-bert"), tmp_path / "out", model_type="gpt2")
 
 
@@ -93,11 +127,15 @@ def test_cli_converts_both_ways_and_reports_errors_on_one_line(tmp_path, capsys)
     assert "imported Hugging Face bart" in capsys.readouterr().out
     assert load_model(tmp_path / "tri").extra["hf"]["model_type"] == "bart"
     assert main(["convert", "--to-hf", str(tmp_path / "tri"), "--out", str(tmp_path / "back")]) == 0
-    assert json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == ["BartForConditionalGeneration"]
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == [
+        "BartForConditionalGeneration"
+    ]
     assert main(["convert", "--to-hf", str(tmp_path / "tri"), "--out", str(tmp_path / "back")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("triform convert: error: ") and "already exists" in error and error.count("\n") == 1
-    assert main(["convert", "--to-hf", str(tmp_path / "tri"), "--out", str(tmp_path / "x"), "--model-type", "gpt2"]) == 1
+    assert (
+        main(["convert", "--to-hf", str(tmp_path / "tri"), "--out", str(tmp_path / "x"), "--model-type", "gpt2"]) == 1
+    )
     assert "cannot export as Hugging Face gpt2" in capsys.readouterr().err
     assert main(["convert", "--out", str(tmp_path / "y")]) == 1
     assert "exactly one of --from-hf" in capsys.readouterr().err

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from hf_models import single_thread, tiny, transformers  # noqa: F401
 from safetensors.torch import load_file, save_file
 
-from hf_models import single_thread, tiny, transformers  # noqa: F401
 from triform.convert import ConversionError, ConversionWarning, convert_from_hf, import_hf
 
 IDS = torch.tensor([[5, 17, 33, 41, 8, 77, 23], [12, 90, 31, 44, 45, 46, 47]])
@@ -73,8 +73,9 @@ def test_base_model_without_head_gives_hidden_states_and_exports_as_base_model(t
         pretrained = import_hf(tmp_path / "hf")
     assert not pretrained.config.output_transform
     with torch.no_grad():
-        torch.testing.assert_close(pretrained.model.stack(IDS, "bidirectional"), body(input_ids=IDS).last_hidden_state,
-                                   atol=1e-4, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            pretrained.model.stack(IDS, "bidirectional"), body(input_ids=IDS).last_hidden_state, atol=1e-4, rtol=0
+        )
     from triform.convert import export_hf
 
     export_hf(pretrained, tmp_path / "out")
@@ -83,8 +84,16 @@ def test_base_model_without_head_gives_hidden_states_and_exports_as_base_model(t
 
 def test_legacy_layer_norm_names(tmp_path):
     reference = save("bert", tmp_path)
-    edit_weights(tmp_path, lambda t: t.update({k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
-        "LayerNorm.bias", "LayerNorm.beta"): t.pop(k) for k in list(t) if "LayerNorm" in k}))  # fmt: skip
+    edit_weights(
+        tmp_path,
+        lambda t: t.update(
+            {
+                k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t.pop(k)
+                for k in list(t)
+                if "LayerNorm" in k
+            }
+        ),
+    )
     with torch.no_grad():
         ours = import_hf(tmp_path).model(IDS, "bidirectional")
         torch.testing.assert_close(ours, reference(input_ids=IDS).logits, atol=1e-4, rtol=0)
@@ -96,8 +105,15 @@ def test_t5_untied_head_as_older_transformers_saved_it(tmp_path, scale):
     an untied head that is still rescaled (tie_word_embeddings = true) folds the scale into it."""
     reference = save("t5-v1.1", tmp_path)
     edit_config(tmp_path, tie_word_embeddings=scale, scale_decoder_outputs=None)
-    edit_weights(tmp_path, lambda t: t.update({"encoder.embed_tokens.weight": t["shared.weight"].clone(),
-                                               "decoder.embed_tokens.weight": t["shared.weight"].clone()}))  # fmt: skip
+    edit_weights(
+        tmp_path,
+        lambda t: t.update(
+            {
+                "encoder.embed_tokens.weight": t["shared.weight"].clone(),
+                "decoder.embed_tokens.weight": t["shared.weight"].clone(),
+            }
+        ),
+    )
     reference.config.scale_decoder_outputs = scale
     pretrained = import_hf(tmp_path)
     assert not pretrained.config.tie_embeddings and not pretrained.config.scale_output
@@ -143,12 +159,18 @@ def test_shape_mismatch(folders):
     source, out = folders
     save("gpt2", source)
     edit_config(source, n_inner=64)
-    refused(source, out, r"tensor 'transformer\.h\.0\.mlp\.c_fc\.weight' has shape \[32, 128\]; "
-                         r"config\.json describes \[32, 64\]")
+    refused(
+        source,
+        out,
+        r"tensor 'transformer\.h\.0\.mlp\.c_fc\.weight' has shape \[32, 128\]; "
+        r"config\.json describes \[32, 64\]",
+    )
 
 
-@pytest.mark.parametrize("name, message", [("model.safetensors", "unreadable safetensors file"),
-                                           ("pytorch_model.bin", "unreadable PyTorch weights file")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, message",
+    [("model.safetensors", "unreadable safetensors file"), ("pytorch_model.bin", "unreadable PyTorch weights file")],
+)
 def test_truncated_weights(folders, name, message):
     source, out = folders
     save("t5", source)
@@ -167,12 +189,18 @@ def test_bad_config_json_names_the_line(folders):
     refused(source, out, r"config\.json: line 3: invalid JSON")
 
 
-@pytest.mark.parametrize("changes, match", [
-    (dict(hidden_size=None), r"field 'hidden_size' is missing"),
-    (dict(hidden_act="mish"), r"field 'hidden_act': activation 'mish' has no triform equivalent"),
-    (dict(position_embedding_type="relative_key"), r"'position_embedding_type': value 'relative_key' is not supported"),
-    (dict(num_attention_heads="4"), r"field 'num_attention_heads': expected int, got '4'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(hidden_size=None), r"field 'hidden_size' is missing"),
+        (dict(hidden_act="mish"), r"field 'hidden_act': activation 'mish' has no triform equivalent"),
+        (
+            dict(position_embedding_type="relative_key"),
+            r"'position_embedding_type': value 'relative_key' is not supported",
+        ),
+        (dict(num_attention_heads="4"), r"field 'num_attention_heads': expected int, got '4'"),
+    ],
+)
 def test_config_fields_triform_cannot_reproduce(folders, changes, match):
     source, out = folders
     save("bert", source)

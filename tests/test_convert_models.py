@@ -7,13 +7,16 @@ import dataclasses
 
 import pytest
 import torch
-
 from hf_models import ENCODER_ONLY, FAMILIES, VOCAB, single_thread, tiny, transformers  # noqa: F401
+
 from triform.convert import export_hf, import_hf
 from triform.objectives import make_objective
 
-AUTO = {"stack-mlm": transformers.AutoModelForMaskedLM, "stack-clm": transformers.AutoModelForCausalLM,
-        "encoder-decoder": transformers.AutoModelForSeq2SeqLM}  # fmt: skip
+AUTO = {
+    "stack-mlm": transformers.AutoModelForMaskedLM,
+    "stack-clm": transformers.AutoModelForCausalLM,
+    "encoder-decoder": transformers.AutoModelForSeq2SeqLM,
+}
 TEXTS = [[9, 17, 33, 41, 8, 77, 23, 54, 60], [12, 5, 90, 31], [44, 45, 46, 47, 48, 49, 50]]
 TARGETS = [[70, 71, 72], [15, 16, 17, 18, 19, 20], [33]]
 
@@ -28,8 +31,11 @@ def objective_for(pretrained, family):
     """The objective each family was trained with, over special tokens completed where the folder
     (which holds no tokenizer) names none."""
     s = pretrained.specials
-    fill = {role: value for role, value in dict(pad=s.pad if s.pad is not None else 3, bos=3, eos=4, cls=3, sep=4,
-                                                 mask=6).items() if getattr(s, role) is None}  # fmt: skip
+    fill = {
+        role: value
+        for role, value in dict(pad=s.pad if s.pad is not None else 3, bos=3, eos=4, cls=3, sep=4, mask=6).items()
+        if getattr(s, role) is None
+    }
     specials = dataclasses.replace(s, **fill)
     config = pretrained.config
     if family in ENCODER_ONLY:
@@ -49,9 +55,13 @@ def prepare(objective):
 def reference_loss(reference, objective, batch):
     """The same batch through `transformers`, with its own loss."""
     if objective.name == "seq2seq":
-        return reference(input_ids=batch.source_ids, attention_mask=batch.source_padding_mask,
-                         decoder_input_ids=batch.ids, decoder_attention_mask=batch.padding_mask,
-                         labels=batch.targets).loss  # fmt: skip
+        return reference(
+            input_ids=batch.source_ids,
+            attention_mask=batch.source_padding_mask,
+            decoder_input_ids=batch.ids,
+            decoder_attention_mask=batch.padding_mask,
+            labels=batch.targets,
+        ).loss
     if objective.name == "mlm":
         return reference(input_ids=batch.ids, attention_mask=batch.padding_mask, labels=batch.targets).loss
     # clm: transformers shifts the labels itself, so it reads the whole sequence, final [EOS] included.
@@ -73,8 +83,12 @@ def logits_of(model, batch):
 
 def reference_logits(reference, batch, arch):
     if arch == "encoder-decoder":
-        return reference(input_ids=batch.source_ids, attention_mask=batch.source_padding_mask,
-                         decoder_input_ids=batch.ids, decoder_attention_mask=batch.padding_mask).logits  # fmt: skip
+        return reference(
+            input_ids=batch.source_ids,
+            attention_mask=batch.source_padding_mask,
+            decoder_input_ids=batch.ids,
+            decoder_attention_mask=batch.padding_mask,
+        ).logits
     return reference(input_ids=batch.ids, attention_mask=batch.padding_mask).logits
 
 
@@ -117,8 +131,12 @@ def test_logits_hidden_states_and_loss_match_transformers(imported):
 
 def reference_inputs(batch, arch):
     if arch == "encoder-decoder":
-        return dict(input_ids=batch.source_ids, attention_mask=batch.source_padding_mask, decoder_input_ids=batch.ids,
-                    decoder_attention_mask=batch.padding_mask)  # fmt: skip
+        return dict(
+            input_ids=batch.source_ids,
+            attention_mask=batch.source_padding_mask,
+            decoder_input_ids=batch.ids,
+            decoder_attention_mask=batch.padding_mask,
+        )
     return dict(input_ids=batch.ids, attention_mask=batch.padding_mask)
 
 
@@ -132,8 +150,12 @@ def test_export_gives_transformers_the_original_logits(imported, tmp_path):
     arch = pretrained.config.arch
     # At real tokens: RoBERTa's padding reads a row before position 0, which triform does not keep.
     mask = batch.padding_mask
-    torch.testing.assert_close(real(reference_logits(loaded, batch, arch), mask),
-                               real(reference_logits(reference, batch, arch), mask), atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        real(reference_logits(loaded, batch, arch), mask),
+        real(reference_logits(reference, batch, arch), mask),
+        atol=1e-5,
+        rtol=0,
+    )
     again = import_hf(tmp_path / "out")
     assert again.config == pretrained.config
     torch.testing.assert_close(logits_of(again.model, batch), logits_of(pretrained.model, batch), atol=0, rtol=0)
@@ -158,5 +180,6 @@ def test_imported_model_fine_tunes_and_converts_back(imported, tmp_path):
     loaded = auto_class(pretrained).from_pretrained(tmp_path / "tuned").eval()
     with torch.no_grad():
         got = reference_logits(loaded, batch, pretrained.config.arch)
-        torch.testing.assert_close(real(got, batch.padding_mask), real(logits_of(model, batch), batch.padding_mask),
-                                   atol=1e-4, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            real(got, batch.padding_mask), real(logits_of(model, batch), batch.padding_mask), atol=1e-4, rtol=0
+        )

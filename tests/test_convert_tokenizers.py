@@ -8,7 +8,6 @@ import sys
 import warnings
 
 import pytest
-
 from hf_models import tiny, transformers
 from hf_tokenizers import (
     BERT_SPECIALS,
@@ -19,21 +18,26 @@ from hf_tokenizers import (
     varied_strings,
     wordpiece_folder,
 )
+
 from triform.convert import ConversionError, convert_from_hf, export_hf, import_hf, load_hf_tokenizer
 
 pytest.importorskip("sentencepiece")
 
 FOLDERS = {
     "bert": (lambda d: wordpiece_folder(d), BERT_SPECIALS),
-    "bert-cased": (lambda d: wordpiece_folder(d, {"tokenizer_class": "BertTokenizer", "do_lower_case": False}),
-                   BERT_SPECIALS),
+    "bert-cased": (
+        lambda d: wordpiece_folder(d, {"tokenizer_class": "BertTokenizer", "do_lower_case": False}),
+        BERT_SPECIALS,
+    ),
     "gpt2": (lambda d: byte_level_folder(d, "gpt2"), ["<|endoftext|>"]),
-    "gpt2-prefix-space": (lambda d: byte_level_folder(d, "gpt2", {"tokenizer_class": "GPT2Tokenizer",
-                                                                   "add_prefix_space": True}), ["<|endoftext|>"]),
+    "gpt2-prefix-space": (
+        lambda d: byte_level_folder(d, "gpt2", {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": True}),
+        ["<|endoftext|>"],
+    ),
     "roberta": (lambda d: byte_level_folder(d, "roberta"), ROBERTA_SPECIALS),
     "bart": (lambda d: byte_level_folder(d, "bart"), ROBERTA_SPECIALS),
     "t5": (lambda d: t5_folder(d), ["</s>", "<pad>", "<unk>", "<extra_id_0>", "<extra_id_41>"]),
-}  # fmt: skip
+}
 
 
 def assert_same_ids(theirs, ours, strings, **options):
@@ -56,8 +60,9 @@ def vocabulary_folder(request, tmp_path_factory):
 def test_vocabulary_files_give_transformers_ids(vocabulary_folder):
     _, folder, specials = vocabulary_folder
     assert not (folder / "tokenizer.json").exists()
-    assert_same_ids(transformers.AutoTokenizer.from_pretrained(folder), load_hf_tokenizer(folder),
-                    varied_strings(tuple(specials)))  # fmt: skip
+    assert_same_ids(
+        transformers.AutoTokenizer.from_pretrained(folder), load_hf_tokenizer(folder), varied_strings(tuple(specials))
+    )
 
 
 def test_tokenizer_json_gives_transformers_ids(vocabulary_folder, tmp_path):
@@ -65,8 +70,11 @@ def test_tokenizer_json_gives_transformers_ids(vocabulary_folder, tmp_path):
     transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path)
     assert (tmp_path / "tokenizer.json").exists()
     (tmp_path / "config.json").write_text((folder / "config.json").read_text())
-    assert_same_ids(transformers.AutoTokenizer.from_pretrained(tmp_path), load_hf_tokenizer(tmp_path),
-                    varied_strings(tuple(specials), seed=2))  # fmt: skip
+    assert_same_ids(
+        transformers.AutoTokenizer.from_pretrained(tmp_path),
+        load_hf_tokenizer(tmp_path),
+        varied_strings(tuple(specials), seed=2),
+    )
 
 
 def marian_strings(seed: int) -> list[str]:
@@ -77,7 +85,9 @@ def marian_strings(seed: int) -> list[str]:
 def marian_reference(folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Recommended: pip install sacremoses", for a step Marian skips here
-        return transformers.MarianTokenizer(*(str(folder / name) for name in ("source.spm", "target.spm", "vocab.json")))
+        return transformers.MarianTokenizer(
+            *(str(folder / name) for name in ("source.spm", "target.spm", "vocab.json"))
+        )
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +138,16 @@ def test_a_folder_without_tokenizer_files(tmp_path):
         load_hf_tokenizer(tmp_path)
 
 
-@pytest.mark.parametrize("family, build", [
-    ("bert", wordpiece_folder), ("gpt2", lambda d: byte_level_folder(d, "gpt2")),
-    ("bart", lambda d: byte_level_folder(d, "bart")), ("t5", t5_folder), ("marian", marian_folder),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "family, build",
+    [
+        ("bert", wordpiece_folder),
+        ("gpt2", lambda d: byte_level_folder(d, "gpt2")),
+        ("bart", lambda d: byte_level_folder(d, "bart")),
+        ("t5", t5_folder),
+        ("marian", marian_folder),
+    ],
+)
 def test_model_folders_bring_their_tokenizer_and_special_tokens_in_and_out(tmp_path, family, build):
     source = build(tmp_path / "hf")
     if family == "marian":
@@ -159,13 +175,26 @@ def test_model_folders_bring_their_tokenizer_and_special_tokens_in_and_out(tmp_p
 
 DECODER_START = {"bart": "eos", "t5": "pad", "marian": "pad"}
 EXPECTED_SPECIALS = {
-    "bert": lambda t: dict(pad=t.pad_token_id, cls=t.cls_token_id, sep=t.sep_token_id, mask=t.mask_token_id,
-                           bos=t.cls_token_id, eos=t.sep_token_id, decoder_start=None),
+    "bert": lambda t: dict(
+        pad=t.pad_token_id,
+        cls=t.cls_token_id,
+        sep=t.sep_token_id,
+        mask=t.mask_token_id,
+        bos=t.cls_token_id,
+        eos=t.sep_token_id,
+        decoder_start=None,
+    ),
     "gpt2": lambda t: dict(bos=t.eos_token_id, eos=t.eos_token_id, pad=t.eos_token_id, mask=None),
-    "bart": lambda t: dict(bos=t.bos_token_id, eos=t.eos_token_id, pad=t.pad_token_id, mask=t.mask_token_id,
-                           decoder_start=t.eos_token_id),
-    "t5": lambda t: dict(pad=t.pad_token_id, eos=t.eos_token_id, unk=t.unk_token_id, bos=None,
-                         decoder_start=t.pad_token_id,
-                         sentinels=tuple(t.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100))),
+    "bart": lambda t: dict(
+        bos=t.bos_token_id, eos=t.eos_token_id, pad=t.pad_token_id, mask=t.mask_token_id, decoder_start=t.eos_token_id
+    ),
+    "t5": lambda t: dict(
+        pad=t.pad_token_id,
+        eos=t.eos_token_id,
+        unk=t.unk_token_id,
+        bos=None,
+        decoder_start=t.pad_token_id,
+        sentinels=tuple(t.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(100)),
+    ),
     "marian": lambda t: dict(pad=t.pad_token_id, eos=t.eos_token_id, unk=t.unk_token_id, decoder_start=t.pad_token_id),
-}  # fmt: skip
+}

@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-
 from text_models import single_thread  # noqa: F401 (fixture)
+
 from triform.cli import main
 from triform.demo import run_demo
 from triform.errors import TriformError
@@ -84,8 +84,22 @@ def test_a_new_demo_replaces_its_own_folder_but_no_other(demo, tmp_path):
 
 def test_inspect_draws_the_pattern_into_a_png(tmp_path, capsys):
     path = tmp_path / "span.png"
-    assert main(["inspect", "--arch", "encoder-decoder", "--objective", "span", "--text", "I am going home today",
-                 "--png", str(path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "inspect",
+                "--arch",
+                "encoder-decoder",
+                "--objective",
+                "span",
+                "--text",
+                "I am going home today",
+                "--png",
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert path.read_bytes()[:8] == PNG
     assert f"picture: {path}" in capsys.readouterr().out
     assert main(["inspect", "--objective", "clm", "--text", "a b c", "--png", str(tmp_path / "x.jpg")]) == 1

@@ -9,15 +9,27 @@ from triform.demo.numbers import english, german, number_pairs
 from triform.errors import TriformError
 
 
-@pytest.mark.parametrize(("number", "in_english", "in_german"), [
-    (0, "zero", "null"), (1, "one", "eins"), (16, "sixteen", "sechzehn"), (17, "seventeen", "siebzehn"),
-    (21, "twenty-one", "einundzwanzig"), (30, "thirty", "dreißig"), (101, "one hundred one", "einhunderteins"),
-    (1000, "one thousand", "eintausend"), (1001, "one thousand one", "eintausendeins"),
-    (21_000, "twenty-one thousand", "einundzwanzigtausend"),
-    (342_017, "three hundred forty-two thousand seventeen", "dreihundertzweiundvierzigtausendsiebzehn"),
-    (999_999, "nine hundred ninety-nine thousand nine hundred ninety-nine",
-     "neunhundertneunundneunzigtausendneunhundertneunundneunzig"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("number", "in_english", "in_german"),
+    [
+        (0, "zero", "null"),
+        (1, "one", "eins"),
+        (16, "sixteen", "sechzehn"),
+        (17, "seventeen", "siebzehn"),
+        (21, "twenty-one", "einundzwanzig"),
+        (30, "thirty", "dreißig"),
+        (101, "one hundred one", "einhunderteins"),
+        (1000, "one thousand", "eintausend"),
+        (1001, "one thousand one", "eintausendeins"),
+        (21_000, "twenty-one thousand", "einundzwanzigtausend"),
+        (342_017, "three hundred forty-two thousand seventeen", "dreihundertzweiundvierzigtausendsiebzehn"),
+        (
+            999_999,
+            "nine hundred ninety-nine thousand nine hundred ninety-nine",
+            "neunhundertneunundneunzigtausendneunhundertneunundneunzig",
+        ),
+    ],
+)
 def test_numbers_are_spelled_as_each_language_writes_them(number, in_english, in_german):
     assert english(number) == in_english
     assert german(number) == in_german
@@ -53,12 +65,17 @@ Parameters are checked first. x = f(y) + g[z] ** 2 is not prose.
 
 
 def test_docstrings_of_a_library_split_by_module(tmp_path):
-    (tmp_path / "alpha.py").write_text('"""The alpha module reads files from disk."""\n\ndef f():\n    """Return the first line of the file."""\n')
+    (tmp_path / "alpha.py").write_text(
+        '"""The alpha module reads files from disk."""\n\ndef f():\n    """Return the first line of the file."""\n'
+    )
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "test_alpha.py").write_text('"""Tests are not part of the corpus at all."""\n')
     (tmp_path / "broken.py").write_text("def (:\n")
     found = docstring_sentences(tmp_path, limit=2)
-    assert found == [("alpha.py", "The alpha module reads files from disk."), ("alpha.py", "Return the first line of the file.")]
+    assert found == [
+        ("alpha.py", "The alpha module reads files from disk."),
+        ("alpha.py", "Return the first line of the file."),
+    ]
     modules = found + [(f"m{i}.py", f"Module number {i} says this here.") for i in range(20)]
     train, valid = split_by_module(modules, valid_fraction=0.5)
     assert sorted(train + valid) == sorted(s for _, s in modules)

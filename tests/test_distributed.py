@@ -6,17 +6,28 @@ import sys
 
 import pytest
 import torch
+from training_helpers import train_args, write_text
 
 from triform.checkpoint import load_model
 from triform.cli import main
 from triform.train.metrics import MetricsLog
 
-from training_helpers import train_args, write_text
-
 
 def torchrun(argv: list[str]) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "triform", *argv]
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "triform",
+        *argv,
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
@@ -34,8 +45,27 @@ def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     train, valid = write_text(folder / "train.txt", 300), write_text(folder / "valid.txt", 40, seed=1)
     tokenizer = folder / "tokenizer.json"
-    assert main(["tokenizer", "train", "--input", str(train), "--kind", "wordpiece", "--vocab_size", "200",
-                 "--sentinels", "8", "--min_frequency", "1", "--output", str(tokenizer)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                str(train),
+                "--kind",
+                "wordpiece",
+                "--vocab_size",
+                "200",
+                "--sentinels",
+                "8",
+                "--min_frequency",
+                "1",
+                "--output",
+                str(tokenizer),
+            ]
+        )
+        == 0
+    )
     return train, valid, str(tokenizer)
 
 
@@ -51,7 +81,16 @@ def test_two_processes_with_ddp_match_one_process(tmp_path, data):
 
 def test_fsdp_trains_checkpoints_and_resumes_like_one_process(tmp_path, data):
     train, valid, tokenizer = data
-    common = ("--preset", "tiny-gpt", "--tokenizer.path", tokenizer, "--optim.schedule", "constant", "--train.checkpoint_every", "2")
+    common = (
+        "--preset",
+        "tiny-gpt",
+        "--tokenizer.path",
+        tokenizer,
+        "--optim.schedule",
+        "constant",
+        "--train.checkpoint_every",
+        "2",
+    )
     assert main(train_args(tmp_path / "one", train, valid, 4, *common)) == 0
     torchrun(train_args(tmp_path / "fsdp", train, valid, 2, *common, "--train.strategy", "fsdp"))
     torchrun(train_args(tmp_path / "fsdp", train, valid, 4, *common, "--train.strategy", "fsdp", "--resume", "true"))

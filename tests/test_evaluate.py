@@ -2,11 +2,10 @@ import math
 
 import pytest
 import torch
+from conftest import SPECIALS, random_ids, tiny_config
 
 from triform.models import build_model
 from triform.train.evaluate import bleu_chrf, pseudo_perplexity, translate_ids
-
-from conftest import SPECIALS, random_ids, tiny_config
 
 
 def teacher_forced_argmax(model, source: list[int], output: list[int], arch: str, pattern: str) -> list[int]:
@@ -18,13 +17,15 @@ def teacher_forced_argmax(model, source: list[int], output: list[int], arch: str
     types = torch.tensor([[0] * (len(source) + 1) + [1] * len(output)])
     prefix = torch.tensor([len(source) + 1]) if pattern == "prefix" else None
     logits = model(ids, pattern, token_types=types, prefix_lengths=prefix)
-    return logits[0, len(source):].argmax(-1).tolist()
+    return logits[0, len(source) :].argmax(-1).tolist()
 
 
 @pytest.mark.parametrize("arch, pattern", [("encoder-decoder", "causal"), ("stack", "prefix"), ("stack", "causal")])
 def test_greedy_output_is_the_argmax_of_a_teacher_forced_pass(arch, pattern):
     model = build_model(tiny_config(arch, token_types=2 if arch == "stack" else 0)).eval()
-    sources = [row[:length] for row, length in zip(random_ids(3, 9).tolist(), (9, 4, 6))]  # uneven: padding in the batch
+    sources = [
+        row[:length] for row, length in zip(random_ids(3, 9).tolist(), (9, 4, 6))
+    ]  # uneven: padding in the batch
     outputs = translate_ids(model, sources, SPECIALS, pattern=pattern, max_new_tokens=7)
     for source, output in zip(sources, outputs):
         predicted = teacher_forced_argmax(model, source, output, arch, pattern)
@@ -39,7 +40,9 @@ def test_pseudo_perplexity_of_a_uniform_model_is_the_vocabulary_size():
         for parameter in model.head.parameters():
             parameter.zero_()  # every logit 0: a uniform distribution
     windows = random_ids(2, 6).tolist()
-    assert pseudo_perplexity(model, windows, SPECIALS, pattern="bidirectional") == pytest.approx(tiny_config().vocab_size)
+    assert pseudo_perplexity(model, windows, SPECIALS, pattern="bidirectional") == pytest.approx(
+        tiny_config().vocab_size
+    )
 
 
 def test_bleu_and_chrf_come_from_sacrebleu():

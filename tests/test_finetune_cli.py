@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
-
 from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
-    one_thread,
     choice_rows,
     classify_rows,
+    one_thread,
     pair_rows,
     qa_rows,
     regression_rows,
@@ -20,6 +19,7 @@ from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
     text2text_rows,
     tokenizer,
 )
+
 from triform.checkpoint import save_model
 from triform.cli import main
 from triform.config import ModelConfig
@@ -32,9 +32,20 @@ FAST = ["--train.log_every", "2", "--optim.warmup_steps", "2", "--train.precisio
 
 def pretrained(folder, arch="stack", extra=None, max_len=48, dropout=0.1):
     tok = tokenizer()
-    config = ModelConfig(arch=arch, vocab_size=tok.get_vocab_size(), d_model=32, n_heads=2, d_ff=64, n_layers=2,
-                         max_len=max_len, dropout=dropout, attention_dropout=dropout)  # fmt: skip
-    save_model(build_model(config), folder, specials=SpecialTokens.from_tokenizer(tok), tokenizer=tok, extra=extra or {})
+    config = ModelConfig(
+        arch=arch,
+        vocab_size=tok.get_vocab_size(),
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        n_layers=2,
+        max_len=max_len,
+        dropout=dropout,
+        attention_dropout=dropout,
+    )
+    save_model(
+        build_model(config), folder, specials=SpecialTokens.from_tokenizer(tok), tokenizer=tok, extra=extra or {}
+    )
     return str(folder)
 
 
@@ -50,8 +61,25 @@ def write(path, rows):
 
 
 def finetune(task, init, train, valid, run_dir, steps, *options):
-    argv = ["finetune", "--task", task, "--init", init, "--data.train", train, "--run_dir", str(run_dir),
-            "--train.steps", str(steps), "--train.eval_every", str(steps), "--train.batch_size", "16", *FAST, *options]  # fmt: skip
+    argv = [
+        "finetune",
+        "--task",
+        task,
+        "--init",
+        init,
+        "--data.train",
+        train,
+        "--run_dir",
+        str(run_dir),
+        "--train.steps",
+        str(steps),
+        "--train.eval_every",
+        str(steps),
+        "--train.batch_size",
+        "16",
+        *FAST,
+        *options,
+    ]
     if valid:
         argv += ["--data.valid", valid]
     return main(argv)
@@ -68,11 +96,25 @@ def test_a_classifier_fine_tuned_from_the_command_line_predicts_a_tsv_file(tmp_p
     saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["extra"]
     assert saved["task"]["labels"] == ["blue", "green", "red"] and saved["task"]["pattern"] == "bidirectional"
 
-    test = [{"id": f"s{i}", "sentence": row["text"], "colour": row["label"]} for i, row in enumerate(classify_rows(50, seed=3))]
+    test = [
+        {"id": f"s{i}", "sentence": row["text"], "colour": row["label"]}
+        for i, row in enumerate(classify_rows(50, seed=3))
+    ]
     data = write(tmp_path / "test.tsv", test)
     out, metrics = tmp_path / "predictions.jsonl", tmp_path / "metrics.json"
-    argv = ["predict", "--model", str(tmp_path / "run" / "best"), "--data", data, "--output", str(out), "--metrics", str(metrics),
-            "--columns", '{"text": "sentence", "label": "colour"}']  # fmt: skip
+    argv = [
+        "predict",
+        "--model",
+        str(tmp_path / "run" / "best"),
+        "--data",
+        data,
+        "--output",
+        str(out),
+        "--metrics",
+        str(metrics),
+        "--columns",
+        '{"text": "sentence", "label": "colour"}',
+    ]
     assert main(argv) == 0
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in predictions] == [r["id"] for r in test]
@@ -82,9 +124,27 @@ def test_a_classifier_fine_tuned_from_the_command_line_predicts_a_tsv_file(tmp_p
 
 def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(" ".join(r["text_a"].split() + r["text_b"].split()) + "\n" for r in pair_rows(300, seed=0)))
-    argv = ["train", "--preset", "tiny-gpt", "--model.vocab_size", "200", "--model.max_len", "32", "--data.train", str(corpus),
-            "--run_dir", str(tmp_path / "gpt"), "--train.steps", "4", "--train.batch_size", "8", *FAST]  # fmt: skip
+    corpus.write_text(
+        "".join(" ".join(r["text_a"].split() + r["text_b"].split()) + "\n" for r in pair_rows(300, seed=0))
+    )
+    argv = [
+        "train",
+        "--preset",
+        "tiny-gpt",
+        "--model.vocab_size",
+        "200",
+        "--model.max_len",
+        "32",
+        "--data.train",
+        str(corpus),
+        "--run_dir",
+        str(tmp_path / "gpt"),
+        "--train.steps",
+        "4",
+        "--train.batch_size",
+        "8",
+        *FAST,
+    ]
     assert main(argv) == 0
     train = write(tmp_path / "pairs.csv", pair_rows(64, seed=1))
     assert finetune("pair", str(tmp_path / "gpt" / "model"), train, None, tmp_path / "run", 4) == 0
@@ -95,16 +155,24 @@ def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
     assert len(out.read_text().splitlines()) == 64
 
 
-@pytest.mark.parametrize("task, rows, arch, options, keys", [
-    ("choice", choice_rows, "stack", [], {"label", "probabilities"}),
-    ("qa", qa_rows, "encoder-decoder", ["--stride", "8", "--max_len", "24", "--max_answer_tokens", "4"],
-     {"answer", "answer_start", "score"}),
-    ("tag", tag_rows, "stack", ["--pattern", "causal", "--lm_weight", "0.5"], {"tags"}),
-    ("text2text", text2text_rows, "encoder-decoder", [], {"target"}),
-    ("classify", classify_rows, "encoder-decoder", ["--from_scratch", "true"], {"label", "probabilities"}),
-    ("classify", regression_rows, "stack", ["--regression", "true"], {"label"}),
-    ("pair", pair_rows, "stack", ["--both_orders", "false", "--pattern", "causal"], {"label", "probabilities"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, rows, arch, options, keys",
+    [
+        ("choice", choice_rows, "stack", [], {"label", "probabilities"}),
+        (
+            "qa",
+            qa_rows,
+            "encoder-decoder",
+            ["--stride", "8", "--max_len", "24", "--max_answer_tokens", "4"],
+            {"answer", "answer_start", "score"},
+        ),
+        ("tag", tag_rows, "stack", ["--pattern", "causal", "--lm_weight", "0.5"], {"tags"}),
+        ("text2text", text2text_rows, "encoder-decoder", [], {"target"}),
+        ("classify", classify_rows, "encoder-decoder", ["--from_scratch", "true"], {"label", "probabilities"}),
+        ("classify", regression_rows, "stack", ["--regression", "true"], {"label"}),
+        ("pair", pair_rows, "stack", ["--both_orders", "false", "--pattern", "causal"], {"label", "probabilities"}),
+    ],
+)
 def test_every_task_runs_from_the_command_line(tmp_path, task, rows, arch, options, keys, capsys):
     init = pretrained(tmp_path / "body", arch)
     data = write(tmp_path / "data.jsonl", rows(40, seed=1))
@@ -129,15 +197,25 @@ def test_unknown_labels_at_prediction_name_the_line_and_write_nothing(tmp_path, 
     assert f"{data}:5: unknown label 'purple'" in error and error.count("\n") == 1
     assert not out.exists()
     unlabelled = write(tmp_path / "unlabelled.jsonl", [{"text": r["text"]} for r in bad])
-    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", unlabelled, "--output", str(out)]) == 0
+    assert (
+        main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", unlabelled, "--output", str(out)]) == 0
+    )
     assert "metrics" not in capsys.readouterr().err and len(out.read_text().splitlines()) == 5
 
 
-@pytest.mark.parametrize("task, rows, change, message", [
-    ("classify", classify_rows, lambda r: r[6].pop("text"), ":7: no 'text' column"),
-    ("qa", qa_rows, lambda r: r[2].update(answer="zzz", answer_start=None), ":3: answer 'zzz' is not in its context"),
-    ("tag", tag_rows, lambda r: r[1]["tags"].pop(), ":2: "),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, rows, change, message",
+    [
+        ("classify", classify_rows, lambda r: r[6].pop("text"), ":7: no 'text' column"),
+        (
+            "qa",
+            qa_rows,
+            lambda r: r[2].update(answer="zzz", answer_start=None),
+            ":3: answer 'zzz' is not in its context",
+        ),
+        ("tag", tag_rows, lambda r: r[1]["tags"].pop(), ":2: "),
+    ],
+)
 def test_bad_training_data_names_the_line_before_anything_is_written(tmp_path, capsys, task, rows, change, message):
     init = pretrained(tmp_path / "body")
     data = rows(10, seed=1)
@@ -212,14 +290,30 @@ def test_two_processes_fine_tune_as_one(tmp_path):
     args = ["--train.steps", "4", "--train.batch_size", "8", "--train.eval_every", "4", *FAST]
     common = ["finetune", "--task", "pair", "--init", init, "--data.train", train, "--both_orders", "true", *args]
     assert main([*common, "--run_dir", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "triform",
-               *common, "--run_dir", str(tmp_path / "two")]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "triform",
+        *common,
+        "--run_dir",
+        str(tmp_path / "two"),
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     def losses(run):
-        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-                if json.loads(line)["split"] == "train"]  # fmt: skip
+        return [
+            json.loads(line)["loss"]
+            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "train"
+        ]
 
     assert losses("two") == pytest.approx(losses("one"), rel=1e-4)
     (a, _, _), (b, _, _) = load_task_model(tmp_path / "one" / "model"), load_task_model(tmp_path / "two" / "model")

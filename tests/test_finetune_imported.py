@@ -4,18 +4,18 @@ read as its family was pretrained (BERT bidirectionally, GPT-2 causally)."""
 import json
 
 import pytest
-
 from hf_models import single_thread, tiny, transformers  # noqa: F401 (single_thread: an autouse fixture)
 from hf_tokenizers import byte_level_folder, wordpiece_folder
 from task_data import classify_rows
 from test_finetune_cli import finetune, write
+
 from triform.cli import main
 
 
-@pytest.mark.parametrize("family, build, pattern", [
-    ("bert", wordpiece_folder, "bidirectional"),
-    ("gpt2", lambda folder: byte_level_folder(folder, "gpt2"), "causal"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "family, build, pattern",
+    [("bert", wordpiece_folder, "bidirectional"), ("gpt2", lambda folder: byte_level_folder(folder, "gpt2"), "causal")],
+)
 def test_an_imported_model_is_fine_tuned_and_predicts(tmp_path, family, build, pattern):
     source = build(tmp_path / "hf")
     model = tiny(family)

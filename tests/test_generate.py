@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
 from conftest import SPECIALS, VARIANTS, random_ids, tiny_config
 from text_models import single_thread  # noqa: F401  (a fixture)
+
 from triform.errors import ConfigError, TriformError
 from triform.generate import GenerationConfig, generate_ids, greedy, resolve_layout
 from triform.generate.engine import beam_ids

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from text_models import random_model, single_thread, trained_masked_lm, word_setup  # noqa: F401
+
 from triform.checkpoint import save_model
 from triform.cli import main
 from triform.generate import TextGenerator
@@ -22,8 +22,13 @@ PROMPTS = ["one two three", "red", "the cat sat on"]
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     tokenizer, specials = word_setup()
-    save_model(random_model("stack", tokenizer), root / "gpt", specials=specials, tokenizer=tokenizer,
-               extra={"objective": "clm", "pattern": "causal"})  # fmt: skip
+    save_model(
+        random_model("stack", tokenizer),
+        root / "gpt",
+        specials=specials,
+        tokenizer=tokenizer,
+        extra={"objective": "clm", "pattern": "causal"},
+    )
     save_model(random_model("encoder-decoder", tokenizer), root / "translator", specials=specials, tokenizer=tokenizer)
     model, tokenizer, specials = trained_masked_lm()
     save_model(model, root / "bert", specials=specials, tokenizer=tokenizer, extra={"objective": "mlm"})
@@ -62,8 +67,20 @@ def test_generate_reads_a_file_and_writes_one_line_per_prompt_or_jsonl(folders, 
 
 def test_generate_reads_stdin_and_writes_an_output_file(folders, tmp_path, capsys, monkeypatch):
     output = tmp_path / "out.txt"
-    argv = ["generate", "--model", str(folders / "gpt"), "--num_beams", "3", "--num_return_sequences", "2",
-            "--max_new_tokens", "4", "--output", str(output), "--quiet"]  # fmt: skip
+    argv = [
+        "generate",
+        "--model",
+        str(folders / "gpt"),
+        "--num_beams",
+        "3",
+        "--num_return_sequences",
+        "2",
+        "--max_new_tokens",
+        "4",
+        "--output",
+        str(output),
+        "--quiet",
+    ]
     code, out, _ = run(argv, capsys, stdin="one two\nred\n", monkeypatch=monkeypatch)
     assert code == 0 and out == ""
     expected = TextGenerator.load(folders / "gpt").generate(
@@ -165,6 +182,9 @@ def test_a_bad_line_is_named_and_nothing_is_written(folders, tmp_path, capsys):
 def test_the_installed_command_runs(folders):
     completed = subprocess.run(
         [sys.executable, "-m", "triform", "generate", "--model", str(folders / "gpt"), "--max_new_tokens", "3"],
-        input="one\ntwo\n", capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        input="one\ntwo\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert len(completed.stdout.splitlines()) == 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_models import single_thread, tiny, transformers  # noqa: F401
+
 from triform.convert import import_hf
 from triform.generate import GenerationConfig, fill_mask, generate_ids, resolve_layout
 from triform.generate.api import imported_objective
@@ -29,10 +29,18 @@ def reference_tokens(reference, pretrained, prompt: list[int], options: dict) ->
     specials, arch = pretrained.specials, pretrained.config.arch
     ids = [specials.bos] + prompt if arch == "stack" else prompt + [specials.eos]
     output = reference.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=8,
-        do_sample=False, early_stopping=True, forced_eos_token_id=None, forced_bos_token_id=None, bad_words_ids=None,
-        eos_token_id=specials.eos, pad_token_id=specials.pad if specials.pad is not None else specials.eos, **options,
-    )[0].tolist()  # fmt: skip
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=8,
+        do_sample=False,
+        early_stopping=True,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        bad_words_ids=None,
+        eos_token_id=specials.eos,
+        pad_token_id=specials.pad if specials.pad is not None else specials.eos,
+        **options,
+    )[0].tolist()
     new = output[len(ids) :] if arch == "stack" else output[1:]  # after the prompt, or the decoder's start token
     return new[: new.index(specials.eos)] if specials.eos in new else new
 
@@ -62,7 +70,6 @@ def test_outputs_match_transformers_generate(imported, case):
     with torch.no_grad():
         theirs = [reference_tokens(reference, pretrained, prompt, their_options) for prompt in PROMPTS]
     assert [row.tokens for row in ours] == theirs  # our rows are batched and padded; theirs one by one
-
 
 
 def test_fill_mask_gives_the_probabilities_of_transformers_on_an_imported_bert(tmp_path):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
 from conftest import SPECIALS, tiny_config
 from text_models import SENTENCES, random_model, single_thread, trained_masked_lm, word_setup  # noqa: F401
+
 from triform.checkpoint import save_model
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, TextGenerator

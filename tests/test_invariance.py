@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import VARIANTS, random_ids, tiny_config
+
 from triform.models import build_model
 
 ATOL = 1e-5
@@ -72,7 +72,9 @@ def test_left_padding_never_changes_real_logits(variant):
     short = random_ids(1, 6)
     batch = torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1)
     padding = torch.tensor([[False] * 5 + [True] * 6])
-    torch.testing.assert_close(model(batch, "causal", padding_mask=padding)[0, 5:], model(short, "causal")[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        model(batch, "causal", padding_mask=padding)[0, 5:], model(short, "causal")[0], atol=ATOL, rtol=0
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

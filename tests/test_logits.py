@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-
 from conftest import SPECIALS, tiny_config
 from text_models import single_thread  # noqa: F401  (a fixture)
+
 from triform.generate import GenerationConfig, generate_ids, length_penalty, resolve_layout
 from triform.generate.logits import (
     NgramBlocker,

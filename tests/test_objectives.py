@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import FIRST_WORD, SPECIALS, VOCAB_SIZE
+
 from triform.objectives import IGNORE, make_objective
 from triform.objectives.span import uncorrupt
 
@@ -141,8 +141,9 @@ class TestDenoise:
         return text
 
     def test_permutation_keeps_the_multiset_and_the_sentences(self):
-        objective = make_objective("denoise", SPECIALS, VOCAB, arch="encoder-decoder", mask_ratio=0.0,
-                                   sentence_end_ids=self.ENDS)  # fmt: skip
+        objective = make_objective(
+            "denoise", SPECIALS, VOCAB, arch="encoder-decoder", mask_ratio=0.0, sentence_end_ids=self.ENDS
+        )
         moved = 0
         for seed in range(30):
             text = self.sentences(seed)

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import SPECIALS, VOCAB_SIZE, random_ids, tiny_config
+
 from triform.models import build_model
 from triform.objectives import make_objective
 from triform.objectives.compat import allowed_triples

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from triform.errors import ConfigError
 from triform.models import build_model
 from triform.models.presets import PRESETS, get_preset
-from triform.errors import ConfigError
 
 
 def count(model):
@@ -14,8 +14,16 @@ def count(model):
 
 def reference_models():
     transformers = pytest.importorskip("transformers")
-    bart = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072)  # fmt: skip
+    bart = dict(
+        vocab_size=50265,
+        d_model=768,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=12,
+        decoder_attention_heads=12,
+        encoder_ffn_dim=3072,
+        decoder_ffn_dim=3072,
+    )
     return {
         "gpt2-small": (transformers.GPT2LMHeadModel, transformers.GPT2Config(), 0),
         "bert-base": (transformers.BertForMaskedLM, transformers.BertConfig(), 0),

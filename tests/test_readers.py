@@ -30,9 +30,16 @@ def test_a_folder_and_a_glob_read_every_file_in_name_order(tmp_path):
 
 def test_jsonl_with_a_named_field_and_parallel_fields(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [{"text": "x", "en": "hi", "de": "hallo"}, {"text": "y", "en": "a", "de": "b"}]))
+    path.write_text(
+        "\n".join(
+            json.dumps(r) for r in [{"text": "x", "en": "hi", "de": "hallo"}, {"text": "y", "en": "a", "de": "b"}]
+        )
+    )
     assert texts(DataSource(str(path))) == ["x", "y"]
-    assert texts(DataSource(str(path), source_field="en", target_field="de"), parallel=True) == [("hi", "hallo"), ("a", "b")]
+    assert texts(DataSource(str(path), source_field="en", target_field="de"), parallel=True) == [
+        ("hi", "hallo"),
+        ("a", "b"),
+    ]
 
 
 def test_tsv_and_csv_by_position_and_by_name(tmp_path):
@@ -61,7 +68,10 @@ def test_parquet_columns(tmp_path):
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"text": ["a b", "c"], "label": ["x", "y"]}), path)
     assert texts(DataSource(str(path))) == ["a b", "c"]
-    assert texts(DataSource(str(path), source_field="text", target_field=1), parallel=True) == [("a b", "x"), ("c", "y")]
+    assert texts(DataSource(str(path), source_field="text", target_field=1), parallel=True) == [
+        ("a b", "x"),
+        ("c", "y"),
+    ]
     with pytest.raises(DataError, match=rf"{path}: no column 'body'; the file has \['text', 'label'\]"):
         texts(DataSource(str(path), text_field="body"))
 
@@ -69,7 +79,10 @@ def test_parquet_columns(tmp_path):
 def test_two_aligned_files(tmp_path):
     (tmp_path / "s.txt").write_text("one\ntwo\n")
     (tmp_path / "t.txt").write_text("eins\nzwei\n")
-    assert texts(DataSource(str(tmp_path / "s.txt"), target_path=str(tmp_path / "t.txt")), parallel=True) == [("one", "eins"), ("two", "zwei")]
+    assert texts(DataSource(str(tmp_path / "s.txt"), target_path=str(tmp_path / "t.txt")), parallel=True) == [
+        ("one", "eins"),
+        ("two", "zwei"),
+    ]
     (tmp_path / "t.txt").write_text("eins\n")
     with pytest.raises(DataError, match=r"t.txt:2: ends early; .*s.txt has more lines"):
         texts(DataSource(str(tmp_path / "s.txt"), target_path=str(tmp_path / "t.txt")), parallel=True)
@@ -79,17 +92,40 @@ def test_two_aligned_files(tmp_path):
     "name, content, options, parallel, message",
     [
         ("empty.txt", "\n  \n", {}, False, r"empty.txt: no documents; the input is empty or blank"),
-        ("bad.txt", b"fine\nbad \xff\xfe here\n", {}, False, r"bad.txt:2: undecodable bytes at column 5 .*expected UTF-8"),
-        ("ragged.tsv", "a\tb\nc\td\te\n", {}, True, r"ragged.tsv:2: ragged row: 3 tab-separated fields, expected 2 as on line 1"),
-        ("named.tsv", "en\tde\nhi\thallo\n", {"source_field": "en", "target_field": "fr"}, True,
-         r"named.tsv:1: no column named 'fr'; the header has \['en', 'de'\]"),
+        (
+            "bad.txt",
+            b"fine\nbad \xff\xfe here\n",
+            {},
+            False,
+            r"bad.txt:2: undecodable bytes at column 5 .*expected UTF-8",
+        ),
+        (
+            "ragged.tsv",
+            "a\tb\nc\td\te\n",
+            {},
+            True,
+            r"ragged.tsv:2: ragged row: 3 tab-separated fields, expected 2 as on line 1",
+        ),
+        (
+            "named.tsv",
+            "en\tde\nhi\thallo\n",
+            {"source_field": "en", "target_field": "fr"},
+            True,
+            r"named.tsv:1: no column named 'fr'; the header has \['en', 'de'\]",
+        ),
         ("narrow.tsv", "only one column\n", {}, True, r"narrow.tsv:1: no column 1: the rows have 1 fields"),
-        ("missing.jsonl", '{"text": "a"}\n{"body": "b"}\n', {}, False, r"missing.jsonl:2: no field 'text'; the object has \['body'\]"),
+        (
+            "missing.jsonl",
+            '{"text": "a"}\n{"body": "b"}\n',
+            {},
+            False,
+            r"missing.jsonl:2: no field 'text'; the object has \['body'\]",
+        ),
         ("broken.jsonl", '{"text": "a"}\n{"text": \n', {}, False, r"broken.jsonl:2: invalid JSON at column"),
         ("typed.jsonl", '{"text": 3}\n', {}, False, r"typed.jsonl:1: field 'text' is int, expected a string"),
         ("plain.txt", "one side\n", {}, True, r"plain.txt: plain text holds one side only"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_names_the_file_and_line(tmp_path, name, content, options, parallel, message):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())

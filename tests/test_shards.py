@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from training_helpers import sentences, write_parallel, write_text
 
 from triform.cli import main
 from triform.data import shards
@@ -11,17 +12,19 @@ from triform.data.readers import DataError, DataSource, read_records
 from triform.data.tokenizers import save_tokenizer, train_tokenizer
 from triform.vocab import SpecialTokens
 
-from training_helpers import sentences, write_parallel, write_text
-
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(sentences(300) + [w[::-1] for w in " ".join(sentences(50)).split()], "bpe", 400, n_sentinels=4, min_frequency=1)
+    return train_tokenizer(
+        sentences(300) + [w[::-1] for w in " ".join(sentences(50)).split()], "bpe", 400, n_sentinels=4, min_frequency=1
+    )
 
 
 def in_memory(path, tokenizer, parallel=False):
     eos = SpecialTokens.from_tokenizer(tokenizer).eos
-    return tokenize_records(read_records(DataSource(str(path)), parallel=parallel), tokenizer, "parallel" if parallel else "text", eos)
+    return tokenize_records(
+        read_records(DataSource(str(path)), parallel=parallel), tokenizer, "parallel" if parallel else "text", eos
+    )
 
 
 def test_prepared_shards_hold_the_same_tokens_as_tokenizing_in_memory(tmp_path, tokenizer):
@@ -65,8 +68,17 @@ def test_prepare_cli_bad_input_exits_non_zero_and_leaves_nothing(tmp_path, token
     save_tokenizer(tokenizer, tmp_path / "tok.json")
     corpus_path = tmp_path / "corpus.txt"
     corpus_path.write_bytes(b"\n".join(s.encode() for s in sentences(2000)) + b"\nbroken \xc3\x28 byte\n")
-    argv = ["prepare", "--input", str(corpus_path), "--tokenizer", str(tmp_path / "tok.json"), "--output", str(tmp_path / "out"),
-            "--shard_tokens", "1000"]  # fmt: skip
+    argv = [
+        "prepare",
+        "--input",
+        str(corpus_path),
+        "--tokenizer",
+        str(tmp_path / "tok.json"),
+        "--output",
+        str(tmp_path / "out"),
+        "--shard_tokens",
+        "1000",
+    ]
     assert main(argv) == 1
     error = capsys.readouterr().err.splitlines()[-1]  # progress lines come before it
     assert error.startswith("triform prepare: error: ") and "corpus.txt:2001: undecodable bytes" in error
@@ -105,7 +117,9 @@ def test_pairs_too_long_for_the_model(tmp_path, tokenizer):
     with open(path, "a") as file:
         file.write(" ".join(["the cat"] * 30) + "\tshort\n")
     corpus = in_memory(path, tokenizer, parallel=True)
-    with pytest.raises(DataError, match=r"p.tsv:51: too long for model.max_len 48 \(source \d+, target \d+ tokens\); set data.too_long"):
+    with pytest.raises(
+        DataError, match=r"p.tsv:51: too long for model.max_len 48 \(source \d+, target \d+ tokens\); set data.too_long"
+    ):
         PairData(corpus, 48, "encoder-decoder")
     assert len(PairData(corpus, 48, "encoder-decoder", "skip")) == 50
     truncated = PairData(corpus, 48, "stack", "truncate")
@@ -137,6 +151,8 @@ def test_parallel_data_prepares_and_keeps_where_each_pair_came_from(tmp_path, to
     prepared = shards.load_prepared(out, tokenizer, parallel=True)
     memory = in_memory(path, tokenizer, parallel=True)
     assert np.array_equal(prepared.shards[0].targets.tokens, memory.shards[0].targets.tokens)
-    assert PairData(prepared, 48, "encoder-decoder", "skip").example(3) == PairData(memory, 48, "encoder-decoder", "skip").example(3)
+    assert PairData(prepared, 48, "encoder-decoder", "skip").example(3) == PairData(
+        memory, 48, "encoder-decoder", "skip"
+    ).example(3)
     with pytest.raises(DataError, match=r"p.tsv:61: too long for model.max_len 48"):
         PairData(prepared, 48, "encoder-decoder")

@@ -4,18 +4,25 @@ import json
 
 import pytest
 import torch
-
 from task_data import body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
+
 from triform.tasks import DataError, make_task, read_records, write_jsonl
 from triform.tasks.checkpoint import load_body, load_task_model, save_task_model
 
 
 def test_jsonl_csv_and_tsv_give_the_same_records(tmp_path):
-    (tmp_path / "a.jsonl").write_text('{"text": "f1 \\"red\\"", "label": "red"}\n\n{"text": "f2, f3", "label": "blue"}\n')
+    (tmp_path / "a.jsonl").write_text(
+        '{"text": "f1 \\"red\\"", "label": "red"}\n\n{"text": "f2, f3", "label": "blue"}\n'
+    )
     (tmp_path / "a.csv").write_text('text,label\n"f1 ""red""",red\n"f2, f3",blue\n')
     (tmp_path / "a.tsv").write_text('text\tlabel\nf1 "red"\tred\nf2, f3\tblue\n')  # quotes are text in TSV
     values = [[r.values for r in read_records(tmp_path / f"a.{ext}", ["text"])] for ext in ("jsonl", "csv", "tsv")]
-    assert values[0] == values[1] == values[2] == [{"text": 'f1 "red"', "label": "red"}, {"text": "f2, f3", "label": "blue"}]
+    assert (
+        values[0]
+        == values[1]
+        == values[2]
+        == [{"text": 'f1 "red"', "label": "red"}, {"text": "f2, f3", "label": "blue"}]
+    )
     assert read_records(tmp_path / "a.jsonl")[1].where == f"{tmp_path / 'a.jsonl'}:3"
     assert read_records(tmp_path / "a.tsv")[1].where == f"{tmp_path / 'a.tsv'}:3"
 
@@ -67,8 +74,15 @@ def test_record_errors_name_the_line():
 
     qa = make_task("qa", layout, tok)
     with pytest.raises(DataError, match="qa.jsonl:2: answer 'v9' is not in its context"):
-        qa.fit(records([{"question": "q", "context": "f1 v1", "answer": "v1"},
-                        {"question": "q", "context": "f1 v1", "answer": "v9"}], "qa.jsonl"))  # fmt: skip
+        qa.fit(
+            records(
+                [
+                    {"question": "q", "context": "f1 v1", "answer": "v1"},
+                    {"question": "q", "context": "f1 v1", "answer": "v9"},
+                ],
+                "qa.jsonl",
+            )
+        )
     with pytest.raises(DataError, match=":1: answer 'v1' is not at answer_start 0 of its context \\(found 'f1'\\)"):
         qa.encode_all(records([{"question": "q", "context": "f1 v1", "answer": "v1", "answer_start": 0}]), True)
 
@@ -97,11 +111,14 @@ def test_csv_cells_hold_lists_and_choices(tmp_path):
     assert len(feature.rows) == 2 and feature.target == 1
 
 
-@pytest.mark.parametrize("name, rows, options", [
-    ("classify", [{"text": "f1 red", "label": 1}, {"text": "f2 blue", "label": 0}], {}),
-    ("qa", [{"question": "where k1 ?", "context": "f1 k1 v1", "answer": "k1 v1", "id": "q7"}], {}),
-    ("text2text", [{"source": "k1 f2", "target": "v1"}], {}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, rows, options",
+    [
+        ("classify", [{"text": "f1 red", "label": 1}, {"text": "f2 blue", "label": 0}], {}),
+        ("qa", [{"question": "where k1 ?", "context": "f1 k1 v1", "answer": "k1 v1", "id": "q7"}], {}),
+        ("text2text", [{"source": "k1 f2", "target": "v1"}], {}),
+    ],
+)
 def test_a_fine_tuned_model_folder_predicts_as_before(tmp_path, name, rows, options):
     body, layout, tok = body_and_layout("encoder-decoder")
     task = make_task(name, layout, tok, **options)

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from task_data import BODIES, body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
+
 from triform.errors import TriformError
 from triform.objectives.batch import IGNORE
 from triform.tasks import Layout, make_task
@@ -30,7 +30,9 @@ def test_layouts_follow_bert_gpt1_and_bart():
     _, bert, tok = body_and_layout("bidirectional-stack")
     s = bert.specials
     row = bert.join([30, 31], [40])
-    assert row.ids == [s.cls, 30, 31, s.sep, 40, s.sep] and row.token_types == [0, 0, 0, 0, 1, 1] and row.starts == [1, 4]
+    assert (
+        row.ids == [s.cls, 30, 31, s.sep, 40, s.sep] and row.token_types == [0, 0, 0, 0, 1, 1] and row.starts == [1, 4]
+    )
     for body in ("causal-stack", "encoder-decoder"):
         _, layout, _ = body_and_layout(body)
         assert layout.join([30, 31], [40]).ids == [s.bos, 30, 31, s.sep, 40, s.eos] and not layout.pools_first
@@ -52,7 +54,9 @@ def test_truncation_drops_from_the_longest_part_first():
 def test_a_prefix_pattern_is_only_for_text_to_text():
     _, layout, tok = body_and_layout("causal-stack")
     prefix = Layout("stack", "prefix", layout.specials, 32)
-    with pytest.raises(ValueError, match="the classify task reads a stack with one of the patterns bidirectional, causal, not prefix"):
+    with pytest.raises(
+        ValueError, match="the classify task reads a stack with one of the patterns bidirectional, causal, not prefix"
+    ):
         make_task("classify", prefix, tok)
     make_task("text2text", prefix, tok)
     with pytest.raises(ValueError, match="encoder-decoder is read through its causal decoder"):
@@ -77,7 +81,12 @@ def test_pooled_scores_ignore_padding(body):
 def test_a_pair_on_a_causal_stack_is_read_in_both_orders_and_scores_symmetrically():
     model, layout, tok = body_and_layout("causal-stack")
     task = make_task("pair", layout, tok)
-    rows = records([{"text_a": "f1 k0", "text_b": "k1 f2 f3", "label": "x"}, {"text_a": "k1 f2 f3", "text_b": "f1 k0", "label": "y"}])
+    rows = records(
+        [
+            {"text_a": "f1 k0", "text_b": "k1 f2 f3", "label": "x"},
+            {"text_a": "k1 f2 f3", "text_b": "f1 k0", "label": "y"},
+        ]
+    )
     task.fit(rows)
     first = task.encode(rows[0], 0, True)[0]
     assert len(first.rows) == 2 and first.rows[0].ids != first.rows[1].ids
@@ -92,8 +101,12 @@ def test_a_pair_on_a_causal_stack_is_read_in_both_orders_and_scores_symmetricall
 def test_questions_with_different_numbers_of_choices_share_a_batch():
     model, layout, tok = body_and_layout("bidirectional-stack")
     task = make_task("choice", layout, tok)
-    rows = records([{"context": "k1 f2", "choices": ["v1", "v2"], "label": 0},
-                    {"context": "k2", "choices": ["v0", "v1", "v2", "v3"], "label": 2}])  # fmt: skip
+    rows = records(
+        [
+            {"context": "k1 f2", "choices": ["v1", "v2"], "label": 0},
+            {"context": "k2", "choices": ["v0", "v1", "v2", "v3"], "label": 2},
+        ]
+    )
     model = task.build_model(model)
     batch = task.collate(task.encode_all(rows, True))
     assert batch.ids.shape[0] == 6

@@ -2,13 +2,12 @@
 causal stack and an encoder-decoder, all randomly initialised (tests/task_data.py makes the data)."""
 
 import pytest
-
 from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
-    one_thread,
     BODIES,
     body_and_layout,
     choice_rows,
     classify_rows,
+    one_thread,
     pair_rows,
     qa_rows,
     records,
@@ -17,6 +16,7 @@ from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
     text2text_rows,
     train,
 )
+
 from triform.tasks import Layout, make_task
 
 # case -> (task, rows, options, max_len, steps, batch size, learning rate, metric, at least, chance)

@@ -1,12 +1,17 @@
 import pytest
+from training_helpers import sentences, write_text
 
 from triform.cli import main
-from triform.data.tokenizers import (load_tokenizer, save_tokenizer, sentence_end_ids, tokenizer_kind,
-                                     train_tokenizer, word_start_table)  # fmt: skip
+from triform.data.tokenizers import (
+    load_tokenizer,
+    save_tokenizer,
+    sentence_end_ids,
+    tokenizer_kind,
+    train_tokenizer,
+    word_start_table,
+)
 from triform.errors import TriformError
 from triform.vocab import SpecialTokens, special_token_strings
-
-from training_helpers import sentences, write_text
 
 TEXT = sentences(300)
 
@@ -38,7 +43,9 @@ def test_word_starts_follow_each_models_marker(kind, prefix):
             assert table[index] == (not token.startswith(prefix))
         else:
             assert table[index] == token.startswith(prefix)
-    assert tokenizer.token_to_id(".") in sentence_end_ids(tokenizer) or tokenizer.token_to_id("▁.") in sentence_end_ids(tokenizer)
+    assert tokenizer.token_to_id(".") in sentence_end_ids(tokenizer) or tokenizer.token_to_id("▁.") in sentence_end_ids(
+        tokenizer
+    )
 
 
 def test_too_small_a_vocabulary_is_refused():
@@ -58,8 +65,25 @@ def test_a_file_that_is_not_a_tokenizer_names_itself(tmp_path):
 def test_tokenizer_cli_trains_and_encodes(tmp_path, capsys):
     corpus = write_text(tmp_path / "corpus.txt")
     output = tmp_path / "tok.json"
-    assert main(["tokenizer", "train", "--input", str(corpus), "--kind", "wordpiece", "--vocab_size", "150",
-                 "--min_frequency", "1", "--output", str(output)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                str(corpus),
+                "--kind",
+                "wordpiece",
+                "--vocab_size",
+                "150",
+                "--min_frequency",
+                "1",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert main(["tokenizer", "encode", "--tokenizer", str(output), "--text", "The cat sat."]) == 0
     out = capsys.readouterr().out
     assert "tokens:" in out and "decoded: The cat sat." in out

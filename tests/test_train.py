@@ -8,14 +8,13 @@ import time
 
 import pytest
 import torch
+from training_helpers import train_args, write_parallel, write_text
 
 from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.commands.train import train
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
-
-from training_helpers import train_args, write_parallel, write_text
 
 
 def resolved_from(argv):
@@ -39,8 +38,27 @@ def wordpiece(corpus, tmp_path_factory):
     """A shared tokenizer: WordPiece and Unigram training in `tokenizers` is not deterministic,
     so runs compared with each other read the same tokenizer.json."""
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    assert main(["tokenizer", "train", "--input", str(corpus[0]), "--kind", "wordpiece", "--vocab_size", "200",
-                 "--sentinels", "8", "--min_frequency", "1", "--output", str(path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                str(corpus[0]),
+                "--kind",
+                "wordpiece",
+                "--vocab_size",
+                "200",
+                "--sentinels",
+                "8",
+                "--min_frequency",
+                "1",
+                "--output",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return str(path)
 
 
@@ -62,10 +80,23 @@ def test_a_stopped_run_resumes_with_the_losses_of_an_uninterrupted_one(tmp_path,
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus):
-    argv = train_args(tmp_path / "run", *corpus, 150, "--preset", "tiny-gpt", "--train.checkpoint_every", "5",
-                      "--train.eval_every", "1000", "--model.dropout", "0.1")  # fmt: skip
+    argv = train_args(
+        tmp_path / "run",
+        *corpus,
+        150,
+        "--preset",
+        "tiny-gpt",
+        "--train.checkpoint_every",
+        "5",
+        "--train.eval_every",
+        "1000",
+        "--model.dropout",
+        "0.1",
+    )
     # The same environment (thread count) as this process: float sums are bitwise equal only then.
-    process = subprocess.Popen([sys.executable, "-m", "triform", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "triform", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while not list((tmp_path / "run").glob("checkpoints/step-*/trainer.pt")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -73,16 +104,32 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus):
     process.wait()
     assert not (tmp_path / "run" / "model").exists(), "the run finished before it could be killed"
     assert main(argv + ["--resume", "true"]) == 0
-    full = train_args(tmp_path / "full", *corpus, 150, "--preset", "tiny-gpt", "--train.checkpoint_every", "1000",
-                      "--train.eval_every", "1000", "--model.dropout", "0.1")  # fmt: skip
+    full = train_args(
+        tmp_path / "full",
+        *corpus,
+        150,
+        "--preset",
+        "tiny-gpt",
+        "--train.checkpoint_every",
+        "1000",
+        "--train.eval_every",
+        "1000",
+        "--model.dropout",
+        "0.1",
+    )
     assert main(full) == 0
     assert losses(tmp_path / "run") == losses(tmp_path / "full")
 
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, corpus):
     argv = train_args(tmp_path / "run", *corpus, 5000, "--preset", "tiny-gpt", "--train.checkpoint_every", "5000")
-    process = subprocess.Popen([sys.executable, "-m", "triform", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "triform", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "run" / "metrics.jsonl").is_file() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -95,7 +142,9 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, corpus):
 
 
 def test_a_time_limit_stops_with_a_checkpoint(tmp_path, corpus, capsys):
-    assert main(train_args(tmp_path / "run", *corpus, 1000, "--preset", "tiny-gpt", "--train.time_limit", "0.0001")) == 0
+    assert (
+        main(train_args(tmp_path / "run", *corpus, 1000, "--preset", "tiny-gpt", "--train.time_limit", "0.0001")) == 0
+    )
     step = int(re.search(r"stopped at step (\d+); checkpoint saved", capsys.readouterr().err).group(1))
     assert step < 1000 and (tmp_path / "run" / "checkpoints" / f"step-{step:07d}").is_dir()
     assert not (tmp_path / "run" / "model").exists()
@@ -110,8 +159,26 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path, corpus, wordpie
 
 def test_a_run_writes_metrics_a_plot_checkpoints_and_its_resolved_config(tmp_path, corpus, capsys):
     run = tmp_path / "run"
-    assert main(train_args(run, *corpus, 6, "--preset", "tiny-gpt", "--train.eval_every", "3", "--train.checkpoint_every", "2",
-                           "--train.keep_last", "2", "--train.log_every", "2")) == 0  # fmt: skip
+    assert (
+        main(
+            train_args(
+                run,
+                *corpus,
+                6,
+                "--preset",
+                "tiny-gpt",
+                "--train.eval_every",
+                "3",
+                "--train.checkpoint_every",
+                "2",
+                "--train.keep_last",
+                "2",
+                "--train.log_every",
+                "2",
+            )
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "tok/s" in err and "ETA" in err and "validation at step 3" in err
     records = MetricsLog(run / "metrics.jsonl").read()
@@ -125,8 +192,26 @@ def test_a_run_writes_metrics_a_plot_checkpoints_and_its_resolved_config(tmp_pat
     assert saved.config.vocab_size == saved.tokenizer.get_vocab_size()
     assert (run / "best" / "model.safetensors").is_file()
     again = resolved_from(["train", "--config", str(run / "config.yaml")])
-    assert again.to_dict() == resolved_from(train_args(run, *corpus, 6, "--preset", "tiny-gpt", "--train.eval_every", "3",
-        "--train.checkpoint_every", "2", "--train.keep_last", "2", "--train.log_every", "2")).to_dict()  # fmt: skip
+    assert (
+        again.to_dict()
+        == resolved_from(
+            train_args(
+                run,
+                *corpus,
+                6,
+                "--preset",
+                "tiny-gpt",
+                "--train.eval_every",
+                "3",
+                "--train.checkpoint_every",
+                "2",
+                "--train.keep_last",
+                "2",
+                "--train.log_every",
+                "2",
+            )
+        ).to_dict()
+    )
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, corpus, capsys):
@@ -162,23 +247,56 @@ def test_bad_training_data_fails_before_anything_is_written(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "spec",
-    [("--preset", "tiny-t5"), ("--preset", "tiny-bart"), ("--preset", "tiny-gpt", "--objective.name", "prefix-lm"),
-     ("--preset", "tiny-vaswani", "--objective.name", "mlm"), ("--preset", "tiny-gpt", "--objective.name", "mlm", "--objective.pattern", "causal")],
-)  # fmt: skip
+    [
+        ("--preset", "tiny-t5"),
+        ("--preset", "tiny-bart"),
+        ("--preset", "tiny-gpt", "--objective.name", "prefix-lm"),
+        ("--preset", "tiny-vaswani", "--objective.name", "mlm"),
+        ("--preset", "tiny-gpt", "--objective.name", "mlm", "--objective.pattern", "causal"),
+    ],
+)
 def test_other_pairs_train_and_evaluate(tmp_path, corpus, spec, capsys):
     assert main(train_args(tmp_path / "run", *corpus, 2, *spec)) == 0
-    assert main(["eval", "--model", str(tmp_path / "run"), "--data", str(corpus[1]), "--pseudo_perplexity_tokens", "50"]) == 0
+    assert (
+        main(["eval", "--model", str(tmp_path / "run"), "--data", str(corpus[1]), "--pseudo_perplexity_tokens", "50"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "perplexity" in out and "loss" in out
 
 
 def test_seq2seq_trains_and_eval_reports_bleu_and_chrf(tmp_path, capsys):
-    train_pairs, valid_pairs = write_parallel(tmp_path / "train.tsv", 200), write_parallel(tmp_path / "valid.tsv", 6, seed=3)
+    train_pairs, valid_pairs = (
+        write_parallel(tmp_path / "train.tsv", 200),
+        write_parallel(tmp_path / "valid.tsv", 6, seed=3),
+    )
     for spec in (("--preset", "tiny-vaswani"), ("--preset", "tiny-gpt", "--objective.name", "seq2seq")):
         run = tmp_path / spec[-1]
         # A vocabulary past the 256 bytes, so that BPE merges words and the decoded sequences stay short.
-        assert main(train_args(run, train_pairs, valid_pairs, 3, *spec, "--model.max_len", "64", "--model.vocab_size", "400")) == 0
-        assert main(["eval", "--model", str(run), "--data", str(valid_pairs), "--output", str(run / "eval.json"), "--precision", "fp32"]) == 0
+        assert (
+            main(
+                train_args(
+                    run, train_pairs, valid_pairs, 3, *spec, "--model.max_len", "64", "--model.vocab_size", "400"
+                )
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(run),
+                    "--data",
+                    str(valid_pairs),
+                    "--output",
+                    str(run / "eval.json"),
+                    "--precision",
+                    "fp32",
+                ]
+            )
+            == 0
+        )
         metrics = json.loads((run / "eval.json").read_text())
         assert 0 <= metrics["bleu"] <= 100 and 0 <= metrics["chrf"] <= 100 and metrics["examples"] == 6
         assert "nrefs:1" in metrics["bleu_signature"]
@@ -186,8 +304,35 @@ def test_seq2seq_trains_and_eval_reports_bleu_and_chrf(tmp_path, capsys):
 
 def test_eval_refuses_a_tokenizer_that_does_not_match(tmp_path, corpus, capsys):
     assert main(train_args(tmp_path / "run", *corpus, 1, "--preset", "tiny-gpt")) == 0
-    assert main(["tokenizer", "train", "--input", str(corpus[0]), "--vocab_size", "150", "--output", str(tmp_path / "other.json")]) == 0
-    assert main(["eval", "--model", str(tmp_path / "run"), "--data", str(corpus[1]), "--tokenizer", str(tmp_path / "other.json")]) == 1
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                str(corpus[0]),
+                "--vocab_size",
+                "150",
+                "--output",
+                str(tmp_path / "other.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "run"),
+                "--data",
+                str(corpus[1]),
+                "--tokenizer",
+                str(tmp_path / "other.json"),
+            ]
+        )
+        == 1
+    )
     assert "differs from" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(corpus[1])]) == 1
     assert "no model here" in capsys.readouterr().err
@@ -198,7 +343,16 @@ def test_training_on_prepared_shards_equals_training_on_the_text(tmp_path, corpu
     tokenizer = str(tmp_path / "text" / "tokenizer.json")
     for name, path in (("train", corpus[0]), ("valid", corpus[1])):
         assert main(["prepare", "--input", str(path), "--tokenizer", tokenizer, "--output", str(tmp_path / name)]) == 0
-    argv = train_args(tmp_path / "shards", tmp_path / "train", tmp_path / "valid", 3, "--preset", "tiny-gpt", "--tokenizer.path", tokenizer)
+    argv = train_args(
+        tmp_path / "shards",
+        tmp_path / "train",
+        tmp_path / "valid",
+        3,
+        "--preset",
+        "tiny-gpt",
+        "--tokenizer.path",
+        tokenizer,
+    )
     assert main(argv) == 0
     assert losses(tmp_path / "shards") == losses(tmp_path / "text")
 
@@ -215,7 +369,9 @@ def test_compile_wraps_the_model_and_checkpoints_its_weights(tmp_path, corpus, m
 
     monkeypatch.setattr(torch, "compile", eager_compile)
     assert main(train_args(tmp_path / "run", *corpus, 2, "--preset", "tiny-gpt", "--train.compile", "true")) == 0
-    assert compiled and sorted(load_model(tmp_path / "run" / "model").model.state_dict()) == sorted(compiled[0].state_dict())
+    assert compiled and sorted(load_model(tmp_path / "run" / "model").model.state_dict()) == sorted(
+        compiled[0].state_dict()
+    )
 
 
 def test_precision_and_device_choices(tmp_path, corpus, capsys):
@@ -243,8 +399,20 @@ def test_data_bucket_false_gives_plain_shuffled_pairs(tmp_path):
     pairs = write_parallel(tmp_path / "train.tsv", 240)
     orders = {}
     for value in ("true", "false"):
-        argv = train_args(tmp_path / value, pairs, None, 1, "--preset", "tiny-vaswani", "--data.bucket", value,
-                          "--model.max_len", "64", "--model.vocab_size", "400")  # fmt: skip
+        argv = train_args(
+            tmp_path / value,
+            pairs,
+            None,
+            1,
+            "--preset",
+            "tiny-vaswani",
+            "--data.bucket",
+            value,
+            "--model.max_len",
+            "64",
+            "--model.vocab_size",
+            "400",
+        )
         session = build_session(resolved_from(argv), tmp_path / value, Processes())
         orders[value] = (batch_order(session, 8, 0), session.train_data.lengths())
 

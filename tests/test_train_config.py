@@ -16,9 +16,16 @@ def resolved(*argv):
 
 def test_a_preset_gives_the_model_and_objective_and_the_command_line_overrides_it():
     run = resolved("--preset", "tiny-bert", "--model.n_layers", "4")
-    assert run.model.n_layers == 4 and run.model.token_types == 2 and run.objective == "mlm" and run.pattern == "bidirectional"
+    assert (
+        run.model.n_layers == 4
+        and run.model.token_types == 2
+        and run.objective == "mlm"
+        and run.pattern == "bidirectional"
+    )
     assert resolved("--preset", "tiny-vaswani").objective_options == {"label_smoothing": 0.1}
-    cross = resolved("--preset", "tiny-gpt", "--objective.name", "mlm", "--objective.pattern", "causal", "--objective.rate", "0.2")
+    cross = resolved(
+        "--preset", "tiny-gpt", "--objective.name", "mlm", "--objective.pattern", "causal", "--objective.rate", "0.2"
+    )
     assert (cross.objective, cross.pattern, cross.objective_options) == ("mlm", "causal", {"rate": 0.2})
     assert resolved().model.arch == "stack" and resolved().objective == "clm"
 
@@ -38,7 +45,7 @@ def test_yaml_and_toml_files_with_later_flags_winning(tmp_path):
     "content, suffix, message",
     [
         ("model:\n  n_layer: 3\n", "yaml", "n_layer"),
-        ("[model]\nn_layers = \"three\"\n", "toml", "n_layers"),
+        ('[model]\nn_layers = "three"\n', "toml", "n_layers"),
         ("[model\nn_layers = 3\n", "toml", "invalid TOML"),
         ("train:\n  steps: many\n", "yaml", "steps"),
     ],
@@ -65,7 +72,10 @@ def test_wrong_types_and_unknown_flags_on_the_command_line(capsys):
         (("--objective.name", "clm", "--objective.pattern", "bidirectional"), "is refused"),
         (("--objective.rate", "0.2"), "objective.rate: applies to the mlm objective, not clm"),
         (("--model.d_model", "30", "--model.n_heads", "4"), "model.n_heads: d_model 30 is not divisible"),
-        (("--train.batch_size", "6", "--train.grad_accum", "4"), "train.batch_size: 6 is not divisible by train.grad_accum 4"),
+        (
+            ("--train.batch_size", "6", "--train.grad_accum", "4"),
+            "train.batch_size: 6 is not divisible by train.grad_accum 4",
+        ),
         (("--optim.lr", "-1"), "optim.lr: expected a positive learning rate"),
         (("--preset", "tiny-gpt9"), "unknown preset 'tiny-gpt9'"),
     ],

@@ -7,8 +7,8 @@ import functools
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from triform.explain import word_tokenizer
 from triform.models import build_model
 from triform.objectives import make_objective

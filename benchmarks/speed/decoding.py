@@ -32,17 +32,27 @@ def random_prompts(spec: ModelSpec, shape: DecodingShape, batch: int, seed: int 
     return torch.randint(10, spec.config.vocab_size, (batch, shape.prompt), generator=generator).tolist()
 
 
-def reference_generate(reference, spec: ModelSpec, prompts: list[list[int]], new_tokens: int, beams: int) -> list[list[int]]:
+def reference_generate(
+    reference, spec: ModelSpec, prompts: list[list[int]], new_tokens: int, beams: int
+) -> list[list[int]]:
     """transformers' generate on the prompts laid out as triform lays them out."""
     stack = spec.config.arch == "stack"
     framed = [[SPECIALS.bos, *p] if stack else [*p, SPECIALS.eos] for p in prompts]
     ids = torch.tensor(framed)
     beam_options = {"num_beams": beams, "length_penalty": 0.0, "early_stopping": True} if beams > 1 else {}
     output = reference.generate(
-        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-        do_sample=False, forced_eos_token_id=None, forced_bos_token_id=None, eos_token_id=SPECIALS.eos,
-        pad_token_id=SPECIALS.pad, decoder_start_token_id=None if stack else SPECIALS.decoder_start_id, **beam_options,
-    )  # fmt: skip
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        eos_token_id=SPECIALS.eos,
+        pad_token_id=SPECIALS.pad,
+        decoder_start_token_id=None if stack else SPECIALS.decoder_start_id,
+        **beam_options,
+    )
     return output[:, ids.shape[1] if stack else 1 :].tolist()
 
 
@@ -53,8 +63,13 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
     difference = check_same_logits(model, reference, spec)
     prompts = random_prompts(spec, shape, batch)
     layout = resolve_layout(spec.config.arch, SPECIALS)
-    config = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens, num_beams=beams,
-                              length_penalty=0.0, precision="fp32")  # fmt: skip
+    config = GenerationConfig(
+        max_new_tokens=shape.new_tokens,
+        min_new_tokens=shape.new_tokens,
+        num_beams=beams,
+        length_penalty=0.0,
+        precision="fp32",
+    )
     outputs: dict[str, list[list[int]]] = {}
 
     def ours(precision: str, name: str):
@@ -69,13 +84,23 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
             outputs["transformers fp32"] = reference_generate(reference, spec, prompts, shape.new_tokens, beams)
 
     default = resolved_name("auto", torch.device("cpu"))
-    variants = {"triform fp32": ours("fp32", "triform fp32"), "transformers fp32": theirs,
-                f"triform default ({default})": ours("auto", "triform default")}  # fmt: skip
+    variants = {
+        "triform fp32": ours("fp32", "triform fp32"),
+        "transformers fp32": theirs,
+        f"triform default ({default})": ours("auto", "triform default"),
+    }
     info = {
-        "model": spec.name, "strategy": strategy, "batch": batch, "beams": beams, "prompt": shape.prompt,
-        "new_tokens": shape.new_tokens, "logit_difference": difference, "default_precision": default,
-        "outputs": outputs, "weights_per_step": decoding_weights(spec),
-    }  # fmt: skip
+        "model": spec.name,
+        "strategy": strategy,
+        "batch": batch,
+        "beams": beams,
+        "prompt": shape.prompt,
+        "new_tokens": shape.new_tokens,
+        "logit_difference": difference,
+        "default_precision": default,
+        "outputs": outputs,
+        "weights_per_step": decoding_weights(spec),
+    }
     return variants, info
 
 
@@ -85,7 +110,10 @@ def agreement(outputs: dict) -> dict:
     ours, theirs, default = outputs["triform fp32"], outputs["transformers fp32"], outputs["triform default"]
     same_tokens = sum(a == b for x, y in zip(ours, default) for a, b in zip(x, y))
     total = sum(len(x) for x in ours)
-    return {"identical_to_transformers": ours == theirs, "default_precision_token_agreement": same_tokens / max(total, 1)}
+    return {
+        "identical_to_transformers": ours == theirs,
+        "default_precision_token_agreement": same_tokens / max(total, 1),
+    }
 
 
 def decoding_weights(spec: ModelSpec) -> int:

@@ -39,7 +39,8 @@ def gemm_rate(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, ba
         grad = torch.randn(rows, n_out, dtype=dtype)
         products = [(x, weight)] + ([(grad, weight.t()), (grad.t(), x.t())] if backward else [])
         for a, b in products:  # a · bᵀ
-            kernels = [lambda: F.linear(a, b)] + ([lambda: onednn_product(a, b, None)] if ONEDNN else [])
+            kernels = [lambda a=a, b=b: F.linear(a, b)]
+            kernels += [lambda a=a, b=b: onednn_product(a, b, None)] if ONEDNN else []
             total_seconds += min(best_seconds(kernel) for kernel in kernels) * count
             total_flops += 2.0 * rows * n_in * n_out * count
     return total_flops / total_seconds / 1e9

@@ -4,7 +4,7 @@ benchmarks/results.md."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from speed.timing import median, paired_ratio
 
@@ -23,16 +23,27 @@ def training_figures(case: str, timing: dict, info: dict, gemm: dict) -> dict:
         dtype = name.split()[-1]
         step = median(values)
         achieved = info["flops_per_step"] / step / 1e9
-        variants[name] = {"step_s": step, "tokens_per_s": info["tokens_per_step"] / step, "model_gflop_s": achieved,
-                          "mfu": achieved / gemm[dtype], "peak_rss_mib": timing["peak_rss_mib"].get(name)}  # fmt: skip
+        variants[name] = {
+            "step_s": step,
+            "tokens_per_s": info["tokens_per_step"] / step,
+            "model_gflop_s": achieved,
+            "mfu": achieved / gemm[dtype],
+            "peak_rss_mib": timing["peak_rss_mib"].get(name),
+        }
     target = TRAINING_TARGETS[info["model"]]
     comparisons = [
         ("same dtype, fp32", "triform fp32", "transformers fp32", target),
         ("same dtype, bf16", "triform bf16", "transformers bf16", target),
     ]
     default = f"triform {info['default_precision']}"
-    comparisons.append((f"triform default ({info['default_precision']}) vs transformers fp32", default,
-                        "transformers fp32", DEFAULT_OVER_FP32_TARGETS.get(case)))  # fmt: skip
+    comparisons.append(
+        (
+            f"triform default ({info['default_precision']}) vs transformers fp32",
+            default,
+            "transformers fp32",
+            DEFAULT_OVER_FP32_TARGETS.get(case),
+        )
+    )
     return {"variants": variants, "comparisons": compare(seconds, comparisons), "gemm_gflop_s": gemm}
 
 
@@ -46,14 +57,19 @@ def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
         bytes_per_step = info["weights_per_step"] * (2 if precision == "bf16" else 4)
         bound = bytes_per_step / (read_gb_s * 1e9)
         per_step = median(values) / info["new_tokens"]
-        variants[name] = {"ms_per_step": per_step * 1e3, "tokens_per_s": n_tokens / median(values),
-                          "bound_ms_per_step": bound * 1e3, "share_of_bound": bound / per_step,
-                          "peak_rss_mib": timing["peak_rss_mib"].get(name)}  # fmt: skip
+        variants[name] = {
+            "ms_per_step": per_step * 1e3,
+            "tokens_per_s": n_tokens / median(values),
+            "bound_ms_per_step": bound * 1e3,
+            "share_of_bound": bound / per_step,
+            "peak_rss_mib": timing["peak_rss_mib"].get(name),
+        }
     kind = "beam" if info["beams"] > 1 else "greedy"
     default = next(name for name in seconds if "default" in name)
-    comparisons = [("same dtype, fp32", "triform fp32", "transformers fp32", DECODING_TARGETS[kind]),
-                   (f"{default} vs transformers fp32", default, "transformers fp32",
-                    DEFAULT_OVER_FP32_TARGETS.get(kind))]  # fmt: skip
+    comparisons = [
+        ("same dtype, fp32", "triform fp32", "transformers fp32", DECODING_TARGETS[kind]),
+        (f"{default} vs transformers fp32", default, "transformers fp32", DEFAULT_OVER_FP32_TARGETS.get(kind)),
+    ]
     return {"variants": variants, "comparisons": compare(seconds, comparisons)}
 
 
@@ -61,8 +77,16 @@ def compare(seconds: dict, comparisons: list) -> list[dict]:
     rows = []
     for label, ours, theirs, target in comparisons:
         ratio = paired_ratio(seconds[theirs], seconds[ours])
-        rows.append({"label": label, "ours": ours, "theirs": theirs, "ratio": ratio, "target": target,
-                     "met": None if target is None else ratio >= target})  # fmt: skip
+        rows.append(
+            {
+                "label": label,
+                "ours": ours,
+                "theirs": theirs,
+                "ratio": ratio,
+                "target": target,
+                "met": None if target is None else ratio >= target,
+            }
+        )
     return rows
 
 
@@ -86,21 +110,29 @@ def variant_table(results: dict, columns: list[tuple[str, Callable[[dict], str]]
 
 
 def training_table(results: dict) -> list[str]:
-    return variant_table(results, [
-        ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"), ("step (s)", lambda v: f"{v['step_s']:.3f}"),
-        ("model GFLOP/s", lambda v: f"{v['model_gflop_s']:.1f}"),
-        ("MFU (of measured matmul rate)", lambda v: f"{100 * v['mfu']:.0f} %"),
-        ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
-    ])  # fmt: skip
+    return variant_table(
+        results,
+        [
+            ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"),
+            ("step (s)", lambda v: f"{v['step_s']:.3f}"),
+            ("model GFLOP/s", lambda v: f"{v['model_gflop_s']:.1f}"),
+            ("MFU (of measured matmul rate)", lambda v: f"{100 * v['mfu']:.0f} %"),
+            ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
+        ],
+    )
 
 
 def decoding_table(results: dict) -> list[str]:
-    return variant_table(results, [
-        ("ms per step", lambda v: f"{v['ms_per_step']:.2f}"), ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"),
-        ("bound (ms per step)", lambda v: f"{v['bound_ms_per_step']:.2f}"),
-        ("share of bound", lambda v: f"{100 * v['share_of_bound']:.0f} %"),
-        ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
-    ])  # fmt: skip
+    return variant_table(
+        results,
+        [
+            ("ms per step", lambda v: f"{v['ms_per_step']:.2f}"),
+            ("tokens/s", lambda v: f"{v['tokens_per_s']:,.0f}"),
+            ("bound (ms per step)", lambda v: f"{v['bound_ms_per_step']:.2f}"),
+            ("share of bound", lambda v: f"{100 * v['share_of_bound']:.0f} %"),
+            ("peak RSS (MiB)", lambda v: rss(v["peak_rss_mib"])),
+        ],
+    )
 
 
 def ratio_table(results: dict) -> list[str]:
@@ -121,10 +153,14 @@ def utilisation_lines(results: dict) -> list[str]:
     for dtype in ("fp32", "bf16"):
         share = variants[f"triform {dtype}"]["mfu"]
         met = "met" if share >= GEMM_SHARE_TARGET else "**not met**"
-        lines.append(f"- gpt-train, triform {dtype}: {100 * share:.0f} % of the matrix-product rate measured at the "
-                     f"step's own shapes (target ≥ {100 * GEMM_SHARE_TARGET:.0f} %: {met}).")  # fmt: skip
+        lines.append(
+            f"- gpt-train, triform {dtype}: {100 * share:.0f} % of the matrix-product rate measured at the "
+            f"step's own shapes (target ≥ {100 * GEMM_SHARE_TARGET:.0f} %: {met})."
+        )
     if any(variants[f"triform {dtype}"]["mfu"] < GEMM_SHARE_TARGET for dtype in ("fp32", "bf16")):
-        lines.append("- What bounds it: `python benchmarks/profile_training.py` shows the share of a step's operator time "
-                     "in matrix products; the rest is the fused attention kernel, element-wise work (GELU, layer "
-                     "norm, dropout, softmax) and copies (bf16 casts, transposes), which run at memory speed.")  # fmt: skip
+        lines.append(
+            "- What bounds it: `python benchmarks/profile_training.py` shows the share of a step's operator time "
+            "in matrix products; the rest is the fused attention kernel, element-wise work (GELU, layer "
+            "norm, dropout, softmax) and copies (bf16 casts, transposes), which run at memory speed."
+        )
     return lines

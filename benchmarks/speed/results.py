@@ -19,7 +19,9 @@ from results_sections import replace_section  # noqa: E402
 def commit() -> str:
     try:
         found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
     except OSError:
         return "unknown"
     return found.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
@@ -46,16 +48,33 @@ def write_results(output: Path, run: dict, results: dict, docs: Path | None = No
 def docs_section(cases: dict, output: Path) -> str:
     """The ratios and the runs they come from, for docs/results.md; the full tables stay in PREFIX.md."""
     where = output.with_suffix(".md").resolve().relative_to(ROOT) if output.resolve().is_relative_to(ROOT) else output
-    lines = ["## Speed: triform and transformers side by side", "",
-             f"Written by `benchmarks/run.py` (all tables, tokens/s, MFU, bandwidth bound and peak RSS in `{where}`). "
-             "Ratios are transformers' time divided by triform's, the median over alternating rounds on the same "
-             "weights: above 1, triform is faster.", "", *runs_text(cases), "", *ratio_table(cases), "",
-             *utilisation_lines(cases)]  # fmt: skip
+    lines = [
+        "## Speed: triform and transformers side by side",
+        "",
+        f"Written by `benchmarks/run.py` (all tables, tokens/s, MFU, bandwidth bound and peak RSS in `{where}`). "
+        "Ratios are transformers' time divided by triform's, the median over alternating rounds on the same "
+        "weights: above 1, triform is faster.",
+        "",
+        *runs_text(cases),
+        "",
+        *ratio_table(cases),
+        "",
+        *utilisation_lines(cases),
+    ]
     return "\n".join(lines)
 
 
-ORDER = ["gpt-train", "bert-train", "bart-train", "gpt-greedy-b1", "gpt-greedy-b8", "gpt-beam4-b1",
-         "bart-greedy-b1", "bart-greedy-b8", "bart-beam4-b1"]  # fmt: skip
+ORDER = [
+    "gpt-train",
+    "bert-train",
+    "bart-train",
+    "gpt-greedy-b1",
+    "gpt-greedy-b8",
+    "gpt-beam4-b1",
+    "bart-greedy-b1",
+    "bart-greedy-b8",
+    "bart-beam4-b1",
+]
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -86,14 +105,18 @@ def runs_text(cases: dict) -> list[str]:
         bandwidth = run["limits"]["bandwidth"]
         lines.append(
             f"- {', '.join(names)}: {run['date']}, triform {run['commit']}, {m['cpu']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads, {m['cpu_capability']}, native bf16: {'yes' if m['native_bf16'] else 'no'}), "
+            f"{m['torch_threads']} torch threads, {m['cpu_capability']}, native bf16: "
+            f"{'yes' if m['native_bf16'] else 'no'}), "
             f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; load average during the "
             f"rounds {min(loads):.1f} to {max(loads):.1f} (median {statistics.median(loads):.1f}); memory bandwidth "
-            f"read {bandwidth['read_gb_s']:.1f} GB/s, copy {bandwidth['copy_gb_s']:.1f} GB/s; {run['warmup']} warm-up and "
-            f"{run['repeats']} timed rounds per case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
+            f"read {bandwidth['read_gb_s']:.1f} GB/s, copy {bandwidth['copy_gb_s']:.1f} GB/s; {run['warmup']} "
+            "warm-up and "
+            f"{run['repeats']} timed rounds per "
+            f"case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
             f"{'; torch.compile on both sides' if run['compiled'] else ''}; "
-            f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip() + "."
-        )  # fmt: skip
+            f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip()
+            + "."
+        )
     return lines
 
 
@@ -107,21 +130,25 @@ def markdown(cases: dict) -> str:
         for case, result in trained.items():
             gemm, info = result["figures"]["gemm_gflop_s"], result["info"]
             losses = info["eval_losses"]
-            lines.append(f"- {case}: {info['tokens_per_step']:,} tokens and {info['flops_per_step'] / 1e9:,.1f} GFLOP "
-                         f"per step ({info['n_predicted']:,} predicted tokens); matrix products at the step's shapes "
-                         f"{gemm['fp32']:.0f} GFLOP/s in fp32, {gemm['bf16']:.0f} GFLOP/s in bf16; largest logit "
-                         f"difference {info['logit_difference']:.1e}; loss on the batch (eval mode, fp32) "
-                         f"{losses['triform']:.5f} in triform, {losses['transformers']:.5f} in transformers"
-                         f"{compile_note(info)}.")  # fmt: skip
+            lines.append(
+                f"- {case}: {info['tokens_per_step']:,} tokens and {info['flops_per_step'] / 1e9:,.1f} GFLOP "
+                f"per step ({info['n_predicted']:,} predicted tokens); matrix products at the step's shapes "
+                f"{gemm['fp32']:.0f} GFLOP/s in fp32, {gemm['bf16']:.0f} GFLOP/s in bf16; largest logit "
+                f"difference {info['logit_difference']:.1e}; loss on the batch (eval mode, fp32) "
+                f"{losses['triform']:.5f} in triform, {losses['transformers']:.5f} in transformers"
+                f"{compile_note(info)}."
+            )
     if decoded:
         lines += ["", "## Generation", "", DECODING_NOTE, ""] + decoding_table(decoded) + [""]
         for case, result in decoded.items():
             info, agreement = result["info"], result["info"]["agreement"]
             same = "identical to" if agreement["identical_to_transformers"] else "**different from**"
-            lines.append(f"- {case}: batch {info['batch']}, {info['beams']} beam(s), {info['prompt']}-token "
-                         f"{'prompt' if info['model'] == 'gpt' else 'source'}, {info['new_tokens']} new tokens; triform's "
-                         f"fp32 tokens {same} transformers'; {100 * agreement['default_precision_token_agreement']:.0f} % of "
-                         f"the default-precision tokens equal the fp32 ones.")  # fmt: skip
+            lines.append(
+                f"- {case}: batch {info['batch']}, {info['beams']} beam(s), {info['prompt']}-token "
+                f"{'prompt' if info['model'] == 'gpt' else 'source'}, {info['new_tokens']} new tokens; triform's "
+                f"fp32 tokens {same} transformers'; {100 * agreement['default_precision_token_agreement']:.0f} % of "
+                f"the default-precision tokens equal the fp32 ones."
+            )
     return "\n".join(lines)
 
 

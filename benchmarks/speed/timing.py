@@ -9,7 +9,7 @@ import re
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def peak_rss_reset() -> None:
@@ -57,7 +57,9 @@ def alternate(variants: dict[str, Callable[[], object]], *, warmup: int, repeats
             seconds[name].append(time.perf_counter() - start)
         loads.append(load())
         shown = "  ".join(f"{n} {s[-1]:.3f}s" for n, s in seconds.items())
-        print(f"  {label} round {round_index + 1}/{repeats}: {shown}  (load {loads[-1]:.1f})", file=sys.stderr, flush=True)
+        print(
+            f"  {label} round {round_index + 1}/{repeats}: {shown}  (load {loads[-1]:.1f})", file=sys.stderr, flush=True
+        )
     return {"seconds": seconds, "peak_rss_mib": rss, "load": loads}
 
 

@@ -118,13 +118,20 @@ def training_variants(spec: ModelSpec, shape: TrainingShape, compile_models: boo
     losses, first_seconds = {}, {}  # of the first call of each variant
     variants = {name: first_call_recorder(name, step, losses, first_seconds) for name, step in steps.items()}
     info = {
-        "model": spec.name, "logit_difference": difference, "batch": shape.batch, "length": shape.length,
-        "source": shape.source, "tokens_per_step": tokens_per_step(batch), "n_predicted": batch.n_targets,
-        "flops_per_step": training_flops(spec, shape, batch.n_targets), "eval_losses": losses_agree,
+        "model": spec.name,
+        "logit_difference": difference,
+        "batch": shape.batch,
+        "length": shape.length,
+        "source": shape.source,
+        "tokens_per_step": tokens_per_step(batch),
+        "n_predicted": batch.n_targets,
+        "flops_per_step": training_flops(spec, shape, batch.n_targets),
+        "eval_losses": losses_agree,
         "first_losses": losses,
-        "first_call_seconds": first_seconds, "compiled": compile_models,
+        "first_call_seconds": first_seconds,
+        "compiled": compile_models,
         "gemm_shapes": training_gemm_shapes(spec, shape, batch.n_targets),
-    }  # fmt: skip
+    }
     return variants, info
 
 

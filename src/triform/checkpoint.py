@@ -99,7 +99,7 @@ def read_config(directory: str | os.PathLike) -> dict:
     except json.JSONDecodeError as error:
         raise TriformError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise TriformError(f"{path}: not a triform config (no \"format\": \"{FORMAT}\")")
+        raise TriformError(f'{path}: not a triform config (no "format": "{FORMAT}")')
     if document.get("version", 0) > FORMAT_VERSION:
         raise TriformError(f"{path}: format version {document['version']} is newer than this triform reads")
     return document
@@ -151,7 +151,8 @@ def load_weights(model: nn.Module, path: Path) -> None:
     for name, wanted in expected.items():  # in the model's order, so the first culprit is named
         if tensors[name].shape != wanted.shape:
             raise TriformError(
-                f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}; the config expects {list(wanted.shape)}"
+                f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}; the config expects "
+                f"{list(wanted.shape)}"
             )
     with torch.no_grad():
         state = model.state_dict()

@@ -12,7 +12,10 @@ from triform.errors import TriformError
 
 # subcommand -> (module under triform.commands, one-line help)
 COMMANDS = {
-    "compare": ("compare", "pretrain every architecture x objective pair with the same compute and score them on held-out tasks"),
+    "compare": (
+        "compare",
+        "pretrain every architecture x objective pair with the same compute and score them on held-out tasks",
+    ),
     "demo": ("demo", "train a tiny GPT, BERT and encoder-decoder from the same parts in two minutes; an HTML report"),
     "inspect": ("inspect", "show what an objective makes of a text: input, target and attention pattern"),
     "presets": ("presets", "list the named model presets"),

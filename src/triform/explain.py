@@ -64,7 +64,9 @@ def explain_pair(
     if batch.source_ids is not None:
         lines += [aligned(["encoder input"], [names(batch.source_ids[0])]), ""]
         lines += [aligned(["decoder input", "target"], [names(batch.ids[0]), target_names(batch, names)]), ""]
-        lines.append("encoder: bidirectional over the source; cross-attention: every decoder token sees every source token")
+        lines.append(
+            "encoder: bidirectional over the source; cross-attention: every decoder token sees every source token"
+        )
         lines.append(f"decoder self-attention ({pattern}):")
     else:
         lines += [aligned(["input", "target"], [names(batch.ids[0]), target_names(batch, names)]), ""]
@@ -94,6 +96,8 @@ def pattern_matrix(batch: Batch, tokens: list[str]) -> str:
     allowed = torch.ones(length, length, dtype=torch.bool) if mask is None else mask[0, 0]
     label_width = max(len(t) for t in tokens) + 4
     header = " " * label_width + " ".join(f"{j % 10}" for j in range(length))
-    rows = [f"{i:>2} {token:<{label_width - 3}}" + " ".join("■" if allowed[i, j] else "·" for j in range(length))
-            for i, token in enumerate(tokens)]  # fmt: skip
+    rows = [
+        f"{i:>2} {token:<{label_width - 3}}" + " ".join("■" if allowed[i, j] else "·" for j in range(length))
+        for i, token in enumerate(tokens)
+    ]
     return "\n".join([header, *rows])

@@ -64,24 +64,37 @@ def draw_batch(batch: Batch, names, path: str | os.PathLike, *, title: str = "",
     target_names = [names([t])[0] if t is not None else "" for t in targets]
     if batch.source_ids is None:
         prefix = int(batch.prefix_lengths[row]) if batch.prefix_lengths is not None else None
-        matrices = [(f"self-attention: {batch.pattern}", allowed(batch.pattern, length, length, prefix), inputs, inputs)]
+        matrices = [
+            (f"self-attention: {batch.pattern}", allowed(batch.pattern, length, length, prefix), inputs, inputs)
+        ]
         rows = [("input", inputs, prefix), ("target", target_names, None)]
     else:
         source_length = min(real_length(batch.source_padding_mask, row, batch.source_ids.shape[1]), MAX_TOKENS)
         source = names(batch.source_ids[row, :source_length].tolist())
         matrices = [
-            ("encoder self-attention: bidirectional", allowed("bidirectional", source_length, source_length), source, source),
+            (
+                "encoder self-attention: bidirectional",
+                allowed("bidirectional", source_length, source_length),
+                source,
+                source,
+            ),
             (f"decoder self-attention: {batch.pattern}", allowed(batch.pattern, length, length), inputs, inputs),
             ("cross-attention: decoder reads encoder", allowed("bidirectional", length, source_length), source, inputs),
-        ]  # fmt: skip
+        ]
         rows = [("encoder input", source, None), ("decoder input", inputs, None), ("target", target_names, None)]
     widest = max(len(keys) for _, _, keys, _ in matrices)
     tallest = max(len(queries) for _, _, _, queries in matrices)
     width = max(6.0, 1.6 + 0.32 * sum(len(keys) for _, _, keys, _ in matrices) + 1.4 * len(matrices))
     token_height = 0.42 * len(rows)
     figure = plt.figure(figsize=(width, token_height + 1.6 + 0.3 * tallest + 0.05 * widest))
-    grid = figure.add_gridspec(2, len(matrices), height_ratios=[token_height, 0.3 * tallest + 0.6],
-                               width_ratios=[max(len(k), 4) for _, _, k, _ in matrices], hspace=0.25, wspace=0.5)  # fmt: skip
+    grid = figure.add_gridspec(
+        2,
+        len(matrices),
+        height_ratios=[token_height, 0.3 * tallest + 0.6],
+        width_ratios=[max(len(k), 4) for _, _, k, _ in matrices],
+        hspace=0.25,
+        wspace=0.5,
+    )
     draw_token_rows(figure.add_subplot(grid[0, :]), rows)
     for column, (label, mask, keys, queries) in enumerate(matrices):
         draw_matrix(figure.add_subplot(grid[1, column]), mask, keys, queries, label)

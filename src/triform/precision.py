@@ -43,6 +43,5 @@ def autocast(precision: str, device: torch.device):
 
 
 def resolved_name(precision: str, device: torch.device) -> str:
-    """"bf16" or "fp32": what `precision` means on `device`."""
+    """ "bf16" or "fp32": what `precision` means on `device`."""
     return "bf16" if autocast_dtype(precision, device) is not None else "fp32"
-

@@ -68,7 +68,10 @@ class Bar:
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         filled = round(self.WIDTH * self.done / self.total)
-        parts = [f"{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.done}/{self.total} steps", duration(elapsed)]
+        parts = [
+            f"{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.done}/{self.total} steps",
+            duration(elapsed),
+        ]
         if 0 < self.done < self.total:
             parts.append(f"ETA {duration(elapsed / self.done * (self.total - self.done))}")
         return ", ".join(parts + ([self.note] if self.note else []))

@@ -8,22 +8,49 @@ from typing import Literal, Optional
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", type=str, required=True, help="text to train on: a file, folder or glob (as triform train reads it)")
-    parser.add_argument("--valid", type=Optional[str], default=None, help="held-out text (default: every 20th document of --data)")
-    parser.add_argument("--out", type=str, default="runs/compare", help="folder of the table, plot and runs; rerun to continue")
-    parser.add_argument("--budget", type=float, default=5e10,
-                        help="pretraining compute of every pair: tokens x non-embedding parameters they pass through")  # fmt: skip
-    parser.add_argument("--finetune", type=float, default=0.25, help="fine-tuning budget of each task, as a fraction of --budget")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per pair, with seeds seed, seed + 1, ...; they give the error bars")
+    parser.add_argument(
+        "--data", type=str, required=True, help="text to train on: a file, folder or glob (as triform train reads it)"
+    )
+    parser.add_argument(
+        "--valid", type=Optional[str], default=None, help="held-out text (default: every 20th document of --data)"
+    )
+    parser.add_argument(
+        "--out", type=str, default="runs/compare", help="folder of the table, plot and runs; rerun to continue"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=5e10,
+        help="pretraining compute of every pair: tokens x non-embedding parameters they pass through",
+    )
+    parser.add_argument(
+        "--finetune", type=float, default=0.25, help="fine-tuning budget of each task, as a fraction of --budget"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs per pair, with seeds seed, seed + 1, ...; they give the error bars"
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed; also the seed of the data sample")
-    parser.add_argument("--patterns", type=Literal["default", "all"], default="default",
-                        help="each pair at its default attention pattern, or at every allowed one")  # fmt: skip
-    parser.add_argument("--pairs", type=Optional[list[str]], default=None,
-                        help='only these, as arch:objective[:pattern], e.g. ["stack:clm", "encoder-decoder:span"]')  # fmt: skip
+    parser.add_argument(
+        "--patterns",
+        type=Literal["default", "all"],
+        default="default",
+        help="each pair at its default attention pattern, or at every allowed one",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=Optional[list[str]],
+        default=None,
+        help='only these, as arch:objective[:pattern], e.g. ["stack:clm", "encoder-decoder:span"]',
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process with one thread")
-    for name, default, what in (("d_model", 64, "model width"), ("n_layers", 2, "layers per stack"),
-                                ("max_len", 64, "tokens per example"), ("vocab_size", 2048, "BPE vocabulary trained on --data"),
-                                ("batch_size", 16, "examples per step"), ("documents", 100_000, "documents of --data read at most")):  # fmt: skip
+    for name, default, what in (
+        ("d_model", 64, "model width"),
+        ("n_layers", 2, "layers per stack"),
+        ("max_len", 64, "tokens per example"),
+        ("vocab_size", 2048, "BPE vocabulary trained on --data"),
+        ("batch_size", 16, "examples per step"),
+        ("documents", 100_000, "documents of --data read at most"),
+    ):
         parser.add_argument(f"--{name}", type=int, default=default, help=what)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
 
@@ -31,8 +58,25 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from triform.compare import Settings, compare
 
-    names = ("data", "valid", "out", "budget", "finetune", "repeats", "seed", "patterns", "pairs", "jobs", "d_model",
-             "n_layers", "max_len", "vocab_size", "batch_size", "documents", "lr")  # fmt: skip
+    names = (
+        "data",
+        "valid",
+        "out",
+        "budget",
+        "finetune",
+        "repeats",
+        "seed",
+        "patterns",
+        "pairs",
+        "jobs",
+        "d_model",
+        "n_layers",
+        "max_len",
+        "vocab_size",
+        "batch_size",
+        "documents",
+        "lr",
+    )
     outputs = compare(Settings(**{name: args[name] for name in names}))
     print(outputs["table"])
     return 0

@@ -15,16 +15,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--to-hf", type=Optional[str], default=None, help="a triform model folder to export")
     parser.add_argument("--out", type=str, required=True, help="the folder to write")
     parser.add_argument(
-        "--model-type", type=Optional[MODEL_TYPES], default=None,
-        help="with --to-hf: the Hugging Face family to write (default: the one imported from, else the first that fits)",
-    )  # fmt: skip
+        "--model-type",
+        type=Optional[MODEL_TYPES],
+        default=None,
+        help="with --to-hf: the Hugging Face family to write (default: the one imported from, else the first that fits)",  # noqa: E501
+    )
     parser.add_argument(
         "--overwrite", action=ActionYesNo(no_prefix="no-"), default=False, help="replace --out if it exists"
     )
     parser.add_argument(
-        "--tokenizer", action=ActionYesNo(no_prefix="no-"), default=True,
+        "--tokenizer",
+        action=ActionYesNo(no_prefix="no-"),
+        default=True,
         help="with --from-hf: also convert the tokenizer (--no-tokenizer: the model only)",
-    )  # fmt: skip
+    )
 
 
 def run(args) -> int:

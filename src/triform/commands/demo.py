@@ -12,12 +12,24 @@ from typing import Literal, Optional
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", type=str, default="runs/demo", help="folder for the report, pictures and models")
-    parser.add_argument("--size", type=Literal["quick", "default", "large"], default="default",
-                        help="quick: seconds (a smoke test); default: about two minutes on two CPU cores; large: longer, better")  # fmt: skip
-    parser.add_argument("--data", type=Optional[str], default=None,
-                        help="your own text (a file, folder or glob, as triform train reads it) instead of the docstrings")  # fmt: skip
-    parser.add_argument("--crossover", type=Literal["mlm-causal", "seq2seq-prefix", "none"], default="mlm-causal",
-                        help="the fourth model: BERT's objective under a causal pattern, or translation by one stack")  # fmt: skip
+    parser.add_argument(
+        "--size",
+        type=Literal["quick", "default", "large"],
+        default="default",
+        help="quick: seconds (a smoke test); default: about two minutes on two CPU cores; large: longer, better",
+    )
+    parser.add_argument(
+        "--data",
+        type=Optional[str],
+        default=None,
+        help="your own text (a file, folder or glob, as triform train reads it) instead of the docstrings",
+    )
+    parser.add_argument(
+        "--crossover",
+        type=Literal["mlm-causal", "seq2seq-prefix", "none"],
+        default="mlm-causal",
+        help="the fourth model: BERT's objective under a causal pattern, or translation by one stack",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch threads (default: torch's choice)")
 

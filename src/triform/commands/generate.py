@@ -70,8 +70,12 @@ def run(args) -> int:
     results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress)
     lines = []
     for result in results:
-        record = {"prompt": texts[result.prompt_index], "text": result.text, "finish_reason": result.finish_reason,
-                  "n_tokens": len(result.ids)}  # fmt: skip
+        record = {
+            "prompt": texts[result.prompt_index],
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "n_tokens": len(result.ids),
+        }
         if result.score is not None:
             record["score"] = round(result.score, 6)
         lines.append(output_line(record, args.jsonl))
@@ -83,8 +87,10 @@ def run_mask_predict(generator, texts: list[str], args) -> int:
     from triform.generate.config import GenerationConfig
 
     if decoding_config(args) != GenerationConfig() or args.stream:
-        raise TriformError("this model was trained with mlm: it writes by mask-predict (--length, --iterations); "
-                           "decoding options and --stream do not apply")  # fmt: skip
+        raise TriformError(
+            "this model was trained with mlm: it writes by mask-predict (--length, --iterations); "
+            "decoding options and --stream do not apply"
+        )
     lines = []
     for text in texts:
         output = generator.mask_predict(text, length=args.length, iterations=args.iterations)

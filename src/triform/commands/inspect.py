@@ -12,12 +12,18 @@ PATTERNS = Literal["bidirectional", "causal", "prefix"]
 def add_arguments(parser) -> None:
     parser.add_argument("--arch", type=ARCHS, default="stack", help="architecture")
     parser.add_argument("--objective", type=OBJECTIVES, required=True, help="training objective")
-    parser.add_argument("--pattern", type=Optional[PATTERNS], default=None, help="attention pattern (default: the pair's)")
+    parser.add_argument(
+        "--pattern", type=Optional[PATTERNS], default=None, help="attention pattern (default: the pair's)"
+    )
     parser.add_argument("--text", type=str, required=True, help="the text to transform (the source, for seq2seq)")
     parser.add_argument("--target", type=Optional[str], default=None, help="target text, for seq2seq")
     parser.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices")
-    parser.add_argument("--png", type=Optional[str], default=None,
-                        help="also draw the input/target tokens and the attention pattern into this PNG file")  # fmt: skip
+    parser.add_argument(
+        "--png",
+        type=Optional[str],
+        default=None,
+        help="also draw the input/target tokens and the attention pattern into this PNG file",
+    )
 
 
 def run(args) -> int:
@@ -42,8 +48,9 @@ def draw_png(args) -> None:
         raise TriformError(f"--png: {path} should end in .png")
     if not path.parent.is_dir():
         raise TriformError(f"--png: {path.parent} is not a folder")
-    batch, tokenizer = prepared_example(args.arch, args.objective, args.text, pattern=args.pattern, target=args.target,
-                                        seed=args.seed)  # fmt: skip
+    batch, tokenizer = prepared_example(
+        args.arch, args.objective, args.text, pattern=args.pattern, target=args.target, seed=args.seed
+    )
     title = f"{args.arch} + {args.objective} + {batch.pattern}: {ALLOWED[(args.arch, args.objective)][batch.pattern]}"
     draw_batch(batch, lambda ids: [tokenizer.id_to_token(int(i)) for i in ids], path, title=title)
     print(f"picture: {path}")

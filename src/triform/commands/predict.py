@@ -12,12 +12,23 @@ from typing import Optional
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", type=str, required=True, help="a folder written by `triform finetune` (run_dir/best or run_dir/model)")
+    parser.add_argument(
+        "--model",
+        type=str,
+        required=True,
+        help="a folder written by `triform finetune` (run_dir/best or run_dir/model)",
+    )
     parser.add_argument("--data", type=str, required=True, help="records to predict: .jsonl, .csv, .tsv or .parquet")
-    parser.add_argument("--output", type=Optional[str], default=None, help="predictions as JSONL (default: standard output)")
+    parser.add_argument(
+        "--output", type=Optional[str], default=None, help="predictions as JSONL (default: standard output)"
+    )
     parser.add_argument("--metrics", type=Optional[str], default=None, help="also write the metrics here, as JSON")
-    parser.add_argument("--columns", type=Optional[dict[str, str]], default=None,
-                        help='the file\'s column for a task column, e.g. \'{"label": "genre"}\'')  # fmt: skip
+    parser.add_argument(
+        "--columns",
+        type=Optional[dict[str, str]],
+        default=None,
+        help='the file\'s column for a task column, e.g. \'{"label": "genre"}\'',
+    )
     parser.add_argument("--batch_size", type=int, default=32, help="features per forward pass")
     parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1, ...")
 
@@ -52,8 +63,10 @@ def run(args) -> int:
         sys.stdout.writelines(lines)
     else:
         write_jsonl(args.output, predictions)
-    say(f"{len(records)} records predicted in {elapsed:.1f}s ({len(records) / max(elapsed, 1e-9):.0f} records/s)"
-        + (f"; predictions in {args.output}" if args.output else ""))  # fmt: skip
+    say(
+        f"{len(records)} records predicted in {elapsed:.1f}s ({len(records) / max(elapsed, 1e-9):.0f} records/s)"
+        + (f"; predictions in {args.output}" if args.output else "")
+    )
     if metrics is not None:
         if args.metrics:
             write_jsonl(args.metrics, [metrics])

@@ -9,7 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", type=str, required=True, help="file, folder or glob to tokenize")
     parser.add_argument("--tokenizer", type=str, required=True, help="tokenizer.json (or a model folder holding one)")
     parser.add_argument("--output", type=str, required=True, help="folder to write the shards into")
-    parser.add_argument("--parallel", type=bool, default=False, help="(source, target) pairs, for the seq2seq objective")
+    parser.add_argument(
+        "--parallel", type=bool, default=False, help="(source, target) pairs, for the seq2seq objective"
+    )
     parser.add_argument("--shard_tokens", type=int, default=2**26, help="token ids per shard file")
     parser.add_argument("--overwrite", type=bool, default=False, help="replace a folder prepared from other input")
     add_source_arguments(parser)
@@ -27,8 +29,17 @@ def run(args) -> int:
     if args.shard_tokens < 1:
         raise TriformError(f"--shard_tokens: expected a positive integer, got {args.shard_tokens}")
     tokenizer = load_tokenizer(args.tokenizer)
-    output = prepare(source_from(args, args.input), tokenizer, args.output, parallel=args.parallel,
-                     shard_tokens=args.shard_tokens, overwrite=args.overwrite)  # fmt: skip
+    output = prepare(
+        source_from(args, args.input),
+        tokenizer,
+        args.output,
+        parallel=args.parallel,
+        shard_tokens=args.shard_tokens,
+        overwrite=args.overwrite,
+    )
     meta = json.loads((Path(output) / META).read_text())
-    say(f"prepared {meta['documents']} documents, {meta['tokens']} tokens ({meta['dtype']}) in {len(meta['shards'])} shard(s): {output}")
+    say(
+        f"prepared {meta['documents']} documents, {meta['tokens']} tokens ({meta['dtype']}) in {len(meta['shards'])} "
+        f"shard(s): {output}"
+    )
     return 0

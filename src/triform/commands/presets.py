@@ -13,12 +13,22 @@ def run(args) -> int:
     from triform.models.presets import PRESETS
 
     if args.json:
-        print(json.dumps({name: {"model": p.model.to_dict(), "objective": p.objective, **p.objective_options}
-                          for name, p in PRESETS.items()}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    name: {"model": p.model.to_dict(), "objective": p.objective, **p.objective_options}
+                    for name, p in PRESETS.items()
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{'preset':<14} {'arch':<16} {'layers':>7} {'d_model':>7} {'heads':>5} {'objective':<9} reference")
     for name, preset in PRESETS.items():
         m = preset.model
         layers = f"{m.n_layers}+{m.decoder_layers}" if m.arch == "encoder-decoder" else str(m.n_layers)
-        print(f"{name:<14} {m.arch:<16} {layers:>7} {m.d_model:>7} {m.n_heads:>5} {preset.objective:<9} {preset.reference}")
+        print(
+            f"{name:<14} {m.arch:<16} {layers:>7} {m.d_model:>7} {m.n_heads:>5} {preset.objective:<9} "
+            f"{preset.reference}"
+        )
     return 0

@@ -15,8 +15,12 @@ def add_arguments(parser) -> None:
     train = ArgumentParser(description="train a tokenizer on text files")
     train.add_argument("--input", type=str, required=True, help="file, folder or glob of training text")
     train.add_argument("--output", type=str, required=True, help="where to write tokenizer.json")
-    train.add_argument("--kind", type=Literal["bpe", "wordpiece", "unigram"], default="bpe",
-                       help="byte-level BPE (GPT-2), WordPiece (BERT) or Unigram (T5)")  # fmt: skip
+    train.add_argument(
+        "--kind",
+        type=Literal["bpe", "wordpiece", "unigram"],
+        default="bpe",
+        help="byte-level BPE (GPT-2), WordPiece (BERT) or Unigram (T5)",
+    )
     train.add_argument("--vocab_size", type=int, default=8192, help="tokens in the vocabulary, special tokens included")
     train.add_argument("--min_frequency", type=int, default=2, help="BPE/WordPiece: least count of a merged pair")
     train.add_argument("--sentinels", type=int, default=100, help="span-corruption sentinels <extra_id_N> to reserve")
@@ -41,7 +45,9 @@ def train(args) -> int:
     from triform.train.session import texts_for_tokenizer
 
     texts = texts_for_tokenizer(source_from(args, args.input), args.parallel)
-    tokenizer = train_tokenizer(texts, args.kind, args.vocab_size, min_frequency=args.min_frequency, n_sentinels=args.sentinels)
+    tokenizer = train_tokenizer(
+        texts, args.kind, args.vocab_size, min_frequency=args.min_frequency, n_sentinels=args.sentinels
+    )
     path = save_tokenizer(tokenizer, args.output)
     say(f"tokenizer: {args.kind}, {tokenizer.get_vocab_size()} tokens, written to {path}")
     return 0

@@ -81,8 +81,10 @@ def train(resolved, run_dir, should_stop=lambda: False, trainer_class=None) -> s
 
     existing = ckpt.checkpoints(run_dir)
     if existing and not resolved.config.resume:
-        raise TriformError(f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
-                           "pass --resume true to continue it, or choose another --run_dir")  # fmt: skip
+        raise TriformError(
+            f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
+            "pass --resume true to continue it, or choose another --run_dir"
+        )
     processes = start(resolved.config.train.device)
     try:
         session = build_session(resolved, run_dir, processes)
@@ -109,5 +111,7 @@ def check_same_model(checkpoint, model_config) -> None:
     saved = read_config(checkpoint)["model"]
     for name, value in model_config.to_dict().items():
         if saved.get(name) != value:
-            raise TriformError(f"model.{name}: {checkpoint / CONFIG_FILE} was trained with {saved.get(name)!r}, "
-                               f"this command asks for {value!r}; resume with the run's own settings")  # fmt: skip
+            raise TriformError(
+                f"model.{name}: {checkpoint / CONFIG_FILE} was trained with {saved.get(name)!r}, "
+                f"this command asks for {value!r}; resume with the run's own settings"
+            )

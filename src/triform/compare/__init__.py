@@ -51,13 +51,25 @@ class Settings:
     jobs: int = 1
 
     def check(self) -> None:
-        for name in ("repeats", "d_model", "n_layers", "max_len", "vocab_size", "batch_size", "jobs", "documents",
-                     "eval_windows", "eval_pairs"):  # fmt: skip
+        for name in (
+            "repeats",
+            "d_model",
+            "n_layers",
+            "max_len",
+            "vocab_size",
+            "batch_size",
+            "jobs",
+            "documents",
+            "eval_windows",
+            "eval_pairs",
+        ):
             if getattr(self, name) < 1:
                 raise TriformError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
         if self.budget <= 0 or not 0 < self.finetune <= 10:
-            raise TriformError(f"--budget and --finetune: expected a positive budget and a fraction in (0, 10], "
-                               f"got {self.budget} and {self.finetune}")  # fmt: skip
+            raise TriformError(
+                f"--budget and --finetune: expected a positive budget and a fraction in (0, 10], "
+                f"got {self.budget} and {self.finetune}"
+            )
         if self.max_len < 16:
             raise TriformError(f"--max_len: expected at least 16, got {self.max_len}")
 
@@ -70,8 +82,16 @@ class Settings:
 
 
 def model_fields(settings: Settings) -> dict:
-    return dict(d_model=settings.d_model, n_heads=4, d_ff=4 * settings.d_model, n_layers=settings.n_layers,
-                max_len=settings.max_len, vocab_size=settings.vocab_size, dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    return dict(
+        d_model=settings.d_model,
+        n_heads=4,
+        d_ff=4 * settings.d_model,
+        n_layers=settings.n_layers,
+        max_len=settings.max_len,
+        vocab_size=settings.vocab_size,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
 
 
 def check_folder(out: Path, settings: Settings) -> None:
@@ -79,9 +99,13 @@ def check_folder(out: Path, settings: Settings) -> None:
     if saved.is_file():
         previous = json.loads(saved.read_text())
         if previous != settings.comparable():
-            changed = sorted(k for k in set(previous) | set(settings.comparable()) if previous.get(k) != settings.comparable().get(k))
-            raise TriformError(f"--out: {out} holds a comparison made with other settings ({', '.join(changed)}); "
-                               "choose another --out or delete it")  # fmt: skip
+            changed = sorted(
+                k for k in set(previous) | set(settings.comparable()) if previous.get(k) != settings.comparable().get(k)
+            )
+            raise TriformError(
+                f"--out: {out} holds a comparison made with other settings ({', '.join(changed)}); "
+                "choose another --out or delete it"
+            )
     elif out.is_dir() and any(out.iterdir()):
         raise TriformError(f"--out: {out} exists and is not a comparison's folder; choose another --out")
 
@@ -95,7 +119,11 @@ def compare(settings: Settings, show=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps(settings.comparable(), indent=1))
     data = prepare_data(settings, out / "data", show)
-    jobs = [make_job(settings, data, entry, settings.seed + repeat, out) for repeat in range(settings.repeats) for entry in chosen]
+    jobs = [
+        make_job(settings, data, entry, settings.seed + repeat, out)
+        for repeat in range(settings.repeats)
+        for entry in chosen
+    ]
     reference = no_model_scores(jobs[0], out)
     results = run_all(jobs, settings.jobs, show)
     outputs = write_outputs(results, chosen, settings, reference, out)
@@ -112,10 +140,25 @@ def no_model_scores(job: Job, out: Path) -> dict:
 
 
 def make_job(settings: Settings, data: dict, entry: Entry, seed: int, out: Path) -> Job:
-    return Job(entry, seed, str(out / "runs" / f"{entry.key}-seed{seed}"), data["text_train"], data["text_valid"],
-               data["pairs_train"], data["pairs_valid"], data["tokenizer"], model_fields(settings), settings.budget,
-               settings.finetune * settings.budget, settings.batch_size, settings.lr, settings.eval_windows,
-               settings.eval_pairs, show=settings.jobs == 1, threads=1 if settings.jobs > 1 else None)  # fmt: skip
+    return Job(
+        entry,
+        seed,
+        str(out / "runs" / f"{entry.key}-seed{seed}"),
+        data["text_train"],
+        data["text_valid"],
+        data["pairs_train"],
+        data["pairs_valid"],
+        data["tokenizer"],
+        model_fields(settings),
+        settings.budget,
+        settings.finetune * settings.budget,
+        settings.batch_size,
+        settings.lr,
+        settings.eval_windows,
+        settings.eval_pairs,
+        show=settings.jobs == 1,
+        threads=1 if settings.jobs > 1 else None,
+    )
 
 
 def run_all(jobs: list[Job], workers: int, show) -> list[dict]:
@@ -135,9 +178,13 @@ def run_all(jobs: list[Job], workers: int, show) -> list[dict]:
     def report(job: Job, result: dict, finished: int) -> None:
         elapsed = time.monotonic() - started
         eta = elapsed / finished * (len(pending) - finished)
-        show(f"[{len(results)}/{len(jobs)}] {job.entry.label}, seed {job.seed}: next-token {100 * result['next-token']['accuracy']:.1f} %, "
-             f"masked-token {100 * result['masked-token']['accuracy']:.1f} %, restore chrF {result['restore']['chrf']:.1f} "
-             f"({duration(result['seconds'])}; ETA {duration(eta)})")  # fmt: skip
+        show(
+            f"[{len(results)}/{len(jobs)}] {job.entry.label}, seed {job.seed}: next-token "
+            f"{100 * result['next-token']['accuracy']:.1f} %, "
+            f"masked-token {100 * result['masked-token']['accuracy']:.1f} %, restore chrF "
+            f"{result['restore']['chrf']:.1f} "
+            f"({duration(result['seconds'])}; ETA {duration(eta)})"
+        )
 
     if workers == 1:
         for finished, job in enumerate(pending, 1):

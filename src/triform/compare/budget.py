@@ -39,12 +39,15 @@ def path_parameters(config: ModelConfig) -> dict[str, int]:
 
 def batch_compute(batch, parameters: dict[str, int]) -> float:
     """Tokens x parameters of one prepared batch."""
+
     def real(ids, mask):
         return int(ids.numel() if mask is None else mask.sum())
 
     if batch.source_ids is not None:
-        return (real(batch.source_ids, batch.source_padding_mask) * parameters["encoder"]
-                + real(batch.ids, batch.padding_mask) * parameters["decoder"])  # fmt: skip
+        return (
+            real(batch.source_ids, batch.source_padding_mask) * parameters["encoder"]
+            + real(batch.ids, batch.padding_mask) * parameters["decoder"]
+        )
     return real(batch.ids, batch.padding_mask) * parameters["stack"]
 
 

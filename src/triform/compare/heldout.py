@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from triform.objectives import IGNORE, make_objective
-from triform.objectives.compat import check_pair
 from triform.objectives.batch import Batch, pad, pad_targets
+from triform.objectives.compat import check_pair
 from triform.objectives.layout import source_target_batch
 from triform.train.evaluate import bleu_chrf, translate_ids
 
@@ -119,6 +119,7 @@ def next_token_targets(windows: list[list[int]]) -> list[int]:
 def context_free_scores(texts, pairs, tokenizer, specials, log_probs: torch.Tensor) -> dict:
     """What no model scores: the context-free guess (the training text's token frequencies) on the
     next- and masked-token tasks, and the restore task's input copied out unchanged."""
+
     def guess(targets: list[int]) -> dict:
         targets = torch.tensor(targets, dtype=torch.long)
         loss = float(-log_probs[targets].sum())
@@ -127,8 +128,10 @@ def context_free_scores(texts, pairs, tokenizer, specials, log_probs: torch.Tens
     masked = [t for _, targets in masked_windows(texts, specials, len(log_probs)) for t in targets if t != IGNORE]
     sources = [text.strip() for text in tokenizer.decode_batch([s for s, _ in pairs], skip_special_tokens=True)]
     references = [text.strip() for text in tokenizer.decode_batch([t for _, t in pairs], skip_special_tokens=True)]
-    copied = {"exact": sum(s == r for s, r in zip(sources, references)) / max(len(pairs), 1),
-              "chrf": bleu_chrf(sources, references)["chrf"]}  # fmt: skip
+    copied = {
+        "exact": sum(s == r for s, r in zip(sources, references)) / max(len(pairs), 1),
+        "chrf": bleu_chrf(sources, references)["chrf"],
+    }
     return {"next-token": guess(next_token_targets(texts)), "masked-token": guess(masked), "restore": copied}
 
 
@@ -138,12 +141,20 @@ def restore(model, pairs: list[tuple[list[int], list[int]]], tokenizer, specials
     hypotheses, references = [], []
     for start in range(0, len(pairs), BATCH):
         chunk = pairs[start : start + BATCH]
-        room = model.config.max_len - 1 if model.config.arch == "encoder-decoder" else \
-            model.config.max_len - 1 - max(len(s) for s, _ in chunk)  # fmt: skip
+        room = (
+            model.config.max_len - 1
+            if model.config.arch == "encoder-decoder"
+            else model.config.max_len - 1 - max(len(s) for s, _ in chunk)
+        )
         budget = max(1, min(room, 2 * max(len(t) for _, t in chunk) + 4))
         outputs = translate_ids(model, [s for s, _ in chunk], specials, pattern=pattern, max_new_tokens=budget)
         hypotheses += [text.strip() for text in tokenizer.decode_batch(outputs, skip_special_tokens=True)]
         references += [text.strip() for text in tokenizer.decode_batch([t for _, t in chunk], skip_special_tokens=True)]
     scores = bleu_chrf(hypotheses, references)
     exact = sum(h == r for h, r in zip(hypotheses, references)) / max(len(pairs), 1)
-    return {"exact": exact, "chrf": scores["chrf"], "example": hypotheses[0] if hypotheses else "", "reference": references[0] if references else ""}
+    return {
+        "exact": exact,
+        "chrf": scores["chrf"],
+        "example": hypotheses[0] if hypotheses else "",
+        "reference": references[0] if references else "",
+    }

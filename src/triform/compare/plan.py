@@ -55,12 +55,19 @@ def entries(patterns: str = "default", pairs: list[str] | None = None, baseline:
         wanted = [p.split(":") for p in pairs]
         for parts in wanted:
             if len(parts) not in (2, 3) or not any(matches(e, parts) for e in all_entries()):
-                raise TriformError(f"--pairs: {':'.join(parts)!r} names no allowed pretraining pair; expected "
-                                   "arch:objective or arch:objective:pattern, e.g. stack:clm or encoder-decoder:span")  # fmt: skip
-        chosen = [e for e in all_entries()
-                  if any(matches(e, parts) and (len(parts) == 3 or patterns == "all" or is_default(e)) for parts in wanted)]
+                raise TriformError(
+                    f"--pairs: {':'.join(parts)!r} names no allowed pretraining pair; expected "
+                    "arch:objective or arch:objective:pattern, e.g. stack:clm or encoder-decoder:span"
+                )
+        chosen = [
+            e
+            for e in all_entries()
+            if any(matches(e, parts) and (len(parts) == 3 or patterns == "all" or is_default(e)) for parts in wanted)
+        ]
     if baseline:
-        chosen += [Entry(arch, NONE, None) for arch in ("stack", "encoder-decoder") if any(e.arch == arch for e in chosen)]
+        chosen += [
+            Entry(arch, NONE, None) for arch in ("stack", "encoder-decoder") if any(e.arch == arch for e in chosen)
+        ]
     return chosen
 
 

@@ -50,28 +50,57 @@ class Job:
     threads: int | None = None
 
 
-def budgeted_spec(job: Job, objective: str, pattern: str | None, train: str, budget: float,
-                  run_dir: Path) -> tuple[RunSpec, object, float]:  # fmt: skip
+def budgeted_spec(
+    job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path
+) -> tuple[RunSpec, object, float]:
     """The run's spec with as many steps as the budget buys, its resolved configuration and the
     measured compute of one step.
     Batches are plain shuffles (no length buckets), so that every step is a random mix of lengths
     and the compute measured on a few of them is that of any step."""
-    spec = RunSpec(job.entry.arch, objective, pattern, train, None, job.tokenizer, steps=1, batch_size=job.batch_size,
-                   model=job.model, lr=job.lr, seed=job.seed, log_every=10, too_long="skip", bucket=False)  # fmt: skip
+    spec = RunSpec(
+        job.entry.arch,
+        objective,
+        pattern,
+        train,
+        None,
+        job.tokenizer,
+        steps=1,
+        batch_size=job.batch_size,
+        model=job.model,
+        lr=job.lr,
+        seed=job.seed,
+        log_every=10,
+        too_long="skip",
+        bucket=False,
+    )
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
     per_step = compute_per_step(session, job.batch_size, job.seed)
     spec = dataclasses.replace(spec, steps=steps_for(budget, per_step))
     return spec, resolved_run(spec, run_dir), per_step
 
 
-def train_budgeted(job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path,
-                   label: str, init_from: Path | None = None) -> dict:  # fmt: skip
+def train_budgeted(
+    job: Job,
+    objective: str,
+    pattern: str | None,
+    train: str,
+    budget: float,
+    run_dir: Path,
+    label: str,
+    init_from: Path | None = None,
+) -> dict:
     spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir)
     records = train_with_bar(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
     train = [r for r in records if r.get("split") == "train"]
     for leftover in ("checkpoints", "best"):  # the final model is all that is used
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
-    return {"steps": spec.steps, "compute_per_step": per_step, "tokens": train[-1]["tokens"], "loss": train[-1]["loss"], "seconds": train[-1]["elapsed_s"]}
+    return {
+        "steps": spec.steps,
+        "compute_per_step": per_step,
+        "tokens": train[-1]["tokens"],
+        "loss": train[-1]["loss"],
+        "seconds": train[-1]["elapsed_s"],
+    }
 
 
 def evaluation_data(job: Job, tokenizer, max_len: int):
@@ -119,8 +148,15 @@ def run_job(job: Job) -> dict:
     result = {"arch": entry.arch, "objective": entry.objective, "pattern": entry.pattern, "seed": job.seed}
     pretrained = None
     if entry.objective != NONE:
-        result["pretraining"] = train_budgeted(job, entry.objective, entry.pattern, job.text_train, job.budget,
-                                               folder / "pretrain", f"{entry.label} (seed {job.seed}): pretraining")  # fmt: skip
+        result["pretraining"] = train_budgeted(
+            job,
+            entry.objective,
+            entry.pattern,
+            job.text_train,
+            job.budget,
+            folder / "pretrain",
+            f"{entry.label} (seed {job.seed}): pretraining",
+        )
         pretrained = folder / "pretrain" / "model"
     tokenizer = load_tokenizer(job.tokenizer)
     specials = SpecialTokens.from_tokenizer(tokenizer)
@@ -129,8 +165,16 @@ def run_job(job: Job) -> dict:
         pattern = finetune_pattern(entry.arch, task)
         data = job.pairs_train if task == "restore" else job.text_train
         run_dir = folder / task
-        result[f"{task} fine-tuning"] = train_budgeted(job, TASK_OBJECTIVE[task], pattern, data, job.finetune_budget, run_dir,
-                                                       f"{entry.label} (seed {job.seed}): {task}", init_from=pretrained)  # fmt: skip
+        result[f"{task} fine-tuning"] = train_budgeted(
+            job,
+            TASK_OBJECTIVE[task],
+            pattern,
+            data,
+            job.finetune_budget,
+            run_dir,
+            f"{entry.label} (seed {job.seed}): {task}",
+            init_from=pretrained,
+        )
         model = load_model(run_dir / "model").model
         result[task] = score(task, model, texts, pairs, tokenizer, specials, pattern)
     result["seconds"] = time.monotonic() - started

@@ -42,13 +42,19 @@ def prepare_data(settings, folder: Path, show) -> dict:
         text = write_lines(folder / f"text-{name}.txt", documents)
         pairs = restore_pairs(documents)
         if not pairs:
-            raise TriformError(f"--data: no sentence of 4 to 20 words with capitals or punctuation to restore in the {name} split")
+            raise TriformError(
+                f"--data: no sentence of 4 to 20 words with capitals or punctuation to restore in the {name} split"
+            )
         tsv = write_lines(folder / f"restore-{name}.tsv", [f"{source}\t{target}" for source, target in pairs])
         paths[f"text_{name}"] = str(prepare(DataSource(str(text)), tokenizer, folder / f"text-{name}"))
-        paths[f"pairs_{name}"] = str(prepare(DataSource(str(tsv), format="tsv"), tokenizer, folder / f"restore-{name}", parallel=True))
+        paths[f"pairs_{name}"] = str(
+            prepare(DataSource(str(tsv), format="tsv"), tokenizer, folder / f"restore-{name}", parallel=True)
+        )
         paths[f"{name}_documents"] = len(documents)
         paths[f"{name}_pairs"] = len(pairs)
     made.write_text(json.dumps(paths, indent=1))
-    show(f"{paths['train_documents']:,} training documents, {paths['valid_documents']:,} held out; "
-         f"{paths['train_pairs']:,} restore pairs for fine-tuning, {paths['valid_pairs']:,} held out")  # fmt: skip
+    show(
+        f"{paths['train_documents']:,} training documents, {paths['valid_documents']:,} held out; "
+        f"{paths['train_pairs']:,} restore pairs for fine-tuning, {paths['valid_pairs']:,} held out"
+    )
     return paths

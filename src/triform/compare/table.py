@@ -31,9 +31,14 @@ def value(result: dict, path: tuple[str, str]) -> float:
 def run_rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in sorted(results, key=lambda r: (r["arch"], r["objective"], str(r["pattern"]), r["seed"])):
-        row = {"arch": r["arch"], "objective": r["objective"], "pattern": r["pattern"] or "", "seed": r["seed"],
-               "pretraining steps": r.get("pretraining", {}).get("steps", 0),
-               "pretraining tokens": r.get("pretraining", {}).get("tokens", 0)}  # fmt: skip
+        row = {
+            "arch": r["arch"],
+            "objective": r["objective"],
+            "pattern": r["pattern"] or "",
+            "seed": r["seed"],
+            "pretraining steps": r.get("pretraining", {}).get("steps", 0),
+            "pretraining tokens": r.get("pretraining", {}).get("tokens", 0),
+        }
         row.update({name: value(r, path) for name, path, _ in SCORES})
         row["seconds"] = round(r["seconds"], 1)
         rows.append(row)
@@ -44,7 +49,11 @@ def aggregate(results: list[dict], chosen: list[Entry]) -> list[dict]:
     """Per entry, in the order compared: the mean and sample standard deviation of each score."""
     table = []
     for entry in chosen:
-        mine = [r for r in results if (r["arch"], r["objective"], r["pattern"]) == (entry.arch, entry.objective, entry.pattern)]
+        mine = [
+            r
+            for r in results
+            if (r["arch"], r["objective"], r["pattern"]) == (entry.arch, entry.objective, entry.pattern)
+        ]
         if not mine:
             continue
         row = {"entry": entry, "runs": len(mine)}
@@ -67,8 +76,10 @@ REFERENCE_LABEL = "*no model: context-free guess; restore: the input copied*"
 def markdown(table: list[dict], reference: dict | None = None) -> str:
     """The table; `reference` (the scores that need no model) becomes its last row, in italics."""
     names = [name for name, _, _ in SCORES]
-    lines = ["| architecture + objective + pattern | runs | " + " | ".join(names) + " |",
-             "|---|---:|" + "---:|" * len(names)]  # fmt: skip
+    lines = [
+        "| architecture + objective + pattern | runs | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
     best = {name: (max if name != "next-token perplexity" else min)(row[name][0] for row in table) for name in names}
     for row in table:
         cells = []
@@ -106,8 +117,10 @@ def plot(table: list[dict], path: Path, title: str, reference: dict | None = Non
     bar, and the score that needs no model as a dashed line."""
     plt = pyplot()
     labels = [row["entry"].label for row in table]
-    colours = ["#bbbbbb" if row["entry"].objective == NONE else ("#3b6fb6" if row["entry"].arch == "stack" else "#e07b39")
-               for row in table]  # fmt: skip
+    colours = [
+        "#bbbbbb" if row["entry"].objective == NONE else ("#3b6fb6" if row["entry"].arch == "stack" else "#e07b39")
+        for row in table
+    ]
     figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 0.36 * len(table) + 1.6), sharey=True)
     positions = np.arange(len(table))[::-1]
     for axis, name in zip(axes, PLOTTED):
@@ -118,8 +131,13 @@ def plot(table: list[dict], path: Path, title: str, reference: dict | None = Non
         axis.barh(positions, means, xerr=errors, color=colours, capsize=2, error_kw={"linewidth": 0.8})
         if reference:
             path_of = dict((n, p) for n, p, _ in SCORES)[name]
-            axis.axvline(scale * value(reference, path_of), color="black", linestyle="--", linewidth=1,
-                         label="context-free guess" if name != "restore chrF" else "input copied")  # fmt: skip
+            axis.axvline(
+                scale * value(reference, path_of),
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label="context-free guess" if name != "restore chrF" else "input copied",
+            )
             axis.legend(fontsize=7, loc="lower right")
         axis.set_title(name + (" (%)" if percent else ""), fontsize=10)
         axis.grid(axis="x", alpha=0.3)
@@ -137,7 +155,15 @@ def write_outputs(results: list[dict], chosen: list[Entry], settings, reference:
     text = markdown(table, reference)
     (out / "table.md").write_text(text + "\n")
     seeds = sorted({r["seed"] for r in results})
-    title = (f"{Path(settings.data).name}: pretraining {settings.budget:.1e} tokens x parameters each, fine-tuning "
-             f"{settings.finetune:g} of that per task; mean ± std over seeds {', '.join(map(str, seeds))}")  # fmt: skip
+    title = (
+        f"{Path(settings.data).name}: pretraining {settings.budget:.1e} tokens x parameters each, fine-tuning "
+        f"{settings.finetune:g} of that per task; mean ± std over seeds {', '.join(map(str, seeds))}"
+    )
     picture = plot(table, out / "compare.png", title, reference)
-    return {"markdown": out / "table.md", "table": text, "csv": out / "table.csv", "runs_csv": out / "results.csv", "plot": picture}
+    return {
+        "markdown": out / "table.md",
+        "table": text,
+        "csv": out / "table.csv",
+        "runs_csv": out / "results.csv",
+        "plot": picture,
+    }

@@ -88,8 +88,11 @@ def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretra
     unused = sorted(name for name in tensors if name not in consumed and not family.is_ignored(name))
     if unused:
         shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
-        warnings.warn(f"{weights}: {len(unused)} tensor(s) have no place in triform's model and were left out: {shown}",
-                      ConversionWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{weights}: {len(unused)} tensor(s) have no place in triform's model and were left out: {shown}",
+            ConversionWarning,
+            stacklevel=2,
+        )
     loaded_tokenizer = load_hf_tokenizer(directory) if tokenizer and has_tokenizer_files(directory) else None
     specials = special_tokens(family, hf, loaded_tokenizer, directory)
     extra = {"hf": {"model_type": hf.model_type, "config": raw, "unused_tensors": unused}}
@@ -138,8 +141,10 @@ def export_hf(
     token_ids = {} if specials is None else {**specials.to_dict(), "decoder_start": specials.decoder_start_id}
     missing = [role for role in family.needs_tokens if token_ids.get(role) is None]
     if missing:
-        raise ConversionError(f"Hugging Face {model_type} needs a {missing[0]} token id, and the model has none "
-                              "(save it with its special tokens)")  # fmt: skip
+        raise ConversionError(
+            f"Hugging Face {model_type} needs a {missing[0]} token id, and the model has none "
+            "(save it with its special tokens)"
+        )
     hf = family.write_config(config, model_type, token_ids, base if same_family else {})
     # A token the model has no id for is left to transformers' default rather than written as null.
     hf = {key: value for key, value in hf.items() if value is not None or key in base}
@@ -154,18 +159,22 @@ def export_hf(
     return write_folder(directory, tensors, files)
 
 
-def convert_from_hf(source: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
-                    tokenizer: bool = True) -> Pretrained:  # fmt: skip
+def convert_from_hf(
+    source: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, tokenizer: bool = True
+) -> Pretrained:
     """Hugging Face folder -> triform model folder; nothing is written unless all of it converts."""
     source, out = Path(source), Path(out)
     check_destination(source, out, overwrite)
     pretrained = import_hf(source, tokenizer=tokenizer)
-    save_model(pretrained.model, out, specials=pretrained.specials, tokenizer=pretrained.tokenizer, extra=pretrained.extra)
+    save_model(
+        pretrained.model, out, specials=pretrained.specials, tokenizer=pretrained.tokenizer, extra=pretrained.extra
+    )
     return pretrained
 
 
-def convert_to_hf(source: str | os.PathLike, out: str | os.PathLike, *, model_type: str | None = None,
-                  overwrite: bool = False) -> Pretrained:  # fmt: skip
+def convert_to_hf(
+    source: str | os.PathLike, out: str | os.PathLike, *, model_type: str | None = None, overwrite: bool = False
+) -> Pretrained:
     """triform model folder -> Hugging Face folder."""
     source, out = Path(source), Path(out)
     check_destination(source, out, overwrite)

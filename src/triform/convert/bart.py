@@ -27,12 +27,30 @@ class BartFamily(Family):
     decoder_start_role = "eos"
     needs_tokens = ("pad", "eos", "decoder_start")
     fixed = dict(
-        arch="encoder-decoder", position="learned", norm="layernorm", norm_eps=LAYER_NORM_EPS,
-        norm_placement="post", gated=False, bias=True, token_types=0, embedding_norm=True, scale_attention=True,
-        output_transform=False, scale_output=False, share_embeddings=True,
-    )  # fmt: skip
+        arch="encoder-decoder",
+        position="learned",
+        norm="layernorm",
+        norm_eps=LAYER_NORM_EPS,
+        norm_placement="post",
+        gated=False,
+        bias=True,
+        token_types=0,
+        embedding_norm=True,
+        scale_attention=True,
+        output_transform=False,
+        scale_output=False,
+        share_embeddings=True,
+    )
     special_tokens = {
-        "bart": {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>", "mask": "<mask>", "cls": "<s>", "sep": "</s>"}
+        "bart": {
+            "bos": "<s>",
+            "eos": "</s>",
+            "pad": "<pad>",
+            "unk": "<unk>",
+            "mask": "<mask>",
+            "cls": "<s>",
+            "sep": "</s>",
+        }
     }
     architecture = "BartForConditionalGeneration"
 
@@ -48,27 +66,39 @@ class BartFamily(Family):
         n_layers = hf.get("encoder_layers")
         n_decoder_layers = hf.get("decoder_layers")
         return ModelConfig(
-            arch="encoder-decoder", vocab_size=hf.get("vocab_size"), d_model=hf.get("d_model"),
+            arch="encoder-decoder",
+            vocab_size=hf.get("vocab_size"),
+            d_model=hf.get("d_model"),
             n_heads=hf.same("encoder_attention_heads", "decoder_attention_heads"),
-            d_ff=hf.same("encoder_ffn_dim", "decoder_ffn_dim"), n_layers=n_layers,
+            d_ff=hf.same("encoder_ffn_dim", "decoder_ffn_dim"),
+            n_layers=n_layers,
             n_decoder_layers=None if n_decoder_layers == n_layers else n_decoder_layers,
-            max_len=hf.get("max_position_embeddings"), norm="layernorm", norm_eps=LAYER_NORM_EPS,
-            norm_placement="post", activation=hf.activation("activation_function", "gelu"),
-            dropout=hf.get("dropout", float, 0.1), attention_dropout=hf.get("attention_dropout", float, 0.0),
-            scale_embeddings=hf.get("scale_embedding", bool, False), share_embeddings=True,
-            tie_embeddings=tied(tensors, "lm_head.weight", SHARED), output_bias="final_logits_bias" in tensors,
+            max_len=hf.get("max_position_embeddings"),
+            norm="layernorm",
+            norm_eps=LAYER_NORM_EPS,
+            norm_placement="post",
+            activation=hf.activation("activation_function", "gelu"),
+            dropout=hf.get("dropout", float, 0.1),
+            attention_dropout=hf.get("attention_dropout", float, 0.0),
+            scale_embeddings=hf.get("scale_embedding", bool, False),
+            share_embeddings=True,
+            tie_embeddings=tied(tensors, "lm_head.weight", SHARED),
+            output_bias="final_logits_bias" in tensors,
             **self.positions(hf),
-        )  # fmt: skip
+        )
 
     def positions(self, hf: HFConfig) -> dict:
         return dict(position="learned", embedding_norm=True)
 
     def embedding_rules(self, stack: str) -> list[Rule]:
         return [
-            rule(f"{stack}.embeddings.position.embedding.weight", f"model.{stack}.embed_positions.weight",
-                 skip_rows=BART_POSITION_OFFSET),
+            rule(
+                f"{stack}.embeddings.position.embedding.weight",
+                f"model.{stack}.embed_positions.weight",
+                skip_rows=BART_POSITION_OFFSET,
+            ),
             *linear(f"{stack}.embeddings.norm", f"model.{stack}.layernorm_embedding"),
-        ]  # fmt: skip
+        ]
 
     def rules(self, config: ModelConfig, hf: dict) -> list[Rule]:
         rules = [rule("encoder.embeddings.token.weight", SHARED)]
@@ -101,18 +131,31 @@ class BartFamily(Family):
 
     def write_config(self, config: ModelConfig, model_type: str, token_ids: dict, base: dict) -> dict:
         return {
-            **base, "model_type": model_type, "architectures": [self.architecture], "vocab_size": config.vocab_size,
-            "d_model": config.d_model, "encoder_layers": config.n_layers, "decoder_layers": config.decoder_layers,
-            "encoder_attention_heads": config.n_heads, "decoder_attention_heads": config.n_heads,
-            "encoder_ffn_dim": config.d_ff, "decoder_ffn_dim": config.d_ff,
+            **base,
+            "model_type": model_type,
+            "architectures": [self.architecture],
+            "vocab_size": config.vocab_size,
+            "d_model": config.d_model,
+            "encoder_layers": config.n_layers,
+            "decoder_layers": config.decoder_layers,
+            "encoder_attention_heads": config.n_heads,
+            "decoder_attention_heads": config.n_heads,
+            "encoder_ffn_dim": config.d_ff,
+            "decoder_ffn_dim": config.d_ff,
             "max_position_embeddings": config.max_len,
             "activation_function": hf_activation(config.activation, base.get("activation_function")),
-            "dropout": config.dropout, "attention_dropout": config.attention_dropout, "activation_dropout": 0.0,
-            "scale_embedding": config.scale_embeddings, "tie_word_embeddings": config.tie_embeddings,
-            "is_encoder_decoder": True, "pad_token_id": token_ids.get("pad"), "bos_token_id": token_ids.get("bos"),
-            "eos_token_id": token_ids.get("eos"), "decoder_start_token_id": token_ids.get("decoder_start"),
+            "dropout": config.dropout,
+            "attention_dropout": config.attention_dropout,
+            "activation_dropout": 0.0,
+            "scale_embedding": config.scale_embeddings,
+            "tie_word_embeddings": config.tie_embeddings,
+            "is_encoder_decoder": True,
+            "pad_token_id": token_ids.get("pad"),
+            "bos_token_id": token_ids.get("bos"),
+            "eos_token_id": token_ids.get("eos"),
+            "decoder_start_token_id": token_ids.get("decoder_start"),
             "forced_eos_token_id": base.get("forced_eos_token_id", token_ids.get("eos")),
-        }  # fmt: skip
+        }
 
 
 class MarianFamily(BartFamily):

@@ -17,11 +17,15 @@ from triform.convert.hf_config import HFConfig, hf_activation
 from triform.convert.mapping import Rule, fused, linear, rule
 
 HEADS = {  # model type -> (dense, norm, bias, projection) of the masked-LM head
-    "bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias",
-             "cls.predictions.decoder.weight"),
+    "bert": (
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.bias",
+        "cls.predictions.decoder.weight",
+    ),
     "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "lm_head.decoder.weight"),
     "distilbert": ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "vocab_projector.weight"),
-}  # fmt: skip
+}
 PREFIXES = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert."}
 DISTILBERT_EPS = 1e-12  # hard-coded in Hugging Face's DistilBERT
 # [CLS] and [SEP] open and close a BERT input, so they are also the [BOS] and [EOS] of triform's layouts.
@@ -32,13 +36,26 @@ ROBERTA_TOKENS = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<ma
 class BertFamily(Family):
     model_types = ("bert", "roberta", "distilbert")
     # Buffers of older checkpoints, and the tied output projection when the file holds a copy.
-    ignored = (r"\.position_ids$", r"\.token_type_ids$", r"^cls\.predictions\.decoder\.weight$",
-               r"^lm_head\.decoder\.weight$", r"^vocab_projector\.weight$")
+    ignored = (
+        r"\.position_ids$",
+        r"\.token_type_ids$",
+        r"^cls\.predictions\.decoder\.weight$",
+        r"^lm_head\.decoder\.weight$",
+        r"^vocab_projector\.weight$",
+    )
     copies = {"cls.predictions.decoder.bias": "cls.predictions.bias", "lm_head.decoder.bias": "lm_head.bias"}
     fixed = dict(
-        arch="stack", position="learned", norm="layernorm", norm_placement="post", gated=False, bias=True,
-        embedding_norm=True, scale_embeddings=False, scale_attention=True, scale_output=False,
-    )  # fmt: skip
+        arch="stack",
+        position="learned",
+        norm="layernorm",
+        norm_placement="post",
+        gated=False,
+        bias=True,
+        embedding_norm=True,
+        scale_embeddings=False,
+        scale_attention=True,
+        scale_output=False,
+    )
     special_tokens = {"bert": BERT_TOKENS, "distilbert": BERT_TOKENS, "roberta": ROBERTA_TOKENS}
 
     def __init__(self, model_type: str = "bert"):
@@ -56,32 +73,50 @@ class BertFamily(Family):
         has_head = f"{dense}.weight" in tensors
         tie = tied(tensors, projection, self.prefix + "embeddings.word_embeddings.weight")
         common = dict(
-            arch="stack", vocab_size=hf.get("vocab_size"), position="learned", norm="layernorm",
-            norm_placement="post", embedding_norm=True, output_transform=has_head, output_bias=has_head,
+            arch="stack",
+            vocab_size=hf.get("vocab_size"),
+            position="learned",
+            norm="layernorm",
+            norm_placement="post",
+            embedding_norm=True,
+            output_transform=has_head,
+            output_bias=has_head,
             tie_embeddings=tie,
-        )  # fmt: skip
+        )
         if hf.model_type == "distilbert":
             return ModelConfig(
-                **common, d_model=hf.get("dim"), n_heads=hf.get("n_heads"), d_ff=hf.get("hidden_dim"),
-                n_layers=hf.get("n_layers"), max_len=hf.get("max_position_embeddings"), norm_eps=DISTILBERT_EPS,
-                activation=hf.activation("activation"), dropout=hf.get("dropout", float, 0.1),
+                **common,
+                d_model=hf.get("dim"),
+                n_heads=hf.get("n_heads"),
+                d_ff=hf.get("hidden_dim"),
+                n_layers=hf.get("n_layers"),
+                max_len=hf.get("max_position_embeddings"),
+                norm_eps=DISTILBERT_EPS,
+                activation=hf.activation("activation"),
+                dropout=hf.get("dropout", float, 0.1),
                 attention_dropout=hf.get("attention_dropout", float, 0.1),
-            )  # fmt: skip
+            )
         hf.require("position_embedding_type", ("absolute",), default="absolute")
         hf.require("is_decoder", (False,), default=False)
         hf.require("add_cross_attention", (False,), default=False)
         activation = hf.activation("hidden_act")
         if hf.model_type == "roberta" and has_head and activation != "gelu":
-            raise hf.error("hidden_act", "RoBERTa's LM head always uses gelu; triform's head uses the model's activation")
+            raise hf.error(
+                "hidden_act", "RoBERTa's LM head always uses gelu; triform's head uses the model's activation"
+            )
         return ModelConfig(
-            **common, d_model=hf.get("hidden_size"), n_heads=hf.get("num_attention_heads"),
-            d_ff=hf.get("intermediate_size"), n_layers=hf.get("num_hidden_layers"),
+            **common,
+            d_model=hf.get("hidden_size"),
+            n_heads=hf.get("num_attention_heads"),
+            d_ff=hf.get("intermediate_size"),
+            n_layers=hf.get("num_hidden_layers"),
             max_len=hf.get("max_position_embeddings") - self.position_offset(hf.values),
-            norm_eps=hf.get("layer_norm_eps", float, 1e-12), activation=activation,
+            norm_eps=hf.get("layer_norm_eps", float, 1e-12),
+            activation=activation,
             dropout=hf.get("hidden_dropout_prob", float, 0.1),
             attention_dropout=hf.get("attention_probs_dropout_prob", float, 0.1),
             token_types=hf.get("type_vocab_size", int, 2),
-        )  # fmt: skip
+        )
 
     def rules(self, config: ModelConfig, hf: dict) -> list[Rule]:
         p = self.prefix
@@ -89,10 +124,13 @@ class BertFamily(Family):
         embeddings = p + "embeddings."
         rules = [
             rule("stack.embeddings.token.weight", embeddings + "word_embeddings.weight"),
-            rule("stack.embeddings.position.embedding.weight", embeddings + "position_embeddings.weight",
-                 skip_rows=self.position_offset(hf)),
+            rule(
+                "stack.embeddings.position.embedding.weight",
+                embeddings + "position_embeddings.weight",
+                skip_rows=self.position_offset(hf),
+            ),
             *linear("stack.embeddings.norm", embeddings + "LayerNorm"),
-        ]  # fmt: skip
+        ]
         if config.token_types:
             rules.append(rule("stack.embeddings.token_types.weight", embeddings + "token_type_embeddings.weight"))
         for i in range(config.n_layers):
@@ -134,27 +172,43 @@ class BertFamily(Family):
         head = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM", "distilbert": "DistilBertForMaskedLM"}
         body = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}
         hf = {
-            **base, "model_type": model_type, "vocab_size": config.vocab_size,
+            **base,
+            "model_type": model_type,
+            "vocab_size": config.vocab_size,
             "architectures": [(head if config.output_transform else body)[model_type]],
-            "pad_token_id": token_ids.get("pad"), "tie_word_embeddings": config.tie_embeddings,
-        }  # fmt: skip
+            "pad_token_id": token_ids.get("pad"),
+            "tie_word_embeddings": config.tie_embeddings,
+        }
         if model_type == "distilbert":
             return {
-                **hf, "dim": config.d_model, "n_heads": config.n_heads, "hidden_dim": config.d_ff,
-                "n_layers": config.n_layers, "max_position_embeddings": config.max_len,
+                **hf,
+                "dim": config.d_model,
+                "n_heads": config.n_heads,
+                "hidden_dim": config.d_ff,
+                "n_layers": config.n_layers,
+                "max_position_embeddings": config.max_len,
                 "activation": hf_activation(config.activation, base.get("activation")),
-                "dropout": config.dropout, "attention_dropout": config.attention_dropout,
+                "dropout": config.dropout,
+                "attention_dropout": config.attention_dropout,
                 "sinusoidal_pos_embds": False,
-            }  # fmt: skip
+            }
         hf.update(
-            hidden_size=config.d_model, num_attention_heads=config.n_heads, intermediate_size=config.d_ff,
-            num_hidden_layers=config.n_layers, layer_norm_eps=config.norm_eps, type_vocab_size=config.token_types,
-            hidden_act=hf_activation(config.activation, base.get("hidden_act")), hidden_dropout_prob=config.dropout,
-            attention_probs_dropout_prob=config.attention_dropout, position_embedding_type="absolute",
-        )  # fmt: skip
+            hidden_size=config.d_model,
+            num_attention_heads=config.n_heads,
+            intermediate_size=config.d_ff,
+            num_hidden_layers=config.n_layers,
+            layer_norm_eps=config.norm_eps,
+            type_vocab_size=config.token_types,
+            hidden_act=hf_activation(config.activation, base.get("hidden_act")),
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.attention_dropout,
+            position_embedding_type="absolute",
+        )
         if model_type == "roberta":
             if token_ids.get("pad") is None:
-                raise ConversionError("Hugging Face roberta counts positions from its padding token; the model has none")
+                raise ConversionError(
+                    "Hugging Face roberta counts positions from its padding token; the model has none"
+                )
             hf.update(bos_token_id=token_ids.get("bos"), eos_token_id=token_ids.get("eos"))
         hf["max_position_embeddings"] = config.max_len + self.position_offset(hf)
         return hf

@@ -59,7 +59,7 @@ def read_hf_config(directory: Path) -> dict:
     if config.get("format") == "triform":
         raise ConversionError(f"{path}: this is a triform model folder, not a Hugging Face one")
     if not isinstance(config.get("model_type"), str):
-        raise ConversionError(f"{path}: no \"model_type\" field; expected a Hugging Face model config")
+        raise ConversionError(f'{path}: no "model_type" field; expected a Hugging Face model config')
     return config
 
 
@@ -97,7 +97,7 @@ def read_pytorch(path: Path) -> dict[str, Tensor]:
 def read_sharded(index_path: Path, reader) -> dict[str, Tensor]:
     weight_map = read_json(index_path).get("weight_map")
     if not isinstance(weight_map, dict):
-        raise ConversionError(f"{index_path}: no \"weight_map\" object")
+        raise ConversionError(f'{index_path}: no "weight_map" object')
     tensors: dict[str, Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         path = index_path.parent / shard

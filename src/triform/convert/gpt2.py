@@ -18,10 +18,19 @@ class GPT2Family(Family):
     # Causal-mask buffers of older checkpoints, and the tied output projection when the file holds a copy.
     ignored = (r"\.attn\.bias$", r"\.attn\.masked_bias$", r"^lm_head\.weight$")
     fixed = dict(
-        arch="stack", position="learned", norm="layernorm", norm_placement="pre", gated=False, bias=True,
-        token_types=0, embedding_norm=False, scale_embeddings=False, output_transform=False, output_bias=False,
+        arch="stack",
+        position="learned",
+        norm="layernorm",
+        norm_placement="pre",
+        gated=False,
+        bias=True,
+        token_types=0,
+        embedding_norm=False,
+        scale_embeddings=False,
+        output_transform=False,
+        output_bias=False,
         scale_output=False,
-    )  # fmt: skip
+    )
     special_tokens = {"gpt2": {role: "<|endoftext|>" for role in ("bos", "eos", "unk", "pad")}}
 
     def read_config(self, hf: HFConfig, tensors) -> ModelConfig:
@@ -29,14 +38,23 @@ class GPT2Family(Family):
         hf.require("add_cross_attention", (False,), default=False)
         d_model = hf.get("n_embd")
         return ModelConfig(
-            arch="stack", vocab_size=hf.get("vocab_size"), d_model=d_model, n_heads=hf.get("n_head"),
-            d_ff=hf.get("n_inner", int, 4 * d_model), n_layers=hf.get("n_layer"), max_len=hf.get("n_positions"),
-            position="learned", norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", float, 1e-5),
-            norm_placement="pre", activation=hf.activation("activation_function", "gelu_new"),
-            dropout=hf.get("resid_pdrop", float, 0.1), attention_dropout=hf.get("attn_pdrop", float, 0.1),
+            arch="stack",
+            vocab_size=hf.get("vocab_size"),
+            d_model=d_model,
+            n_heads=hf.get("n_head"),
+            d_ff=hf.get("n_inner", int, 4 * d_model),
+            n_layers=hf.get("n_layer"),
+            max_len=hf.get("n_positions"),
+            position="learned",
+            norm="layernorm",
+            norm_eps=hf.get("layer_norm_epsilon", float, 1e-5),
+            norm_placement="pre",
+            activation=hf.activation("activation_function", "gelu_new"),
+            dropout=hf.get("resid_pdrop", float, 0.1),
+            attention_dropout=hf.get("attn_pdrop", float, 0.1),
             scale_attention=hf.get("scale_attn_weights", bool, True),
             tie_embeddings=tied(tensors, "lm_head.weight", "transformer.wte.weight"),
-        )  # fmt: skip
+        )
 
     def rules(self, config: ModelConfig, hf: dict) -> list[Rule]:
         rules = [
@@ -60,12 +78,24 @@ class GPT2Family(Family):
 
     def write_config(self, config: ModelConfig, model_type: str, token_ids: dict, base: dict) -> dict:
         return {
-            **base, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
-            "n_embd": config.d_model, "n_head": config.n_heads, "n_inner": config.d_ff, "n_layer": config.n_layers,
-            "n_positions": config.max_len, "layer_norm_epsilon": config.norm_eps,
+            **base,
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": config.vocab_size,
+            "n_embd": config.d_model,
+            "n_head": config.n_heads,
+            "n_inner": config.d_ff,
+            "n_layer": config.n_layers,
+            "n_positions": config.max_len,
+            "layer_norm_epsilon": config.norm_eps,
             "activation_function": hf_activation(config.activation, base.get("activation_function")),
-            "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.attention_dropout,
-            "scale_attn_weights": config.scale_attention, "scale_attn_by_inverse_layer_idx": False,
-            "tie_word_embeddings": config.tie_embeddings, "bos_token_id": token_ids.get("bos"),
-            "eos_token_id": token_ids.get("eos"), "pad_token_id": base.get("pad_token_id"),
-        }  # fmt: skip
+            "resid_pdrop": config.dropout,
+            "embd_pdrop": config.dropout,
+            "attn_pdrop": config.attention_dropout,
+            "scale_attn_weights": config.scale_attention,
+            "scale_attn_by_inverse_layer_idx": False,
+            "tie_word_embeddings": config.tie_embeddings,
+            "bos_token_id": token_ids.get("bos"),
+            "eos_token_id": token_ids.get("eos"),
+            "pad_token_id": base.get("pad_token_id"),
+        }

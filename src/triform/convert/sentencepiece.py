@@ -62,12 +62,17 @@ def t5_tokenizer(path: Path, settings: dict):
     if proto.normalizer_spec.precompiled_charsmap:
         tokenizer.normalizer = normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)]
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
+        ]
     )
     tokenizer.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
     ids = {token: index for index, (token, _) in enumerate(vocabulary)}
-    eos, unk, pad = (token_setting(settings, f"{role}_token", default) for role, default in
-                     (("eos", "</s>"), ("unk", "<unk>"), ("pad", "<pad>")))  # fmt: skip
+    eos, unk, pad = (
+        token_setting(settings, f"{role}_token", default)
+        for role, default in (("eos", "</s>"), ("unk", "<unk>"), ("pad", "<pad>"))
+    )
     specials = [eos, unk, pad] + [f"<extra_id_{i}>" for i in range(n_sentinels)]
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in specials])
     tokenizer.post_processor = eos_template(eos, ids, path)
@@ -138,4 +143,6 @@ def eos_template(eos: str, ids: dict, source: Path):
 
     if eos not in ids:
         raise ConversionError(f"{source}: the end-of-sequence token {eos!r} is missing")
-    return processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, ids[eos])])
+    return processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, ids[eos])]
+    )

@@ -49,14 +49,20 @@ def special_tokens(family: Family, hf: HFConfig, tokenizer, directory: Path) -> 
     decoder_start = hf.values.get("decoder_start_token_id")
     if not isinstance(decoder_start, int) and family.decoder_start_role is not None:
         decoder_start = ids.get(family.decoder_start_role)
-    return SpecialTokens(**{role: ids.get(role) for role in ROLES}, sentinels=tuple(sentinels),
-                         decoder_start=decoder_start if isinstance(decoder_start, int) else None)  # fmt: skip
+    return SpecialTokens(
+        **{role: ids.get(role) for role in ROLES},
+        sentinels=tuple(sentinels),
+        decoder_start=decoder_start if isinstance(decoder_start, int) else None,
+    )
 
 
 def tokenizer_files(tokenizer, specials: SpecialTokens | None, config: ModelConfig) -> dict[str, str]:
     """tokenizer.json as it is, and a tokenizer_config.json that makes `transformers` load it unchanged."""
-    settings: dict = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.max_len,
-                      "clean_up_tokenization_spaces": False}  # fmt: skip
+    settings: dict = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": config.max_len,
+        "clean_up_tokenization_spaces": False,
+    }
     if specials is not None:
         for role in ROLES:
             if getattr(specials, role) is not None:

@@ -25,10 +25,19 @@ class T5Family(Family):
     needs_tokens = ("pad", "eos")
     free_head_size = True
     fixed = dict(
-        arch="encoder-decoder", position="relative", norm="rmsnorm", norm_placement="pre", bias=False,
-        token_types=0, scale_embeddings=False, embedding_norm=False, scale_attention=False, output_transform=False,
-        output_bias=False, share_embeddings=True,
-    )  # fmt: skip
+        arch="encoder-decoder",
+        position="relative",
+        norm="rmsnorm",
+        norm_placement="pre",
+        bias=False,
+        token_types=0,
+        scale_embeddings=False,
+        embedding_norm=False,
+        scale_attention=False,
+        output_transform=False,
+        output_bias=False,
+        share_embeddings=True,
+    )
     tokens = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
     special_tokens = {"t5": tokens, "mt5": tokens}
 
@@ -47,25 +56,42 @@ class T5Family(Family):
         n_decoder_layers = hf.get("num_decoder_layers", int, n_layers)
         dropout = hf.get("dropout_rate", float, 0.1)
         return ModelConfig(
-            arch="encoder-decoder", vocab_size=hf.get("vocab_size"), d_model=d_model, n_heads=hf.get("num_heads"),
-            d_head=hf.get("d_kv"), d_ff=hf.get("d_ff"), n_layers=n_layers,
+            arch="encoder-decoder",
+            vocab_size=hf.get("vocab_size"),
+            d_model=d_model,
+            n_heads=hf.get("num_heads"),
+            d_head=hf.get("d_kv"),
+            d_ff=hf.get("d_ff"),
+            n_layers=n_layers,
             n_decoder_layers=None if n_decoder_layers == n_layers else n_decoder_layers,
-            max_len=hf.get("n_positions", int, 512), position="relative",
+            max_len=hf.get("n_positions", int, 512),
+            position="relative",
             relative_buckets=hf.get("relative_attention_num_buckets", int, 32),
             relative_max_distance=hf.get("relative_attention_max_distance", int, 128),
-            norm="rmsnorm", norm_eps=hf.get("layer_norm_epsilon", float, 1e-6), norm_placement="pre",
-            activation=activation, gated=gated, bias=False, dropout=dropout, attention_dropout=dropout,
-            scale_attention=False, tie_embeddings=tie, scale_output=scale, share_embeddings=True,
-        )  # fmt: skip
+            norm="rmsnorm",
+            norm_eps=hf.get("layer_norm_epsilon", float, 1e-6),
+            norm_placement="pre",
+            activation=activation,
+            gated=gated,
+            bias=False,
+            dropout=dropout,
+            attention_dropout=dropout,
+            scale_attention=False,
+            tie_embeddings=tie,
+            scale_output=scale,
+            share_embeddings=True,
+        )
 
     def rules(self, config: ModelConfig, hf: dict) -> list[Rule]:
         rules = [rule("encoder.embeddings.token.weight", SHARED)]
         for stack, n_layers in (("encoder", config.n_layers), ("decoder", config.decoder_layers)):
             rules += [
-                rule(f"{stack}.relative_bias.embedding.weight",
-                     f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                rule(
+                    f"{stack}.relative_bias.embedding.weight",
+                    f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                ),
                 rule(f"{stack}.final_norm.weight", f"{stack}.final_layer_norm.weight"),
-            ]  # fmt: skip
+            ]
             for i in range(n_layers):
                 ours, theirs = f"{stack}.blocks.{i}.", f"{stack}.block.{i}.layer."
                 rules += self_attention(ours, theirs + "0.")
@@ -89,19 +115,29 @@ class T5Family(Family):
         if config.gated:
             name = "gelu" if config.activation == "gelu_tanh" else name  # "gated-gelu" means gelu_new
         hf = {
-            **base, "model_type": model_type,
+            **base,
+            "model_type": model_type,
             "architectures": ["MT5ForConditionalGeneration" if model_type == "mt5" else "T5ForConditionalGeneration"],
-            "vocab_size": config.vocab_size, "d_model": config.d_model, "d_kv": config.head_dim, "d_ff": config.d_ff,
-            "num_layers": config.n_layers, "num_decoder_layers": config.decoder_layers, "num_heads": config.n_heads,
+            "vocab_size": config.vocab_size,
+            "d_model": config.d_model,
+            "d_kv": config.head_dim,
+            "d_ff": config.d_ff,
+            "num_layers": config.n_layers,
+            "num_decoder_layers": config.decoder_layers,
+            "num_heads": config.n_heads,
             "relative_attention_num_buckets": config.relative_buckets,
-            "relative_attention_max_distance": config.relative_max_distance, "dropout_rate": config.dropout,
-            "layer_norm_epsilon": config.norm_eps, "feed_forward_proj": ("gated-" if config.gated else "") + name,
+            "relative_attention_max_distance": config.relative_max_distance,
+            "dropout_rate": config.dropout,
+            "layer_norm_epsilon": config.norm_eps,
+            "feed_forward_proj": ("gated-" if config.gated else "") + name,
             # Hugging Face reads tie_word_embeddings as "rescale the decoder output"; an unscaled tied
             # model is written with an explicit copy of the embedding as its output matrix.
-            "tie_word_embeddings": config.scale_output, "is_encoder_decoder": True,
-            "pad_token_id": token_ids.get("pad"), "eos_token_id": token_ids.get("eos"),
+            "tie_word_embeddings": config.scale_output,
+            "is_encoder_decoder": True,
+            "pad_token_id": token_ids.get("pad"),
+            "eos_token_id": token_ids.get("eos"),
             "decoder_start_token_id": token_ids.get("decoder_start"),
-        }  # fmt: skip
+        }
         hf.pop("scale_decoder_outputs", None)
         return hf
 
@@ -146,8 +182,10 @@ def cross_attention(ours: str, theirs: str) -> list[Rule]:
 def feed_forward(ours: str, theirs: str, gated: bool) -> list[Rule]:
     dense = theirs + "DenseReluDense."
     if gated:  # wi_0 goes through the activation, wi_1 does not (Shazeer 2020)
-        up = [*linear(ours + "feedforward.gate", dense + "wi_0", bias=False),
-              *linear(ours + "feedforward.up", dense + "wi_1", bias=False)]  # fmt: skip
+        up = [
+            *linear(ours + "feedforward.gate", dense + "wi_0", bias=False),
+            *linear(ours + "feedforward.up", dense + "wi_1", bias=False),
+        ]
     else:
         up = linear(ours + "feedforward.up", dense + "wi", bias=False)
     return [

@@ -47,7 +47,9 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
         try:
             return Tokenizer.from_file(str(directory / TOKENIZER_JSON))
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
-            raise ConversionError(f"{directory / TOKENIZER_JSON}: unreadable tokenizer file ({one_line(error)})") from None
+            raise ConversionError(
+                f"{directory / TOKENIZER_JSON}: unreadable tokenizer file ({one_line(error)})"
+            ) from None
     if (directory / VOCAB_TXT).is_file():
         tokenizer = wordpiece(directory / VOCAB_TXT, settings)
     elif (directory / VOCAB_JSON).is_file() and (directory / MERGES).is_file():
@@ -66,7 +68,7 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
 
 
 def tokenizer_kind(directory: Path, settings: dict) -> str:
-    """"bert", "roberta", "gpt2", ...: from tokenizer_config.json's class, else config.json's model_type."""
+    """ "bert", "roberta", "gpt2", ...: from tokenizer_config.json's class, else config.json's model_type."""
     name = settings.get("tokenizer_class")
     if isinstance(name, str):
         return name.removesuffix("Fast").removesuffix("Tokenizer").lower()
@@ -78,7 +80,15 @@ def tokenizer_kind(directory: Path, settings: dict) -> str:
 
 def default_tokens(kind: str) -> dict[str, str]:
     if kind in ROBERTA_STYLE:
-        return {"bos": "<s>", "eos": "</s>", "sep": "</s>", "cls": "<s>", "unk": "<unk>", "pad": "<pad>", "mask": "<mask>"}
+        return {
+            "bos": "<s>",
+            "eos": "</s>",
+            "sep": "</s>",
+            "cls": "<s>",
+            "unk": "<unk>",
+            "pad": "<pad>",
+            "mask": "<mask>",
+        }
     if kind in ("gpt2", ""):
         return {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>"}
     return {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
@@ -118,8 +128,11 @@ def byte_level_bpe(directory: Path, settings: dict, *, roberta_style: bool):
     except Exception as error:
         raise ConversionError(f"{directory}: unreadable {VOCAB_JSON} or {MERGES} ({one_line(error)})") from None
     add_prefix_space = settings.get("add_prefix_space", False)
-    tokenizer = Tokenizer(models.BPE(vocabulary, merges, dropout=None, continuing_subword_prefix="",
-                                     end_of_word_suffix="", fuse_unk=False))  # fmt: skip
+    tokenizer = Tokenizer(
+        models.BPE(
+            vocabulary, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False
+        )
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
     if roberta_style:
@@ -128,9 +141,11 @@ def byte_level_bpe(directory: Path, settings: dict, *, roberta_style: bool):
             if token not in vocabulary:
                 raise ConversionError(f"{directory / VOCAB_JSON}: special token {token!r} is missing")
         tokenizer.post_processor = processors.RobertaProcessing(
-            (sep, vocabulary[sep]), (cls, vocabulary[cls]),
-            trim_offsets=settings.get("trim_offsets", True), add_prefix_space=add_prefix_space,
-        )  # fmt: skip
+            (sep, vocabulary[sep]),
+            (cls, vocabulary[cls]),
+            trim_offsets=settings.get("trim_offsets", True),
+            add_prefix_space=add_prefix_space,
+        )
     return tokenizer
 
 

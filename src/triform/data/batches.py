@@ -25,7 +25,9 @@ class WindowData:
     max_len + 1 tokens with stride max_len, so that every token is predicted exactly once.
     """
 
-    def __init__(self, corpus: Corpus, length: int, stride: int | None = None, eos_to: int | None = None, eos: int | None = None):
+    def __init__(
+        self, corpus: Corpus, length: int, stride: int | None = None, eos_to: int | None = None, eos: int | None = None
+    ):
         if length < 2:
             raise DataError(f"{corpus.name}: windows of {length} tokens are too short; raise model.max_len")
         self.corpus, self.length, self.stride = corpus, length, stride or length
@@ -36,7 +38,10 @@ class WindowData:
             index.append(np.stack([np.full_like(starts, number), starts], axis=1))
         self.index = np.concatenate(index) if index else np.zeros((0, 2), np.int64)
         if len(self.index) == 0:
-            raise DataError(f"{corpus.name}: {corpus.n_tokens} tokens are fewer than one window of {self.length}; add text or lower model.max_len")
+            raise DataError(
+                f"{corpus.name}: {corpus.n_tokens} tokens are fewer than one window of {self.length}; add text or "
+                "lower model.max_len"
+            )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -86,9 +91,19 @@ class PairData:
     def refuse(self, shard: int, document: int, source: int, target: int) -> None:
         origins = self.corpus.shards[shard].origins
         file_index, line = (int(v) for v in origins[document])
-        where = f"{self.corpus.files[file_index]}:{line}" if file_index < len(self.corpus.files) else f"{self.corpus.name}: pair {document}"
-        layout = f"source {source} + target {target} tokens" if self.arch == "stack" else f"source {source}, target {target} tokens"
-        raise DataError(f"{where}: too long for model.max_len {self.max_len} ({layout}); set data.too_long to skip or truncate")
+        where = (
+            f"{self.corpus.files[file_index]}:{line}"
+            if file_index < len(self.corpus.files)
+            else f"{self.corpus.name}: pair {document}"
+        )
+        layout = (
+            f"source {source} + target {target} tokens"
+            if self.arch == "stack"
+            else f"source {source}, target {target} tokens"
+        )
+        raise DataError(
+            f"{where}: too long for model.max_len {self.max_len} ({layout}); set data.too_long to skip or truncate"
+        )
 
     def __len__(self) -> int:
         return len(self.index)

@@ -7,8 +7,8 @@ and target streams apart, with the file and line of each pair for error messages
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -65,7 +65,10 @@ class Corpus:
 
     @property
     def n_tokens(self) -> int:
-        return sum(s.n_tokens + (int(s.targets.ends[-1]) if s.targets is not None and len(s.targets) else 0) for s in self.shards)
+        return sum(
+            s.n_tokens + (int(s.targets.ends[-1]) if s.targets is not None and len(s.targets) else 0)
+            for s in self.shards
+        )
 
 
 class ShardBuilder:

@@ -11,16 +11,24 @@ import csv
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from triform.errors import TriformError
 
 Format = Literal["auto", "text", "jsonl", "tsv", "csv", "parquet"]
 Field = str | int | None  # a column name, a 0-based position, or None for the format's default
-EXTENSIONS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv",
-              ".csv": "csv", ".parquet": "parquet"}  # fmt: skip
+EXTENSIONS = {
+    ".txt": "text",
+    ".text": "text",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 
 
 class DataError(TriformError, ValueError):
@@ -63,7 +71,11 @@ def resolve_files(pattern: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     else:
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
     if not files:
@@ -82,7 +94,9 @@ def read_records(source: DataSource, *, parallel: bool) -> Iterator[Record]:
     count = 0
     if source.target_path is not None:
         if not parallel:
-            raise DataError(f"data.target_path: {source.target_path} is a target side, but the objective reads plain text")
+            raise DataError(
+                f"data.target_path: {source.target_path} is a target side, but the objective reads plain text"
+            )
         records = aligned_files(resolve_files(source.path), resolve_files(source.target_path))
     else:
         records = (r for path in resolve_files(source.path) for r in read_file(path, source, parallel))
@@ -97,7 +111,9 @@ def read_file(path: Path, source: DataSource, parallel: bool) -> Iterator[Record
     kind = file_format(path, source.format)
     if kind == "text":
         if parallel:
-            raise DataError(f"{path}: plain text holds one side only; give parallel data as two columns or set data.target_path")
+            raise DataError(
+                f"{path}: plain text holds one side only; give parallel data as two columns or set data.target_path"
+            )
         yield from read_text(path, source.document)
     elif kind == "jsonl":
         yield from read_jsonl(path, fields(source, parallel, default_names=True))
@@ -135,7 +151,8 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(
-                    f"{path}:{number}: undecodable bytes at column {error.start + 1} ({raw[error.start:error.start + 4]!r}); "
+                    f"{path}:{number}: undecodable bytes at column {error.start + 1} "
+                    f"({raw[error.start : error.start + 4]!r}); "
                     "expected UTF-8 text"
                 ) from None
             yield number, text.rstrip("\r\n")
@@ -213,7 +230,9 @@ def read_table(path: Path, names: tuple[Field, ...], kind: str, header: bool | N
         if len(row) != width:
             if not any(cell.strip() for cell in row):
                 continue  # a blank line
-            raise DataError(f"{path}:{number}: ragged row: {len(row)} {label} fields, expected {width} as on line {first_line}")
+            raise DataError(
+                f"{path}:{number}: ragged row: {len(row)} {label} fields, expected {width} as on line {first_line}"
+            )
         record = make_record([row[p] for p in positions], path, number)
         if record is not None:
             yield record
@@ -270,7 +289,9 @@ def read_parquet(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
             row_number += 1
             for name, value in zip(selected, values):
                 if not isinstance(value, str):
-                    raise DataError(f"{path}: row {row_number}: column {name!r} is {type(value).__name__}, expected a string")
+                    raise DataError(
+                        f"{path}: row {row_number}: column {name!r} is {type(value).__name__}, expected a string"
+                    )
             record = make_record(list(values), path, row_number)
             if record is not None:
                 yield record

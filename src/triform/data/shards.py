@@ -45,8 +45,11 @@ def input_key(source: DataSource, parallel: bool, tokenizer) -> str:
 def shard_files(index: int, parallel: bool) -> dict[str, str]:
     names = {"tokens": f"tokens-{index:05d}.npy", "ends": f"ends-{index:05d}.npy"}
     if parallel:
-        names.update(target_tokens=f"target-tokens-{index:05d}.npy", target_ends=f"target-ends-{index:05d}.npy",
-                     origins=f"origins-{index:05d}.npy")  # fmt: skip
+        names.update(
+            target_tokens=f"target-tokens-{index:05d}.npy",
+            target_ends=f"target-ends-{index:05d}.npy",
+            origins=f"origins-{index:05d}.npy",
+        )
     return names
 
 
@@ -59,8 +62,11 @@ def write_shard(folder: Path, index: int, shard: Shard) -> dict:
         with open(temporary, "wb") as file:
             np.save(file, arrays[key])
         os.replace(temporary, folder / name)
-    return {"documents": len(shard.documents), "tokens": shard.n_tokens,
-            "target_tokens": int(shard.targets.ends[-1]) if shard.targets is not None and len(shard.targets) else 0}  # fmt: skip
+    return {
+        "documents": len(shard.documents),
+        "tokens": shard.n_tokens,
+        "target_tokens": int(shard.targets.ends[-1]) if shard.targets is not None and len(shard.targets) else 0,
+    }
 
 
 def prepare(
@@ -81,7 +87,9 @@ def prepare(
             say(f"prepare: {output} is up to date ({meta['documents']} documents, {meta['tokens']} tokens)")
             return output
         if not overwrite:
-            raise TriformError(f"{output}: already holds prepared data from other input; pass --overwrite to replace it")
+            raise TriformError(
+                f"{output}: already holds prepared data from other input; pass --overwrite to replace it"
+            )
     elif output.exists() and any(output.iterdir()):
         raise TriformError(f"{output}: exists and is not a prepared corpus; choose another --output")
     staging = output.with_name(f".{output.name}.partial")
@@ -94,9 +102,16 @@ def prepare(
     except KeyboardInterrupt:
         say(f"prepare: interrupted after {len(state['shards'])} complete shards; rerun the same command to continue")
         raise
-    meta.update(format=FORMAT, version=VERSION, input_key=key, kind="parallel" if parallel else "text",
-                tokenizer_sha256=fingerprint(tokenizer), vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-                dtype=str(token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))), source=str(source.path))  # fmt: skip
+    meta.update(
+        format=FORMAT,
+        version=VERSION,
+        input_key=key,
+        kind="parallel" if parallel else "text",
+        tokenizer_sha256=fingerprint(tokenizer),
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        dtype=str(token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))),
+        source=str(source.path),
+    )
     (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
     (staging / STATE).unlink()
     if output.exists():
@@ -135,7 +150,9 @@ def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, paral
     start = time.monotonic()
     records = read_records(source, parallel=parallel)
     for batch in batched(records):
-        seen_bytes += sum(len(r.text.encode()) + 1 + (len(r.target.encode()) + 1 if r.target is not None else 0) for r in batch)
+        seen_bytes += sum(
+            len(r.text.encode()) + 1 + (len(r.target.encode()) + 1 if r.target is not None else 0) for r in batch
+        )
         if skipped:  # consumed by a previous, interrupted run
             dropped = min(skipped, len(batch))
             batch, skipped = batch[dropped:], skipped - dropped
@@ -148,13 +165,19 @@ def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, paral
             elapsed = time.monotonic() - start
             rate = seen_bytes / max(elapsed, 1e-9)
             eta = (total_bytes - seen_bytes) / rate if rate else 0
-            say(f"prepare: {seen_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB ({min(100, 100 * seen_bytes / max(total_bytes, 1)):.0f}%) | "
-                f"{count(state['records'] + builder.n_records)} docs | {rate / 1e6:.2f} MB/s | ETA {duration(eta)}")  # fmt: skip
+            say(
+                f"prepare: {seen_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB "
+                f"({min(100, 100 * seen_bytes / max(total_bytes, 1)):.0f}%) | "
+                f"{count(state['records'] + builder.n_records)} docs | {rate / 1e6:.2f} MB/s | ETA {duration(eta)}"
+            )
     if builder.n_records:
         commit(builder, staging, state)
-    return {"shards": state["shards"], "files": state["files"],
-            "documents": sum(s["documents"] for s in state["shards"]),
-            "tokens": sum(s["tokens"] + s["target_tokens"] for s in state["shards"])}  # fmt: skip
+    return {
+        "shards": state["shards"],
+        "files": state["files"],
+        "documents": sum(s["documents"] for s in state["shards"]),
+        "tokens": sum(s["tokens"] + s["target_tokens"] for s in state["shards"]),
+    }
 
 
 def commit(builder: ShardBuilder, staging: Path, state: dict) -> None:
@@ -177,7 +200,10 @@ def load_prepared(folder: str | os.PathLike, tokenizer, *, parallel: bool) -> Co
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
         raise DataError(f"{meta_path}: not a triform prepared corpus of version <= {VERSION}")
     if meta.get("tokenizer_sha256") != fingerprint(tokenizer):
-        raise DataError(f"{meta_path}: prepared with a different tokenizer than this run's; prepare it again with the run's tokenizer.json")
+        raise DataError(
+            f"{meta_path}: prepared with a different tokenizer than this run's; prepare it again with the run's "
+            "tokenizer.json"
+        )
     kind = "parallel" if parallel else "text"
     if meta["kind"] != kind:
         raise DataError(f"{meta_path}: holds {meta['kind']} data, but the objective needs {kind} data")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from triform.errors import TriformError
 from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_strings
@@ -19,7 +20,14 @@ from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_string
 TokenizerKind = Literal["bpe", "wordpiece", "unigram"]
 KINDS = ("bpe", "wordpiece", "unigram")
 # The tokenizer each objective's reference model used, for `kind: auto`.
-KIND_FOR_OBJECTIVE = {"clm": "bpe", "prefix-lm": "bpe", "denoise": "bpe", "seq2seq": "bpe", "mlm": "wordpiece", "span": "unigram"}
+KIND_FOR_OBJECTIVE = {
+    "clm": "bpe",
+    "prefix-lm": "bpe",
+    "denoise": "bpe",
+    "seq2seq": "bpe",
+    "mlm": "wordpiece",
+    "span": "unigram",
+}
 # How each model marks the first piece of a word, or a piece that continues one.
 WORD_START_PREFIX = {"bpe": "Ġ", "unigram": "▁"}
 CONTINUATION_PREFIX = "##"  # WordPiece
@@ -119,7 +127,9 @@ def fingerprint(tokenizer) -> str:
 
 def tokenizer_kind(tokenizer) -> str:
     """'bpe', 'wordpiece', 'unigram' or 'wordlevel', from the tokenizer's model."""
-    return {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram"}.get(type(tokenizer.model).__name__, "wordlevel")
+    return {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram"}.get(
+        type(tokenizer.model).__name__, "wordlevel"
+    )
 
 
 def word_start_table(tokenizer) -> list[bool]:

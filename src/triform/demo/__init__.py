@@ -19,7 +19,6 @@ from triform.demo.report import plot_losses, terminal_summary, write_html, write
 from triform.demo.runs import RunSpec, train_with_bar
 from triform.demo.showcase import Outcome, showcase
 from triform.errors import TriformError
-from triform.progress import count
 
 MARKER = "demo.json"  # a folder holding it is a demo's own, which a new demo may replace
 
@@ -37,19 +36,40 @@ def run_specs(size_name: str, crossover: str, text, numbers, seed: int):
     fields = model_fields(size)
     for model in demo_models(crossover):
         data = text if model.data == "text" else numbers
-        steps, batch = (size.text_steps, size.text_batch) if model.data == "text" else (size.number_steps, size.number_batch)
+        steps, batch = (
+            (size.text_steps, size.text_batch) if model.data == "text" else (size.number_steps, size.number_batch)
+        )
         steps *= size.mlm_steps_factor if model.objective == "mlm" else 1
         vocab = size.text_vocab if model.data == "text" else None
         # Plain shuffled batches for the numbers, not length buckets: there a long input is a large
         # number, and batches of one length each slowed the learning of the task tenfold.
-        spec = RunSpec(model.arch, model.objective, model.pattern, str(data.train), str(data.valid), str(data.tokenizer),
-                       steps, batch, model=fields | ({"vocab_size": vocab} if vocab else {}), lr=size.lr, seed=seed,
-                       bucket=model.data != "numbers")  # fmt: skip
+        spec = RunSpec(
+            model.arch,
+            model.objective,
+            model.pattern,
+            str(data.train),
+            str(data.valid),
+            str(data.tokenizer),
+            steps,
+            batch,
+            model=fields | ({"vocab_size": vocab} if vocab else {}),
+            lr=size.lr,
+            seed=seed,
+            bucket=model.data != "numbers",
+        )
         yield model, spec
 
 
-def run_demo(out: Path, *, size: str = "default", data: str | None = None, crossover: str = "mlm-causal",
-             seed: int = 0, show=None, progress: bool = True) -> list[Outcome]:  # fmt: skip
+def run_demo(
+    out: Path,
+    *,
+    size: str = "default",
+    data: str | None = None,
+    crossover: str = "mlm-causal",
+    seed: int = 0,
+    show=None,
+    progress: bool = True,
+) -> list[Outcome]:
     if size not in SIZES:
         raise TriformError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
     show = show or (lambda line: print(line, flush=True))
@@ -61,11 +81,15 @@ def run_demo(out: Path, *, size: str = "default", data: str | None = None, cross
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / ".demo").touch()  # claims the folder until demo.json is written
-    show("reading the text" + (f" of {data}" if data else " of Python's docstrings") + " and making the number pairs ...")
+    show(
+        "reading the text" + (f" of {data}" if data else " of Python's docstrings") + " and making the number pairs ..."
+    )
     text = prepare_text(out / "data", SIZES[size], data, seed)
     numbers = prepare_numbers(out / "data", SIZES[size], seed)
     show(f"text: {text.origin}; {text.n_train:,} for training, {len(text.valid_texts):,} held out")
-    show(f"numbers: {numbers.n_train:,} pairs below {numbers.limit:,} for training, {len(numbers.valid_pairs)} held out")
+    show(
+        f"numbers: {numbers.n_train:,} pairs below {numbers.limit:,} for training, {len(numbers.valid_pairs)} held out"
+    )
     outcomes, parameters, steps = [], {}, {}
     specs = list(run_specs(size, crossover, text, numbers, seed))
     for index, (model, spec) in enumerate(specs, 1):
@@ -80,10 +104,17 @@ def run_demo(out: Path, *, size: str = "default", data: str | None = None, cross
         outcomes.append(outcome)
     loss_picture = plot_losses(outcomes, out / "losses.png")
     context = {
-        "size": size, "seed": seed, "text_origin": text.origin, "numbers": numbers_description(numbers),
-        "model": model_description(SIZES[size]), "parameters": parameters, "steps": steps,
-        "minutes": (time.monotonic() - started) / 60, "machine": machine(), "commands": commands(out, outcomes),
-    }  # fmt: skip
+        "size": size,
+        "seed": seed,
+        "text_origin": text.origin,
+        "numbers": numbers_description(numbers),
+        "model": model_description(SIZES[size]),
+        "parameters": parameters,
+        "steps": steps,
+        "minutes": (time.monotonic() - started) / 60,
+        "machine": machine(),
+        "commands": commands(out, outcomes),
+    }
     report = write_html(out / "report.html", outcomes, loss_picture, context)
     write_json(out / MARKER, outcomes, context)
     (out / ".demo").unlink(missing_ok=True)
@@ -102,14 +133,18 @@ def n_parameters(folder: Path) -> int:
 
 
 def numbers_description(numbers) -> str:
-    return (f"numbers below {numbers.limit:,} spelled in English, to be written in German "
-            f"({numbers.n_train:,} training pairs, {len(numbers.valid_pairs)} held-out numbers)")  # fmt: skip
+    return (
+        f"numbers below {numbers.limit:,} spelled in English, to be written in German "
+        f"({numbers.n_train:,} training pairs, {len(numbers.valid_pairs)} held-out numbers)"
+    )
 
 
 def model_description(size) -> str:
     fields = model_fields(size)
-    return (f"d_model {fields['d_model']}, {fields['n_heads']} heads, d_ff {fields['d_ff']}, {fields['n_layers']} layers "
-            f"per stack, max_len {fields['max_len']}, {fields['position']} positions")  # fmt: skip
+    return (
+        f"d_model {fields['d_model']}, {fields['n_heads']} heads, d_ff {fields['d_ff']}, {fields['n_layers']} layers "
+        f"per stack, max_len {fields['max_len']}, {fields['position']} positions"
+    )
 
 
 def machine() -> str:
@@ -123,7 +158,9 @@ def commands(out: Path, outcomes: list[Outcome]) -> list[str]:
         folder = outcome.run_dir / "model"
         model = outcome.model
         if model.objective == "clm":
-            lines.append(f'triform generate --model {folder} "Return the" --max_new_tokens 20 --do_sample true --top_p 0.9')
+            lines.append(
+                f'triform generate --model {folder} "Return the" --max_new_tokens 20 --do_sample true --top_p 0.9'
+            )
         elif model.objective == "mlm":
             lines.append(f'triform fill-mask --model {folder} "Return the [MASK] of the file." --top_k 5')
         else:

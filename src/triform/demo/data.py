@@ -76,8 +76,14 @@ def prepare_text(folder: Path, size: Size, data: str | None = None, seed: int = 
         train, valid = split_every(documents, data, "the demo")
         origin = f"{len(documents):,} documents of {data}"
     tokenizer = train_tokenizer(train, "bpe", size.text_vocab, n_sentinels=0)
-    return TextData(write_lines(folder / "text-train.txt", train), write_lines(folder / "text-valid.txt", valid),
-                    save_tokenizer(tokenizer, folder / "text-tokenizer.json"), origin, len(train), valid)  # fmt: skip
+    return TextData(
+        write_lines(folder / "text-train.txt", train),
+        write_lines(folder / "text-valid.txt", valid),
+        save_tokenizer(tokenizer, folder / "text-tokenizer.json"),
+        origin,
+        len(train),
+        valid,
+    )
 
 
 def prepare_numbers(folder: Path, size: Size, seed: int = 0) -> NumberData:
@@ -88,5 +94,11 @@ def prepare_numbers(folder: Path, size: Size, seed: int = 0) -> NumberData:
     def rows(pairs):
         return [f"{english}\t{german}" for _, english, german in pairs]
 
-    return NumberData(write_lines(folder / "numbers-train.tsv", rows(train)), write_lines(folder / "numbers-valid.tsv", rows(valid)),
-                      save_tokenizer(tokenizer, folder / "numbers-tokenizer.json"), size.number_limit, len(train), valid)  # fmt: skip
+    return NumberData(
+        write_lines(folder / "numbers-train.tsv", rows(train)),
+        write_lines(folder / "numbers-valid.tsv", rows(valid)),
+        save_tokenizer(tokenizer, folder / "numbers-tokenizer.json"),
+        size.number_limit,
+        len(train),
+        valid,
+    )

@@ -95,8 +95,10 @@ def docstring_sentences(root: Path | None = None, limit: int = 0) -> list[tuple[
                     seen.add(sentence)
                     found.append((str(path.relative_to(root)), sentence))
     if len(found) < min(MIN_SENTENCES, limit or MIN_SENTENCES):
-        raise TriformError(f"{root}: found {len(found)} prose sentences in the standard library's docstrings, "
-                           f"expected at least {MIN_SENTENCES}; point the demo at text of your own with --data")  # fmt: skip
+        raise TriformError(
+            f"{root}: found {len(found)} prose sentences in the standard library's docstrings, "
+            f"expected at least {MIN_SENTENCES}; point the demo at text of your own with --data"
+        )
     return found
 
 

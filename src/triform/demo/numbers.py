@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import random
 
-ENGLISH_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-                 "sixteen seventeen eighteen nineteen").split()  # fmt: skip
+ENGLISH_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 ENGLISH_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-GERMAN_UNITS = ("null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf dreizehn vierzehn fünfzehn "
-                "sechzehn siebzehn achtzehn neunzehn").split()  # fmt: skip
+GERMAN_UNITS = (
+    "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf dreizehn vierzehn fünfzehn "
+    "sechzehn siebzehn achtzehn neunzehn"
+).split()
 GERMAN_TENS = "_ _ zwanzig dreißig vierzig fünfzig sechzig siebzig achtzig neunzig".split()
 LIMIT = 1_000_000  # both spellings below cover 0 .. 999 999
 
@@ -74,7 +78,9 @@ def check(number: int) -> None:
         raise ValueError(f"number: expected 0 <= number < {LIMIT:,}, got {number}")
 
 
-def number_pairs(n: int, *, limit: int = LIMIT, seed: int = 0, exclude: set[int] | None = None) -> list[tuple[int, str, str]]:
+def number_pairs(
+    n: int, *, limit: int = LIMIT, seed: int = 0, exclude: set[int] | None = None
+) -> list[tuple[int, str, str]]:
     """`n` distinct numbers below `limit` (all of them if fewer), each with its English and German
     spelling. Magnitudes are drawn log-uniformly so that short and long numbers are both common."""
     if not 1 <= limit <= LIMIT:

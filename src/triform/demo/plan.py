@@ -27,21 +27,56 @@ class DemoModel:
 
 
 MODELS = (
-    DemoModel("gpt", "autoregressive", "stack", "clm", "causal", "text",
-              "GPT: a stack reads text left to right and learns to predict each next token; it continues prompts."),
-    DemoModel("bert", "autoencoding", "stack", "mlm", "bidirectional", "text",
-              "BERT: the same stack sees the whole text at once, 15 % of it masked, and learns to fill the masks."),
-    DemoModel("translator", "sequence-to-sequence", "encoder-decoder", "seq2seq", "causal", "numbers",
-              "Vaswani et al.: an encoder reads the English, a decoder writes the German, attending to the encoder."),
-)  # fmt: skip
+    DemoModel(
+        "gpt",
+        "autoregressive",
+        "stack",
+        "clm",
+        "causal",
+        "text",
+        "GPT: a stack reads text left to right and learns to predict each next token; it continues prompts.",
+    ),
+    DemoModel(
+        "bert",
+        "autoencoding",
+        "stack",
+        "mlm",
+        "bidirectional",
+        "text",
+        "BERT: the same stack sees the whole text at once, 15 % of it masked, and learns to fill the masks.",
+    ),
+    DemoModel(
+        "translator",
+        "sequence-to-sequence",
+        "encoder-decoder",
+        "seq2seq",
+        "causal",
+        "numbers",
+        "Vaswani et al.: an encoder reads the English, a decoder writes the German, attending to the encoder.",
+    ),
+)
 CROSSOVERS = {
-    "mlm-causal": DemoModel("crossover", "cross-over", "stack", "mlm", "causal", "text",
-                            "The BERT objective under GPT's causal pattern: the masks are filled from the left context "
-                            "alone. Same weights, same data, one argument changed; compare its fills with BERT's."),
-    "seq2seq-prefix": DemoModel("crossover", "cross-over", "stack", "seq2seq", "prefix", "numbers",
-                                "No encoder at all: one stack reads `English [SEP]` as a bidirectional prefix and "
-                                "writes the German after it (UniLM), the translation task of the encoder-decoder."),
-}  # fmt: skip
+    "mlm-causal": DemoModel(
+        "crossover",
+        "cross-over",
+        "stack",
+        "mlm",
+        "causal",
+        "text",
+        "The BERT objective under GPT's causal pattern: the masks are filled from the left context "
+        "alone. Same weights, same data, one argument changed; compare its fills with BERT's.",
+    ),
+    "seq2seq-prefix": DemoModel(
+        "crossover",
+        "cross-over",
+        "stack",
+        "seq2seq",
+        "prefix",
+        "numbers",
+        "No encoder at all: one stack reads `English [SEP]` as a bidirectional prefix and "
+        "writes the German after it (UniLM), the translation task of the encoder-decoder.",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -69,14 +104,45 @@ class Size:
 
 SIZES = {
     # The smallest run in which each model beats its baseline (the tests run it).
-    "quick": Size(text_sentences=2000, text_vocab=512, text_steps=150, text_batch=16, max_len=32, lr=3e-3,
-                  number_limit=10_000, number_examples=3000, number_steps=200, number_batch=32, mlm_steps_factor=3),
-    "default": Size(text_sentences=0, text_vocab=2048, text_steps=300, text_batch=32, max_len=64,
-                    number_limit=10_000, number_examples=8000, number_steps=250, number_batch=64),
-    "large": Size(text_sentences=0, text_vocab=4096, text_steps=2000, text_batch=32, max_len=64,
-                  number_limit=1_000_000, number_examples=40_000, number_steps=2000, number_batch=64, d_model=128,
-                  n_layers=3, lr=1e-3),
-}  # fmt: skip
+    "quick": Size(
+        text_sentences=2000,
+        text_vocab=512,
+        text_steps=150,
+        text_batch=16,
+        max_len=32,
+        lr=3e-3,
+        number_limit=10_000,
+        number_examples=3000,
+        number_steps=200,
+        number_batch=32,
+        mlm_steps_factor=3,
+    ),
+    "default": Size(
+        text_sentences=0,
+        text_vocab=2048,
+        text_steps=300,
+        text_batch=32,
+        max_len=64,
+        number_limit=10_000,
+        number_examples=8000,
+        number_steps=250,
+        number_batch=64,
+    ),
+    "large": Size(
+        text_sentences=0,
+        text_vocab=4096,
+        text_steps=2000,
+        text_batch=32,
+        max_len=64,
+        number_limit=1_000_000,
+        number_examples=40_000,
+        number_steps=2000,
+        number_batch=64,
+        d_model=128,
+        n_layers=3,
+        lr=1e-3,
+    ),
+}
 NUMBER_VOCAB = 320  # a few merges over the byte alphabet: German number words stay in learnable pieces
 VALID_NUMBERS = 200
 
@@ -91,5 +157,13 @@ def demo_models(crossover: str) -> tuple[DemoModel, ...]:
 
 def model_fields(size: Size) -> dict:
     """The one model configuration every demo model shares (apart from its architecture)."""
-    return dict(d_model=size.d_model, n_heads=4, d_ff=4 * size.d_model, n_layers=size.n_layers, max_len=size.max_len,
-                position=size.position, dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    return dict(
+        d_model=size.d_model,
+        n_heads=4,
+        d_ff=4 * size.d_model,
+        n_layers=size.n_layers,
+        max_len=size.max_len,
+        position=size.position,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )

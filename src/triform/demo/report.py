@@ -31,10 +31,13 @@ def headline(outcome: Outcome) -> str:
     m = outcome.metrics
     if "exact-match accuracy" in m:
         return f"{figure_text('accuracy', m['exact-match accuracy'])} of held-out numbers translated exactly"
-    perplexity = (f"perplexity {m['perplexity']:.1f} (context-free guess: {m['context-free perplexity']:.1f}, "
-                  f"uniform guess: {m['uniform perplexity']:,})")  # fmt: skip
+    perplexity = (
+        f"perplexity {m['perplexity']:.1f} (context-free guess: {m['context-free perplexity']:.1f}, "
+        f"uniform guess: {m['uniform perplexity']:,})"
+    )
     name = "masked-token accuracy" if "masked-token accuracy" in m else "next-token accuracy"
-    accuracy = f"{name} {figure_text('accuracy', m[name])} (context-free guess: {figure_text('accuracy', m['context-free accuracy'])})"
+    guess = figure_text("accuracy", m["context-free accuracy"])
+    accuracy = f"{name} {figure_text('accuracy', m[name])} (context-free guess: {guess})"
     return f"{accuracy}, {perplexity}" if name == "masked-token accuracy" else f"{perplexity}, {accuracy}"
 
 
@@ -45,9 +48,13 @@ def example_lines(outcome: Outcome) -> list[str]:
             lines.append(f"  {row['prompt']!r} -> {row['greedy']!r}   (sampled: {row['sampled']!r})")
         elif "top" in row:
             top = ", ".join(f"{token} {100 * p:.0f}%" for token, p in row["top"])
-            lines.append(f"  {row['text']}\n      [MASK] = {row['answer']!r}; model: {top} {'✓' if row['correct'] else '✗'}")
+            lines.append(
+                f"  {row['text']}\n      [MASK] = {row['answer']!r}; model: {top} {'✓' if row['correct'] else '✗'}"
+            )
         else:
-            lines.append(f"  {row['english']} -> {row['output']} {'✓' if row['correct'] else '✗ (' + row['reference'] + ')'}")
+            lines.append(
+                f"  {row['english']} -> {row['output']} {'✓' if row['correct'] else '✗ (' + row['reference'] + ')'}"
+            )
     return lines
 
 
@@ -64,8 +71,13 @@ def plot_losses(outcomes: list[Outcome], path: Path) -> Path:
         valid = [r for r in outcome.records if r.get("split") == "valid"]
         axis.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1, label="train")
         axis.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o", label="validation")
-        axis.axhline(math.log(outcome.metrics["uniform perplexity"]), linestyle="--", color="gray", linewidth=1,
-                     label="uniform guess")  # fmt: skip
+        axis.axhline(
+            math.log(outcome.metrics["uniform perplexity"]),
+            linestyle="--",
+            color="gray",
+            linewidth=1,
+            label="uniform guess",
+        )
         axis.set_title(f"{outcome.model.family}\n{outcome.model.triple}", fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.grid(alpha=0.3)
@@ -94,7 +106,8 @@ def examples_table(outcome: Outcome) -> str:
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.92em}
+table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.92em}
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{background:#f6f6f6}
 pre{padding:.6em;overflow-x:auto}.figure{font-weight:600}"""
 
@@ -102,7 +115,8 @@ pre{padding:.6em;overflow-x:auto}.figure{font-weight:600}"""
 def write_html(path: Path, outcomes: list[Outcome], loss_picture: Path, context: dict) -> Path:
     summary_rows = "".join(
         f"<tr><td>{escape(o.model.family)}</td><td><code>{escape(o.model.triple)}</code></td>"
-        f"<td>{context['parameters'][o.model.key]:,}</td><td>{context['steps'][o.model.key]}</td><td>{o.seconds:.0f} s</td>"
+        f"<td>{context['parameters'][o.model.key]:,}</td><td>{context['steps'][o.model.key]}</td><td>{o.seconds:.0f} "
+        "s</td>"
         f"<td>{escape(headline(o))}</td><td>{'yes' if learned(o) else 'no'}</td></tr>"
         for o in outcomes
     )
@@ -118,9 +132,9 @@ def write_html(path: Path, outcomes: list[Outcome], loss_picture: Path, context:
 <h1>triform demo: one set of parts, three families</h1>
 <p>The same Transformer parts, trained with different objectives and attention patterns, become an autoregressive
 (GPT), an autoencoding (BERT) and a sequence-to-sequence model (Vaswani et al.). Every model below has the same
-width and depth ({escape(context['model'])}); only the architecture, the objective and the attention pattern differ.</p>
-<p>Text: {escape(context['text_origin'])}. Translation task: {escape(context['numbers'])}.
-Size <code>{escape(context['size'])}</code>, {context['minutes']:.1f} minutes on {escape(context['machine'])}.</p>
+width and depth ({escape(context["model"])}); only the architecture, the objective and the attention pattern differ.</p>
+<p>Text: {escape(context["text_origin"])}. Translation task: {escape(context["numbers"])}.
+Size <code>{escape(context["size"])}</code>, {context["minutes"]:.1f} minutes on {escape(context["machine"])}.</p>
 <table><tr><th>family</th><th>architecture + objective + pattern</th><th>parameters</th><th>steps</th><th>training</th>
 <th>what it learned</th><th>well above the context-free guess</th></tr>{summary_rows}</table>
 {sections}
@@ -137,9 +151,21 @@ Size <code>{escape(context['size'])}</code>, {context['minutes']:.1f} minutes on
 def write_json(path: Path, outcomes: list[Outcome], context: dict) -> Path:
     summary = {
         **{k: v for k, v in context.items() if k != "commands"},
-        "models": [{"key": o.model.key, "family": o.model.family, "arch": o.model.arch, "objective": o.model.objective,
-                    "pattern": o.model.pattern, "seconds": o.seconds, "metrics": o.metrics, "learned": learned(o),
-                    "examples": o.examples, "picture": o.picture.name} for o in outcomes],  # fmt: skip
+        "models": [
+            {
+                "key": o.model.key,
+                "family": o.model.family,
+                "arch": o.model.arch,
+                "objective": o.model.objective,
+                "pattern": o.model.pattern,
+                "seconds": o.seconds,
+                "metrics": o.metrics,
+                "learned": learned(o),
+                "examples": o.examples,
+                "picture": o.picture.name,
+            }
+            for o in outcomes
+        ],
     }
     path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     return path

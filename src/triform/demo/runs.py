@@ -8,8 +8,17 @@ from functools import partial
 from pathlib import Path
 
 from triform.progress import Bar, count
-from triform.train.config import (DataConfig, LoopConfig, ModelOverrides, ObjectiveConfig, OptimConfig, Resolved,
-                                  RunConfig, TokenizerConfig, resolve)  # fmt: skip
+from triform.train.config import (
+    DataConfig,
+    LoopConfig,
+    ModelOverrides,
+    ObjectiveConfig,
+    OptimConfig,
+    Resolved,
+    RunConfig,
+    TokenizerConfig,
+    resolve,
+)
 from triform.train.loop import Trainer
 from triform.train.metrics import read_metrics
 
@@ -65,14 +74,29 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
         data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket),
         tokenizer=TokenizerConfig(path=spec.tokenizer),
         optim=OptimConfig(lr=spec.lr, warmup_steps=min(spec.warmup_steps, spec.steps // 4)),
-        train=LoopConfig(steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, log_every=spec.log_every,
-                         eval_every=spec.steps, eval_batches=spec.eval_batches, checkpoint_every=spec.steps, keep_last=1),
-    )  # fmt: skip
+        train=LoopConfig(
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            log_every=spec.log_every,
+            eval_every=spec.steps,
+            eval_batches=spec.eval_batches,
+            checkpoint_every=spec.steps,
+            keep_last=1,
+        ),
+    )
     return resolve(config)
 
 
-def train_with_bar(spec: RunSpec, run_dir: Path, label: str, *, show: bool = True, init_from: Path | None = None,
-                   resolved: Resolved | None = None) -> list[dict]:  # fmt: skip
+def train_with_bar(
+    spec: RunSpec,
+    run_dir: Path,
+    label: str,
+    *,
+    show: bool = True,
+    init_from: Path | None = None,
+    resolved: Resolved | None = None,
+) -> list[dict]:
     """Train one model into `run_dir` (as `triform train --run_dir`), from scratch or from the
     weights of the model folder `init_from`; returns its metrics records."""
     from triform.commands.train import train

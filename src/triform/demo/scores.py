@@ -64,6 +64,10 @@ def heldout_scores(model, session, log_probs: torch.Tensor) -> dict:
         guess_correct += float((targets == top_guess).sum())
         n += len(targets)
     n = max(n, 1)
-    return {"perplexity": math.exp(model_loss / n), "accuracy": correct / n,
-            "context-free perplexity": math.exp(guess_loss / n), "context-free accuracy": guess_correct / n,
-            "scored tokens": int(n)}  # fmt: skip
+    return {
+        "perplexity": math.exp(model_loss / n),
+        "accuracy": correct / n,
+        "context-free perplexity": math.exp(guess_loss / n),
+        "context-free accuracy": guess_correct / n,
+        "scored tokens": int(n),
+    }

@@ -48,16 +48,23 @@ def language_metrics(outcome: Outcome, generator: TextGenerator, spec: RunSpec) 
     log_probs = context_free_log_probs(session.train_data.corpus, generator.model.config.vocab_size)
     scores = heldout_scores(generator.model, session, log_probs)
     name = "masked-token accuracy" if outcome.model.objective == "mlm" else "next-token accuracy"
-    return {name: scores["accuracy"], "context-free accuracy": scores["context-free accuracy"],
-            "perplexity": scores["perplexity"], "context-free perplexity": scores["context-free perplexity"],
-            "uniform perplexity": generator.model.config.vocab_size, "scored tokens": scores["scored tokens"]}  # fmt: skip
+    return {
+        name: scores["accuracy"],
+        "context-free accuracy": scores["context-free accuracy"],
+        "perplexity": scores["perplexity"],
+        "context-free perplexity": scores["context-free perplexity"],
+        "uniform perplexity": generator.model.config.vocab_size,
+        "scored tokens": scores["scored tokens"],
+    }
 
 
 def continuations(generator: TextGenerator, text: TextData, from_docstrings: bool) -> list[dict]:
     prompts = list(DOCSTRING_PROMPTS) if from_docstrings else [" ".join(t.split()[:4]) for t in text.valid_texts[:5]]
     greedy = generator.generate(prompts, max_new_tokens=16)
     sampled = generator.generate(prompts, max_new_tokens=16, do_sample=True, top_p=0.9, temperature=0.8, seed=0)
-    return [{"prompt": p, "greedy": g.text.strip(), "sampled": s.text.strip()} for p, g, s in zip(prompts, greedy, sampled)]
+    return [
+        {"prompt": p, "greedy": g.text.strip(), "sampled": s.text.strip()} for p, g, s in zip(prompts, greedy, sampled)
+    ]
 
 
 def masked_sentences(tokenizer, texts: list[str], max_tokens: int, n: int = N_FILLS) -> list[tuple[str, str]]:
@@ -68,8 +75,13 @@ def masked_sentences(tokenizer, texts: list[str], max_tokens: int, n: int = N_FI
         words = text.split()
         if not 5 <= len(words) <= 16 or len(tokenizer.encode(text, add_special_tokens=False).ids) > max_tokens:
             continue
-        candidates = [i for i in range(1, len(words)) if words[i].isalpha() and len(words[i]) >= 4
-                      and len(tokenizer.encode(" " + words[i], add_special_tokens=False).ids) == 1]  # fmt: skip
+        candidates = [
+            i
+            for i in range(1, len(words))
+            if words[i].isalpha()
+            and len(words[i]) >= 4
+            and len(tokenizer.encode(" " + words[i], add_special_tokens=False).ids) == 1
+        ]
         if candidates:
             i = candidates[len(candidates) // 2]
             chosen.append((" ".join(words[:i] + ["[MASK]"] + words[i + 1 :]), words[i]))
@@ -92,16 +104,19 @@ def fills(generator: TextGenerator, masked: list[tuple[str, str]]) -> list[dict]
 def translations(generator: TextGenerator, numbers: NumberData) -> tuple[list[dict], float]:
     """Greedy translations of every held-out number; (the first few as examples, exact-match rate)."""
     outputs = generator.generate([english for _, english, _ in numbers.valid_pairs], max_new_tokens=48)
-    rows = [{"number": n, "english": e, "output": o.text.strip(), "reference": g, "correct": o.text.strip() == g}
-            for (n, e, g), o in zip(numbers.valid_pairs, outputs)]  # fmt: skip
+    rows = [
+        {"number": n, "english": e, "output": o.text.strip(), "reference": g, "correct": o.text.strip() == g}
+        for (n, e, g), o in zip(numbers.valid_pairs, outputs)
+    ]
     return rows[:N_TRANSLATIONS], sum(r["correct"] for r in rows) / max(len(rows), 1)
 
 
 def picture(outcome: Outcome, generator: TextGenerator, example, path: Path) -> Path:
     """The model's input, target and attention pattern for one example, as its objective lays it out."""
     model = outcome.model
-    objective = make_objective(model.objective, generator.specials, generator.model.config.vocab_size,
-                               arch=model.arch, pattern=model.pattern)  # fmt: skip
+    objective = make_objective(
+        model.objective, generator.specials, generator.model.config.vocab_size, arch=model.arch, pattern=model.pattern
+    )
     generator_seed = torch.Generator().manual_seed(3)
     batch = objective.prepare([example], generator_seed)
     return draw_batch(batch, display_names(generator.tokenizer), path, title=f"{model.family}: {model.triple}")
@@ -115,22 +130,35 @@ def short_example(generator: TextGenerator, texts: list[str], longest: int = 14)
     return generator.encode(texts[0])[:longest]
 
 
-def showcase(outcome: Outcome, spec: RunSpec, text: TextData | None, numbers: NumberData | None, folder: Path, *,
-             from_docstrings: bool) -> Outcome:  # fmt: skip
+def showcase(
+    outcome: Outcome,
+    spec: RunSpec,
+    text: TextData | None,
+    numbers: NumberData | None,
+    folder: Path,
+    *,
+    from_docstrings: bool,
+) -> Outcome:
     """Fill in the outcome's metrics, examples and picture."""
     generator = load(outcome)
     model = outcome.model
     if model.data == "numbers":
         outcome.examples, exact = translations(generator, numbers)
         valid = last_validation(outcome.records)
-        outcome.metrics = {"exact-match accuracy": exact, "token accuracy": valid["accuracy"], "perplexity": valid["perplexity"],
-                           "uniform perplexity": generator.model.config.vocab_size}  # fmt: skip
+        outcome.metrics = {
+            "exact-match accuracy": exact,
+            "token accuracy": valid["accuracy"],
+            "perplexity": valid["perplexity"],
+            "uniform perplexity": generator.model.config.vocab_size,
+        }
         _, english, german = numbers.valid_pairs[0]
         example = (generator.encode(english), generator.encode(german))
     else:
         outcome.metrics = language_metrics(outcome, generator, spec)
         if model.objective == "mlm":
-            outcome.examples = fills(generator, masked_sentences(generator.tokenizer, text.valid_texts, generator.model.config.max_len - 2))
+            outcome.examples = fills(
+                generator, masked_sentences(generator.tokenizer, text.valid_texts, generator.model.config.max_len - 2)
+            )
         else:
             outcome.examples = continuations(generator, text, from_docstrings)
         example = short_example(generator, text.valid_texts)
@@ -151,7 +179,10 @@ def learned(outcome: Outcome) -> bool:
     metrics = outcome.metrics
     if "exact-match accuracy" in metrics:
         return metrics["exact-match accuracy"] >= LEARNED_EXACT
-    if math.isnan(metrics["perplexity"]) or metrics["perplexity"] > LEARNED_PERPLEXITY_RATIO * metrics["context-free perplexity"]:
+    if (
+        math.isnan(metrics["perplexity"])
+        or metrics["perplexity"] > LEARNED_PERPLEXITY_RATIO * metrics["context-free perplexity"]
+    ):
         return False
     accuracy = metrics.get("masked-token accuracy", metrics.get("next-token accuracy"))
     return accuracy >= metrics["context-free accuracy"] + LEARNED_ACCURACY_GAIN

@@ -1,16 +1,16 @@
 """Text in, text out: a model, its tokenizer and the layout it was trained with.
 
-    generator = TextGenerator.load("runs/gpt")
-    generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
-    for piece in generator.stream("Once upon a time"):
-        print(piece, end="", flush=True)
+generator = TextGenerator.load("runs/gpt")
+generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
+for piece in generator.stream("Once upon a time"):
+    print(piece, end="", flush=True)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig

@@ -45,7 +45,9 @@ class KVCache:
         self.length = 0
         self.capacity = capacity
         self.layers = [
-            LayerCache(self, torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            LayerCache(
+                self, torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+            )
             for _ in range(n_layers)
         ]
 
@@ -64,9 +66,22 @@ class KVCache:
                 layer.cross = tuple(t.index_select(0, index) for t in layer.cross)
 
 
-def cache_for(config, n_layers: int, weight: Tensor, batch_size: int, capacity: int | None = None,
-              dtype: torch.dtype | None = None) -> KVCache:  # fmt: skip
+def cache_for(
+    config,
+    n_layers: int,
+    weight: Tensor,
+    batch_size: int,
+    capacity: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> KVCache:
     """A cache for `n_layers` attention layers of a model with `config`, `capacity` positions (default
     max_len), on `weight`'s device and in its dtype unless `dtype` is given."""
-    return KVCache(n_layers, batch_size, config.n_heads, config.head_dim, capacity or config.max_len,
-                   dtype=dtype or weight.dtype, device=weight.device)  # fmt: skip
+    return KVCache(
+        n_layers,
+        batch_size,
+        config.n_heads,
+        config.head_dim,
+        capacity or config.max_len,
+        dtype=dtype or weight.dtype,
+        device=weight.device,
+    )

@@ -7,8 +7,8 @@ static KV cache, for a stack (causal or prefix pattern) and an encoder-decoder a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Callable, Iterator
 
 import torch
 

@@ -106,4 +106,3 @@ def resolve_layout(
         kind = CONTINUE
         specials.require(("bos",), "generation with a stack trained with clm")
     return Layout(arch, kind, pattern, specials)
-

@@ -7,8 +7,8 @@ generation are one loop. Finished rows leave the batch at once (the session drop
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor

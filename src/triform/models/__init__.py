@@ -5,4 +5,3 @@ from triform.models.encoder_decoder import EncoderDecoderModel
 from triform.models.stack_model import StackModel
 
 __all__ = ["Model", "build_model", "EncoderDecoderModel", "StackModel"]
-

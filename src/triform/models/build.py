@@ -41,7 +41,9 @@ def build_model(config: ModelConfig) -> Model:
     return model
 
 
-def build_stack(config: ModelConfig, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool) -> Stack:
+def build_stack(
+    config: ModelConfig, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool
+) -> Stack:
     position = None
     if config.position in ("sinusoidal", "sinusoidal-halves"):
         position = SinusoidalPositions(config.d_model, config.max_len, halves=config.position == "sinusoidal-halves")

@@ -89,4 +89,6 @@ class EncoderDecoderModel(nn.Module):
         )
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        return cache_for(self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype)
+        return cache_for(
+            self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype
+        )

@@ -12,12 +12,7 @@ class LanguageModelHead(nn.Module):
     """
 
     def __init__(
-        self,
-        projection: nn.Linear,
-        *,
-        transform: nn.Module | None = None,
-        bias: bool = False,
-        scale: float = 1.0,
+        self, projection: nn.Linear, *, transform: nn.Module | None = None, bias: bool = False, scale: float = 1.0
     ):
         super().__init__()
         self.transform = transform

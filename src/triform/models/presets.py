@@ -23,32 +23,92 @@ class Preset:
 
 
 VASWANI_BASE = ModelConfig(
-    arch="encoder-decoder", vocab_size=37000, d_model=512, n_heads=8, d_ff=2048, n_layers=6, max_len=1024,
-    position="sinusoidal", norm_placement="post", norm_eps=1e-6, activation="relu", dropout=0.1,
-    attention_dropout=0.0, scale_embeddings=True,
-)  # fmt: skip
+    arch="encoder-decoder",
+    vocab_size=37000,
+    d_model=512,
+    n_heads=8,
+    d_ff=2048,
+    n_layers=6,
+    max_len=1024,
+    position="sinusoidal",
+    norm_placement="post",
+    norm_eps=1e-6,
+    activation="relu",
+    dropout=0.1,
+    attention_dropout=0.0,
+    scale_embeddings=True,
+)
 GPT1 = ModelConfig(
-    vocab_size=40478, d_model=768, n_heads=12, d_ff=3072, n_layers=12, max_len=512, position="learned",
-    norm_placement="post", activation="gelu",
-)  # fmt: skip
+    vocab_size=40478,
+    d_model=768,
+    n_heads=12,
+    d_ff=3072,
+    n_layers=12,
+    max_len=512,
+    position="learned",
+    norm_placement="post",
+    activation="gelu",
+)
 GPT2_SMALL = ModelConfig(
-    vocab_size=50257, d_model=768, n_heads=12, d_ff=3072, n_layers=12, max_len=1024, position="learned",
-    norm_placement="pre", activation="gelu_tanh",
-)  # fmt: skip
+    vocab_size=50257,
+    d_model=768,
+    n_heads=12,
+    d_ff=3072,
+    n_layers=12,
+    max_len=1024,
+    position="learned",
+    norm_placement="pre",
+    activation="gelu_tanh",
+)
 BERT_BASE = ModelConfig(
-    vocab_size=30522, d_model=768, n_heads=12, d_ff=3072, n_layers=12, max_len=512, position="learned",
-    norm_placement="post", norm_eps=1e-12, activation="gelu", token_types=2, embedding_norm=True,
-    output_transform=True, output_bias=True,
-)  # fmt: skip
+    vocab_size=30522,
+    d_model=768,
+    n_heads=12,
+    d_ff=3072,
+    n_layers=12,
+    max_len=512,
+    position="learned",
+    norm_placement="post",
+    norm_eps=1e-12,
+    activation="gelu",
+    token_types=2,
+    embedding_norm=True,
+    output_transform=True,
+    output_bias=True,
+)
 T5_SMALL = ModelConfig(
-    arch="encoder-decoder", vocab_size=32128, d_model=512, n_heads=8, d_head=64, d_ff=2048, n_layers=6,
-    max_len=512, position="relative", norm="rmsnorm", norm_eps=1e-6, norm_placement="pre", activation="relu",
-    bias=False, attention_dropout=0.0, scale_attention=False, scale_output=True,
-)  # fmt: skip
+    arch="encoder-decoder",
+    vocab_size=32128,
+    d_model=512,
+    n_heads=8,
+    d_head=64,
+    d_ff=2048,
+    n_layers=6,
+    max_len=512,
+    position="relative",
+    norm="rmsnorm",
+    norm_eps=1e-6,
+    norm_placement="pre",
+    activation="relu",
+    bias=False,
+    attention_dropout=0.0,
+    scale_attention=False,
+    scale_output=True,
+)
 BART_BASE = ModelConfig(
-    arch="encoder-decoder", vocab_size=50265, d_model=768, n_heads=12, d_ff=3072, n_layers=6, max_len=1024,
-    position="learned", norm_placement="post", activation="gelu", embedding_norm=True, output_bias=True,
-)  # fmt: skip
+    arch="encoder-decoder",
+    vocab_size=50265,
+    d_model=768,
+    n_heads=12,
+    d_ff=3072,
+    n_layers=6,
+    max_len=1024,
+    position="learned",
+    norm_placement="post",
+    activation="gelu",
+    embedding_norm=True,
+    output_bias=True,
+)
 
 TINY = dict(d_model=64, n_heads=4, d_ff=256, n_layers=2, vocab_size=2048, max_len=256)
 
@@ -59,22 +119,34 @@ def _tiny(config: ModelConfig) -> ModelConfig:
 
 
 _FULL = [
-    Preset("vaswani-base", VASWANI_BASE, "seq2seq", "Vaswani et al. 2017, Attention Is All You Need",
-           {"label_smoothing": 0.1}),
+    Preset(
+        "vaswani-base",
+        VASWANI_BASE,
+        "seq2seq",
+        "Vaswani et al. 2017, Attention Is All You Need",
+        {"label_smoothing": 0.1},
+    ),
     Preset("gpt1", GPT1, "clm", "Radford et al. 2018, Improving Language Understanding by Generative Pre-Training"),
     Preset("gpt2-small", GPT2_SMALL, "clm", "Radford et al. 2019, Language Models are Unsupervised Multitask Learners"),
     Preset("bert-base", BERT_BASE, "mlm", "Devlin et al. 2019, BERT"),
     Preset("t5-small", T5_SMALL, "span", "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"),
     Preset("bart-base", BART_BASE, "denoise", "Lewis et al. 2020, BART"),
-]  # fmt: skip
-_TINY_NAMES = {"vaswani-base": "tiny-vaswani", "gpt1": "tiny-gpt1", "gpt2-small": "tiny-gpt2",
-               "bert-base": "tiny-bert", "t5-small": "tiny-t5", "bart-base": "tiny-bart"}  # fmt: skip
+]
+_TINY_NAMES = {
+    "vaswani-base": "tiny-vaswani",
+    "gpt1": "tiny-gpt1",
+    "gpt2-small": "tiny-gpt2",
+    "bert-base": "tiny-bert",
+    "t5-small": "tiny-t5",
+    "bart-base": "tiny-bart",
+}
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _FULL}
 for _preset in _FULL:
     _name = _TINY_NAMES[_preset.name]
-    PRESETS[_name] = Preset(_name, _tiny(_preset.model), _preset.objective, _preset.reference,
-                            _preset.objective_options)  # fmt: skip
+    PRESETS[_name] = Preset(
+        _name, _tiny(_preset.model), _preset.objective, _preset.reference, _preset.objective_options
+    )
 ALIASES = {"tiny-gpt": "tiny-gpt2"}
 
 

@@ -99,8 +99,9 @@ class Attention(nn.Module):
 EXPLICIT_LIMIT = 2**24
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float,
-           scale: float | None) -> Tensor:  # fmt: skip
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale: float | None
+) -> Tensor:
     """softmax(q · kᵀ · scale + mask) · v, scale = 1 / sqrt(d_head) by default (Vaswani §3.2.1).
 
     Torch's fused kernel, but on a CPU under bf16 autocast, as measured at the shapes of
@@ -110,19 +111,23 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
     2 to 4 times faster than the fused kernel forward and backward, for the price of holding the
     scores, hence a limit on their size.
     """
-    bf16_autocast = q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and (
-        torch.get_autocast_dtype("cpu") == torch.bfloat16
+    bf16_autocast = (
+        q.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and (torch.get_autocast_dtype("cpu") == torch.bfloat16)
     )
     if bf16_autocast and q.shape[2] == 1:
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.float()  # an additive bias (T5's), in the query's dtype as the kernel requires
         with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
-                                                  dropout_p=dropout_p, is_causal=is_causal, scale=scale)  # fmt: skip
+            return F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+            )
     written_out = bf16_autocast or (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.bfloat16)
     if not written_out or q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > EXPLICIT_LIMIT:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
-                                              scale=scale)  # fmt: skip
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+        )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-1, -2)  # (B, n_heads, T, T_keys)
     if is_causal:

@@ -7,8 +7,9 @@ deeper stacks without warmup tricks. The two differ only in `residual`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 

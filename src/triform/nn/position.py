@@ -112,11 +112,14 @@ class RelativePositionBias(nn.Module):
         else:
             distance = (-distance).clamp(min=0)
         n_exact = n_buckets // 2
-        logarithmic = n_exact + (
-            torch.log(distance.float().clamp(min=1) / n_exact)
-            / math.log(self.max_distance / n_exact)
-            * (n_buckets - n_exact)
-        ).long()
+        logarithmic = (
+            n_exact
+            + (
+                torch.log(distance.float().clamp(min=1) / n_exact)
+                / math.log(self.max_distance / n_exact)
+                * (n_buckets - n_exact)
+            ).long()
+        )
         logarithmic = logarithmic.clamp(max=n_buckets - 1)
         return bucket + torch.where(distance < n_exact, distance, logarithmic)
 

@@ -19,13 +19,7 @@ OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
 
 
 def make_objective(
-    name: str,
-    specials: SpecialTokens,
-    vocab_size: int,
-    *,
-    arch: str = "stack",
-    pattern: str | None = None,
-    **options,
+    name: str, specials: SpecialTokens, vocab_size: int, *, arch: str = "stack", pattern: str | None = None, **options
 ) -> Objective:
     """Build an objective for an architecture, refusing an impossible pair before any compute."""
     check_pair(arch, name, pattern)

@@ -7,7 +7,8 @@ that a seeded run (and a resumed one) sees the same masks.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor

@@ -32,7 +32,12 @@ class Batch:
 
     def model_inputs(self) -> dict:
         """Keyword arguments for `model(**batch.model_inputs())`, for either architecture."""
-        inputs = {"ids": self.ids, "pattern": self.pattern, "padding_mask": self.padding_mask, "logits_at": self.logits_at}
+        inputs = {
+            "ids": self.ids,
+            "pattern": self.pattern,
+            "padding_mask": self.padding_mask,
+            "logits_at": self.logits_at,
+        }
         if self.source_ids is not None:
             inputs.update(source_ids=self.source_ids, source_padding_mask=self.source_padding_mask)
         else:

@@ -25,7 +25,9 @@ class CausalLM(Objective):
     def prepare(self, examples, generator=None) -> Batch:
         sequences = as_sequences(examples)
         if self.arch == "encoder-decoder":
-            return source_target_batch([random_split(s, generator) for s in sequences], self.arch, self.pattern, self.specials)
+            return source_target_batch(
+                [random_split(s, generator) for s in sequences], self.arch, self.pattern, self.specials
+            )
         if not self.packed:
             sequences = [[self.specials.bos] + s + [self.specials.eos] for s in sequences]
         ids, padding_mask = pad([s[:-1] for s in sequences], self.specials.pad)

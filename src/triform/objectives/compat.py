@@ -91,6 +91,11 @@ def markdown_table() -> str:
         for arch in ARCHITECTURES:
             patterns = list(ALLOWED[(arch, objective)])
             label = "decoder " if arch == "encoder-decoder" else ""
-            cells.append(", ".join(f"{label}{p}" + (" (default)" if i == 0 and len(patterns) > 1 else "") for i, p in enumerate(patterns)))
+            cells.append(
+                ", ".join(
+                    f"{label}{p}" + (" (default)" if i == 0 and len(patterns) > 1 else "")
+                    for i, p in enumerate(patterns)
+                )
+            )
         lines.append(f"| `{objective}` | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

@@ -35,6 +35,22 @@ def task_from_state(state: dict, arch: str, specials, tokenizer) -> Task:
 
 
 __all__ = [
-    "TASKS", "Choice", "Classify", "DataError", "ExtractiveQA", "Feature", "Layout", "Pair", "Record", "Tag", "Task",
-    "TaskBatch", "TaskModel", "TextToText", "make_task", "read_records", "task_from_state", "write_jsonl",
-]  # fmt: skip
+    "TASKS",
+    "Choice",
+    "Classify",
+    "DataError",
+    "ExtractiveQA",
+    "Feature",
+    "Layout",
+    "Pair",
+    "Record",
+    "Tag",
+    "Task",
+    "TaskBatch",
+    "TaskModel",
+    "TextToText",
+    "make_task",
+    "read_records",
+    "task_from_state",
+    "write_jsonl",
+]

@@ -59,7 +59,12 @@ class TaskBatch:
     def model_inputs(self) -> dict:
         if self.body_batch is not None:
             return self.body_batch.model_inputs()
-        inputs = {"ids": self.ids, "padding_mask": self.padding_mask, "token_types": self.token_types, "combine": self.combine}
+        inputs = {
+            "ids": self.ids,
+            "padding_mask": self.padding_mask,
+            "token_types": self.token_types,
+            "combine": self.combine,
+        }
         if self.lm is not None:
             inputs["lm"] = self.lm.model_inputs()
         return inputs
@@ -86,8 +91,10 @@ class Task:
 
     def __init__(self, layout: Layout, tokenizer, *, lm_weight: float = 0.0):
         if layout.pattern not in self.patterns:
-            raise ValueError(f"pattern: the {self.name} task reads a stack with one of the patterns {', '.join(self.patterns)}, "
-                             f"not {layout.pattern}")
+            raise ValueError(
+                f"pattern: the {self.name} task reads a stack with one of the patterns {', '.join(self.patterns)}, "
+                f"not {layout.pattern}"
+            )
         if lm_weight < 0:
             raise ValueError(f"lm_weight: expected 0 or more, got {lm_weight}")
         self.layout = layout
@@ -107,7 +114,9 @@ class Task:
         known = self.inputs + self.targets + self.optional + ("id",)
         for column in columns or {}:
             if column not in known:
-                raise ValueError(f"{option}: {column!r} is not a column of the {self.name} task; it reads {list(known)}")
+                raise ValueError(
+                    f"{option}: {column!r} is not a column of the {self.name} task; it reads {list(known)}"
+                )
         return dict(columns or {})
 
     # --- what the data defines --------------------------------------------------------------

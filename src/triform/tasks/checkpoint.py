@@ -8,7 +8,15 @@ from pathlib import Path
 
 from torch import nn
 
-from triform.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model, load_weights, read_config, save_model
+from triform.checkpoint import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    load_weights,
+    read_config,
+    save_model,
+)
 from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.tasks import Task, task_from_state
@@ -35,7 +43,9 @@ def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[
     document = read_config(directory)
     extra = document.get("extra") or {}
     if "task" not in extra:
-        raise TriformError(f"{directory / CONFIG_FILE}: not a fine-tuned model (no task); fine-tune one with `triform finetune`")
+        raise TriformError(
+            f"{directory / CONFIG_FILE}: not a fine-tuned model (no task); fine-tune one with `triform finetune`"
+        )
     config = ModelConfig.from_dict(document["model"], source=str(directory / CONFIG_FILE))
     if not (directory / TOKENIZER_FILE).is_file():
         raise TriformError(f"{directory / TOKENIZER_FILE}: not found; a fine-tuned model keeps its tokenizer")

@@ -85,7 +85,7 @@ class Choice(Task):
         return [row[: len(f.rows)] for row, f in zip(self.grid(scores, batch), batch.features)]
 
     def decide(self, record: Record, outputs) -> dict:
-        (_, scores), = outputs
+        ((_, scores),) = outputs
         probabilities = scores.softmax(-1).tolist()
         return {"label": max(range(len(probabilities)), key=probabilities.__getitem__), "probabilities": probabilities}
 

@@ -23,7 +23,9 @@ class Classify(Task):
     targets = ("label",)
     metric = "accuracy"  # "pearson" for regression
 
-    def __init__(self, layout, tokenizer, *, regression: bool = False, labels: list | None = None, lm_weight: float = 0.0):
+    def __init__(
+        self, layout, tokenizer, *, regression: bool = False, labels: list | None = None, lm_weight: float = 0.0
+    ):
         super().__init__(layout, tokenizer, lm_weight=lm_weight)
         self.regression = regression
         self.labels = Labels(labels) if labels is not None else None
@@ -66,7 +68,9 @@ class Classify(Task):
         batch = super().collate(features, generator)
         batch.combine = len(features[0].rows)
         if features[0].target is not None:
-            batch.targets = torch.tensor([f.target for f in features], dtype=torch.float if self.regression else torch.long)
+            batch.targets = torch.tensor(
+                [f.target for f in features], dtype=torch.float if self.regression else torch.long
+            )
         return batch
 
     def task_loss(self, scores: Tensor, batch: TaskBatch) -> Tensor:
@@ -75,7 +79,7 @@ class Classify(Task):
         return F.cross_entropy(scores.float(), batch.targets)
 
     def decide(self, record: Record, outputs) -> dict:
-        (_, scores), = outputs
+        ((_, scores),) = outputs
         if self.regression:
             return {"label": float(scores[0])}
         probabilities = scores.softmax(-1).tolist()

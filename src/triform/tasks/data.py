@@ -13,9 +13,9 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from triform.data.readers import DataError, decoded_lines, file_format, json_objects, resolve_files
 from triform.data.readers import _counted as lines_with_newlines  # one CSV line reader for all data
@@ -45,7 +45,9 @@ class Record:
         return DataError(f"{self.where}: {message}")
 
 
-def read_records(path: str | os.PathLike, required: Iterable[str] = (), columns: dict[str, str] | None = None) -> list[Record]:
+def read_records(
+    path: str | os.PathLike, required: Iterable[str] = (), columns: dict[str, str] | None = None
+) -> list[Record]:
     """Every record of a file, a folder or a glob; `required` columns must exist in every record
     (checked here, before any work, so that a bad line late in a file fails the run at once).
     `columns` names the file's column for a task column ({"label": "genre"})."""

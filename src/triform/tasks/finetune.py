@@ -124,9 +124,14 @@ class FinetuneTrainer(Trainer):
 
     def saving(self) -> dict:
         task = self.session.task
-        extra = {**self.session.body_extra, **task.body_extra(), "task": task.state(),
-                 "init": self.session.resolved.config.init, "from_scratch": self.session.resolved.config.from_scratch,
-                 "step": self.step}  # fmt: skip
+        extra = {
+            **self.session.body_extra,
+            **task.body_extra(),
+            "task": task.state(),
+            "init": self.session.resolved.config.init,
+            "from_scratch": self.session.resolved.config.from_scratch,
+            "step": self.step,
+        }
         return dict(strategy=self.strategy, specials=task.layout.specials, tokenizer=task.tokenizer, extra=extra)
 
     def evaluate(self) -> dict | None:
@@ -141,7 +146,9 @@ class FinetuneTrainer(Trainer):
         with evaluation(model):
             with torch.no_grad(), self.autocast():
                 for start in range(0, len(features), size):
-                    batch = task.collate(features[start : start + size], torch.Generator().manual_seed(0)).to(self.device)
+                    batch = task.collate(features[start : start + size], torch.Generator().manual_seed(0)).to(
+                        self.device
+                    )
                     batch.lm = None  # the task's own loss
                     loss_sum += float(task.loss(model(**batch.model_inputs()), batch)) * batch.n_targets
                     n_targets += batch.n_targets
@@ -161,9 +168,12 @@ class FinetuneTrainer(Trainer):
         session, config = self.session, self.session.resolved.config
         n_parameters = sum(p.numel() for p in unwrap(self.model).parameters())
         start = "random weights shaped as" if config.from_scratch else "pretrained"
-        say(f"fine-tuning {session.task.name} on a {session.body.config.arch} read {session.task.layout.pattern}, "
+        say(
+            f"fine-tuning {session.task.name} on a {session.body.config.arch} read {session.task.layout.pattern}, "
             f"{start} {config.init}: {count(n_parameters)} parameters, {len(session.train_data)} training examples, "
-            f"{self.processes.world_size} process(es) on {self.device.type}, {self.precision}, run folder {self.run_dir}")  # fmt: skip
+            f"{self.processes.world_size} process(es) on {self.device.type}, {self.precision}, run folder "
+            f"{self.run_dir}"
+        )
 
 
 def finetune(config: FinetuneConfig, should_stop=lambda: False) -> str:
@@ -177,8 +187,10 @@ def finetune(config: FinetuneConfig, should_stop=lambda: False) -> str:
     run_dir = Path(config.run_dir)
     existing = ckpt.checkpoints(run_dir)
     if existing and not config.resume:
-        raise TriformError(f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
-                           "pass --resume true to continue it, or choose another --run_dir")  # fmt: skip
+        raise TriformError(
+            f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
+            "pass --resume true to continue it, or choose another --run_dir"
+        )
     processes = start(config.train.device)
     try:
         session = build_session(config, processes)

@@ -28,7 +28,9 @@ class Labels:
             seen.update(check_label(value, record, column) for value in values)
         if len(seen) < minimum:
             source = records[0].where.rsplit(":", 1)[0] if records else "the data"
-            raise DataError(f"{source}: {len(seen)} distinct {column!r} value(s); a classifier needs at least {minimum}")
+            raise DataError(
+                f"{source}: {len(seen)} distinct {column!r} value(s); a classifier needs at least {minimum}"
+            )
         return cls(sorted(seen, key=lambda v: (str(type(v)), str(v))))
 
     def id(self, value, record: Record, column: str = "label") -> int:

@@ -26,7 +26,9 @@ class TaskModel(nn.Module):
     def states(self, ids: Tensor, padding_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
         """Final hidden states (N, T, d_model), position t describing input token t."""
         if self.layout.arch == "encoder-decoder":
-            return self.body.hidden_states(ids, ids, "causal", source_padding_mask=padding_mask, padding_mask=padding_mask)
+            return self.body.hidden_states(
+                ids, ids, "causal", source_padding_mask=padding_mask, padding_mask=padding_mask
+            )
         if not self.config.token_types:
             token_types = None  # a body without segment embeddings ignores them
         return self.body.hidden_states(ids, self.layout.pattern, padding_mask=padding_mask, token_types=token_types)

@@ -48,8 +48,13 @@ class FinetuneConfig:
 
     def task_options(self) -> dict:
         """The options of the chosen task; a non-default option of another task is an error."""
-        owners = {"regression": ("classify", "pair"), "both_orders": ("pair",), "stride": ("qa",),
-                  "max_answer_tokens": ("qa",), "lm_weight": ("classify", "pair", "choice", "qa", "tag")}  # fmt: skip
+        owners = {
+            "regression": ("classify", "pair"),
+            "both_orders": ("pair",),
+            "stride": ("qa",),
+            "max_answer_tokens": ("qa",),
+            "lm_weight": ("classify", "pair", "choice", "qa", "tag"),
+        }
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         options = {}
         for name, tasks in owners.items():

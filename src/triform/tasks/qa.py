@@ -40,7 +40,9 @@ class ExtractiveQA(Task):
         self.stride = layout.max_len // 4 if stride is None else stride
         largest = layout.room(2) - self.max_question_tokens - 1
         if not 0 <= self.stride <= largest:
-            raise ValueError(f"stride: expected 0 to {largest} tokens shared by neighbouring windows, got {self.stride}")
+            raise ValueError(
+                f"stride: expected 0 to {largest} tokens shared by neighbouring windows, got {self.stride}"
+            )
         if max_answer_tokens < 1:
             raise ValueError(f"max_answer_tokens: expected 1 or more, got {max_answer_tokens}")
         self.max_answer_tokens = max_answer_tokens
@@ -83,7 +85,9 @@ class ExtractiveQA(Task):
                     raise record.error(f"'answer_start' must be a character offset, got {start!r}") from None
                 if context[start : start + len(text)] != text:
                     seen = context[max(start, 0) : max(start, 0) + len(text)]
-                    raise record.error(f"answer {text!r} is not at answer_start {start} of its context (found {seen!r})")
+                    raise record.error(
+                        f"answer {text!r} is not at answer_start {start} of its context (found {seen!r})"
+                    )
             found.append((text, start))
         return found
 

@@ -5,7 +5,6 @@ model is cut into consecutive chunks of whole words, so every word gets a tag.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -71,8 +71,14 @@ class TextToText(Task):
             raise ValueError("text2text batches are for training; predict() generates")
         prepared = self.objective.prepare([(f.info["source"], f.target) for f in features], generator)
         token_types = prepared.token_types if prepared.token_types is not None else torch.zeros_like(prepared.ids)
-        return TaskBatch(prepared.ids, prepared.padding_mask, token_types, features, body_batch=prepared,
-                         source_ids=prepared.source_ids)  # fmt: skip
+        return TaskBatch(
+            prepared.ids,
+            prepared.padding_mask,
+            token_types,
+            features,
+            body_batch=prepared,
+            source_ids=prepared.source_ids,
+        )
 
     def loss(self, outputs: Tensor, batch: TaskBatch) -> Tensor:
         return self.objective.loss(outputs, batch.body_batch)
@@ -83,8 +89,14 @@ class TextToText(Task):
         written: list[list[int]] = []
         for start in range(0, len(features), batch_size):
             sources = [f.info["source"] for f in features[start : start + batch_size]]
-            written += greedy(model, sources, self.layout.specials, max_new_tokens=self.max_target_tokens,
-                              objective="seq2seq", pattern=self.objective.pattern)  # fmt: skip
+            written += greedy(
+                model,
+                sources,
+                self.layout.specials,
+                max_new_tokens=self.max_target_tokens,
+                objective="seq2seq",
+                pattern=self.objective.pattern,
+            )
             if progress is not None:
                 progress(len(written), len(features))
         decoded = [{"target": self.tokenizer.decode(ids, skip_special_tokens=True)} for ids in written]

@@ -46,14 +46,28 @@ def plain_model(model: nn.Module, state: dict, strategy: str) -> nn.Module:
     return copy
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, processes: Processes, *,
-                    strategy: str, specials, tokenizer, extra: dict) -> Path:  # fmt: skip
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    state: dict,
+    processes: Processes,
+    *,
+    strategy: str,
+    specials,
+    tokenizer,
+    extra: dict,
+) -> Path:
     model_state, optimizer_state = full_state(model, optimizer, strategy)
     target = checkpoint_dir(run_dir, step)
     if processes.is_main:
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
-            save_model(plain_model(model, model_state, strategy), staging, specials=specials, tokenizer=tokenizer, extra=extra)
+            save_model(
+                plain_model(model, model_state, strategy), staging, specials=specials, tokenizer=tokenizer, extra=extra
+            )
             trainer = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **state}
             torch.save(trainer, staging / TRAINER_STATE)
             replace_directory(staging, target)
@@ -63,7 +77,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     return target
 
 
-def save_plain(run_dir: Path, name: str, model, processes: Processes, *, strategy: str, specials, tokenizer, extra: dict) -> Path:
+def save_plain(
+    run_dir: Path, name: str, model, processes: Processes, *, strategy: str, specials, tokenizer, extra: dict
+) -> Path:
     """The model alone, as `run_dir/name` (best, model)."""
     if strategy == "fsdp" and torch.distributed.is_initialized():
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -72,7 +88,9 @@ def save_plain(run_dir: Path, name: str, model, processes: Processes, *, strateg
     else:
         state = None
     if processes.is_main:
-        save_model(plain_model(model, state, strategy), run_dir / name, specials=specials, tokenizer=tokenizer, extra=extra)
+        save_model(
+            plain_model(model, state, strategy), run_dir / name, specials=specials, tokenizer=tokenizer, extra=extra
+        )
     processes.barrier()
     return run_dir / name
 
@@ -106,8 +124,13 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, strategy: str) -
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         copy = _loaded_copy(model, path)  # the weights as one tensor each, then scattered to the shards
-        set_state_dict(model, optimizer, model_state_dict=copy.state_dict(), optim_state_dict=trainer["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))  # fmt: skip
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=copy.state_dict(),
+            optim_state_dict=trainer["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
     else:
         load_weights(unwrap(model), path / WEIGHTS_FILE)
         optimizer.load_state_dict(trainer["optimizer"])

@@ -33,9 +33,15 @@ ModelOverrides.__doc__ = "Model fields to set; unset fields come from the preset
 
 # Objective options, and the objective each belongs to (label smoothing applies to all).
 OPTION_OWNERS = {
-    "label_smoothing": None, "rate": "mlm", "whole_word": "mlm", "noise_density": "span",
-    "mean_span_length": "span", "mask_ratio": "denoise", "poisson_lambda": "denoise", "permute_sentences": "denoise",
-}  # fmt: skip
+    "label_smoothing": None,
+    "rate": "mlm",
+    "whole_word": "mlm",
+    "noise_density": "span",
+    "mean_span_length": "span",
+    "mask_ratio": "denoise",
+    "poisson_lambda": "denoise",
+    "permute_sentences": "denoise",
+}
 
 
 @dataclass
@@ -78,8 +84,9 @@ class DataConfig:
     def source(self, which: str = "train") -> DataSource:
         path = self.train if which == "train" else self.valid
         target = self.target_path if which == "train" else self.valid_target_path
-        return DataSource(path, self.format, self.document, self.text_field, self.source_field, self.target_field,
-                          self.header, target)  # fmt: skip
+        return DataSource(
+            path, self.format, self.document, self.text_field, self.source_field, self.target_field, self.header, target
+        )
 
 
 @dataclass
@@ -155,7 +162,12 @@ class Resolved:
         """The configuration to save with the run; loading it back gives the same run."""
         values = dataclasses.asdict(self.config)
         values["model"] = self.model.to_dict()
-        values["objective"] = {**values["objective"], "name": self.objective, "pattern": self.pattern, **self.objective_options}
+        values["objective"] = {
+            **values["objective"],
+            "name": self.objective,
+            "pattern": self.pattern,
+            **self.objective_options,
+        }
         values["resume"] = False
         return values
 

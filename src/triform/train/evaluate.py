@@ -19,10 +19,21 @@ EVAL_SEED = 1234  # the same masks at every evaluation, so successive losses com
 
 
 @torch.no_grad()
-def evaluate_loss(model, objective, data, *, batch_size: int, limit: int = 0, processes: Processes | None = None,
-                  autocast=nullcontext, word_table=None, device=torch.device("cpu")) -> dict:  # fmt: skip
+def evaluate_loss(
+    model,
+    objective,
+    data,
+    *,
+    batch_size: int,
+    limit: int = 0,
+    processes: Processes | None = None,
+    autocast=nullcontext,
+    word_table=None,
+    device: torch.device | None = None,
+) -> dict:
     """Mean loss per predicted token over `limit` batches (0: all), its perplexity and token accuracy."""
     processes = processes or Processes()
+    device = device or torch.device("cpu")
     was_training = model.training
     model.eval()
     loss_sum = n_targets = correct = 0.0
@@ -44,14 +55,28 @@ def evaluate_loss(model, objective, data, *, batch_size: int, limit: int = 0, pr
     loss_sum, n_targets, correct = processes.sum([loss_sum, n_targets, correct])
     model.train(was_training)
     loss = loss_sum / max(n_targets, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(n_targets, 1), "tokens": int(n_targets)}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50)),
+        "accuracy": correct / max(n_targets, 1),
+        "tokens": int(n_targets),
+    }
 
 
 @torch.no_grad()
-def pseudo_perplexity(model, windows: list[list[int]], specials, *, pattern: str, batch_size: int = 64,
-                      autocast=nullcontext, device=torch.device("cpu")) -> float:  # fmt: skip
+def pseudo_perplexity(
+    model,
+    windows: list[list[int]],
+    specials,
+    *,
+    pattern: str,
+    batch_size: int = 64,
+    autocast=nullcontext,
+    device: torch.device | None = None,
+) -> float:
     """exp of the mean of -log P(token | the text with that token masked), over every token
     (Salazar et al. 2020, §2.3): each token is masked in a row of its own."""
+    device = device or torch.device("cpu")
     rows_ids, positions, answers = [], [], []
     for window in windows:
         sequence = [specials.cls] + list(window) + [specials.sep]
@@ -76,8 +101,13 @@ def pseudo_perplexity(model, windows: list[list[int]], specials, *, pattern: str
             logits_at[r, positions[start + r]] = True
         prefix = mask.sum(1) if pattern == "prefix" else None  # the whole text is the prefix
         with autocast():
-            logits = model(ids.to(device), pattern, padding_mask=mask.to(device), logits_at=logits_at.to(device),
-                           **({"prefix_lengths": prefix.to(device)} if prefix is not None else {}))  # fmt: skip
+            logits = model(
+                ids.to(device),
+                pattern,
+                padding_mask=mask.to(device),
+                logits_at=logits_at.to(device),
+                **({"prefix_lengths": prefix.to(device)} if prefix is not None else {}),
+            )
         log_probs = logits.float().log_softmax(-1)
         answer = torch.tensor(answers[start : start + batch_size], device=log_probs.device)
         total += float(log_probs.gather(1, answer[:, None]).sum())
@@ -85,8 +115,16 @@ def pseudo_perplexity(model, windows: list[list[int]], specials, *, pattern: str
 
 
 @torch.no_grad()
-def translate_ids(model, sources: list[list[int]], specials, *, pattern: str, max_new_tokens: int, num_beams: int = 1,
-                  precision: str = "fp32") -> list[list[int]]:  # fmt: skip
+def translate_ids(
+    model,
+    sources: list[list[int]],
+    specials,
+    *,
+    pattern: str,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    precision: str = "fp32",
+) -> list[list[int]]:
     """Target ids for each source (without [BOS]/[EOS]) from the generation engine, laid out as the
     seq2seq objective trains: greedy, or beam search with the length penalty of Vaswani et al. (α 0.6),
     at `precision` (the engine sets up its own autocast)."""

@@ -41,27 +41,44 @@ def matching_tokenizer(folder: Path, pretrained, tokenizer_path: str | None):
     if tokenizer_path:
         given = load_tokenizer(tokenizer_path)
         if tokenizer is not None and fingerprint(given) != fingerprint(tokenizer):
-            raise TriformError(f"--tokenizer: {tokenizer_path} differs from {folder / 'tokenizer.json'}, the model's own tokenizer")
+            raise TriformError(
+                f"--tokenizer: {tokenizer_path} differs from {folder / 'tokenizer.json'}, the model's own tokenizer"
+            )
         tokenizer = given
     if tokenizer is None:
         raise TriformError(f"{folder}: holds no tokenizer.json; pass --tokenizer")
     size = tokenizer.get_vocab_size(with_added_tokens=True)
     if size != pretrained.config.vocab_size:
-        raise TriformError(f"--tokenizer: has {size} tokens, but the model in {folder} has vocab_size {pretrained.config.vocab_size}")
+        raise TriformError(
+            f"--tokenizer: has {size} tokens, but the model in {folder} has vocab_size {pretrained.config.vocab_size}"
+        )
     specials = SpecialTokens.from_tokenizer(tokenizer)
     if pretrained.specials is not None and pretrained.specials != specials:
         raise TriformError(f"--tokenizer: its special-token ids differ from those in {folder / CONFIG_FILE}")
     return tokenizer, specials
 
 
-def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch_size=32, max_examples=0,
-                   pppl_tokens=4096, too_long="error", precision="auto", device="auto", num_beams=1) -> dict:  # fmt: skip
+def evaluate_model(
+    model_path,
+    source: DataSource,
+    *,
+    tokenizer_path=None,
+    batch_size=32,
+    max_examples=0,
+    pppl_tokens=4096,
+    too_long="error",
+    precision="auto",
+    device="auto",
+    num_beams=1,
+) -> dict:
     folder = model_folder(model_path)
     pretrained = load_model(folder)
     tokenizer, specials = matching_tokenizer(folder, pretrained, tokenizer_path)
     extra = pretrained.extra
     if "objective" not in extra:
-        raise TriformError(f"{folder / CONFIG_FILE}: no \"objective\" in extra; this model was not saved by triform train")
+        raise TriformError(
+            f'{folder / CONFIG_FILE}: no "objective" in extra; this model was not saved by triform train'
+        )
     name, pattern = extra["objective"], extra.get("pattern")
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.get("objective_options", {}).items()}
     config = pretrained.config
@@ -76,16 +93,27 @@ def evaluate_model(model_path, source: DataSource, *, tokenizer_path=None, batch
         data.keep(picks)
     table = torch.tensor(word_start_table(tokenizer)) if getattr(objective, "whole_word", False) else None
     started = time.monotonic()
-    metrics = {"model": str(folder), "objective": f"{config.arch} + {name} + {objective.pattern}", "examples": len(data)}
-    metrics.update(evaluate_loss(model, objective, data, batch_size=batch_size, autocast=autocast, word_table=table, device=run_device))
+    metrics = {
+        "model": str(folder),
+        "objective": f"{config.arch} + {name} + {objective.pattern}",
+        "examples": len(data),
+    }
+    metrics.update(
+        evaluate_loss(
+            model, objective, data, batch_size=batch_size, autocast=autocast, word_table=table, device=run_device
+        )
+    )
     if name == "mlm" and config.arch == "stack":
         windows = pppl_windows(data, pppl_tokens)
-        metrics["pseudo_perplexity"] = pseudo_perplexity(model, windows, specials, pattern=objective.pattern,
-                                                         autocast=autocast, device=run_device)  # fmt: skip
+        metrics["pseudo_perplexity"] = pseudo_perplexity(
+            model, windows, specials, pattern=objective.pattern, autocast=autocast, device=run_device
+        )
         metrics["pseudo_perplexity_tokens"] = sum(len(w) for w in windows)
     if name == "seq2seq":
         metrics["decoding"] = "greedy" if num_beams == 1 else f"beam {num_beams}"
-        metrics.update(translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, precision, num_beams))
+        metrics.update(
+            translation_scores(model, data, tokenizer, specials, objective.pattern, batch_size, precision, num_beams)
+        )
     metrics["seconds"] = round(time.monotonic() - started, 1)
     return metrics
 
@@ -109,10 +137,20 @@ def translation_scores(model, data, tokenizer, specials, pattern, batch_size, pr
     for start in range(0, len(order), batch_size):
         pairs = [data.example(int(i)) for i in order[start : start + batch_size]]
         longest = max(len(t) for _, t in pairs)
-        budget = min(data.max_len - 1, 2 * longest + 10) if data.arch == "encoder-decoder" else \
-            data.max_len - 1 - max(len(s) for s, _ in pairs)  # fmt: skip
-        outputs = translate_ids(model, [s for s, _ in pairs], specials, pattern=pattern, max_new_tokens=max(budget, 1),
-                                num_beams=num_beams, precision=precision)  # fmt: skip
+        budget = (
+            min(data.max_len - 1, 2 * longest + 10)
+            if data.arch == "encoder-decoder"
+            else data.max_len - 1 - max(len(s) for s, _ in pairs)
+        )
+        outputs = translate_ids(
+            model,
+            [s for s, _ in pairs],
+            specials,
+            pattern=pattern,
+            max_new_tokens=max(budget, 1),
+            num_beams=num_beams,
+            precision=precision,
+        )
         hypotheses += tokenizer.decode_batch(outputs, skip_special_tokens=True)
         references += tokenizer.decode_batch([t for _, t in pairs], skip_special_tokens=True)
         say(f"eval: translated {len(hypotheses)}/{len(order)} in {time.monotonic() - started:.0f}s")
@@ -120,4 +158,3 @@ def translation_scores(model, data, tokenizer, specials, pattern, batch_size, pr
     scores["example_translation"] = hypotheses[len(hypotheses) // 2]
     scores["example_reference"] = references[len(references) // 2]
     return scores
-

@@ -50,8 +50,10 @@ class Trainer:
         config = session.resolved.config
         self.loop, self.strategy = config.train, config.train.strategy
         if self.loop.batch_size // self.loop.grad_accum < processes.world_size:
-            raise TriformError(f"train.batch_size: {self.loop.batch_size} / train.grad_accum {self.loop.grad_accum} "
-                               f"leaves fewer examples per micro-batch than the {processes.world_size} processes")  # fmt: skip
+            raise TriformError(
+                f"train.batch_size: {self.loop.batch_size} / train.grad_accum {self.loop.grad_accum} "
+                f"leaves fewer examples per micro-batch than the {processes.world_size} processes"
+            )
         self.device = processes.device
         torch.manual_seed(self.loop.seed)  # the same initial weights on every process
         model = self.new_model().to(self.device)
@@ -92,14 +94,17 @@ class Trainer:
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
-        ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes,
-                             **self.saving())  # fmt: skip
+        ckpt.save_checkpoint(
+            self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes, **self.saving()
+        )
         if self.processes.is_main:
             ckpt.prune(self.run_dir, self.loop.keep_last)
 
     def saving(self) -> dict:
         extra = {**self.session.extra(), "step": self.step}
-        return dict(strategy=self.strategy, specials=self.session.specials, tokenizer=self.session.tokenizer, extra=extra)
+        return dict(
+            strategy=self.strategy, specials=self.session.specials, tokenizer=self.session.tokenizer, extra=extra
+        )
 
     # ---- one step ----------------------------------------------------------------------------
     def local_batches(self, step: int) -> list:
@@ -109,7 +114,9 @@ class Trainer:
         start, stop = share(micro, self.processes.rank, self.processes.world_size)
         batches = []
         for m in range(self.loop.grad_accum):
-            batch = prepare(self.session.objective, examples[m * micro : (m + 1) * micro], generator, self.session.word_table)
+            batch = prepare(
+                self.session.objective, examples[m * micro : (m + 1) * micro], generator, self.session.word_table
+            )
             batches.append(rows(batch, start, stop).to(self.device))
         return batches
 
@@ -136,7 +143,9 @@ class Trainer:
             loss_sum += float(loss.detach()) * batch_targets
         grad_norm = float("nan")
         if self.session.resolved.config.optim.clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.session.resolved.config.optim.clip))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.session.resolved.config.optim.clip)
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -156,9 +165,17 @@ class Trainer:
         if self.session.valid_data is None:
             return None
         micro = max(1, self.loop.batch_size // self.loop.grad_accum)
-        result = evaluate_loss(self.model, self.session.objective, self.session.valid_data, batch_size=micro,
-                               limit=self.loop.eval_batches, processes=self.processes, autocast=self.autocast,
-                               word_table=self.session.word_table, device=self.device)  # fmt: skip
+        result = evaluate_loss(
+            self.model,
+            self.session.objective,
+            self.session.valid_data,
+            batch_size=micro,
+            limit=self.loop.eval_batches,
+            processes=self.processes,
+            autocast=self.autocast,
+            word_table=self.session.word_table,
+            device=self.device,
+        )
         return result
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -194,12 +211,17 @@ class Trainer:
                 self.save(self.elapsed_before + time.monotonic() - started)
             if stop:
                 if main:
-                    self.say(f"stopped at step {self.step}; checkpoint saved in {ckpt.checkpoint_dir(self.run_dir, self.step)}; "
-                        "rerun with --resume true to continue")  # fmt: skip
+                    self.say(
+                        f"stopped at step {self.step}; checkpoint saved in "
+                        f"{ckpt.checkpoint_dir(self.run_dir, self.step)}; "
+                        "rerun with --resume true to continue"
+                    )
                 return "stopped"
         ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
         if main:
-            self.say(f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}")
+            self.say(
+                f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
+            )
         return "done"
 
     def announce(self) -> None:
@@ -207,22 +229,35 @@ class Trainer:
         with torch.device("meta"):  # count without allocating: under FSDP each process holds a shard only
             n_parameters = sum(p.numel() for p in build_model(model).parameters())
         resolved = self.session.resolved
-        self.say(f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} parameters, "
+        self.say(
+            f"training {resolved.model.arch} + {resolved.objective} + {resolved.pattern}: {count(n_parameters)} "
+            "parameters, "
             f"vocab {model.vocab_size}, {len(self.session.train_data)} training examples, {self.processes.world_size} "
-            f"process(es) on {self.device.type}, {self.precision}, run folder {self.run_dir}")  # fmt: skip
+            f"process(es) on {self.device.type}, {self.precision}, run folder {self.run_dir}"
+        )
 
     def log_train(self, loss: float, rate: float, grad_norm: float, elapsed: float) -> None:
         lr = self.scheduler.get_last_lr()[0]
-        record = {"split": "train", "step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
-                  "tokens_per_s": rate, "grad_norm": grad_norm, "elapsed_s": self.elapsed_before + elapsed}  # fmt: skip
+        record = {
+            "split": "train",
+            "step": self.step,
+            "loss": loss,
+            "lr": lr,
+            "tokens": self.tokens,
+            "tokens_per_s": rate,
+            "grad_norm": grad_norm,
+            "elapsed_s": self.elapsed_before + elapsed,
+        }
         self.metrics.write(record)
         if self.processes.is_main:
             per_step = elapsed / max(self.step - self.start_step, 1)
             eta = (self.loop.steps - self.step) * per_step
             if self.loop.time_limit is not None:
                 eta = min(eta, self.loop.time_limit * 60 - self.elapsed_before - elapsed)
-            self.say(f"step {self.step}/{self.loop.steps} | loss {loss:.4f} | lr {lr:.2e} | {count(rate)} tok/s | "
-                f"{duration(self.elapsed_before + elapsed)} elapsed | ETA {duration(eta)}")  # fmt: skip
+            self.say(
+                f"step {self.step}/{self.loop.steps} | loss {loss:.4f} | lr {lr:.2e} | {count(rate)} tok/s | "
+                f"{duration(self.elapsed_before + elapsed)} elapsed | ETA {duration(eta)}"
+            )
 
     def log_valid(self) -> None:
         result = self.evaluate()
@@ -235,14 +270,17 @@ class Trainer:
             ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
         if self.processes.is_main:
             plot_losses(self.metrics.read(), self.run_dir / "loss.png", self.plot_title())
-            self.say(f"validation at step {self.step}: {self.valid_line(result)}" + (" | best so far" if improved else ""))
+            self.say(
+                f"validation at step {self.step}: {self.valid_line(result)}" + (" | best so far" if improved else "")
+            )
 
     def score(self, result: dict) -> float:
         """What picks the best checkpoint, lower is better: the validation loss."""
         return result["loss"]
 
     def valid_line(self, result: dict) -> str:
-        return f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f} | accuracy {100 * result['accuracy']:.1f}%"
+        loss, perplexity, accuracy = result["loss"], result["perplexity"], 100 * result["accuracy"]
+        return f"loss {loss:.4f} | perplexity {perplexity:.2f} | accuracy {accuracy:.1f}%"
 
     def plot_title(self) -> str:
         resolved = self.session.resolved

@@ -60,7 +60,12 @@ def lr_factor(step: int, *, schedule: str, warmup: int, total: int, final_ratio:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):
     def factor(step: int) -> float:
-        return lr_factor(step, schedule=config.schedule, warmup=config.warmup_steps, total=total_steps,
-                         final_ratio=config.final_lr_ratio)  # fmt: skip
+        return lr_factor(
+            step,
+            schedule=config.schedule,
+            warmup=config.warmup_steps,
+            total=total_steps,
+            final_ratio=config.final_lr_ratio,
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -16,8 +16,14 @@ from triform.data.batches import PairData, WindowData
 from triform.data.corpus import Corpus, tokenize_records
 from triform.data.readers import DataSource, read_records
 from triform.data.shards import is_prepared, load_prepared
-from triform.data.tokenizers import (KIND_FOR_OBJECTIVE, fingerprint, load_tokenizer, sentence_end_ids,
-                                     train_tokenizer, word_start_table)  # fmt: skip
+from triform.data.tokenizers import (
+    KIND_FOR_OBJECTIVE,
+    fingerprint,
+    load_tokenizer,
+    sentence_end_ids,
+    train_tokenizer,
+    word_start_table,
+)
 from triform.errors import TriformError
 from triform.objectives import Objective, make_objective
 from triform.train.config import Resolved
@@ -68,19 +74,28 @@ def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes):
     if config.resume and saved.is_file():
         tokenizer = load_tokenizer(saved)
         if config.tokenizer.path and fingerprint(load_tokenizer(config.tokenizer.path)) != fingerprint(tokenizer):
-            raise TriformError(f"tokenizer.path: {config.tokenizer.path} differs from {saved}, the tokenizer this run was trained with")
+            raise TriformError(
+                f"tokenizer.path: {config.tokenizer.path} differs from {saved}, the tokenizer this run was trained with"
+            )
         return tokenizer
     if config.tokenizer.path:
         return load_tokenizer(config.tokenizer.path)
     if is_prepared(config.data.train):
-        raise TriformError(f"tokenizer.path: {config.data.train} is prepared data; give the tokenizer.json it was prepared with")
+        raise TriformError(
+            f"tokenizer.path: {config.data.train} is prepared data; give the tokenizer.json it was prepared with"
+        )
     kind = config.tokenizer.kind if config.tokenizer.kind != "auto" else KIND_FOR_OBJECTIVE[resolved.objective]
     vocab_size = config.tokenizer.vocab_size or resolved.model.vocab_size
     tokenizer = None
     if processes.is_main:
         texts = texts_for_tokenizer(config.data.source("train"), resolved.objective == "seq2seq")
-        tokenizer = train_tokenizer(texts, kind, vocab_size, min_frequency=config.tokenizer.min_frequency,
-                                    n_sentinels=config.tokenizer.sentinels).to_str()  # fmt: skip
+        tokenizer = train_tokenizer(
+            texts,
+            kind,
+            vocab_size,
+            min_frequency=config.tokenizer.min_frequency,
+            n_sentinels=config.tokenizer.sentinels,
+        ).to_str()
     from tokenizers import Tokenizer
 
     return Tokenizer.from_str(processes.broadcast(tokenizer))
@@ -89,7 +104,9 @@ def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes):
 def load_corpus(path: str, source: DataSource, tokenizer, parallel: bool, eos: int) -> Corpus:
     if is_prepared(path):
         return load_prepared(path, tokenizer, parallel=parallel)
-    return tokenize_records(read_records(source, parallel=parallel), tokenizer, "parallel" if parallel else "text", eos, path)
+    return tokenize_records(
+        read_records(source, parallel=parallel), tokenizer, "parallel" if parallel else "text", eos, path
+    )
 
 
 def window_length(objective: Objective, max_len: int) -> int:
@@ -137,8 +154,9 @@ def build_session(resolved: Resolved, run_dir: Path, processes: Processes) -> Se
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     model_config = resolved.model.replace(vocab_size=vocab_size)  # the model's vocabulary is the tokenizer's
     options = objective_options(resolved, tokenizer, specials)
-    objective = make_objective(resolved.objective, specials, vocab_size, arch=model_config.arch,
-                               pattern=resolved.pattern, **options)  # fmt: skip
+    objective = make_objective(
+        resolved.objective, specials, vocab_size, arch=model_config.arch, pattern=resolved.pattern, **options
+    )
     parallel = resolved.objective == "seq2seq"
     data = config.data
     train_corpus = load_corpus(data.train, data.source("train"), tokenizer, parallel, specials.eos)
