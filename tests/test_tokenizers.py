@@ -2,16 +2,9 @@ import pytest
 from training_helpers import sentences, write_text
 
 from triform.cli import main
-from triform.data.tokenizers import (
-    load_tokenizer,
-    save_tokenizer,
-    sentence_end_ids,
-    tokenizer_kind,
-    train_tokenizer,
-    word_start_table,
-)
+from triform.data.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from triform.errors import TriformError
-from triform.vocab import SpecialTokens, special_token_strings
+from triform.vocab import SpecialTokens, sentence_end_ids, special_token_strings, tokenizer_kind, word_start_table
 
 TEXT = sentences(300)
 

@@ -1,4 +1,5 @@
-"""The special tokens objectives need, and their ids in a tokenizer's vocabulary."""
+"""The special tokens objectives need, their ids in a tokenizer's vocabulary, and the other facts
+objectives read from a vocabulary: which tokens begin a word, which end a sentence."""
 
 from __future__ import annotations
 
@@ -87,3 +88,43 @@ class SpecialTokens:
     def from_tokenizer(cls, tokenizer, source: str = "tokenizer") -> SpecialTokens:
         """From a `tokenizers.Tokenizer`."""
         return cls.from_vocabulary(tokenizer.get_vocab(with_added_tokens=True), source)
+
+
+# How each tokenizer model marks the first piece of a word, or a piece that continues one.
+WORD_START_PREFIX = {"bpe": "Ġ", "unigram": "▁"}
+CONTINUATION_PREFIX = "##"  # WordPiece
+SENTENCE_FINAL = set(".!?")
+
+
+def tokenizer_kind(tokenizer) -> str:
+    """'bpe', 'wordpiece', 'unigram' or 'wordlevel', from a tokenizers.Tokenizer's model."""
+    names = {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram"}
+    return names.get(type(tokenizer.model).__name__, "wordlevel")
+
+
+def word_start_table(tokenizer) -> list[bool]:
+    """For each id, whether that token begins a word (whole-word masking, Devlin et al. 2019 §A.1).
+
+    Special tokens count as word starts. A word-level tokenizer's tokens all start words."""
+    kind = tokenizer_kind(tokenizer)
+    vocabulary = tokenizer.get_vocab(with_added_tokens=True)
+    specials = SpecialTokens.from_tokenizer(tokenizer).all_ids
+    table = [True] * tokenizer.get_vocab_size(with_added_tokens=True)
+    for token, index in vocabulary.items():
+        if index in specials or kind == "wordlevel":
+            continue
+        if kind == "wordpiece":
+            table[index] = not token.startswith(CONTINUATION_PREFIX)
+        else:
+            table[index] = token.startswith(WORD_START_PREFIX[kind])
+    return table
+
+
+def sentence_end_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of tokens made only of sentence-final punctuation (and quotes), for BART's permutation."""
+    ends = []
+    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        text = token.lstrip("Ġ▁").removeprefix(CONTINUATION_PREFIX)
+        if text and SENTENCE_FINAL & set(text) and set(text) <= SENTENCE_FINAL | set("\"'"):
+            ends.append(index)
+    return tuple(sorted(ends))

@@ -19,19 +19,6 @@ from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_string
 
 TokenizerKind = Literal["bpe", "wordpiece", "unigram"]
 KINDS = ("bpe", "wordpiece", "unigram")
-# The tokenizer each objective's reference model used, for `kind: auto`.
-KIND_FOR_OBJECTIVE = {
-    "clm": "bpe",
-    "prefix-lm": "bpe",
-    "denoise": "bpe",
-    "seq2seq": "bpe",
-    "mlm": "wordpiece",
-    "span": "unigram",
-}
-# How each model marks the first piece of a word, or a piece that continues one.
-WORD_START_PREFIX = {"bpe": "Ġ", "unigram": "▁"}
-CONTINUATION_PREFIX = "##"  # WordPiece
-SENTENCE_FINAL = set(".!?")
 
 
 def new_tokenizer(kind: str):
@@ -123,38 +110,3 @@ def load_tokenizer(path: str | os.PathLike):
 def fingerprint(tokenizer) -> str:
     """A hash of everything that decides how text becomes ids."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
-
-
-def tokenizer_kind(tokenizer) -> str:
-    """'bpe', 'wordpiece', 'unigram' or 'wordlevel', from the tokenizer's model."""
-    return {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram"}.get(
-        type(tokenizer.model).__name__, "wordlevel"
-    )
-
-
-def word_start_table(tokenizer) -> list[bool]:
-    """For each id, whether that token begins a word (whole-word masking, Devlin et al. 2019 §A.1).
-
-    Special tokens count as word starts. A word-level tokenizer's tokens all start words."""
-    kind = tokenizer_kind(tokenizer)
-    vocabulary = tokenizer.get_vocab(with_added_tokens=True)
-    specials = SpecialTokens.from_tokenizer(tokenizer).all_ids
-    table = [True] * tokenizer.get_vocab_size(with_added_tokens=True)
-    for token, index in vocabulary.items():
-        if index in specials or kind == "wordlevel":
-            continue
-        if kind == "wordpiece":
-            table[index] = not token.startswith(CONTINUATION_PREFIX)
-        else:
-            table[index] = token.startswith(WORD_START_PREFIX[kind])
-    return table
-
-
-def sentence_end_ids(tokenizer) -> tuple[int, ...]:
-    """Ids of tokens made only of sentence-final punctuation (and quotes), for BART's permutation."""
-    ends = []
-    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
-        text = token.lstrip("Ġ▁").removeprefix(CONTINUATION_PREFIX)
-        if text and SENTENCE_FINAL & set(text) and set(text) <= SENTENCE_FINAL | set("\"'"):
-            ends.append(index)
-    return tuple(sorted(ends))

@@ -30,6 +30,13 @@ class Batch:
     def n_targets(self) -> int:
         return int((self.targets != IGNORE).sum())
 
+    @property
+    def n_inputs(self) -> int:
+        """Input tokens, what tokens per second count: the real tokens of a stack or a decoder, and
+        every slot of an encoder's source."""
+        count = int(self.ids.numel() if self.padding_mask is None else self.padding_mask.sum())
+        return count + (int(self.source_ids.numel()) if self.source_ids is not None else 0)
+
     def model_inputs(self) -> dict:
         """Keyword arguments for `model(**batch.model_inputs())`, for either architecture."""
         inputs = {
@@ -48,6 +55,14 @@ class Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
         return replace(self, **moved)
+
+
+def rows(batch: Batch, start: int, stop: int) -> Batch:
+    """Rows start:stop of every per-example tensor of `batch`."""
+    sliced = {
+        f.name: getattr(batch, f.name)[start:stop] for f in fields(batch) if isinstance(getattr(batch, f.name), Tensor)
+    }
+    return replace(batch, **sliced)
 
 
 def pad(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[Tensor, Tensor | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from triform.objectives.base import Objective, as_sequences, random_split
+from triform.objectives.base import Objective, Windows, as_sequences, random_split
 from triform.objectives.batch import Batch, pad, pad_targets
 from triform.objectives.layout import source_target_batch
 
@@ -18,18 +18,29 @@ class CausalLM(Objective):
 
     name = "clm"
 
-    def __init__(self, *args, packed: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.packed = packed
+    @classmethod
+    def source_target(cls, arch: str) -> bool:
+        return arch == "encoder-decoder"
+
+    def windows(self, max_len: int) -> Windows:
+        if self.arch == "encoder-decoder":
+            return super().windows(max_len)
+        # Inputs are a window's first max_len tokens, targets its last max_len; windows overlap by
+        # one token, so that every token of the stream is predicted exactly once.
+        return Windows(max_len + 1, max_len)
 
     def prepare(self, examples, generator=None) -> Batch:
         sequences = as_sequences(examples)
         if self.arch == "encoder-decoder":
-            return source_target_batch(
-                [random_split(s, generator) for s in sequences], self.arch, self.pattern, self.specials
-            )
+            pairs = [random_split(s, generator) for s in sequences]
+            return source_target_batch(pairs, self.arch, self.pattern, self.specials)
         if not self.packed:
-            sequences = [[self.specials.bos] + s + [self.specials.eos] for s in sequences]
+            sequences = [[self.specials.bos, *s, self.specials.eos] for s in sequences]
         ids, padding_mask = pad([s[:-1] for s in sequences], self.specials.pad)
         targets = pad_targets([s[1:] for s in sequences], ids.shape[1])
         return Batch(ids, targets, self.pattern, padding_mask)
+
+    @classmethod
+    def body_pattern(cls, arch: str, pattern: str, writes: bool) -> str:
+        """A causal LM saw only left-to-right attention: a task reads it so, writing text included."""
+        return "causal"

@@ -7,32 +7,42 @@ original text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from triform.objectives.base import Objective, as_sequences
+from triform.objectives.base import Objective, Windows, as_sequences
 from triform.objectives.batch import Batch
 from triform.objectives.layout import source_target_batch
+from triform.vocab import sentence_end_ids as vocabulary_sentence_ends
+
+
+@dataclass(frozen=True)
+class DenoiseOptions:
+    mask_ratio: float = 0.3  # fraction of the tokens hidden by infilling
+    poisson_lambda: float = 3.0  # mean span length
+    permute_sentences: bool = True
 
 
 class Denoise(Objective):
     name = "denoise"
+    Options = DenoiseOptions
     needs = ("mask",)
 
-    def __init__(
-        self,
-        *args,
-        mask_ratio: float = 0.3,
-        poisson_lambda: float = 3.0,
-        permute_sentences: bool = True,
-        sentence_end_ids: tuple[int, ...] = (),
-        **kwargs,
-    ):
+    def __init__(self, *args, sentence_end_ids: tuple[int, ...] | None = None, **kwargs):
+        """`sentence_end_ids` (e.g. the ids of ".", "!", "?") default to those of the tokenizer."""
         super().__init__(*args, **kwargs)
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"denoise mask_ratio: expected a value in [0, 1), got {mask_ratio}")
-        self.mask_ratio, self.poisson_lambda = mask_ratio, poisson_lambda
-        self.permute_sentences = permute_sentences
-        self.sentence_end_ids = frozenset(sentence_end_ids)  # e.g. the ids of ".", "!", "?"
+        if not 0.0 <= self.options.mask_ratio < 1.0:
+            raise ValueError(f"denoise mask_ratio: expected a value in [0, 1), got {self.options.mask_ratio}")
+        if sentence_end_ids is None:
+            sentence_end_ids = vocabulary_sentence_ends(self.tokenizer) if self.tokenizer is not None else ()
+        self.sentence_end_ids = frozenset(sentence_end_ids)
+
+    def windows(self, max_len: int) -> Windows:
+        if self.arch == "stack":  # corrupted text [SEP] original: the corruption shortens the text
+            length = (max_len - 1) // 2
+            return Windows(length, length)
+        return super().windows(max_len)
 
     def permute(self, sequence: list[int], generator) -> list[int]:
         sentences, current = [], []
@@ -47,13 +57,13 @@ class Denoise(Objective):
         return [token for i in order for token in sentences[i]]
 
     def infill(self, sequence: list[int], generator) -> list[int]:
-        n_masked = round(len(sequence) * self.mask_ratio)
+        n_masked = round(len(sequence) * self.options.mask_ratio)
         if n_masked == 0:
             return list(sequence)
         lengths: list[int] = []
         while sum(lengths) < n_masked:
-            draws = torch.poisson(torch.full((max(4, n_masked // 2),), self.poisson_lambda), generator=generator)
-            lengths += draws.long().tolist()
+            rates = torch.full((max(4, n_masked // 2),), self.options.poisson_lambda)
+            lengths += torch.poisson(rates, generator=generator).long().tolist()
         total, spans = 0, []
         for length in lengths:
             if total >= n_masked:
@@ -66,12 +76,12 @@ class Denoise(Objective):
         gaps = [b - a for a, b in zip([0, *cuts], [*cuts, n_kept])]
         source, start = [], 0
         for gap, span in zip(gaps, spans):
-            source += sequence[start : start + gap] + [self.specials.mask]
+            source += [*sequence[start : start + gap], self.specials.mask]
             start += gap + span
         return source + sequence[start:]
 
     def corrupt(self, sequence: list[int], generator) -> list[int]:
-        permuted = self.permute(sequence, generator) if self.permute_sentences else list(sequence)
+        permuted = self.permute(sequence, generator) if self.options.permute_sentences else list(sequence)
         return self.infill(permuted, generator)
 
     def prepare(self, examples, generator=None) -> Batch:

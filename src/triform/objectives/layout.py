@@ -1,35 +1,45 @@
-"""How source -> target examples are laid out on each architecture.
+"""How an objective lays out text: source -> target examples for training, and prompts for generation.
 
-Objectives that produce a source and a target (span corruption, denoising, prefix LM, seq2seq) share
-these two layouts, so that the same data trains an encoder-decoder or a single stack:
+Objectives that produce a source and a target (span corruption, denoising, prefix LM, seq2seq, and
+clm or mlm on an encoder-decoder) share these two training layouts, so that the same data trains an
+encoder-decoder or a single stack:
 
 - encoder-decoder: the encoder reads ``source [EOS]``; the decoder reads ``[BOS] target`` and
   predicts ``target [EOS]`` (teacher forcing). A vocabulary with its own decoder start token
   (T5's and Marian's padding, BART's end of sequence) puts that token in place of [BOS].
 - stack: one sequence ``source [SEP] target [EOS]``; the source and the separator form the
   prefix, and only the target tokens and the final [EOS] are predicted (UniLM, Dong et al. 2019).
+
+A prompt is laid out for generation exactly as the training text was (`PromptLayout`): a stack
+trained with clm continues ``[BOS] prompt`` (objectives/clm.py); a source -> target stack reads
+``source [SEP]`` and writes the target after it, as segment 1 when the model has segment embeddings;
+an encoder-decoder encodes ``source [EOS]`` and its decoder starts from [BOS] (or its own start token).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from triform.errors import TriformError
 from triform.objectives.batch import IGNORE, Batch, pad, pad_targets
 from triform.vocab import SpecialTokens
 
 Pair = tuple[list[int], list[int]]
+CONTINUE, SOURCE_TARGET = "continue", "source-target"
 
 
 def source_target_batch(pairs: list[Pair], arch: str, pattern: str, specials: SpecialTokens) -> Batch:
     if arch == "encoder-decoder":
-        source_ids, source_mask = pad([list(s) + [specials.eos] for s, _ in pairs], specials.pad)
-        ids, padding_mask = pad([[specials.decoder_start_id] + list(t) for _, t in pairs], specials.pad)
-        targets = pad_targets([list(t) + [specials.eos] for _, t in pairs], ids.shape[1])
+        source_ids, source_mask = pad([[*s, specials.eos] for s, _ in pairs], specials.pad)
+        ids, padding_mask = pad([[specials.decoder_start_id, *t] for _, t in pairs], specials.pad)
+        targets = pad_targets([[*t, specials.eos] for _, t in pairs], ids.shape[1])
         return Batch(ids, targets, pattern, padding_mask, source_ids=source_ids, source_padding_mask=source_mask)
 
     sequences, target_rows, segments, prefix_lengths = [], [], [], []
     for source, target in pairs:
-        sequence = list(source) + [specials.sep] + list(target) + [specials.eos]
+        sequence = [*source, specials.sep, *target, specials.eos]
         n_prefix = len(source) + 1
         sequences.append(sequence[:-1])
         # Position i predicts token i + 1: the separator predicts the first target token.
@@ -47,3 +57,69 @@ def source_target_batch(pairs: list[Pair], arch: str, pattern: str, specials: Sp
         token_types=token_types,
         sparse_logits=True,
     )
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """A prompt laid out for generation as the objective laid out its training text."""
+
+    arch: str  # "stack" or "encoder-decoder"
+    kind: str  # CONTINUE (clm on a stack) or SOURCE_TARGET
+    pattern: str  # self-attention pattern of the stack, or of the decoder
+    specials: SpecialTokens
+
+    def __post_init__(self):
+        s = self.specials
+        if self.arch == "encoder-decoder":
+            s.require(("eos",), "generation with an encoder-decoder")
+            if s.decoder_start_id is None:
+                raise TriformError("generation with an encoder-decoder needs a bos token (or a decoder start token)")
+        elif self.kind == SOURCE_TARGET:
+            s.require(("sep",), "generation with a stack trained source -> target")
+        else:
+            s.require(("bos",), "generation with a stack trained left to right")
+
+    def frame(self, prompt: list[int]) -> list[int]:
+        """Token ids of a prompt (no special tokens) -> what the stack or the encoder reads first."""
+        s = self.specials
+        if self.arch == "encoder-decoder":
+            return [*prompt, s.eos]
+        if self.kind == CONTINUE:
+            return [s.bos, *prompt]
+        return [*prompt, s.sep]
+
+    def room(self, prompt: list[int], max_len: int) -> int:
+        """How many tokens may follow the prompt within the model's max_len; below 1, it is too long.
+        An encoder-decoder's source has max_len positions of its own, its decoder another max_len."""
+        n_framed = len(prompt) + 1  # one special token in every layout
+        if self.arch == "encoder-decoder":
+            return max_len - 1 if n_framed <= max_len else 0  # the decoder's [BOS] takes a position
+        return max_len - n_framed
+
+    def fit(self, prompt: list[int], max_len: int) -> list[int]:
+        """Shorten a prompt that leaves no room: a source keeps its beginning, a text to continue its end."""
+        if self.room(prompt, max_len) >= 1:
+            return list(prompt)
+        keep = max_len - 1 if self.arch == "encoder-decoder" else max_len - 2
+        if self.kind == CONTINUE:
+            return list(prompt[len(prompt) - keep :]) if keep > 0 else []
+        return list(prompt[:keep])
+
+    def history(self, framed: list[int]) -> list[int]:
+        """The sequence the new tokens continue, as penalties see it: the framed text to continue,
+        or the target's start token ([SEP] on a stack, the decoder's start token on an
+        encoder-decoder) as `transformers` counts a decoder's input."""
+        if self.kind == CONTINUE:
+            return list(framed)
+        return [self.specials.sep] if self.arch == "stack" else [self.specials.decoder_start_id]
+
+    @property
+    def segments(self) -> bool:
+        """Whether generated tokens belong to the second segment (source -> target on a stack)."""
+        return self.arch == "stack" and self.kind == SOURCE_TARGET
+
+    @property
+    def writes_target(self) -> bool:
+        """Whether the prompt is a source the model writes a target for (translation), rather than
+        a text it continues."""
+        return self.kind == SOURCE_TARGET

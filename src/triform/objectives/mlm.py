@@ -7,41 +7,85 @@ the chosen positions are predicted, and the model computes logits only there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from triform.objectives.base import Objective, as_sequences
+from triform.errors import TriformError
+from triform.objectives.base import Objective, Windows, as_sequences
 from triform.objectives.batch import IGNORE, Batch, pad, pad_targets
-from triform.objectives.layout import source_target_batch
+from triform.objectives.layout import PromptLayout, source_target_batch
+from triform.vocab import word_start_table
+
+
+@dataclass(frozen=True)
+class MaskedLMOptions:
+    rate: float = 0.15  # fraction of the tokens chosen
+    mask_fraction: float = 0.8  # of the chosen tokens, the share replaced by [MASK]
+    random_fraction: float = 0.1  # the share replaced by a random token (the rest stay as they are)
+    whole_word: bool = False  # choose whole words (Devlin et al.'s whole-word masking)
 
 
 class MaskedLM(Objective):
     name = "mlm"
+    Options = MaskedLMOptions
     needs = ("cls", "sep", "mask")
+    tokenizer_kind = "wordpiece"
 
-    def __init__(
-        self,
-        *args,
-        rate: float = 0.15,
-        mask_fraction: float = 0.8,
-        random_fraction: float = 0.1,
-        whole_word: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not 0.0 < rate < 1.0:
-            raise ValueError(f"mlm rate: expected a value in (0, 1), got {rate}")
-        if mask_fraction < 0 or random_fraction < 0 or mask_fraction + random_fraction > 1.0:
+        o = self.options
+        if not 0.0 < o.rate < 1.0:
+            raise ValueError(f"mlm rate: expected a value in (0, 1), got {o.rate}")
+        if o.mask_fraction < 0 or o.random_fraction < 0 or o.mask_fraction + o.random_fraction > 1.0:
             raise ValueError("mlm mask_fraction and random_fraction must be non-negative and sum to at most 1")
-        self.rate, self.mask_fraction, self.random_fraction = rate, mask_fraction, random_fraction
-        self.whole_word = whole_word
-        special = self.specials.all_ids
-        self.replacements = torch.tensor([i for i in range(self.vocab_size) if i not in special])
+        self._replacements = None
+        # Whole-word masking reads where words start from the tokenizer's vocabulary.
+        self.word_starts = torch.tensor(word_start_table(self.tokenizer)) if o.whole_word and self.tokenizer else None
+
+    @classmethod
+    def source_target(cls, arch: str) -> bool:
+        return arch == "encoder-decoder"
+
+    @property
+    def replacements(self) -> torch.Tensor:
+        """The tokens a random replacement draws from: every one but the special tokens."""
+        if self._replacements is None:
+            special = self.specials.all_ids
+            self._replacements = torch.tensor([i for i in range(self.vocab_size) if i not in special])
+        return self._replacements
+
+    @classmethod
+    def fills_masks_on(cls, arch: str) -> bool:
+        return arch == "stack"
+
+    @classmethod
+    def metrics_on(cls, arch: str) -> tuple[str, ...]:
+        return ("pseudo_perplexity",) if arch == "stack" else ()
+
+    def windows(self, max_len: int) -> Windows:
+        if self.arch == "encoder-decoder":
+            return super().windows(max_len)
+        # [CLS] text [SEP]; documents inside a window are separated by [SEP], as RoBERTa packs them.
+        return Windows(max_len - 2, max_len - 2, separator=self.specials.sep)
+
+    @classmethod
+    def layout_for(cls, arch: str, pattern: str, specials) -> PromptLayout:
+        if cls.fills_masks_on(arch):
+            raise TriformError(
+                "this model was trained with mlm: it fills masks rather than continuing text; "
+                "use fill-mask, or mask-predict to generate a sequence of a given length"
+            )
+        return super().layout_for(arch, pattern, specials)
 
     def prepare(self, examples, generator=None, word_starts: list[list[bool]] | None = None) -> Batch:
-        """`word_starts[b][i]` is True where token i of text b begins a word (whole-word masking)."""
+        """`word_starts[b][i]` is True where token i of text b begins a word (whole-word masking);
+        by default it is read from the tokenizer the objective was built with."""
         sequences = as_sequences(examples)
-        if self.whole_word and word_starts is None:
-            raise ValueError("whole-word masking needs word_starts for every text")
+        if self.options.whole_word and word_starts is None:
+            if self.word_starts is None:
+                raise ValueError("whole-word masking needs word_starts for every text, or the tokenizer")
+            word_starts = [self.starts_of(s) for s in sequences]
         corrupted, originals = [], []
         for index, sequence in enumerate(sequences):
             starts = word_starts[index] if word_starts is not None else None
@@ -49,17 +93,38 @@ class MaskedLM(Objective):
             originals.append(sequence)
 
         if self.arch == "encoder-decoder":
-            return source_target_batch(
-                [(c, o) for (c, _), o in zip(corrupted, originals)], self.arch, self.pattern, self.specials
-            )
+            pairs = [(c, o) for (c, _), o in zip(corrupted, originals)]
+            return source_target_batch(pairs, self.arch, self.pattern, self.specials)
         cls, sep = self.specials.cls, self.specials.sep
-        ids, padding_mask = pad([[cls] + c + [sep] for c, _ in corrupted], self.specials.pad)
-        targets = pad_targets([[IGNORE] + t + [IGNORE] for _, t in corrupted], ids.shape[1])
+        ids, padding_mask = pad([[cls, *c, sep] for c, _ in corrupted], self.specials.pad)
+        targets = pad_targets([[IGNORE, *t, IGNORE] for _, t in corrupted], ids.shape[1])
         prefix_lengths = None
         if self.pattern == "prefix":
             lengths = torch.tensor([len(c) + 2 for c, _ in corrupted])
             prefix_lengths = 1 + (torch.rand(len(lengths), generator=generator) * lengths).long()
         return Batch(ids, targets, self.pattern, padding_mask, prefix_lengths=prefix_lengths, sparse_logits=True)
+
+    def starts_of(self, example: list[int]) -> list[bool]:
+        """Whether each token begins a word; the token after a special token always does."""
+        starts = self.word_starts[torch.tensor(example, dtype=torch.long)].tolist()
+        special = self.specials.all_ids
+        for i in range(1, len(example)):
+            if example[i - 1] in special:
+                starts[i] = True
+        if starts:
+            starts[0] = True
+        return starts
+
+    def masked_inputs(self, sequences: list[list[int]]) -> Batch:
+        """Texts with [MASK] tokens laid out as in training, ``[CLS] text [SEP]``, to be filled: under the
+        prefix pattern the whole text is the prefix, so that every mask sees both sides as in training.
+        The targets are unknown (IGNORE); logits are asked for at the [MASK] slots."""
+        cls, sep = self.specials.cls, self.specials.sep
+        ids, padding_mask = pad([[cls, *s, sep] for s in sequences], self.specials.pad)
+        prefix = torch.full((len(sequences),), ids.shape[1]) if self.pattern == "prefix" else None
+        at_masks = ids == self.specials.mask
+        targets = torch.where(at_masks, 0, IGNORE)
+        return Batch(ids, targets, self.pattern, padding_mask, prefix_lengths=prefix, sparse_logits=True)
 
     def choose(self, sequence: list[int], word_starts: list[bool] | None, generator) -> list[int]:
         """Positions to predict: round(rate · n) of the non-special tokens, whole words when asked."""
@@ -67,7 +132,7 @@ class MaskedLM(Objective):
         candidates = [i for i, token in enumerate(sequence) if token not in special]
         if not candidates:
             return []
-        budget = max(1, round(self.rate * len(candidates)))
+        budget = max(1, round(self.options.rate * len(candidates)))
         if word_starts is None:
             words = [[i] for i in candidates]
         else:
@@ -93,10 +158,11 @@ class MaskedLM(Objective):
         inputs, targets = list(sequence), [IGNORE] * len(sequence)
         draws = torch.rand(len(chosen), generator=generator).tolist()
         randoms = torch.randint(len(self.replacements), (len(chosen),), generator=generator).tolist()
+        mask_fraction, random_fraction = self.options.mask_fraction, self.options.random_fraction
         for position, draw, random_index in zip(chosen, draws, randoms):
             targets[position] = sequence[position]
-            if draw < self.mask_fraction:
+            if draw < mask_fraction:
                 inputs[position] = self.specials.mask
-            elif draw < self.mask_fraction + self.random_fraction:
+            elif draw < mask_fraction + random_fraction:
                 inputs[position] = int(self.replacements[random_index])
         return inputs, targets

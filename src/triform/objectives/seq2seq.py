@@ -12,6 +12,11 @@ class Seq2Seq(Objective):
     through `label_smoothing`. On a stack the source is a bidirectional prefix (UniLM)."""
 
     name = "seq2seq"
+    reads_pairs = True
+
+    @classmethod
+    def metrics_on(cls, arch: str) -> tuple[str, ...]:
+        return ("bleu_chrf",)  # of greedy decoding (or beam search) against the references
 
     def prepare(self, examples, generator=None) -> Batch:
         pairs = []

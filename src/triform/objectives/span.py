@@ -6,9 +6,11 @@ target lists every sentinel followed by the tokens it hid. Spans never start at 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from triform.objectives.base import Objective, as_sequences
+from triform.objectives.base import Objective, Windows, as_sequences
 from triform.objectives.batch import Batch
 from triform.objectives.layout import source_target_batch
 
@@ -20,23 +22,49 @@ def random_segmentation(n_items: int, n_segments: int, generator) -> list[int]:
     return [bounds[i + 1] - bounds[i] for i in range(n_segments)]
 
 
+@dataclass(frozen=True)
+class SpanOptions:
+    noise_density: float = 0.15  # fraction of the tokens corrupted
+    mean_span_length: float = 3.0
+
+
 class SpanCorruption(Objective):
     name = "span"
+    Options = SpanOptions
+    tokenizer_kind = "unigram"
 
-    def __init__(self, *args, noise_density: float = 0.15, mean_span_length: float = 3.0, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not 0.0 < noise_density < 1.0:
-            raise ValueError(f"span noise_density: expected a value in (0, 1), got {noise_density}")
-        if mean_span_length < 1:
-            raise ValueError(f"span mean_span_length: expected at least 1, got {mean_span_length}")
-        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+        if not 0.0 < self.options.noise_density < 1.0:
+            raise ValueError(f"span noise_density: expected a value in (0, 1), got {self.options.noise_density}")
+        if self.options.mean_span_length < 1:
+            raise ValueError(f"span mean_span_length: expected at least 1, got {self.options.mean_span_length}")
+
+    def counts(self, n: int) -> tuple[int, int]:
+        """(corrupted tokens, spans) of a text of n >= 2 tokens."""
+        n_noise = min(max(round(n * self.options.noise_density), 1), n - 1)
+        n_spans = min(max(round(n_noise / self.options.mean_span_length), 1), n - n_noise)
+        return n_noise, n_spans
+
+    def windows(self, max_len: int) -> Windows:
+        """The longest text whose corrupted layout fits max_len, sentinels counted as they are placed:
+        `source [SEP] target [EOS]` on a stack, `source [EOS]` and `[BOS] target` on an encoder-decoder."""
+        best = 2
+        for n in range(2, 4 * max_len):
+            n_noise, n_spans = self.counts(n)
+            if self.arch == "stack":
+                fits = n + 2 * n_spans + 1 <= max_len
+            else:
+                fits = n - n_noise + n_spans + 1 <= max_len and 1 + n_noise + n_spans <= max_len
+            if fits:
+                best = n
+        return Windows(best, best)
 
     def corrupt(self, sequence: list[int], generator) -> tuple[list[int], list[int]]:
         n = len(sequence)
         if n < 2:
             return list(sequence), []
-        n_noise = min(max(round(n * self.noise_density), 1), n - 1)
-        n_spans = min(max(round(n_noise / self.mean_span_length), 1), n - n_noise)
+        n_noise, n_spans = self.counts(n)
         sentinels = self.specials.sentinels
         if n_spans > len(sentinels):
             raise ValueError(
@@ -46,9 +74,9 @@ class SpanCorruption(Objective):
         keep_lengths = random_segmentation(n - n_noise, n_spans, generator)
         source, target, start = [], [], 0
         for span, (keep, noise) in enumerate(zip(keep_lengths, noise_lengths)):
-            source += sequence[start : start + keep] + [sentinels[span]]
+            source += [*sequence[start : start + keep], sentinels[span]]
             start += keep
-            target += [sentinels[span]] + sequence[start : start + noise]
+            target += [sentinels[span], *sequence[start : start + noise]]
             start += noise
         return source, target
 

@@ -1,0 +1,116 @@
+"""A model's recipe: the objective it was trained with, its attention pattern and options.
+
+The recipe travels in the model folder (config.json "extra" -> "recipe") and is read by one function,
+`read_recipe`, so that generation, fine-tuning and evaluation all ask the objective it names what the
+model can do (continue text, fill masks, write a target) and how to frame its inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from triform.errors import TriformError
+from triform.objectives.base import Objective
+from triform.objectives.compat import check_pair
+from triform.objectives.layout import PromptLayout
+from triform.objectives.registry import make_objective, objective_class
+from triform.vocab import SpecialTokens
+
+# Hugging Face families whose checkpoints were pretrained as masked LMs. Only folders converted before
+# recipes were written need this: `triform convert` now writes the recipe itself.
+MASKED_LM_TYPES = ("bert", "roberta", "distilbert")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    objective: str  # the objective's name
+    pattern: str | None = None  # None: the pair's default pattern
+    options: object = None  # an instance of the objective's Options; None: its defaults
+    label_smoothing: float = 0.0
+    extra: dict = field(default_factory=dict)  # room for later fields, kept as they are
+
+    def __post_init__(self):
+        cls = objective_class(self.objective)
+        if self.options is None:
+            object.__setattr__(self, "options", cls.Options())
+        elif not isinstance(self.options, cls.Options):
+            raise TriformError(f"recipe: options of {self.objective} must be {cls.Options.__name__}")
+
+    def build(
+        self, arch: str, specials: SpecialTokens, vocab_size: int, *, tokenizer=None, packed: bool = False
+    ) -> Objective:
+        """The objective this recipe names, for a model of `arch` with this vocabulary."""
+        return make_objective(
+            self.objective,
+            specials,
+            vocab_size,
+            arch=arch,
+            pattern=self.pattern,
+            options=self.options,
+            label_smoothing=self.label_smoothing,
+            tokenizer=tokenizer,
+            packed=packed,
+        )
+
+    def body_pattern(self, arch: str, writes: bool) -> str:
+        """How a task reads a body trained with this recipe (Objective.body_pattern)."""
+        pattern = check_pair(arch, self.objective, self.pattern)
+        return objective_class(self.objective).body_pattern(arch, pattern, writes)
+
+    @property
+    def reads_pairs(self) -> bool:
+        return objective_class(self.objective).reads_pairs
+
+    def prompt_layout(self, arch: str, specials: SpecialTokens) -> PromptLayout:
+        """How a model trained with this recipe reads a prompt (an error for one that fills masks)."""
+        return objective_class(self.objective).layout_for(
+            arch, check_pair(arch, self.objective, self.pattern), specials
+        )
+
+    def fills_masks(self, arch: str) -> bool:
+        return objective_class(self.objective).fills_masks_on(arch)
+
+    def resolved(self, arch: str) -> Recipe:
+        """The recipe with its pattern made explicit (the pair's default when unset), checked."""
+        return dataclasses.replace(self, pattern=check_pair(arch, self.objective, self.pattern))
+
+    def to_dict(self) -> dict:
+        values = {"objective": self.objective, "pattern": self.pattern, "options": dataclasses.asdict(self.options)}
+        if self.label_smoothing:
+            values["label_smoothing"] = self.label_smoothing
+        return {**values, **self.extra}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "recipe") -> Recipe:
+        if not isinstance(values, dict) or "objective" not in values:
+            raise TriformError(f"{source}: a recipe names its objective, got {values!r}")
+        known = {"objective", "pattern", "options", "label_smoothing"}
+        objective = objective_class(values["objective"])
+        options = objective.options_from(values.get("options") or {}, f"{source}: options")
+        extra = {k: v for k, v in values.items() if k not in known}
+        return cls(values["objective"], values.get("pattern"), options, values.get("label_smoothing", 0.0), extra)
+
+
+def default_recipe(arch: str) -> Recipe:
+    """What a model folder without a recipe is taken for: a stack continues text, an encoder-decoder
+    writes a target for a source."""
+    return Recipe("clm" if arch == "stack" else "seq2seq")
+
+
+def read_recipe(extra: dict, arch: str, source: str = "config.json") -> Recipe:
+    """The recipe of a model folder from its config.json "extra" (the one reader). Folders written
+    before recipes existed recorded "objective", "pattern" and "objective_options" instead; imported
+    Hugging Face folders only their model type."""
+    if "recipe" in extra:
+        return Recipe.from_dict(extra["recipe"], f"{source}: recipe")
+    if "objective" in extra:
+        objective = objective_class(extra["objective"])
+        saved = dict(extra.get("objective_options") or {})
+        smoothing = saved.pop("label_smoothing", 0.0)
+        own = {f.name for f in dataclasses.fields(objective.Options)}
+        options = objective.options_from({k: v for k, v in saved.items() if k in own}, source)
+        return Recipe(extra["objective"], extra.get("pattern"), options, smoothing)
+    if extra.get("hf", {}).get("model_type") in MASKED_LM_TYPES:
+        return Recipe("mlm", extra.get("pattern"))
+    return default_recipe(arch)
