@@ -5,6 +5,7 @@ import torch
 from conftest import SPECIALS, random_ids, tiny_config
 
 from triform.models import build_model
+from triform.objectives import make_objective
 from triform.train.evaluate import bleu_chrf, pseudo_perplexity, translate_ids
 
 
@@ -40,9 +41,8 @@ def test_pseudo_perplexity_of_a_uniform_model_is_the_vocabulary_size():
         for parameter in model.head.parameters():
             parameter.zero_()  # every logit 0: a uniform distribution
     windows = random_ids(2, 6).tolist()
-    assert pseudo_perplexity(model, windows, SPECIALS, pattern="bidirectional") == pytest.approx(
-        tiny_config().vocab_size
-    )
+    objective = make_objective("mlm", SPECIALS, tiny_config().vocab_size)
+    assert pseudo_perplexity(model, objective, windows) == pytest.approx(tiny_config().vocab_size)
 
 
 def test_bleu_and_chrf_come_from_sacrebleu():

@@ -12,7 +12,7 @@ from training_helpers import train_args, write_parallel, write_text
 
 from triform.checkpoint import load_model
 from triform.cli import build_parser, main
-from triform.commands.train import train
+from triform.train.run import train
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
 
@@ -62,7 +62,7 @@ def wordpiece(corpus, tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("preset, extra", [("tiny-gpt", ()), ("tiny-bert", ("--objective.whole_word", "true"))])
+@pytest.mark.parametrize("preset, extra", [("tiny-gpt", ()), ("tiny-bert", ("--objective.mlm.whole_word", "true"))])
 def test_a_stopped_run_resumes_with_the_losses_of_an_uninterrupted_one(tmp_path, corpus, wordpiece, preset, extra):
     if preset == "tiny-bert":
         extra = (*extra, "--tokenizer.path", wordpiece)
@@ -188,7 +188,8 @@ def test_a_run_writes_metrics_a_plot_checkpoints_and_its_resolved_config(tmp_pat
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000004", "step-0000006"]
     saved = load_model(run / "model")
-    assert saved.extra["objective"] == "clm" and saved.extra["pattern"] == "causal" and saved.tokenizer is not None
+    recipe = saved.extra["recipe"]
+    assert (recipe["objective"], recipe["pattern"]) == ("clm", "causal") and saved.tokenizer is not None
     assert saved.config.vocab_size == saved.tokenizer.get_vocab_size()
     assert (run / "best" / "model.safetensors").is_file()
     again = resolved_from(["train", "--config", str(run / "config.yaml")])
@@ -393,7 +394,6 @@ def test_data_bucket_false_gives_plain_shuffled_pairs(tmp_path):
     import numpy as np
 
     from triform.train.distributed import Processes
-    from triform.train.loop import batch_order
     from triform.train.session import build_session
 
     pairs = write_parallel(tmp_path / "train.tsv", 240)
@@ -414,7 +414,7 @@ def test_data_bucket_false_gives_plain_shuffled_pairs(tmp_path):
             "400",
         )
         session = build_session(resolved_from(argv), tmp_path / value, Processes())
-        orders[value] = (batch_order(session, 8, 0), session.train_data.lengths())
+        orders[value] = (session.batch_order(8, 0), session.train_data.lengths())
 
     def spread(order, lengths) -> float:  # mean length range within a batch
         return float(np.mean([np.ptp(lengths[order.indices(step)]) for step in range(order.steps_per_epoch)]))

@@ -22,11 +22,19 @@ def test_a_preset_gives_the_model_and_objective_and_the_command_line_overrides_i
         and run.objective == "mlm"
         and run.pattern == "bidirectional"
     )
-    assert resolved("--preset", "tiny-vaswani").objective_options == {"label_smoothing": 0.1}
+    assert resolved("--preset", "tiny-vaswani").recipe.label_smoothing == 0.1
     cross = resolved(
-        "--preset", "tiny-gpt", "--objective.name", "mlm", "--objective.pattern", "causal", "--objective.rate", "0.2"
+        "--preset",
+        "tiny-gpt",
+        "--objective.name",
+        "mlm",
+        "--objective.pattern",
+        "causal",
+        "--objective.mlm.rate",
+        "0.2",
     )
-    assert (cross.objective, cross.pattern, cross.objective_options) == ("mlm", "causal", {"rate": 0.2})
+    assert (cross.objective, cross.pattern, cross.recipe.options.rate) == ("mlm", "causal", 0.2)
+    assert cross.recipe.options.whole_word is False  # the objective's own default
     assert resolved().model.arch == "stack" and resolved().objective == "clm"
 
 
@@ -70,7 +78,7 @@ def test_wrong_types_and_unknown_flags_on_the_command_line(capsys):
     "argv, message",
     [
         (("--objective.name", "clm", "--objective.pattern", "bidirectional"), "is refused"),
-        (("--objective.rate", "0.2"), "objective.rate: applies to the mlm objective, not clm"),
+        (("--objective.mlm.rate", "0.2"), "objective.mlm.rate: applies to the mlm objective, not clm"),
         (("--model.d_model", "30", "--model.n_heads", "4"), "model.n_heads: d_model 30 is not divisible"),
         (
             ("--train.batch_size", "6", "--train.grad_accum", "4"),
@@ -86,7 +94,9 @@ def test_values_that_cannot_train_are_refused_by_field(argv, message):
 
 
 def test_the_cli_reports_a_config_error_in_one_line(tmp_path, capsys):
-    assert main(["train", "--data.train", "x.txt", "--run_dir", str(tmp_path / "r"), "--objective.rate", "0.3"]) == 1
+    assert (
+        main(["train", "--data.train", "x.txt", "--run_dir", str(tmp_path / "r"), "--objective.mlm.rate", "0.3"]) == 1
+    )
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "r").exists()
 

@@ -46,7 +46,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from triform.progress import say
-    from triform.train.evaluate_command import evaluate_model
+    from triform.train.evaluate import evaluate_model
 
     metrics = evaluate_model(
         args.model,

@@ -40,6 +40,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from triform.train.config import RunConfig, resolve
+    from triform.train.run import train
 
     resolved = resolve(parsed_config(args, RunConfig))
     return until_stopped(lambda should_stop: train(resolved, Path(resolved.config.run_dir), should_stop))
@@ -65,53 +66,3 @@ def until_stopped(work) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 130 if outcome == "stopped" and stop_requested else 0
-
-
-def train(resolved, run_dir, should_stop=lambda: False, trainer_class=None) -> str:
-    """Run (or resume) training as configured; returns 'done' or 'stopped'. `trainer_class` (a
-    Trainer subclass, or a callable building one) lets a caller show progress its own way."""
-    import yaml
-
-    from triform.data.tokenizers import save_tokenizer
-    from triform.errors import TriformError
-    from triform.train import checkpoint as ckpt
-    from triform.train.distributed import start, stop
-    from triform.train.loop import Trainer
-    from triform.train.session import TOKENIZER_FILE, build_session
-
-    existing = ckpt.checkpoints(run_dir)
-    if existing and not resolved.config.resume:
-        raise TriformError(
-            f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
-            "pass --resume true to continue it, or choose another --run_dir"
-        )
-    processes = start(resolved.config.train.device)
-    try:
-        session = build_session(resolved, run_dir, processes)
-        if existing:
-            check_same_model(existing[-1], session.model_config)
-        if processes.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
-            save_tokenizer(session.tokenizer, run_dir / TOKENIZER_FILE)
-        processes.barrier()
-        trainer = (trainer_class or Trainer)(session, processes, run_dir)
-        if resolved.config.resume:
-            trainer.resume()
-        return trainer.run(should_stop)
-    finally:
-        stop(processes)
-
-
-def check_same_model(checkpoint, model_config) -> None:
-    """A resumed run must build the model its checkpoint holds; name the first field that differs."""
-    from triform.checkpoint import CONFIG_FILE, read_config
-    from triform.errors import TriformError
-
-    saved = read_config(checkpoint)["model"]
-    for name, value in model_config.to_dict().items():
-        if saved.get(name) != value:
-            raise TriformError(
-                f"model.{name}: {checkpoint / CONFIG_FILE} was trained with {saved.get(name)!r}, "
-                f"this command asks for {value!r}; resume with the run's own settings"
-            )

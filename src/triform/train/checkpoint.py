@@ -17,6 +17,7 @@ from torch import nn
 
 from triform.checkpoint import WEIGHTS_FILE, load_weights, replace_directory, save_model
 from triform.errors import TriformError
+from triform.models import build_model
 from triform.train.distributed import Processes, unwrap
 
 CHECKPOINTS, TRAINER_STATE, BEST, FINAL = "checkpoints", "trainer.pt", "best", "model"
@@ -39,8 +40,6 @@ def plain_model(model: nn.Module, state: dict, strategy: str) -> nn.Module:
     """A single-device model holding `state`, for save_model."""
     if strategy != "fsdp" or not torch.distributed.is_initialized():
         return unwrap(model)
-    from triform.models import build_model
-
     copy = build_model(unwrap(model).config)
     copy.load_state_dict(state)
     return copy
@@ -139,8 +138,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, strategy: str) -
 
 
 def _loaded_copy(model, path: Path) -> nn.Module:
-    from triform.models import build_model
-
     copy = build_model(unwrap(model).config)
     load_weights(copy, path / WEIGHTS_FILE)
     return copy

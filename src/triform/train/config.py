@@ -1,7 +1,8 @@
 """The training configuration: typed dataclasses, read from TOML or YAML and the command line.
 
 `--preset tiny-gpt` picks a model and its objective; every model field can be overridden
-(`--model.n_layers 4`), as can the objective (`--objective.name mlm --objective.pattern causal`).
+(`--model.n_layers 4`), as can the objective (`--objective.name mlm --objective.pattern causal`)
+and its own options, one section per objective (`--objective.mlm.rate 0.2`).
 Model fields left unset come from the preset, or from ModelConfig's defaults without one, which is
 why they are optional here. `resolve` turns the parsed values into a checked `Resolved` run.
 """
@@ -17,47 +18,53 @@ from triform.data.batches import TooLong
 from triform.data.readers import DataSource, Field, Format
 from triform.errors import ConfigError
 from triform.models.presets import get_preset
-from triform.objectives.compat import check_pair
+from triform.objectives import OBJECTIVE_CLASSES, Recipe, check_pair, objective_class
 from triform.precision import Precision
 
-ObjectiveName = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
 Pattern = Literal["bidirectional", "causal", "prefix"]
 Schedule = Literal["cosine", "linear", "inverse-sqrt", "constant"]
+ObjectiveName = Literal[tuple(OBJECTIVE_CLASSES)]  # type: ignore[valid-type]
 
-# Every ModelConfig field, optional: None means "the preset's value" (or ModelConfig's default).
-_MODEL_HINTS = get_type_hints(ModelConfig)
-ModelOverrides = dataclasses.make_dataclass(
-    "ModelOverrides", [(f.name, Optional[_MODEL_HINTS[f.name]], None) for f in dataclasses.fields(ModelConfig)]
+
+def optional_fields(cls: type, name: str, doc: str) -> type:
+    """A dataclass with every field of `cls`, optional: None means "not set here"."""
+    hints = get_type_hints(cls)
+    made = dataclasses.make_dataclass(name, [(f.name, Optional[hints[f.name]], None) for f in dataclasses.fields(cls)])
+    made.__doc__, made.__module__ = doc, __name__
+    return made
+
+
+ModelOverrides = optional_fields(
+    ModelConfig, "ModelOverrides", "Model fields to set; unset fields come from the preset."
 )
-ModelOverrides.__doc__ = "Model fields to set; unset fields come from the preset."
 
-# Objective options, and the objective each belongs to (label smoothing applies to all).
-OPTION_OWNERS = {
-    "label_smoothing": None,
-    "rate": "mlm",
-    "whole_word": "mlm",
-    "noise_density": "span",
-    "mean_span_length": "span",
-    "mask_ratio": "denoise",
-    "poisson_lambda": "denoise",
-    "permute_sentences": "denoise",
+
+def section_name(objective: str) -> str:
+    """The configuration section of an objective's own options: `objective.mlm`, `objective.prefix_lm`."""
+    return objective.replace("-", "_")
+
+
+# One section per objective that has options of its own, made from the objective's Options: the
+# objective owns them, and setting another objective's section is refused by name (resolve).
+SECTIONS = {
+    section_name(name): optional_fields(cls.Options, f"{cls.__name__}Options", f"Options of the {name} objective.")
+    for name, cls in OBJECTIVE_CLASSES.items()
+    if dataclasses.fields(cls.Options)
 }
-
-
-@dataclass
-class ObjectiveConfig:
-    """The objective and its attention pattern; None takes the preset's (or clm) and the pair's default."""
-
-    name: Optional[ObjectiveName] = None
-    pattern: Optional[Pattern] = None
-    label_smoothing: Optional[float] = None
-    rate: Optional[float] = None  # mlm: fraction of tokens chosen (0.15)
-    whole_word: Optional[bool] = None  # mlm: choose whole words
-    noise_density: Optional[float] = None  # span: fraction of tokens corrupted (0.15)
-    mean_span_length: Optional[float] = None  # span: 3
-    mask_ratio: Optional[float] = None  # denoise: 0.3
-    poisson_lambda: Optional[float] = None  # denoise: 3
-    permute_sentences: Optional[bool] = None  # denoise: true
+ObjectiveConfig = dataclasses.make_dataclass(
+    "ObjectiveConfig",
+    [
+        ("name", Optional[ObjectiveName], None),
+        ("pattern", Optional[Pattern], None),
+        ("label_smoothing", Optional[float], None),
+        *((section, options, field(default_factory=options)) for section, options in SECTIONS.items()),
+    ],
+)
+ObjectiveConfig.__module__ = __name__
+ObjectiveConfig.__doc__ = (
+    "The objective, its attention pattern and its options (`objective.mlm.rate`); None takes the "
+    "preset's (or clm) and the pair's default."
+)
 
 
 @dataclass
@@ -133,6 +140,7 @@ class LoopConfig:
     checkpoint_every: int = 200
     keep_last: int = 2
     time_limit: Optional[float] = None  # minutes; stops with a checkpoint when reached
+    tensorboard: bool = False  # also write TensorBoard events under run_dir/tensorboard
 
 
 @dataclass
@@ -150,24 +158,29 @@ class RunConfig:
 
 @dataclass
 class Resolved:
-    """A run with every choice made: the model, the objective with its options, the rest as given."""
+    """A run with every choice made: the model, and the recipe (objective, pattern, options)."""
 
     config: RunConfig
     model: ModelConfig
-    objective: str
-    pattern: str
-    objective_options: dict
+    recipe: Recipe
+
+    @property
+    def objective(self) -> str:
+        return self.recipe.objective
+
+    @property
+    def pattern(self) -> str:
+        return self.recipe.pattern
 
     def to_dict(self) -> dict:
         """The configuration to save with the run; loading it back gives the same run."""
         values = dataclasses.asdict(self.config)
         values["model"] = self.model.to_dict()
-        values["objective"] = {
-            **values["objective"],
-            "name": self.objective,
-            "pattern": self.pattern,
-            **self.objective_options,
-        }
+        objective = {"name": self.recipe.objective, "pattern": self.recipe.pattern}
+        objective["label_smoothing"] = self.recipe.label_smoothing
+        if section_name(self.recipe.objective) in SECTIONS:
+            objective[section_name(self.recipe.objective)] = dataclasses.asdict(self.recipe.options)
+        values["objective"] = objective
         values["resume"] = False
         return values
 
@@ -177,20 +190,30 @@ def resolve(config: RunConfig) -> Resolved:
     base = preset.model if preset else ModelConfig()
     overrides = {k: v for k, v in dataclasses.asdict(config.model).items() if v is not None}
     model = base.replace(**overrides)  # validates, naming the field
-    name = config.objective.name or (preset.objective if preset else "clm")
-    pattern = check_pair(model.arch, name, config.objective.pattern)
-    options = dict(preset.objective_options) if preset and preset.objective == name else {}
-    for option, owner in OPTION_OWNERS.items():
-        value = getattr(config.objective, option)
-        if value is None:
-            continue
-        if owner is not None and owner != name:
-            raise ConfigError(f"objective.{option}: applies to the {owner} objective, not {name}")
-        options[option] = value
+    recipe = resolve_recipe(config.objective, model.arch, preset)
     check_loop(config)
     if not config.data.train:
         raise ConfigError("data.train: expected a file, folder, glob or prepared corpus to train on")
-    return Resolved(config, model, name, pattern, options)
+    return Resolved(config, model, recipe)
+
+
+def resolve_recipe(chosen, arch: str, preset=None) -> Recipe:
+    """The objective, its pattern and options: the preset's where the configuration sets none."""
+    name = chosen.name or (preset.objective if preset else "clm")
+    pattern = check_pair(arch, name, chosen.pattern)
+    values = dict(preset.objective_options) if preset and preset.objective == name else {}
+    for section in SECTIONS:
+        given = {k: v for k, v in dataclasses.asdict(getattr(chosen, section)).items() if v is not None}
+        if given and section != section_name(name):
+            owner = next(n for n in OBJECTIVE_CLASSES if section_name(n) == section)
+            raise ConfigError(f"objective.{section}.{next(iter(given))}: applies to the {owner} objective, not {name}")
+        values.update(given)
+    smoothing = values.pop("label_smoothing", 0.0)
+    if chosen.label_smoothing is not None:
+        smoothing = chosen.label_smoothing
+    if not 0.0 <= smoothing < 1.0:
+        raise ConfigError(f"objective.label_smoothing: expected a value in [0, 1), got {smoothing}")
+    return Recipe(name, pattern, objective_class(name).options_from(values, "objective"), smoothing)
 
 
 def check_loop(config: RunConfig) -> None:

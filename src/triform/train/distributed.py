@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from triform.errors import TriformError
+
 
 @dataclass
 class Processes:
@@ -59,8 +61,6 @@ class Processes:
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from triform.errors import TriformError
-
             raise TriformError("train.device: cuda was asked for, but torch sees no CUDA device")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

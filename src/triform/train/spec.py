@@ -1,0 +1,88 @@
+"""One training run described by a few plain values (architecture, objective, data, budget), trained
+by `triform train`'s own code with a progress bar: what the demo and `triform compare` run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triform.train.config import (
+    DataConfig,
+    LoopConfig,
+    ModelOverrides,
+    ObjectiveConfig,
+    OptimConfig,
+    Resolved,
+    RunConfig,
+    TokenizerConfig,
+    resolve,
+)
+from triform.train.metrics import read_metrics
+from triform.train.reporting import ProgressBar
+from triform.train.run import train
+
+
+@dataclass
+class RunSpec:
+    """One model to train: its architecture, objective and pattern, the data and the budget."""
+
+    arch: str
+    objective: str
+    pattern: str | None
+    train: str  # data files, as data.train
+    valid: str | None
+    tokenizer: str  # a tokenizer.json every run of a comparison shares
+    steps: int
+    batch_size: int
+    model: dict = field(default_factory=dict)  # ModelConfig fields
+    lr: float = 2e-3
+    warmup_steps: int = 30
+    seed: int = 0
+    log_every: int = 5
+    too_long: str = "error"
+    bucket: bool = True  # data.bucket: off where a pair's length goes with its content
+    eval_batches: int = 0  # validation batches at the end (0: all of the validation data)
+
+
+def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
+    """The checked configuration, exactly as `triform train` would build it from these options."""
+    config = RunConfig(
+        run_dir=str(run_dir),
+        model=ModelOverrides(arch=spec.arch, **spec.model),
+        objective=ObjectiveConfig(name=spec.objective, pattern=spec.pattern),
+        data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket),
+        tokenizer=TokenizerConfig(path=spec.tokenizer),
+        optim=OptimConfig(lr=spec.lr, warmup_steps=min(spec.warmup_steps, spec.steps // 4)),
+        train=LoopConfig(
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            log_every=spec.log_every,
+            eval_every=spec.steps,
+            eval_batches=spec.eval_batches,
+            checkpoint_every=spec.steps,
+            keep_last=1,
+        ),
+    )
+    return resolve(config)
+
+
+def train_spec(
+    spec: RunSpec,
+    run_dir: Path,
+    label: str,
+    *,
+    show: bool = True,
+    init_from: Path | None = None,
+    resolved: Resolved | None = None,
+) -> list[dict]:
+    """Train one model into `run_dir` (as `triform train --run_dir`), from scratch or from the
+    weights of the model folder `init_from`, with a progress bar; returns its metrics records."""
+    resolved = resolved or resolved_run(spec, run_dir)
+    train(resolved, run_dir, progress=ProgressBar(label, enabled=show), init_from=init_from)
+    return read_metrics(run_dir)
+
+
+def last_validation(records: list[dict]) -> dict:
+    valid = [r for r in records if r.get("split") == "valid"]
+    return valid[-1] if valid else {}
