@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from triform.config import ModelConfig
 from triform.models import build_model
-from triform.tasks import Layout, Record
+from triform.tasks import Framing, Record
 from triform.vocab import SpecialTokens, special_token_strings
 
 FILLERS = [f"f{i}" for i in range(40)]
@@ -65,7 +65,7 @@ def body_and_layout(body: str, max_len: int = 48, seed: int = 0, **changes):
         attention_dropout=0.0,
     )
     values.update(changes)
-    return build_model(ModelConfig(**values)), Layout(arch, pattern, specials, max_len), tok
+    return build_model(ModelConfig(**values)), Framing(arch, pattern, specials, max_len), tok
 
 
 def train(task, model, records, *, steps=300, batch_size=32, lr=3e-3, seed=0):

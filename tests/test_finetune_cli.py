@@ -163,14 +163,20 @@ def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
             "qa",
             qa_rows,
             "encoder-decoder",
-            ["--stride", "8", "--max_len", "24", "--max_answer_tokens", "4"],
+            ["--qa.stride", "8", "--max_len", "24", "--qa.max_answer_tokens", "4"],
             {"answer", "answer_start", "score"},
         ),
         ("tag", tag_rows, "stack", ["--pattern", "causal", "--lm_weight", "0.5"], {"tags"}),
         ("text2text", text2text_rows, "encoder-decoder", [], {"target"}),
         ("classify", classify_rows, "encoder-decoder", ["--from_scratch", "true"], {"label", "probabilities"}),
-        ("classify", regression_rows, "stack", ["--regression", "true"], {"label"}),
-        ("pair", pair_rows, "stack", ["--both_orders", "false", "--pattern", "causal"], {"label", "probabilities"}),
+        ("classify", regression_rows, "stack", ["--classify.regression", "true"], {"label"}),
+        (
+            "pair",
+            pair_rows,
+            "stack",
+            ["--pair.both_orders", "false", "--pattern", "causal"],
+            {"label", "probabilities"},
+        ),
     ],
 )
 def test_every_task_runs_from_the_command_line(tmp_path, task, rows, arch, options, keys, capsys):
@@ -230,8 +236,8 @@ def test_bad_training_data_names_the_line_before_anything_is_written(tmp_path, c
 def test_options_of_another_task_and_plain_models_are_refused(tmp_path, capsys):
     init = pretrained(tmp_path / "bert")
     train = write(tmp_path / "train.jsonl", classify_rows(20, seed=1))
-    assert finetune("classify", init, train, None, tmp_path / "run", 2, "--stride", "8") == 1
-    assert "stride: applies to the qa task(s), not classify" in capsys.readouterr().err
+    assert finetune("classify", init, train, None, tmp_path / "run", 2, "--qa.stride", "8") == 1
+    assert "qa.stride: applies to the qa task, not classify" in capsys.readouterr().err
     assert finetune("classify", init, train, None, tmp_path / "run", 2, "--max_len", "500") == 1
     assert "max_len: 500 is longer than the model's max_len 48" in capsys.readouterr().err
     assert main(["predict", "--model", init, "--data", train]) == 1
@@ -260,18 +266,18 @@ def test_a_text_to_text_model_generates_with_the_generation_tools(tmp_path):
     data = write(tmp_path / "data.jsonl", text2text_rows(40, seed=1))
     assert finetune("text2text", init, data, None, tmp_path / "run", 4, "--pattern", "prefix") == 0
     generator = TextGenerator.load(tmp_path / "run" / "model")
-    assert (generator.objective, generator.pattern) == ("seq2seq", "prefix")
+    assert (generator.recipe.objective, generator.recipe.pattern) == ("seq2seq", "prefix")
     assert isinstance(generator.generate("f1 k2 f3", max_new_tokens=3).text, str)
 
 
 def test_the_python_example_of_the_readme(tmp_path):
-    from triform.tasks import Layout, make_task, read_records
+    from triform.tasks import Framing, make_task, read_records
     from triform.tasks.checkpoint import load_body
 
     init = pretrained(tmp_path / "bert", extra={"objective": "mlm", "pattern": "bidirectional"})
     write(tmp_path / "train.jsonl", qa_rows(40, seed=1))
     body, specials, tokenizer, extra = load_body(init)
-    task = make_task("qa", Layout("stack", "bidirectional", specials, max_len=48), tokenizer, stride=8)
+    task = make_task("qa", Framing("stack", "bidirectional", specials, max_len=48), tokenizer, stride=8)
     records = read_records(tmp_path / "train.jsonl", task.inputs + task.targets)
     task.fit(records)
     model = task.build_model(body)
@@ -288,7 +294,7 @@ def test_two_processes_fine_tune_as_one(tmp_path):
     init = pretrained(tmp_path / "bert", dropout=0.0)
     train = write(tmp_path / "train.jsonl", pair_rows(64, seed=1))
     args = ["--train.steps", "4", "--train.batch_size", "8", "--train.eval_every", "4", *FAST]
-    common = ["finetune", "--task", "pair", "--init", init, "--data.train", train, "--both_orders", "true", *args]
+    common = ["finetune", "--task", "pair", "--init", init, "--data.train", train, "--pair.both_orders", "true", *args]
     assert main([*common, "--run_dir", str(tmp_path / "one")]) == 0
     command = [
         sys.executable,

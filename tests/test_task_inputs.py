@@ -6,8 +6,8 @@ from task_data import BODIES, body_and_layout, one_thread, records  # noqa: F401
 
 from triform.errors import TriformError
 from triform.objectives.batch import IGNORE
-from triform.tasks import Layout, make_task
-from triform.tasks.layout import truncate_longest_first
+from triform.tasks import Framing, make_task
+from triform.tasks.framing import truncate_longest_first
 from triform.tasks.qa import best_span_of, windows
 from triform.vocab import SpecialTokens
 
@@ -38,10 +38,10 @@ def test_layouts_follow_bert_gpt1_and_bart():
         assert layout.join([30, 31], [40]).ids == [s.bos, 30, 31, s.sep, 40, s.eos] and not layout.pools_first
     assert bert.strip(row.ids) == [30, 31, s.sep, 40]
     # GPT-2's vocabulary has no delimiter: its one special token, [EOS], delimits
-    gpt2 = Layout("stack", "causal", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
+    gpt2 = Framing("stack", "causal", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
     assert gpt2.join([30, 31], [40]).ids == [5, 30, 31, 5, 40, 5]
-    with pytest.raises(TriformError, match="a task layout needs a cls token"):
-        Layout("stack", "bidirectional", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
+    with pytest.raises(TriformError, match="a task framing needs a cls token"):
+        Framing("stack", "bidirectional", SpecialTokens(bos=5, eos=5, pad=5), max_len=16)
 
 
 def test_truncation_drops_from_the_longest_part_first():
@@ -53,14 +53,14 @@ def test_truncation_drops_from_the_longest_part_first():
 
 def test_a_prefix_pattern_is_only_for_text_to_text():
     _, layout, tok = body_and_layout("causal-stack")
-    prefix = Layout("stack", "prefix", layout.specials, 32)
+    prefix = Framing("stack", "prefix", layout.specials, 32)
     with pytest.raises(
         ValueError, match="the classify task reads a stack with one of the patterns bidirectional, causal, not prefix"
     ):
         make_task("classify", prefix, tok)
     make_task("text2text", prefix, tok)
     with pytest.raises(ValueError, match="encoder-decoder is read through its causal decoder"):
-        Layout("encoder-decoder", "bidirectional", layout.specials, 32)
+        Framing("encoder-decoder", "bidirectional", layout.specials, 32)
 
 
 @pytest.mark.parametrize("body", list(BODIES))

@@ -17,7 +17,7 @@ from task_data import (  # noqa: F401 (one_thread: an autouse fixture)
     train,
 )
 
-from triform.tasks import Layout, make_task
+from triform.tasks import Framing, make_task
 
 # case -> (task, rows, options, max_len, steps, batch size, learning rate, metric, at least, chance)
 CASES = {
@@ -47,7 +47,7 @@ def test_each_head_learns_its_task_on_every_body(case, body):
     task.fit(training)
     model = task.build_model(model)
     train(task, model, training, steps=steps, batch_size=batch_size, lr=lr)
-    score = task.evaluate(task.predict(model, held_out), held_out)[metric]
+    score = task.metrics_of(task.predict(model, held_out), held_out)[metric]
     assert score >= at_least > chance, f"{case} on a {body}: {metric} {score:.3f} (chance {chance})"
 
 
@@ -55,10 +55,10 @@ def test_each_head_learns_its_task_on_every_body(case, body):
 def test_text_to_text_learns_to_write_the_answer(arch, pattern):
     body = "encoder-decoder" if arch == "encoder-decoder" else "causal-stack"
     model, layout, tok = body_and_layout(body, max_len=32)
-    task = make_task("text2text", Layout(arch, pattern, layout.specials, 32), tok)
+    task = make_task("text2text", Framing(arch, pattern, layout.specials, 32), tok)
     training, held_out = records(text2text_rows(1000, seed=1)), records(text2text_rows(100, seed=2))
     task.fit(training)
     model = task.build_model(model)
     train(task, model, training, steps=400, lr=1e-3)
     predictions = task.predict(model, held_out)
-    assert task.evaluate(predictions, held_out)["exact_match"] >= 80.0, predictions[:5]
+    assert task.metrics_of(predictions, held_out)["exact_match"] >= 80.0, predictions[:5]

@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
 
 
 def tokenize(generator, texts: list[str], source: str, truncate: bool, command: str) -> list[list[int]]:
-    from triform.generate.layout import PromptTooLong
+    from triform.generate import PromptTooLong
 
     try:
         ids, truncated = generator.tokenize(texts, truncate=truncate)
@@ -51,7 +51,7 @@ def run(args) -> int:
 
     texts, source = read_texts(args, "prompt")
     generator = TextGenerator.load(args.model, device=args.device)
-    if generator.is_masked_lm:
+    if generator.fills_masks:
         return run_mask_predict(generator, texts, args)
     if args.length is not None:
         raise TriformError("--length is for models trained with mlm (mask-predict); this model continues text")

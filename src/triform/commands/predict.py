@@ -57,7 +57,7 @@ def run(args) -> int:
 
     predictions = task.predict(model, records, batch_size=args.batch_size, progress=progress)
     elapsed = time.monotonic() - started
-    metrics = task.evaluate(predictions, records) if scored else None
+    metrics = task.metrics_of(predictions, records) if scored else None
     lines = (json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if args.output is None:
         sys.stdout.writelines(lines)

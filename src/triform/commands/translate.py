@@ -29,8 +29,8 @@ def run(args) -> int:
 
     texts, source = read_texts(args, "source text")
     generator = TextGenerator.load(args.model, device=args.device)
-    if generator.is_masked_lm or generator.layout.kind != "source-target":
-        trained = generator.objective or "clm"
+    if generator.fills_masks or not generator.layout.writes_target:
+        trained = generator.recipe.objective
         raise TriformError(
             f"translate needs a source -> target model (an encoder-decoder, or a stack trained with seq2seq, "
             f"prefix-lm, span or denoise); this is a stack trained with {trained}: use triform generate"

@@ -1,6 +1,6 @@
 """Downstream tasks on any pretrained body: classify, pair, choice, qa, tag and text2text.
 
-`make_task(name, layout, tokenizer, **options)` builds a task; `task.fit(records)` reads its label
+`make_task(name, framing, tokenizer, **options)` builds a task; `task.fit(records)` reads its label
 set from training data; `task.build_model(body)` attaches the head; `task.loss(model, batch)`
 trains it and `task.predict(model, records)` answers. `task.state()` is what a saved model keeps,
 and `task_from_state` rebuilds the task from it.
@@ -12,7 +12,7 @@ from triform.tasks.base import Feature, Task, TaskBatch
 from triform.tasks.choice import Choice
 from triform.tasks.classify import Classify, Pair
 from triform.tasks.data import DataError, Record, read_records, write_jsonl
-from triform.tasks.layout import Layout
+from triform.tasks.framing import Framing
 from triform.tasks.model import TaskModel
 from triform.tasks.qa import ExtractiveQA
 from triform.tasks.tag import Tag
@@ -21,17 +21,17 @@ from triform.tasks.text2text import TextToText
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Classify, Pair, Choice, ExtractiveQA, Tag, TextToText)}
 
 
-def make_task(name: str, layout: Layout, tokenizer, **options) -> Task:
+def make_task(name: str, framing: Framing, tokenizer, **options) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of {list(TASKS)}")
-    return TASKS[name](layout, tokenizer, **options)
+    return TASKS[name](framing, tokenizer, **options)
 
 
 def task_from_state(state: dict, arch: str, specials, tokenizer) -> Task:
     """The task a saved model was trained for, as `Task.state()` described it."""
     options = {key: value for key, value in state.items() if key not in ("name", "pattern", "max_len")}
-    layout = Layout(arch, state["pattern"], specials, state["max_len"])
-    return make_task(state["name"], layout, tokenizer, **options)
+    framing = Framing(arch, state["pattern"], specials, state["max_len"])
+    return make_task(state["name"], framing, tokenizer, **options)
 
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "DataError",
     "ExtractiveQA",
     "Feature",
-    "Layout",
+    "Framing",
     "Pair",
     "Record",
     "Tag",

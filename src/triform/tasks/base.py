@@ -5,9 +5,10 @@ A task turns a record into one or more features. A feature holds one or more row
 both orders is one feature of two rows, a multiple-choice question one row per candidate, a long
 QA context one feature per window. Predictions are decided per record from all of its features.
 
-Training follows the objectives' protocol, so that the trainer runs tasks as it runs pretraining:
-`batch = task.collate(features, generator)`, `outputs = model(**batch.model_inputs())`,
-`loss = task.loss(outputs, batch)`, a mean over `batch.n_targets`.
+A task is a training problem as an objective is (train/problem.py), so that the trainer runs tasks
+as it runs pretraining: `batch = task.collate(features, generator)`, `outputs =
+model(**batch.model_inputs())`, `loss = task.loss(outputs, batch)`, a mean over `task.n_targets(batch)`;
+`task.evaluate` gives the validation loss and the task's metrics, `task.score` picks the best.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from triform.generate.engine import evaluation
+from triform.models.modes import evaluation
 from triform.objectives import Batch, make_objective
 from triform.objectives.batch import IGNORE, pad
 from triform.tasks.data import Record
+from triform.tasks.framing import Framing, Sequence
 from triform.tasks.heads import PooledHead, TokenHead
-from triform.tasks.layout import Layout, Sequence
 from triform.tasks.model import TaskModel
 
 
@@ -33,6 +34,17 @@ class Feature:
     rows: list[Sequence]
     target: Any = None  # what the loss compares with; None at prediction time
     info: dict = field(default_factory=dict)  # what decoding needs (offsets of a QA window, ...)
+
+
+@dataclass
+class Validation:
+    """Validation records, and their features encoded once for the validation loss."""
+
+    records: list[Record]
+    features: list[Feature]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass
@@ -46,6 +58,12 @@ class TaskBatch:
     lm: Batch | None = None  # the auxiliary language-model batch, made of the same texts
     body_batch: Batch | None = None  # text2text: the batch of the body's own seq2seq objective
     source_ids: Tensor | None = None  # the trainer counts encoder tokens here (text2text)
+
+    @property
+    def n_inputs(self) -> int:
+        """Input tokens, what tokens per second count (an encoder's source included)."""
+        count = int(self.ids.numel() if self.padding_mask is None else self.padding_mask.sum())
+        return count + (int(self.source_ids.numel()) if self.source_ids is not None else 0)
 
     @property
     def n_targets(self) -> int:
@@ -80,8 +98,15 @@ class TaskBatch:
         return self
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """A task without options of its own."""
+
+
 class Task:
     name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions  # the task's own options (`triform finetune --qa.stride 64`)
+    writes: ClassVar[bool] = False  # writes text with the body's own head (text2text), rather than a head's scores
     inputs: ClassVar[tuple[str, ...]]  # columns read to make a prediction
     targets: ClassVar[tuple[str, ...]]  # columns holding the answer: needed to train and to score
     optional: ClassVar[tuple[str, ...]] = ()  # other columns read when present ("id" is for every task)
@@ -89,15 +114,15 @@ class Task:
     metric: ClassVar[str]  # the score that picks the best checkpoint (higher is better)
     patterns: ClassVar[tuple[str, ...]] = ("bidirectional", "causal")  # how a stack body may be read
 
-    def __init__(self, layout: Layout, tokenizer, *, lm_weight: float = 0.0):
-        if layout.pattern not in self.patterns:
+    def __init__(self, framing: Framing, tokenizer, *, lm_weight: float = 0.0):
+        if framing.pattern not in self.patterns:
             raise ValueError(
                 f"pattern: the {self.name} task reads a stack with one of the patterns {', '.join(self.patterns)}, "
-                f"not {layout.pattern}"
+                f"not {framing.pattern}"
             )
         if lm_weight < 0:
             raise ValueError(f"lm_weight: expected 0 or more, got {lm_weight}")
-        self.layout = layout
+        self.framing = framing
         self.tokenizer = tokenizer
         self.lm_weight = lm_weight
         self._lm_objective = None
@@ -128,7 +153,7 @@ class Task:
 
     def state(self) -> dict:
         """What a saved model needs to read and decide as it was trained (stored with the checkpoint)."""
-        return {"name": self.name, "pattern": self.layout.pattern, "max_len": self.layout.max_len}
+        return {"name": self.name, "pattern": self.framing.pattern, "max_len": self.framing.max_len}
 
     def body_extra(self) -> dict:
         """What the saved model tells other tools of how its body now reads text (text2text)."""
@@ -145,20 +170,27 @@ class Task:
     def tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def collate(self, features: list[Feature], generator: torch.Generator | None = None) -> TaskBatch:
+    def collate(
+        self, features: list[Feature], generator: torch.Generator | None = None, part: slice | None = None
+    ) -> TaskBatch:
+        """The batch of features `part` of `features` (a process's share keeps whole features: a pair's
+        two orders or a question's candidates stay together)."""
+        return self.make_batch(features if part is None else features[part], generator)
+
+    def make_batch(self, features: list[Feature], generator: torch.Generator | None = None) -> TaskBatch:
         rows = [row for feature in features for row in feature.rows]
-        ids, padding_mask = pad([row.ids for row in rows], self.layout.specials.pad)
+        ids, padding_mask = pad([row.ids for row in rows], self.framing.specials.pad)
         token_types, _ = pad([row.token_types for row in rows], 0)
         batch = TaskBatch(ids, padding_mask, token_types, features)
         if self.lm_weight > 0 and features[0].target is not None:
-            texts = [self.layout.strip(row.ids) for row in rows]
-            batch.lm = self.lm_objective().prepare([t for t in texts if t] or [[self.layout.specials.unk]], generator)
+            texts = [self.framing.strip(row.ids) for row in rows]
+            batch.lm = self.lm_objective().prepare([t for t in texts if t] or [[self.framing.specials.unk]], generator)
         return batch
 
     # --- model and loss -----------------------------------------------------------------------
     def build_model(self, body: nn.Module) -> nn.Module:
         head_class = PooledHead if self.pooled else TokenHead
-        return TaskModel(body, head_class(body.config.d_model, self.n_outputs(), body.config.dropout), self.layout)
+        return TaskModel(body, head_class(body.config.d_model, self.n_outputs(), body.config.dropout), self.framing)
 
     def loss(self, outputs, batch: TaskBatch) -> Tensor:
         """The task's loss, plus λ times a language-modelling loss on the same inputs when
@@ -171,14 +203,41 @@ class Task:
     def task_loss(self, scores: Tensor, batch: TaskBatch) -> Tensor:
         raise NotImplementedError
 
+    def n_targets(self, batch: TaskBatch) -> int:
+        return batch.n_targets
+
+    # --- validation (the trainer's problem interface, train/problem.py) ----------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: Validation, context) -> dict:
+        """The validation loss, teacher forced as in training (the task's own loss, without the
+        auxiliary LM loss), and the task's metrics on predictions for the validation records."""
+        loss_sum = n_targets = 0.0
+        size = context.batch_size
+        with evaluation(model):
+            with context.autocast():
+                for start in range(0, len(data.features), size):
+                    batch = self.collate(data.features[start : start + size], torch.Generator().manual_seed(0))
+                    batch = batch.to(context.device)
+                    batch.lm = None
+                    loss_sum += float(self.loss(model(**batch.model_inputs()), batch)) * batch.n_targets
+                    n_targets += batch.n_targets
+            metrics = self.metrics_of(self.predict(model, data.records, batch_size=size), data.records)
+        return {"loss": loss_sum / max(n_targets, 1), **metrics}
+
+    def score(self, result: dict) -> float:
+        return -result[self.metric]  # the task's main metric: higher is better
+
+    def summary(self, result: dict) -> str:
+        return " | ".join(f"{k} {v:.4f}" for k, v in result.items())
+
     def lm_objective(self):
         """The body's own kind of objective on the task's texts: next-token prediction on a causal
         stack (GPT-1), masked tokens on a bidirectional stack (BERT) and through an encoder-decoder."""
         if self._lm_objective is None:
-            arch, causal_stack = self.layout.arch, self.layout.arch == "stack" and self.layout.pattern == "causal"
+            arch, causal_stack = self.framing.arch, self.framing.arch == "stack" and self.framing.pattern == "causal"
             name, pattern = ("clm", "causal") if causal_stack else ("mlm", None if arch == "stack" else "causal")
             vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-            self._lm_objective = make_objective(name, self.layout.specials, vocab_size, arch=arch, pattern=pattern)
+            self._lm_objective = make_objective(name, self.framing.specials, vocab_size, arch=arch, pattern=pattern)
         return self._lm_objective
 
     # --- prediction ---------------------------------------------------------------------------
@@ -207,7 +266,7 @@ class Task:
     def decide(self, record: Record, outputs: list[tuple[Feature, Any]]) -> dict:
         raise NotImplementedError
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         raise NotImplementedError
 
     def has_targets(self, record: Record) -> bool:

@@ -19,6 +19,7 @@ from triform.checkpoint import (
 )
 from triform.config import ModelConfig
 from triform.errors import TriformError
+from triform.models import build_model
 from triform.tasks import Task, task_from_state
 from triform.vocab import SpecialTokens
 
@@ -27,7 +28,7 @@ def save_task_model(model: nn.Module, task: Task, directory: str | os.PathLike, 
     return save_model(
         model,
         directory,
-        specials=task.layout.specials,
+        specials=task.framing.specials,
         tokenizer=task.tokenizer,
         extra={**(extra or {}), "task": task.state()},
     )
@@ -36,8 +37,6 @@ def save_task_model(model: nn.Module, task: Task, directory: str | os.PathLike, 
 def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Task, dict]:
     """(model, task, extra) of a folder written by `save_task_model`."""
     import torch
-
-    from triform.models import build_model
 
     directory = Path(directory)
     document = read_config(directory)
@@ -67,7 +66,7 @@ def load_body(directory: str | os.PathLike, device: str = "cpu"):
     if "task" in extra:
         model, task, extra = load_task_model(directory, device)
         body = model.body if hasattr(model, "body") else model
-        return body, task.layout.specials, task.tokenizer, extra
+        return body, task.framing.specials, task.tokenizer, extra
     pretrained = load_model(directory, device=device)
     if pretrained.tokenizer is None or pretrained.specials is None:
         raise TriformError(f"{Path(directory)}: fine-tuning needs the model's tokenizer.json and special tokens")

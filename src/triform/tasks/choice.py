@@ -59,11 +59,11 @@ class Choice(Task):
         context = self.text(record, "context")
         choices = self.choices(record)
         context_ids = self.tokens(context)
-        rows = [self.layout.join(context_ids, self.tokens(choice)) for choice in choices]
+        rows = [self.framing.join(context_ids, self.tokens(choice)) for choice in choices]
         return [Feature(index, rows, self.target(record, len(choices)) if with_targets else None)]
 
-    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
-        batch = super().collate(features, generator)
+    def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().make_batch(features, generator)
         if features[0].target is not None:
             batch.targets = torch.tensor([f.target for f in features])
         return batch
@@ -89,6 +89,6 @@ class Choice(Task):
         probabilities = scores.softmax(-1).tolist()
         return {"label": max(range(len(probabilities)), key=probabilities.__getitem__), "probabilities": probabilities}
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         references = [self.target(r, len(self.choices(r))) for r in records]
         return {"accuracy": accuracy([p["label"] for p in predictions], references)}

@@ -1,11 +1,13 @@
 """Sequence classification and regression, on one text (`classify`) or a pair of texts (`pair`).
 
-Scores come from the pooled summary of the sequence (see `layout.py`). For a pair read by a causal
+Scores come from the pooled summary of the sequence (see `framing.py`). For a pair read by a causal
 stack, the order of the two texts is arbitrary but the reading is not, so both orders are encoded
 and their summaries added before the head (GPT-1, Radford et al. 2018 §3.3, on similarity).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,16 +19,28 @@ from triform.tasks.labels import Labels
 from triform.tasks.metrics import accuracy, macro_f1, pearson, spearman
 
 
+@dataclass(frozen=True)
+class ClassifyOptions:
+    regression: bool = False  # one number per example (mean squared error), not a label
+
+
+@dataclass(frozen=True)
+class PairOptions:
+    regression: bool = False
+    both_orders: bool | None = None  # read both orders and add the summaries (None: on a causal stack)
+
+
 class Classify(Task):
     name = "classify"
+    Options = ClassifyOptions
     inputs = ("text",)
     targets = ("label",)
     metric = "accuracy"  # "pearson" for regression
 
     def __init__(
-        self, layout, tokenizer, *, regression: bool = False, labels: list | None = None, lm_weight: float = 0.0
+        self, framing, tokenizer, *, regression: bool = False, labels: list | None = None, lm_weight: float = 0.0
     ):
-        super().__init__(layout, tokenizer, lm_weight=lm_weight)
+        super().__init__(framing, tokenizer, lm_weight=lm_weight)
         self.regression = regression
         self.labels = Labels(labels) if labels is not None else None
         if regression:
@@ -53,7 +67,7 @@ class Classify(Task):
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         parts = [self.tokens(text) for text in self.texts(record)]
         target = self.target(record) if with_targets else None
-        return [Feature(index, [self.layout.join(*parts)], target)]
+        return [Feature(index, [self.framing.join(*parts)], target)]
 
     def target(self, record: Record) -> float | int:
         value = record.require("label")
@@ -64,8 +78,8 @@ class Classify(Task):
         except (TypeError, ValueError):
             raise record.error(f"'label' must be a number for regression, got {value!r}") from None
 
-    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
-        batch = super().collate(features, generator)
+    def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().make_batch(features, generator)
         batch.combine = len(features[0].rows)
         if features[0].target is not None:
             batch.targets = torch.tensor(
@@ -86,7 +100,7 @@ class Classify(Task):
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         return {"label": self.labels[best], "probabilities": dict(zip(map(str, self.labels.values), probabilities))}
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         references = [self.target(record) for record in records]
         if self.regression:
             predicted = [p["label"] for p in predictions]
@@ -98,11 +112,12 @@ class Classify(Task):
 
 class Pair(Classify):
     name = "pair"
+    Options = PairOptions
     inputs = ("text_a", "text_b")
 
-    def __init__(self, layout, tokenizer, *, both_orders: bool | None = None, **options):
-        super().__init__(layout, tokenizer, **options)
-        causal_stack = layout.arch == "stack" and layout.pattern == "causal"
+    def __init__(self, framing, tokenizer, *, both_orders: bool | None = None, **options):
+        super().__init__(framing, tokenizer, **options)
+        causal_stack = framing.arch == "stack" and framing.pattern == "causal"
         self.both_orders = causal_stack if both_orders is None else both_orders
 
     def state(self) -> dict:
@@ -110,5 +125,5 @@ class Pair(Classify):
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         a, b = (self.tokens(text) for text in self.texts(record))
-        rows = [self.layout.join(a, b)] + ([self.layout.join(b, a)] if self.both_orders else [])
+        rows = [self.framing.join(a, b)] + ([self.framing.join(b, a)] if self.both_orders else [])
         return [Feature(index, rows, self.target(record) if with_targets else None)]

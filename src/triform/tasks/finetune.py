@@ -1,31 +1,34 @@
 """Fine-tuning on the project's one trainer (train/loop.py): a pretrained body, a task head, the
-task's features as the training examples and the task as the objective.
+task's features as the training examples and the task as the training problem.
 
-Only what differs from pretraining is written here: the model starts from a pretrained body, a
-batch is collated from task features, and validation reports the task's metrics (the best
+Only what differs from pretraining is written here: the model starts from a pretrained body read as
+its recipe says, the examples are task features, and validation reports the task's metrics (the best
 checkpoint is the one with the best main metric, not the lowest loss).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import torch
 
-from triform.errors import ConfigError, TriformError
-from triform.generate.engine import evaluation
+from triform.errors import ConfigError
 from triform.models import build_model
-from triform.progress import count, say
-from triform.tasks import Layout, Task, make_task, read_records
+from triform.objectives import read_recipe
+from triform.tasks import TASKS, Framing, Task, make_task, read_records
+from triform.tasks.base import Validation
 from triform.tasks.checkpoint import load_body
-from triform.tasks.layout import STACK_PATTERNS
+from triform.tasks.framing import STACK_PATTERNS
 from triform.tasks.options import FinetuneConfig
 from triform.train import checkpoint as ckpt
-from triform.train.batching import share
-from triform.train.distributed import Processes, unwrap
-from triform.train.loop import Trainer, derived_seed
+from triform.train.distributed import Processes
+from triform.train.loop import Job, Saved
+from triform.train.metrics import read_metrics
+from triform.train.reporting import LogLines, Reporter
+from triform.train.run import run_training
 
 
 class FeatureData:
@@ -41,48 +44,14 @@ class FeatureData:
         return self.features[i]
 
 
-@dataclass
-class _Resolved:  # what the trainer reads of a resolved run
-    config: FinetuneConfig
-
-
-@dataclass
-class FinetuneSession:
-    resolved: _Resolved
-    task: Task
-    body: torch.nn.Module
-    body_extra: dict
-    train_data: FeatureData
-    valid_records: list | None
-    valid_features: list | None  # encoded once, for the validation loss at every evaluation
-
-    @property
-    def objective(self) -> Task:  # the trainer computes `objective.loss(outputs, batch)`
-        return self.task
-
-    @property
-    def model_config(self):
-        return self.body.config
-
-
 def default_pattern(arch: str, task: str, extra: dict) -> str:
-    """Read the body as it was pretrained: bidirectionally if it learned to see both sides (mlm, or
-    a prefix the heads fill entirely), causally if it learned left to right."""
-    if arch == "encoder-decoder":
-        return "causal"
-    pattern = extra.get("pattern")
-    if pattern is None:
-        from triform.generate.api import imported_objective
-
-        objective = extra.get("objective") or imported_objective(extra)
-        pattern = "bidirectional" if objective == "mlm" else "causal"
-    if task == "text2text":
-        return "causal" if pattern == "causal" and extra.get("objective") == "clm" else "prefix"
-    return "bidirectional" if pattern == "prefix" else pattern
+    """Read the body as its recipe says it was pretrained (Objective.body_pattern): bidirectionally if
+    it learned to see both sides, causally if it learned left to right."""
+    return read_recipe(extra, arch).body_pattern(arch, writes=TASKS[task].writes)
 
 
-def build_session(config: FinetuneConfig, processes: Processes) -> FinetuneSession:
-    config.check()
+def build_task(config: FinetuneConfig) -> tuple[Task, torch.nn.Module, dict]:
+    """The task, reading the pretrained body as configured, and the body with its folder's extra."""
     options = config.task_options()
     body, specials, tokenizer, extra = load_body(config.init)
     arch = body.config.arch
@@ -92,119 +61,79 @@ def build_session(config: FinetuneConfig, processes: Processes) -> FinetuneSessi
     max_len = config.max_len or body.config.max_len
     if max_len > body.config.max_len:
         raise ConfigError(f"max_len: {max_len} is longer than the model's max_len {body.config.max_len}")
-    task = make_task(config.task, Layout(arch, pattern, specials, max_len), tokenizer, **options)
+    task = make_task(config.task, Framing(arch, pattern, specials, max_len), tokenizer, **options)
+    return task, body, extra
+
+
+def finetuning_job(config: FinetuneConfig) -> Job:
+    config.check()
+    task, body, extra = build_task(config)
     required, columns = task.inputs + task.targets, task.check_columns(config.data.columns, "data.columns")
     records = read_records(config.data.train, required, columns)
     task.fit(records)
     features = task.encode_all(records, with_targets=True)
-    valid = valid_features = None
+    valid = None
     if config.data.valid:
-        valid = read_records(config.data.valid, required, columns)
-        valid_features = task.encode_all(valid, with_targets=True)  # an unknown label or a bad answer stops us now
+        valid_records = read_records(config.data.valid, required, columns)
+        # Encoded once, for the validation loss at every evaluation; an unknown label or a bad
+        # answer stops the run now.
+        valid = Validation(valid_records, task.encode_all(valid_records, with_targets=True))
     if config.from_scratch:
         torch.manual_seed(config.train.seed)
         body = build_model(body.config)
+    torch.manual_seed(config.train.seed)  # the same initial head on every process
+    model = task.build_model(body)
     pretraining = {k: v for k, v in extra.items() if k not in ("task", "step")}
-    return FinetuneSession(_Resolved(config), task, body, pretraining, FeatureData(features), valid, valid_features)
+    saved_extra = {
+        **pretraining,
+        **task.body_extra(),
+        "task": task.state(),
+        "init": config.init,
+        "from_scratch": config.from_scratch,
+    }
+    start = "random weights shaped as" if config.from_scratch else "pretrained"
+    return Job(
+        problem=task,
+        model=model,
+        train_data=FeatureData(features),
+        valid_data=valid,
+        loop=config.train,
+        optim=config.optim,
+        saved=Saved(task.framing.specials, task.tokenizer, saved_extra),
+        description=f"fine-tuning {task.name} on a {body.config.arch} read {task.framing.pattern}, "
+        f"{start} {config.init}",
+        title=f"{task.name} from {config.init}",
+        data_name=str(config.data.train),
+    )
 
 
-class FinetuneTrainer(Trainer):
-    def new_model(self) -> torch.nn.Module:
-        return self.session.task.build_model(self.session.body)
-
-    def local_batches(self, step: int) -> list:
-        """This process's share of each micro-batch, whole features each (a pair's two orders or a
-        question's candidates stay together)."""
-        examples = self.order.examples(step)
-        micro = self.loop.batch_size // self.loop.grad_accum
-        generator = torch.Generator().manual_seed(derived_seed(self.loop.seed, step))
-        start, stop = share(micro, self.processes.rank, self.processes.world_size)
-        chunks = [examples[m * micro : (m + 1) * micro][start:stop] for m in range(self.loop.grad_accum)]
-        return [self.session.task.collate(chunk, generator).to(self.device) for chunk in chunks]
-
-    def saving(self) -> dict:
-        task = self.session.task
-        extra = {
-            **self.session.body_extra,
-            **task.body_extra(),
-            "task": task.state(),
-            "init": self.session.resolved.config.init,
-            "from_scratch": self.session.resolved.config.from_scratch,
-            "step": self.step,
-        }
-        return dict(strategy=self.strategy, specials=task.layout.specials, tokenizer=task.tokenizer, extra=extra)
-
-    def evaluate(self) -> dict | None:
-        """Validation loss (teacher forced, as in training) and the task's metrics on predictions."""
-        records = self.session.valid_records
-        if records is None:
-            return None
-        task, model = self.session.task, unwrap(self.model)
-        loss_sum = n_targets = 0.0
-        features = self.session.valid_features
-        size = max(1, self.loop.batch_size // self.loop.grad_accum)
-        with evaluation(model):
-            with torch.no_grad(), self.autocast():
-                for start in range(0, len(features), size):
-                    batch = task.collate(features[start : start + size], torch.Generator().manual_seed(0)).to(
-                        self.device
-                    )
-                    batch.lm = None  # the task's own loss
-                    loss_sum += float(task.loss(model(**batch.model_inputs()), batch)) * batch.n_targets
-                    n_targets += batch.n_targets
-            metrics = task.evaluate(task.predict(model, records, batch_size=size), records)
-        return {"loss": loss_sum / max(n_targets, 1), **metrics}
-
-    def score(self, result: dict) -> float:
-        return -result[self.session.task.metric]  # the task's metric: higher is better
-
-    def valid_line(self, result: dict) -> str:
-        return " | ".join(f"{k} {v:.4f}" for k, v in result.items())
-
-    def plot_title(self) -> str:
-        return f"{self.session.task.name} from {self.session.resolved.config.init}"
-
-    def announce(self) -> None:
-        session, config = self.session, self.session.resolved.config
-        n_parameters = sum(p.numel() for p in unwrap(self.model).parameters())
-        start = "random weights shaped as" if config.from_scratch else "pretrained"
-        say(
-            f"fine-tuning {session.task.name} on a {session.body.config.arch} read {session.task.layout.pattern}, "
-            f"{start} {config.init}: {count(n_parameters)} parameters, {len(session.train_data)} training examples, "
-            f"{self.processes.world_size} process(es) on {self.device.type}, {self.precision}, run folder "
-            f"{self.run_dir}"
-        )
-
-
-def finetune(config: FinetuneConfig, should_stop=lambda: False) -> str:
+def finetune(config: FinetuneConfig, should_stop=lambda: False, *, progress: Reporter | None = None) -> str:
     """Run (or resume) a fine-tuning as configured; returns 'done' or 'stopped'."""
-    import dataclasses
-
-    import yaml
-
-    from triform.train.distributed import start, stop
-
     run_dir = Path(config.run_dir)
-    existing = ckpt.checkpoints(run_dir)
-    if existing and not config.resume:
-        raise TriformError(
-            f"run_dir: {run_dir} already holds a run (up to {existing[-1].name}); "
-            "pass --resume true to continue it, or choose another --run_dir"
-        )
-    processes = start(config.train.device)
-    try:
-        session = build_session(config, processes)
-        if processes.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            saved = {**dataclasses.asdict(config), "resume": False}
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-        processes.barrier()
-        trainer = FinetuneTrainer(session, processes, run_dir)
-        if config.resume:
-            trainer.resume()
-        outcome = trainer.run(should_stop)
-        if not math.isinf(trainer.best) and processes.is_main:
-            say(f"best {session.task.metric} {-trainer.best:.4f}: {run_dir / ckpt.BEST}")
-        return outcome
-    finally:
-        stop(processes)
+    progress = progress or LogLines()
+    outcome: dict = {}
+
+    def build(processes: Processes):
+        job = finetuning_job(config)
+        outcome["metric"] = job.problem.metric
+        return job, {**dataclasses.asdict(config), "resume": False}
+
+    result = run_training(
+        run_dir,
+        resume=config.resume,
+        device=config.train.device,
+        build=build,
+        should_stop=should_stop,
+        progress=progress,
+    )
+    best = best_score(run_dir, outcome.get("metric"))
+    if best is not None and int(os.environ.get("RANK", "0")) == 0:
+        progress.message(f"best {outcome['metric']} {best:.4f}: {run_dir / ckpt.BEST}")
+    return result
+
+
+def best_score(run_dir: Path, metric: str | None) -> float | None:
+    """The best validation value of the task's main metric, as the run recorded it."""
+    values = [r[metric] for r in read_metrics(run_dir) if r.get("split") == "valid" and metric in r]
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    return max(values) if values else None

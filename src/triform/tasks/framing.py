@@ -1,6 +1,6 @@
 """How a task's texts become one input sequence, on each kind of pretrained body.
 
-A body is read one of three ways, and each has its layout and its pooled position:
+A body is read one of three ways, and each has its framing and its pooled position:
 
 - a stack read bidirectionally (BERT, Devlin et al. 2019 §3): ``[CLS] a [SEP] b [SEP]`` with segment
   ids 0 / 1; the sequence is summarised by the first token, [CLS];
@@ -29,7 +29,7 @@ class Sequence:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Framing:
     arch: str
     pattern: str  # the stack's pattern; "causal" (the decoder's) on an encoder-decoder
     specials: SpecialTokens
@@ -40,7 +40,7 @@ class Layout:
             raise ConfigError(f"pattern: an encoder-decoder is read through its causal decoder, got {self.pattern!r}")
         if self.arch == "stack" and self.pattern not in STACK_PATTERNS:
             raise ConfigError(f"pattern: a task reads a stack with one of {list(STACK_PATTERNS)}, got {self.pattern!r}")
-        self.specials.require(("pad",) + (("cls", "sep") if self.pools_first else ("bos", "eos")), "a task layout")
+        self.specials.require(("pad",) + (("cls", "sep") if self.pools_first else ("bos", "eos")), "a task framing")
         if self.max_len < 8:
             raise ConfigError(f"max_len: a task input needs at least 8 tokens, got {self.max_len}")
 

@@ -1,7 +1,7 @@
 """A pretrained body, unchanged, with a task head that reads its final hidden states.
 
 The body is any triform model: a stack read bidirectionally or causally, or an encoder-decoder
-fed the same text on both sides (see `layout.py`). `config` is the body's, so that a TaskModel is
+fed the same text on both sides (see `framing.py`). `config` is the body's, so that a TaskModel is
 saved and loaded as a model folder like any other, with the task described in its "extra" field.
 """
 
@@ -10,32 +10,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from triform.tasks.layout import Layout
+from triform.tasks.framing import Framing
 
 
 class TaskModel(nn.Module):
-    def __init__(self, body: nn.Module, head: nn.Module, layout: Layout):
+    def __init__(self, body: nn.Module, head: nn.Module, framing: Framing):
         super().__init__()
-        if body.arch != layout.arch:
-            raise ValueError(f"the layout is for an {layout.arch} body, the body is a {body.arch}")
+        if body.arch != framing.arch:
+            raise ValueError(f"the framing is for an {framing.arch} body, the body is a {body.arch}")
         self.body = body
         self.head = head
-        self.layout = layout
+        self.framing = framing
         self.config = body.config
 
     def states(self, ids: Tensor, padding_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
         """Final hidden states (N, T, d_model), position t describing input token t."""
-        if self.layout.arch == "encoder-decoder":
+        if self.framing.arch == "encoder-decoder":
             return self.body.hidden_states(
                 ids, ids, "causal", source_padding_mask=padding_mask, padding_mask=padding_mask
             )
         if not self.config.token_types:
             token_types = None  # a body without segment embeddings ignores them
-        return self.body.hidden_states(ids, self.layout.pattern, padding_mask=padding_mask, token_types=token_types)
+        return self.body.hidden_states(ids, self.framing.pattern, padding_mask=padding_mask, token_types=token_types)
 
     def pool(self, states: Tensor, padding_mask: Tensor | None) -> Tensor:
         """(N, T, d_model) -> (N, d_model): the first token, or the last real one (inputs are right-padded)."""
-        if self.layout.pools_first:
+        if self.framing.pools_first:
             return states[:, 0]
         if padding_mask is None:
             return states[:, -1]

@@ -2,8 +2,9 @@
 
 The optimizer and loop sections are those of `triform train` (train/config.py), so that every
 option of pretraining (steps, batch size, schedule, precision, checkpoints, time limit, several
-processes) works the same when fine-tuning. Task options that do not apply to the chosen task are
-refused by name rather than silently ignored.
+processes) works the same when fine-tuning. A task's own options live in a section named after it
+(`--qa.stride 64`, `--pair.both_orders false`), made from the task's `Options`; setting another
+task's section is refused by name rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from triform.errors import ConfigError
-from triform.train.config import LoopConfig, OptimConfig, check_loop
+from triform.tasks import TASKS
+from triform.train.config import LoopConfig, OptimConfig, check_loop, optional_fields
 
-TaskName = Literal["classify", "pair", "choice", "qa", "tag", "text2text"]
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 Pattern = Literal["bidirectional", "causal", "prefix"]
 
 
@@ -28,8 +30,15 @@ class TaskData:
     columns: Optional[dict[str, str]] = None  # the file's column for a task column: {"label": "genre"}
 
 
+SECTIONS = {
+    name: optional_fields(cls.Options, f"{cls.__name__}Options", f"Options of the {name} task.")
+    for name, cls in TASKS.items()
+    if dataclasses.fields(cls.Options)
+}
+
+
 @dataclass
-class FinetuneConfig:
+class FinetuneBase:
     task: TaskName = "classify"
     init: str = ""  # a model folder: pretrained (`triform train`, `triform convert`) or already fine-tuned
     run_dir: str = "runs/finetune"
@@ -37,32 +46,36 @@ class FinetuneConfig:
     from_scratch: bool = False  # the init model's config and tokenizer, with random weights: the baseline
     pattern: Optional[Pattern] = None  # how to read a stack; None: as it was pretrained
     max_len: Optional[int] = None  # tokens per input; None: the model's max_len
-    lm_weight: float = 0.0  # λ of the auxiliary language-model loss (GPT-1 used 0.5)
-    regression: bool = False  # classify, pair: a number per example, not a label
-    both_orders: Optional[bool] = None  # pair: read both orders and add (None: on a causal stack)
-    stride: Optional[int] = None  # qa: tokens shared by neighbouring windows of a long context
-    max_answer_tokens: int = 30  # qa
+    lm_weight: float = 0.0  # λ of the auxiliary language-model loss (GPT-1 used 0.5); head tasks only
     data: TaskData = field(default_factory=TaskData)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
 
+
+def _with_sections(base: type) -> type:
+    made = dataclasses.make_dataclass(
+        "FinetuneConfig",
+        [(name, options, field(default_factory=options)) for name, options in SECTIONS.items()],
+        bases=(base,),
+    )
+    made.__module__ = __name__
+    return made
+
+
+class FinetuneConfig(_with_sections(FinetuneBase)):
+    """`triform finetune`'s options."""
+
     def task_options(self) -> dict:
-        """The options of the chosen task; a non-default option of another task is an error."""
-        owners = {
-            "regression": ("classify", "pair"),
-            "both_orders": ("pair",),
-            "stride": ("qa",),
-            "max_answer_tokens": ("qa",),
-            "lm_weight": ("classify", "pair", "choice", "qa", "tag"),
-        }
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        """The options of the chosen task: its section, and lm_weight; another task's section is an error."""
         options = {}
-        for name, tasks in owners.items():
-            value = getattr(self, name)
-            if self.task in tasks:
-                options[name] = value
-            elif value != defaults[name]:
-                raise ConfigError(f"{name}: applies to the {' and '.join(tasks)} task(s), not {self.task}")
+        for name in SECTIONS:
+            given = {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if v is not None}
+            if given and name != self.task:
+                raise ConfigError(f"{name}.{next(iter(given))}: applies to the {name} task, not {self.task}")
+            if name == self.task:
+                options.update(given)
+        if self.lm_weight:
+            options["lm_weight"] = self.lm_weight
         return options
 
     def check(self) -> None:

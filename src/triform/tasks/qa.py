@@ -8,6 +8,8 @@ training data has such questions, a prediction is "no answer" where that score b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,8 +19,15 @@ from triform.tasks.data import Record
 from triform.tasks.metrics import squad_scores
 
 
+@dataclass(frozen=True)
+class QAOptions:
+    stride: int | None = None  # tokens shared by neighbouring windows of a long context (None: max_len / 4)
+    max_answer_tokens: int = 30
+
+
 class ExtractiveQA(Task):
     name = "qa"
+    Options = QAOptions
     inputs = ("question", "context")
     targets = ("answer",)
     optional = ("answer_start",)
@@ -27,7 +36,7 @@ class ExtractiveQA(Task):
 
     def __init__(
         self,
-        layout,
+        framing,
         tokenizer,
         *,
         stride: int | None = None,
@@ -35,10 +44,10 @@ class ExtractiveQA(Task):
         no_answer: bool = False,
         lm_weight: float = 0.0,
     ):
-        super().__init__(layout, tokenizer, lm_weight=lm_weight)
-        self.max_question_tokens = layout.max_len // 4  # BERT's run_squad: 64 of 384
-        self.stride = layout.max_len // 4 if stride is None else stride
-        largest = layout.room(2) - self.max_question_tokens - 1
+        super().__init__(framing, tokenizer, lm_weight=lm_weight)
+        self.max_question_tokens = framing.max_len // 4  # BERT's run_squad: 64 of 384
+        self.stride = framing.max_len // 4 if stride is None else stride
+        largest = framing.room(2) - self.max_question_tokens - 1
         if not 0 <= self.stride <= largest:
             raise ValueError(
                 f"stride: expected 0 to {largest} tokens shared by neighbouring windows, got {self.stride}"
@@ -104,12 +113,12 @@ class ExtractiveQA(Task):
             answer = token_span(offsets, gold[0][1], gold[0][1] + len(gold[0][0]))
             if answer is None:
                 raise record.error(f"answer {gold[0][0]!r} covers no token of its context")
-        room = self.layout.room(2) - len(question)
+        room = self.framing.room(2) - len(question)
         features = []
         for first, last in windows(len(offsets), room, self.stride):
-            row = self.layout.join(question, context.ids[first:last])
+            row = self.framing.join(question, context.ids[first:last])
             start = row.starts[1]
-            null = 0 if self.layout.pools_first else len(row.ids) - 1
+            null = 0 if self.framing.pools_first else len(row.ids) - 1
             target = None
             if with_targets:
                 inside = answer is not None and first <= answer[0] and answer[1] < last
@@ -118,8 +127,8 @@ class ExtractiveQA(Task):
             features.append(Feature(index, [row], target, info))
         return features
 
-    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
-        batch = super().collate(features, generator)
+    def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().make_batch(features, generator)
         if features[0].target is not None:
             batch.targets = tuple(torch.tensor(column) for column in zip(*(f.target for f in features)))
         return batch
@@ -156,7 +165,7 @@ class ExtractiveQA(Task):
         context = record.values["context"]
         return {"answer": context[best_span[0] : best_span[1]], "answer_start": best_span[0], "score": best_score}
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         golds = [[text for text, _ in self.answers(record)] for record in records]
         return squad_scores([p["answer"] for p in predictions], golds)
 

@@ -22,9 +22,9 @@ class Tag(Task):
     metric = "f1"
     pooled = False
 
-    def __init__(self, layout, tokenizer, *, labels: list | None = None, lm_weight: float = 0.0):
-        super().__init__(layout, tokenizer, lm_weight=lm_weight)
-        layout.specials.require(("unk",), "tagging (for words the tokenizer drops)")
+    def __init__(self, framing, tokenizer, *, labels: list | None = None, lm_weight: float = 0.0):
+        super().__init__(framing, tokenizer, lm_weight=lm_weight)
+        framing.specials.require(("unk",), "tagging (for words the tokenizer drops)")
         self.labels = Labels(labels) if labels is not None else None
 
     def fit(self, records: list[Record]) -> None:
@@ -59,15 +59,15 @@ class Tag(Task):
         for token, word in zip(encoding.ids, encoding.word_ids):
             if word is not None:
                 pieces[word].append(token)
-        return [p or [self.layout.specials.unk] for p in pieces]
+        return [p or [self.framing.specials.unk] for p in pieces]
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
         words = self.words(record)
         tags = self.tags(record, len(words)) if with_targets else None
-        room = self.layout.room(1)
+        room = self.framing.room(1)
         features = []
         for first, last, chunk in chunks(self.pieces(words), room):
-            row = self.layout.join([token for piece in chunk for token in piece])
+            row = self.framing.join([token for piece in chunk for token in piece])
             heads, position = [], row.starts[0]
             for piece in chunk:
                 heads.append(position)
@@ -80,8 +80,8 @@ class Tag(Task):
             features.append(Feature(index, [row], target, {"heads": heads}))
         return features
 
-    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
-        batch = super().collate(features, generator)
+    def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
+        batch = super().make_batch(features, generator)
         if features[0].target is not None:
             batch.targets = pad_targets([f.target for f in features], batch.ids.shape[1])
         return batch
@@ -95,7 +95,7 @@ class Tag(Task):
     def decide(self, record: Record, outputs) -> dict:
         return {"tags": [self.labels[i] for _, chunk in outputs for i in chunk]}
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         references = [[self.labels[i] for i in self.tags(r, len(self.words(r)))] for r in records]
         predicted = [p["tags"] for p in predictions]
         flat_predicted = [t for sentence in predicted for t in sentence]

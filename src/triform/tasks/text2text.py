@@ -12,53 +12,54 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from triform.generate.engine import greedy
-from triform.objectives import make_objective
+from triform.generate import greedy
+from triform.objectives import Recipe, make_objective
 from triform.tasks.base import Feature, Task, TaskBatch, with_id
 from triform.tasks.data import Record
-from triform.tasks.layout import truncate_longest_first
+from triform.tasks.framing import truncate_longest_first
 from triform.tasks.metrics import normalize_answer
 from triform.train.evaluate import bleu_chrf
 
 
 class TextToText(Task):
     name = "text2text"
+    writes = True
     inputs = ("source",)
     targets = ("target",)
     metric = "exact_match"
     patterns = ("bidirectional", "causal", "prefix")  # a stack reads the source as a prefix
 
-    def __init__(self, layout, tokenizer, *, max_target_tokens: int | None = None, lm_weight: float = 0.0):
+    def __init__(self, framing, tokenizer, *, max_target_tokens: int | None = None, lm_weight: float = 0.0):
         if lm_weight:
             raise ValueError("lm_weight: text2text trains the language model itself; the auxiliary loss is for heads")
-        super().__init__(layout, tokenizer)
-        self.max_target_tokens = max_target_tokens or layout.max_len // 4  # until fit() reads the data
-        pattern = None if layout.arch == "encoder-decoder" else layout.pattern
+        super().__init__(framing, tokenizer)
+        self.max_target_tokens = max_target_tokens or framing.max_len // 4  # until fit() reads the data
+        pattern = None if framing.arch == "encoder-decoder" else framing.pattern
         vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        self.objective = make_objective("seq2seq", layout.specials, vocab_size, arch=layout.arch, pattern=pattern)
+        self.objective = make_objective("seq2seq", framing.specials, vocab_size, arch=framing.arch, pattern=pattern)
 
     def fit(self, records: list[Record]) -> None:
         """The longest target of the training data bounds what generation writes."""
         longest = max(len(self.tokens(self.text(r, "target"))) for r in records)
-        self.max_target_tokens = min(longest + 1, self.layout.max_len - 2)
+        self.max_target_tokens = min(longest + 1, self.framing.max_len - 2)
 
     def state(self) -> dict:
         return {**super().state(), "max_target_tokens": self.max_target_tokens}
 
     def body_extra(self) -> dict:
         """How generation tools (`triform generate`, `translate`) should read the saved model."""
-        return {"objective": "seq2seq", "pattern": self.objective.pattern}
+        return {"recipe": Recipe("seq2seq", self.objective.pattern).to_dict()}
 
     def build_model(self, body: nn.Module) -> nn.Module:
         return body  # the body's own output head writes the target
 
     def encode(self, record: Record, index: int, with_targets: bool) -> list[Feature]:
-        """Truncated so the layout fits max_len: `source [EOS]` and `[BOS] target` on an
+        """Truncated so the framing fits max_len: `source [EOS]` and `[BOS] target` on an
         encoder-decoder, `source [SEP] target [EOS]` on a stack (room left for generation)."""
         source = self.tokens(self.text(record, "source"))
         target = self.tokens(self.text(record, "target")) if with_targets else None
-        max_len = self.layout.max_len
-        if self.layout.arch == "encoder-decoder":
+        max_len = self.framing.max_len
+        if self.framing.arch == "encoder-decoder":
             source, target = source[: max_len - 1], None if target is None else target[: max_len - 1]
         elif target is not None:
             source, target = truncate_longest_first([source, target], max_len - 2)
@@ -66,7 +67,7 @@ class TextToText(Task):
             source = source[: max(1, max_len - 2 - self.max_target_tokens)]
         return [Feature(index, [], target, {"source": source})]
 
-    def collate(self, features: list[Feature], generator=None) -> TaskBatch:
+    def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
         if features[0].target is None:
             raise ValueError("text2text batches are for training; predict() generates")
         prepared = self.objective.prepare([(f.info["source"], f.target) for f in features], generator)
@@ -92,7 +93,7 @@ class TextToText(Task):
             written += greedy(
                 model,
                 sources,
-                self.layout.specials,
+                self.framing.specials,
                 max_new_tokens=self.max_target_tokens,
                 objective="seq2seq",
                 pattern=self.objective.pattern,
@@ -102,7 +103,7 @@ class TextToText(Task):
         decoded = [{"target": self.tokenizer.decode(ids, skip_special_tokens=True)} for ids in written]
         return [with_id(record, prediction) for record, prediction in zip(records, decoded)]
 
-    def evaluate(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
+    def metrics_of(self, predictions: list[dict], records: list[Record]) -> dict[str, float]:
         """Exact match after SQuAD's normalisation: for a task cast as text (a label, an answer), its
         accuracy; and corpus BLEU and chrF (sacrebleu) for free text."""
         predicted = [p["target"] for p in predictions]
