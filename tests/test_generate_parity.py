@@ -8,7 +8,7 @@ from hf_models import single_thread, tiny, transformers  # noqa: F401
 
 from triform.convert import import_hf
 from triform.generate import GenerationConfig, fill_mask, generate_ids, resolve_layout
-from triform.generate.api import imported_objective
+from triform.objectives import read_recipe
 from triform.vocab import SpecialTokens
 
 PROMPTS = [[9, 17, 33, 41, 8, 77], [12, 5, 90], [44, 45, 46, 47, 48, 49, 50, 51]]
@@ -76,10 +76,12 @@ def test_fill_mask_gives_the_probabilities_of_transformers_on_an_imported_bert(t
     reference = tiny("bert")
     reference.save_pretrained(tmp_path / "hf")
     pretrained = import_hf(tmp_path / "hf", tokenizer=False)
-    assert imported_objective(pretrained.extra) == "mlm"  # a folder imported from BERT fills masks
-    specials = SpecialTokens(pad=0, unk=1, cls=2, sep=3, mask=4)
+    recipe = read_recipe(pretrained.extra, "stack")
+    assert recipe.objective == "mlm"  # a folder imported from BERT fills masks
+    specials = SpecialTokens(pad=0, unk=1, bos=2, eos=3, cls=2, sep=3, mask=4)
     texts = [[9, 4, 33, 41, 4, 77], [12, 4, 90]]
-    ours = fill_mask(pretrained.model, texts, specials, top_k=3)
+    objective = recipe.build("stack", specials, pretrained.config.vocab_size)
+    ours = fill_mask(pretrained.model, objective, texts, top_k=3)
     with torch.no_grad():
         for text, per_mask in zip(texts, ours):
             ids = torch.tensor([[specials.cls, *text, specials.sep]])

@@ -158,7 +158,7 @@ def test_streaming_in_bf16_casts_the_weights_once_and_leaves_autocast_balanced()
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from triform.generate.engine import steps
-    from triform.generate.layout import resolve_layout
+    from triform.generate import resolve_layout
 
     model = build_model(tiny_config("stack")).eval()
     weight_shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}

@@ -8,16 +8,15 @@
 from triform.generate.api import Generation, TextGenerator
 from triform.generate.beam import length_penalty
 from triform.generate.config import GenerationConfig
-from triform.generate.engine import generate_ids, greedy
+from triform.generate.engine import PromptTooLong, generate_ids, greedy, resolve_layout
 from triform.generate.fill_mask import Candidate, fill_mask
-from triform.generate.layout import Layout, resolve_layout
 from triform.generate.mask_predict import mask_predict
 
 __all__ = [
     "Candidate",
     "Generation",
     "GenerationConfig",
-    "Layout",
+    "PromptTooLong",
     "TextGenerator",
     "fill_mask",
     "generate_ids",

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from triform.checkpoint import load_model
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig
-from triform.generate.engine import generate_in_batches, steps
-from triform.generate.fill_mask import Candidate, check_masked_lm, fill_mask
-from triform.generate.layout import Layout, PromptTooLong, resolve_layout
+from triform.generate.engine import PromptTooLong, generate_in_batches, steps
+from triform.generate.fill_mask import Candidate, check_fills_masks, fill_mask
 from triform.generate.mask_predict import mask_predict
 from triform.generate.search import Row, StopStrings
+from triform.objectives import PromptLayout, Recipe, default_recipe, read_recipe
 from triform.vocab import MASK, SpecialTokens
 
 INCOMPLETE_CHARACTER = "\ufffd"  # what a byte-level tokenizer decodes from a partial UTF-8 sequence
@@ -33,18 +34,9 @@ class Generation:
     score: float | None = None  # beam search: log-probability / length penalty
 
 
-# Hugging Face families imported by `triform convert` whose models were pretrained as masked LMs.
-MASKED_LM_TYPES = ("bert", "roberta", "distilbert")
-
-
-def imported_objective(extra: dict) -> str | None:
-    """The objective of a model imported from Hugging Face, whose folder records the model type only."""
-    return "mlm" if extra.get("hf", {}).get("model_type") in MASKED_LM_TYPES else None
-
-
 class TextGenerator:
-    """Generation, streaming, fill-mask and mask-predict for one model. `objective` and `pattern`
-    are those the model was trained with; they decide how prompts are laid out (layout.py)."""
+    """Generation, streaming, fill-mask and mask-predict for one model. Its recipe (the objective and
+    pattern it was trained with) decides how prompts are laid out and what the model can do."""
 
     def __init__(
         self,
@@ -54,11 +46,27 @@ class TextGenerator:
         *,
         objective: str | None = None,
         pattern: str | None = None,
+        recipe: Recipe | None = None,
     ):
+        """`recipe`, or the `objective` and `pattern` of one: by default a stack continues text (clm)
+        and an encoder-decoder writes a target (seq2seq)."""
         if specials is None:
             specials = SpecialTokens.from_tokenizer(tokenizer)
         self.model, self.tokenizer, self.specials = model, tokenizer, specials
-        self.objective, self.pattern = objective, pattern
+        arch = model.config.arch
+        if recipe is None:
+            recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
+        self.recipe = recipe
+        self.layout_of_prompts = None if recipe.fills_masks(arch) else recipe.prompt_layout(arch, specials)
+        self._objective = None
+
+    @property
+    def objective(self):
+        """The objective of the recipe, built when first needed (fill-mask lays its text out)."""
+        if self._objective is None:
+            config = self.model.config
+            self._objective = self.recipe.build(config.arch, self.specials, config.vocab_size)
+        return self._objective
 
     @classmethod
     def load(
@@ -69,30 +77,31 @@ class TextGenerator:
         objective: str | None = None,
         pattern: str | None = None,
     ) -> TextGenerator:
-        """A model folder; the objective and pattern default to those recorded by training."""
-        from triform.checkpoint import load_model
-
+        """A model folder; its recipe says how it was trained, unless `objective` (and `pattern`) say otherwise."""
         loaded = load_model(directory, device=device)
         if loaded.tokenizer is None:
             raise TriformError(f"{directory}: no tokenizer.json; text generation needs the model's tokenizer")
         specials = loaded.specials or SpecialTokens.from_tokenizer(
             loaded.tokenizer, source=f"{directory}/tokenizer.json"
         )
-        return cls(
-            loaded.model,
-            loaded.tokenizer,
-            specials,
-            objective=objective or loaded.extra.get("objective") or imported_objective(loaded.extra),
-            pattern=pattern or loaded.extra.get("pattern"),
-        )
+        recipe = read_recipe(loaded.extra, loaded.config.arch, f"{directory}/config.json")
+        if objective is not None:
+            recipe = Recipe(objective, pattern)
+        elif pattern is not None:
+            recipe = replace(recipe, pattern=pattern)
+        return cls(loaded.model, loaded.tokenizer, specials, recipe=recipe)
 
     @property
-    def layout(self) -> Layout:
-        return resolve_layout(self.model.config.arch, self.specials, self.objective, self.pattern)
+    def layout(self) -> PromptLayout:
+        """How prompts are laid out (an error, naming what to do instead, for a model that fills masks)."""
+        if self.layout_of_prompts is None:
+            return self.recipe.prompt_layout(self.model.config.arch, self.specials)  # raises, saying why
+        return self.layout_of_prompts
 
     @property
-    def is_masked_lm(self) -> bool:
-        return self.model.config.arch == "stack" and self.objective == "mlm"
+    def fills_masks(self) -> bool:
+        """Whether the model fills [MASK]s (fill-mask, mask-predict) rather than continuing text."""
+        return self.recipe.fills_masks(self.model.config.arch)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -177,10 +186,10 @@ class TextGenerator:
 
     def fill_mask(self, texts: str | list[str], top_k: int = 5) -> list[list[Candidate]] | list[list[list[Candidate]]]:
         """For each [MASK] of a text, its top_k candidates with probabilities; a list of those per text."""
-        check_masked_lm(self.model.config.arch, self.objective, self.specials)
+        check_fills_masks(self.fills_masks, self.model.config.arch, self.recipe.objective)
         single = isinstance(texts, str)
         sequences = [self.with_masks(t) for t in ([texts] if single else texts)]
-        results = fill_mask(self.model, sequences, self.specials, pattern=self.masked_lm_pattern, top_k=top_k)
+        results = fill_mask(self.model, self.objective, sequences, top_k=top_k)
         named = [
             [[Candidate(c.id, c.probability, self.tokenizer.id_to_token(c.id)) for c in mask] for mask in r]
             for r in results
@@ -190,18 +199,11 @@ class TextGenerator:
     def mask_predict(self, prompt: str = "", *, length: int | None = None, iterations: int = 10) -> str:
         """Generate `length` tokens after `prompt` with mask-predict; with no length, fill the
         [MASK]s of the prompt jointly. Returns the whole text, prompt included."""
-        check_masked_lm(self.model.config.arch, self.objective, self.specials)
+        check_fills_masks(self.fills_masks, self.model.config.arch, self.recipe.objective)
         sequence = self.with_masks(prompt) + [self.specials.mask] * (length or 0)
         if self.specials.mask not in sequence:
             raise TriformError("mask-predict: give a length, or a prompt with [MASK] in it")
-        filled = mask_predict(
-            self.model, sequence, self.specials, iterations=iterations, pattern=self.masked_lm_pattern
-        )
-        return self.decode(filled)
-
-    @property
-    def masked_lm_pattern(self) -> str:
-        return self.pattern or "bidirectional"
+        return self.decode(mask_predict(self.model, self.objective, sequence, iterations=iterations))
 
     def with_masks(self, text: str) -> list[int]:
         """Token ids of a text in which each literal [MASK] is the mask token, whatever the tokenizer

@@ -9,17 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 
 import torch
 
 from triform.errors import TriformError
 from triform.generate.beam import beam_search
 from triform.generate.config import GenerationConfig
-from triform.generate.layout import Layout, PromptTooLong, resolve_layout
 from triform.generate.search import Decode, Row, StopStrings, decode_steps
 from triform.generate.session import start_session
+from triform.models.modes import evaluation
+from triform.objectives import PromptLayout, Recipe, default_recipe
 from triform.precision import autocast, autocast_dtype
 from triform.vocab import SpecialTokens
+
+
+class PromptTooLong(TriformError):
+    def __init__(self, index: int, n_tokens: int, max_len: int):
+        self.index = index
+        self.reason = (
+            f"{n_tokens} tokens leave no room to generate within the model's max_len {max_len} "
+            "(shorten it, or truncate)"
+        )
+        super().__init__(f"prompt {index}: {self.reason}")
+
+
+def resolve_layout(
+    arch: str, specials: SpecialTokens, objective: str | None = None, pattern: str | None = None
+) -> PromptLayout:
+    """The prompt layout of a model trained with `objective` under `pattern`; by default a stack is
+    a causal language model and an encoder-decoder a seq2seq model."""
+    recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
+    return recipe.prompt_layout(arch, specials)
 
 
 def numerics(model, precision: str):
@@ -31,17 +52,6 @@ def numerics(model, precision: str):
     stack.enter_context(torch.no_grad() if autocast_dtype(precision, device) is not None else torch.inference_mode())
     stack.enter_context(autocast(precision, device))
     return stack
-
-
-@contextmanager
-def evaluation(model):
-    """Evaluation mode (no dropout) for the duration; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextmanager
@@ -70,7 +80,7 @@ def step_by_step(model, precision: str, generator: Iterator) -> Iterator:
 
 
 def plan_rows(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig
+    model, layout: PromptLayout, prompts: list[list[int]], config: GenerationConfig
 ) -> tuple[list[list[int]], list[Row]]:
     """Frame each prompt and give it a budget of new tokens within the model's max_len."""
     max_len = model.config.max_len
@@ -94,7 +104,7 @@ def repeat_for_samples(framed: list[list[int]], rows: list[Row], n: int) -> tupl
 
 
 def decoding(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, decode: Decode | None
+    model, layout: PromptLayout, prompts: list[list[int]], config: GenerationConfig, decode: Decode | None
 ) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
     """The rows and the iterator of `steps`, to be run inside `numerics` by the caller."""
     if config.num_beams > 1:
@@ -113,7 +123,7 @@ def decoding(
 
 
 def steps(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+    model, layout: PromptLayout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
 ) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
     """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
     iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
@@ -123,7 +133,7 @@ def steps(
 
 def generate_ids(
     model,
-    layout: Layout,
+    layout: PromptLayout,
     prompts: list[list[int]],
     config: GenerationConfig | None = None,
     *,
@@ -145,7 +155,7 @@ def generate_ids(
 
 
 def beam_ids(
-    model, layout: Layout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
+    model, layout: PromptLayout, prompts: list[list[int]], config: GenerationConfig, *, decode: Decode | None = None
 ) -> list[list[Row]]:
     """Beam search for every prompt (whatever config.num_beams, one included): the n best of each."""
     framed, rows = plan_rows(model, layout, prompts, config)
@@ -159,7 +169,7 @@ def beam_ids(
 
 def generate_in_batches(
     model,
-    layout: Layout,
+    layout: PromptLayout,
     prompts: list[list[int]],
     config: GenerationConfig,
     *,

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from triform.generate.fill_mask import mask_scores
-from triform.vocab import SpecialTokens
+from triform.generate.fill_mask import check_fills_masks, mask_scores
 
 
 @torch.inference_mode()
-def mask_predict(
-    model, sequence: list[int], specials: SpecialTokens, *, iterations: int = 10, pattern: str = "bidirectional"
-) -> list[int]:
-    """Fill every [MASK] of `sequence` (token ids, no [CLS]/[SEP]) jointly; return the filled ids."""
+def mask_predict(model, objective, sequence: list[int], *, iterations: int = 10) -> list[int]:
+    """Fill every [MASK] of `sequence` (token ids, no [CLS]/[SEP]) jointly, as the masked-LM
+    `objective` lays out text; return the filled ids."""
+    check_fills_masks(objective.fills_masks, objective.arch, objective.name)
+    specials = objective.specials
     if iterations < 1:
         raise ValueError(f"iterations: expected an integer >= 1, got {iterations}")
     model.eval()
@@ -30,7 +30,7 @@ def mask_predict(
     confidence = torch.zeros(n_slots)
     remask = list(range(n_slots))  # indices into `slots`
     for t in range(iterations):
-        probabilities, _ = mask_scores(model, [tokens], specials, pattern)  # (n masked, V), in slot order
+        probabilities, _ = mask_scores(model, objective, [tokens])  # (n masked, V), in slot order
         # The model never predicts special tokens in training; do not let it write them here.
         probabilities[:, list(specials.all_ids)] = 0.0
         best = probabilities.max(-1)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from triform.generate.layout import Layout
+from triform.objectives import PromptLayout
 from triform.objectives.batch import pad
 
 
-def start_session(model, layout: Layout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool = True):
+def start_session(model, layout: PromptLayout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool = True):
     """`prompts` are framed by `layout.frame`; the session can take `max_new_tokens` steps."""
     if layout.arch == "encoder-decoder":
         return EncoderDecoderSession(model, layout, prompts, max_new_tokens, use_cache)
@@ -38,12 +38,12 @@ def _scores(logits: Tensor) -> Tensor:
     return logits[:, -1] if logits.dim() == 3 else logits
 
 
-def _pad_value(layout: Layout) -> int:
+def _pad_value(layout: PromptLayout) -> int:
     return layout.specials.pad if layout.specials.pad is not None else 0
 
 
 class StackSession:
-    def __init__(self, model, layout: Layout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool):
+    def __init__(self, model, layout: PromptLayout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool):
         self.model, self.pattern = model, layout.pattern
         device = model.head.projection.weight.device
         ids, mask = pad(prompts, _pad_value(layout), side="left")  # (B, T), (B, T) or None
@@ -100,7 +100,7 @@ class StackSession:
 
 
 class EncoderDecoderSession:
-    def __init__(self, model, layout: Layout, sources: list[list[int]], max_new_tokens: int, use_cache: bool):
+    def __init__(self, model, layout: PromptLayout, sources: list[list[int]], max_new_tokens: int, use_cache: bool):
         self.model = model
         device = model.head.projection.weight.device
         source_ids, mask = pad(sources, _pad_value(layout))  # right padding: positions are unchanged
