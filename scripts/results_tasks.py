@@ -150,7 +150,7 @@ def execute(data: Path, runs: Path, pretrain_steps: int) -> None:
     )
     results["bag_of_words"] = bag_of_words(runs)
     results["runs"] = []
-    for name, preset, extra in (("bert", "tiny-bert", ["--objective.whole_word", "true"]), ("gpt", "tiny-gpt", [])):
+    for name, preset, extra in (("bert", "tiny-bert", ["--objective.mlm.whole_word", "true"]), ("gpt", "tiny-gpt", [])):
         body = runs / name
         run(
             [
@@ -319,7 +319,7 @@ def render(results: dict) -> str:
         "Commands (one body shown; `--from_scratch true` for the random start, `--train.seed 1` for the second seed):",
         "",
         "```sh",
-        f"triform train --preset tiny-bert --objective.whole_word true --data.train runs/results-tasks/pretrain.txt "
+        f"triform train --preset tiny-bert --objective.mlm.whole_word true --data.train runs/results-tasks/pretrain.txt "
         f"--run_dir runs/results-tasks/bert --train.steps {pretrain_steps} " + " ".join(PRETRAIN),
         "triform finetune --task classify --init runs/results-tasks/bert/model --data.train "
         "runs/results-tasks/genre-train.tsv "

@@ -125,7 +125,7 @@ def plan(data: Path, runs: Path) -> dict:
                 "train",
                 "--preset",
                 "tiny-bert",
-                "--objective.whole_word",
+                "--objective.mlm.whole_word",
                 "true",
                 *brown_data,
                 "--run_dir",

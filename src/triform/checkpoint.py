@@ -106,7 +106,7 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
-    from triform.models import build_model
+    from triform.models import build_model  # MERGE: top level once models/ no longer imports generate/
 
     directory = Path(directory)
     document = read_config(directory)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from triform.nn.masks import visibility
-from triform.objectives import IGNORE, Batch, make_objective
+from triform.objectives import IGNORE, Batch, make_objective, objective_class
 from triform.objectives.compat import ALLOWED, check_pair
 from triform.vocab import SpecialTokens, special_token_strings
 
@@ -35,19 +35,18 @@ def prepared_example(
 ):
     """(Batch of one example as the objective lays it out, the word-level tokenizer of its text)."""
     pattern = check_pair(arch, objective, pattern)
-    if objective == "seq2seq" and target is None:
-        raise ValueError("the seq2seq objective needs a target text (--target)")
+    pairs = objective_class(objective).reads_pairs
+    if pairs and target is None:
+        raise ValueError(f"the {objective} objective needs a target text (--target)")
     tokenizer = word_tokenizer(text, target or "")
     specials = SpecialTokens.from_tokenizer(tokenizer)
-    options = {}
-    if objective == "denoise":
-        vocabulary = tokenizer.get_vocab()
-        options["sentence_end_ids"] = tuple(vocabulary[p] for p in ".!?" if p in vocabulary)
-    built = make_objective(objective, specials, tokenizer.get_vocab_size(), arch=arch, pattern=pattern, **options)
+    built = make_objective(
+        objective, specials, tokenizer.get_vocab_size(), arch=arch, pattern=pattern, tokenizer=tokenizer
+    )
     ids = tokenizer.encode(text).ids
     if not ids:
         raise ValueError("the text has no tokens to show")
-    example = (ids, tokenizer.encode(target).ids) if objective == "seq2seq" else ids
+    example = (ids, tokenizer.encode(target).ids) if pairs else ids
     return built.prepare([example], generator=torch.Generator().manual_seed(seed)), tokenizer
 
 

@@ -15,6 +15,7 @@ import torch
 
 from triform.nn.masks import visibility
 from triform.objectives import IGNORE, Batch
+from triform.vocab import tokenizer_kind
 
 SEEN, HIDDEN = "#3b6fb6", "#f1f1f1"
 HIGHLIGHT = {"[MASK]": "#f4a261", "target": "#2a9d8f", "prefix": "#dbe7f6"}
@@ -153,8 +154,6 @@ def display_names(tokenizer):
     two bytes in UTF-8); its token strings ('Ã', 'Ł') mean nothing to a reader. So each token is
     shown as the text it completes when the tokens before it are decoded with it, and a token that
     only begins a character shows '·' (the character follows on the next token)."""
-    from triform.data.tokenizers import tokenizer_kind
-
     added = set(tokenizer.get_added_tokens_decoder())  # special tokens and sentinels, shown as they are
 
     def raw(token_id: int) -> str:

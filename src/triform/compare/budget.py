@@ -14,8 +14,6 @@ import torch
 
 from triform.config import ModelConfig
 from triform.models import build_model
-from triform.train.batching import prepare
-from triform.train.loop import batch_order
 
 SAMPLED_STEPS = 8  # batches prepared to measure the tokens of an average step
 
@@ -54,12 +52,12 @@ def batch_compute(batch, parameters: dict[str, int]) -> float:
 def compute_per_step(session, batch_size: int, seed: int) -> float:
     """The mean compute of a training step of this session, measured on its first batches."""
     parameters = path_parameters(session.model_config)
-    order = batch_order(session, batch_size, seed)
+    order = session.batch_order(batch_size, seed)
     total = 0.0
     steps = min(SAMPLED_STEPS, order.steps_per_epoch)
     for step in range(steps):
         generator = torch.Generator().manual_seed(seed + step)
-        batch = prepare(session.objective, order.examples(step), generator, session.word_table)
+        batch = session.objective.prepare(order.examples(step), generator)
         total += batch_compute(batch, parameters)
     return total / steps
 

@@ -20,10 +20,10 @@ from triform.compare.plan import NONE, TASK_OBJECTIVE, TASKS, Entry, finetune_pa
 from triform.data.batches import WindowData
 from triform.data.shards import load_prepared
 from triform.data.tokenizers import load_tokenizer
-from triform.demo.runs import RunSpec, resolved_run, train_with_bar
 from triform.demo.scores import context_free_log_probs
 from triform.train.distributed import Processes
 from triform.train.session import build_session
+from triform.train.spec import RunSpec, resolved_run, train_spec
 from triform.vocab import SpecialTokens
 
 
@@ -90,7 +90,7 @@ def train_budgeted(
     init_from: Path | None = None,
 ) -> dict:
     spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir)
-    records = train_with_bar(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
+    records = train_spec(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
     train = [r for r in records if r.get("split") == "train"]
     for leftover in ("checkpoints", "best"):  # the final model is all that is used
         shutil.rmtree(run_dir / leftover, ignore_errors=True)

@@ -36,7 +36,10 @@ from triform.convert.hf_config import HFConfig
 from triform.convert.mapping import consumed_names, export_state, import_state
 from triform.convert.specials import special_tokens, tokenizer_files
 from triform.convert.t5 import T5Family
+from triform.convert.tokenizer import has_tokenizer_files, load_hf_tokenizer
 from triform.errors import ConfigError
+from triform.models import build_model
+from triform.objectives import Recipe
 
 FAMILIES: dict[str, Family] = {
     "bert": BertFamily("bert"),
@@ -66,9 +69,6 @@ def family_for(model_type: str, source: str) -> Family:
 
 def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretrained:
     """Read a local Hugging Face model folder into a triform model, with its tokenizer when there is one."""
-    from triform.convert.tokenizer import has_tokenizer_files, load_hf_tokenizer
-    from triform.models import build_model
-
     directory = Path(directory)
     raw = read_hf_config(directory)
     hf = HFConfig(raw, str(directory / CONFIG))
@@ -95,7 +95,10 @@ def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretra
         )
     loaded_tokenizer = load_hf_tokenizer(directory) if tokenizer and has_tokenizer_files(directory) else None
     specials = special_tokens(family, hf, loaded_tokenizer, directory)
-    extra = {"hf": {"model_type": hf.model_type, "config": raw, "unused_tensors": unused}}
+    extra = {
+        "recipe": Recipe(family.objective).to_dict(),
+        "hf": {"model_type": hf.model_type, "config": raw, "unused_tensors": unused},
+    }
     if (directory / GENERATION_CONFIG).is_file():
         extra["hf"]["generation_config"] = read_json(directory / GENERATION_CONFIG)
     return Pretrained(model.eval(), config, specials, loaded_tokenizer, extra)

@@ -21,6 +21,7 @@ SHARED = "model.shared.weight"
 
 class BartFamily(Family):
     model_types = ("bart",)
+    objective = "denoise"  # Lewis et al. 2020
     prefix = "model."
     copies = {"model.encoder.embed_tokens.weight": SHARED, "model.decoder.embed_tokens.weight": SHARED}
     ignored = (r"^lm_head\.weight$",)  # the tied output projection, when the file holds a copy
@@ -160,6 +161,7 @@ class BartFamily(Family):
 
 class MarianFamily(BartFamily):
     model_types = ("marian",)
+    objective = "seq2seq"  # translation models, trained on parallel data
     ignored = (r"^lm_head\.weight$", r"^model\.(en|de)coder\.embed_positions\.weight$")
     decoder_start_role = "pad"
     fixed = {**BartFamily.fixed, "position": "sinusoidal-halves", "embedding_norm": False}

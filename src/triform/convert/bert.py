@@ -35,6 +35,7 @@ ROBERTA_TOKENS = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<ma
 
 class BertFamily(Family):
     model_types = ("bert", "roberta", "distilbert")
+    objective = "mlm"
     # Buffers of older checkpoints, and the tied output projection when the file holds a copy.
     ignored = (
         r"\.position_ids$",

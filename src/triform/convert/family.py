@@ -24,6 +24,7 @@ LEGACY_SUFFIXES = ((".gamma", ".weight"), (".beta", ".bias"))
 
 class Family:
     model_types: ClassVar[tuple[str, ...]]
+    objective: ClassVar[str]  # what the family's checkpoints were pretrained with: the imported recipe
     prefix: ClassVar[str] = ""  # the base model's prefix in checkpoints of the class with the LM head
     ignored: ClassVar[tuple[str, ...]] = ()  # patterns of tensors that carry nothing: buffers, tied copies
     copies: ClassVar[dict[str, str]] = {}  # tensors saved as copies of another, which they must equal

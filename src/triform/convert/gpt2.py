@@ -14,6 +14,7 @@ from triform.convert.mapping import Rule, linear, rule
 
 class GPT2Family(Family):
     model_types = ("gpt2",)
+    objective = "clm"
     prefix = "transformer."
     # Causal-mask buffers of older checkpoints, and the tied output projection when the file holds a copy.
     ignored = (r"\.attn\.bias$", r"\.attn\.masked_bias$", r"^lm_head\.weight$")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from triform.convert.files import ConversionError, one_line, read_json
-from triform.convert.tokenizer import token_setting
+from triform.convert.specials import token_setting
 
 UNIGRAM, NORMAL, USER_DEFINED = 1, 1, 4  # ModelProto.TrainerSpec.ModelType and SentencePiece.Type values
 HIDDEN = " "  # put before a token the source model does not have: no normalised text contains a space

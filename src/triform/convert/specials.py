@@ -70,3 +70,10 @@ def tokenizer_files(tokenizer, specials: SpecialTokens | None, config: ModelConf
         if specials.sentinels:
             settings["additional_special_tokens"] = [tokenizer.id_to_token(i) for i in specials.sentinels]
     return {"tokenizer.json": tokenizer.to_str(), TOKENIZER_CONFIG: to_json(settings)}
+
+
+def token_setting(settings: dict, name: str, default: str) -> str:
+    """A special token's text as tokenizer_config.json gives it: a string, or {"content": ...}."""
+    value = settings.get(name, default)
+    value = value.get("content") if isinstance(value, dict) else value
+    return value if isinstance(value, str) else default

@@ -19,6 +19,7 @@ SHARED = "shared.weight"
 
 class T5Family(Family):
     model_types = ("t5", "mt5")
+    objective = "span"  # Raffel et al. 2020; mT5 (Xue et al. 2021) too
     copies = {"encoder.embed_tokens.weight": SHARED, "decoder.embed_tokens.weight": SHARED}
     ignored = (r"^lm_head\.weight$",)  # the tied output projection, when the file holds a copy
     decoder_start_role = "pad"

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from triform.convert.files import CONFIG, ConversionError, one_line, read_json
-from triform.convert.specials import TOKENIZER_CONFIG, declared_tokens
+from triform.convert.sentencepiece import marian_tokenizer, t5_tokenizer
+from triform.convert.specials import TOKENIZER_CONFIG, declared_tokens, token_setting
 
 TOKENIZER_JSON, VOCAB_TXT, VOCAB_JSON, MERGES = "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"
 SPIECE, SOURCE_SPM, TARGET_SPM = "spiece.model", "source.spm", "target.spm"
@@ -40,8 +41,6 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
     settings = read_json(directory / TOKENIZER_CONFIG) if (directory / TOKENIZER_CONFIG).is_file() else {}
     kind = tokenizer_kind(directory, settings)
     if (directory / SOURCE_SPM).is_file() and (directory / VOCAB_JSON).is_file() and not (directory / MERGES).is_file():
-        from triform.convert.sentencepiece import marian_tokenizer
-
         return marian_tokenizer(directory, settings, side)
     if (directory / TOKENIZER_JSON).is_file():
         try:
@@ -55,8 +54,6 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
     elif (directory / VOCAB_JSON).is_file() and (directory / MERGES).is_file():
         tokenizer = byte_level_bpe(directory, settings, roberta_style=kind in ROBERTA_STYLE)
     elif (directory / SPIECE).is_file():
-        from triform.convert.sentencepiece import t5_tokenizer
-
         return t5_tokenizer(directory / SPIECE, settings)
     else:
         raise ConversionError(
@@ -156,12 +153,6 @@ def template(single: str, pair: str, vocabulary: dict, *tokens: str):
     if missing:
         raise ConversionError(f"special token {missing[0]!r} is not in the vocabulary")
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=[(t, vocabulary[t]) for t in tokens])
-
-
-def token_setting(settings: dict, name: str, default: str) -> str:
-    value = settings.get(name, default)
-    value = value.get("content") if isinstance(value, dict) else value
-    return value if isinstance(value, str) else default
 
 
 def add_special_tokens(tokenizer, directory: Path, settings: dict, defaults: dict[str, str]) -> None:

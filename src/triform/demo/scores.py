@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from triform.data.batches import evaluation_batches
 from triform.objectives import IGNORE
-from triform.train.batching import prepare
 
 EVAL_SEED = 4321  # the masks of the held-out text: the same for every masked model
 MASK_DRAWS = 4  # passes over the held-out text, each with other masks (one pass for a causal LM)
@@ -46,16 +45,16 @@ def heldout_scores(model, session, log_probs: torch.Tensor) -> dict:
     model.eval()
     model_loss = guess_loss = correct = guess_correct = n = 0.0
     top_guess = int(log_probs.argmax())
-    draws = MASK_DRAWS if objective.name == "mlm" else 1
+    draws = MASK_DRAWS if objective.fills_masks else 1
     for number, indices in enumerate(indices for _ in range(draws) for indices in evaluation_batches(data, BATCH)):
         generator = torch.Generator().manual_seed(EVAL_SEED + number)
-        batch = prepare(objective, [data.example(i) for i in indices], generator, session.word_table)
+        batch = objective.prepare([data.example(i) for i in indices], generator)
         logits = model(**batch.model_inputs()).float()  # (N, V) at the predicted tokens, or (B, T, V)
         predicted = batch.targets != IGNORE
         if not batch.sparse_logits:
             logits = logits[predicted]
         targets = batch.targets[predicted]
-        if objective.name == "mlm":  # [MASK] positions only
+        if objective.fills_masks:  # [MASK] positions only
             shown_mask = batch.ids[predicted] == mask
             logits, targets = logits[shown_mask], targets[shown_mask]
         model_loss += float(F.cross_entropy(logits, targets, reduction="sum"))

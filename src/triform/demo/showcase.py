@@ -11,13 +11,13 @@ import torch
 
 from triform.demo.data import NumberData, TextData
 from triform.demo.plan import DemoModel
-from triform.demo.runs import RunSpec, last_validation, resolved_run
 from triform.demo.scores import context_free_log_probs, heldout_scores
 from triform.generate import TextGenerator
 from triform.objectives import make_objective
 from triform.pictures import display_names, draw_batch
 from triform.train.distributed import Processes
 from triform.train.session import build_session
+from triform.train.spec import RunSpec, last_validation, resolved_run
 
 DOCSTRING_PROMPTS = ("Return the", "If the file", "This module provides", "The default is", "Raise an exception if")
 N_FILLS, N_TRANSLATIONS = 6, 8
@@ -31,6 +31,7 @@ class Outcome:
     metrics: dict = field(default_factory=dict)  # name -> value; "learned" figures first
     examples: list[dict] = field(default_factory=list)
     picture: Path | None = None
+    use: str = "generate"  # the command that uses the model: generate, fill-mask or translate
 
     @property
     def seconds(self) -> float:
@@ -47,7 +48,7 @@ def language_metrics(outcome: Outcome, generator: TextGenerator, spec: RunSpec) 
     session = build_session(resolved_run(spec, outcome.run_dir), outcome.run_dir, Processes())
     log_probs = context_free_log_probs(session.train_data.corpus, generator.model.config.vocab_size)
     scores = heldout_scores(generator.model, session, log_probs)
-    name = "masked-token accuracy" if outcome.model.objective == "mlm" else "next-token accuracy"
+    name = "masked-token accuracy" if generator.fills_masks else "next-token accuracy"
     return {
         name: scores["accuracy"],
         "context-free accuracy": scores["context-free accuracy"],
@@ -142,6 +143,9 @@ def showcase(
     """Fill in the outcome's metrics, examples and picture."""
     generator = load(outcome)
     model = outcome.model
+    outcome.use = (
+        "fill-mask" if generator.fills_masks else "translate" if generator.layout.writes_target else "generate"
+    )
     if model.data == "numbers":
         outcome.examples, exact = translations(generator, numbers)
         valid = last_validation(outcome.records)
@@ -155,7 +159,7 @@ def showcase(
         example = (generator.encode(english), generator.encode(german))
     else:
         outcome.metrics = language_metrics(outcome, generator, spec)
-        if model.objective == "mlm":
+        if generator.fills_masks:
             outcome.examples = fills(
                 generator, masked_sentences(generator.tokenizer, text.valid_texts, generator.model.config.max_len - 2)
             )

@@ -1,0 +1,1 @@
+"""Data: tokenizers, readers of text and records, tokenized corpora, prepared shards, batches."""
