@@ -157,8 +157,8 @@ def test_streaming_in_bf16_casts_the_weights_once_and_leaves_autocast_balanced()
     copies of the weights are made at the first step only, and lowers it however the stream ends."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from triform.generate.engine import steps
     from triform.generate import resolve_layout
+    from triform.generate.engine import steps
 
     model = build_model(tiny_config("stack")).eval()
     weight_shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}

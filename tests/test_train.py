@@ -12,9 +12,9 @@ from training_helpers import train_args, write_parallel, write_text
 
 from triform.checkpoint import load_model
 from triform.cli import build_parser, main
-from triform.train.run import train
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
+from triform.train.run import train
 
 
 def resolved_from(argv):
