@@ -18,7 +18,7 @@ from triform.nn.masks import is_plain_causal, positions_from_padding, visibility
 from triform.nn.position import RelativePositionBias
 
 if TYPE_CHECKING:
-    from triform.generate.cache import KVCache
+    from triform.nn.cache import KVCache
 
 
 class Embeddings(nn.Module):

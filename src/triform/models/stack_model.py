@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack
+from triform.nn.cache import KVCache, cache_for
 
 
 class StackModel(nn.Module):

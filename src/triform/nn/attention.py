@@ -16,7 +16,7 @@ from triform.nn.dropout import dropout
 from triform.nn.linear import Linear
 
 if TYPE_CHECKING:
-    from triform.generate.cache import LayerCache
+    from triform.nn.cache import LayerCache
     from triform.nn.position import Rotary
 
 

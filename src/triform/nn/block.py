@@ -17,7 +17,7 @@ from triform.nn.attention import Attention
 from triform.nn.dropout import Dropout
 
 if TYPE_CHECKING:
-    from triform.generate.cache import LayerCache
+    from triform.nn.cache import LayerCache
 
 
 @dataclass
