@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triform.nn import linear as linear_module
-from triform.nn.attention import attend
-from triform.nn.dropout import Dropout, dropout, keep_mask
-from triform.nn.linear import Linear, use_onednn
+from triform.kernels import linear as linear_module
+from triform.kernels.attention import attend
+from triform.kernels.dropout import Dropout, dropout, keep_mask
+from triform.kernels.linear import Linear, use_onednn
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -27,7 +27,7 @@ def test_linear_matches_torch_forward_and_backward(bias):
 
 def test_linear_uses_onednn_only_for_large_fp32_products_outside_autocast():
     x, weight = torch.randn(64, 64), torch.randn(64, 64)  # 2^18 multiply-adds
-    assert use_onednn(x, weight) == linear_module._ONEDNN
+    assert use_onednn(x, weight) == linear_module.ONEDNN
     assert not use_onednn(x[:1], weight)  # a single row: MKL's call costs less
     assert not use_onednn(x.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):

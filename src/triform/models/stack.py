@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from triform.nn.block import AttentionContext, Block
-from triform.nn.dropout import Dropout
 from triform.nn.masks import is_plain_causal, positions_from_padding, visibility
 from triform.nn.position import RelativePositionBias
 
@@ -32,7 +31,7 @@ class Embeddings(nn.Module):
         *,
         scale: float,
         norm: nn.Module | None,
-        dropout: float,
+        dropout: nn.Module,
     ):
         super().__init__()
         self.token = token
@@ -40,7 +39,7 @@ class Embeddings(nn.Module):
         self.token_types = token_types
         self.scale = scale
         self.norm = norm
-        self.dropout = Dropout(dropout)  # on the sum of embeddings and positions, Vaswani §5.4
+        self.dropout = dropout  # on the sum of embeddings and positions, Vaswani §5.4
 
     def forward(self, ids: Tensor, positions: Tensor, token_types: Tensor | None = None) -> Tensor:
         x = self.token(ids)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from triform.nn.attention import Attention
-from triform.nn.dropout import Dropout
 
 if TYPE_CHECKING:
     from triform.nn.cache import LayerCache
@@ -38,7 +37,7 @@ class Block(nn.Module):
         self_attention: Attention,
         feedforward: nn.Module,
         norms: list[nn.Module],
-        dropout: float,
+        dropout: nn.Module,
         cross_attention: Attention | None = None,
     ):
         super().__init__()
@@ -46,7 +45,7 @@ class Block(nn.Module):
         self.cross_attention = cross_attention
         self.feedforward = feedforward
         self.norms = nn.ModuleList(norms)  # one per sublayer, in order
-        self.dropout = Dropout(dropout)  # on each sublayer's output, Vaswani §5.4
+        self.dropout = dropout  # on each sublayer's output, Vaswani §5.4
 
     def residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module) -> Tensor:
         raise NotImplementedError

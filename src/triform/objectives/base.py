@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from triform.nn.loss import cross_entropy
+from triform.kernels.loss import cross_entropy
 from triform.objectives.batch import IGNORE, Batch
 from triform.objectives.compat import SOURCE_TARGET, check_pair
 from triform.vocab import SpecialTokens

@@ -1,32 +1,35 @@
 """y = x · Wᵀ + b, with the matrix-product kernel chosen for the CPU.
 
-torch computes fp32 matrix products on x86 CPUs with MKL, and bf16 ones with oneDNN. On the AMD
-EPYC that benchmarks/run.py was developed on:
+torch computes fp32 matrix products on x86 CPUs with MKL, and bf16 ones with oneDNN. Measured on the
+AMD EPYC that benchmarks/run.py was developed on (torch 2.13):
 - oneDNN's fp32 kernels ran the products of a training step 1.3 to 2.4 times faster than MKL's at
   the same shapes (MKL picks its code path by CPU vendor; oneDNN by instruction set);
 - for a single row (a decoding step at batch 1), oneDNN's bf16 kernel, built for matrices, ran at
   a third of the speed of torch's own fp32-accumulating matrix-vector kernel, and slower than fp32.
 `Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the
-same results to within rounding.
+same results to within rounding. `choose_product` makes the choice, in one place.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # A oneDNN call costs some 10 µs before any arithmetic, more than a whole small product takes in
 # MKL. From about 2^18 multiply-adds up oneDNN wins, by far when the weights stream from memory as in
 # decoding (benchmarks/run.py's GPT at batch 1: 2.3 ms per token against 3.5 with MKL); below, MKL's
 # lower cost per call keeps the per-step time of small models (benchmarks/generation.py) as it was.
 ONEDNN_MIN_PRODUCT = 2**18
 
+Product = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
-def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+
+def onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (M, K) · weight (N, K)ᵀ + bias, by oneDNN; any strides."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -36,15 +39,23 @@ class _OneDnnLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _product(x, weight, bias)
+        return onednn_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = _product(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # grad · W
-        grad_weight = _product(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # gradᵀ · x
+        grad_x = onednn_product(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # grad · W
+        grad_weight = onednn_product(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # gradᵀ · x
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear by oneDNN, forward and backward."""
+    rows = x.reshape(-1, x.shape[-1])  # (M, in)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    y = _OneDnnLinear.apply(rows, weight, bias) if needs_grad else onednn_product(rows, weight, bias)
+    return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
 
 
 def use_onednn(x: Tensor, weight: Tensor) -> bool:
@@ -52,7 +63,7 @@ def use_onednn(x: Tensor, weight: Tensor) -> bool:
     enabled, outside autocast (whose bf16 products are oneDNN's already) and outside torch.compile
     (which makes its own choice)."""
     return (
-        _ONEDNN
+        ONEDNN
         and x.numel() * weight.shape[0] >= ONEDNN_MIN_PRODUCT
         and x.dtype == weight.dtype == torch.float32
         and x.device.type == "cpu"
@@ -102,18 +113,27 @@ class _WithoutOneDnn:
 _without_onednn = _WithoutOneDnn()
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    if one_bf16_row(x):
-        with _without_onednn:  # torch's own matrix-vector kernel
-            return F.linear(x, weight, bias)
-    if not use_onednn(x, weight):
+def matrix_vector_row(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """One bf16 row by torch's own matrix-vector kernel."""
+    with _without_onednn:
         return F.linear(x, weight, bias)
-    rows = x.reshape(-1, x.shape[-1])  # (M, in)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    y = _OneDnnLinear.apply(rows, weight, bias) if needs_grad else _product(rows, weight, bias)
-    return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
+
+
+def choose_product(x: Tensor, weight: Tensor) -> Product:
+    """The kernel that computes x · weightᵀ + bias fastest here."""
+    if one_bf16_row(x):
+        return matrix_vector_row
+    if use_onednn(x, weight):
+        return onednn_linear
+    return F.linear
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return choose_product(x, weight)(x, weight, bias)
 
 
 class Linear(nn.Linear):
+    """nn.Linear, its product computed by the kernel `choose_product` picks."""
+
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)
