@@ -6,7 +6,7 @@ on a CPU; `models/build.py` hands them to the parts (`linear=Linear`, `attend=at
 Each choice was measured, on an AMD EPYC, and each module says what was measured; tests/test_kernels.py
 checks each kernel against the textbook path it replaces.
 
-- `linear`: oneDNN for large fp32 products; torch's own matrix-vector kernel for one bf16 row.
+- `linear`: oneDNN for large fp32 products; a small single row under bf16 autocast in fp32 by MKL.
 - `attention`: bf16 attention written out as two products around a softmax; one query in fp32.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.

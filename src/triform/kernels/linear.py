@@ -4,15 +4,20 @@ torch computes fp32 matrix products on x86 CPUs with MKL, and bf16 ones with one
 AMD EPYC that benchmarks/run.py was developed on (torch 2.13):
 - oneDNN's fp32 kernels ran the products of a training step 1.3 to 2.4 times faster than MKL's at
   the same shapes (MKL picks its code path by CPU vendor; oneDNN by instruction set);
-- for a single row (a decoding step at batch 1), oneDNN's bf16 kernel, built for matrices, ran at
-  a third of the speed of torch's own fp32-accumulating matrix-vector kernel, and slower than fp32.
+- a single row under bf16 autocast (a decoding step at batch 1) goes to oneDNN's bf16 kernel, built
+  for matrices, which costs 25 to 35 µs a call however small the product. Below ONEDNN_MIN_PRODUCT
+  the row is computed outside autocast, in fp32 against the fp32 weight, by MKL's matrix-vector
+  kernel: 17 µs against 34 for 64 -> 192 features, and greedy decoding of the tiny presets at batch 1
+  a quarter faster. Larger rows stay with oneDNN, which reads half the bytes. torch's own bf16
+  matrix-vector kernel was faster still (at d_model 384, decoding 1.6 times faster), but every aten
+  product (mm, mv, dot, bmm) reaches it only with oneDNN switched off for the whole process, a
+  flag that other threads would see; no per-call way to it exists, so it is not used.
 `Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the
 same results to within rounding. `choose_product` makes the choice, in one place.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import torch
@@ -25,6 +30,9 @@ ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_li
 # decoding (benchmarks/run.py's GPT at batch 1: 2.3 ms per token against 3.5 with MKL); below, MKL's
 # lower cost per call keeps the per-step time of small models (benchmarks/generation.py) as it was.
 ONEDNN_MIN_PRODUCT = 2**18
+# torch itself leaves bf16 products of at most 16³ multiply-adds to its own kernel (mkldnn_gemm in
+# aten/src/ATen/native/mkldnn/Matmul.cpp), which is faster there than fp32.
+ONEDNN_MIN_BF16 = 16**3
 
 Product = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
@@ -73,10 +81,14 @@ def use_onednn(x: Tensor, weight: Tensor) -> bool:
     )
 
 
-def one_bf16_row(x: Tensor) -> bool:
-    """A single row under CPU bf16 autocast, oneDNN enabled, outside torch.compile."""
+def small_bf16_row(x: Tensor, weight: Tensor) -> bool:
+    """A single row under CPU bf16 autocast whose product oneDNN would compute (more than 16³
+    multiply-adds, oneDNN enabled) but slower than MKL in fp32 (fewer than ONEDNN_MIN_PRODUCT), with
+    an fp32 weight, outside torch.compile."""
     return (
         x.numel() == x.shape[-1]
+        and ONEDNN_MIN_BF16 < x.numel() * weight.shape[0] < ONEDNN_MIN_PRODUCT
+        and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -85,44 +97,16 @@ def one_bf16_row(x: Tensor) -> bool:
     )
 
 
-class _WithoutOneDnn:
-    """oneDNN switched off while at least one thread is inside, back on when the last one leaves.
-
-    torch offers no per-call choice of kernel, only the process-wide flag. Counting the threads
-    inside keeps one thread from switching oneDNN back on under another; exceptions restore it too.
-    A thread running other products meanwhile gets torch's own kernels for them: the same products,
-    by a different (possibly slower) kernel.
-    """
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.inside = 0
-
-    def __enter__(self):
-        with self.lock:
-            self.inside += 1
-            torch.backends.mkldnn.enabled = False
-
-    def __exit__(self, *exception):
-        with self.lock:
-            self.inside -= 1
-            if self.inside == 0:
-                torch.backends.mkldnn.enabled = True
-
-
-_without_onednn = _WithoutOneDnn()
-
-
-def matrix_vector_row(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """One bf16 row by torch's own matrix-vector kernel."""
-    with _without_onednn:
-        return F.linear(x, weight, bias)
+def fp32_row(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear outside autocast, in fp32, its result in bf16 as autocast's would be."""
+    with torch.autocast("cpu", enabled=False):
+        return F.linear(x.float(), weight, bias).to(torch.bfloat16)
 
 
 def choose_product(x: Tensor, weight: Tensor) -> Product:
     """The kernel that computes x · weightᵀ + bias fastest here."""
-    if one_bf16_row(x):
-        return matrix_vector_row
+    if small_bf16_row(x, weight):
+        return fp32_row
     if use_onednn(x, weight):
         return onednn_linear
     return F.linear
