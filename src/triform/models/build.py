@@ -23,7 +23,7 @@ from triform.models.heads import LanguageModelHead
 from triform.models.stack import Embeddings, Stack
 from triform.models.stack_model import StackModel
 from triform.nn import attention
-from triform.nn.attention import Attention
+from triform.nn.attention import CrossAttention, SelfAttention
 from triform.nn.block import PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
 from triform.nn.norm import make_norm
@@ -91,29 +91,23 @@ def build_stack(
 
 
 def build_block(config: ModelConfig, parts: Parts, *, cross: bool, rotary: Rotary | None):
-    def attention(is_cross: bool) -> Attention:
-        return Attention(
-            config.d_model,
-            config.n_heads,
-            config.head_dim,
-            bias=config.bias,
-            dropout=config.attention_dropout,
-            scaled=config.scale_attention,
-            cross=is_cross,
-            rotary=None if is_cross else rotary,
-            linear=parts.linear,
-            attend=parts.attend,
-        )
-
+    heads = dict(
+        bias=config.bias,
+        dropout=config.attention_dropout,
+        scaled=config.scale_attention,
+        linear=parts.linear,
+        attend=parts.attend,
+    )
+    size = (config.d_model, config.n_heads, config.head_dim)
     feedforward_class = GatedFeedForward if config.gated else FeedForward
     n_sublayers = 3 if cross else 2
     block_class = PreNormBlock if config.norm_placement == "pre" else PostNormBlock
     return block_class(
-        attention(False),
+        SelfAttention(*size, rotary=rotary, **heads),
         feedforward_class(config.d_model, config.d_ff, config.activation, config.bias, linear=parts.linear),
         [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
         parts.dropout(config.dropout),
-        cross_attention=attention(True) if cross else None,
+        cross_attention=CrossAttention(*size, **heads) if cross else None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from triform.nn.attention import Attention
+from triform.nn.attention import CrossAttention, SelfAttention
 
 if TYPE_CHECKING:
     from triform.nn.cache import LayerCache
@@ -34,11 +34,11 @@ class AttentionContext:
 class Block(nn.Module):
     def __init__(
         self,
-        self_attention: Attention,
+        self_attention: SelfAttention,
         feedforward: nn.Module,
         norms: list[nn.Module],
         dropout: nn.Module,
-        cross_attention: Attention | None = None,
+        cross_attention: CrossAttention | None = None,
     ):
         super().__init__()
         self.self_attention = self_attention
@@ -51,7 +51,7 @@ class Block(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: AttentionContext, cache: LayerCache | None = None) -> Tensor:
-        def attend(h: Tensor) -> Tensor:
+        def self_attend(h: Tensor) -> Tensor:
             return self.self_attention(
                 h,
                 mask=context.mask,
@@ -62,9 +62,9 @@ class Block(nn.Module):
             )
 
         def cross_attend(h: Tensor) -> Tensor:
-            return self.cross_attention(h, memory=context.memory, mask=context.memory_mask, cache=cache)
+            return self.cross_attention(h, context.memory, mask=context.memory_mask, cache=cache)
 
-        x = self.residual(x, attend, self.norms[0])
+        x = self.residual(x, self_attend, self.norms[0])
         if self.cross_attention is not None:
             x = self.residual(x, cross_attend, self.norms[1])
         return self.residual(x, self.feedforward, self.norms[-1])
