@@ -11,6 +11,7 @@ from hf_models import single_thread, tiny, transformers  # noqa: F401
 from safetensors.torch import load_file, save_file
 
 from triform.convert import ConversionError, ConversionWarning, convert_from_hf, import_hf
+from triform.models import StackInputs
 
 IDS = torch.tensor([[5, 17, 33, 41, 8, 77, 23], [12, 90, 31, 44, 45, 46, 47]])
 
@@ -74,7 +75,10 @@ def test_base_model_without_head_gives_hidden_states_and_exports_as_base_model(t
     assert not pretrained.config.output_transform
     with torch.no_grad():
         torch.testing.assert_close(
-            pretrained.model.stack(IDS, "bidirectional"), body(input_ids=IDS).last_hidden_state, atol=1e-4, rtol=0
+            pretrained.model.hidden_states(StackInputs(IDS, "bidirectional")),
+            body(input_ids=IDS).last_hidden_state,
+            atol=1e-4,
+            rtol=0,
         )
     from triform.convert import export_hf
 

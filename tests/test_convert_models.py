@@ -10,6 +10,7 @@ import torch
 from hf_models import ENCODER_ONLY, FAMILIES, VOCAB, single_thread, tiny, transformers  # noqa: F401
 
 from triform.convert import export_hf, import_hf
+from triform.models import StackInputs
 from triform.objectives import make_objective
 
 AUTO = {
@@ -119,7 +120,7 @@ def test_logits_hidden_states_and_loss_match_transformers(imported):
     model = pretrained.model
     if pretrained.config.arch == "stack":
         mask, theirs = batch.padding_mask, hidden.hidden_states[-1]
-        ours = model.stack(batch.ids, batch.pattern, padding_mask=mask)
+        ours = model.hidden_states(StackInputs(batch.ids, batch.pattern, mask))
     else:
         mask, theirs = batch.source_padding_mask, hidden.encoder_last_hidden_state
         ours = model.encode(batch.source_ids, mask)

@@ -1,13 +1,17 @@
-"""The faster paths give what the plain torch operations give: linear layers, attention, dropout."""
+"""The kernels compute what the textbook parts compute: linear layers, attention, dropout, whole models."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_ids, tiny_config
 
-from triform.nn import linear as linear_module
-from triform.nn.attention import attend
-from triform.nn.dropout import Dropout, dropout, keep_mask
-from triform.nn.linear import Linear, use_onednn
+from triform.kernels import linear as linear_module
+from triform.kernels.attention import attend
+from triform.kernels.dropout import Dropout, dropout, keep_mask
+from triform.kernels.linear import Linear, choose_product, fp32_row, onednn_linear
+from triform.models import build_model
+from triform.models.build import TEXTBOOK
+from triform.nn import attention as textbook
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -25,19 +29,45 @@ def test_linear_matches_torch_forward_and_backward(bias):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_linear_uses_onednn_only_for_large_fp32_products_outside_autocast():
+def test_products_are_chosen_by_size_dtype_and_autocast():
     x, weight = torch.randn(64, 64), torch.randn(64, 64)  # 2^18 multiply-adds
-    assert use_onednn(x, weight) == linear_module._ONEDNN
-    assert not use_onednn(x[:1], weight)  # a single row: MKL's call costs less
-    assert not use_onednn(x.double(), weight.double())
+    assert choose_product(x, weight) is (onednn_linear if linear_module.ONEDNN else F.linear)
+    assert choose_product(x[:1], weight) is F.linear  # a single fp32 row: MKL's call costs less
+    assert choose_product(x.double(), weight.double()) is F.linear
+    row, small, wide = torch.randn(1, 1, 64), torch.randn(128, 64), torch.randn(4096, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not use_onednn(x, weight)
+        assert choose_product(x, weight) is F.linear  # autocast's bf16 products are oneDNN's already
+        assert choose_product(row, small) is fp32_row  # one row of 2^13 multiply-adds: MKL in fp32
+        assert choose_product(row.view(1, 64), wide[:4095]) is fp32_row  # just under 2^18
+        assert choose_product(row, weight) is F.linear  # 2^12: torch's own kernel, not oneDNN
+        assert choose_product(row, wide) is F.linear  # 2^18: oneDNN, which reads half the bytes
+        assert choose_product(row, small.bfloat16()) is F.linear  # a bf16 weight has no fp32 to use
         assert Linear(64, 64)(x).dtype == torch.bfloat16  # autocast applies as to nn.Linear
     torch.backends.mkldnn.enabled = False
     try:
-        assert not use_onednn(x, weight)
+        assert choose_product(x, weight) is F.linear
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert choose_product(row, small) is F.linear  # without oneDNN, torch's own kernel is best
     finally:
         torch.backends.mkldnn.enabled = True
+
+
+def test_one_row_under_bf16_autocast_matches_the_plain_product_forward_and_backward():
+    torch.manual_seed(0)
+    layer = Linear(64, 96)
+    x = torch.randn(1, 1, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert choose_product(x, layer.weight) is fp32_row
+        ours = layer(x)
+        plain = F.linear(x, layer.weight, layer.bias)  # autocast's own kernel, in bf16
+    assert ours.dtype == plain.dtype == torch.bfloat16 and torch.backends.mkldnn.enabled
+    torch.testing.assert_close(ours.float(), plain.float(), rtol=0.02, atol=0.02)
+    fp32 = F.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(ours.float(), fp32, rtol=0.01, atol=0.01)  # computed in fp32, then rounded
+    grads = torch.autograd.grad(ours.float().square().sum(), [x, *layer.parameters()])
+    expected = torch.autograd.grad(fp32.square().sum(), [x, *layer.parameters()])
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)
 
 
 def attention_inputs(queries: int, keys: int, seed: int = 0):
@@ -56,10 +86,26 @@ def test_written_out_bf16_attention_matches_the_fused_kernel(case):
     if case == "bias":
         bias = torch.randn(1, 3, queries, keys)
     attention_mask = bias if bias is not None else mask
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=case == "causal")
+    expected = textbook.attend(q, k, v, attention_mask, case == "causal", 0.0, None)
     ours = attend(*(t.bfloat16() for t in (q, k, v)), attention_mask, case == "causal", 0.0, None)
     assert ours.dtype == torch.bfloat16
     torch.testing.assert_close(ours.float(), expected, rtol=0, atol=0.03)
+    assert torch.equal(attend(q, k, v, attention_mask, case == "causal", 0.0, None), expected)  # fp32: the same kernel
+
+
+@pytest.mark.parametrize("case", ["mask", "bias"])
+def test_single_query_under_bf16_autocast_attends_in_fp32(case):
+    q, k, v = attention_inputs(1, 9)
+    if case == "mask":
+        mask = torch.rand(2, 1, 1, 9, generator=torch.Generator().manual_seed(1)) > 0.3
+        mask[..., 0] = True
+    else:
+        mask = torch.randn(1, 3, 1, 9)
+    expected = textbook.attend(q, k, v, mask, False, 0.0, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = attend(q.bfloat16(), k, v, mask.bfloat16() if case == "bias" else mask, False, 0.0, None)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0.02)
 
 
 def test_keep_mask_drops_p_of_the_elements_and_dropout_keeps_the_expectation():
@@ -73,68 +119,64 @@ def test_keep_mask_drops_p_of_the_elements_and_dropout_keeps_the_expectation():
     assert float(y.detach().mean()) == pytest.approx(1.0, abs=0.01)
     assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - 0.3), abs=1e-3)
     y.sum().backward()
-    torch.testing.assert_close(x.grad, y.detach())  # the gradient is the kept mask times the scale
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient is the kept mask times the scale, as nn.Dropout's
 
 
 def test_dropout_is_the_identity_in_evaluation_and_at_zero():
     x = torch.randn(4, 5)
     layer = Dropout(0.5).eval()
     assert layer(x) is x and Dropout(0.0)(x) is x and dropout(x, 0.5, training=False) is x
+    assert torch.equal(torch.nn.Dropout(0.5).eval()(x), x)  # as the textbook one
     torch.manual_seed(3)
     first = Dropout(0.5)(x)
     torch.manual_seed(3)
     assert torch.equal(first, Dropout(0.5)(x))  # seeded: the same mask
 
 
-def test_one_row_under_bf16_autocast_matches_the_plain_product_and_restores_onednn():
+def twins(arch: str):
+    """The same model built with this device's kernels and on plain torch: the same weights, same names."""
+    config = tiny_config(arch, d_model=64, n_heads=4, d_ff=256, position="relative", relative_buckets=8)
     torch.manual_seed(0)
-    layer = Linear(64, 48)
-    x = torch.randn(1, 1, 64)
-    assert not linear_module.one_bf16_row(x)  # outside autocast
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert linear_module.one_bf16_row(x) and not linear_module.one_bf16_row(torch.randn(2, 64))
-        ours = layer(x)
-        plain = F.linear(x, layer.weight, layer.bias)  # autocast's own choice of kernel
-        with pytest.raises(RuntimeError):
-            layer(torch.randn(1, 63))  # a failing product leaves the flag as it found it
-    assert torch.backends.mkldnn.enabled
-    assert ours.dtype == plain.dtype == torch.bfloat16
-    torch.testing.assert_close(ours.float(), plain.float(), rtol=0.02, atol=0.02)
-    torch.testing.assert_close(ours.float(), F.linear(x, layer.weight, layer.bias), rtol=0.02, atol=0.02)
+    fast = build_model(config)
+    torch.manual_seed(0)
+    plain = build_model(config, TEXTBOOK)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), plain.state_dict().values()))
+    return fast, plain
 
 
-def test_one_row_products_in_threads_leave_onednn_enabled():
-    import threading
-
-    layer = Linear(32, 32)
-    errors = []
-
-    def decode():
-        try:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                for _ in range(200):
-                    layer(torch.randn(1, 32))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=decode) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and torch.backends.mkldnn.enabled and linear_module._without_onednn.inside == 0
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_built_model_matches_its_textbook_twin_forward_and_backward(arch, precision):
+    fast, plain = twins(arch)
+    ids = random_ids(4, 48)  # 192 rows: oneDNN's products in fp32, the written-out attention in bf16
+    inputs = (ids,) if arch == "stack" else (ids, ids[:, :40])
+    results = []
+    for model in (fast, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(*inputs)
+        grads = torch.autograd.grad(logits.float().square().mean(), list(model.parameters()))
+        results.append((logits.float(), grads))
+    (logits, grads), (expected, expected_grads) = results
+    tolerance = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=0.05)
+    torch.testing.assert_close(logits, expected, **tolerance)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=tolerance["rtol"], atol=tolerance["atol"] * 10)
 
 
-@pytest.mark.parametrize("case", ["mask", "bias"])
-def test_single_query_under_bf16_autocast_attends_in_fp32(case):
-    q, k, v = attention_inputs(1, 9)
-    if case == "mask":
-        mask = torch.rand(2, 1, 1, 9, generator=torch.Generator().manual_seed(1)) > 0.3
-        mask[..., 0] = True
-    else:
-        mask = torch.randn(1, 3, 1, 9)
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours = attend(q.bfloat16(), k, v, mask.bfloat16() if case == "bias" else mask, False, 0.0, None)
-    assert ours.dtype == torch.float32
-    torch.testing.assert_close(ours, expected, rtol=0, atol=0.02)
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_decoding_steps_under_bf16_autocast_match_the_textbook_twin(arch):
+    """One token a call at batch 1: the fp32 single rows and single-query attention against plain torch."""
+    fast, plain = (model.eval() for model in twins(arch))
+    ids, source = random_ids(1, 8), random_ids(1, 6, generator_seed=1)
+    steps = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for model in (fast, plain):
+            cache = model.new_cache(1)
+            if arch == "stack":
+                logits = [model(ids[:, t : t + 1], "causal", cache=cache) for t in range(8)]
+            else:
+                memory = model.encode(source)
+                logits = [model.decode(ids[:, t : t + 1], memory, cache=cache) for t in range(8)]
+            steps.append(torch.cat(logits, 1).float())
+    torch.testing.assert_close(steps[0], steps[1], rtol=0.05, atol=0.05)

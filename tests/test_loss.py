@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triform.nn import loss as loss_module
-from triform.nn.loss import cross_entropy
+from triform.kernels import loss as loss_module
+from triform.kernels.loss import cross_entropy
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import torch
 from task_data import BODIES, body_and_layout, one_thread, records  # noqa: F401 (one_thread: an autouse fixture)
 
 from triform.errors import TriformError
+from triform.models import StackInputs
 from triform.objectives.batch import IGNORE
 from triform.tasks import Framing, make_task
 from triform.tasks.framing import truncate_longest_first
@@ -18,10 +19,10 @@ def test_hidden_states_are_what_the_output_head_reads():
         ids = torch.randint(20, 60, (2, 7))
         if model.arch == "stack":
             expected = model(ids, "causal")
-            hidden = model.hidden_states(ids, "causal")
+            hidden = model.hidden_states(StackInputs(ids, "causal"))
         else:
             expected = model(ids, ids)
-            hidden = model.hidden_states(ids, ids)
+            hidden = model.hidden_states(ids, StackInputs(ids))
         assert hidden.shape == (2, 7, model.config.d_model)
         torch.testing.assert_close(model.head(hidden), expected)
 

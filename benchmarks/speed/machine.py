@@ -10,8 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from triform.nn.linear import _ONEDNN as ONEDNN
-from triform.nn.linear import _product as onednn_product
+from triform.kernels.linear import ONEDNN, onednn_product
 
 
 def best_seconds(run, repeats: int = 3) -> float:

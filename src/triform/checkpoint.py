@@ -20,6 +20,7 @@ from torch import nn
 
 from triform.config import ModelConfig
 from triform.errors import TriformError
+from triform.models import build_model
 from triform.vocab import SpecialTokens
 
 FORMAT = "triform"
@@ -106,8 +107,6 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
-    from triform.models import build_model  # MERGE: top level once models/ no longer imports generate/
-
     directory = Path(directory)
     document = read_config(directory)
     config = ModelConfig.from_dict(document.get("model", {}), source=str(directory / CONFIG_FILE))

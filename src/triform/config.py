@@ -54,7 +54,7 @@ class ModelConfig:
     embedding_norm: bool = False  # a norm right after the embeddings (BERT, BART)
     scale_attention: bool = True  # divide scores by sqrt(d_head); T5 folds it into the init
     tie_embeddings: bool = True  # the output projection reuses the token embedding matrix
-    share_embeddings: bool = True  # encoder and decoder read one token embedding
+    share_embeddings: bool = True  # encoder and decoder read one token embedding; false: a table each
     output_transform: bool = False  # BERT's dense + activation + norm before the output projection
     output_bias: bool = False
     scale_output: bool = False  # T5: scale hidden states by d_model ** -0.5 before a tied output

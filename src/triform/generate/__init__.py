@@ -1,4 +1,4 @@
-"""Generation: the KV cache and the decoding strategies built on it.
+"""Generation: the decoding strategies, on the KV cache of `triform.nn.cache`.
 
 - `TextGenerator`: text in, text out (generate, stream, fill_mask, mask_predict) for a model folder.
 - `generate_ids` / `greedy`: token ids in, token ids out, for any model and layout.

@@ -1,48 +1,69 @@
 """The only code that reads a ModelConfig and turns it into modules.
 
 Variants are chosen here by handing different modules to the same constructors (a rotary module to
-attention, a post-norm block class, a gated feed-forward), never by flags threaded through them.
+attention, a post-norm block class, a gated feed-forward), never by flags threaded through them. So
+are the kernels: the textbook parts of `nn/` run on plain torch, and `Parts` hands them this
+device's faster linear layers, attention and dropout from `triform.kernels` (torchtune's builders
+hand in `q_proj=` the same way). `TEXTBOOK` builds the same model on plain torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from triform import kernels
 from triform.config import ModelConfig
 from triform.models.encoder_decoder import EncoderDecoderModel
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Embeddings, Stack
 from triform.models.stack_model import StackModel
-from triform.nn.attention import Attention
+from triform.nn import attention
+from triform.nn.attention import CrossAttention, SelfAttention
 from triform.nn.block import PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
-from triform.nn.linear import Linear
 from triform.nn.norm import make_norm
 from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, SinusoidalPositions
 
 Model = StackModel | EncoderDecoderModel
 
 
-def build_model(config: ModelConfig) -> Model:
+@dataclass(frozen=True)
+class Parts:
+    """How the parts compute: linear layers, attention (`nn.attention.attend`'s signature), dropout."""
+
+    linear: Callable[..., nn.Linear] = kernels.Linear
+    attend: Callable[..., Tensor] = kernels.attend
+    dropout: Callable[[float], nn.Module] = kernels.Dropout
+
+
+KERNELS = Parts()  # this device's kernels: what build_model uses
+TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout)  # plain torch
+
+
+def build_model(config: ModelConfig, parts: Parts = KERNELS) -> Model:
+    """The model `config` describes, with weights initialised; `parts` never changes the weights or
+    their names, only the kernels that compute with them."""
     config.validate()
     token = nn.Embedding(config.vocab_size, config.d_model)
     if config.arch == "stack":
-        stack = build_stack(config, token, config.n_layers, cross=False, bidirectional_bias=True)
-        model = StackModel(config, stack, build_head(config, token))
+        stack = build_stack(config, parts, token, config.n_layers, cross=False, bidirectional_bias=True)
+        model = StackModel(config, stack, build_head(config, parts, token))
     else:
         decoder_token = token if config.share_embeddings else nn.Embedding(config.vocab_size, config.d_model)
-        encoder = build_stack(config, token, config.n_layers, cross=False, bidirectional_bias=True)
-        decoder = build_stack(config, decoder_token, config.decoder_layers, cross=True, bidirectional_bias=False)
-        model = EncoderDecoderModel(config, encoder, decoder, build_head(config, decoder_token))
+        encoder = build_stack(config, parts, token, config.n_layers, cross=False, bidirectional_bias=True)
+        decoder = build_stack(config, parts, decoder_token, config.decoder_layers, cross=True, bidirectional_bias=False)
+        model = EncoderDecoderModel(config, encoder, decoder, build_head(config, parts, decoder_token))
     initialise(model, config)
     return model
 
 
 def build_stack(
-    config: ModelConfig, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool
+    config: ModelConfig, parts: Parts, token: nn.Embedding, n_layers: int, *, cross: bool, bidirectional_bias: bool
 ) -> Stack:
     position = None
     if config.position in ("sinusoidal", "sinusoidal-halves"):
@@ -55,7 +76,7 @@ def build_stack(
         nn.Embedding(config.token_types, config.d_model) if config.token_types else None,
         scale=math.sqrt(config.d_model) if config.scale_embeddings else 1.0,
         norm=make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None,
-        dropout=config.dropout,
+        dropout=parts.dropout(config.dropout),
     )
     rotary = Rotary(config.head_dim, config.max_len, config.rotary_base) if config.position == "rotary" else None
     relative_bias = None
@@ -63,46 +84,42 @@ def build_stack(
         relative_bias = RelativePositionBias(
             config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional_bias
         )
-    blocks = [build_block(config, cross=cross, rotary=rotary) for _ in range(n_layers)]
+    blocks = [build_block(config, parts, cross=cross, rotary=rotary) for _ in range(n_layers)]
     # Pre-norm leaves the residual stream unnormalised, so a last norm closes the stack (GPT-2 §2.3).
     final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.norm_placement == "pre" else None
     return Stack(embeddings, blocks, final_norm, relative_bias)
 
 
-def build_block(config: ModelConfig, *, cross: bool, rotary: Rotary | None):
-    def attention(is_cross: bool) -> Attention:
-        return Attention(
-            config.d_model,
-            config.n_heads,
-            config.head_dim,
-            bias=config.bias,
-            dropout=config.attention_dropout,
-            scaled=config.scale_attention,
-            cross=is_cross,
-            rotary=None if is_cross else rotary,
-        )
-
+def build_block(config: ModelConfig, parts: Parts, *, cross: bool, rotary: Rotary | None):
+    heads = dict(
+        bias=config.bias,
+        dropout=config.attention_dropout,
+        scaled=config.scale_attention,
+        linear=parts.linear,
+        attend=parts.attend,
+    )
+    size = (config.d_model, config.n_heads, config.head_dim)
     feedforward_class = GatedFeedForward if config.gated else FeedForward
     n_sublayers = 3 if cross else 2
     block_class = PreNormBlock if config.norm_placement == "pre" else PostNormBlock
     return block_class(
-        attention(False),
-        feedforward_class(config.d_model, config.d_ff, config.activation, config.bias),
+        SelfAttention(*size, rotary=rotary, **heads),
+        feedforward_class(config.d_model, config.d_ff, config.activation, config.bias, linear=parts.linear),
         [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
-        config.dropout,
-        cross_attention=attention(True) if cross else None,
+        parts.dropout(config.dropout),
+        cross_attention=CrossAttention(*size, **heads) if cross else None,
     )
 
 
-def build_head(config: ModelConfig, token: nn.Embedding) -> LanguageModelHead:
-    projection = Linear(config.d_model, config.vocab_size, bias=False)
+def build_head(config: ModelConfig, parts: Parts, token: nn.Embedding) -> LanguageModelHead:
+    projection = parts.linear(config.d_model, config.vocab_size, bias=False)
     if config.tie_embeddings:
         projection.weight = token.weight
     transform = None
     if config.output_transform:
         activation = ACTIVATIONS[config.activation]
         transform = nn.Sequential(
-            Linear(config.d_model, config.d_model),
+            parts.linear(config.d_model, config.d_model),
             _Activation(activation),
             make_norm(config.norm, config.d_model, config.norm_eps),
         )

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
-from triform.models.stack import Stack
+from triform.models.stack import Stack, StackInputs
+from triform.nn.cache import KVCache, cache_for
 
 
 class EncoderDecoderModel(nn.Module):
@@ -24,7 +24,7 @@ class EncoderDecoderModel(nn.Module):
 
     def encode(self, source_ids: Tensor, source_padding_mask: Tensor | None = None) -> Tensor:
         """(B, S) source ids -> (B, S, d_model) memory; the encoder always sees the whole source."""
-        return self.encoder(source_ids, "bidirectional", padding_mask=source_padding_mask)
+        return self.encoder(StackInputs(source_ids, "bidirectional", source_padding_mask))
 
     def decode(
         self,
@@ -38,15 +38,10 @@ class EncoderDecoderModel(nn.Module):
         cache: KVCache | None = None,
         logits_at: Tensor | None = None,
     ) -> Tensor:
-        hidden = self.decoder(
-            ids,
-            pattern,
-            padding_mask=padding_mask,
-            positions=positions,
-            memory=memory,
-            memory_padding_mask=memory_padding_mask,
-            cache=cache,
-        )
+        """Scores for decoder inputs `ids` (B, T) reading `memory`, the encoder's output (B, S, d_model),
+        through the cache when one is given; (N, vocab_size) where the boolean `logits_at` is True."""
+        inputs = StackInputs(ids, pattern, padding_mask, positions=positions)
+        hidden = self.decoder(inputs, memory=memory, memory_padding_mask=memory_padding_mask, cache=cache)
         if logits_at is not None:
             hidden = hidden[logits_at]  # (N, d_model)
         return self.head(hidden)
@@ -73,20 +68,12 @@ class EncoderDecoderModel(nn.Module):
         )
 
     def hidden_states(
-        self,
-        source_ids: Tensor,
-        ids: Tensor,
-        pattern: str = "causal",
-        *,
-        source_padding_mask: Tensor | None = None,
-        padding_mask: Tensor | None = None,
+        self, source_ids: Tensor, inputs: StackInputs, source_padding_mask: Tensor | None = None
     ) -> Tensor:
-        """The decoder's final hidden states (B, T, d_model) for inputs `ids` given the source, before
-        the output head: what task heads read (BART feeds the same text to both sides, §3)."""
+        """The decoder's final hidden states (B, T, d_model) for `inputs` given the source, before the
+        output head: what task heads read (BART feeds the same text to both sides, §3)."""
         memory = self.encode(source_ids, source_padding_mask)
-        return self.decoder(
-            ids, pattern, padding_mask=padding_mask, memory=memory, memory_padding_mask=source_padding_mask
-        )
+        return self.decoder(inputs, memory=memory, memory_padding_mask=source_padding_mask)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         return cache_for(

@@ -1,24 +1,36 @@
 """A stack: embeddings, N blocks, a final norm. The same class is an encoder and a decoder.
 
 Whether it behaves as an encoder (bidirectional) or a decoder (causal) is decided by the `pattern`
-argument of each forward pass, as in x-transformers' Encoder/Decoder, but without a class per pattern.
-A stack built with cross-attention in its blocks reads an encoder's output through `memory`.
+of each forward pass's inputs, as in x-transformers' Encoder/Decoder, but without a class per
+pattern. A stack built with cross-attention in its blocks reads an encoder's output through `memory`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from triform.nn.block import AttentionContext, Block
-from triform.nn.dropout import Dropout
 from triform.nn.masks import is_plain_causal, positions_from_padding, visibility
 from triform.nn.position import RelativePositionBias
 
 if TYPE_CHECKING:
-    from triform.generate.cache import KVCache
+    from triform.nn.cache import KVCache
+
+
+@dataclass(frozen=True)
+class StackInputs:
+    """What one forward pass of a stack reads: the tokens, and who sees whom (nn/masks.py)."""
+
+    ids: Tensor  # (B, T)
+    pattern: str = "causal"  # bidirectional, causal or prefix
+    padding_mask: Tensor | None = None  # (B, T_cached + T), True at real tokens, covering cached slots
+    prefix_lengths: Tensor | None = None  # (B,), for the prefix pattern
+    token_types: Tensor | None = None  # (B, T) segment ids
+    positions: Tensor | None = None  # (B, T); None: counted over real tokens, after the cached ones
 
 
 class Embeddings(nn.Module):
@@ -32,7 +44,7 @@ class Embeddings(nn.Module):
         *,
         scale: float,
         norm: nn.Module | None,
-        dropout: float,
+        dropout: nn.Module,
     ):
         super().__init__()
         self.token = token
@@ -40,7 +52,7 @@ class Embeddings(nn.Module):
         self.token_types = token_types
         self.scale = scale
         self.norm = norm
-        self.dropout = Dropout(dropout)  # on the sum of embeddings and positions, Vaswani §5.4
+        self.dropout = dropout  # on the sum of embeddings and positions, Vaswani §5.4
 
     def forward(self, ids: Tensor, positions: Tensor, token_types: Tensor | None = None) -> Tensor:
         x = self.token(ids)
@@ -71,50 +83,64 @@ class Stack(nn.Module):
 
     def forward(
         self,
-        ids: Tensor,
-        pattern: str = "causal",
+        inputs: StackInputs,
         *,
-        padding_mask: Tensor | None = None,
-        prefix_lengths: Tensor | None = None,
-        token_types: Tensor | None = None,
-        positions: Tensor | None = None,
         memory: Tensor | None = None,
         memory_padding_mask: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
-        """ids: (B, T). padding_mask: (B, T_cached + T), True at real tokens, covering cached slots.
-        Returns hidden states (B, T, d_model)."""
-        batch, length = ids.shape
-        offset = cache.length if cache is not None else 0
-        n_keys = offset + length
-        if padding_mask is not None and padding_mask.shape[-1] != n_keys:
-            raise ValueError(f"padding_mask covers {padding_mask.shape[-1]} slots; expected {n_keys} (cache + input)")
-        if positions is None:
-            if padding_mask is not None:
-                positions = positions_from_padding(padding_mask, length)
-            else:
-                positions = torch.arange(offset, n_keys, device=ids.device).expand(batch, length)
-
-        bias = self.relative_bias(length, n_keys) if self.relative_bias is not None else None
-        plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask)
-        sees_everything = pattern != "bidirectional" and length == 1 and padding_mask is None
-        mask = None
-        if not sees_everything and not (plain_causal and bias is None):
-            mask = visibility(
-                pattern, length, n_keys, padding_mask=padding_mask, prefix_lengths=prefix_lengths, device=ids.device
+        """Hidden states (B, T, d_model) of the input tokens; `memory` (B, S, d_model), the encoder's
+        output, for a stack with cross-attention, with `memory_padding_mask` (B, S), True at real
+        source tokens."""
+        length = inputs.ids.shape[1]
+        n_keys = (cache.length if cache is not None else 0) + length
+        if inputs.padding_mask is not None and inputs.padding_mask.shape[-1] != n_keys:
+            raise ValueError(
+                f"padding_mask covers {inputs.padding_mask.shape[-1]} slots; expected {n_keys} (cache + input)"
             )
+        positions = self.positions(inputs, n_keys)
+        mask, is_causal, bias = self.visibility(inputs, n_keys)
         context = AttentionContext(
             mask=mask,
-            is_causal=plain_causal and mask is None,
+            is_causal=is_causal,
             bias=bias,
             positions=positions,
             memory=memory,
             memory_mask=None if memory_padding_mask is None else memory_padding_mask[:, None, None, :].bool(),
         )
 
-        x = self.embeddings(ids, positions, token_types)
+        x = self.embeddings(inputs.ids, positions, inputs.token_types)
         for index, block in enumerate(self.blocks):
             x = block(x, context, cache[index] if cache is not None else None)
         if cache is not None:
             cache.advance(length)
         return self.final_norm(x) if self.final_norm is not None else x
+
+    @staticmethod
+    def positions(inputs: StackInputs, n_keys: int) -> Tensor:
+        """(B, T): as given, else counted over real tokens, else the slots after the cached ones."""
+        if inputs.positions is not None:
+            return inputs.positions
+        batch, length = inputs.ids.shape
+        if inputs.padding_mask is not None:
+            return positions_from_padding(inputs.padding_mask, length)
+        return torch.arange(n_keys - length, n_keys, device=inputs.ids.device).expand(batch, length)
+
+    def visibility(self, inputs: StackInputs, n_keys: int) -> tuple[Tensor | None, bool, Tensor | None]:
+        """Who sees whom, once for every layer: the mask (None where nothing needs masking), whether
+        it is plainly causal (the fused kernel's own causal mask may be used), the relative bias."""
+        length, pattern, padding_mask = inputs.ids.shape[1], inputs.pattern, inputs.padding_mask
+        bias = self.relative_bias(length, n_keys) if self.relative_bias is not None else None
+        plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask)
+        sees_everything = pattern != "bidirectional" and length == 1 and padding_mask is None
+        mask = None
+        if not sees_everything and not (plain_causal and bias is None):
+            mask = visibility(
+                pattern,
+                length,
+                n_keys,
+                padding_mask=padding_mask,
+                prefix_lengths=inputs.prefix_lengths,
+                device=inputs.ids.device,
+            )
+        return mask, plain_causal and mask is None, bias

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
-from triform.generate.cache import KVCache, cache_for
 from triform.models.heads import LanguageModelHead
-from triform.models.stack import Stack
+from triform.models.stack import Stack, StackInputs
+from triform.nn.cache import KVCache, cache_for
 
 
 class StackModel(nn.Module):
@@ -35,40 +35,15 @@ class StackModel(nn.Module):
         """Scores over the vocabulary: (B, T, vocab_size), or (N, vocab_size) at the N positions where
         the boolean `logits_at` (B, T) is True, so that the output projection, the largest matrix of a
         small model, runs only where there is something to predict (masked LM)."""
-        hidden = self.hidden_states(
-            ids,
-            pattern,
-            padding_mask=padding_mask,
-            prefix_lengths=prefix_lengths,
-            token_types=token_types,
-            positions=positions,
-            cache=cache,
-        )
+        inputs = StackInputs(ids, pattern, padding_mask, prefix_lengths, token_types, positions)
+        hidden = self.stack(inputs, cache=cache)
         if logits_at is not None:
             hidden = hidden[logits_at]  # (N, d_model)
         return self.head(hidden)
 
-    def hidden_states(
-        self,
-        ids: Tensor,
-        pattern: str = "causal",
-        *,
-        padding_mask: Tensor | None = None,
-        prefix_lengths: Tensor | None = None,
-        token_types: Tensor | None = None,
-        positions: Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> Tensor:
+    def hidden_states(self, inputs: StackInputs, cache: KVCache | None = None) -> Tensor:
         """The stack's final hidden states (B, T, d_model), before the output head: what task heads read."""
-        return self.stack(
-            ids,
-            pattern,
-            padding_mask=padding_mask,
-            prefix_lengths=prefix_lengths,
-            token_types=token_types,
-            positions=positions,
-            cache=cache,
-        )
+        return self.stack(inputs, cache=cache)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         return cache_for(self.config, len(self.stack.blocks), self.head.projection.weight, batch_size, capacity, dtype)

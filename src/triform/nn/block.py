@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from triform.nn.attention import Attention
-from triform.nn.dropout import Dropout
+from triform.nn.attention import CrossAttention, SelfAttention
 
 if TYPE_CHECKING:
-    from triform.generate.cache import LayerCache
+    from triform.nn.cache import LayerCache
 
 
 @dataclass
@@ -35,24 +34,24 @@ class AttentionContext:
 class Block(nn.Module):
     def __init__(
         self,
-        self_attention: Attention,
+        self_attention: SelfAttention,
         feedforward: nn.Module,
         norms: list[nn.Module],
-        dropout: float,
-        cross_attention: Attention | None = None,
+        dropout: nn.Module,
+        cross_attention: CrossAttention | None = None,
     ):
         super().__init__()
         self.self_attention = self_attention
         self.cross_attention = cross_attention
         self.feedforward = feedforward
         self.norms = nn.ModuleList(norms)  # one per sublayer, in order
-        self.dropout = Dropout(dropout)  # on each sublayer's output, Vaswani §5.4
+        self.dropout = dropout  # on each sublayer's output, Vaswani §5.4
 
     def residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module) -> Tensor:
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: AttentionContext, cache: LayerCache | None = None) -> Tensor:
-        def attend(h: Tensor) -> Tensor:
+        def self_attend(h: Tensor) -> Tensor:
             return self.self_attention(
                 h,
                 mask=context.mask,
@@ -63,9 +62,9 @@ class Block(nn.Module):
             )
 
         def cross_attend(h: Tensor) -> Tensor:
-            return self.cross_attention(h, memory=context.memory, mask=context.memory_mask, cache=cache)
+            return self.cross_attention(h, context.memory, mask=context.memory_mask, cache=cache)
 
-        x = self.residual(x, attend, self.norms[0])
+        x = self.residual(x, self_attend, self.norms[0])
         if self.cross_attention is not None:
             x = self.residual(x, cross_attend, self.norms[1])
         return self.residual(x, self.feedforward, self.norms[-1])

@@ -1,11 +1,14 @@
-"""Position-wise feed-forward networks (Vaswani et al. 2017, §3.3) and their gated variants."""
+"""Position-wise feed-forward networks (Vaswani et al. 2017, §3.3) and their gated variants.
+
+The projections are `nn.Linear` unless another is handed in (`linear=`, as models/build.py does).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from triform.nn.linear import Linear
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -18,10 +21,12 @@ ACTIVATIONS = {
 class FeedForward(nn.Module):
     """x -> W_out · activation(W_in · x)."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str, bias: bool):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str, bias: bool, *, linear: Callable[..., nn.Linear] = nn.Linear
+    ):
         super().__init__()
-        self.up = Linear(d_model, d_ff, bias=bias)
-        self.down = Linear(d_ff, d_model, bias=bias)
+        self.up = linear(d_model, d_ff, bias=bias)
+        self.down = linear(d_ff, d_model, bias=bias)
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -31,11 +36,13 @@ class FeedForward(nn.Module):
 class GatedFeedForward(nn.Module):
     """x -> W_out · (activation(W_gate · x) ⊙ W_up · x): SwiGLU with silu, GEGLU with gelu (Shazeer 2020)."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str, bias: bool):
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str, bias: bool, *, linear: Callable[..., nn.Linear] = nn.Linear
+    ):
         super().__init__()
-        self.gate = Linear(d_model, d_ff, bias=bias)
-        self.up = Linear(d_model, d_ff, bias=bias)
-        self.down = Linear(d_ff, d_model, bias=bias)
+        self.gate = linear(d_model, d_ff, bias=bias)
+        self.up = linear(d_model, d_ff, bias=bias)
+        self.down = linear(d_ff, d_model, bias=bias)
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:

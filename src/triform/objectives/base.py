@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from triform.errors import TriformError
-from triform.nn.loss import cross_entropy  # MERGE: triform.kernels
+from triform.kernels.loss import cross_entropy
 from triform.objectives.batch import IGNORE, Batch, rows
 from triform.objectives.compat import check_pair
 from triform.objectives.layout import CONTINUE, SOURCE_TARGET, PromptLayout

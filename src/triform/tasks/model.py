@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from triform.models.stack import StackInputs
 from triform.tasks.framing import Framing
 
 
@@ -26,12 +27,12 @@ class TaskModel(nn.Module):
     def states(self, ids: Tensor, padding_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
         """Final hidden states (N, T, d_model), position t describing input token t."""
         if self.framing.arch == "encoder-decoder":
-            return self.body.hidden_states(
-                ids, ids, "causal", source_padding_mask=padding_mask, padding_mask=padding_mask
-            )
+            return self.body.hidden_states(ids, StackInputs(ids, "causal", padding_mask), padding_mask)
         if not self.config.token_types:
             token_types = None  # a body without segment embeddings ignores them
-        return self.body.hidden_states(ids, self.framing.pattern, padding_mask=padding_mask, token_types=token_types)
+        return self.body.hidden_states(
+            StackInputs(ids, self.framing.pattern, padding_mask=padding_mask, token_types=token_types)
+        )
 
     def pool(self, states: Tensor, padding_mask: Tensor | None) -> Tensor:
         """(N, T, d_model) -> (N, d_model): the first token, or the last real one (inputs are right-padded)."""

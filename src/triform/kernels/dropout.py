@@ -2,9 +2,10 @@
 
 On a CPU the keep decisions come from 15-bit random integers, four per 64-bit draw of torch's
 generator, rather than from `bernoulli_`, which draws a float per element and made dropout twice as
-slow on the CPU this was measured on. p is rounded to a multiple of 1/32768 (0.1 becomes 0.100006)
+slow on the AMD EPYC this was measured on. p is rounded to a multiple of 1/32768 (0.1 becomes 0.100006)
 and the scale uses the rounded value, so that the output's expectation is exactly the input. In
-evaluation mode, or at p = 0, the input is returned as it is.
+evaluation mode, or at p = 0, the input is returned as it is. `Dropout` computes what `nn.Dropout`
+computes, with other random draws.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ blocks of rows small enough to stay in cache; for each block the loss and its gr
 softmax - target distribution (scaled by 1 / number of targets), are computed at once and the
 gradient is written in the logits' dtype. The backward pass only multiplies it by the incoming
 gradient. The same idea as Liger-Kernel's fused linear cross-entropy (Hsu et al. 2024), without
-the fusion with the output projection.
+the fusion with the output projection. Chosen by measuring the training steps of benchmarks/run.py
+on an AMD EPYC, where the logits of one step are large: 4,096 tokens by a vocabulary of 8,192 are
+128 MiB in fp32.
 """
 
 from __future__ import annotations

@@ -2,13 +2,19 @@
 
 Every layer of a stack gets a `LayerCache` view; all layers share the cache's `length`, which the
 stack advances once per forward pass. Cross-attention keys and values of an encoder-decoder are
-stored once per source and reused at every step.
+stored once per source and reused at every step. The preallocated buffers, `update` and `reorder`
+follow torchtune's static KV cache.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from triform.config import ModelConfig
 
 
 class LayerCache:
@@ -67,7 +73,7 @@ class KVCache:
 
 
 def cache_for(
-    config,
+    config: ModelConfig,
     n_layers: int,
     weight: Tensor,
     batch_size: int,
