@@ -15,7 +15,7 @@ import torch
 
 from triform.demo.data import prepare_numbers, prepare_text
 from triform.demo.plan import SIZES, demo_models, model_fields
-from triform.demo.report import plot_losses, terminal_summary, write_html, write_json
+from triform.demo.report import plot_outcomes, terminal_summary, write_html, write_json
 from triform.demo.runs import RunSpec, train_with_bar
 from triform.demo.showcase import Outcome, showcase
 from triform.errors import TriformError
@@ -102,7 +102,7 @@ def run_demo(
         steps[model.key] = spec.steps
         show(terminal_summary(outcome))
         outcomes.append(outcome)
-    loss_picture = plot_losses(outcomes, out / "losses.png")
+    loss_picture = plot_outcomes(outcomes, out / "losses.png")
     context = {
         "size": size,
         "seed": seed,
