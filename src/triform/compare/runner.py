@@ -22,6 +22,7 @@ from triform.data.shards import load_prepared
 from triform.data.tokenizers import load_tokenizer
 from triform.demo.runs import RunSpec, resolved_run, train_with_bar
 from triform.demo.scores import context_free_log_probs
+from triform.io import atomic_write
 from triform.train.distributed import Processes
 from triform.train.session import build_session
 from triform.vocab import SpecialTokens
@@ -178,5 +179,5 @@ def run_job(job: Job) -> dict:
         model = load_model(run_dir / "model").model
         result[task] = score(task, model, texts, pairs, tokenizer, specials, pattern)
     result["seconds"] = time.monotonic() - started
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    atomic_write(folder / "result.json", json.dumps(result, indent=1))
     return result
