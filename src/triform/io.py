@@ -1,14 +1,17 @@
 """Files and folders written whole or not at all.
 
-Everything triform writes goes through here. A file is written to a temporary sibling with a unique
-name (from `tempfile`, so two writers never share one), flushed and fsync'd, then renamed over the
-target: a reader sees the old file or the new one, never half of one, and a crash leaves the old
-file in place. The folder is fsync'd after the rename, so the rename itself survives a power cut.
-A folder is written the same way: into a hidden staging folder beside it, swapped in when complete.
+Every file and folder triform writes whole goes through here (the files inside a staging folder are
+written plainly: the folder is what appears at once; metrics.jsonl is appended to, a line at a time).
+A file is written to a temporary sibling with a unique name (from `tempfile`, so two writers never
+share one), flushed and fsync'd, then renamed over the target: a reader sees the old file or the new
+one, never half of one, and a crash leaves the old file in place. The folder is fsync'd after the
+rename, so the rename itself survives a power cut. A folder is written the same way: into a hidden
+staging folder beside it, swapped in when complete.
 
-A missing parent folder is created, for every writer here: an output path names where the result
-should be, as `triform train --run_dir` or `prepare --output` do, and a typo in it shows up as a
-new folder rather than a lost result.
+A missing parent folder is created, by every writer here: an output path names where the result
+should go, as `triform train --run_dir` and `prepare --output` always have, so `--output` of
+generate, translate, fill-mask, predict and evaluate all make theirs too (a typo in it shows up as a
+new folder, not as a lost result).
 """
 
 from __future__ import annotations
