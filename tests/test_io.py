@@ -206,3 +206,21 @@ def test_two_folder_writers_never_show_a_reader_a_mixed_or_partial_folder(tmp_pa
 
     run_together([writer("x"), writer("y")], reader, 20)
     assert seen and names(tmp_path) == ["model"] and names(target) == ["a.txt", "b.txt"]
+
+
+def test_a_swap_that_fails_puts_the_old_folder_back(tmp_path, monkeypatch):
+    import triform.io
+
+    with atomic_dir(tmp_path / "model") as staging:
+        fill(staging, "1")
+    rename = os.rename
+
+    def refuse_the_new_folder(source, destination):
+        if os.path.basename(source).startswith(".model.") and "old-" not in str(source):
+            raise PermissionError(13, "refused", str(source))
+        rename(source, destination)
+
+    monkeypatch.setattr(triform.io.os, "rename", refuse_the_new_folder)
+    with pytest.raises(PermissionError), atomic_dir(tmp_path / "model") as staging:
+        fill(staging, "2")
+    assert names(tmp_path) == ["model"] and (tmp_path / "model" / "a.txt").read_text() == "1" * 1000
