@@ -2,8 +2,8 @@
 `trainer.pt` with the optimizer, the scheduler and the position in the data.
 
 Each checkpoint is written into a hidden staging folder and swapped into place (triform.io.atomic_dir),
-so a run killed mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step), so the
-step is all a resume needs to replay the same masks, dropout and batch order.
+so a run killed mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step),
+so the step is all a resume needs to replay the same masks, dropout and batch order.
 """
 
 from __future__ import annotations
