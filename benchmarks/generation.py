@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.io import atomic_write
 from triform.models import build_model
 from triform.models.presets import get_preset
 from triform.vocab import SpecialTokens
@@ -124,10 +125,7 @@ def write_section(
         updated = before + section + rest.split(end, 1)[1]
     else:
         updated = current.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(updated)
-    temporary.replace(path)
+    atomic_write(path, updated)
 
 
 def main() -> None:

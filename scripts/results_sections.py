@@ -5,9 +5,10 @@ A section runs from `<!-- results:NAME -->` to `<!-- /results:NAME -->`; a missi
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from triform.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 HEADER = "# Results\n\nMeasured figures, each section written by the script it names; rerun the script to refresh it.\n"
@@ -19,8 +20,4 @@ def replace_section(name: str, body: str, path: Path = RESULTS) -> Path:
     text = path.read_text() if path.is_file() else HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-    return path
+    return atomic_write(path, text)

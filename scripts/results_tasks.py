@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section
 
+from triform.io import atomic_write
 from triform.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,9 +185,9 @@ def execute(data: Path, runs: Path, pretrain_steps: int) -> None:
         for start in ("pretrained", "random"):
             for seed in SEEDS:
                 results["runs"].append(finetune(runs, body / "model", name, preset, start, seed, log))
-                (runs / "results.json").write_text(json.dumps(results, indent=2))
+                atomic_write(runs / "results.json", json.dumps(results, indent=2))
     results["environment"] = f"torch {torch.__version__}, {platform.machine()} CPU, 1 thread per process"
-    (runs / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write(runs / "results.json", json.dumps(results, indent=2))
 
 
 def finetune(runs: Path, init: Path, name: str, preset: str, start: str, seed: int, log: Path) -> dict:

@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section
 
+from triform.io import atomic_write
 from triform.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +217,7 @@ def execute(runs: Path, chosen: dict, keep_others: bool) -> None:
             "killed_at": killed_at,
         }
         shutil.copy(run_dir / "loss.png", figures / f"training-{name}.png")
-        previous.write_text(json.dumps(results, indent=2))
+        atomic_write(previous, json.dumps(results, indent=2))
 
 
 def shown(argv: list[str], data: Path, processes: int = 1) -> str:

@@ -90,7 +90,7 @@ def train(task, model, records, *, steps=300, batch_size=32, lr=3e-3, seed=0):
 
 
 def records(rows: list[dict], name: str = "data.jsonl") -> list[Record]:
-    return [Record(row, f"{name}:{i + 1}", has_lists=True) for i, row in enumerate(rows)]
+    return [Record(row, name, i + 1, has_lists=True) for i, row in enumerate(rows)]
 
 
 def fillers(rng: random.Random, low: int, high: int) -> list[str]:

@@ -136,3 +136,28 @@ def test_bad_input_names_the_file_and_line(tmp_path, name, content, options, par
 def test_a_path_that_matches_nothing(tmp_path):
     with pytest.raises(DataError, match="no such file or folder, and no file matches it as a glob"):
         texts(DataSource(str(tmp_path / "nothing*.txt")))
+
+
+def test_training_and_tasks_read_a_file_through_one_reader(tmp_path):
+    """The same rows, lines and places, whether a file is read as documents or as a task's records."""
+    from triform.data.readers import Columns, read_columns
+    from triform.tasks import read_records as task_records
+
+    path = tmp_path / "d.tsv"
+    path.write_text(" text \tgenre\nfirst doc\tnews\n\t\nsecond doc\tfiction\n")  # header names are stripped
+    documents = list(read_records(DataSource(str(path), text_field="text"), parallel=False))
+    rows = task_records(path, ["label"], {"label": "genre"})
+    assert [(r.text, r.where) for r in documents] == [(r.values["text"], r.where) for r in rows]
+    assert [r.where for r in rows] == [f"{path}:2", f"{path}:4"] and rows[0].values == {
+        "text": "first doc",
+        "label": "news",
+    }
+    pairs = list(read_columns(DataSource(str(path)), Columns({"text": "genre", "target": 0}, {}, every=False)))
+    assert [(r.text, r.target) for r in pairs] == [("news", "first doc"), ("fiction", "second doc")]
+
+
+def test_a_ragged_row_of_a_file_with_a_header_names_the_header(tmp_path):
+    path = tmp_path / "h.tsv"
+    path.write_text("en\tde\nhello\thallo\nextra\tcell\there\n")
+    with pytest.raises(DataError, match=r"h.tsv:3: 3 fields; the header on line 1 names 2"):
+        texts(DataSource(str(path), header=True), parallel=True)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from speed.report import decoding_table, ratio_table, training_table, utilisation_lines
+from triform.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -38,8 +39,8 @@ def write_results(output: Path, run: dict, results: dict, docs: Path | None = No
     order = [c for c in ORDER if c in stored["cases"]] + [c for c in stored["cases"] if c not in ORDER]
     stored["cases"] = {case: stored["cases"][case] for case in order}
     text = markdown(stored["cases"])
-    write_atomically(path, json.dumps(stored, indent=1, default=float) + "\n")
-    write_atomically(output.with_suffix(".md"), text + "\n")
+    atomic_write(path, json.dumps(stored, indent=1, default=float) + "\n")
+    atomic_write(output.with_suffix(".md"), text + "\n")
     if docs is not None:
         replace_section("speed", docs_section(stored["cases"], output), docs)
     return text, failures(results)
@@ -75,13 +76,6 @@ ORDER = [
     "bart-greedy-b8",
     "bart-beam4-b1",
 ]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def failures(results: dict) -> list[str]:

@@ -2,16 +2,14 @@
 
 `config.json` holds the ModelConfig under "model", the special-token ids under "special_tokens",
 and free-form "extra" fields (the objective a model was trained with, label sets of a task, ...).
-Folders are written atomically: into a temporary sibling first, then renamed into place, so an
-interrupted save never leaves a half-written model where a complete one is expected.
+Folders are written atomically (triform.io.atomic_dir): into a hidden staging folder first, then swapped
+into place, so an interrupted save never leaves a half-written model where a complete one is expected.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from torch import nn
 
 from triform.config import ModelConfig
 from triform.errors import TriformError
+from triform.io import atomic_dir
 from triform.models import build_model
 from triform.vocab import SpecialTokens
 
@@ -57,38 +56,29 @@ def save_model(
     tokenizer=None,
     extra: dict | None = None,
 ) -> Path:
+    """Write the model folder `directory` atomically (an existing one is replaced only by a complete one)."""
+    with atomic_dir(directory) as staging:
+        write_model(model, staging, specials=specials, tokenizer=tokenizer, extra=extra)
+    return Path(directory)
+
+
+def write_model(
+    model: nn.Module, folder: Path, *, specials: SpecialTokens | None = None, tokenizer=None, extra: dict | None = None
+) -> None:
+    """The files of a model folder, into `folder` (a staging folder: see save_model)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        document = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "model": model.config.to_dict(),
-            "special_tokens": specials.to_dict() if specials is not None else None,
-            "extra": extra or {},
-        }
-        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
-        save_file(unique_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save(str(staging / TOKENIZER_FILE))
-        replace_directory(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
-def replace_directory(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing `target` is swapped out first and removed only afterwards."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    document = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "special_tokens": specials.to_dict() if specials is not None else None,
+        "extra": extra or {},
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    save_file(unique_state_dict(model), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(str(folder / TOKENIZER_FILE))
 
 
 def read_config(directory: str | os.PathLike) -> dict:

@@ -15,34 +15,12 @@ import torch
 
 from triform.nn.masks import visibility
 from triform.objectives import IGNORE, Batch
+from triform.train.plots import pyplot, save_figure
 from triform.vocab import tokenizer_kind
 
 SEEN, HIDDEN = "#3b6fb6", "#f1f1f1"
 HIGHLIGHT = {"[MASK]": "#f4a261", "target": "#2a9d8f", "prefix": "#dbe7f6"}
 MAX_TOKENS = 40  # beyond this the labels are unreadable: a picture shows the first MAX_TOKENS
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write a figure atomically (temporary file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-        pyplot().close(figure)
-    return path
 
 
 def allowed(pattern: str, n_queries: int, n_keys: int, prefix_length: int | None = None) -> torch.Tensor:

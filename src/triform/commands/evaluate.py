@@ -43,8 +43,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import json
-    from pathlib import Path
 
+    from triform.io import atomic_write
     from triform.progress import say
     from triform.train.evaluate import evaluate_model
 
@@ -63,6 +63,6 @@ def run(args) -> int:
     for name, value in metrics.items():
         print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write(args.output, json.dumps(metrics, indent=2) + "\n")
         say(f"metrics written to {args.output}")
     return 0

@@ -4,7 +4,7 @@ per text: `token probability` pairs, best first, masks separated by ` | `."""
 
 from __future__ import annotations
 
-from triform.commands.textio import add_model_arguments, output_line, read_texts, where, write_lines
+from triform.commands.textio import add_model_arguments, output_line, read_texts, where, write_output
 from triform.errors import TriformError
 
 
@@ -35,5 +35,5 @@ def run(args) -> int:
             if args.jsonl:
                 del record["plain"]
             lines.append(output_line(record, args.jsonl, text_key="plain"))
-    write_lines(lines, args.output)
+    write_output(lines, args.output)
     return 0

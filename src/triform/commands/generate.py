@@ -15,7 +15,7 @@ from triform.commands.textio import (
     output_line,
     read_texts,
     where,
-    write_lines,
+    write_output,
 )
 from triform.errors import TriformError
 
@@ -79,7 +79,7 @@ def run(args) -> int:
         if result.score is not None:
             record["score"] = round(result.score, 6)
         lines.append(output_line(record, args.jsonl))
-    write_lines(lines, args.output)
+    write_output(lines, args.output)
     return 0
 
 
@@ -95,5 +95,5 @@ def run_mask_predict(generator, texts: list[str], args) -> int:
     for text in texts:
         output = generator.mask_predict(text, length=args.length, iterations=args.iterations)
         lines.append(output_line({"prompt": text, "text": output}, args.jsonl))
-    write_lines(lines, args.output)
+    write_output(lines, args.output)
     return 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Union
 
 from triform.errors import TriformError
+from triform.io import write_lines
 from triform.precision import Precision
 
 DECODING_HELP = {
@@ -44,7 +43,12 @@ def add_model_arguments(parser, what: str) -> None:
         "--model", type=str, required=True, help="model folder (config.json, model.safetensors, tokenizer.json)"
     )
     parser.add_argument("--input", type=Optional[str], default=None, help=f"file with one {what} per line ('-': stdin)")
-    parser.add_argument("--output", type=Optional[str], default=None, help="write here (atomically) instead of stdout")
+    parser.add_argument(
+        "--output",
+        type=Optional[str],
+        default=None,
+        help="write here (atomically; a missing folder is made) instead of stdout",
+    )
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per output instead of plain text")
     parser.add_argument("--batch_size", type=int, default=32, help="inputs run together")
     parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda")
@@ -148,20 +152,11 @@ def output_line(record: dict, jsonl: bool, text_key: str = "text") -> str:
     return str(record[text_key]).replace("\r", " ").replace("\n", " ")  # one output per line
 
 
-def write_lines(lines: list[str], output: str | None) -> None:
-    """To stdout, or to a file written whole or not at all (a temporary sibling, then renamed)."""
+def write_output(lines: list[str], output: str | None) -> None:
+    """To stdout, or to the file `output`, written whole or not at all (triform.io.write_lines: a
+    missing folder is created, as for every output triform writes)."""
     if output is None:
         for line in lines:
             print(line)
         return
-    path = Path(output)
-    if not path.parent.is_dir():
-        raise TriformError(f"{path}: its folder does not exist")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.writelines(line + "\n" for line in lines)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_lines(output, lines)

@@ -12,7 +12,7 @@ from triform.commands.textio import (
     decoding_config,
     output_line,
     read_texts,
-    write_lines,
+    write_output,
 )
 from triform.errors import TriformError
 
@@ -52,5 +52,5 @@ def run(args) -> int:
                 if result.score is not None:
                     record["score"] = round(result.score, 6)
             lines.append(output_line(record, args.jsonl))
-    write_lines(lines, args.output)
+    write_output(lines, args.output)
     return 0

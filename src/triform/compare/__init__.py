@@ -23,6 +23,7 @@ from triform.compare.runner import Job, reference_scores, run_job
 from triform.compare.setup import prepare_data
 from triform.compare.table import write_outputs
 from triform.errors import TriformError
+from triform.io import atomic_write
 from triform.progress import duration
 
 SETTINGS_FILE = "compare.json"
@@ -117,7 +118,7 @@ def compare(settings: Settings, show=None) -> dict:
     out = Path(settings.out)
     check_folder(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(json.dumps(settings.comparable(), indent=1))
+    atomic_write(out / SETTINGS_FILE, json.dumps(settings.comparable(), indent=1))
     data = prepare_data(settings, out / "data", show)
     jobs = [
         make_job(settings, data, entry, settings.seed + repeat, out)
@@ -135,7 +136,7 @@ def no_model_scores(job: Job, out: Path) -> dict:
     """The context-free guess and the copied input on the held-out tasks (computed once, kept)."""
     path = out / "reference.json"
     if not path.is_file():
-        path.write_text(json.dumps(reference_scores(job), indent=1))
+        atomic_write(path, json.dumps(reference_scores(job), indent=1))
     return json.loads(path.read_text())
 
 

@@ -21,6 +21,7 @@ from triform.data.batches import WindowData
 from triform.data.shards import load_prepared
 from triform.data.tokenizers import load_tokenizer
 from triform.demo.scores import context_free_log_probs
+from triform.io import atomic_write
 from triform.train.distributed import Processes
 from triform.train.session import build_session
 from triform.train.spec import RunSpec, resolved_run, train_spec
@@ -178,5 +179,5 @@ def run_job(job: Job) -> dict:
         model = load_model(run_dir / "model").model
         result[task] = score(task, model, texts, pairs, tokenizer, specials, pattern)
     result["seconds"] = time.monotonic() - started
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    atomic_write(folder / "result.json", json.dumps(result, indent=1))
     return result

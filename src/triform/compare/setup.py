@@ -10,8 +10,9 @@ from triform.compare.heldout import restore_pairs
 from triform.data.readers import DataSource
 from triform.data.shards import prepare
 from triform.data.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from triform.demo.data import sampled_documents, split_every, write_lines
+from triform.demo.data import sampled_documents, split_every
 from triform.errors import TriformError
+from triform.io import atomic_write, write_lines
 
 SENTINELS = 32  # span corruption of a 64-token window needs a handful
 
@@ -52,7 +53,7 @@ def prepare_data(settings, folder: Path, show) -> dict:
         )
         paths[f"{name}_documents"] = len(documents)
         paths[f"{name}_pairs"] = len(pairs)
-    made.write_text(json.dumps(paths, indent=1))
+    atomic_write(made, json.dumps(paths, indent=1))
     show(
         f"{paths['train_documents']:,} training documents, {paths['valid_documents']:,} held out; "
         f"{paths['train_pairs']:,} restore pairs for fine-tuning, {paths['valid_pairs']:,} held out"

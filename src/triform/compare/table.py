@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from triform.compare.plan import NONE, Entry
-from triform.pictures import pyplot, save_figure
+from triform.io import atomic_write
+from triform.train.plots import pyplot, save_figure
 
 # (column name, where in a result, percent?) of the scores reported
 SCORES = (
@@ -150,10 +151,10 @@ def plot(table: list[dict], path: Path, title: str, reference: dict | None = Non
 def write_outputs(results: list[dict], chosen: list[Entry], settings, reference: dict | None, out: Path) -> dict:
     rows = run_rows(results)
     table = aggregate(results, chosen)
-    (out / "results.csv").write_text(csv_text(rows))
-    (out / "table.csv").write_text(csv_text(table_csv_rows(table)))
+    atomic_write(out / "results.csv", csv_text(rows))
+    atomic_write(out / "table.csv", csv_text(table_csv_rows(table)))
     text = markdown(table, reference)
-    (out / "table.md").write_text(text + "\n")
+    atomic_write(out / "table.md", text + "\n")
     seeds = sorted({r["seed"] for r in results})
     title = (
         f"{Path(settings.data).name}: pretraining {settings.budget:.1e} tokens x parameters each, fine-tuning "

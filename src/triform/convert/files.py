@@ -2,8 +2,8 @@
 
 Weights are read from `model.safetensors`, a sharded `model.safetensors.index.json`, or PyTorch's
 `pytorch_model.bin` (loaded with `weights_only=True`, so a pickle can hold tensors and nothing that
-runs). Folders are written into a hidden sibling first and renamed into place, so a failed export
-leaves nothing behind.
+runs). Folders are written into a hidden sibling first and swapped into place (triform.io.atomic_dir),
+so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from triform.checkpoint import replace_directory
 from triform.errors import TriformError
+from triform.io import atomic_dir
 
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
@@ -120,19 +118,13 @@ def write_folder(directory: Path, tensors: dict[str, Tensor], files: dict[str, s
     """Write `model.safetensors` and the other files into `directory`, atomically."""
     from safetensors.torch import save_file
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as staging:
         # Fresh copies: safetensors refuses tensors that share memory (views of one fused q/k/v matrix).
         copies = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
         save_file(copies, str(staging / SAFETENSORS), metadata={"format": "pt"})
         for name, content in files.items():
-            mode = "wb" if isinstance(content, bytes) else "w"
-            with open(staging / name, mode, **({} if isinstance(content, bytes) else {"encoding": "utf-8"})) as f:
-                f.write(content)
-        replace_directory(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            (staging / name).write_bytes(data)
     return directory
 
 

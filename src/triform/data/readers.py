@@ -1,4 +1,8 @@
-"""Read documents and (source, target) pairs from plain text, JSONL, TSV/CSV and parquet files.
+"""The one reader of data files: plain text, JSONL, TSV/CSV and parquet, for training and tasks alike.
+
+Training reads documents and (source, target) pairs (`read_records`); a task reads every column of
+a file by name (triform.tasks.read_records). Both go through `read_columns`, told by a `Columns`
+which columns a record holds and under what names (data/records.py).
 
 Readers stream: they yield one record at a time with the file and line it came from, so that a bad
 row is reported where it is and a corpus larger than memory is never held whole. Every malformed
@@ -13,13 +17,15 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
-from triform.errors import TriformError
+from triform.data.records import Columns, DataError, Field, Record
+
+__all__ = ["Columns", "DataError", "DataSource", "Field", "Format", "Record", "read_columns", "read_records"]
 
 Format = Literal["auto", "text", "jsonl", "tsv", "csv", "parquet"]
-Field = str | int | None  # a column name, a 0-based position, or None for the format's default
 EXTENSIONS = {
     ".txt": "text",
     ".text": "text",
@@ -29,20 +35,6 @@ EXTENSIONS = {
     ".csv": "csv",
     ".parquet": "parquet",
 }
-
-
-class DataError(TriformError, ValueError):
-    """Input data that cannot be read as asked; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One document (`target` is None) or one source -> target pair, with where it came from."""
-
-    text: str
-    target: str | None
-    file: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -90,57 +82,55 @@ def file_format(path: Path, declared: str) -> str:
 
 
 def read_records(source: DataSource, *, parallel: bool) -> Iterator[Record]:
-    """Every non-empty document or pair of `source`, streamed; an empty corpus is an error."""
+    """Every non-empty document (`record.text`) or pair (`.text`, `.target`) of `source`, streamed;
+    an empty corpus is an error."""
+    if source.target_path is not None and not parallel:
+        raise DataError(f"data.target_path: {source.target_path} is a target side, but the objective reads plain text")
     count = 0
-    if source.target_path is not None:
-        if not parallel:
-            raise DataError(
-                f"data.target_path: {source.target_path} is a target side, but the objective reads plain text"
-            )
-        records = aligned_files(resolve_files(source.path), resolve_files(source.target_path))
-    else:
-        records = (r for path in resolve_files(source.path) for r in read_file(path, source, parallel))
-    for record in records:
+    for record in read_columns(source, document_columns(source, parallel)):
         count += 1
         yield record
     if count == 0:
         raise DataError(f"{source.path}: no documents; the input is empty or blank")
 
 
-def read_file(path: Path, source: DataSource, parallel: bool) -> Iterator[Record]:
+def document_columns(source: DataSource, parallel: bool) -> Columns:
+    """The columns of training data: "text", or "text" and "target" for pairs, where the source says."""
+    if parallel:
+        chosen = {"text": source.source_field, "target": source.target_field}
+        return Columns(chosen, {"text": ("source", 0), "target": ("target", 1)})
+    return Columns({"text": source.text_field}, {"text": ("text", 0)})
+
+
+def read_columns(source: DataSource, columns: Columns) -> Iterator[Record]:
+    """The one reader: each record of `source`'s files, holding `columns`, in file order."""
+    if source.target_path is not None:
+        yield from aligned_files(resolve_files(source.path), resolve_files(source.target_path), columns)
+        return
+    for path in resolve_files(source.path):
+        yield from read_file(path, source, columns)
+
+
+def read_file(path: Path, source: DataSource, columns: Columns) -> Iterator[Record]:
     kind = file_format(path, source.format)
     if kind == "text":
-        if parallel:
+        if columns.every:
+            raise DataError(f"{path}: tasks read named columns from .jsonl, .csv, .tsv or .parquet files, not {kind}")
+        if len(columns.names) > 1:
             raise DataError(
                 f"{path}: plain text holds one side only; give parallel data as two columns or set data.target_path"
             )
-        yield from read_text(path, source.document)
+        yield from read_text(path, source.document, next(iter(columns.names)))
     elif kind == "jsonl":
-        yield from read_jsonl(path, fields(source, parallel, default_names=True))
+        yield from read_jsonl(path, columns)
     elif kind in ("tsv", "csv"):
-        yield from read_table(path, fields(source, parallel, default_names=False), kind, source.header)
+        named = any(isinstance(n, str) for n in columns.fields(named=False).values())
+        header = (columns.every or named) if source.header is None else source.header
+        yield from read_table(path, columns, kind, header)
     elif kind == "parquet":
-        yield from read_parquet(path, fields(source, parallel, default_names=True))
+        yield from read_parquet(path, columns)
     else:
         raise DataError(f"data.format: expected one of auto, text, jsonl, tsv, csv, parquet, got {kind!r}")
-
-
-def fields(source: DataSource, parallel: bool, *, default_names: bool) -> tuple[Field, ...]:
-    """The fields to read: (text,) or (source, target), with each format's defaults filled in."""
-    if parallel:
-        defaults = ("source", "target") if default_names else (0, 1)
-        chosen = (source.source_field, source.target_field)
-    else:
-        defaults = ("text",) if default_names else (0,)
-        chosen = (source.text_field,)
-    return tuple(default if field is None else field for field, default in zip(chosen, defaults))
-
-
-def make_record(values: list[str], path: Path, line: int) -> Record | None:
-    """A record from the field values, or None for a blank one (blank lines are not documents)."""
-    if not any(v.strip() for v in values):
-        return None
-    return Record(values[0], values[1] if len(values) > 1 else None, str(path), line)
 
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -158,11 +148,11 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
-def read_text(path: Path, document: str) -> Iterator[Record]:
+def read_text(path: Path, document: str, column: str) -> Iterator[Record]:
     if document == "line":
         for number, line in decoded_lines(path):
             if line.strip():
-                yield Record(line, None, str(path), number)
+                yield Record({column: line}, str(path), number)
         return
     block, first = [], 0
     for number, line in decoded_lines(path):
@@ -170,10 +160,10 @@ def read_text(path: Path, document: str) -> Iterator[Record]:
             block.append(line)
             first = first or number
         elif block:
-            yield Record("\n".join(block), None, str(path), first)
+            yield Record({column: "\n".join(block)}, str(path), first)
             block, first = [], 0
     if block:
-        yield Record("\n".join(block), None, str(path), first)
+        yield Record({column: "\n".join(block)}, str(path), first)
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
@@ -191,123 +181,153 @@ def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
         yield number, row
 
 
-def read_jsonl(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
-    for name in names:
+def read_jsonl(path: Path, columns: Columns) -> Iterator[Record]:
+    if columns.every:
+        for number, row in json_objects(path):
+            yield columns.record(row, path, number, has_lists=True)
+        return
+    fields = columns.fields(named=True)
+    for name in fields.values():
         if not isinstance(name, str):
             raise DataError(f"{path}: JSONL fields are named; got the position {name}")
     for number, row in json_objects(path):
-        values = []
-        for name in names:
+        values = {}
+        for column, name in fields.items():
             if name not in row:
                 raise DataError(f"{path}:{number}: no field {name!r}; the object has {sorted(row)}")
             if not isinstance(row[name], str):
                 raise DataError(f"{path}:{number}: field {name!r} is {type(row[name]).__name__}, expected a string")
-            values.append(row[name])
-        record = make_record(values, path, number)
+            values[column] = row[name]
+        record = columns.record(values, path, number)
         if record is not None:
             yield record
 
 
-def read_table(path: Path, names: tuple[Field, ...], kind: str, header: bool | None) -> Iterator[Record]:
-    """TSV (tab-separated, no quoting, as most corpora ship) or CSV (RFC 4180 quoting)."""
-    header = any(isinstance(n, str) for n in names) if header is None else header
-    label = "tab-separated" if kind == "tsv" else "comma-separated"
+def table_rows(path: Path, kind: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of TSV (tab-separated, no quoting, as most corpora ship) or CSV (RFC 4180
+    quoting; a row's number is the line it ends on)."""
     lines = decoded_lines(path)
     if kind == "tsv":
-        rows = ((number, line.split("\t")) for number, line in lines)
+        return ((number, line.split("\t")) for number, line in lines)
+    numbers: list[int] = []
+
+    def counted() -> Iterator[str]:
+        for number, line in lines:
+            numbers.append(number)
+            yield line + "\n"  # the csv module needs the newline to keep one inside a quoted cell
+
+    return ((numbers[-1], row) for row in csv.reader(counted()))
+
+
+def read_table(path: Path, columns: Columns, kind: str, header: bool) -> Iterator[Record]:
+    """The rows of a TSV or CSV file, as wide as its first row (its header, if it has one)."""
+    rows = table_rows(path, kind)
+    first = next(rows, None)
+    if first is None:
+        if columns.every:
+            raise DataError(f"{path}:1: expected a header row naming the columns")
+        return
+    first_line, width = first[0], len(first[1])
+    if header:
+        names = [name.strip() for name in first[1]]
     else:
-        numbers: list[int] = []
-        reader = csv.reader(_counted(lines, numbers))
-        rows = ((numbers[-1], row) for row in reader)
-    positions, width, first_line = None, None, 0
+        names, rows = list(range(width)), chain([first], rows)
+    positions = None if columns.every else chosen_positions(path, columns, names if header else None, width)
+    chosen = None if positions is None else list(positions.items())
     for number, row in rows:
-        if width is None:
-            width, first_line = len(row), number
-            if header:
-                positions = column_positions(path, names, row)
-                continue
-            positions = positions_without_header(path, names, width)
         if len(row) != width:
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line
-            raise DataError(
-                f"{path}:{number}: ragged row: {len(row)} {label} fields, expected {width} as on line {first_line}"
-            )
-        record = make_record([row[p] for p in positions], path, number)
-        if record is not None:
+            if any(cell.strip() for cell in row):
+                raise ragged(path, number, len(row), kind, width, first_line, header)
+            continue  # a blank line
+        if chosen is None:
+            if any(cell.strip() for cell in row):  # a blank row is no record
+                yield columns.record(dict(zip(names, row)), path, number)
+            continue
+        record = columns.record({column: row[p] for column, p in chosen}, path, number)
+        if record is not None:  # None: the chosen cells are blank
             yield record
 
 
-def _counted(lines: Iterator[tuple[int, str]], numbers: list[int]) -> Iterator[str]:
-    for number, line in lines:
-        numbers.append(number)
-        yield line + "\n"  # the csv module needs the newline to keep one inside a quoted cell
+def ragged(path: Path, number: int, found: int, kind: str, width: int, first_line: int, header: bool) -> DataError:
+    if header:
+        return DataError(f"{path}:{number}: {found} fields; the header on line {first_line} names {width}")
+    label = "tab-separated" if kind == "tsv" else "comma-separated"
+    return DataError(f"{path}:{number}: ragged row: {found} {label} fields, expected {width} as on line {first_line}")
 
 
-def column_positions(path: Path, names: tuple[Field, ...], header_row: list[str]) -> list[int]:
-    positions = []
-    for name in names:
-        if isinstance(name, int):
-            positions.append(positions_without_header(path, (name,), len(header_row))[0])
-        elif name in header_row:
-            positions.append(header_row.index(name))
+def chosen_positions(path: Path, columns: Columns, header: list[str] | None, width: int) -> dict[str, int]:
+    """Where each record column is in the rows: by name in the header, or by position."""
+    positions = {}
+    for column, name in columns.fields(named=False).items():
+        if isinstance(name, str) and header is None:
+            raise DataError(f"{path}: column {name!r} is named, but data.header is false")
+        if isinstance(name, str):
+            if name not in header:
+                raise DataError(f"{path}:1: no column named {name!r}; the header has {header}")
+            positions[column] = header.index(name)
+        elif not 0 <= name < width:
+            raise DataError(f"{path}:1: no column {name}: the rows have {width} fields (columns count from 0)")
         else:
-            raise DataError(f"{path}:1: no column named {name!r}; the header has {header_row}")
+            positions[column] = name
     return positions
 
 
-def positions_without_header(path: Path, names: tuple[Field, ...], width: int) -> list[int]:
-    for name in names:
-        if isinstance(name, str):
-            raise DataError(f"{path}: column {name!r} is named, but data.header is false")
-        if not 0 <= name < width:
-            raise DataError(f"{path}:1: no column {name}: the rows have {width} fields (columns count from 0)")
-    return list(names)  # type: ignore[arg-type]
-
-
-def read_parquet(path: Path, names: tuple[Field, ...]) -> Iterator[Record]:
+def read_parquet(path: Path, columns: Columns) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises ArrowInvalid / OSError with its own wording
         raise DataError(f"{path}: unreadable parquet file ({error})") from None
-    columns = table.schema_arrow.names
-    selected = []
-    for name in names:
-        if isinstance(name, int):
-            if not 0 <= name < len(columns):
-                raise DataError(f"{path}: no column {name}: the file has {len(columns)} columns")
-            name = columns[name]
-        if name not in columns:
-            raise DataError(f"{path}: no column {name!r}; the file has {columns}")
-        selected.append(name)
+    if columns.every:
+        number = 0
+        for batch in table.iter_batches(batch_size=4096):
+            for values in batch.to_pylist():
+                number += 1
+                yield columns.record(values, path, number, has_lists=True, by_row=True)
+        return
+    selected = parquet_columns(path, columns, table.schema_arrow.names)
     row_number = 0
-    for batch in table.iter_batches(columns=selected, batch_size=4096):
-        data = [batch.column(name).to_pylist() for name in selected]
-        for values in zip(*data):
+    for batch in table.iter_batches(columns=list(selected.values()), batch_size=4096):
+        data = {column: batch.column(name).to_pylist() for column, name in selected.items()}
+        for values in zip(*data.values()):
             row_number += 1
-            for name, value in zip(selected, values):
+            for name, value in zip(selected.values(), values):
                 if not isinstance(value, str):
                     raise DataError(
                         f"{path}: row {row_number}: column {name!r} is {type(value).__name__}, expected a string"
                     )
-            record = make_record(list(values), path, row_number)
+            record = columns.record(dict(zip(selected, values)), path, row_number, by_row=True)
             if record is not None:
                 yield record
 
 
-def aligned_files(sources: list[Path], targets: list[Path]) -> Iterator[Record]:
+def parquet_columns(path: Path, columns: Columns, names: list[str]) -> dict[str, str]:
+    """The file's column for each record column, by name or position."""
+    selected = {}
+    for column, name in columns.fields(named=True).items():
+        if isinstance(name, int):
+            if not 0 <= name < len(names):
+                raise DataError(f"{path}: no column {name}: the file has {len(names)} columns")
+            name = names[name]
+        if name not in names:
+            raise DataError(f"{path}: no column {name!r}; the file has {names}")
+        selected[column] = name
+    return selected
+
+
+def aligned_files(sources: list[Path], targets: list[Path], columns: Columns) -> Iterator[Record]:
     """Line i of the source files pairs with line i of the target files."""
     if len(sources) != len(targets):
         raise DataError(f"{sources[0]}: {len(sources)} source files but {len(targets)} target files")
+    source_column, target_column = columns.names
     for source_path, target_path in zip(sources, targets):
         target_lines = decoded_lines(target_path)
         for number, source_line in decoded_lines(source_path):
             target = next(target_lines, None)
             if target is None:
                 raise DataError(f"{target_path}:{number}: ends early; {source_path} has more lines")
-            record = make_record([source_line, target[1]], source_path, number)
+            record = columns.record({source_column: source_line, target_column: target[1]}, source_path, number)
             if record is not None:
                 yield record
         if next(target_lines, None) is not None:

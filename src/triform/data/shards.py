@@ -2,13 +2,14 @@
 
 A prepared folder holds `meta.json` and, per shard, numpy files read back with `mmap_mode="r"`, so
 a corpus larger than RAM trains without being loaded. Input is streamed; each finished shard is
-committed to a hidden staging folder with the count of records it consumed, so an interrupted run
-continues where it stopped when rerun. The folder appears under its name only when complete; bad
-input removes the staging folder, leaving nothing behind.
+committed to a hidden staging folder (triform.io.atomic_dir with `resume`) with the count of records
+it consumed, so an interrupted run continues where it stopped when rerun. The folder appears under its
+name only when complete; bad input removes the staging folder, leaving nothing behind.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from triform.data.corpus import Corpus, Documents, Shard, ShardBuilder, batched,
 from triform.data.readers import DataError, DataSource, read_records, resolve_files
 from triform.data.tokenizers import fingerprint
 from triform.errors import TriformError
+from triform.io import atomic_dir, atomic_write
 from triform.progress import Throttle, count, duration, say
 from triform.vocab import SpecialTokens
 
@@ -58,15 +60,17 @@ def write_shard(folder: Path, index: int, shard: Shard) -> dict:
     if shard.targets is not None:
         arrays.update(target_tokens=shard.targets.tokens, target_ends=shard.targets.ends, origins=shard.origins)
     for key, name in shard_files(index, shard.targets is not None).items():
-        temporary = folder / f".{name}.tmp"
-        with open(temporary, "wb") as file:
-            np.save(file, arrays[key])
-        os.replace(temporary, folder / name)
+        atomic_write(folder / name, functools.partial(save_array, array=arrays[key]))
     return {
         "documents": len(shard.documents),
         "tokens": shard.n_tokens,
         "target_tokens": int(shard.targets.ends[-1]) if shard.targets is not None and len(shard.targets) else 0,
     }
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file, not a name: np.save would add ".npy" to a name without it
+        np.save(file, array)
 
 
 def prepare(
@@ -92,31 +96,27 @@ def prepare(
             )
     elif output.exists() and any(output.iterdir()):
         raise TriformError(f"{output}: exists and is not a prepared corpus; choose another --output")
-    staging = output.with_name(f".{output.name}.partial")
-    state = load_state(staging, key)
-    try:
-        meta = fill_shards(source, tokenizer, staging, state, parallel, shard_tokens)
-    except DataError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except KeyboardInterrupt:
-        say(f"prepare: interrupted after {len(state['shards'])} complete shards; rerun the same command to continue")
-        raise
-    meta.update(
-        format=FORMAT,
-        version=VERSION,
-        input_key=key,
-        kind="parallel" if parallel else "text",
-        tokenizer_sha256=fingerprint(tokenizer),
-        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-        dtype=str(token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))),
-        source=str(source.path),
-    )
-    (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
-    (staging / STATE).unlink()
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
+    # The staging folder survives an interrupt (or a crash) to be continued; bad input removes it.
+    with atomic_dir(output, resume=True, discard=(DataError,)) as staging:
+        state = load_state(staging, key)
+        try:
+            meta = fill_shards(source, tokenizer, staging, state, parallel, shard_tokens)
+        except KeyboardInterrupt:
+            done = len(state["shards"])
+            say(f"prepare: interrupted after {done} complete shards; rerun the same command to continue")
+            raise
+        meta.update(
+            format=FORMAT,
+            version=VERSION,
+            input_key=key,
+            kind="parallel" if parallel else "text",
+            tokenizer_sha256=fingerprint(tokenizer),
+            vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+            dtype=str(token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))),
+            source=str(source.path),
+        )
+        (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
+        (staging / STATE).unlink()
     return output
 
 
@@ -134,9 +134,7 @@ def load_state(staging: Path, key: str) -> dict:
 
 
 def save_state(staging: Path, state: dict) -> None:
-    temporary = staging / f".{STATE}.tmp"
-    temporary.write_text(json.dumps(state))
-    os.replace(temporary, staging / STATE)
+    atomic_write(staging / STATE, json.dumps(state))
 
 
 def fill_shards(source: DataSource, tokenizer, staging: Path, state: dict, parallel: bool, shard_tokens: int) -> dict:

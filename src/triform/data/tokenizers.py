@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from triform.errors import TriformError
+from triform.io import atomic_write
 from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_strings
 
 TokenizerKind = Literal["bpe", "wordpiece", "unigram"]
@@ -78,16 +79,8 @@ def train_tokenizer(
 
 
 def save_tokenizer(tokenizer, path: str | os.PathLike) -> Path:
-    """Write `tokenizer.json` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tokenizer.save(str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    """Write `tokenizer.json` atomically (triform.io.atomic_write)."""
+    return atomic_write(path, lambda temporary: tokenizer.save(str(temporary)))
 
 
 def load_tokenizer(path: str | os.PathLike):

@@ -17,7 +17,7 @@ from triform.checkpoint import CONFIG_FILE, read_config
 from triform.config import ModelConfig
 from triform.demo.data import prepare_numbers, prepare_text
 from triform.demo.plan import SIZES, demo_models, model_fields
-from triform.demo.report import plot_losses, terminal_summary, write_html, write_json
+from triform.demo.report import plot_outcomes, terminal_summary, write_html, write_json
 from triform.demo.showcase import Outcome, showcase
 from triform.errors import TriformError
 from triform.models import build_model
@@ -107,7 +107,7 @@ def run_demo(
         steps[model.key] = spec.steps
         show(terminal_summary(outcome))
         outcomes.append(outcome)
-    loss_picture = plot_losses(outcomes, out / "losses.png")
+    loss_picture = plot_outcomes(outcomes, out / "losses.png")
     context = {
         "size": size,
         "seed": seed,

@@ -14,6 +14,7 @@ from triform.demo.docstrings import docstring_sentences, split_by_module, standa
 from triform.demo.numbers import number_pairs
 from triform.demo.plan import NUMBER_VOCAB, VALID_NUMBERS, Size
 from triform.errors import TriformError
+from triform.io import write_lines
 
 VALID_EVERY = 20  # of the user's documents, every 20th is held out
 
@@ -36,12 +37,6 @@ class NumberData:
     limit: int
     n_train: int
     valid_pairs: list[tuple[int, str, str]]
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def sampled_documents(path: str, n: int, seed: int) -> list[str]:

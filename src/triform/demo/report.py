@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from html import escape
 from pathlib import Path
 
 from triform.demo.showcase import Outcome, learned
-from triform.pictures import pyplot, save_figure
+from triform.io import atomic_write
+from triform.train.plots import Curves, plot_losses
 
 PERCENT = ("accuracy",)
 
@@ -62,30 +62,15 @@ def terminal_summary(outcome: Outcome) -> str:
     return "\n".join([f"  {headline(outcome)}", *example_lines(outcome)])
 
 
-def plot_losses(outcomes: list[Outcome], path: Path) -> Path:
+def loss_curves(outcome: Outcome) -> Curves:
+    """A model's panel of the loss picture, with the loss of a uniform guess to compare."""
+    guess = math.log(outcome.metrics["uniform perplexity"])
+    return Curves(outcome.records, f"{outcome.model.family}\n{outcome.model.triple}", guess)
+
+
+def plot_outcomes(outcomes: list[Outcome], path: Path) -> Path:
     """One panel per model: training loss, validation loss, and the loss of a uniform guess."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(outcomes), figsize=(3.6 * len(outcomes), 3.2), squeeze=False)
-    for axis, outcome in zip(axes[0], outcomes):
-        train = [r for r in outcome.records if r.get("split") == "train"]
-        valid = [r for r in outcome.records if r.get("split") == "valid"]
-        axis.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1, label="train")
-        axis.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o", label="validation")
-        axis.axhline(
-            math.log(outcome.metrics["uniform perplexity"]),
-            linestyle="--",
-            color="gray",
-            linewidth=1,
-            label="uniform guess",
-        )
-        axis.set_title(f"{outcome.model.family}\n{outcome.model.triple}", fontsize=9)
-        axis.set_xlabel("step", fontsize=8)
-        axis.grid(alpha=0.3)
-        axis.set_ylim(bottom=0)
-    axes[0][0].set_ylabel("loss (nats per predicted token)", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return plot_losses([loss_curves(o) for o in outcomes], path, learning_rate=False)
 
 
 def examples_table(outcome: Outcome) -> str:
@@ -142,10 +127,7 @@ Size <code>{escape(context["size"])}</code>, {context["minutes"]:.1f} minutes on
 <h2>Go on from here</h2><pre>{commands}</pre>
 </body></html>
 """
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return atomic_write(path, page)
 
 
 def write_json(path: Path, outcomes: list[Outcome], context: dict) -> Path:
@@ -167,5 +149,4 @@ def write_json(path: Path, outcomes: list[Outcome], context: dict) -> Path:
             for o in outcomes
         ],
     }
-    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    return path
+    return atomic_write(path, json.dumps(summary, indent=1, ensure_ascii=False, default=str))

@@ -1,22 +1,22 @@
 """Training checkpoints: a model folder (safetensors + config.json + tokenizer.json) plus
 `trainer.pt` with the optimizer, the scheduler and the position in the data.
 
-Each checkpoint is written into a hidden staging folder and renamed into place, so a run killed
-mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step), so the
-step is all a resume needs to replay the same masks, dropout and batch order.
+Each checkpoint is written into a hidden staging folder and swapped into place (triform.io.atomic_dir),
+so a run killed mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step),
+so the step is all a resume needs to replay the same masks, dropout and batch order.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from triform.checkpoint import WEIGHTS_FILE, load_weights, replace_directory, save_model
+from triform.checkpoint import WEIGHTS_FILE, load_weights, save_model, write_model
 from triform.errors import TriformError
+from triform.io import atomic_dir
 from triform.models import build_model
 from triform.train.distributed import Processes, unwrap
 
@@ -62,16 +62,11 @@ def save_checkpoint(
     model_state, optimizer_state = full_state(model, optimizer, strategy)
     target = checkpoint_dir(run_dir, step)
     if processes.is_main:
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            save_model(
-                plain_model(model, model_state, strategy), staging, specials=specials, tokenizer=tokenizer, extra=extra
-            )
+        with atomic_dir(target) as staging:
+            plain = plain_model(model, model_state, strategy)
+            write_model(plain, staging, specials=specials, tokenizer=tokenizer, extra=extra)
             trainer = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **state}
             torch.save(trainer, staging / TRAINER_STATE)
-            replace_directory(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     processes.barrier()
     return target
 
@@ -103,7 +98,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def remove_partial(run_dir: Path) -> None:
-    """Staging folders of a save that a kill interrupted."""
+    """Staging folders (and folders moved aside) of a save that a kill interrupted."""
     for staging in (run_dir / CHECKPOINTS).glob(".step-*"):
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from triform.errors import TriformError
 from triform.progress import count, duration, say
-from triform.train.metrics import MetricsLog, plot_losses
+from triform.train.metrics import MetricsLog
+from triform.train.plots import plot_losses
 
 PLOT_EVERY = 30.0  # seconds between redraws of loss.png at validations (always drawn at the end)
 

@@ -17,6 +17,7 @@ import yaml
 from triform.checkpoint import CONFIG_FILE, load_model, read_config
 from triform.data.tokenizers import save_tokenizer
 from triform.errors import TriformError
+from triform.io import atomic_write
 from triform.models import build_model
 from triform.train import checkpoint as ckpt
 from triform.train.config import Resolved
@@ -55,7 +56,7 @@ def run_training(
             check_same_model(existing[-1], job.model.config)
         if processes.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / CONFIG_YAML).write_text(yaml.safe_dump(saved_config, sort_keys=False))
+            atomic_write(run_dir / CONFIG_YAML, yaml.safe_dump(saved_config, sort_keys=False))
             if save_tokenizer_file:
                 save_tokenizer(job.saved.tokenizer, run_dir / TOKENIZER_FILE)
         processes.barrier()
