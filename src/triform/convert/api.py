@@ -34,6 +34,7 @@ from triform.convert.files import (
 from triform.convert.gpt2 import GPT2Family
 from triform.convert.hf_config import HFConfig
 from triform.convert.mapping import consumed_names, export_state, import_state
+from triform.convert.pooling import sentence_transformers_pooling
 from triform.convert.specials import special_tokens, tokenizer_files
 from triform.convert.t5 import T5Family
 from triform.convert.tokenizer import has_tokenizer_files, load_hf_tokenizer
@@ -99,6 +100,9 @@ def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretra
         "recipe": Recipe(family.objective).to_dict(),
         "hf": {"model_type": hf.model_type, "config": raw, "unused_tensors": unused},
     }
+    pooling = sentence_transformers_pooling(directory)
+    if pooling is not None:  # a sentence encoder: embed as sentence-transformers does (tasks/embed.py)
+        extra["pooling"] = pooling
     if (directory / GENERATION_CONFIG).is_file():
         extra["hf"]["generation_config"] = read_json(directory / GENERATION_CONFIG)
     return Pretrained(model.eval(), config, specials, loaded_tokenizer, extra)

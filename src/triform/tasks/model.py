@@ -14,6 +14,18 @@ from triform.models.stack import StackInputs
 from triform.tasks.framing import Framing
 
 
+def body_states(
+    body: nn.Module, framing: Framing, ids: Tensor, padding_mask: Tensor | None, token_types: Tensor | None = None
+) -> Tensor:
+    """A body's final hidden states (N, T, d_model) for framed inputs: a stack's, read under the
+    framing's pattern, or an encoder-decoder's decoder fed the same text as its encoder (BART §3)."""
+    if framing.arch == "encoder-decoder":
+        return body.hidden_states(ids, StackInputs(ids, "causal", padding_mask), padding_mask)
+    if not body.config.token_types:
+        token_types = None  # a body without segment embeddings ignores them
+    return body.hidden_states(StackInputs(ids, framing.pattern, padding_mask=padding_mask, token_types=token_types))
+
+
 class TaskModel(nn.Module):
     def __init__(self, body: nn.Module, head: nn.Module, framing: Framing):
         super().__init__()
@@ -26,13 +38,7 @@ class TaskModel(nn.Module):
 
     def states(self, ids: Tensor, padding_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
         """Final hidden states (N, T, d_model), position t describing input token t."""
-        if self.framing.arch == "encoder-decoder":
-            return self.body.hidden_states(ids, StackInputs(ids, "causal", padding_mask), padding_mask)
-        if not self.config.token_types:
-            token_types = None  # a body without segment embeddings ignores them
-        return self.body.hidden_states(
-            StackInputs(ids, self.framing.pattern, padding_mask=padding_mask, token_types=token_types)
-        )
+        return body_states(self.body, self.framing, ids, padding_mask, token_types)
 
     def pool(self, states: Tensor, padding_mask: Tensor | None) -> Tensor:
         """(N, T, d_model) -> (N, d_model): the first token, or the last real one (inputs are right-padded)."""
