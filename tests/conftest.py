@@ -34,6 +34,20 @@ VARIANTS = {
     "learned-pre-layernorm": dict(position="learned"),
     "sinusoidal-post": dict(position="sinusoidal", norm_placement="post", scale_embeddings=True, activation="relu"),
     "rotary-rmsnorm-swiglu": dict(position="rotary", norm="rmsnorm", activation="silu", gated=True, bias=False),
+    # Qwen's parts: one key/value head for both query heads, q/k/v biases alone, q/k norms, YaRN.
+    "grouped-query-qwen": dict(
+        position="rotary",
+        norm="rmsnorm",
+        activation="silu",
+        gated=True,
+        bias=False,
+        qkv_bias=True,
+        n_kv_heads=1,
+        qk_norm=True,
+        rotary_scaling="yarn",
+        rotary_factor=4.0,
+        rotary_original_max_len=16,
+    ),
     "relative-t5": dict(
         position="relative",
         norm="rmsnorm",

@@ -24,6 +24,15 @@ def reference_models():
         encoder_ffn_dim=3072,
         decoder_ffn_dim=3072,
     )
+    tinyllama = dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+    )
     return {
         "gpt2-small": (transformers.GPT2LMHeadModel, transformers.GPT2Config(), 0),
         "bert-base": (transformers.BertForMaskedLM, transformers.BertConfig(), 0),
@@ -31,10 +40,11 @@ def reference_models():
         # BART keeps its output bias as a frozen buffer, which triform trains, and stores two unused
         # position rows per stack (its positions start at 2).
         "bart-base": (transformers.BartForConditionalGeneration, transformers.BartConfig(**bart), 50265 - 2 * 2 * 768),
+        "tinyllama-1.1b": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**tinyllama), 0),
     }
 
 
-@pytest.mark.parametrize("name", ["gpt2-small", "bert-base", "t5-small", "bart-base"])
+@pytest.mark.parametrize("name", ["gpt2-small", "bert-base", "t5-small", "bart-base", "tinyllama-1.1b"])
 def test_parameter_count_matches_transformers(name):
     model_class, config, extra = reference_models()[name]
     with torch.device("meta"):
@@ -53,7 +63,7 @@ def test_paper_sizes(name, millions):
 def test_tiny_presets_keep_the_parts_of_their_full_size_model(name):
     tiny = get_preset(name)
     full = next(p for p in PRESETS.values() if not p.name.startswith("tiny-") and p.reference == tiny.reference)
-    shape = {"d_model", "n_heads", "d_head", "d_ff", "n_layers", "vocab_size", "max_len"}
+    shape = {"d_model", "n_heads", "n_kv_heads", "d_head", "d_ff", "n_layers", "vocab_size", "max_len"}
     differs = {k for k, v in tiny.model.to_dict().items() if full.model.to_dict()[k] != v}
     assert differs <= shape and tiny.objective == full.objective
     assert count(build_model(tiny.model)) < 2_000_000

@@ -27,7 +27,7 @@ from triform.nn.attention import CrossAttention, SelfAttention
 from triform.nn.block import PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
 from triform.nn.norm import make_norm
-from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, SinusoidalPositions
+from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, RotaryScaling, SinusoidalPositions
 
 Model = StackModel | EncoderDecoderModel
 
@@ -78,7 +78,7 @@ def build_stack(
         norm=make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None,
         dropout=parts.dropout(config.dropout),
     )
-    rotary = Rotary(config.head_dim, config.max_len, config.rotary_base) if config.position == "rotary" else None
+    rotary = build_rotary(config) if config.position == "rotary" else None
     relative_bias = None
     if config.position == "relative":
         relative_bias = RelativePositionBias(
@@ -90,24 +90,47 @@ def build_stack(
     return Stack(embeddings, blocks, final_norm, relative_bias)
 
 
+def build_rotary(config: ModelConfig) -> Rotary:
+    scaling = None
+    if config.rotary_scaling != "none":
+        scaling = RotaryScaling(
+            config.rotary_scaling,
+            config.rotary_factor,
+            config.rotary_original_max_len,
+            config.rotary_low_frequency_factor,
+            config.rotary_high_frequency_factor,
+        )
+    return Rotary(config.head_dim, config.max_len, config.rotary_base, scaling)
+
+
 def build_block(config: ModelConfig, parts: Parts, *, cross: bool, rotary: Rotary | None):
-    heads = dict(
-        bias=config.bias,
-        dropout=config.attention_dropout,
-        scaled=config.scale_attention,
-        linear=parts.linear,
-        attend=parts.attend,
-    )
+    def heads() -> dict:
+        norms = {}
+        if config.qk_norm:
+            norms = {
+                name: make_norm(config.norm, config.head_dim, config.norm_eps) for name in ("query_norm", "key_norm")
+            }
+        return dict(
+            bias=config.bias,
+            qkv_bias=config.attention_bias,
+            n_kv_heads=config.kv_heads,
+            dropout=config.attention_dropout,
+            scaled=config.scale_attention,
+            linear=parts.linear,
+            attend=parts.attend,
+            **norms,
+        )
+
     size = (config.d_model, config.n_heads, config.head_dim)
     feedforward_class = GatedFeedForward if config.gated else FeedForward
     n_sublayers = 3 if cross else 2
     block_class = PreNormBlock if config.norm_placement == "pre" else PostNormBlock
     return block_class(
-        SelfAttention(*size, rotary=rotary, **heads),
+        SelfAttention(*size, rotary=rotary, **heads()),
         feedforward_class(config.d_model, config.d_ff, config.activation, config.bias, linear=parts.linear),
         [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
         parts.dropout(config.dropout),
-        cross_attention=CrossAttention(*size, **heads) if cross else None,
+        cross_attention=CrossAttention(*size, **heads()) if cross else None,
     )
 
 

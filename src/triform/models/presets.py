@@ -109,12 +109,32 @@ BART_BASE = ModelConfig(
     embedding_norm=True,
     output_bias=True,
 )
+TINYLLAMA = ModelConfig(
+    vocab_size=32000,
+    d_model=2048,
+    n_heads=32,
+    n_kv_heads=4,
+    d_ff=5632,
+    n_layers=22,
+    max_len=2048,
+    position="rotary",
+    norm="rmsnorm",
+    norm_eps=1e-5,
+    activation="silu",
+    gated=True,
+    bias=False,
+    dropout=0.0,
+    attention_dropout=0.0,
+    tie_embeddings=False,
+)
 
 TINY = dict(d_model=64, n_heads=4, d_ff=256, n_layers=2, vocab_size=2048, max_len=256)
 
 
 def _tiny(config: ModelConfig) -> ModelConfig:
     extra = {"d_head": 16} if config.d_head is not None else {}
+    if config.n_kv_heads is not None:
+        extra["n_kv_heads"] = 2  # still grouped: two query heads per key/value head
     return config.replace(**TINY, **extra)
 
 
@@ -131,6 +151,7 @@ _FULL = [
     Preset("bert-base", BERT_BASE, "mlm", "Devlin et al. 2019, BERT"),
     Preset("t5-small", T5_SMALL, "span", "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"),
     Preset("bart-base", BART_BASE, "denoise", "Lewis et al. 2020, BART"),
+    Preset("tinyllama-1.1b", TINYLLAMA, "clm", "Zhang et al. 2024, TinyLlama: An Open-Source Small Language Model"),
 ]
 _TINY_NAMES = {
     "vaswani-base": "tiny-vaswani",
@@ -139,6 +160,7 @@ _TINY_NAMES = {
     "bert-base": "tiny-bert",
     "t5-small": "tiny-t5",
     "bart-base": "tiny-bart",
+    "tinyllama-1.1b": "tiny-llama",
 }
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _FULL}

@@ -3,7 +3,8 @@
 Every layer of a stack gets a `LayerCache` view; all layers share the cache's `length`, which the
 stack advances once per forward pass. Cross-attention keys and values of an encoder-decoder are
 stored once per source and reused at every step. The preallocated buffers, `update` and `reorder`
-follow torchtune's static KV cache.
+follow torchtune's static KV cache. The buffers hold the key/value heads only: under grouped-query
+attention (Ainslie et al. 2023) the cache is n_heads / n_kv_heads times smaller.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 class LayerCache:
     def __init__(self, owner: KVCache, keys: Tensor, values: Tensor):
         self.owner = owner
-        self.keys = keys  # (B, n_heads, capacity, d_head)
+        self.keys = keys  # (B, n_kv_heads, capacity, d_head)
         self.values = values
         self.cross: tuple[Tensor, Tensor] | None = None
 
@@ -40,14 +41,14 @@ class KVCache:
         self,
         n_layers: int,
         batch_size: int,
-        n_heads: int,
+        n_kv_heads: int,
         d_head: int,
         capacity: int,
         *,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ):
-        shape = (batch_size, n_heads, capacity, d_head)
+        shape = (batch_size, n_kv_heads, capacity, d_head)
         self.length = 0
         self.capacity = capacity
         self.layers = [
@@ -85,7 +86,7 @@ def cache_for(
     return KVCache(
         n_layers,
         batch_size,
-        config.n_heads,
+        config.kv_heads,
         config.head_dim,
         capacity or config.max_len,
         dtype=dtype or weight.dtype,

@@ -1,13 +1,14 @@
 """Ways to tell a Transformer where each token is.
 
 Absolute positions are added to the token embeddings (sinusoidal, learned); rotary positions rotate
-queries and keys inside attention; relative position bias adds a learned scalar per head and
-distance bucket to the attention scores.
+queries and keys inside attention, their frequencies optionally stretched for longer contexts;
+relative position bias adds a learned scalar per head and distance bucket to the attention scores.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -65,20 +66,74 @@ class LearnedPositions(nn.Module):
         return self.embedding(positions)  # (B, T, d_model)
 
 
+@dataclass(frozen=True)
+class RotaryScaling:
+    """How rotary frequencies are stretched so that a model reaches past the context it was trained at.
+
+    - linear: position interpolation (Chen et al. 2023), every frequency divided by `factor`;
+    - llama3: Llama 3.1's rule (Meta 2024): wavelengths longer than original_max_len / low_frequency_factor
+      are interpolated, shorter than original_max_len / high_frequency_factor kept, and those between
+      blended smoothly;
+    - yarn: YaRN (Peng et al. 2023, §3.2): dimensions that turn fewer than beta_slow times over the original
+      context are interpolated, more than beta_fast times kept, a linear ramp between; cos and sin are
+      scaled by 0.1 ln(factor) + 1 (§3.4, the attention temperature).
+    """
+
+    kind: str  # linear, llama3, yarn
+    factor: float
+    original_max_len: int | None = None
+    low_frequency_factor: float = 1.0
+    high_frequency_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+    def apply(self, inverse_frequency: Tensor, d_head: int, base: float) -> tuple[Tensor, float]:
+        """The scaled inverse frequencies (d_head / 2,) and the factor cos and sin are multiplied by."""
+        if self.kind == "linear":
+            return inverse_frequency / self.factor, 1.0
+        if self.kind == "llama3":
+            return self.llama3(inverse_frequency), 1.0
+        if self.kind == "yarn":
+            temperature = 0.1 * math.log(self.factor) + 1.0 if self.factor > 1 else 1.0
+            return self.yarn(inverse_frequency, d_head, base), temperature
+        raise ValueError(f"unknown rotary scaling {self.kind!r}")
+
+    def llama3(self, inverse_frequency: Tensor) -> Tensor:
+        wavelength = 2 * math.pi / inverse_frequency
+        low, high = self.low_frequency_factor, self.high_frequency_factor
+        smooth = (self.original_max_len / wavelength - low) / (high - low)
+        blended = (1 - smooth) * inverse_frequency / self.factor + smooth * inverse_frequency
+        scaled = torch.where(wavelength > self.original_max_len / low, inverse_frequency / self.factor, blended)
+        return torch.where(wavelength < self.original_max_len / high, inverse_frequency, scaled)
+
+    def yarn(self, inverse_frequency: Tensor, d_head: int, base: float) -> Tensor:
+        def dimension(rotations: float) -> float:  # the dimension that turns `rotations` times over the context
+            return d_head * math.log(self.original_max_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low = max(math.floor(dimension(self.beta_fast)), 0)
+        high = min(math.ceil(dimension(self.beta_slow)), d_head - 1)
+        width = high - low if high != low else 1e-3
+        ramp = ((torch.arange(d_head // 2, dtype=inverse_frequency.dtype) - low) / width).clamp(0, 1)
+        return inverse_frequency / self.factor * ramp + inverse_frequency * (1 - ramp)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021), rotating the two halves of each head's vector."""
 
-    def __init__(self, d_head: int, max_len: int, base: float = 10000.0):
+    def __init__(self, d_head: int, max_len: int, base: float = 10000.0, scaling: RotaryScaling | None = None):
         super().__init__()
         self.max_len = max_len
         inverse_frequency = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head))
+        magnitude = 1.0
+        if scaling is not None:
+            inverse_frequency, magnitude = scaling.apply(inverse_frequency, d_head, base)
         angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inverse_frequency[None, :]
         angles = torch.cat([angles, angles], dim=-1)  # (max_len, d_head)
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.register_buffer("cos", (angles.cos() * magnitude).float(), persistent=False)
+        self.register_buffer("sin", (angles.sin() * magnitude).float(), persistent=False)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate x of shape (B, n_heads, T, d_head) by the angles of positions (B, T)."""
+        """Rotate x of shape (B, heads, T, d_head) by the angles of positions (B, T)."""
         check_positions(positions, self.max_len)
         cos = self.cos[positions][:, None].to(x.dtype)  # (B, 1, T, d_head)
         sin = self.sin[positions][:, None].to(x.dtype)
