@@ -27,9 +27,12 @@ def single_thread():
 def perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        # Frozen tables (Marian's sinusoids) are functions of the config and are not saved: left alone.
+        # Frozen tables (Marian's sinusoids) and buffers that are not saved (rotary frequencies) are
+        # functions of the config: left alone.
         trainable = [p for p in model.parameters() if p.requires_grad]
-        for tensor in [*trainable, *model.buffers()]:
+        saved = set(model.state_dict())
+        buffers = [tensor for name, tensor in model.named_buffers() if name in saved]
+        for tensor in [*trainable, *buffers]:
             if tensor.is_floating_point() and tensor.numel() > 1:
                 tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.1)
     return model.eval()
@@ -164,6 +167,63 @@ def _mt5():
     return _untie(transformers.MT5ForConditionalGeneration(config))
 
 
+def _llama_sizes(**changes):
+    """Four query heads over two key/value heads: grouped-query attention."""
+    values = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    values.update(changes)
+    return values
+
+
+def _llama():
+    # Llama 3.1's rotary scaling, at a tiny original context.
+    rope = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
+    config = transformers.LlamaConfig(**_llama_sizes(rope_parameters={**rope, "original_max_position_embeddings": 16}))
+    return transformers.LlamaForCausalLM(config)
+
+
+def _llama_biased():
+    # Biases on every projection, one key/value head (multi-query), tied embeddings, position interpolation.
+    config = transformers.LlamaConfig(
+        **_llama_sizes(
+            num_key_value_heads=1,
+            attention_bias=True,
+            mlp_bias=True,
+            tie_word_embeddings=True,
+            rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0),
+        )
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
+def _mistral():
+    # A sliding window shorter than the context: triform holds the model to the window.
+    config = transformers.MistralConfig(**_llama_sizes(sliding_window=32))
+    return transformers.MistralForCausalLM(config)
+
+
+def _qwen2():
+    # Biases on q, k and v only; tied embeddings, as the small Qwen2 models; YaRN.
+    rope = dict(rope_type="yarn", rope_theta=1000000.0, factor=4.0, original_max_position_embeddings=16)
+    config = transformers.Qwen2Config(**_llama_sizes(tie_word_embeddings=True, rope_parameters=rope))
+    return transformers.Qwen2ForCausalLM(config)
+
+
+def _qwen3():
+    # q/k norms, and a head size of its own (16, where hidden_size / heads is 8).
+    config = transformers.Qwen3Config(**_llama_sizes(head_dim=16, rope_parameters=dict(rope_theta=1000000.0)))
+    return transformers.Qwen3ForCausalLM(config)
+
+
 BUILDERS = {
     "bert": _bert,
     "roberta": _roberta,
@@ -174,6 +234,12 @@ BUILDERS = {
     "t5": _t5,
     "t5-v1.1": _t5_v1_1,
     "mt5": _mt5,
+    "llama": _llama,
+    "llama-biased": _llama_biased,
+    "mistral": _mistral,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
 }
 FAMILIES = list(BUILDERS)
 ENCODER_ONLY = ("bert", "roberta", "distilbert")
+LLAMA_LIKE = ("llama", "llama-biased", "mistral", "qwen2", "qwen3")

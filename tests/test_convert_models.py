@@ -25,7 +25,8 @@ TARGETS = [[70, 71, 72], [15, 16, 17, 18, 19, 20], [33]]
 def auto_class(pretrained):
     if pretrained.config.arch == "encoder-decoder":
         return AUTO["encoder-decoder"]
-    return AUTO["stack-clm" if pretrained.extra["hf"]["model_type"] == "gpt2" else "stack-mlm"]
+    causal = pretrained.extra["hf"]["model_type"] in ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+    return AUTO["stack-clm" if causal else "stack-mlm"]
 
 
 def objective_for(pretrained, family):

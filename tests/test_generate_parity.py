@@ -12,7 +12,7 @@ from triform.objectives import read_recipe
 from triform.vocab import SpecialTokens
 
 PROMPTS = [[9, 17, 33, 41, 8, 77], [12, 5, 90], [44, 45, 46, 47, 48, 49, 50, 51]]
-GENERATIVE = ["gpt2", "bart", "marian", "t5"]
+GENERATIVE = ["gpt2", "bart", "marian", "t5", "llama", "llama-biased", "mistral", "qwen2", "qwen3"]
 
 
 @pytest.fixture(scope="module", params=GENERATIVE)

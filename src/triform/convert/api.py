@@ -23,6 +23,7 @@ from triform.convert.files import (
     CONFIG,
     GENERATION_CONFIG,
     ConversionError,
+    ConversionWarning,
     check_destination,
     is_hf_folder,
     read_hf_config,
@@ -33,6 +34,7 @@ from triform.convert.files import (
 )
 from triform.convert.gpt2 import GPT2Family
 from triform.convert.hf_config import HFConfig
+from triform.convert.llama import LlamaFamily, MistralFamily, Qwen2Family, Qwen3Family
 from triform.convert.mapping import consumed_names, export_state, import_state
 from triform.convert.pooling import sentence_transformers_pooling
 from triform.convert.specials import special_tokens, tokenizer_files
@@ -51,13 +53,13 @@ FAMILIES: dict[str, Family] = {
     "marian": MarianFamily(),
     "t5": T5Family(),
     "mt5": T5Family(),
+    "llama": LlamaFamily(),
+    "mistral": MistralFamily(),
+    "qwen2": Qwen2Family(),
+    "qwen3": Qwen3Family(),
 }
 # The family a triform model that was never imported is exported as: the first that can express it.
-EXPORT_ORDER = ("gpt2", "bert", "distilbert", "t5", "bart", "marian")
-
-
-class ConversionWarning(UserWarning):
-    """Something a conversion left out that the user may want to know about."""
+EXPORT_ORDER = ("gpt2", "bert", "distilbert", "t5", "bart", "marian", "llama", "qwen2", "qwen3")
 
 
 def family_for(model_type: str, source: str) -> Family:

@@ -30,6 +30,10 @@ class ConversionError(TriformError, ValueError):
     """A Hugging Face folder that cannot be read, or a model that a Hugging Face family cannot express."""
 
 
+class ConversionWarning(UserWarning):
+    """Something a conversion left out that the user may want to know about."""
+
+
 def one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

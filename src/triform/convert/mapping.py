@@ -25,6 +25,7 @@ class Rule:
     transposed: bool = False  # GPT-2's Conv1D stores weights as (in, out), nn.Linear as (out, in)
     skip_rows: int = 0  # rows of a learned position table before position 0 (RoBERTa, BART)
     flat: bool = False  # a (1, n) Hugging Face tensor that triform holds as (n,) (BART's final_logits_bias)
+    sizes: tuple[int, ...] = ()  # rows of each of `theirs` when they differ (q, k, v under grouped-query attention)
 
 
 def rule(ours: str, *theirs: str, **options) -> Rule:
@@ -39,11 +40,12 @@ def linear(ours: str, theirs: str, *, bias: bool = True, **options) -> list[Rule
     return rules
 
 
-def fused(ours: str, theirs: list[str], *, bias: bool = True) -> list[Rule]:
-    """One triform projection made of several Hugging Face ones (q, k, v -> query_key_value)."""
-    rules = [rule(f"{ours}.weight", *(f"{name}.weight" for name in theirs))]
+def fused(ours: str, theirs: list[str], *, bias: bool = True, sizes: tuple[int, ...] = ()) -> list[Rule]:
+    """One triform projection made of several Hugging Face ones (q, k, v -> query_key_value), of
+    `sizes` output rows each when they are not all the same."""
+    rules = [rule(f"{ours}.weight", *(f"{name}.weight" for name in theirs), sizes=sizes)]
     if bias:
-        rules.append(rule(f"{ours}.bias", *(f"{name}.bias" for name in theirs)))
+        rules.append(rule(f"{ours}.bias", *(f"{name}.bias" for name in theirs), sizes=sizes))
     return rules
 
 
@@ -63,7 +65,10 @@ def export_tensor(rule: Rule, tensor: Tensor) -> dict[str, Tensor]:
         tensor = torch.cat([tensor.new_zeros(rule.skip_rows, *tensor.shape[1:]), tensor])
     if rule.flat:
         tensor = tensor[None]
-    parts = tensor.chunk(len(rule.theirs), dim=0) if len(rule.theirs) > 1 else (tensor,)
+    if rule.sizes:
+        parts = tensor.split(list(rule.sizes), dim=0)
+    else:
+        parts = tensor.chunk(len(rule.theirs), dim=0) if len(rule.theirs) > 1 else (tensor,)
     if rule.transposed:
         parts = tuple(part.t() if part.dim() == 2 else part for part in parts)
     return {name: part.contiguous() for name, part in zip(rule.theirs, parts)}
