@@ -64,6 +64,11 @@ def native(preset: str | None = None, **changes):
         ("tiny-t5", dict(d_head=16, scale_output=False), "t5"),
         ("tiny-bart", {}, "bart"),
         (None, MARIAN_LIKE, "marian"),
+        ("tiny-llama", {}, "llama"),
+        ("tiny-llama", dict(n_kv_heads=None, tie_embeddings=True, bias=True), "llama"),
+        ("tiny-llama", dict(rotary_scaling="yarn", rotary_factor=4.0, rotary_original_max_len=16), "llama"),
+        ("tiny-llama", dict(qkv_bias=True), "qwen2"),
+        ("tiny-llama", dict(qk_norm=True, d_head=16, n_kv_heads=1), "qwen3"),
     ],
 )
 @torch.no_grad()
@@ -75,7 +80,7 @@ def test_triform_models_export_to_the_family_that_expresses_them(tmp_path, prese
     loaded = getattr(transformers, architecture).from_pretrained(tmp_path / "out").eval()  # the class the folder names
     ids = random_ids(2, 9)
     if pretrained.config.arch == "stack":
-        pattern = "causal" if expected == "gpt2" else "bidirectional"
+        pattern = "bidirectional" if expected in ("bert", "distilbert") else "causal"
         torch.testing.assert_close(loaded(input_ids=ids).logits, pretrained.model(ids, pattern), atol=1e-4, rtol=0)
     else:
         decoder_ids = ids[:, :5]
