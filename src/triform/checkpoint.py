@@ -20,7 +20,7 @@ from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models import build_model
-from triform.vocab import SpecialTokens
+from triform.vocab import SpecialTokens, unpadded
 
 FORMAT = "triform"
 FORMAT_VERSION = 1
@@ -108,7 +108,7 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cp
     if (directory / TOKENIZER_FILE).is_file():
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        tokenizer = unpadded(Tokenizer.from_file(str(directory / TOKENIZER_FILE)))
     return Pretrained(
         model.eval(),
         config,

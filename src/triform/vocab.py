@@ -1,5 +1,6 @@
-"""The special tokens objectives need, their ids in a tokenizer's vocabulary, and the other facts
-objectives read from a vocabulary: which tokens begin a word, which end a sentence."""
+"""The special tokens objectives need, their ids in a tokenizer's vocabulary, the other facts
+objectives read from a vocabulary (which tokens begin a word, which end a sentence), and the one
+rule every tokenizer triform encodes with follows: no padding or truncation of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ from triform.errors import TriformError
 PAD, UNK, BOS, EOS, MASK, SEP, CLS = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "[SEP]", "[CLS]"
 BASE_SPECIALS = [PAD, UNK, BOS, EOS, MASK, SEP, CLS]
 DEFAULT_SENTINELS = 100  # as T5
+
+
+def unpadded(tokenizer):
+    """`tokenizer` without padding or truncation of its own; the same object when it has neither.
+
+    A tokenizer.json may have them switched on (sentence-embedding exports pad every text to a
+    fixed 128 ids). triform pads batches and fits texts to max_len itself; a tokenizer that pads
+    would turn a five-word text into 128 ids, most of them padding read as text. The caller's
+    tokenizer is left as it is: a copy is switched off.
+    """
+    if tokenizer is None or (tokenizer.padding is None and tokenizer.truncation is None):
+        return tokenizer
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
 
 
 def sentinel(index: int) -> str:

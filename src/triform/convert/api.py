@@ -39,7 +39,7 @@ from triform.convert.mapping import consumed_names, export_state, import_state
 from triform.convert.pooling import sentence_transformers_pooling
 from triform.convert.specials import special_tokens, tokenizer_files
 from triform.convert.t5 import T5Family
-from triform.convert.tokenizer import has_tokenizer_files, load_hf_tokenizer
+from triform.convert.tokenizer import file_settings, has_tokenizer_files, load_hf_tokenizer, with_settings
 from triform.errors import ConfigError
 from triform.models import build_model
 from triform.objectives import Recipe
@@ -102,6 +102,8 @@ def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretra
         "recipe": Recipe(family.objective).to_dict(),
         "hf": {"model_type": hf.model_type, "config": raw, "unused_tensors": unused},
     }
+    if loaded_tokenizer is not None and file_settings(directory):  # switched off here, written back on export
+        extra["hf"]["tokenizer_settings"] = file_settings(directory)
     pooling = sentence_transformers_pooling(directory)
     if pooling is not None:  # a sentence encoder: embed as sentence-transformers does (tasks/embed.py)
         extra["pooling"] = pooling
@@ -165,6 +167,8 @@ def export_hf(
         files[GENERATION_CONFIG] = to_json(original["generation_config"])
     if pretrained.tokenizer is not None:
         files.update(tokenizer_files(pretrained.tokenizer, specials, config))
+        if original.get("tokenizer_settings"):  # the user's own padding and truncation, as imported
+            files["tokenizer.json"] = with_settings(pretrained.tokenizer, original["tokenizer_settings"])
     return write_folder(directory, tensors, files)
 
 

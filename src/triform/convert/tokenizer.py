@@ -1,7 +1,9 @@
 """The tokenizer of a Hugging Face model folder, as a `tokenizers.Tokenizer`.
 
-`tokenizer.json` is read as it is. Older folders keep only vocabulary files; from those, the same
-pipeline that `transformers` builds is assembled here: BERT's WordPiece from `vocab.txt`, GPT-2's
+`tokenizer.json` is read as it is, less its padding and truncation, which triform does by itself
+(`triform.vocab.unpadded`); `file_settings` keeps them so that an export writes them back. Older
+folders keep only vocabulary files; from those, the same pipeline that `transformers` builds is
+assembled here: BERT's WordPiece from `vocab.txt`, GPT-2's
 (and RoBERTa's, BART's) byte-level BPE from `vocab.json` + `merges.txt`, T5's and Marian's
 SentencePiece models (see `triform.convert.sentencepiece`). Settings come from
 `tokenizer_config.json` (do_lower_case, add_prefix_space, ...), with the classes' defaults.
@@ -16,11 +18,13 @@ from pathlib import Path
 from triform.convert.files import CONFIG, ConversionError, one_line, read_json
 from triform.convert.sentencepiece import marian_tokenizer, t5_tokenizer
 from triform.convert.specials import TOKENIZER_CONFIG, declared_tokens, token_setting
+from triform.vocab import unpadded
 
 TOKENIZER_JSON, VOCAB_TXT, VOCAB_JSON, MERGES = "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"
 SPIECE, SOURCE_SPM, TARGET_SPM = "spiece.model", "source.spm", "target.spm"
 ROBERTA_STYLE = ("roberta", "bart")  # byte-level BPE wrapped as <s> ... </s>
 ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
+SETTINGS = ("padding", "truncation")  # what tokenizer.json may switch on that triform leaves to itself
 
 
 def has_tokenizer_files(directory: str | os.PathLike) -> bool:
@@ -44,7 +48,7 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
         return marian_tokenizer(directory, settings, side)
     if (directory / TOKENIZER_JSON).is_file():
         try:
-            return Tokenizer.from_file(str(directory / TOKENIZER_JSON))
+            return unpadded(Tokenizer.from_file(str(directory / TOKENIZER_JSON)))
         except Exception as error:  # tokenizers raises a bare Exception for malformed files
             raise ConversionError(
                 f"{directory / TOKENIZER_JSON}: unreadable tokenizer file ({one_line(error)})"
@@ -62,6 +66,22 @@ def load_hf_tokenizer(directory: str | os.PathLike, *, side: str = "source"):
         )
     add_special_tokens(tokenizer, directory, settings, default_tokens(kind))
     return tokenizer
+
+
+def file_settings(directory: str | os.PathLike) -> dict:
+    """The padding and truncation tokenizer.json switches on, as the file writes them; empty when off."""
+    path = Path(directory) / TOKENIZER_JSON
+    if not path.is_file():
+        return {}
+    document = read_json(path)
+    return {name: document[name] for name in SETTINGS if document.get(name) is not None}
+
+
+def with_settings(tokenizer, settings: dict) -> str:
+    """tokenizer.json of `tokenizer` with the padding and truncation of the file it was imported from."""
+    document = json.loads(tokenizer.to_str())
+    document.update({name: value for name, value in settings.items() if name in SETTINGS})
+    return json.dumps(document, ensure_ascii=False)
 
 
 def tokenizer_kind(directory: Path, settings: dict) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from triform.data.readers import Record
+from triform.vocab import unpadded
 
 ENCODE_BATCH = 1024  # records tokenized per call: the Rust side spreads a batch over the cores
 
@@ -75,7 +76,7 @@ class ShardBuilder:
     """Tokenizes records in batches and accumulates them into a shard of at most `shard_tokens` ids."""
 
     def __init__(self, tokenizer, kind: str, eos_id: int):
-        self.tokenizer, self.kind, self.eos_id = tokenizer, kind, eos_id
+        self.tokenizer, self.kind, self.eos_id = unpadded(tokenizer), kind, eos_id
         self.dtype = token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))
         self.files: dict[str, int] = {}
         self.reset()

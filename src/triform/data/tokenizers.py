@@ -16,7 +16,7 @@ from typing import Literal
 
 from triform.errors import TriformError
 from triform.io import atomic_write
-from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_strings
+from triform.vocab import DEFAULT_SENTINELS, SpecialTokens, special_token_strings, unpadded
 
 TokenizerKind = Literal["bpe", "wordpiece", "unigram"]
 KINDS = ("bpe", "wordpiece", "unigram")
@@ -97,7 +97,7 @@ def load_tokenizer(path: str | os.PathLike):
     except Exception as error:  # the Rust side raises a plain Exception with serde's message
         raise TriformError(f"{path}: not a tokenizers JSON file ({str(error).splitlines()[0]})") from None
     SpecialTokens.from_tokenizer(tokenizer, source=str(path))
-    return tokenizer
+    return unpadded(tokenizer)
 
 
 def fingerprint(tokenizer) -> str:

@@ -20,7 +20,7 @@ from triform.generate.fill_mask import Candidate, check_fills_masks, fill_mask
 from triform.generate.mask_predict import mask_predict
 from triform.generate.search import Row, StopStrings
 from triform.objectives import PromptLayout, Recipe, default_recipe, read_recipe
-from triform.vocab import MASK, SpecialTokens
+from triform.vocab import MASK, SpecialTokens, unpadded
 
 INCOMPLETE_CHARACTER = "\ufffd"  # what a byte-level tokenizer decodes from a partial UTF-8 sequence
 
@@ -52,7 +52,7 @@ class TextGenerator:
         and an encoder-decoder writes a target (seq2seq)."""
         if specials is None:
             specials = SpecialTokens.from_tokenizer(tokenizer)
-        self.model, self.tokenizer, self.specials = model, tokenizer, specials
+        self.model, self.tokenizer, self.specials = model, unpadded(tokenizer), specials
         arch = model.config.arch
         if recipe is None:
             recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)

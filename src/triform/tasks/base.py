@@ -26,6 +26,7 @@ from triform.tasks.data import Record
 from triform.tasks.framing import Framing, Sequence
 from triform.tasks.heads import PooledHead, TokenHead
 from triform.tasks.model import TaskModel
+from triform.vocab import unpadded
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Task:
         if lm_weight < 0:
             raise ValueError(f"lm_weight: expected 0 or more, got {lm_weight}")
         self.framing = framing
-        self.tokenizer = tokenizer
+        self.tokenizer = unpadded(tokenizer)  # the file's padding would be read as text
         self.lm_weight = lm_weight
         self._lm_objective = None
 

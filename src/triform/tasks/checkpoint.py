@@ -21,7 +21,7 @@ from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.models import build_model
 from triform.tasks import Task, task_from_state
-from triform.vocab import SpecialTokens
+from triform.vocab import SpecialTokens, unpadded
 
 
 def save_task_model(model: nn.Module, task: Task, directory: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -50,7 +50,7 @@ def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[
         raise TriformError(f"{directory / TOKENIZER_FILE}: not found; a fine-tuned model keeps its tokenizer")
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    tokenizer = unpadded(Tokenizer.from_file(str(directory / TOKENIZER_FILE)))
     specials = SpecialTokens.from_dict(document["special_tokens"], source=str(directory / CONFIG_FILE))
     task = task_from_state(extra["task"], config.arch, specials, tokenizer)
     with torch.device(device):

@@ -23,7 +23,7 @@ from triform.objectives import read_recipe
 from triform.objectives.batch import pad
 from triform.tasks.framing import Framing
 from triform.tasks.model import body_states
-from triform.vocab import SpecialTokens
+from triform.vocab import SpecialTokens, unpadded
 
 POOLINGS = ("mean", "cls", "last")
 
@@ -68,7 +68,7 @@ class Embedder:
     """Text in, vectors out, for one body."""
 
     def __init__(self, body: nn.Module, tokenizer, framing: Framing, pooling: Pooling):
-        self.body, self.tokenizer, self.framing, self.pooling = body, tokenizer, framing, pooling
+        self.body, self.tokenizer, self.framing, self.pooling = body, unpadded(tokenizer), framing, pooling
 
     @classmethod
     def load(
