@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Literal, Optional
 
-MODEL_TYPES = Literal["bert", "roberta", "distilbert", "gpt2", "bart", "marian", "t5", "mt5"]
+MODEL_TYPES = Literal[
+    "bert", "roberta", "distilbert", "gpt2", "bart", "marian", "t5", "mt5", "llama", "mistral", "qwen2", "qwen3"
+]
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +21,13 @@ def add_arguments(parser) -> None:
         type=Optional[MODEL_TYPES],
         default=None,
         help="with --to-hf: the Hugging Face family to write (default: the one imported from, else the first that fits)",  # noqa: E501
+    )
+    parser.add_argument(
+        "--max-shard-size",
+        type=str,
+        default="5GB",
+        help="with --to-hf: weights larger than this are written in shards of at most this size, as transformers "
+        "shards them (5GB, 500MB, 2GiB)",
     )
     parser.add_argument(
         "--overwrite", action=ActionYesNo(no_prefix="no-"), default=False, help="replace --out if it exists"
@@ -48,7 +57,13 @@ def run(args) -> int:
             print(f"imported Hugging Face {origin} from {args.from_hf}: {describe(pretrained)}")
             print(f"wrote triform model folder {args.out}")
         else:
-            pretrained = convert_to_hf(args.to_hf, args.out, model_type=args.model_type, overwrite=args.overwrite)
+            pretrained = convert_to_hf(
+                args.to_hf,
+                args.out,
+                model_type=args.model_type,
+                overwrite=args.overwrite,
+                max_shard_size=args.max_shard_size,
+            )
             print(f"exported {args.to_hf}: {describe(pretrained)}")
             print(f"wrote Hugging Face model folder {args.out}")
     for warning in caught:

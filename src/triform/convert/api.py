@@ -21,6 +21,7 @@ from triform.convert.bert import BertFamily
 from triform.convert.family import Family, check_copies
 from triform.convert.files import (
     CONFIG,
+    DEFAULT_SHARD_SIZE,
     GENERATION_CONFIG,
     ConversionError,
     ConversionWarning,
@@ -133,9 +134,15 @@ def infer_model_type(config: ModelConfig) -> str:
 
 
 def export_hf(
-    pretrained: Pretrained, directory: str | os.PathLike, *, model_type: str | None = None, overwrite: bool = False
+    pretrained: Pretrained,
+    directory: str | os.PathLike,
+    *,
+    model_type: str | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
 ) -> Path:
-    """Write `pretrained` as a Hugging Face folder that `transformers` loads with the same outputs."""
+    """Write `pretrained` as a Hugging Face folder that `transformers` loads with the same outputs;
+    weights larger than `max_shard_size` ("5GB", "500MB", bytes) are sharded as transformers shards them."""
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise ConversionError(f"{directory}: already exists; pass overwrite (--overwrite) to replace it")
@@ -169,7 +176,7 @@ def export_hf(
         files.update(tokenizer_files(pretrained.tokenizer, specials, config))
         if original.get("tokenizer_settings"):  # the user's own padding and truncation, as imported
             files["tokenizer.json"] = with_settings(pretrained.tokenizer, original["tokenizer_settings"])
-    return write_folder(directory, tensors, files)
+    return write_folder(directory, tensors, files, max_shard_size=max_shard_size)
 
 
 def convert_from_hf(
@@ -186,11 +193,16 @@ def convert_from_hf(
 
 
 def convert_to_hf(
-    source: str | os.PathLike, out: str | os.PathLike, *, model_type: str | None = None, overwrite: bool = False
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    model_type: str | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
 ) -> Pretrained:
     """triform model folder -> Hugging Face folder."""
     source, out = Path(source), Path(out)
     check_destination(source, out, overwrite)
     pretrained = load_model(source)
-    export_hf(pretrained, out, model_type=model_type, overwrite=overwrite)
+    export_hf(pretrained, out, model_type=model_type, overwrite=overwrite, max_shard_size=max_shard_size)
     return pretrained

@@ -2,8 +2,10 @@
 
 Weights are read from `model.safetensors`, a sharded `model.safetensors.index.json`, or PyTorch's
 `pytorch_model.bin` (loaded with `weights_only=True`, so a pickle can hold tensors and nothing that
-runs). Folders are written into a hidden sibling first and swapped into place (triform.io.atomic_dir),
-so a failed export leaves nothing behind.
+runs). Weights larger than a shard size are written as Hugging Face shards them: files of at most that
+size, `model-00001-of-00003.safetensors` ..., and `model.safetensors.index.json` naming the file of
+each tensor. Folders are written into a hidden sibling first and swapped into place
+(triform.io.atomic_dir), so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -24,6 +27,9 @@ CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 PYTORCH, PYTORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+SHARD = "model-{index:05d}-of-{count:05d}.safetensors"
+DEFAULT_SHARD_SIZE = "5GB"  # the Hub's advice for one file, and transformers 4's default
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
 class ConversionError(TriformError, ValueError):
@@ -118,14 +124,66 @@ def check_destination(source: Path, destination: Path, overwrite: bool) -> None:
         raise ConversionError(f"{destination}: exists and is not a folder")
 
 
-def write_folder(directory: Path, tensors: dict[str, Tensor], files: dict[str, str | bytes]) -> Path:
-    """Write `model.safetensors` and the other files into `directory`, atomically."""
+def parse_size(value: int | str, name: str = "--max-shard-size") -> int:
+    """Bytes from 5000000, "5GB" (10^9 bytes each) or "5GiB" (2^30), as transformers reads max_shard_size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*", str(value), re.IGNORECASE)
+        if match is None:
+            raise ConversionError(f"{name}: expected a size such as 5GB, 500MB or 2GiB, got {value!r}")
+        size = int(float(match.group(1)) * UNITS[(match.group(2) or "").upper()])
+    if size < 1:
+        raise ConversionError(f"{name}: expected a positive size, got {value!r}")
+    return size
+
+
+def shards(tensors: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:
+    """Tensors in order, a new shard whenever the next would take one past `max_bytes`; a tensor larger
+    than that has a shard to itself, as in huggingface_hub's split_state_dict_into_shards."""
+    groups: list[dict[str, Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        n_bytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + n_bytes > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = tensor
+        size += n_bytes
+    return groups
+
+
+def write_weights(staging: Path, tensors: dict[str, Tensor], max_shard_size: int | str) -> None:
     from safetensors.torch import save_file
 
-    with atomic_dir(directory) as staging:
-        # Fresh copies: safetensors refuses tensors that share memory (views of one fused q/k/v matrix).
-        copies = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    # Fresh copies: safetensors refuses tensors that share memory (views of one fused q/k/v matrix).
+    copies = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    groups = shards(copies, parse_size(max_shard_size))
+    if len(groups) == 1:
         save_file(copies, str(staging / SAFETENSORS), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for index, group in enumerate(groups, start=1):
+        name = SHARD.format(index=index, count=len(groups))
+        save_file(group, str(staging / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(group, name))
+    total = sum(tensor.numel() * tensor.element_size() for tensor in copies.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (staging / SAFETENSORS_INDEX).write_text(to_json(index), encoding="utf-8")
+
+
+def write_folder(
+    directory: Path,
+    tensors: dict[str, Tensor],
+    files: dict[str, str | bytes],
+    *,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+) -> Path:
+    """Write the weights (`model.safetensors`, or shards of at most `max_shard_size` and their index)
+    and the other files into `directory`, atomically."""
+    parse_size(max_shard_size)  # a bad size is an error before anything is written
+    with atomic_dir(directory) as staging:
+        write_weights(staging, tensors, max_shard_size)
         for name, content in files.items():
             data = content if isinstance(content, bytes) else content.encode("utf-8")
             (staging / name).write_bytes(data)
