@@ -1,4 +1,5 @@
-"""`triform convert --from-hf DIR --out DIR` and `triform convert --to-hf DIR --out DIR`."""
+"""`triform convert --from-hf DIR --out DIR`, `triform convert --to-hf DIR --out DIR` and
+`triform convert --to-onnx DIR --out DIR`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--from-hf", type=Optional[str], default=None, help="a Hugging Face model folder to import")
     parser.add_argument("--to-hf", type=Optional[str], default=None, help="a triform model folder to export")
+    parser.add_argument(
+        "--to-onnx",
+        type=Optional[str],
+        default=None,
+        help="a model folder (triform or Hugging Face) to export as ONNX graphs, the KV cache as inputs and outputs",
+    )
     parser.add_argument("--out", type=str, required=True, help="the folder to write")
     parser.add_argument(
         "--model-type",
@@ -43,10 +50,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import warnings
 
-    from triform.convert import ConversionWarning, convert_from_hf, convert_to_hf
+    from triform.convert import ConversionWarning, convert_from_hf, convert_to_hf, convert_to_onnx
 
-    if (args.from_hf is None) == (args.to_hf is None):
-        raise ValueError("give exactly one of --from-hf DIR (import) or --to-hf DIR (export)")
+    if sum(source is not None for source in (args.from_hf, args.to_hf, args.to_onnx)) != 1:
+        raise ValueError("give exactly one of --from-hf DIR (import), --to-hf DIR or --to-onnx DIR (export)")
     if args.model_type is not None and args.to_hf is None:
         raise ValueError("--model-type chooses the family of an export; it goes with --to-hf")
     with warnings.catch_warnings(record=True) as caught:
@@ -56,6 +63,12 @@ def run(args) -> int:
             origin = pretrained.extra["hf"]["model_type"]
             print(f"imported Hugging Face {origin} from {args.from_hf}: {describe(pretrained)}")
             print(f"wrote triform model folder {args.out}")
+        elif args.to_onnx is not None:
+            print(f"tracing {args.to_onnx} with torch.export (minutes for a large model) ...", file=sys.stderr)
+            pretrained = convert_to_onnx(args.to_onnx, args.out, overwrite=args.overwrite)
+            graphs = "model.onnx" if pretrained.config.arch == "stack" else "encoder_model.onnx and decoder_model.onnx"
+            print(f"exported {args.to_onnx}: {describe(pretrained)}")
+            print(f"wrote {graphs}, with the KV cache as inputs and outputs, and onnx.json to {args.out}")
         else:
             pretrained = convert_to_hf(
                 args.to_hf,

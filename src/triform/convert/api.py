@@ -192,6 +192,18 @@ def convert_from_hf(
     return pretrained
 
 
+def convert_to_onnx(source: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Pretrained:
+    """triform model folder, or a Hugging Face one imported on the fly -> ONNX graphs with the KV cache
+    as inputs and outputs (triform.convert.onnx)."""
+    from triform.convert.onnx import export_onnx
+
+    source, out = Path(source), Path(out)
+    check_destination(source, out, overwrite)
+    pretrained = from_pretrained(source)
+    export_onnx(pretrained, out, overwrite=overwrite)
+    return pretrained
+
+
 def convert_to_hf(
     source: str | os.PathLike,
     out: str | os.PathLike,
