@@ -185,9 +185,12 @@ def _llama_sizes(**changes):
 
 
 def _llama():
-    # Llama 3.1's rotary scaling, at a tiny original context.
+    # Llama 3.1's rotary scaling as its config has it: at this head size one frequency is divided by
+    # the factor, one blended and two kept.
     rope = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
-    config = transformers.LlamaConfig(**_llama_sizes(rope_parameters={**rope, "original_max_position_embeddings": 16}))
+    config = transformers.LlamaConfig(
+        **_llama_sizes(rope_parameters={**rope, "original_max_position_embeddings": 8192})
+    )
     return transformers.LlamaForCausalLM(config)
 
 
