@@ -14,6 +14,19 @@ from triform.errors import ConfigError
         (dict(gated=1), "model.gated: expected bool"),
         (dict(position="rotary", d_model=12, n_heads=4), "rotary needs an even head size"),
         (dict(tie_embeddings=False, scale_output=True), "model.scale_output"),
+        (dict(rotary_scaling="ntk"), "model.rotary_scaling: expected one of"),
+        (dict(rotary_scaling="yarn"), "model.rotary_scaling: 'yarn' needs model.position = 'rotary'"),
+        (
+            dict(position="rotary", rotary_scaling="linear", rotary_factor=0.5),
+            "model.rotary_factor: expected 1 or more",
+        ),
+        (dict(position="rotary", rotary_scaling="llama3", rotary_factor=8.0), "model.rotary_original_max_len"),
+        (
+            dict(
+                position="rotary", rotary_scaling="llama3", rotary_original_max_len=64, rotary_low_frequency_factor=5.0
+            ),
+            "model.rotary_low_frequency_factor: expected 0 < rotary_low_frequency_factor < rotary_high",
+        ),
     ],
 )
 def test_bad_fields_name_themselves(changes, message):

@@ -110,6 +110,28 @@ def test_what_no_family_expresses_is_named(tmp_path, preset, changes, match):
     assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "preset, changes, model_type, match",
+    [
+        (
+            "tiny-bert",
+            dict(n_kv_heads=2),
+            "bert",
+            r"model\.n_kv_heads = 2 \(Hugging Face bert has one per query head\)",
+        ),
+        ("tiny-gpt2", dict(qk_norm=True), "gpt2", r"model\.qk_norm = True"),
+        ("tiny-t5", dict(d_head=16, qkv_bias=True), "t5", r"model\.qkv_bias = True \(Hugging Face t5 has one bias"),
+        ("tiny-llama", dict(qkv_bias=True), "llama", r"model\.qkv_bias = True \(Hugging Face llama has biases on q"),
+        ("tiny-llama", dict(qkv_bias=True), "qwen3", r"model\.qkv_bias = True \(Hugging Face qwen3"),
+        ("tiny-llama", dict(bias=True), "mistral", r"model\.bias = True \(Hugging Face mistral needs False\)"),
+        ("tiny-llama", {}, "qwen2", r"model\.qkv_bias = None \(Hugging Face qwen2 needs True\)"),
+    ],
+)
+def test_what_a_named_family_cannot_hold_of_grouped_attention_is_named(tmp_path, preset, changes, model_type, match):
+    with pytest.raises(ConversionError, match=match):
+        export_hf(native(preset, **changes), tmp_path / "out", model_type=model_type)
+
+
 def test_special_tokens_an_encoder_decoder_needs(tmp_path):
     pretrained = native("tiny-bart")
     pretrained.specials = None

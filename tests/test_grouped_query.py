@@ -66,10 +66,26 @@ def test_key_value_heads_must_divide_the_query_heads(n_kv_heads):
         tiny_config(**{**GQA, "n_kv_heads": n_kv_heads})
 
 
-def test_n_kv_heads_is_set_from_the_command_line():
-    argv = ["train", "--data.train", "x.txt", "--preset", "tiny-llama", "--model.n_kv_heads", "1"]
-    args = build_parser().parse_args(argv)["train"].as_dict()
+def resolved(*argv):
+    args = build_parser().parse_args(["train", "--data.train", "x.txt", *argv])["train"].as_dict()
     args.pop("config", None)
-    run = resolve(from_namespace(RunConfig, args))
+    return resolve(from_namespace(RunConfig, args))
+
+
+def test_grouped_heads_and_the_other_llama_parts_are_set_from_the_command_line():
+    run = resolved("--preset", "tiny-llama", "--model.n_kv_heads", "1")
     assert run.model.n_kv_heads == 1 and run.model.n_heads == 4
     assert build_model(run.model).stack.blocks[0].self_attention.query_key_value.out_features == (4 + 2) * 16
+    changes = ["--model.qkv_bias", "true", "--model.qk_norm", "true", "--model.rotary_scaling", "llama3"]
+    changes += ["--model.rotary_factor", "8", "--model.rotary_original_max_len", "64"]
+    changes += ["--model.rotary_low_frequency_factor", "2", "--model.rotary_high_frequency_factor", "8"]
+    model = resolved("--preset", "tiny-llama", *changes).model
+    assert (model.qkv_bias, model.qk_norm, model.rotary_scaling, model.rotary_factor) == (True, True, "llama3", 8.0)
+    assert (model.rotary_original_max_len, model.rotary_low_frequency_factor, model.rotary_high_frequency_factor) == (
+        64,
+        2.0,
+        8.0,
+    )
+    attention = build_model(model).stack.blocks[0].self_attention
+    assert attention.query_key_value.bias is not None and attention.out.bias is None
+    assert attention.query_norm.weight.shape == (16,)

@@ -31,6 +31,11 @@ class Family:
     decoder_start_role: ClassVar[str | None] = None  # the decoder's first token when config.json names none
     needs_tokens: ClassVar[tuple[str, ...]] = ()  # special-token roles config.json must have ids for
     free_head_size: ClassVar[bool] = False  # whether d_head may differ from d_model / n_heads (T5's d_kv)
+    # Whether the family has fewer key/value heads than query heads, q/k norms, q/k/v biases of their own
+    # (the Llama family's); the others have none of these.
+    grouped_query: ClassVar[bool] = False
+    query_key_norms: ClassVar[bool] = False
+    own_qkv_bias: ClassVar[bool] = False
     fixed: ClassVar[dict[str, object]] = {}  # ModelConfig values every model of the family has
     # special-token role -> token string, per model type (the tokenizer gives the ids)
     special_tokens: ClassVar[dict[str, dict[str, str]]] = {}
@@ -67,6 +72,12 @@ class Family:
         ]
         if not self.free_head_size and config.head_dim * config.n_heads != config.d_model:
             found.append(f"model.d_head = {config.d_head} (Hugging Face {model_type} needs d_model / n_heads)")
+        if not self.grouped_query and config.kv_heads != config.n_heads:
+            found.append(f"model.n_kv_heads = {config.n_kv_heads} (Hugging Face {model_type} has one per query head)")
+        if not self.query_key_norms and config.qk_norm:
+            found.append(f"model.qk_norm = True (Hugging Face {model_type} has no q/k norms)")
+        if not self.own_qkv_bias and config.attention_bias != config.bias:
+            found.append(f"model.qkv_bias = {config.qkv_bias} (Hugging Face {model_type} has one bias setting)")
         return found
 
     def write_config(self, config: ModelConfig, model_type: str, token_ids: dict, base: dict) -> dict:

@@ -39,6 +39,7 @@ class LlamaFamily(Family):
     prefix = "model."
     ignored = (r"^lm_head\.weight$", r"\.rotary_emb\.inv_freq$")  # a tied copy, a buffer of older files
     free_head_size = True
+    grouped_query = query_key_norms = own_qkv_bias = True  # each family's own rules below say which it has
     fixed: ClassVar[dict[str, object]] = dict(
         arch="stack",
         position="rotary",
