@@ -1,5 +1,6 @@
 """Hugging Face interoperability: import and export checkpoints of BERT, RoBERTa, DistilBERT,
-GPT-2, BART, T5 (v1.0, v1.1, mT5) and Marian, with their tokenizers, without `transformers`.
+GPT-2, BART, T5 (v1.0, v1.1, mT5), Marian, Llama, Mistral, Qwen2 and Qwen3, with their tokenizers,
+without `transformers`; and ONNX export with the KV cache as inputs and outputs (convert/onnx.py).
 
 All mapping between Hugging Face's names and triform's lives in this package, one module per family.
 """
