@@ -173,3 +173,10 @@ def test_the_tokenizers_these_families_ship_give_transformers_ids(tmp_path, fami
     export_hf(pretrained, tmp_path / "out")
     again = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     assert [again(text, add_special_tokens=False)["input_ids"] for text in strings] == expected
+
+
+def test_a_sentencepiece_model_alone_is_named_as_not_converted(tmp_path):
+    folder = save(tiny("llama"), tmp_path / "hf")
+    (folder / "tokenizer.model").write_bytes(b"\x00")
+    with pytest.warns(ConversionWarning, match="tokenizer.model: a SentencePiece model without tokenizer.json"):
+        assert import_hf(folder).tokenizer is None

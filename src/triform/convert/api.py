@@ -98,6 +98,13 @@ def import_hf(directory: str | os.PathLike, *, tokenizer: bool = True) -> Pretra
             stacklevel=2,
         )
     loaded_tokenizer = load_hf_tokenizer(directory) if tokenizer and has_tokenizer_files(directory) else None
+    if tokenizer and loaded_tokenizer is None and (directory / "tokenizer.model").is_file():
+        warnings.warn(
+            f"{directory / 'tokenizer.model'}: a SentencePiece model without tokenizer.json is not converted; "
+            "save the tokenizer with transformers (it writes tokenizer.json) and import again",
+            ConversionWarning,
+            stacklevel=2,
+        )
     specials = special_tokens(family, hf, loaded_tokenizer, directory)
     extra = {
         "recipe": Recipe(family.objective).to_dict(),

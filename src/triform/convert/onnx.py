@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -193,12 +194,15 @@ def dims():
 
 def trace(graph: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], shapes: tuple) -> dict:
     """torch.export the graph into `path`; the names of its inputs and outputs, for onnx.json."""
-    # torch's exporter warns, for every export, that torchvision's operators are not installed.
+    # torch's exporter warns, at every export, that torchvision's operators are not installed, and
+    # that an axis name it was given shares its constraints with itself: nothing to act on.
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)
     try:
-        export_graph(graph, args, path, inputs, outputs, shapes)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            export_graph(graph, args, path, inputs, outputs, shapes)
     finally:
         registration.setLevel(level)
     name_mask_length(path)
