@@ -13,10 +13,10 @@ class CausalLM(Objective):
     separated documents by [EOS] (GPT-2's format), and is used as it is. Under ``pack documents``
     each [EOS] begins a document, as [BOS] begins a text alone: the token after it is predicted
     from it alone, every later one from its own document only, at positions counted from the [EOS]
-    (so `[EOS] text` is laid out and seen exactly as `[BOS] text` alone, with [EOS] in [BOS]'s
-    place). On an encoder-decoder the encoder must read something, so each text (each document,
-    packed) is split at a random point and the decoder predicts the continuation: there, clm and
-    prefix-lm are the same objective.
+    (`[EOS] text` has the layout of `[BOS] text` alone, with [EOS] in [BOS]'s place). On an
+    encoder-decoder the encoder must read something, so each text (each document, packed) is split
+    at a random point and the decoder predicts the continuation: there, clm and prefix-lm are the
+    same objective.
     """
 
     name = "clm"

@@ -11,8 +11,8 @@ encoder-decoder or a single stack:
   prefix, and only the target tokens and the final [EOS] are predicted (UniLM, Dong et al. 2019).
 
 A packed window holds several documents; each becomes a pair of its own, laid out as above and put
-back to back in one row with the document of each slot (`packed_source_target_batch`), as T5's
-packed examples carry segment ids on both sides (Raffel et al. 2020, §3.1.2).
+back to back in one row with the document of each slot (`packed_source_target_batch`), as T5 packs
+several examples into one (Raffel et al. 2020, §3.1.2), its code keeping them apart by segment ids.
 
 A prompt is laid out for generation exactly as the training text was (`PromptLayout`): a stack
 trained with clm continues ``[BOS] prompt`` (objectives/clm.py); a source -> target stack reads
