@@ -35,6 +35,8 @@ def train_command(data: Path, run_dir: Path, precision: str, seed: int, steps: i
         str(data / "train.txt"),
         "--data.valid",
         str(data / "valid.txt"),
+        "--data.pack",
+        "stream",  # Brown's lines continue each other: one stream, as the figures were first measured
         "--run_dir",
         str(run_dir),
         "--train.precision",

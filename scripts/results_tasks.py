@@ -161,6 +161,8 @@ def execute(data: Path, runs: Path, pretrain_steps: int) -> None:
                 *extra,
                 "--data.train",
                 str(corpus),
+                "--data.pack",
+                "stream",  # Brown's lines continue each other: one stream, as the figures were first measured
                 "--run_dir",
                 str(body),
                 "--train.steps",

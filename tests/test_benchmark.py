@@ -76,3 +76,19 @@ def test_cases_are_chosen_by_name_or_word():
     assert benchmark.selected(["greedy"]) == ["gpt-greedy-b1", "gpt-greedy-b8", "bart-greedy-b1", "bart-greedy-b8"]
     with pytest.raises(SystemExit, match="no case matches 'llama'"):
         benchmark.selected(["llama"])
+
+
+def test_the_packing_benchmark_times_both_packs_and_writes_its_section(tmp_path):
+    spec = importlib.util.spec_from_file_location("packing_benchmark", ROOT / "benchmarks" / "packing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--tiny", "--threads", "1", "--repeats", "2", "--warmup", "0", "--json", str(tmp_path / "p.json")])
+    finally:
+        torch.set_num_threads(threads)
+    stored = json.loads((tmp_path / "p.json").read_text())
+    assert [case["model"] for case in stored["cases"]] == ["gpt", "bert"]
+    assert all(case["documents_per_row"] > 1 for case in stored["cases"])  # the windows do pack documents
+    text = module.section(stored, stored["command"])
+    assert "| gpt | 4 × 32" in text and "| bert | 4 × 32" in text and "bf16" in text and "fp32" in text

@@ -56,3 +56,25 @@ def test_seq2seq_without_target_is_a_clear_error(capsys):
 def test_presets_and_pairs_list(capsys):
     assert main(["presets"]) == 0 and "tiny-bert" in capsys.readouterr().out
     assert main(["pairs", "--refused"]) == 0 and "refused  stack + clm + bidirectional" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arch, objective, pattern", [t for t in allowed_triples() if t[1] != "seq2seq"])
+def test_inspect_packs_two_documents_and_shows_each_alone(arch, objective, pattern, capsys):
+    argv = ["inspect", "--arch", arch, "--objective", objective, "--pattern", pattern]
+    assert main([*argv, "--text", "I am going home", "--then", "She reads"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{arch} + {objective} + {pattern}, each document alone:")
+    assert "document " in out and "within each document" in out
+    matrix = [line for line in out.splitlines() if line.strip().startswith(("0 ", "1 ")) and "■" in line]
+    assert matrix and all(
+        line.rstrip().endswith("·") for line in matrix[:1]
+    )  # the first token never sees the second text
+    assert main([*argv, "--text", "I am going home", "--then", "She reads", "--pack", "stream"]) == 0
+    out = capsys.readouterr().out
+    assert "the documents as one stream" in out and "document " not in out
+
+
+def test_inspect_never_packs_pairs(capsys):
+    argv = ["inspect", "--objective", "seq2seq", "--text", "a b", "--target", "c", "--then", "d"]
+    assert main(argv) == 1
+    assert "never packed" in capsys.readouterr().err

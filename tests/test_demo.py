@@ -107,6 +107,26 @@ def test_inspect_draws_the_pattern_into_a_png(tmp_path, capsys):
     assert not (tmp_path / "x.jpg").exists()
 
 
+@pytest.mark.parametrize("arch, objective", [("stack", "span"), ("encoder-decoder", "denoise"), ("stack", "mlm")])
+def test_inspect_draws_two_packed_documents(tmp_path, capsys, arch, objective):
+    path = tmp_path / "packed.png"
+    argv = ["inspect", "--arch", arch, "--objective", objective, "--text", "I am going home today"]
+    assert main([*argv, "--then", "She reads a book", "--png", str(path)]) == 0
+    assert path.read_bytes()[:8] == PNG
+
+
+def test_the_picture_of_a_packed_row_shows_the_pattern_within_each_document():
+    from triform.explain import prepared_example, self_attention
+    from triform.pictures import prefix_slots
+
+    batch, _ = prepared_example("stack", "prefix-lm", "a b c d", then="e f g", seed=3)
+    mask = self_attention(batch)
+    first = batch.documents[0] == 0
+    assert not mask[first][:, ~first].any() and not mask[~first][:, first].any()
+    inside = prefix_slots(batch, 0, batch.ids.shape[1])
+    assert sum(inside) == int(batch.prefix_lengths[0].sum())  # each document's own prefix is shaded
+
+
 def test_pictures_show_byte_level_tokens_as_readable_text():
     from triform.data.tokenizers import train_tokenizer
     from triform.pictures import display_names

@@ -122,3 +122,69 @@ def test_positions_beyond_max_len_are_a_clear_error():
     model = stack_model("learned-pre-layernorm")
     with pytest.raises(ValueError, match="max_len 64"):
         model(random_ids(1, 65), "causal")
+
+
+def other_tokens(ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """Different ordinary tokens at every slot of `ids`."""
+    offsets = torch.randint(1, 73, ids.shape, generator=torch.Generator().manual_seed(seed))
+    return (ids - 27 + offsets) % 73 + 27
+
+
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_packed_documents_never_see_one_another(variant, pattern):
+    """The document variant of each pattern: whatever one document holds, the other's logits stay."""
+    model = stack_model(variant)
+    ids, documents = random_ids(1, 12), torch.tensor([[0] * 5 + [1] * 7])
+    prefix = torch.tensor([[3, 4]]) if pattern == "prefix" else None
+
+    def logits(x):
+        return model(x, pattern, documents=documents, prefix_lengths=prefix)[0]
+
+    for first, second in ((slice(0, 5), slice(5, 12)), (slice(5, 12), slice(0, 5))):
+        changed = ids.clone()
+        changed[0, first] = other_tokens(ids[0, first], seed=9)
+        torch.testing.assert_close(logits(changed)[second], logits(ids)[second], atol=ATOL, rtol=0)
+        assert not torch.allclose(logits(changed)[first][-1], logits(ids)[first][-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causal_within_a_document_the_future_never_changes_the_past(variant):
+    model = stack_model(variant)
+    ids, documents = random_ids(1, 12), torch.tensor([[0] * 4 + [1] * 8])
+    changed = ids.clone()
+    changed[0, 8:] = other_tokens(ids[0, 8:], seed=10)
+    before, after = model(ids, "causal", documents=documents), model(changed, "causal", documents=documents)
+    torch.testing.assert_close(before[0, :8], after[0, :8], atol=ATOL, rtol=0)
+    assert not torch.allclose(before[0, 8], after[0, 8], atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_packed_prefix_is_bidirectional_exactly_inside_its_documents_prefix(variant):
+    model = stack_model(variant)
+    ids, documents, prefix = random_ids(1, 11), torch.tensor([[0] * 4 + [1] * 7]), torch.tensor([[2, 3]])
+
+    def logits(x):
+        return model(x, "prefix", documents=documents, prefix_lengths=prefix)[0]
+
+    inside = ids.clone()
+    inside[0, 6] = other_tokens(ids[0, 6:7], seed=11)[0]  # the last prefix token of document 1
+    assert not torch.allclose(logits(ids)[4], logits(inside)[4], atol=1e-4)  # seen by its first token
+    after = ids.clone()
+    after[0, 8:] = other_tokens(ids[0, 8:], seed=12)  # past document 1's prefix (slots 4-6) and slot 7
+    torch.testing.assert_close(logits(ids)[:8], logits(after)[:8], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_packed_target_reads_only_its_own_documents_source(variant):
+    model = build_model(tiny_config("encoder-decoder", **VARIANTS[variant])).eval()
+    source, target = random_ids(1, 9), random_ids(1, 8, generator_seed=4)
+    source_documents, documents = torch.tensor([[0] * 4 + [1] * 5]), torch.tensor([[0] * 3 + [1] * 5])
+
+    def logits(s):
+        return model(s, target, source_documents=source_documents, documents=documents)[0]
+
+    changed = source.clone()
+    changed[0, :4] = other_tokens(source[0, :4], seed=13)
+    torch.testing.assert_close(logits(changed)[3:], logits(source)[3:], atol=ATOL, rtol=0)
+    assert not torch.allclose(logits(changed)[0], logits(source)[0], atol=1e-4)

@@ -2,13 +2,15 @@
 
 It prints the model's input and target tokens after the objective's transformation and the attention
 pattern as a matrix, so that the difference between GPT, BERT and T5 is visible as data, not classes.
+Given a second text (`then`), both are packed in one window, as training packs its documents, and
+the matrix shows the pattern within each document (`pack documents`) or across both (`pack stream`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from triform.nn.masks import visibility
+from triform.nn.masks import cross_visibility, visibility
 from triform.objectives import IGNORE, Batch, make_objective, objective_class
 from triform.objectives.compat import ALLOWED, check_pair
 from triform.vocab import SpecialTokens, special_token_strings
@@ -31,47 +33,95 @@ def word_tokenizer(*texts: str):
 
 
 def prepared_example(
-    arch: str, objective: str, text: str, *, pattern: str | None = None, target: str | None = None, seed: int = 0
+    arch: str,
+    objective: str,
+    text: str,
+    *,
+    pattern: str | None = None,
+    target: str | None = None,
+    seed: int = 0,
+    then: str | None = None,
+    pack: str = "documents",
 ):
-    """(Batch of one example as the objective lays it out, the word-level tokenizer of its text)."""
+    """(Batch of one example as the objective lays it out, the word-level tokenizer of its text).
+    With `then`, the example is a packed window holding `text` and then `then`, packed by `pack`."""
     pattern = check_pair(arch, objective, pattern)
     pairs = objective_class(objective).reads_pairs
     if pairs and target is None:
         raise ValueError(f"the {objective} objective needs a target text (--target)")
-    tokenizer = word_tokenizer(text, target or "")
+    if pairs and then is not None:
+        raise ValueError(f"the {objective} objective reads (source, target) pairs, which are never packed; drop --then")
+    tokenizer = word_tokenizer(text, target or "", then or "")
     specials = SpecialTokens.from_tokenizer(tokenizer)
     built = make_objective(
-        objective, specials, tokenizer.get_vocab_size(), arch=arch, pattern=pattern, tokenizer=tokenizer
+        objective,
+        specials,
+        tokenizer.get_vocab_size(),
+        arch=arch,
+        pattern=pattern,
+        tokenizer=tokenizer,
+        packed=then is not None,
+        pack=pack,
     )
     ids = tokenizer.encode(text).ids
-    if not ids:
+    if not ids or (then is not None and not tokenizer.encode(then).ids):
         raise ValueError("the text has no tokens to show")
     example = (ids, tokenizer.encode(target).ids) if pairs else ids
+    if then is not None:
+        example = built.packed_window([ids, tokenizer.encode(then).ids])
     return built.prepare([example], generator=torch.Generator().manual_seed(seed)), tokenizer
 
 
 def explain_pair(
-    arch: str, objective: str, text: str, *, pattern: str | None = None, target: str | None = None, seed: int = 0
+    arch: str,
+    objective: str,
+    text: str,
+    *,
+    pattern: str | None = None,
+    target: str | None = None,
+    seed: int = 0,
+    then: str | None = None,
+    pack: str = "documents",
 ) -> str:
-    batch, tokenizer = prepared_example(arch, objective, text, pattern=pattern, target=target, seed=seed)
+    batch, tokenizer = prepared_example(
+        arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack
+    )
     pattern = batch.pattern
 
     def names(row) -> list[str]:
         return [tokenizer.id_to_token(int(i)) for i in row]
 
-    lines = [f"{arch} + {objective} + {pattern}: {ALLOWED[(arch, objective)][pattern]}", ""]
+    packed, within = "", " within each document" if batch.documents is not None else ""
+    if then is not None:
+        packed = ", each document alone" if within else ", the documents as one stream"
+    lines = [f"{arch} + {objective} + {pattern}{packed}: {ALLOWED[(arch, objective)][pattern]}", ""]
+    targets = target_names(batch, names)
     if batch.source_ids is not None:
-        lines += [aligned(["encoder input"], [names(batch.source_ids[0])]), ""]
-        lines += [aligned(["decoder input", "target"], [names(batch.ids[0]), target_names(batch, names)]), ""]
-        lines.append(
-            "encoder: bidirectional over the source; cross-attention: every decoder token sees every source token"
-        )
-        lines.append(f"decoder self-attention ({pattern}):")
+        source = token_rows(["encoder input"], [names(batch.source_ids[0])], batch.source_documents)
+        decoder = token_rows(["decoder input", "target"], [names(batch.ids[0]), targets], batch.documents)
+        lines += [aligned(*source), "", aligned(*decoder), ""]
+        if within:
+            lines.append(
+                "encoder: bidirectional within each document; cross-attention: a decoder token sees the source "
+                "tokens of its own document"
+            )
+        else:
+            lines.append(
+                "encoder: bidirectional over the source; cross-attention: every decoder token sees every source token"
+            )
+        lines.append(f"decoder self-attention ({pattern}{within}):")
     else:
-        lines += [aligned(["input", "target"], [names(batch.ids[0]), target_names(batch, names)]), ""]
-        lines.append(f"attention ({pattern}):")
+        lines += [aligned(*token_rows(["input", "target"], [names(batch.ids[0]), targets], batch.documents)), ""]
+        lines.append(f"attention ({pattern}{within}):")
     lines.append(pattern_matrix(batch, names(batch.ids[0])))
     return "\n".join(lines)
+
+
+def token_rows(labels: list[str], rows: list[list[str]], documents) -> tuple[list[str], list[list[str]]]:
+    """The rows, and under them the document of each slot when the row packs several."""
+    if documents is None:
+        return labels, rows
+    return [*labels, "document"], [*rows, [str(int(d)) for d in documents[0]]]
 
 
 def target_names(batch: Batch, names) -> list[str]:
@@ -90,9 +140,8 @@ def aligned(labels: list[str], rows: list[list[str]]) -> str:
 
 def pattern_matrix(batch: Batch, tokens: list[str]) -> str:
     """Row i attends to column j where the cell is ■ (query i, key j)."""
+    allowed = self_attention(batch)
     length = len(tokens)
-    mask = visibility(batch.pattern, length, length, prefix_lengths=batch.prefix_lengths)
-    allowed = torch.ones(length, length, dtype=torch.bool) if mask is None else mask[0, 0]
     label_width = max(len(t) for t in tokens) + 4
     header = " " * label_width + " ".join(f"{j % 10}" for j in range(length))
     rows = [
@@ -100,3 +149,23 @@ def pattern_matrix(batch: Batch, tokens: list[str]) -> str:
         for i, token in enumerate(tokens)
     ]
     return "\n".join([header, *rows])
+
+
+def self_attention(batch: Batch, row: int = 0, length: int | None = None) -> torch.Tensor:
+    """(T, T) booleans of row `row` of a batch (its first `length` slots): may query i see key j, as
+    the model's own masks (nn/masks.py) decide from the batch's pattern, prefixes and documents."""
+    length = batch.ids.shape[1] if length is None else length
+    picked = slice(row, row + 1)
+    prefix = batch.prefix_lengths[picked] if batch.prefix_lengths is not None else None
+    documents = batch.documents[picked, :length] if batch.documents is not None else None
+    mask = visibility(batch.pattern, length, length, prefix_lengths=prefix, documents=documents)
+    return torch.ones(length, length, dtype=torch.bool) if mask is None else mask[0, 0]
+
+
+def cross_attention(batch: Batch, row: int, n_queries: int, n_keys: int) -> torch.Tensor:
+    """(T, S) booleans: may decoder token i read source token j (its own document's, when packed)."""
+    picked = slice(row, row + 1)
+    documents = batch.documents[picked, :n_queries] if batch.documents is not None else None
+    sources = batch.source_documents[picked, :n_keys] if batch.source_documents is not None else None
+    mask = cross_visibility(n_queries, None, documents, sources)
+    return torch.ones(n_queries, n_keys, dtype=torch.bool) if mask is None else mask[0, 0].expand(n_queries, n_keys)

@@ -3,7 +3,8 @@ pattern below (who sees whom), drawn with matplotlib's Agg backend into a PNG.
 
 The same picture serves `triform inspect --png` and the demo's report. For an encoder-decoder it
 shows the three attention patterns of the model: the encoder's (always bidirectional), the
-decoder's own (the objective's pattern) and the cross-attention from decoder to encoder.
+decoder's own (the objective's pattern) and the cross-attention from decoder to encoder. A row that
+packs several documents shows the document of each token, and the pattern within each.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from triform.nn.masks import visibility
+from triform.explain import cross_attention, self_attention
+from triform.nn.masks import in_prefix, visibility
 from triform.objectives import IGNORE, Batch
 from triform.train.plots import pyplot, save_figure
 from triform.vocab import tokenizer_kind
@@ -23,10 +25,9 @@ HIGHLIGHT = {"[MASK]": "#f4a261", "target": "#2a9d8f", "prefix": "#dbe7f6"}
 MAX_TOKENS = 40  # beyond this the labels are unreadable: a picture shows the first MAX_TOKENS
 
 
-def allowed(pattern: str, n_queries: int, n_keys: int, prefix_length: int | None = None) -> torch.Tensor:
-    """(n_queries, n_keys) booleans: may query i attend to key j."""
-    prefix = torch.tensor([prefix_length]) if pattern == "prefix" else None
-    mask = visibility(pattern, n_queries, n_keys, prefix_lengths=prefix)
+def allowed(pattern: str, n_queries: int, n_keys: int, documents: torch.Tensor | None = None) -> torch.Tensor:
+    """(n_queries, n_keys) booleans: may query i attend to key j (`documents` (n_keys,), packed)."""
+    mask = visibility(pattern, n_queries, n_keys, documents=None if documents is None else documents[None])
     return torch.ones(n_queries, n_keys, dtype=torch.bool) if mask is None else mask[0, 0]
 
 
@@ -41,26 +42,34 @@ def draw_batch(batch: Batch, names, path: str | os.PathLike, *, title: str = "",
     inputs = names(batch.ids[row, :length].tolist())
     targets = [None if int(t) == IGNORE else t for t in batch.targets[row, :length].tolist()]
     target_names = [names([t])[0] if t is not None else "" for t in targets]
+    within = " within each document" if batch.documents is not None else ""
     if batch.source_ids is None:
-        prefix = int(batch.prefix_lengths[row]) if batch.prefix_lengths is not None else None
-        matrices = [
-            (f"self-attention: {batch.pattern}", allowed(batch.pattern, length, length, prefix), inputs, inputs)
-        ]
-        rows = [("input", inputs, prefix), ("target", target_names, None)]
+        matrices = [(f"self-attention: {batch.pattern}{within}", self_attention(batch, row, length), inputs, inputs)]
+        rows = [("input", inputs, prefix_slots(batch, row, length)), ("target", target_names, None)]
     else:
         source_length = min(real_length(batch.source_padding_mask, row, batch.source_ids.shape[1]), MAX_TOKENS)
         source = names(batch.source_ids[row, :source_length].tolist())
+        sources = batch.source_documents[row, :source_length] if batch.source_documents is not None else None
         matrices = [
             (
-                "encoder self-attention: bidirectional",
-                allowed("bidirectional", source_length, source_length),
+                f"encoder self-attention: bidirectional{within}",
+                allowed("bidirectional", source_length, source_length, sources),
                 source,
                 source,
             ),
-            (f"decoder self-attention: {batch.pattern}", allowed(batch.pattern, length, length), inputs, inputs),
-            ("cross-attention: decoder reads encoder", allowed("bidirectional", length, source_length), source, inputs),
+            (f"decoder self-attention: {batch.pattern}{within}", self_attention(batch, row, length), inputs, inputs),
+            (
+                f"cross-attention: decoder reads encoder{within}",
+                cross_attention(batch, row, length, source_length),
+                source,
+                inputs,
+            ),
         ]
         rows = [("encoder input", source, None), ("decoder input", inputs, None), ("target", target_names, None)]
+        if sources is not None:
+            rows.insert(1, ("source document", [str(int(d)) for d in sources], None))
+    if batch.documents is not None:
+        rows.append(("document", [str(int(d)) for d in batch.documents[row, :length]], None))
     widest = max(len(keys) for _, _, keys, _ in matrices)
     tallest = max(len(queries) for _, _, _, queries in matrices)
     width = max(6.0, 1.6 + 0.32 * sum(len(keys) for _, _, keys, _ in matrices) + 1.4 * len(matrices))
@@ -82,6 +91,16 @@ def draw_batch(batch: Batch, names, path: str | os.PathLike, *, title: str = "",
     return save_figure(figure, path)
 
 
+def prefix_slots(batch: Batch, row: int, length: int) -> list[bool] | None:
+    """Whether each of the first `length` slots of a row lies in a prefix (its document's, packed)."""
+    if batch.prefix_lengths is None:
+        return None
+    if batch.documents is None:
+        return [slot < int(batch.prefix_lengths[row]) for slot in range(length)]
+    documents = batch.documents[row : row + 1, :length]
+    return in_prefix(documents, batch.prefix_lengths[row : row + 1])[0].tolist()
+
+
 def draw_token_rows(axis, rows) -> None:
     """One line of boxed tokens per row; [MASK] and predicted tokens coloured, the prefix shaded."""
     width = max(len(tokens) for _, tokens, _ in rows)
@@ -96,7 +115,7 @@ def draw_token_rows(axis, rows) -> None:
                 colour = HIGHLIGHT["[MASK]"]
             elif label == "target" and token:
                 colour = HIGHLIGHT["target"]
-            elif prefix is not None and c < prefix:
+            elif prefix is not None and prefix[c]:
                 colour = HIGHLIGHT["prefix"]
             axis.add_patch(plt_rectangle((c - 0.47, -r - 0.38), 0.94, 0.76, colour))
             text_colour = "white" if colour == HIGHLIGHT["target"] else "black"

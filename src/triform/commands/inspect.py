@@ -1,4 +1,5 @@
-"""`triform inspect --arch stack --objective mlm --text "I am going home"`."""
+"""`triform inspect --arch stack --objective mlm --text "I am going home"`; with `--then "She reads"`,
+the two texts packed in one window as training packs documents (`--pack documents` or `stream`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal, Optional
 ARCHS = Literal["stack", "encoder-decoder"]
 OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
 PATTERNS = Literal["bidirectional", "causal", "prefix"]
+PACKS = Literal["documents", "stream"]
 
 
 def add_arguments(parser) -> None:
@@ -17,6 +19,18 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--text", type=str, required=True, help="the text to transform (the source, for seq2seq)")
     parser.add_argument("--target", type=Optional[str], default=None, help="target text, for seq2seq")
+    parser.add_argument(
+        "--then",
+        type=Optional[str],
+        default=None,
+        help="a second text packed after --text in one window, as training packs documents",
+    )
+    parser.add_argument(
+        "--pack",
+        type=PACKS,
+        default="documents",
+        help="with --then: each document attended alone (documents) or both as one stream (stream)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices")
     parser.add_argument(
         "--png",
@@ -29,7 +43,18 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from triform.explain import explain_pair
 
-    print(explain_pair(args.arch, args.objective, args.text, pattern=args.pattern, target=args.target, seed=args.seed))
+    print(
+        explain_pair(
+            args.arch,
+            args.objective,
+            args.text,
+            pattern=args.pattern,
+            target=args.target,
+            seed=args.seed,
+            then=args.then,
+            pack=args.pack,
+        )
+    )
     if args.png:
         draw_png(args)
     return 0
@@ -49,8 +74,17 @@ def draw_png(args) -> None:
     if not path.parent.is_dir():
         raise TriformError(f"--png: {path.parent} is not a folder")
     batch, tokenizer = prepared_example(
-        args.arch, args.objective, args.text, pattern=args.pattern, target=args.target, seed=args.seed
+        args.arch,
+        args.objective,
+        args.text,
+        pattern=args.pattern,
+        target=args.target,
+        seed=args.seed,
+        then=args.then,
+        pack=args.pack,
     )
-    title = f"{args.arch} + {args.objective} + {batch.pattern}: {ALLOWED[(args.arch, args.objective)][batch.pattern]}"
+    packed = "" if args.then is None else f", packed ({args.pack})"
+    what = ALLOWED[(args.arch, args.objective)][batch.pattern]
+    title = f"{args.arch} + {args.objective} + {batch.pattern}{packed}: {what}"
     draw_batch(batch, lambda ids: [tokenizer.id_to_token(int(i)) for i in ids], path, title=title)
     print(f"picture: {path}")

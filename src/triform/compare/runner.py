@@ -57,7 +57,9 @@ def budgeted_spec(
     """The run's spec with as many steps as the budget buys, its resolved configuration and the
     measured compute of one step.
     Batches are plain shuffles (no length buckets), so that every step is a random mix of lengths
-    and the compute measured on a few of them is that of any step."""
+    and the compute measured on a few of them is that of any step. The held-out next- and
+    masked-token windows are read as one stream across the [EOS] between sentences (heldout.py),
+    so every model trains on the stream too."""
     spec = RunSpec(
         job.entry.arch,
         objective,
@@ -73,6 +75,7 @@ def budgeted_spec(
         log_every=10,
         too_long="skip",
         bucket=False,
+        pack="stream",
     )
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
     per_step = compute_per_step(session, job.batch_size, job.seed)

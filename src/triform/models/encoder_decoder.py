@@ -22,9 +22,12 @@ class EncoderDecoderModel(nn.Module):
         self.decoder = decoder
         self.head = head
 
-    def encode(self, source_ids: Tensor, source_padding_mask: Tensor | None = None) -> Tensor:
-        """(B, S) source ids -> (B, S, d_model) memory; the encoder always sees the whole source."""
-        return self.encoder(StackInputs(source_ids, "bidirectional", source_padding_mask))
+    def encode(
+        self, source_ids: Tensor, source_padding_mask: Tensor | None = None, source_documents: Tensor | None = None
+    ) -> Tensor:
+        """(B, S) source ids -> (B, S, d_model) memory; the encoder always sees the whole source (each
+        document of it, when `source_documents` (B, S) packs several)."""
+        return self.encoder(StackInputs(source_ids, "bidirectional", source_padding_mask, documents=source_documents))
 
     def decode(
         self,
@@ -35,13 +38,22 @@ class EncoderDecoderModel(nn.Module):
         pattern: str = "causal",
         padding_mask: Tensor | None = None,
         positions: Tensor | None = None,
+        documents: Tensor | None = None,
+        memory_documents: Tensor | None = None,
         cache: KVCache | None = None,
         logits_at: Tensor | None = None,
     ) -> Tensor:
         """Scores for decoder inputs `ids` (B, T) reading `memory`, the encoder's output (B, S, d_model),
-        through the cache when one is given; (N, vocab_size) where the boolean `logits_at` is True."""
-        inputs = StackInputs(ids, pattern, padding_mask, positions=positions)
-        hidden = self.decoder(inputs, memory=memory, memory_padding_mask=memory_padding_mask, cache=cache)
+        through the cache when one is given; (N, vocab_size) where the boolean `logits_at` is True.
+        With `documents` (B, T) and `memory_documents` (B, S), target document d reads source document d."""
+        inputs = StackInputs(ids, pattern, padding_mask, positions=positions, documents=documents)
+        hidden = self.decoder(
+            inputs,
+            memory=memory,
+            memory_padding_mask=memory_padding_mask,
+            memory_documents=memory_documents,
+            cache=cache,
+        )
         if logits_at is not None:
             hidden = hidden[logits_at]  # (N, d_model)
         return self.head(hidden)
@@ -54,16 +66,21 @@ class EncoderDecoderModel(nn.Module):
         *,
         source_padding_mask: Tensor | None = None,
         padding_mask: Tensor | None = None,
+        source_documents: Tensor | None = None,
+        documents: Tensor | None = None,
         logits_at: Tensor | None = None,
     ) -> Tensor:
-        """Teacher-forced scores for decoder inputs `ids` (B, T) given the source (B, S)."""
-        memory = self.encode(source_ids, source_padding_mask)
+        """Teacher-forced scores for decoder inputs `ids` (B, T) given the source (B, S); packed rows
+        give the document of each slot on both sides (`source_documents`, `documents`)."""
+        memory = self.encode(source_ids, source_padding_mask, source_documents)
         return self.decode(
             ids,
             memory,
             memory_padding_mask=source_padding_mask,
             pattern=pattern,
             padding_mask=padding_mask,
+            documents=documents,
+            memory_documents=source_documents,
             logits_at=logits_at,
         )
 

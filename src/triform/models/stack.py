@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.nn.block import AttentionContext, Block
-from triform.nn.masks import is_plain_causal, positions_from_padding, visibility
+from triform.nn.masks import cross_visibility, document_positions, is_plain_causal, positions_from_padding, visibility
 from triform.nn.position import RelativePositionBias
 
 if TYPE_CHECKING:
@@ -28,9 +28,10 @@ class StackInputs:
     ids: Tensor  # (B, T)
     pattern: str = "causal"  # bidirectional, causal or prefix
     padding_mask: Tensor | None = None  # (B, T_cached + T), True at real tokens, covering cached slots
-    prefix_lengths: Tensor | None = None  # (B,), for the prefix pattern
+    prefix_lengths: Tensor | None = None  # (B,), for the prefix pattern; (B, D) with documents
     token_types: Tensor | None = None  # (B, T) segment ids
     positions: Tensor | None = None  # (B, T); None: counted over real tokens, after the cached ones
+    documents: Tensor | None = None  # (B, T_cached + T) document of each slot: the pattern within each
 
 
 class Embeddings(nn.Module):
@@ -87,11 +88,13 @@ class Stack(nn.Module):
         *,
         memory: Tensor | None = None,
         memory_padding_mask: Tensor | None = None,
+        memory_documents: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
         """Hidden states (B, T, d_model) of the input tokens; `memory` (B, S, d_model), the encoder's
         output, for a stack with cross-attention, with `memory_padding_mask` (B, S), True at real
-        source tokens."""
+        source tokens, and `memory_documents` (B, S), the document of each source token: a token of
+        document d reads only document d of the source (packed source -> target rows)."""
         length = inputs.ids.shape[1]
         n_keys = (cache.length if cache is not None else 0) + length
         if inputs.padding_mask is not None and inputs.padding_mask.shape[-1] != n_keys:
@@ -100,13 +103,11 @@ class Stack(nn.Module):
             )
         positions = self.positions(inputs, n_keys)
         mask, is_causal, bias = self.visibility(inputs, n_keys)
+        memory_mask = None
+        if memory is not None:
+            memory_mask = cross_visibility(length, memory_padding_mask, inputs.documents, memory_documents)
         context = AttentionContext(
-            mask=mask,
-            is_causal=is_causal,
-            bias=bias,
-            positions=positions,
-            memory=memory,
-            memory_mask=None if memory_padding_mask is None else memory_padding_mask[:, None, None, :].bool(),
+            mask=mask, is_causal=is_causal, bias=bias, positions=positions, memory=memory, memory_mask=memory_mask
         )
 
         x = self.embeddings(inputs.ids, positions, inputs.token_types)
@@ -118,10 +119,13 @@ class Stack(nn.Module):
 
     @staticmethod
     def positions(inputs: StackInputs, n_keys: int) -> Tensor:
-        """(B, T): as given, else counted over real tokens, else the slots after the cached ones."""
+        """(B, T): as given, else counted from each document's start, else over real tokens, else the
+        slots after the cached ones."""
         if inputs.positions is not None:
             return inputs.positions
         batch, length = inputs.ids.shape
+        if inputs.documents is not None:
+            return document_positions(inputs.documents, inputs.padding_mask)[:, -length:]
         if inputs.padding_mask is not None:
             return positions_from_padding(inputs.padding_mask, length)
         return torch.arange(n_keys - length, n_keys, device=inputs.ids.device).expand(batch, length)
@@ -131,8 +135,10 @@ class Stack(nn.Module):
         it is plainly causal (the fused kernel's own causal mask may be used), the relative bias."""
         length, pattern, padding_mask = inputs.ids.shape[1], inputs.pattern, inputs.padding_mask
         bias = self.relative_bias(length, n_keys) if self.relative_bias is not None else None
-        plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask)
-        sees_everything = pattern != "bidirectional" and length == 1 and padding_mask is None
+        plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask, inputs.documents)
+        sees_everything = (
+            pattern != "bidirectional" and length == 1 and padding_mask is None and inputs.documents is None
+        )
         mask = None
         if not sees_everything and not (plain_causal and bias is None):
             mask = visibility(
@@ -141,6 +147,7 @@ class Stack(nn.Module):
                 n_keys,
                 padding_mask=padding_mask,
                 prefix_lengths=inputs.prefix_lengths,
+                documents=inputs.documents,
                 device=inputs.ids.device,
             )
         return mask, plain_causal and mask is None, bias

@@ -29,13 +29,15 @@ class StackModel(nn.Module):
         prefix_lengths: Tensor | None = None,
         token_types: Tensor | None = None,
         positions: Tensor | None = None,
+        documents: Tensor | None = None,
         cache: KVCache | None = None,
         logits_at: Tensor | None = None,
     ) -> Tensor:
         """Scores over the vocabulary: (B, T, vocab_size), or (N, vocab_size) at the N positions where
         the boolean `logits_at` (B, T) is True, so that the output projection, the largest matrix of a
-        small model, runs only where there is something to predict (masked LM)."""
-        inputs = StackInputs(ids, pattern, padding_mask, prefix_lengths, token_types, positions)
+        small model, runs only where there is something to predict (masked LM). `documents` (B, T)
+        packs several documents in a row, each attended and placed as if alone (nn/masks.py)."""
+        inputs = StackInputs(ids, pattern, padding_mask, prefix_lengths, token_types, positions, documents)
         hidden = self.stack(inputs, cache=cache)
         if logits_at is not None:
             hidden = hidden[logits_at]  # (N, d_model)

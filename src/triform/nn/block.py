@@ -28,7 +28,7 @@ class AttentionContext:
     bias: Tensor | None = None  # relative position bias, (1, n_heads, T, T_keys)
     positions: Tensor | None = None  # (B, T), for rotary positions
     memory: Tensor | None = None  # encoder output, for cross-attention
-    memory_mask: Tensor | None = None  # (B, 1, 1, S), True at real source tokens
+    memory_mask: Tensor | None = None  # (B, 1, 1 or T, S), True at the source tokens a query reads
 
 
 class Block(nn.Module):

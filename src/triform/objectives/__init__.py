@@ -3,7 +3,7 @@ everything the rest of triform asks about how it lays out text."""
 
 from __future__ import annotations
 
-from triform.objectives.base import Objective, Windows
+from triform.objectives.base import PACKS, Objective, Windows
 from triform.objectives.batch import IGNORE, Batch
 from triform.objectives.compat import ALLOWED, check_pair
 from triform.objectives.layout import PromptLayout
@@ -14,6 +14,7 @@ __all__ = [
     "ALLOWED",
     "IGNORE",
     "OBJECTIVE_CLASSES",
+    "PACKS",
     "Batch",
     "Objective",
     "PromptLayout",

@@ -23,10 +23,19 @@ from triform.errors import TriformError
 from triform.kernels.loss import cross_entropy
 from triform.objectives.batch import IGNORE, Batch, rows
 from triform.objectives.compat import check_pair
-from triform.objectives.layout import CONTINUE, SOURCE_TARGET, PromptLayout
+from triform.objectives.layout import (
+    CONTINUE,
+    SOURCE_TARGET,
+    PromptLayout,
+    packed_source_target_batch,
+    source_target_batch,
+)
 from triform.vocab import SpecialTokens
 
 EVAL_SEED = 1234  # the same masks at every evaluation, so that successive losses compare
+# How the documents of a packed window see each other: each attended and placed as if alone, or as
+# one stream separated by [EOS] (GPT-2's packing, in which they attend across the boundary).
+PACKS = ("documents", "stream")
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,14 @@ class Objective:
         label_smoothing: float = 0.0,
         options=None,
         packed: bool = False,
+        pack: str = "documents",
         tokenizer=None,
     ):
         """`options` is an instance of the objective's `Options`; `packed` says that examples are
         windows cut from a stream of documents separated by [EOS] (the training data's windows),
-        rather than single texts; `tokenizer` (a tokenizers.Tokenizer) lets an objective read what it
-        needs from the vocabulary (word starts, sentence ends)."""
+        rather than single texts, and `pack` how those documents see each other (PACKS);
+        `tokenizer` (a tokenizers.Tokenizer) lets an objective read what it needs from the vocabulary
+        (word starts, sentence ends)."""
         self.pattern = check_pair(arch, self.name, pattern)  # refuse an impossible pair before any compute
         self.arch = arch
         # An encoder-decoder's decoder may start from a token of its own instead of [BOS] (T5 has no [BOS]).
@@ -86,7 +97,9 @@ class Objective:
             raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
         self.options = options if options is not None else self.Options()
-        self.packed = packed
+        if pack not in PACKS:
+            raise ValueError(f"pack: expected one of {list(PACKS)}, got {pack!r}")
+        self.packed, self.pack = packed, pack
         self.tokenizer = tokenizer
 
     @classmethod
@@ -106,6 +119,48 @@ class Objective:
         """How a packed token stream is cut into examples whose layout fits `max_len`: by default one
         special token ([EOS], [BOS] or [SEP]) beside the text."""
         return Windows(max_len - 1, max_len - 1)
+
+    @property
+    def within_documents(self) -> bool:
+        """Whether each document of a packed window is attended and placed as if alone."""
+        return self.packed and self.pack == "documents"
+
+    @property
+    def separator(self) -> int:
+        """The token between two documents of a window: [EOS] as the stream stores it, unless the
+        objective's `windows` asks for another."""
+        return self.specials.eos
+
+    def documents_of(self, window: list[int]) -> list[list[int]]:
+        """The documents of a window, without their separators; the first and the last may be cut
+        by the window's edges, and a window of separators only is one empty text."""
+        documents, current = [], []
+        for token in window:
+            if token == self.separator:
+                documents.append(current)
+                current = []
+            else:
+                current.append(token)
+        documents.append(current)
+        return [d for d in documents if d] or [[]]
+
+    def packed_window(self, texts: list[list[int]]) -> list[int]:
+        """One window of a stream that holds `texts` one after another (what `triform inspect`
+        shows): the texts joined by the separator, as the data pipeline stores them."""
+        window: list[int] = []
+        for number, text in enumerate(texts):
+            window += ([self.separator] if number else []) + list(text)
+        return window
+
+    def pairs_batch(self, examples, generator, pair) -> Batch:
+        """The batch of a source -> target objective: `pair(text, generator) -> (source, target)` of
+        each text; in a packed window under `pack documents`, of each of its documents, laid out
+        back to back so that none sees another (objectives/layout.py)."""
+        sequences = as_sequences(examples)
+        if not self.within_documents:
+            return source_target_batch([pair(s, generator) for s in sequences], self.arch, self.pattern, self.specials)
+        rows = [[pair(d, generator) for d in self.documents_of(s)] for s in sequences]
+        return packed_source_target_batch(rows, self.arch, self.pattern, self.specials)
 
     def prepare(self, examples, generator: torch.Generator | None = None) -> Batch:
         raise NotImplementedError

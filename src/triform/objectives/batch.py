@@ -16,11 +16,15 @@ class Batch:
     targets: Tensor  # (B, T) token to predict at each position, IGNORE where nothing is predicted
     pattern: str  # self-attention pattern of the stack or the decoder
     padding_mask: Tensor | None = None  # (B, T) True at real tokens; None when nothing is padded
-    prefix_lengths: Tensor | None = None  # (B,) slots seen bidirectionally, for the prefix pattern
+    prefix_lengths: Tensor | None = None  # (B,) slots seen bidirectionally, for the prefix pattern; (B, D) packed
     token_types: Tensor | None = None  # (B, T) segment ids
     source_ids: Tensor | None = None  # (B, S) encoder input of an encoder-decoder
     source_padding_mask: Tensor | None = None  # (B, S)
     sparse_logits: bool = False  # compute logits only where targets are set
+    # Rows that pack several documents: the document of each slot (0, 1, ... along a row), so that
+    # each is attended and placed as if alone (nn/masks.py). None: each row is one text.
+    documents: Tensor | None = None  # (B, T)
+    source_documents: Tensor | None = None  # (B, S), the source's, read by target document d alone
 
     @property
     def logits_at(self) -> Tensor | None:
@@ -43,10 +47,15 @@ class Batch:
             "ids": self.ids,
             "pattern": self.pattern,
             "padding_mask": self.padding_mask,
+            "documents": self.documents,
             "logits_at": self.logits_at,
         }
         if self.source_ids is not None:
-            inputs.update(source_ids=self.source_ids, source_padding_mask=self.source_padding_mask)
+            inputs.update(
+                source_ids=self.source_ids,
+                source_padding_mask=self.source_padding_mask,
+                source_documents=self.source_documents,
+            )
         else:
             inputs.update(prefix_lengths=self.prefix_lengths, token_types=self.token_types)
         return {key: value for key, value in inputs.items() if value is not None}
@@ -75,6 +84,18 @@ def pad(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[T
         ids[row, span] = torch.tensor(sequence, dtype=torch.long)
         mask[row, span] = True
     return ids, (None if bool(mask.all()) else mask)
+
+
+def pad_documents(rows: list[list[int]], length: int) -> Tensor | None:
+    """(B, T) document of each slot, padding slots in the row's last document; None when every row
+    is one document, so that attention needs no document mask at all."""
+    if all(not row or row[-1] == row[0] for row in rows):
+        return None
+    documents = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        documents[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        documents[index, len(row) :] = row[-1] if row else 0
+    return documents
 
 
 def pad_targets(sequences: list[list[int]], length: int) -> Tensor:

@@ -2,7 +2,8 @@
 
 Sentences are shuffled; then spans covering 30 % of the tokens, with lengths drawn from Poisson(3),
 are each replaced by a single [MASK] (a span of length 0 inserts one). The decoder reconstructs the
-original text.
+original text. Packed under `pack documents`, each document of a window is corrupted and restored on
+its own: sentences are shuffled within a document, never across two.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from triform.objectives.base import Objective, Windows, as_sequences
+from triform.objectives.base import Objective, Windows
 from triform.objectives.batch import Batch
-from triform.objectives.layout import source_target_batch
 from triform.vocab import sentence_end_ids as vocabulary_sentence_ends
 
 
@@ -85,5 +85,4 @@ class Denoise(Objective):
         return self.infill(permuted, generator)
 
     def prepare(self, examples, generator=None) -> Batch:
-        pairs = [(self.corrupt(s, generator), s) for s in as_sequences(examples)]
-        return source_target_batch(pairs, self.arch, self.pattern, self.specials)
+        return self.pairs_batch(examples, generator, lambda text, g: (self.corrupt(text, g), text))

@@ -10,6 +10,10 @@ encoder-decoder or a single stack:
 - stack: one sequence ``source [SEP] target [EOS]``; the source and the separator form the
   prefix, and only the target tokens and the final [EOS] are predicted (UniLM, Dong et al. 2019).
 
+A packed window holds several documents; each becomes a pair of its own, laid out as above and put
+back to back in one row with the document of each slot (`packed_source_target_batch`), as T5 packs
+several examples into one (Raffel et al. 2020, §3.1.2), its code keeping them apart by segment ids.
+
 A prompt is laid out for generation exactly as the training text was (`PromptLayout`): a stack
 trained with clm continues ``[BOS] prompt`` (objectives/clm.py); a source -> target stack reads
 ``source [SEP]`` and writes the target after it, as segment 1 when the model has segment embeddings;
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from triform.errors import TriformError
-from triform.objectives.batch import IGNORE, Batch, pad, pad_targets
+from triform.objectives.batch import IGNORE, Batch, pad, pad_documents, pad_targets
 from triform.vocab import SpecialTokens
 
 Pair = tuple[list[int], list[int]]
@@ -31,31 +35,71 @@ CONTINUE, SOURCE_TARGET = "continue", "source-target"
 
 
 def source_target_batch(pairs: list[Pair], arch: str, pattern: str, specials: SpecialTokens) -> Batch:
-    if arch == "encoder-decoder":
-        source_ids, source_mask = pad([[*s, specials.eos] for s, _ in pairs], specials.pad)
-        ids, padding_mask = pad([[specials.decoder_start_id, *t] for _, t in pairs], specials.pad)
-        targets = pad_targets([[*t, specials.eos] for _, t in pairs], ids.shape[1])
-        return Batch(ids, targets, pattern, padding_mask, source_ids=source_ids, source_padding_mask=source_mask)
+    """One (source, target) pair per row, laid out for `arch`."""
+    return packed_source_target_batch([[pair] for pair in pairs], arch, pattern, specials)
 
-    sequences, target_rows, segments, prefix_lengths = [], [], [], []
-    for source, target in pairs:
-        sequence = [*source, specials.sep, *target, specials.eos]
-        n_prefix = len(source) + 1
-        sequences.append(sequence[:-1])
-        # Position i predicts token i + 1: the separator predicts the first target token.
-        target_rows.append([IGNORE] * (n_prefix - 1) + sequence[n_prefix:])
-        segments.append([0] * n_prefix + [1] * (len(sequence) - 1 - n_prefix))
-        prefix_lengths.append(n_prefix)
+
+def packed_source_target_batch(rows: list[list[Pair]], arch: str, pattern: str, specials: SpecialTokens) -> Batch:
+    """Rows of (source, target) pairs, one pair per document of a packed window: each document is
+    laid out as a pair alone would be, back to back, with the document of each slot (and on a stack
+    the prefix of each document), so that none sees another (nn/masks.py)."""
+    if arch == "encoder-decoder":
+        return encoder_decoder_rows(rows, pattern, specials)
+    sequences, target_rows, segments, prefixes, documents = [], [], [], [], []
+    for pairs in rows:
+        ids, targets, types, row_prefixes, row_documents = [], [], [], [], []
+        for number, (source, target) in enumerate(pairs):
+            sequence = [*source, specials.sep, *target, specials.eos]
+            n_prefix = len(source) + 1
+            ids += sequence[:-1]
+            # Position i predicts token i + 1: the separator predicts the first target token.
+            targets += [IGNORE] * (n_prefix - 1) + sequence[n_prefix:]
+            types += [0] * n_prefix + [1] * (len(sequence) - 1 - n_prefix)
+            row_prefixes.append(n_prefix)
+            row_documents += [number] * (len(sequence) - 1)
+        sequences.append(ids)
+        target_rows.append(targets)
+        segments.append(types)
+        prefixes.append(row_prefixes)
+        documents.append(row_documents)
     ids, padding_mask = pad(sequences, specials.pad)
     token_types, _ = pad(segments, 0)
+    packed = pad_documents(documents, ids.shape[1])
+    prefix_lengths = None
+    if pattern == "prefix":  # (B,) for rows of one text; (B, D), one per document, for packed rows
+        prefix_lengths = torch.tensor([p[0] for p in prefixes]) if packed is None else pad(prefixes, 0)[0]
     return Batch(
         ids,
         pad_targets(target_rows, ids.shape[1]),
         pattern,
         padding_mask,
-        prefix_lengths=torch.tensor(prefix_lengths) if pattern == "prefix" else None,
+        prefix_lengths=prefix_lengths,
         token_types=token_types,
         sparse_logits=True,
+        documents=packed,
+    )
+
+
+def encoder_decoder_rows(rows: list[list[Pair]], pattern: str, specials: SpecialTokens) -> Batch:
+    """The encoder reads `source [EOS]` of each document, the decoder `[BOS] target` of the same."""
+    sources, source_documents, inputs, targets, documents = [], [], [], [], []
+    for pairs in rows:
+        sources.append([token for source, _ in pairs for token in (*source, specials.eos)])
+        source_documents.append([number for number, (source, _) in enumerate(pairs) for _ in range(len(source) + 1)])
+        inputs.append([token for _, target in pairs for token in (specials.decoder_start_id, *target)])
+        targets.append([token for _, target in pairs for token in (*target, specials.eos)])
+        documents.append([number for number, (_, target) in enumerate(pairs) for _ in range(len(target) + 1)])
+    source_ids, source_mask = pad(sources, specials.pad)
+    ids, padding_mask = pad(inputs, specials.pad)
+    return Batch(
+        ids,
+        pad_targets(targets, ids.shape[1]),
+        pattern,
+        padding_mask,
+        source_ids=source_ids,
+        source_padding_mask=source_mask,
+        documents=pad_documents(documents, ids.shape[1]),
+        source_documents=pad_documents(source_documents, source_ids.shape[1]),
     )
 
 

@@ -3,6 +3,13 @@
 Of each text, 15 % of the tokens are chosen (at least one; the exact count per sequence, as in BERT's
 own data pipeline); of those, 80 % become [MASK], 10 % a random token and 10 % stay as they are. Only
 the chosen positions are predicted, and the model computes logits only there.
+
+A packed window (RoBERTa's FULL-SENTENCES, Liu et al. 2019, §4.2) is chosen from as one text: 15 % of
+its tokens, never its separators, so that each document gets its share in expectation (choosing 15 %
+of each, at least one, would mask most of a one-word document). Under `pack documents` each masked
+token is then predicted from its own document alone (RoBERTa's DOC-SENTENCES never crosses one
+either), at positions counted from the document's start; under the prefix pattern each document
+draws a prefix of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 from triform.errors import TriformError
 from triform.objectives.base import Objective, Windows, as_sequences
 from triform.objectives.batch import IGNORE, Batch, pad, pad_targets
-from triform.objectives.layout import PromptLayout, source_target_batch
+from triform.objectives.layout import PromptLayout, packed_source_target_batch, source_target_batch
 from triform.vocab import word_start_table
 
 
@@ -67,7 +74,23 @@ class MaskedLM(Objective):
         if self.arch == "encoder-decoder":
             return super().windows(max_len)
         # [CLS] text [SEP]; documents inside a window are separated by [SEP], as RoBERTa packs them.
-        return Windows(max_len - 2, max_len - 2, separator=self.specials.sep)
+        return Windows(max_len - 2, max_len - 2, separator=self.separator)
+
+    @property
+    def separator(self) -> int:
+        return self.specials.sep if self.arch == "stack" else self.specials.eos
+
+    def stack_documents(self, ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, T) documents of `[CLS] d0 [SEP] d1 [SEP] ...` rows under `pack documents`: each [SEP]
+        ends its document, as it ends a text alone; padding joins the last. None when no row holds two."""
+        if not self.within_documents:
+            return None
+        ends = (ids == self.separator).long()
+        documents = ends.cumsum(-1) - ends  # (B, T) separators before each slot
+        if padding_mask is not None:
+            last = documents.gather(1, (padding_mask.sum(-1, keepdim=True) - 1).clamp(min=0))
+            documents = documents.minimum(last)
+        return documents if bool(documents.any()) else None
 
     @classmethod
     def layout_for(cls, arch: str, pattern: str, specials) -> PromptLayout:
@@ -93,16 +116,42 @@ class MaskedLM(Objective):
             originals.append(sequence)
 
         if self.arch == "encoder-decoder":
-            pairs = [(c, o) for (c, _), o in zip(corrupted, originals)]
-            return source_target_batch(pairs, self.arch, self.pattern, self.specials)
+            return self.encoder_decoder_batch([c for c, _ in corrupted], originals)
         cls, sep = self.specials.cls, self.specials.sep
         ids, padding_mask = pad([[cls, *c, sep] for c, _ in corrupted], self.specials.pad)
         targets = pad_targets([[IGNORE, *t, IGNORE] for _, t in corrupted], ids.shape[1])
+        documents = self.stack_documents(ids, padding_mask)
         prefix_lengths = None
-        if self.pattern == "prefix":
+        if self.pattern == "prefix" and documents is None:
             lengths = torch.tensor([len(c) + 2 for c, _ in corrupted])
             prefix_lengths = 1 + (torch.rand(len(lengths), generator=generator) * lengths).long()
-        return Batch(ids, targets, self.pattern, padding_mask, prefix_lengths=prefix_lengths, sparse_logits=True)
+        elif self.pattern == "prefix":  # a prefix of its own in each document: (B, D)
+            lengths = document_lengths(documents, padding_mask)
+            prefix_lengths = 1 + (torch.rand(lengths.shape, generator=generator) * lengths).long()
+        return Batch(
+            ids,
+            targets,
+            self.pattern,
+            padding_mask,
+            prefix_lengths=prefix_lengths,
+            sparse_logits=True,
+            documents=documents,
+        )
+
+    def encoder_decoder_batch(self, corrupted: list[list[int]], originals: list[list[int]]) -> Batch:
+        """The encoder reads the masked text, the decoder writes it whole; under `pack documents`
+        one pair per document, cut where the original has its separators (corruption keeps the
+        length and never touches a special token)."""
+        if not self.within_documents:
+            pairs = list(zip(corrupted, originals))
+            return source_target_batch(pairs, self.arch, self.pattern, self.specials)
+        rows = []
+        for masked, original in zip(corrupted, originals):
+            cuts = [i for i, token in enumerate(original) if token == self.separator]
+            bounds = zip([-1, *cuts], [*cuts, len(original)])
+            pairs = [(masked[a + 1 : b], original[a + 1 : b]) for a, b in bounds if b > a + 1]
+            rows.append(pairs or [([], [])])
+        return packed_source_target_batch(rows, self.arch, self.pattern, self.specials)
 
     def starts_of(self, example: list[int]) -> list[bool]:
         """Whether each token begins a word; the token after a special token always does."""
@@ -121,10 +170,19 @@ class MaskedLM(Objective):
         The targets are unknown (IGNORE); logits are asked for at the [MASK] slots."""
         cls, sep = self.specials.cls, self.specials.sep
         ids, padding_mask = pad([[cls, *s, sep] for s in sequences], self.specials.pad)
-        prefix = torch.full((len(sequences),), ids.shape[1]) if self.pattern == "prefix" else None
+        documents = self.stack_documents(ids, padding_mask)  # packed windows (pseudo-perplexity), as in training
+        prefix = None
+        if self.pattern == "prefix":
+            prefix = (
+                torch.full((len(sequences),), ids.shape[1])
+                if documents is None
+                else torch.full((len(sequences), int(documents.max()) + 1), ids.shape[1])
+            )
         at_masks = ids == self.specials.mask
         targets = torch.where(at_masks, 0, IGNORE)
-        return Batch(ids, targets, self.pattern, padding_mask, prefix_lengths=prefix, sparse_logits=True)
+        return Batch(
+            ids, targets, self.pattern, padding_mask, prefix_lengths=prefix, sparse_logits=True, documents=documents
+        )
 
     def choose(self, sequence: list[int], word_starts: list[bool] | None, generator) -> list[int]:
         """Positions to predict: round(rate · n) of the non-special tokens, whole words when asked."""
@@ -166,3 +224,10 @@ class MaskedLM(Objective):
             elif draw < mask_fraction + random_fraction:
                 inputs[position] = int(self.replacements[random_index])
         return inputs, targets
+
+
+def document_lengths(documents: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, D) real tokens in each document of each row; 0 past a row's last document."""
+    real = torch.ones_like(documents) if padding_mask is None else padding_mask.long()
+    lengths = torch.zeros(documents.shape[0], int(documents.max()) + 1, dtype=torch.long)
+    return lengths.scatter_add_(1, documents, real)

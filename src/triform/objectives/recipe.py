@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from triform.errors import TriformError
-from triform.objectives.base import Objective
+from triform.objectives.base import PACKS, Objective
 from triform.objectives.compat import check_pair
 from triform.objectives.layout import PromptLayout
 from triform.objectives.registry import make_objective, objective_class
@@ -29,8 +29,13 @@ class Recipe:
     options: object = None  # an instance of the objective's Options; None: its defaults
     label_smoothing: float = 0.0
     extra: dict = field(default_factory=dict)  # room for later fields, kept as they are
+    # How the documents of its packed training windows saw each other (objectives/base.py PACKS);
+    # evaluation cuts and packs text the same way. Generation reads one document and ignores it.
+    pack: str = "documents"
 
     def __post_init__(self):
+        if self.pack not in PACKS:
+            raise TriformError(f"recipe: pack must be one of {list(PACKS)}, got {self.pack!r}")
         cls = objective_class(self.objective)
         if self.options is None:
             object.__setattr__(self, "options", cls.Options())
@@ -51,6 +56,7 @@ class Recipe:
             label_smoothing=self.label_smoothing,
             tokenizer=tokenizer,
             packed=packed,
+            pack=self.pack,
         )
 
     def body_pattern(self, arch: str, writes: bool) -> str:
@@ -77,6 +83,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         values = {"objective": self.objective, "pattern": self.pattern, "options": dataclasses.asdict(self.options)}
+        values["pack"] = self.pack
         if self.label_smoothing:
             values["label_smoothing"] = self.label_smoothing
         return {**values, **self.extra}
@@ -85,11 +92,13 @@ class Recipe:
     def from_dict(cls, values: dict, source: str = "recipe") -> Recipe:
         if not isinstance(values, dict) or "objective" not in values:
             raise TriformError(f"{source}: a recipe names its objective, got {values!r}")
-        known = {"objective", "pattern", "options", "label_smoothing"}
+        known = {"objective", "pattern", "options", "label_smoothing", "pack"}
         objective = objective_class(values["objective"])
         options = objective.options_from(values.get("options") or {}, f"{source}: options")
         extra = {k: v for k, v in values.items() if k not in known}
-        return cls(values["objective"], values.get("pattern"), options, values.get("label_smoothing", 0.0), extra)
+        # A recipe written before packs were recorded was trained on the plain stream.
+        pack = values.get("pack", "stream")
+        return cls(values["objective"], values.get("pattern"), options, values.get("label_smoothing", 0.0), extra, pack)
 
 
 def default_recipe(arch: str) -> Recipe:
@@ -110,7 +119,7 @@ def read_recipe(extra: dict, arch: str, source: str = "config.json") -> Recipe:
         smoothing = saved.pop("label_smoothing", 0.0)
         own = {f.name for f in dataclasses.fields(objective.Options)}
         options = objective.options_from({k: v for k, v in saved.items() if k in own}, source)
-        return Recipe(extra["objective"], extra.get("pattern"), options, smoothing)
+        return Recipe(extra["objective"], extra.get("pattern"), options, smoothing, pack="stream")
     if extra.get("hf", {}).get("model_type") in MASKED_LM_TYPES:
         return Recipe("mlm", extra.get("pattern"))
     return default_recipe(arch)

@@ -2,6 +2,8 @@
 
 15 % of the tokens, in spans of mean length 3, are each replaced in the source by one sentinel; the
 target lists every sentinel followed by the tokens it hid. Spans never start at the first token.
+Packed under `pack documents`, each document of a window is corrupted as a text of its own, with its
+own sentinels from the first, and becomes a `source -> target` pair of its own in the row.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from triform.objectives.base import Objective, Windows, as_sequences
+from triform.objectives.base import Objective, Windows
 from triform.objectives.batch import Batch
-from triform.objectives.layout import source_target_batch
 
 
 def random_segmentation(n_items: int, n_segments: int, generator) -> list[int]:
@@ -81,8 +82,7 @@ class SpanCorruption(Objective):
         return source, target
 
     def prepare(self, examples, generator=None) -> Batch:
-        pairs = [self.corrupt(s, generator) for s in as_sequences(examples)]
-        return source_target_batch(pairs, self.arch, self.pattern, self.specials)
+        return self.pairs_batch(examples, generator, self.corrupt)
 
 
 def uncorrupt(source: list[int], target: list[int], sentinels: tuple[int, ...]) -> list[int]:

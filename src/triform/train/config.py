@@ -18,11 +18,12 @@ from triform.data.batches import TooLong
 from triform.data.readers import DataSource, Field, Format
 from triform.errors import ConfigError
 from triform.models.presets import get_preset
-from triform.objectives import OBJECTIVE_CLASSES, Recipe, check_pair, objective_class
+from triform.objectives import OBJECTIVE_CLASSES, PACKS, Recipe, check_pair, objective_class
 from triform.precision import Precision
 
 Pattern = Literal["bidirectional", "causal", "prefix"]
 Schedule = Literal["cosine", "linear", "inverse-sqrt", "constant"]
+Pack = Literal[PACKS]  # type: ignore[valid-type]
 ObjectiveName = Literal[tuple(OBJECTIVE_CLASSES)]  # type: ignore[valid-type]
 
 
@@ -87,6 +88,10 @@ class DataConfig:
     # where batches of one length each would show the model one kind of example at a time.
     # Language-model windows all have one length, so it changes nothing for them.
     bucket: bool = True
+    # Language-model windows pack several documents: `documents` attends and places each as if it
+    # stood alone (the objective's pattern within each document, positions from each one's start);
+    # `stream` lets them attend across the [EOS] between them, as GPT-2 packs its text.
+    pack: Pack = "documents"
 
     def source(self, which: str = "train") -> DataSource:
         path = self.train if which == "train" else self.valid
@@ -190,7 +195,7 @@ def resolve(config: RunConfig) -> Resolved:
     base = preset.model if preset else ModelConfig()
     overrides = {k: v for k, v in dataclasses.asdict(config.model).items() if v is not None}
     model = base.replace(**overrides)  # validates, naming the field
-    recipe = resolve_recipe(config.objective, model.arch, preset)
+    recipe = dataclasses.replace(resolve_recipe(config.objective, model.arch, preset), pack=config.data.pack)
     check_loop(config)
     if not config.data.train:
         raise ConfigError("data.train: expected a file, folder, glob or prepared corpus to train on")

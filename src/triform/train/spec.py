@@ -41,6 +41,7 @@ class RunSpec:
     log_every: int = 5
     too_long: str = "error"
     bucket: bool = True  # data.bucket: off where a pair's length goes with its content
+    pack: str = "documents"  # data.pack: how the documents of a packed window see each other
     eval_batches: int = 0  # validation batches at the end (0: all of the validation data)
 
 
@@ -50,7 +51,7 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
         run_dir=str(run_dir),
         model=ModelOverrides(arch=spec.arch, **spec.model),
         objective=ObjectiveConfig(name=spec.objective, pattern=spec.pattern),
-        data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket),
+        data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket, pack=spec.pack),
         tokenizer=TokenizerConfig(path=spec.tokenizer),
         optim=OptimConfig(lr=spec.lr, warmup_steps=min(spec.warmup_steps, spec.steps // 4)),
         train=LoopConfig(
