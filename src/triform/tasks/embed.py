@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from triform.checkpoint import load_model
+from triform.checkpoint import Pretrained, load_model
 from triform.errors import TriformError
 from triform.models.modes import evaluation
 from triform.objectives import read_recipe
@@ -86,6 +86,18 @@ class Embedder:
         loaded = load_model(directory, device=device)
         if loaded.tokenizer is None:
             raise TriformError(f"{directory}: no tokenizer.json; embedding text needs the model's tokenizer")
+        return cls.of(loaded, pooling=pooling, normalize=normalize, max_len=max_len)
+
+    @classmethod
+    def of(
+        cls,
+        loaded: Pretrained,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_len: int | None = None,
+    ) -> Embedder:
+        """The Embedder of a model already loaded (`triform.checkpoint.load_model`), as `load` makes it."""
         specials = loaded.specials or SpecialTokens.from_tokenizer(loaded.tokenizer)
         arch = loaded.config.arch
         pattern = read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
