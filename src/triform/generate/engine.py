@@ -47,7 +47,7 @@ def numerics(model, precision: str):
     """No autograd, at `precision`. With bf16 autocast that means no_grad rather than inference_mode:
     autocast keeps each weight's bf16 copy until its outermost context ends only outside inference
     mode; without that cache every step would cast every weight again."""
-    device = model.head.projection.weight.device
+    device = next(model.parameters()).device
     stack = ExitStack()
     stack.enter_context(torch.no_grad() if autocast_dtype(precision, device) is not None else torch.inference_mode())
     stack.enter_context(autocast(precision, device))

@@ -117,11 +117,14 @@ class Embedder:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [self.framing.join(self.tokenizer.encode(text, add_special_tokens=False).ids).ids for text in texts]
 
-    @torch.no_grad()
     def embed(self, texts: list[str], *, batch_size: int = 32) -> Tensor:
         """(len(texts), d_model) float32 vectors, in the order of `texts`."""
+        return self.embed_ids(self.token_ids(list(texts)), batch_size=batch_size)
+
+    @torch.no_grad()
+    def embed_ids(self, rows: list[list[int]], *, batch_size: int = 32) -> Tensor:
+        """(len(rows), d_model) float32 vectors of texts already framed (`token_ids`), in order."""
         device = next(self.body.parameters()).device
-        rows = self.token_ids(list(texts))
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # similar lengths: little padding
         vectors = torch.empty(len(rows), self.dimension)
         with evaluation(self.body):
