@@ -58,3 +58,25 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(30)
+
+
+class Slowed:
+    """The model's forward pass made to take `seconds` more, and counted: a stand-in for a model large
+    enough that a request runs for a while."""
+
+    def __init__(self, model, seconds: float):
+        self.model, self.seconds, self.calls = model, seconds, 0
+
+    def __enter__(self):
+        forward = self.model.forward
+
+        def slow(*args, **kwargs):
+            self.calls += 1
+            time.sleep(self.seconds)
+            return forward(*args, **kwargs)
+
+        self.model.forward = slow
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.forward  # the class's own again
