@@ -73,6 +73,8 @@ def parse_models(values: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
+    import signal
+
     import torch
     import uvicorn
 
@@ -89,6 +91,12 @@ def run(args) -> int:
         models[name] = served
     app = create_app(models, limits, precision=args.precision)
     say(f"serve: http://{args.host}:{args.port}/ (playground), /v1/models, /docs; {limits.slots} slots per model")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=None)
+    # uvicorn stops on SIGTERM once the requests in flight are answered, then raises the signal again
+    # for the handler it found: a graceful stop asked for by a process manager is a normal exit here.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     say("serve: stopped")
     return 0
