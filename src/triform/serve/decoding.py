@@ -56,6 +56,8 @@ def check_room(prompts: list[list[int]], field: str, served) -> None:
 
 
 def generation_config(body: Decoding, served, limits: Limits, n_prompts: int, precision: str) -> GenerationConfig:
+    if "max_tokens" not in body.model_fields_set:  # the API's default, within this server's limit
+        body = body.model_copy(update={"max_tokens": min(body.max_tokens, limits.max_tokens)})
     if body.max_tokens > limits.max_tokens:
         raise ApiError(
             400, f"max_tokens: at most {limits.max_tokens} on this server, got {body.max_tokens}", "max_tokens"

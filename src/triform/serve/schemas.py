@@ -21,13 +21,13 @@ EXPECTED = {
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str | None = Field(None, description="a served model's name (GET /v1/models); optional with one model")
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     include_usage: bool = Field(False, description="a last chunk with the usage counts")
 
@@ -37,7 +37,7 @@ class Decoding(Body):
 
     max_tokens: int = Field(16, ge=1, description="most new tokens per output")
     temperature: float | None = Field(
-        None, ge=0, description="0: greedy; above 0: sampling at this temperature (default 1, or greedy with num_beams)"
+        None, ge=0, le=100, description="0: greedy; above 0: sampling at this temperature (default 1; beams: greedy)"
     )
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (Holtzman et al. 2020)")
     n: int = Field(1, ge=1, description="outputs per prompt: samples, or the n best beams")
@@ -52,13 +52,13 @@ class Decoding(Body):
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens (0: all)")
     min_p: float = Field(0.0, ge=0, lt=1, description="drop tokens below min_p x the most likely one's probability")
     min_new_tokens: int = Field(0, ge=0, description="[EOS] is forbidden before this many tokens")
-    repetition_penalty: float = Field(1.0, gt=0, description="CTRL's penalty on tokens already seen (1: off)")
+    repetition_penalty: float = Field(1.0, gt=0, le=100, description="CTRL's penalty on tokens already seen (1: off)")
     no_repeat_ngram_size: int = Field(0, ge=0, description="never repeat an n-gram of this size (0: off)")
     num_beams: int = Field(1, ge=1, description="beam search with this many beams (not streamed)")
-    length_penalty: float = Field(0.6, description="beam search: alpha of Wu et al. 2016")
+    length_penalty: float = Field(0.6, ge=-10, le=10, description="beam search: alpha of Wu et al. 2016")
     early_stopping: bool = Field(True, description="beam search stops once num_beams hypotheses are finished")
     max_length_factor: float | None = Field(
-        None, gt=0, description="source -> target models: at most factor x source tokens + 10 (null: off)"
+        None, gt=0, le=1000, description="source -> target models: at most factor x source tokens + 10 (null: off)"
     )
 
 
