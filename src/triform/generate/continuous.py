@@ -32,7 +32,7 @@ from torch import Tensor
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig
 from triform.generate.engine import numerics, plan_rows
-from triform.generate.logits import warp
+from triform.generate.logits import NEG_INF, warp
 from triform.generate.search import Decode, Penalties, Row, StopStrings, finish, row_generators, sample
 from triform.generate.session import start_session
 from triform.generate.slots import SlotCache
@@ -155,8 +155,8 @@ class ContinuousBatch:
 
     def penalties(self, request: Request) -> Penalties | None:
         config = request.config
-        if config.repetition_penalty == 1.0 and not config.no_repeat_ngram_size and not config.min_new_tokens:
-            return None
+        if config.repetition_penalty == 1.0 and not config.no_repeat_ngram_size:
+            return None  # min_new_tokens alone is applied to all such rows at once (`pick`)
         device = self.model.head.projection.weight.device
         return Penalties(
             config, [request.rows[0].history], self.model.config.vocab_size, device, self.layout.specials.eos
@@ -265,6 +265,12 @@ class ContinuousBatch:
     def pick(self, scores: Tensor, members: list[int], key: tuple) -> list[int]:
         rows = [self.running[i] for i in members]
         group = scores[members]
+        eos = self.layout.specials.eos
+        early = [
+            j for j, r in enumerate(rows) if r.penalties is None and r.n_generated < r.request.config.min_new_tokens
+        ]
+        if early and eos is not None:  # [EOS] forbidden before min_new_tokens, as Penalties.apply does
+            group[early, eos] = NEG_INF
         if any(r.penalties is not None for r in rows):
             group = torch.cat(
                 [

@@ -91,20 +91,25 @@ async def run(state, body, request: Request, endpoint: str, value, field: str, *
 
 
 async def pieces(call: Call, request: Request | None):
-    """The worker's pieces for this call until every output has finished; a failure, the time limit
-    or (without streaming) the client's going away end it with an ApiError."""
+    """The worker's pieces for this call, as lists of those that have arrived together, until every
+    output has finished: when the client falls behind the model, one answer carries several tokens
+    (as TGI and vLLM stream them) rather than one event per token. A failure, the time limit or
+    (without streaming) the client's going away end it with an ApiError."""
     remaining = len(call.prompts) * call.n
     gone = asyncio.ensure_future(disconnected(request)) if request is not None else None
     try:
         while remaining:
-            item = await next_item(call, gone)
-            if isinstance(item, Failed):
-                raise failure(item.error)
-            if item.text and call.first_token is None:
-                call.first_token = time.monotonic()
-                call.state.metrics.first_token.labels(call.served.name).observe(call.first_token - call.arrived)
-            remaining -= item.finish_reason is not None
-            yield item
+            items = [await next_item(call, gone)]
+            while not call.ticket.items.empty():
+                items.append(call.ticket.items.get_nowait())
+            for item in items:
+                if isinstance(item, Failed):
+                    raise failure(item.error)
+                if item.text and call.first_token is None:
+                    call.first_token = time.monotonic()
+                    call.state.metrics.first_token.labels(call.served.name).observe(call.first_token - call.arrived)
+                remaining -= item.finish_reason is not None
+            yield items
     finally:
         if gone is not None:
             gone.cancel()
@@ -145,8 +150,9 @@ def failure(error: BaseException) -> ApiError:
 async def collect(call: Call, request: Request) -> list[Output]:
     outputs = [Output() for _ in range(len(call.prompts) * call.n)]
     try:
-        async for piece in pieces(call, request):
-            add(outputs[call.choice_index(piece)], piece)
+        async for items in pieces(call, request):
+            for piece in items:
+                add(outputs[call.choice_index(piece)], piece)
     except ApiError as error:
         call.worker.cancel(call.ticket)
         call.state.metrics.answered(call.served.name, call.endpoint, error.status)
@@ -222,7 +228,7 @@ def logprobs_of(call: Call, output: Output, offset: int) -> dict:
 
 
 async def stream(call: Call, include_usage: bool):
-    """Server-sent events: one chunk per piece of text, the last of each output with its finish
+    """Server-sent events: one chunk per arrival of pieces, the last of each output with its finish
     reason; the usage counts on request; then [DONE]. An error after the start is one last event."""
     identifier, finished, n_tokens = f"cmpl-{uuid.uuid4().hex}", False, {}
     key = choices_key(call)
@@ -231,20 +237,22 @@ async def stream(call: Call, include_usage: bool):
             for index in range(len(call.prompts) * call.n):
                 choice = {"text": call.texts[index // call.n], "index": index, "finish_reason": None, "logprobs": None}
                 yield sse({**header(call, identifier), key: [choice]})
-        async for piece in pieces(call, None):
-            n_tokens[call.choice_index(piece)] = piece.n_tokens
-            if not piece.text and piece.finish_reason is None:
-                continue
-            choice = {
-                "text": piece.text,
-                "index": call.choice_index(piece),
-                "finish_reason": FINISH_REASONS.get(piece.finish_reason),
-            }
-            if call.endpoint == COMPLETIONS:
-                output = Output()
-                add(output, piece)
-                choice["logprobs"] = logprobs_of(call, output, 0) if call.logprobs is not None else None
-            yield sse({**header(call, identifier), key: [choice]})
+        async for items in pieces(call, None):
+            merged: dict[int, Output] = {}  # per output, the pieces that came together
+            for piece in items:
+                add(merged.setdefault(call.choice_index(piece), Output()), piece)
+            choices = []
+            for index, output in merged.items():
+                n_tokens[index] = output.n_tokens
+                if not output.text and output.finish_reason is None:
+                    continue
+                reason = FINISH_REASONS.get(output.finish_reason)
+                choice = {"text": output.text, "index": index, "finish_reason": reason}
+                if call.endpoint == COMPLETIONS:
+                    choice["logprobs"] = logprobs_of(call, output, 0) if call.logprobs is not None else None
+                choices.append(choice)
+            if choices:
+                yield sse({**header(call, identifier), key: choices})
         finished = True
         tokens = sum(n_tokens.values())
         call.state.metrics.generated_tokens.labels(call.served.name).inc(tokens)
