@@ -164,3 +164,21 @@ def test_beam_search_is_refused_with_the_reason():
     batch = ContinuousBatch(build("stack"), resolve_layout("stack", SPECIALS), slots=2)
     with pytest.raises(TriformError, match="beam search runs as a static batch"):
         batch.submit([30], GenerationConfig(num_beams=2))
+
+
+def test_an_encoder_decoder_encodes_each_source_once_when_it_joins():
+    model = build("encoder-decoder")
+    layout = resolve_layout("encoder-decoder", SPECIALS, "seq2seq")
+    config = GenerationConfig(max_new_tokens=10, min_new_tokens=10, precision="fp32")
+    encoded, encode = [], model.encode
+
+    def counted(source_ids, *args, **kwargs):
+        encoded.append(source_ids.shape[0])
+        return encode(source_ids, *args, **kwargs)
+
+    model.encode = counted
+    batch = ContinuousBatch(model, layout, slots=2, precision="fp32")
+    arrivals = [[(PROMPTS[0], config), (PROMPTS[1], config)], [], [(PROMPTS[2], config)]]
+    requests, _ = run(batch, arrivals)
+    assert all(len(r.rows[0].tokens) == 10 for r in requests)
+    assert encoded == [2, 1]  # the first two together on arrival, the third when a slot freed; never again

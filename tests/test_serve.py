@@ -21,7 +21,15 @@ from triform.tasks.checkpoint import load_task_model
 from triform.tasks.embed import Embedder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-LIMITS = Limits(max_tokens=40, max_request_tokens=200, max_inputs=8, max_body_bytes=4096, queue_size=64, slots=4)
+LIMITS = Limits(
+    max_tokens=40,
+    max_request_tokens=200,
+    max_prompt_tokens=100,
+    max_inputs=8,
+    max_body_bytes=4096,
+    queue_size=64,
+    slots=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +194,7 @@ def test_concurrent_requests_are_batched_and_get_what_they_get_alone(served, fol
         ("/v1/completions", {"model": "gpt", "prompt": "hi", "tempreature": 0}, 400, "tempreature", "unknown field"),
         ("/v1/completions", {"model": "gpt"}, 400, "prompt", "prompt: required"),
         ("/v1/completions", {"model": "gpt", "prompt": "red " * 70}, 400, "prompt", "leave no room"),
+        ("/v1/completions", {"model": "gpt", "prompt": "red " * 101}, 400, "prompt", "over this server's limit of 100"),
         ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": 41}, 400, "max_tokens", "at most 40"),
         ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 6, "max_tokens": 40}, 400, "n", "limit of 200"),
         ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 2, "temperature": 0}, 400, "n", "greedy"),
@@ -306,6 +315,21 @@ def test_a_client_that_goes_away_mid_stream_frees_its_slot(served):
         worker = app.state.server.workers["gpt"]
         assert worker.batch.n_running == 0 and worker.queued == 0
         assert slowed.calls < 30  # the first request's row left the batch long before its 60 steps
+
+
+def test_a_request_over_the_time_limit_gets_504_and_leaves_the_batch(served):
+    app = create_app({"gpt": served["gpt"]}, Limits(max_tokens=60, request_timeout=0.3, slots=1))
+    with Slowed(served["gpt"].model, 0.02), LiveServer(app) as server:
+        url = f"{server.url}/v1/completions"
+        body = {"prompt": "one", "max_tokens": 60, "min_new_tokens": 60, "temperature": 0}
+        late = httpx.post(url, json=body, timeout=60)
+        assert late.status_code == 504 and "limit of 0.3 s" in late.json()["error"]["message"]
+        with httpx.stream("POST", url, json={**body, "stream": True}, timeout=60) as response:
+            events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert "request_timeout" in events[-1]  # a stream ends with the error as its last event
+        quick = httpx.post(url, json={"prompt": "two", "max_tokens": 2}, timeout=60)
+        assert quick.status_code == 200  # the slot was freed
+        assert app.state.server.workers["gpt"].batch.n_running == 0
 
 
 def test_metrics_playground_and_the_pattern_picture(client):
