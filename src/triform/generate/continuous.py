@@ -36,7 +36,6 @@ from triform.generate.logits import NEG_INF, warp
 from triform.generate.search import Decode, Penalties, Row, StopStrings, finish, row_generators, sample
 from triform.generate.session import start_session
 from triform.generate.slots import SlotCache
-from triform.models.modes import evaluation
 from triform.objectives import PromptLayout
 
 
@@ -103,8 +102,9 @@ class ContinuousBatch:
     ):
         """`slots` rows run at once; each slot holds `capacity` positions (default 1.5 x max_len: room
         to shift rows before the shared left padding must be dropped). `decode` turns token ids into
-        text, for stop strings. Under bf16 a batch gives what its requests give alone only to within
-        rounding (products round by the batch's shape); in fp32 exactly."""
+        text, for stop strings. The model is put in evaluation mode. Under bf16 a batch gives what its
+        requests give alone only to within rounding (products round by the batch's shape); in fp32
+        exactly."""
         if slots < 1:
             raise ValueError(f"slots: expected an integer >= 1, got {slots}")
         max_len = model.config.max_len
@@ -167,7 +167,9 @@ class ContinuousBatch:
         """Admit waiting rows, choose one token for every running row, run those that go on. A caller
         that steps under bf16 keeps autocast's weight copies from one step to the next by holding
         `torch.autocast_increment_nesting()` raised (engine.step_by_step)."""
-        with evaluation(self.model), numerics(self.model, self.precision):
+        if self.model.training:  # a served model is evaluated; set once, not at every step (a walk of every module)
+            self.model.eval()
+        with numerics(self.model, self.precision):
             return self._step()
 
     def _step(self) -> list[Event]:
