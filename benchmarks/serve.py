@@ -247,8 +247,8 @@ biggest level's requests to `triform serve` one after the other.
 - `triform serve` at 32 clients: **{ratios["vs_sequential"]:.1f}x** the throughput of the same requests
   one at a time (target 4x), and **{ratios["vs_pipeline"]:.1f}x** the pipeline wrapper's at 32 clients
   (target 3x; {ratios["vs_pipeline_best"]:.1f}x its best level).
-- At 1 client `triform serve` runs at {ratios["single_vs_pipeline"]:.2f}x the wrapper's: one row pays for the
-  running batch's padding mask and the HTTP stream, which batching then pays back.
+- At 1 client `triform serve` runs at {ratios["single_vs_pipeline"]:.2f}x the wrapper's (two requests: the
+  noisiest row); batching pays that back from 8 clients on.
 - Time to first token comes from the streamed rows; the pipeline wrapper answers whole, so its first
   token comes with its last.
 """
