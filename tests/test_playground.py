@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_models import LiveServer, make_folders
+from serve_models import LiveServer, Slowed, make_folders
 from text_models import single_thread  # noqa: F401  (a fixture)
 
 from triform.serve import Limits, create_app, load_served
@@ -56,7 +56,8 @@ def browser_or_skip():
 def server(tmp_path_factory):
     folders = make_folders(tmp_path_factory.mktemp("served"))
     models = {name: load_served(name, folders[name]) for name in ("bert", "gpt", "translator")}
-    with LiveServer(create_app(models, Limits(max_tokens=64))) as live:
+    # 30 ms a token, so that the page shows the text arriving however busy the machine is.
+    with Slowed(models["gpt"].model, 0.03), LiveServer(create_app(models, Limits(max_tokens=64))) as live:
         yield live
 
 
