@@ -119,6 +119,20 @@ def test_translate_keeps_one_line_per_source_and_empty_lines_empty(folders, tmp_
     assert code == 0 and out.split("\n") == [expected[0].text, "", expected[1].text, ""]
 
 
+def test_a_translation_is_bounded_by_its_sources_length(folders, capsys):
+    """As Marian's --max-length-factor: at most 1.5 x the source's tokens + 10 by default, so that a
+    model that never ends (min_new_tokens forbids [EOS] here) cannot spend max_new_tokens on one word."""
+    base = ["translate", "--model", str(folders / "translator"), "--jsonl", "--quiet", "--num_beams", "1"]
+    base += ["--max_new_tokens", "60", "--min_new_tokens", "60"]
+    for source, n_source in (("red", 1), ("one two three four five six seven eight", 8)):
+        code, out, _ = run([*base, source], capsys)
+        assert code == 0 and json.loads(out)["n_tokens"] == min(60, -(-3 * n_source // 2) + 10)
+    code, out, _ = run([*base, "red", "--max_length_factor", "3"], capsys)
+    assert code == 0 and json.loads(out)["n_tokens"] == 13
+    code, out, _ = run([*base, "red", "--max_length_factor", "null"], capsys)
+    assert code == 0 and json.loads(out)["n_tokens"] == 60  # unbounded: the whole budget
+
+
 def test_fill_mask_prints_candidates_with_probabilities(folders, capsys):
     code, out, _ = run(
         ["fill-mask", "--model", str(folders / "bert"), "the cat sat on the [MASK]", "--top_k", "2"], capsys
@@ -151,6 +165,8 @@ def test_generate_with_a_masked_lm_runs_mask_predict(folders, capsys):
         (["generate", "--model", "{folders}/gpt", "hi", "--length", "3"], "--length is for models trained with mlm"),
         (["generate", "--model", "{folders}/bert", "a", "--length", "3", "--num_beams", "2"], "decoding options"),
         (["translate", "--model", "{folders}/gpt", "hi"], "translate needs a source -> target model"),
+        (["generate", "--model", "{folders}/gpt", "hi", "--max_length_factor", "2"], "this model continues text"),
+        (["translate", "--model", "{folders}/translator", "hi", "--max_length_factor", "0"], "max_length_factor"),
         (["fill-mask", "--model", "{folders}/bert", "no mask here"], "argument: no [MASK] to fill"),
         (["fill-mask", "--model", "{folders}/gpt", "a [MASK]"], "fill-mask needs a stack trained with mlm"),
     ],

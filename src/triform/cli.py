@@ -31,6 +31,7 @@ COMMANDS = {
     "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag or text2text"),
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
     "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
+    "serve": ("serve", "serve models over HTTP: OpenAI-compatible completions and embeddings, batched, streamed"),
 }
 
 

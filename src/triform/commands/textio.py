@@ -32,6 +32,7 @@ DECODING_HELP = {
     "seed": "seed of the sampler: the same seed gives the same samples",
     "use_cache": "use the KV cache (false re-runs the whole sequence at every step, for comparison)",
     "precision": "auto: bf16 autocast where the hardware computes in bf16 natively, fp32 elsewhere; or bf16, fp32",
+    "max_length_factor": "source -> target models: at most this many times the source's tokens, plus 10 (null: off)",
 }
 
 
@@ -64,6 +65,8 @@ def add_decoding_arguments(parser, defaults) -> None:
         kind = {int: int, float: float, bool: bool}.get(type(default), None)
         if field.name == "seed":
             kind = Optional[int]
+        elif field.name == "max_length_factor":
+            kind = Optional[float]
         elif field.name == "stop":
             kind, default = Union[str, list[str]], list(default)
         elif field.name == "precision":

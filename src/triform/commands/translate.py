@@ -1,6 +1,7 @@
 """`triform translate --model DIR --input source.txt > target.txt`: source -> target, batched, with
-beam search by default (4 beams, length penalty 0.6, as Vaswani et al. 2017 §6.1). One line in,
-one line out; an empty line gives an empty line."""
+beam search by default (4 beams, length penalty 0.6, as Vaswani et al. 2017 §6.1), a translation at
+most 1.5 x its source's tokens + 10 (Marian's --max-length-factor). One line in, one line out; an empty
+line gives an empty line."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def add_arguments(parser) -> None:
     from triform.generate.config import GenerationConfig
 
     add_model_arguments(parser, "source text")
-    add_decoding_arguments(parser, GenerationConfig(num_beams=4, max_new_tokens=256))
+    add_decoding_arguments(parser, GenerationConfig(num_beams=4, max_new_tokens=256, max_length_factor=1.5))
 
 
 def run(args) -> int:

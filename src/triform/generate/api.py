@@ -18,11 +18,10 @@ from triform.generate.config import GenerationConfig
 from triform.generate.engine import PromptTooLong, generate_in_batches, steps
 from triform.generate.fill_mask import Candidate, check_fills_masks, fill_mask
 from triform.generate.mask_predict import mask_predict
+from triform.generate.pieces import Pieces, row_text
 from triform.generate.search import Row, StopStrings
 from triform.objectives import PromptLayout, Recipe, default_recipe, read_recipe
 from triform.vocab import MASK, SpecialTokens, unpadded
-
-INCOMPLETE_CHARACTER = "\ufffd"  # what a byte-level tokenizer decodes from a partial UTF-8 sequence
 
 
 @dataclass
@@ -154,10 +153,7 @@ class TextGenerator:
         return [self.result(row) for row in rows]
 
     def result(self, row: Row) -> Generation:
-        text = self.decode(row.tokens)
-        if row.stop_at is not None:
-            text = text[: row.stop_at]
-        return Generation(text, row.tokens, row.finish_reason, row.prompt_index, row.score)
+        return Generation(row_text(row, self.decode), row.tokens, row.finish_reason, row.prompt_index, row.score)
 
     def stream(
         self, prompt: str, config: GenerationConfig | None = None, *, truncate: bool = False, **options
@@ -175,14 +171,11 @@ class TextGenerator:
         return self._pieces(rows[0], iterator, StopStrings(config.stop, self.decode))
 
     def _pieces(self, row: Row, iterator, stops: StopStrings) -> Iterator[str]:
-        sent = ""
+        pieces = Pieces(self.decode, stops)
         for _ in iterator:
-            text = self.result(row).text
-            if row.finish_reason is None:
-                text = text[: len(text) - stops.partial(text)].rstrip(INCOMPLETE_CHARACTER)
-            if len(text) > len(sent) and text.startswith(sent):
-                yield text[len(sent) :]
-                sent = text
+            piece = pieces.next(row)
+            if piece:
+                yield piece
 
     def fill_mask(self, texts: str | list[str], top_k: int = 5) -> list[list[Candidate]] | list[list[list[Candidate]]]:
         """For each [MASK] of a text, its top_k candidates with probabilities; a list of those per text."""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from triform.errors import ConfigError
 from triform.precision import PRECISIONS
+
+# Tokens a target may have beyond max_length_factor x its source's: a one-word source may well have a
+# translation of several tokens (a German compound split by the tokenizer, an article added).
+TARGET_SLACK = 10
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class GenerationConfig:
     seed: int | None = None  # None: drawn from torch's global generator
     use_cache: bool = True  # False re-runs the whole sequence at every step (for comparison only)
     precision: str = "auto"  # auto: bf16 autocast where the hardware has native bf16, fp32 elsewhere
+    # A target of at most factor x source tokens + TARGET_SLACK (Marian's --max-length-factor): an
+    # undertrained model would otherwise fill a short line's budget with repeated tokens. None: off.
+    max_length_factor: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -61,6 +69,12 @@ class GenerationConfig:
         check("repetition_penalty", self.repetition_penalty > 0, "a positive number (1.0 is off)")
         check("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings")
         check("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
+        factor = self.max_length_factor
+        check(
+            "max_length_factor",
+            factor is None or (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 0),
+            "a positive number, or None (off)",
+        )
         check(
             "min_new_tokens",
             self.min_new_tokens <= self.max_new_tokens,
@@ -75,6 +89,12 @@ class GenerationConfig:
             )
         elif not self.do_sample:
             check("num_return_sequences", self.num_return_sequences == 1, "1 for greedy decoding (sample or use beams)")
+
+    def target_limit(self, n_source: int) -> int:
+        """Most new tokens for a target whose source has `n_source` tokens."""
+        if self.max_length_factor is None:
+            return self.max_new_tokens
+        return min(self.max_new_tokens, math.ceil(self.max_length_factor * n_source) + TARGET_SLACK)
 
     @property
     def strategy(self) -> str:

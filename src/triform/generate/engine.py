@@ -47,7 +47,7 @@ def numerics(model, precision: str):
     """No autograd, at `precision`. With bf16 autocast that means no_grad rather than inference_mode:
     autocast keeps each weight's bf16 copy until its outermost context ends only outside inference
     mode; without that cache every step would cast every weight again."""
-    device = model.head.projection.weight.device
+    device = next(model.parameters()).device
     stack = ExitStack()
     stack.enter_context(torch.no_grad() if autocast_dtype(precision, device) is not None else torch.inference_mode())
     stack.enter_context(autocast(precision, device))
@@ -91,8 +91,17 @@ def plan_rows(
             raise PromptTooLong(index, len(prompt), max_len)
         ids = layout.frame(prompt)
         framed.append(ids)
-        rows.append(Row(index, layout.history(ids), min(config.max_new_tokens, room)))
+        rows.append(Row(index, layout.history(ids), min(target_limit(layout, prompt, config), room)))
     return framed, rows
+
+
+def target_limit(layout: PromptLayout, prompt: list[int], config: GenerationConfig) -> int:
+    """max_new_tokens, or less for a target bounded by its source (config.max_length_factor)."""
+    if config.max_length_factor is not None and not layout.writes_target:
+        raise TriformError(
+            "max_length_factor bounds a target by its source; this model continues text (leave it unset)"
+        )
+    return config.target_limit(len(prompt))
 
 
 def repeat_for_samples(framed: list[list[int]], rows: list[Row], n: int) -> tuple[list[list[int]], list[Row]]:

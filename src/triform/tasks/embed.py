@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from triform.checkpoint import load_model
+from triform.checkpoint import Pretrained, load_model
 from triform.errors import TriformError
 from triform.models.modes import evaluation
 from triform.objectives import read_recipe
@@ -86,6 +86,18 @@ class Embedder:
         loaded = load_model(directory, device=device)
         if loaded.tokenizer is None:
             raise TriformError(f"{directory}: no tokenizer.json; embedding text needs the model's tokenizer")
+        return cls.of(loaded, pooling=pooling, normalize=normalize, max_len=max_len)
+
+    @classmethod
+    def of(
+        cls,
+        loaded: Pretrained,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_len: int | None = None,
+    ) -> Embedder:
+        """The Embedder of a model already loaded (`triform.checkpoint.load_model`), as `load` makes it."""
         specials = loaded.specials or SpecialTokens.from_tokenizer(loaded.tokenizer)
         arch = loaded.config.arch
         pattern = read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
@@ -105,11 +117,14 @@ class Embedder:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [self.framing.join(self.tokenizer.encode(text, add_special_tokens=False).ids).ids for text in texts]
 
-    @torch.no_grad()
     def embed(self, texts: list[str], *, batch_size: int = 32) -> Tensor:
         """(len(texts), d_model) float32 vectors, in the order of `texts`."""
+        return self.embed_ids(self.token_ids(list(texts)), batch_size=batch_size)
+
+    @torch.no_grad()
+    def embed_ids(self, rows: list[list[int]], *, batch_size: int = 32) -> Tensor:
+        """(len(rows), d_model) float32 vectors of texts already framed (`token_ids`), in order."""
         device = next(self.body.parameters()).device
-        rows = self.token_ids(list(texts))
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # similar lengths: little padding
         vectors = torch.empty(len(rows), self.dimension)
         with evaluation(self.body):
