@@ -104,7 +104,8 @@ class Stack(nn.Module):
         positions = self.positions(inputs, n_keys)
         mask, is_causal, bias = self.visibility(inputs, n_keys)
         memory_mask = None
-        if memory is not None:
+        # Also without `memory`: a decoding step may read the cross-attention keys from the cache alone.
+        if memory is not None or memory_padding_mask is not None or memory_documents is not None:
             memory_mask = cross_visibility(length, memory_padding_mask, inputs.documents, memory_documents)
         context = AttentionContext(
             mask=mask, is_causal=is_causal, bias=bias, positions=positions, memory=memory, memory_mask=memory_mask
