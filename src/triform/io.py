@@ -136,8 +136,11 @@ def swap_in(staging: Path, target: Path) -> None:
     try:
         for attempt in range(100):
             if target.exists() or target.is_symlink():
-                os.rename(target, aside / str(attempt))
-                moved.append(aside / str(attempt))
+                try:
+                    os.rename(target, aside / str(attempt))
+                    moved.append(aside / str(attempt))
+                except FileNotFoundError:
+                    pass  # another writer moved it aside after we looked: the rename below may go through
             try:
                 os.rename(staging, target)
                 break
