@@ -40,7 +40,9 @@ def one_thread():
 
 def tokenizer() -> Tokenizer:
     """WordPiece over WORDS: "e3ed" is two sub-tokens, e3 ##ed."""
-    vocabulary = {token: i for i, token in enumerate(special_token_strings(4))}
+    # The special tokens of a vocabulary made before mode tokens: these tasks read none, and the
+    # learning thresholds below were set on these ids.
+    vocabulary = {token: i for i, token in enumerate(special_token_strings(4, modes=False))}
     for word in WORDS + SUFFIXES:
         vocabulary.setdefault(word, len(vocabulary))
     built = Tokenizer(models.WordPiece(vocabulary, unk_token="[UNK]"))

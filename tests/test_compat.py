@@ -6,8 +6,9 @@ import pytest
 from conftest import SPECIALS, VOCAB_SIZE
 
 from triform.errors import IncompatiblePair
+from triform.nn.masks import PATTERNS
 from triform.objectives import make_objective
-from triform.objectives.compat import allowed_triples, check_pair, markdown_table, refusal, refused_triples
+from triform.objectives.compat import OBJECTIVES, allowed_triples, check_pair, markdown_table, refusal, refused_triples
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -38,7 +39,7 @@ def test_the_cross_overs_the_design_names_are_allowed():
 
 
 def test_every_triple_is_either_allowed_or_refused():
-    assert len(allowed_triples()) + len(refused_triples()) == 2 * 6 * 3
+    assert len(allowed_triples()) + len(refused_triples()) == 2 * len(OBJECTIVES) * len(PATTERNS)
     assert not set(allowed_triples()) & set(refused_triples())
 
 

@@ -52,7 +52,22 @@ def test_prefix_is_bidirectional_exactly_inside_the_prefix(variant):
     assert not torch.allclose(logits(ids)[6], logits(after)[6], atol=1e-3)
 
 
-@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_right_to_left_past_tokens_never_change_later_logits(variant):
+    """The mirror of causal (UniLM's right-to-left LM): a token sees itself and what follows it."""
+    model = stack_model(variant)
+    ids = random_ids(2, 12)
+    changed = ids.clone()
+    changed[:, :5] = random_ids(2, 5, generator_seed=1)
+    before, after = model(ids, "right-to-left"), model(changed, "right-to-left")
+    torch.testing.assert_close(before[:, 5:], after[:, 5:], atol=ATOL, rtol=0)
+    assert not torch.allclose(before[:, 4], after[:, 4], atol=1e-3)  # the change is visible where allowed
+    last = ids.clone()
+    last[:, -1] = other_tokens(ids[:, -1:], seed=2)[:, 0]
+    assert not torch.allclose(model(ids, "right-to-left")[:, 0], model(last, "right-to-left")[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix", "right-to-left"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_right_padding_never_changes_real_logits(variant, pattern):
     model = stack_model(variant)
@@ -130,7 +145,7 @@ def other_tokens(ids: torch.Tensor, seed: int) -> torch.Tensor:
     return (ids - 27 + offsets) % 73 + 27
 
 
-@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix"])
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix", "right-to-left"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_packed_documents_never_see_one_another(variant, pattern):
     """The document variant of each pattern: whatever one document holds, the other's logits stay."""
@@ -146,6 +161,7 @@ def test_packed_documents_never_see_one_another(variant, pattern):
         changed[0, first] = other_tokens(ids[0, first], seed=9)
         torch.testing.assert_close(logits(changed)[second], logits(ids)[second], atol=ATOL, rtol=0)
         assert not torch.allclose(logits(changed)[first][-1], logits(ids)[first][-1], atol=1e-4)
+        assert not torch.allclose(logits(changed)[first][0], logits(ids)[first][0], atol=1e-4)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -157,6 +173,19 @@ def test_causal_within_a_document_the_future_never_changes_the_past(variant):
     before, after = model(ids, "causal", documents=documents), model(changed, "causal", documents=documents)
     torch.testing.assert_close(before[0, :8], after[0, :8], atol=ATOL, rtol=0)
     assert not torch.allclose(before[0, 8], after[0, 8], atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_right_to_left_within_a_document_the_past_never_changes_the_future(variant):
+    model = stack_model(variant)
+    ids, documents = random_ids(1, 12), torch.tensor([[0] * 4 + [1] * 8])
+    changed = ids.clone()
+    changed[0, 4:7] = other_tokens(ids[0, 4:7], seed=14)  # the start of document 1
+    before = model(ids, "right-to-left", documents=documents)
+    after = model(changed, "right-to-left", documents=documents)
+    torch.testing.assert_close(before[0, 7:], after[0, 7:], atol=ATOL, rtol=0)
+    torch.testing.assert_close(before[0, :4], after[0, :4], atol=ATOL, rtol=0)  # document 0 never sees it
+    assert not torch.allclose(before[0, 6], after[0, 6], atol=1e-3)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -41,7 +41,7 @@ def prefixes(lengths, values):
     return torch.tensor([list(v) + [0] * (max(map(len, lengths)) - len(v)) for v in values])
 
 
-@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix"])
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "prefix", "right-to-left"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_packed_row_gives_each_documents_logits_alone(variant, pattern):
     model = build_model(tiny_config(**VARIANTS[variant])).eval()
@@ -108,6 +108,8 @@ def test_document_variant_of_each_pattern_as_a_matrix():
         [0, 0, 0, 1, 1],
     ]
     assert in_prefix(documents, torch.tensor([[2, 1]])).tolist() == [[True, True, False, True, False]]
+    right_to_left = visibility("right-to-left", 5, 5, documents=documents)[0, 0].int().tolist()
+    assert right_to_left == [[1, 1, 1, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1]]
 
 
 def test_prefix_lengths_must_match_the_rows_layout():

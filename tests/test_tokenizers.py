@@ -14,9 +14,10 @@ def test_each_kind_trains_with_the_special_tokens_first_and_round_trips(kind, tm
     tokenizer = train_tokenizer(TEXT, kind, 200, n_sentinels=4, min_frequency=1)
     assert tokenizer_kind(tokenizer) == kind
     vocabulary = tokenizer.get_vocab(with_added_tokens=True)
-    assert [vocabulary[t] for t in special_token_strings(4)] == list(range(11))
+    assert [vocabulary[t] for t in special_token_strings(4)] == list(range(7 + 4 + 3))  # mode tokens last
     specials = SpecialTokens.from_tokenizer(tokenizer)
     assert specials.mask == 4 and len(specials.sentinels) == 4
+    assert dict(specials.modes) == {"nlu": 11, "nlg": 12, "s2s": 13}
     text = "The big cat sat on a mat near the old house."
     ids = tokenizer.encode(text, add_special_tokens=False).ids
     assert not set(ids) & specials.all_ids  # no special token is added by the tokenizer itself
@@ -30,7 +31,7 @@ def test_word_starts_follow_each_models_marker(kind, prefix):
     tokenizer = train_tokenizer(TEXT, kind, 200, n_sentinels=2, min_frequency=1)
     table = word_start_table(tokenizer)
     for token, index in tokenizer.get_vocab().items():
-        if index < 9:
+        if index < len(special_token_strings(2)):
             assert table[index]
         elif kind == "wordpiece":
             assert table[index] == (not token.startswith(prefix))

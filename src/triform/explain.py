@@ -12,7 +12,7 @@ import torch
 
 from triform.nn.masks import cross_visibility, visibility
 from triform.objectives import IGNORE, Batch, make_objective, objective_class
-from triform.objectives.compat import ALLOWED, check_pair
+from triform.objectives.compat import ALLOWED
 from triform.vocab import SpecialTokens, special_token_strings
 
 N_SENTINELS = 32
@@ -42,11 +42,14 @@ def prepared_example(
     seed: int = 0,
     then: str | None = None,
     pack: str = "documents",
+    options: dict | None = None,
 ):
     """(Batch of one example as the objective lays it out, the word-level tokenizer of its text).
-    With `then`, the example is a packed window holding `text` and then `then`, packed by `pack`."""
-    pattern = check_pair(arch, objective, pattern)
-    pairs = objective_class(objective).reads_pairs
+    With `then`, the example is a packed window holding `text` and then `then`, packed by `pack`.
+    `options` are the objective's own (a mixture's `mix` and `mode_tokens`)."""
+    cls = objective_class(objective)
+    pattern = cls.pattern_on(arch, pattern, cls.options_from(dict(options or {}), "inspect"))
+    pairs = cls.reads_pairs
     if pairs and target is None:
         raise ValueError(f"the {objective} objective needs a target text (--target)")
     if pairs and then is not None:
@@ -62,6 +65,7 @@ def prepared_example(
         tokenizer=tokenizer,
         packed=then is not None,
         pack=pack,
+        **(options or {}),
     )
     ids = tokenizer.encode(text).ids
     if not ids or (then is not None and not tokenizer.encode(then).ids):
@@ -82,9 +86,10 @@ def explain_pair(
     seed: int = 0,
     then: str | None = None,
     pack: str = "documents",
+    options: dict | None = None,
 ) -> str:
     batch, tokenizer = prepared_example(
-        arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack
+        arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack, options=options
     )
     pattern = batch.pattern
 
@@ -94,7 +99,10 @@ def explain_pair(
     packed, within = "", " within each document" if batch.documents is not None else ""
     if then is not None:
         packed = ", each document alone" if within else ", the documents as one stream"
-    lines = [f"{arch} + {objective} + {pattern}{packed}: {ALLOWED[(arch, objective)][pattern]}", ""]
+    if batch.part is not None:  # a mixture: the part drawn, its pattern and its mode token
+        lines = drawn_lines(arch, objective, batch, tokenizer, packed, options)
+    else:
+        lines = [f"{arch} + {objective} + {pattern}{packed}: {ALLOWED[(arch, objective)][pattern]}", ""]
     targets = target_names(batch, names)
     if batch.source_ids is not None:
         source = token_rows(["encoder input"], [names(batch.source_ids[0])], batch.source_documents)
@@ -115,6 +123,20 @@ def explain_pair(
         lines.append(f"attention ({pattern}{within}):")
     lines.append(pattern_matrix(batch, names(batch.ids[0])))
     return "\n".join(lines)
+
+
+def drawn_lines(arch: str, objective: str, batch: Batch, tokenizer, packed: str, options: dict | None) -> list[str]:
+    """The header of a mixture's example: what it mixes, the part it drew and the mode token read first."""
+    cls = objective_class(objective)
+    chosen = cls.part_for(cls.options_from(dict(options or {}), "inspect"), arch, None, use=batch.part)
+    what = ALLOWED[(arch, chosen.objective)][chosen.pattern]
+    first = batch.source_ids if batch.source_ids is not None else batch.ids
+    mode = tokenizer.id_to_token(int(first[0, 0])) if chosen.mode_token else "none"
+    return [
+        f"{arch} + {objective}{packed}: drew {chosen.label} ({chosen.objective} + {chosen.pattern}: {what}), "
+        f"probability {chosen.weight:.2f}; mode token {mode}",
+        "",
+    ]
 
 
 def token_rows(labels: list[str], rows: list[list[str]], documents) -> tuple[list[str], list[list[str]]]:

@@ -11,6 +11,9 @@ from triform.errors import TriformError
 PAD, UNK, BOS, EOS, MASK, SEP, CLS = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "[SEP]", "[CLS]"
 BASE_SPECIALS = [PAD, UNK, BOS, EOS, MASK, SEP, CLS]
 DEFAULT_SENTINELS = 100  # as T5
+# UL2's mode tokens (Tay et al. 2022, §3.1.3 "mode switching"), named as its released checkpoints
+# name them: [NLU] for the regular span denoisers, [NLG] for the extreme ones, [S2S] for prefix LM.
+MODE_TOKENS = {"nlu": "[NLU]", "nlg": "[NLG]", "s2s": "[S2S]"}
 
 
 def unpadded(tokenizer):
@@ -36,9 +39,11 @@ def sentinel(index: int) -> str:
     return f"<extra_id_{index}>"
 
 
-def special_token_strings(n_sentinels: int = DEFAULT_SENTINELS) -> list[str]:
-    """Every special token, in the order a new tokenizer gives them ids 0, 1, 2, ..."""
-    return BASE_SPECIALS + [sentinel(i) for i in range(n_sentinels)]
+def special_token_strings(n_sentinels: int = DEFAULT_SENTINELS, modes: bool = True) -> list[str]:
+    """Every special token, in the order a new tokenizer gives them ids 0, 1, 2, ...; the mode tokens
+    come last, so that the ids of the others are those of tokenizers made before them (`modes=False`:
+    the special tokens of those)."""
+    return BASE_SPECIALS + [sentinel(i) for i in range(n_sentinels)] + (list(MODE_TOKENS.values()) if modes else [])
 
 
 ROLES = ("pad", "unk", "bos", "eos", "mask", "sep", "cls")
@@ -61,6 +66,8 @@ class SpecialTokens:
     cls: int | None = None
     sentinels: tuple[int, ...] = ()
     decoder_start: int | None = None
+    # (mode, id) of each mode token the vocabulary has (MODE_TOKENS); () in vocabularies made before them.
+    modes: tuple[tuple[str, int], ...] = ()
 
     @property
     def decoder_start_id(self) -> int | None:
@@ -70,7 +77,18 @@ class SpecialTokens:
     @property
     def all_ids(self) -> frozenset[int]:
         ids = (getattr(self, role) for role in ROLES)
-        return frozenset([i for i in ids if i is not None] + list(self.sentinels))
+        return frozenset([i for i in ids if i is not None] + list(self.sentinels) + [i for _, i in self.modes])
+
+    def mode(self, name: str, user: str) -> int:
+        """The id of mode token `name` ("nlu", "nlg", "s2s"); an error naming `user` when it has none."""
+        found = dict(self.modes)
+        if name not in found:
+            token = MODE_TOKENS.get(name, name)
+            raise TriformError(
+                f"{user} needs the mode token {token}, and the tokenizer has none "
+                "(tokenizers trained before mode tokens existed lack them: train a new one)"
+            )
+        return found[name]
 
     def require(self, roles: tuple[str, ...], user: str) -> None:
         """Raise a clear error if any of `roles` has no token; `user` names who needs it."""
@@ -82,14 +100,17 @@ class SpecialTokens:
         values = {**{role: getattr(self, role) for role in ROLES}, "sentinels": list(self.sentinels)}
         if self.decoder_start is not None:
             values["decoder_start"] = self.decoder_start
+        if self.modes:
+            values["modes"] = dict(self.modes)
         return values
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "special_tokens") -> SpecialTokens:
-        unknown = sorted(set(values) - set(ROLES) - {"sentinels", "decoder_start"})
+        unknown = sorted(set(values) - set(ROLES) - {"sentinels", "decoder_start", "modes"})
         if unknown:
             raise TriformError(f"{source}: unknown special token role {unknown[0]!r}; expected {list(ROLES)}")
-        return cls(**{**values, "sentinels": tuple(values.get("sentinels", ()))})
+        modes = tuple(sorted((values.get("modes") or {}).items()))
+        return cls(**{**values, "sentinels": tuple(values.get("sentinels", ())), "modes": modes})
 
     @classmethod
     def from_vocabulary(cls, vocabulary: dict[str, int], source: str = "tokenizer") -> SpecialTokens:
@@ -101,7 +122,8 @@ class SpecialTokens:
         while sentinel(len(sentinels)) in vocabulary:
             sentinels.append(vocabulary[sentinel(len(sentinels))])
         ids = [vocabulary[token] for token in BASE_SPECIALS]
-        return cls(*ids, sentinels=tuple(sentinels))
+        modes = tuple(sorted((mode, vocabulary[token]) for mode, token in MODE_TOKENS.items() if token in vocabulary))
+        return cls(*ids, sentinels=tuple(sentinels), modes=modes)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, source: str = "tokenizer") -> SpecialTokens:

@@ -4,6 +4,7 @@ per text: `token probability` pairs, best first, masks separated by ` | `."""
 
 from __future__ import annotations
 
+from triform.commands.generate import add_use_argument
 from triform.commands.textio import add_model_arguments, output_line, read_texts, where, write_output
 from triform.errors import TriformError
 
@@ -11,6 +12,7 @@ from triform.errors import TriformError
 def add_arguments(parser) -> None:
     add_model_arguments(parser, "text with [MASK]")
     parser.add_argument("--top_k", type=int, default=5, help="candidates per [MASK]")
+    add_use_argument(parser)
 
 
 def run(args) -> int:
@@ -24,7 +26,7 @@ def run(args) -> int:
     lines = []
     for start in range(0, len(texts), args.batch_size):
         chunk = texts[start : start + args.batch_size]
-        for text, masks in zip(chunk, generator.fill_mask(chunk, top_k=args.top_k)):
+        for text, masks in zip(chunk, generator.fill_mask(chunk, top_k=args.top_k, use=args.use)):
             record = {
                 "text": text,
                 "masks": [

@@ -32,13 +32,26 @@ def add_arguments(parser) -> None:
         "--length", type=Optional[int], default=None, help="mlm-trained models: tokens to write after the prompt"
     )
     parser.add_argument("--iterations", type=int, default=10, help="mlm-trained models: mask-predict iterations")
+    add_use_argument(parser)
 
 
-def tokenize(generator, texts: list[str], source: str, truncate: bool, command: str) -> list[list[int]]:
+def add_use_argument(parser) -> None:
+    parser.add_argument(
+        "--use",
+        type=Optional[str],
+        default=None,
+        help="a model trained with a mixture: the part to use (its label, objective or mode: clm, s2s, ...); "
+        "by default the part best at the command",
+    )
+
+
+def tokenize(
+    generator, texts: list[str], source: str, truncate: bool, command: str, use: str | None = None
+) -> list[list[int]]:
     from triform.generate import PromptTooLong
 
     try:
-        ids, truncated = generator.tokenize(texts, truncate=truncate)
+        ids, truncated = generator.tokenize(texts, truncate=truncate, use=use)
     except PromptTooLong as error:
         raise TriformError(f"{where(source, error.index)}: {error.reason}") from None
     if truncated:
@@ -51,23 +64,23 @@ def run(args) -> int:
 
     texts, source = read_texts(args, "prompt")
     generator = TextGenerator.load(args.model, device=args.device)
-    if generator.fills_masks:
+    if generator.fills_masks and (args.length is not None or not generator.generates):
         return run_mask_predict(generator, texts, args)
     if args.length is not None:
         raise TriformError("--length is for models trained with mlm (mask-predict); this model continues text")
     config = decoding_config(args)
-    ids = tokenize(generator, texts, source, args.truncate, "generate")
+    ids = tokenize(generator, texts, source, args.truncate, "generate", args.use)
     if args.stream:
         if args.jsonl or args.output:
             raise TriformError("--stream prints plain text to stdout; drop --jsonl and --output")
         for prompt in ids:
-            for piece in generator.stream_ids(prompt, config):
+            for piece in generator.stream_ids(prompt, config, use=args.use):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")
         return 0
     progress = Progress("generate", len(texts), args.quiet)
-    results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress)
+    results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress, use=args.use)
     lines = []
     for result in results:
         record = {
@@ -93,7 +106,7 @@ def run_mask_predict(generator, texts: list[str], args) -> int:
         )
     lines = []
     for text in texts:
-        output = generator.mask_predict(text, length=args.length, iterations=args.iterations)
+        output = generator.mask_predict(text, length=args.length, iterations=args.iterations, use=args.use)
         lines.append(output_line({"prompt": text, "text": output}, args.jsonl))
     write_output(lines, args.output)
     return 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 ARCHS = Literal["stack", "encoder-decoder"]
-OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
-PATTERNS = Literal["bidirectional", "causal", "prefix"]
+OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq", "mixture", "ul2", "unilm"]
+PATTERNS = Literal["bidirectional", "causal", "prefix", "right-to-left"]
 PACKS = Literal["documents", "stream"]
 
 
@@ -31,7 +31,16 @@ def add_arguments(parser) -> None:
         default="documents",
         help="with --then: each document attended alone (documents) or both as one stream (stream)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices")
+    parser.add_argument(
+        "--mix",
+        type=Optional[str],
+        default=None,
+        help='--objective mixture: its parts as JSON, as for train: \'{"clm": 0.5, "mlm@causal": 0.5}\'',
+    )
+    parser.add_argument(
+        "--mode_tokens", type=Optional[bool], default=None, help="a mixture: put each part's mode token first"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices (and the draw)")
     parser.add_argument(
         "--png",
         type=Optional[str],
@@ -53,11 +62,29 @@ def run(args) -> int:
             seed=args.seed,
             then=args.then,
             pack=args.pack,
+            options=mixture_options(args),
         )
     )
     if args.png:
         draw_png(args)
     return 0
+
+
+def mixture_options(args) -> dict | None:
+    """A mixture's options from --mix and --mode_tokens (None for a single objective)."""
+    import json
+
+    from triform.errors import TriformError
+
+    options = {}
+    if args.mix is not None:
+        try:
+            options["mix"] = json.loads(args.mix)
+        except json.JSONDecodeError as error:
+            raise TriformError(f"--mix: expected JSON, {error}") from None
+    if args.mode_tokens is not None:
+        options["mode_tokens"] = args.mode_tokens
+    return options or None
 
 
 def draw_png(args) -> None:
@@ -82,9 +109,10 @@ def draw_png(args) -> None:
         seed=args.seed,
         then=args.then,
         pack=args.pack,
+        options=mixture_options(args),
     )
     packed = "" if args.then is None else f", packed ({args.pack})"
-    what = ALLOWED[(args.arch, args.objective)][batch.pattern]
+    what = ALLOWED.get((args.arch, args.objective), {}).get(batch.pattern, f"drew {batch.part}")
     title = f"{args.arch} + {args.objective} + {batch.pattern}{packed}: {what}"
     draw_batch(batch, lambda ids: [tokenizer.id_to_token(int(i)) for i in ids], path, title=title)
     print(f"picture: {path}")

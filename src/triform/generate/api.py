@@ -35,7 +35,9 @@ class Generation:
 
 class TextGenerator:
     """Generation, streaming, fill-mask and mask-predict for one model. Its recipe (the objective and
-    pattern it was trained with) decides how prompts are laid out and what the model can do."""
+    pattern it was trained with) decides how prompts are laid out and what the model can do. A model
+    trained with a mixture is used per call as one of its parts (`use=`: a part's label, objective or
+    mode; by default the part best at what is asked), with that part's pattern and mode token."""
 
     def __init__(
         self,
@@ -56,16 +58,23 @@ class TextGenerator:
         if recipe is None:
             recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
         self.recipe = recipe
-        self.layout_of_prompts = None if recipe.fills_masks(arch) else recipe.prompt_layout(arch, specials)
-        self._objective = None
+        self.layouts: dict[str | None, PromptLayout] = {}
+        if not recipe.fills_masks(arch):
+            self.layouts[None] = recipe.prompt_layout(arch, specials)  # a model that cannot generate fails now
+        self.objectives: dict[str | None, object] = {}
 
     @property
     def objective(self):
         """The objective of the recipe, built when first needed (fill-mask lays its text out)."""
-        if self._objective is None:
+        return self.objective_for(None)
+
+    def objective_for(self, use: str | None):
+        """The objective that lays out masked text for `use` (a mixture's part; None: the default)."""
+        if use not in self.objectives:
             config = self.model.config
-            self._objective = self.recipe.build(config.arch, self.specials, config.vocab_size)
-        return self._objective
+            part = self.recipe.part(config.arch, use=use, need="fill")
+            self.objectives[use] = part.build(config.arch, self.specials, config.vocab_size)
+        return self.objectives[use]
 
     @classmethod
     def load(
@@ -93,9 +102,22 @@ class TextGenerator:
     @property
     def layout(self) -> PromptLayout:
         """How prompts are laid out (an error, naming what to do instead, for a model that fills masks)."""
-        if self.layout_of_prompts is None:
-            return self.recipe.prompt_layout(self.model.config.arch, self.specials)  # raises, saying why
-        return self.layout_of_prompts
+        return self.layout_for(None)
+
+    def layout_for(self, use: str | None) -> PromptLayout:
+        """How prompts are laid out for `use` (a mixture's part; None: the part best at generating)."""
+        if use not in self.layouts:
+            self.layouts[use] = self.recipe.prompt_layout(self.model.config.arch, self.specials, use)  # may raise
+        return self.layouts[use]
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model continues text or writes a target (a mixture may also fill masks)."""
+        try:
+            self.layout_for(None)
+        except TriformError:
+            return False
+        return True
 
     @property
     def fills_masks(self) -> bool:
@@ -112,10 +134,12 @@ class TextGenerator:
         config = config or GenerationConfig()
         return config.replace(**options) if options else config
 
-    def tokenize(self, texts: list[str], *, truncate: bool = False) -> tuple[list[list[int]], list[int]]:
+    def tokenize(
+        self, texts: list[str], *, truncate: bool = False, use: str | None = None
+    ) -> tuple[list[list[int]], list[int]]:
         """Token ids of each prompt, and the indices of those shortened to fit the model (only with
         `truncate`; otherwise a prompt that leaves no room to generate is an error naming it)."""
-        layout, max_len = self.layout, self.model.config.max_len
+        layout, max_len = self.layout_for(use), self.model.config.max_len
         prompts, truncated = [], []
         for index, text in enumerate(texts):
             ids = self.encode(text)
@@ -134,21 +158,30 @@ class TextGenerator:
         *,
         batch_size: int = 32,
         truncate: bool = False,
+        use: str | None = None,
         **options,
     ) -> Generation | list[Generation]:
         """Generate for one prompt (-> a Generation) or a list (-> a list, num_return_sequences per
-        prompt, in prompt order), `batch_size` prompts at a time. Options are GenerationConfig fields."""
+        prompt, in prompt order), `batch_size` prompts at a time. Options are GenerationConfig fields;
+        `use` names the part of a mixture to generate as."""
         config = self.config(config, options)
         single = isinstance(prompts, str)
-        ids, _ = self.tokenize([prompts] if single else list(prompts), truncate=truncate)
-        results = self.generate_from_ids(ids, config, batch_size=batch_size)
+        ids, _ = self.tokenize([prompts] if single else list(prompts), truncate=truncate, use=use)
+        results = self.generate_from_ids(ids, config, batch_size=batch_size, use=use)
         return results[0] if single and config.num_return_sequences == 1 else results
 
     def generate_from_ids(
-        self, prompts: list[list[int]], config: GenerationConfig, *, batch_size: int = 32, progress=None
+        self,
+        prompts: list[list[int]],
+        config: GenerationConfig,
+        *,
+        batch_size: int = 32,
+        progress=None,
+        use: str | None = None,
     ) -> list[Generation]:
+        layout = self.layout_for(use)
         rows = generate_in_batches(
-            self.model, self.layout, prompts, config, batch_size=batch_size, decode=self.decode, progress=progress
+            self.model, layout, prompts, config, batch_size=batch_size, decode=self.decode, progress=progress
         )
         return [self.result(row) for row in rows]
 
@@ -156,18 +189,24 @@ class TextGenerator:
         return Generation(row_text(row, self.decode), row.tokens, row.finish_reason, row.prompt_index, row.score)
 
     def stream(
-        self, prompt: str, config: GenerationConfig | None = None, *, truncate: bool = False, **options
+        self,
+        prompt: str,
+        config: GenerationConfig | None = None,
+        *,
+        truncate: bool = False,
+        use: str | None = None,
+        **options,
     ) -> Iterator[str]:
         """The text of one generation in pieces as it is produced (greedy or sampling). The pieces
         join into `generate(prompt).text`: text that may be the start of a stop string, or an
         incomplete character, is held back until it is settled."""
-        (ids,), _ = self.tokenize([prompt], truncate=truncate)
-        return self.stream_ids(ids, self.config(config, options))
+        (ids,), _ = self.tokenize([prompt], truncate=truncate, use=use)
+        return self.stream_ids(ids, self.config(config, options), use=use)
 
-    def stream_ids(self, prompt: list[int], config: GenerationConfig) -> Iterator[str]:
+    def stream_ids(self, prompt: list[int], config: GenerationConfig, use: str | None = None) -> Iterator[str]:
         if config.num_return_sequences != 1:
             raise TriformError("stream: one sequence at a time (num_return_sequences = 1)")
-        rows, iterator = steps(self.model, self.layout, [prompt], config, decode=self.decode)
+        rows, iterator = steps(self.model, self.layout_for(use), [prompt], config, decode=self.decode)
         return self._pieces(rows[0], iterator, StopStrings(config.stop, self.decode))
 
     def _pieces(self, row: Row, iterator, stops: StopStrings) -> Iterator[str]:
@@ -177,26 +216,31 @@ class TextGenerator:
             if piece:
                 yield piece
 
-    def fill_mask(self, texts: str | list[str], top_k: int = 5) -> list[list[Candidate]] | list[list[list[Candidate]]]:
-        """For each [MASK] of a text, its top_k candidates with probabilities; a list of those per text."""
+    def fill_mask(
+        self, texts: str | list[str], top_k: int = 5, *, use: str | None = None
+    ) -> list[list[Candidate]] | list[list[list[Candidate]]]:
+        """For each [MASK] of a text, its top_k candidates with probabilities; a list of those per text.
+        A mixture fills them as its part `use` (by default its masked LM, bidirectional where it has one)."""
         check_fills_masks(self.fills_masks, self.model.config.arch, self.recipe.objective)
         single = isinstance(texts, str)
         sequences = [self.with_masks(t) for t in ([texts] if single else texts)]
-        results = fill_mask(self.model, self.objective, sequences, top_k=top_k)
+        results = fill_mask(self.model, self.objective_for(use), sequences, top_k=top_k)
         named = [
             [[Candidate(c.id, c.probability, self.tokenizer.id_to_token(c.id)) for c in mask] for mask in r]
             for r in results
         ]
         return named[0] if single else named
 
-    def mask_predict(self, prompt: str = "", *, length: int | None = None, iterations: int = 10) -> str:
+    def mask_predict(
+        self, prompt: str = "", *, length: int | None = None, iterations: int = 10, use: str | None = None
+    ) -> str:
         """Generate `length` tokens after `prompt` with mask-predict; with no length, fill the
         [MASK]s of the prompt jointly. Returns the whole text, prompt included."""
         check_fills_masks(self.fills_masks, self.model.config.arch, self.recipe.objective)
         sequence = self.with_masks(prompt) + [self.specials.mask] * (length or 0)
         if self.specials.mask not in sequence:
             raise TriformError("mask-predict: give a length, or a prompt with [MASK] in it")
-        return self.decode(mask_predict(self.model, self.objective, sequence, iterations=iterations))
+        return self.decode(mask_predict(self.model, self.objective_for(use), sequence, iterations=iterations))
 
     def with_masks(self, text: str) -> list[int]:
         """Token ids of a text in which each literal [MASK] is the mask token, whatever the tokenizer

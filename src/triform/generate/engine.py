@@ -35,11 +35,16 @@ class PromptTooLong(TriformError):
 
 
 def resolve_layout(
-    arch: str, specials: SpecialTokens, objective: str | None = None, pattern: str | None = None
+    arch: str,
+    specials: SpecialTokens,
+    objective: str | None = None,
+    pattern: str | None = None,
+    mode: str | None = None,
 ) -> PromptLayout:
-    """The prompt layout of a model trained with `objective` under `pattern`; by default a stack is
-    a causal language model and an encoder-decoder a seq2seq model."""
+    """The prompt layout of a model trained with `objective` under `pattern` (reading the mode token
+    `mode` first); by default a stack is a causal language model and an encoder-decoder a seq2seq model."""
     recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
+    recipe = replace(recipe, mode=mode)
     return recipe.prompt_layout(arch, specials)
 
 
@@ -215,11 +220,12 @@ def greedy(
     max_new_tokens: int = 64,
     objective: str | None = None,
     pattern: str | None = None,
+    mode: str | None = None,
 ) -> list[list[int]]:
     """Greedy decoding, batched, with the KV cache: the generated ids of each prompt ([EOS] and
     special tokens of the layout excluded). `prompts` are token ids without special tokens; the
     layout follows `objective` and `pattern` as in training (a stack defaults to clm, an
     encoder-decoder to seq2seq)."""
-    layout = resolve_layout(model.config.arch, specials, objective, pattern)
+    layout = resolve_layout(model.config.arch, specials, objective, pattern, mode)
     rows = generate_ids(model, layout, prompts, GenerationConfig(max_new_tokens=max_new_tokens))
     return [row.tokens for row in rows]

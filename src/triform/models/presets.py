@@ -152,6 +152,10 @@ _FULL = [
     Preset("t5-small", T5_SMALL, "span", "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"),
     Preset("bart-base", BART_BASE, "denoise", "Lewis et al. 2020, BART"),
     Preset("tinyllama-1.1b", TINYLLAMA, "clm", "Zhang et al. 2024, TinyLlama: An Open-Source Small Language Model"),
+    # One set of weights trained as every family (objectives/ul2.py): UniLM on BERT's stack (its base
+    # model has BERT-base's shape), UL2 on T5's encoder-decoder (its ablations train T5 small and base).
+    Preset("unilm-base", BERT_BASE, "unilm", "Dong et al. 2019, Unified Language Model Pre-training (UniLM)"),
+    Preset("ul2-small", T5_SMALL, "ul2", "Tay et al. 2022, UL2: Unifying Language Learning Paradigms"),
 ]
 _TINY_NAMES = {
     "vaswani-base": "tiny-vaswani",
@@ -161,6 +165,8 @@ _TINY_NAMES = {
     "t5-small": "tiny-t5",
     "bart-base": "tiny-bart",
     "tinyllama-1.1b": "tiny-llama",
+    "unilm-base": "tiny-unilm",
+    "ul2-small": "tiny-ul2",
 }
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _FULL}

@@ -137,8 +137,9 @@ class Stack(nn.Module):
         length, pattern, padding_mask = inputs.ids.shape[1], inputs.pattern, inputs.padding_mask
         bias = self.relative_bias(length, n_keys) if self.relative_bias is not None else None
         plain_causal = is_plain_causal(pattern, length, n_keys, padding_mask, inputs.documents)
+        # One query after the cached keys sees them all, under every pattern that looks left.
         sees_everything = (
-            pattern != "bidirectional" and length == 1 and padding_mask is None and inputs.documents is None
+            pattern in ("causal", "prefix") and length == 1 and padding_mask is None and inputs.documents is None
         )
         mask = None
         if not sees_everything and not (plain_causal and bias is None):

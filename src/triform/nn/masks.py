@@ -6,6 +6,8 @@ A pattern is one of three names, combined with a padding mask:
 - ``causal``: a token sees itself and the tokens before it (GPT, a decoder).
 - ``prefix``: bidirectional among the first ``prefix_lengths[b]`` slots of example ``b``, causal
   after them (UniLM, Dong et al. 2019; the prefix LM of Raffel et al. 2020, §3.2.1).
+- ``right-to-left``: a token sees itself and the tokens after it, the mirror of causal (UniLM's
+  right-to-left LM, Dong et al. 2019, §2.2). Nothing decodes under it: it trains cloze objectives.
 
 Each has a document variant, for rows that pack several documents: given ``documents`` (B, n_keys),
 the index of the document each slot belongs to (0, 1, 2, ... along a row, each document one run of
@@ -25,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PATTERNS = ("bidirectional", "causal", "prefix")
+PATTERNS = ("bidirectional", "causal", "prefix", "right-to-left")
 
 
 def visibility(
@@ -63,6 +65,8 @@ def visibility(
     allowed: Tensor | None = None
     if pattern == "causal":
         allowed = (key_slots <= query_slots)[None, None]  # (1, 1, Tq, Tk)
+    elif pattern == "right-to-left":
+        allowed = (key_slots >= query_slots)[None, None]  # (1, 1, Tq, Tk)
     elif pattern == "prefix" and documents is None:
         prefix_end = prefix_lengths.to(device)[:, None, None, None]  # (B, 1, 1, 1)
         allowed = (key_slots <= query_slots)[None, None] | (key_slots < prefix_end)

@@ -84,7 +84,8 @@ class Objective:
         rather than single texts, and `pack` how those documents see each other (PACKS);
         `tokenizer` (a tokenizers.Tokenizer) lets an objective read what it needs from the vocabulary
         (word starts, sentence ends)."""
-        self.pattern = check_pair(arch, self.name, pattern)  # refuse an impossible pair before any compute
+        # Refuse an impossible pair before any compute.
+        self.pattern = self.pattern_on(arch, pattern, options if options is not None else self.Options())
         self.arch = arch
         # An encoder-decoder's decoder may start from a token of its own instead of [BOS] (T5 has no [BOS]).
         starts_without_bos = arch == "encoder-decoder" and specials.decoder_start is not None
@@ -101,6 +102,18 @@ class Objective:
             raise ValueError(f"pack: expected one of {list(PACKS)}, got {pack!r}")
         self.packed, self.pack = packed, pack
         self.tokenizer = tokenizer
+
+    @classmethod
+    def pattern_on(cls, arch: str, pattern: str | None, options=None) -> str | None:
+        """The pattern it trains under on `arch` (the pair's default for None), or IncompatiblePair
+        saying why not (objectives/compat.py); a mixture checks each of its parts."""
+        return check_pair(arch, cls.name, pattern)
+
+    @classmethod
+    def part_for(cls, options, arch: str, pattern: str | None, *, use: str | None = None, need: str | None = None):
+        """What a use of a model it trained follows, when that is not the objective itself: a mixture
+        answers with one of its parts (objectives/mixture.py). None: the objective itself."""
+        return None
 
     @classmethod
     def options_from(cls, values: dict, source: str = "objective"):

@@ -25,6 +25,8 @@ class Batch:
     # each is attended and placed as if alone (nn/masks.py). None: each row is one text.
     documents: Tensor | None = None  # (B, T)
     source_documents: Tensor | None = None  # (B, S), the source's, read by target document d alone
+    # The part of a mixture that made the batch (objectives/mixture.py): its loss is logged apart.
+    part: str | None = None
 
     @property
     def logits_at(self) -> Tensor | None:

@@ -20,6 +20,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
         "bidirectional": "BERT: masked tokens predicted from both sides",
         "causal": "masked tokens predicted from the left context only",
         "prefix": "masked tokens, bidirectional inside a random prefix",
+        "right-to-left": "masked tokens predicted from the right context only (UniLM)",
     },
     ("encoder-decoder", "clm"): {"causal": "text split at a random point: the decoder continues what the encoder read"},
     ("encoder-decoder", "mlm"): {"causal": "the encoder reads masked text, the decoder writes it out whole"},
@@ -43,10 +44,15 @@ def refusal(arch: str, objective: str, pattern: str) -> str:
         if pattern == "bidirectional":
             return "the decoder predicts each next target token, and a bidirectional decoder would see it"
         return "the encoder already reads the source bidirectionally, so the decoder's pattern is causal"
-    if objective == "clm" and pattern == "bidirectional":
-        return "clm predicts each next token, and a bidirectional pattern lets every position see it"
+    if objective == "clm" and pattern in ("bidirectional", "right-to-left"):
+        return f"clm predicts each next token, and a {pattern} pattern lets every position see it"
     if objective == "clm":
         return "clm predicts every token, so tokens inside a prefix would see the tokens they predict; use prefix-lm"
+    if pattern == "right-to-left":
+        return (
+            f"{objective} predicts its target left to right, and a right-to-left pattern lets each target "
+            "token see the next"
+        )
     return f"{objective} predicts its target left to right, and a bidirectional pattern lets the target see itself"
 
 

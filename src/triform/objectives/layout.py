@@ -111,6 +111,7 @@ class PromptLayout:
     kind: str  # CONTINUE (clm on a stack) or SOURCE_TARGET
     pattern: str  # self-attention pattern of the stack, or of the decoder
     specials: SpecialTokens
+    mode: int | None = None  # the mode token read first, as in training (objectives/modes.py); None: none
 
     def __post_init__(self):
         s = self.specials
@@ -125,17 +126,17 @@ class PromptLayout:
 
     def frame(self, prompt: list[int]) -> list[int]:
         """Token ids of a prompt (no special tokens) -> what the stack or the encoder reads first."""
-        s = self.specials
+        s, lead = self.specials, [] if self.mode is None else [self.mode]
         if self.arch == "encoder-decoder":
-            return [*prompt, s.eos]
+            return [*lead, *prompt, s.eos]
         if self.kind == CONTINUE:
-            return [s.bos, *prompt]
-        return [*prompt, s.sep]
+            return [*lead, s.bos, *prompt]
+        return [*lead, *prompt, s.sep]
 
     def room(self, prompt: list[int], max_len: int) -> int:
         """How many tokens may follow the prompt within the model's max_len; below 1, it is too long.
         An encoder-decoder's source has max_len positions of its own, its decoder another max_len."""
-        n_framed = len(prompt) + 1  # one special token in every layout
+        n_framed = len(prompt) + 1 + (self.mode is not None)  # one special token in every layout, and the mode
         if self.arch == "encoder-decoder":
             return max_len - 1 if n_framed <= max_len else 0  # the decoder's [BOS] takes a position
         return max_len - n_framed
@@ -144,7 +145,7 @@ class PromptLayout:
         """Shorten a prompt that leaves no room: a source keeps its beginning, a text to continue its end."""
         if self.room(prompt, max_len) >= 1:
             return list(prompt)
-        keep = max_len - 1 if self.arch == "encoder-decoder" else max_len - 2
+        keep = (max_len - 1 if self.arch == "encoder-decoder" else max_len - 2) - (self.mode is not None)
         if self.kind == CONTINUE:
             return list(prompt[len(prompt) - keep :]) if keep > 0 else []
         return list(prompt[:keep])

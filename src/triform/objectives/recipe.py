@@ -14,6 +14,7 @@ from triform.errors import TriformError
 from triform.objectives.base import PACKS, Objective
 from triform.objectives.compat import check_pair
 from triform.objectives.layout import PromptLayout
+from triform.objectives.mixture import Drawn
 from triform.objectives.registry import make_objective, objective_class
 from triform.vocab import SpecialTokens
 
@@ -32,6 +33,9 @@ class Recipe:
     # How the documents of its packed training windows saw each other (objectives/base.py PACKS);
     # evaluation cuts and packs text the same way. Generation reads one document and ignores it.
     pack: str = "documents"
+    # The mode token ("nlu", "nlg", "s2s") the model read before its input (UL2), for a part of a
+    # mixture that was trained with mode tokens (`part`); None: no mode token.
+    mode: str | None = None
 
     def __post_init__(self):
         if self.pack not in PACKS:
@@ -45,8 +49,9 @@ class Recipe:
     def build(
         self, arch: str, specials: SpecialTokens, vocab_size: int, *, tokenizer=None, packed: bool = False
     ) -> Objective:
-        """The objective this recipe names, for a model of `arch` with this vocabulary."""
-        return make_objective(
+        """The objective this recipe names, for a model of `arch` with this vocabulary (with its mode
+        token put in, for a part of a mixture trained with one)."""
+        built = make_objective(
             self.objective,
             specials,
             vocab_size,
@@ -58,47 +63,75 @@ class Recipe:
             packed=packed,
             pack=self.pack,
         )
+        if self.mode is None:
+            return built
+        return Drawn(built, self.objective, specials.mode(self.mode, f"a model trained with {self.objective}"), -1)
+
+    def part(self, arch: str, *, use: str | None = None, need: str | None = None) -> Recipe:
+        """The recipe a use of the model follows: this one, or for a mixture the part `use` names, else
+        the part best at `need` ("generate", "fill", "read", "write"; objectives/mixture.py)."""
+        cls = objective_class(self.objective)
+        chosen = cls.part_for(self.options, arch, self.pattern, use=use, need=need)
+        if chosen is None:
+            if use is not None and use != self.objective:
+                raise TriformError(f"use: this model was trained with {self.objective} alone, it has no part {use!r}")
+            return self
+        mode = chosen.mode if chosen.mode_token else None
+        return Recipe(chosen.objective, chosen.pattern, chosen.options, self.label_smoothing, pack=self.pack, mode=mode)
 
     def body_pattern(self, arch: str, writes: bool) -> str:
         """How a task reads a body trained with this recipe (Objective.body_pattern)."""
-        pattern = check_pair(arch, self.objective, self.pattern)
-        return objective_class(self.objective).body_pattern(arch, pattern, writes)
+        part = self.part(arch, need="write" if writes else "read")
+        pattern = check_pair(arch, part.objective, part.pattern)
+        return objective_class(part.objective).body_pattern(arch, pattern, writes)
 
     @property
     def reads_pairs(self) -> bool:
         return objective_class(self.objective).reads_pairs
 
-    def prompt_layout(self, arch: str, specials: SpecialTokens) -> PromptLayout:
-        """How a model trained with this recipe reads a prompt (an error for one that fills masks)."""
-        return objective_class(self.objective).layout_for(
-            arch, check_pair(arch, self.objective, self.pattern), specials
-        )
+    def prompt_layout(self, arch: str, specials: SpecialTokens, use: str | None = None) -> PromptLayout:
+        """How a model trained with this recipe reads a prompt (an error for one that fills masks);
+        for a mixture, as the part `use` names (by default the one best at generating) read it."""
+        part = self.part(arch, use=use, need="generate")
+        pattern = check_pair(arch, part.objective, part.pattern)
+        layout = objective_class(part.objective).layout_for(arch, pattern, specials)
+        if part.mode is None:
+            return layout
+        return dataclasses.replace(layout, mode=specials.mode(part.mode, "generation with this model"))
 
     def fills_masks(self, arch: str) -> bool:
-        return objective_class(self.objective).fills_masks_on(arch)
+        try:
+            part = self.part(arch, need="fill")
+        except TriformError:  # a mixture none of whose parts fills masks
+            return False
+        return objective_class(part.objective).fills_masks_on(arch)
 
     def resolved(self, arch: str) -> Recipe:
         """The recipe with its pattern made explicit (the pair's default when unset), checked."""
-        return dataclasses.replace(self, pattern=check_pair(arch, self.objective, self.pattern))
+        pattern = objective_class(self.objective).pattern_on(arch, self.pattern, self.options)
+        return dataclasses.replace(self, pattern=pattern)
 
     def to_dict(self) -> dict:
         values = {"objective": self.objective, "pattern": self.pattern, "options": dataclasses.asdict(self.options)}
         values["pack"] = self.pack
         if self.label_smoothing:
             values["label_smoothing"] = self.label_smoothing
+        if self.mode is not None:
+            values["mode"] = self.mode
         return {**values, **self.extra}
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "recipe") -> Recipe:
         if not isinstance(values, dict) or "objective" not in values:
             raise TriformError(f"{source}: a recipe names its objective, got {values!r}")
-        known = {"objective", "pattern", "options", "label_smoothing", "pack"}
+        known = {"objective", "pattern", "options", "label_smoothing", "pack", "mode"}
         objective = objective_class(values["objective"])
         options = objective.options_from(values.get("options") or {}, f"{source}: options")
         extra = {k: v for k, v in values.items() if k not in known}
         # A recipe written before packs were recorded was trained on the plain stream.
         pack = values.get("pack", "stream")
-        return cls(values["objective"], values.get("pattern"), options, values.get("label_smoothing", 0.0), extra, pack)
+        smoothing = values.get("label_smoothing", 0.0)
+        return cls(values["objective"], values.get("pattern"), options, smoothing, extra, pack, values.get("mode"))
 
 
 def default_recipe(arch: str) -> Recipe:

@@ -49,10 +49,13 @@ class SpanCorruption(Objective):
 
     def windows(self, max_len: int) -> Windows:
         """The longest text whose corrupted layout fits max_len, sentinels counted as they are placed:
-        `source [SEP] target [EOS]` on a stack, `source [EOS]` and `[BOS] target` on an encoder-decoder."""
+        `source [SEP] target [EOS]` on a stack, `source [EOS]` and `[BOS] target` on an encoder-decoder;
+        and whose spans have a sentinel each (a high noise density in short spans needs many)."""
         best = 2
         for n in range(2, 4 * max_len):
             n_noise, n_spans = self.counts(n)
+            if self.specials.sentinels and n_spans > len(self.specials.sentinels):
+                break
             if self.arch == "stack":
                 fits = n + 2 * n_spans + 1 <= max_len
             else:

@@ -102,12 +102,11 @@ def load_served(name: str, folder: str | os.PathLike, device: str = "cpu") -> Se
     model = loaded.model.eval()
     generator = TextGenerator(model, loaded.tokenizer, specials, recipe=recipe)
     served = ServedModel(name, folder, model, loaded.tokenizer, specials, recipe, generator, Embedder.of(loaded))
-    if generator.fills_masks:
-        served.tasks = [FILL_MASK, EMBEDDINGS]
-    elif generator.layout.writes_target:
-        served.tasks = [COMPLETIONS, TRANSLATE, EMBEDDINGS]
-    else:
-        served.tasks = [COMPLETIONS, EMBEDDINGS]
+    # A mixture-trained model may both fill masks and generate.
+    served.tasks = [FILL_MASK] if generator.fills_masks else []
+    if generator.generates:
+        served.tasks += [COMPLETIONS, TRANSLATE] if generator.layout.writes_target else [COMPLETIONS]
+    served.tasks.append(EMBEDDINGS)
     return served
 
 

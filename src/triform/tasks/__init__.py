@@ -29,8 +29,8 @@ def make_task(name: str, framing: Framing, tokenizer, **options) -> Task:
 
 def task_from_state(state: dict, arch: str, specials, tokenizer) -> Task:
     """The task a saved model was trained for, as `Task.state()` described it."""
-    options = {key: value for key, value in state.items() if key not in ("name", "pattern", "max_len")}
-    framing = Framing(arch, state["pattern"], specials, state["max_len"])
+    options = {key: value for key, value in state.items() if key not in ("name", "pattern", "max_len", "mode_token")}
+    framing = Framing(arch, state["pattern"], specials, state["max_len"], state.get("mode_token"))
     return make_task(state["name"], framing, tokenizer, **options)
 
 

@@ -154,7 +154,8 @@ class Task:
 
     def state(self) -> dict:
         """What a saved model needs to read and decide as it was trained (stored with the checkpoint)."""
-        return {"name": self.name, "pattern": self.framing.pattern, "max_len": self.framing.max_len}
+        state = {"name": self.name, "pattern": self.framing.pattern, "max_len": self.framing.max_len}
+        return state if self.framing.mode is None else {**state, "mode_token": self.framing.mode}
 
     def body_extra(self) -> dict:
         """What the saved model tells other tools of how its body now reads text (text2text)."""

@@ -50,6 +50,12 @@ def default_pattern(arch: str, task: str, extra: dict) -> str:
     return read_recipe(extra, arch).body_pattern(arch, writes=TASKS[task].writes)
 
 
+def default_mode(arch: str, task: str, extra: dict, specials) -> int | None:
+    """The mode token of the recipe's part for this task, for a body pretrained with mode tokens."""
+    part = read_recipe(extra, arch).part(arch, need="write" if TASKS[task].writes else "read")
+    return None if part.mode is None else specials.mode(part.mode, f"fine-tuning a body trained with {part.objective}")
+
+
 def build_task(config: FinetuneConfig) -> tuple[Task, torch.nn.Module, dict]:
     """The task, reading the pretrained body as configured, and the body with its folder's extra."""
     options = config.task_options()
@@ -61,7 +67,8 @@ def build_task(config: FinetuneConfig) -> tuple[Task, torch.nn.Module, dict]:
     max_len = config.max_len or body.config.max_len
     if max_len > body.config.max_len:
         raise ConfigError(f"max_len: {max_len} is longer than the model's max_len {body.config.max_len}")
-    task = make_task(config.task, Framing(arch, pattern, specials, max_len), tokenizer, **options)
+    mode = default_mode(arch, config.task, extra, specials)
+    task = make_task(config.task, Framing(arch, pattern, specials, max_len, mode), tokenizer, **options)
     return task, body, extra
 
 

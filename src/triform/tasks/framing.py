@@ -9,6 +9,9 @@ A body is read one of three ways, and each has its framing and its pooled positi
   A vocabulary without a delimiter (GPT-2's has only <|endoftext|>) delimits with [EOS];
 - an encoder-decoder (BART, Lewis et al. 2020 §3.1): the same ``[BOS] a [SEP] b [EOS]`` is fed to
   the encoder and to the decoder, and the decoder's last real token summarises.
+
+A body pretrained with mode tokens (UL2, Tay et al. 2022 §3.1.3) reads its mode token first, as it did
+in pretraining: the recipe's part for the task names it (`mode`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Framing:
     pattern: str  # the stack's pattern; "causal" (the decoder's) on an encoder-decoder
     specials: SpecialTokens
     max_len: int
+    mode: int | None = None  # the mode token read before everything else; None: none
 
     def __post_init__(self):
         if self.arch == "encoder-decoder" and self.pattern != "causal":
@@ -56,13 +60,13 @@ class Framing:
 
     def room(self, n_parts: int) -> int:
         """How many text tokens fit beside the markers of `n_parts` parts."""
-        return self.max_len - n_parts - 1
+        return self.max_len - n_parts - 1 - (self.mode is not None)
 
     def join(self, *parts: list[int]) -> Sequence:
         """One or two parts, truncated longest-first to fit max_len, laid out with their markers."""
         parts = truncate_longest_first([list(p) for p in parts], self.room(len(parts)))
         start, delimiter, end = self.markers()
-        ids, token_types, starts = [start], [0], []
+        ids, token_types, starts = [*self.lead, start], [0] * (len(self.lead) + 1), []
         for index, part in enumerate(parts):
             starts.append(len(ids))
             closing = end if index == len(parts) - 1 else delimiter
@@ -72,7 +76,12 @@ class Framing:
 
     def strip(self, ids: list[int]) -> list[int]:
         """The text tokens of a laid-out sequence: everything between the start and end markers."""
-        return ids[1:-1]
+        return ids[1 + len(self.lead) : -1]
+
+    @property
+    def lead(self) -> list[int]:
+        """What comes before the start marker: the mode token, when the body read one."""
+        return [] if self.mode is None else [self.mode]
 
 
 def truncate_longest_first(parts: list[list[int]], room: int) -> list[list[int]]:

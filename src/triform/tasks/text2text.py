@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from triform.generate import greedy
 from triform.objectives import Recipe, make_objective
+from triform.objectives.modes import with_mode_token
 from triform.tasks.base import Feature, Task, TaskBatch, with_id
 from triform.tasks.data import Record
 from triform.tasks.framing import truncate_longest_first
@@ -46,9 +47,15 @@ class TextToText(Task):
     def state(self) -> dict:
         return {**super().state(), "max_target_tokens": self.max_target_tokens}
 
+    @property
+    def mode(self) -> str | None:
+        """The name of the mode token the body reads first (UL2), if any."""
+        names = {token: name for name, token in self.framing.specials.modes}
+        return None if self.framing.mode is None else names[self.framing.mode]
+
     def body_extra(self) -> dict:
         """How generation tools (`triform generate`, `translate`) should read the saved model."""
-        return {"recipe": Recipe("seq2seq", self.objective.pattern).to_dict()}
+        return {"recipe": Recipe("seq2seq", self.objective.pattern, mode=self.mode).to_dict()}
 
     def build_model(self, body: nn.Module) -> nn.Module:
         return body  # the body's own output head writes the target
@@ -60,17 +67,20 @@ class TextToText(Task):
         target = self.tokens(self.text(record, "target")) if with_targets else None
         max_len = self.framing.max_len
         if self.framing.arch == "encoder-decoder":
-            source, target = source[: max_len - 1], None if target is None else target[: max_len - 1]
+            source = source[: max_len - 1 - len(self.framing.lead)]
+            target = None if target is None else target[: max_len - 1]
         elif target is not None:
-            source, target = truncate_longest_first([source, target], max_len - 2)
+            source, target = truncate_longest_first([source, target], max_len - 2 - len(self.framing.lead))
         else:
-            source = source[: max(1, max_len - 2 - self.max_target_tokens)]
+            source = source[: max(1, max_len - 2 - len(self.framing.lead) - self.max_target_tokens)]
         return [Feature(index, [], target, {"source": source})]
 
     def make_batch(self, features: list[Feature], generator=None) -> TaskBatch:
         if features[0].target is None:
             raise ValueError("text2text batches are for training; predict() generates")
         prepared = self.objective.prepare([(f.info["source"], f.target) for f in features], generator)
+        if self.framing.mode is not None:
+            prepared = with_mode_token(prepared, self.framing.mode, self.framing.specials.pad)
         token_types = prepared.token_types if prepared.token_types is not None else torch.zeros_like(prepared.ids)
         return TaskBatch(
             prepared.ids,
@@ -97,6 +107,7 @@ class TextToText(Task):
                 max_new_tokens=self.max_target_tokens,
                 objective="seq2seq",
                 pattern=self.objective.pattern,
+                mode=self.mode,
             )
             if progress is not None:
                 progress(len(written), len(features))

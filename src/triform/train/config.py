@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional, get_type_hints
+from typing import Any, Literal, Optional, Union, get_type_hints
 
 from triform.config import ModelConfig
 from triform.data.batches import TooLong
 from triform.data.readers import DataSource, Field, Format
 from triform.errors import ConfigError
 from triform.models.presets import get_preset
-from triform.objectives import OBJECTIVE_CLASSES, PACKS, Recipe, check_pair, objective_class
+from triform.objectives import OBJECTIVE_CLASSES, PACKS, Recipe, objective_class
+from triform.objectives.mixture import Mixture
 from triform.precision import Precision
 
-Pattern = Literal["bidirectional", "causal", "prefix"]
+Pattern = Literal["bidirectional", "causal", "prefix", "right-to-left"]
 Schedule = Literal["cosine", "linear", "inverse-sqrt", "constant"]
 Pack = Literal[PACKS]  # type: ignore[valid-type]
 ObjectiveName = Literal[tuple(OBJECTIVE_CLASSES)]  # type: ignore[valid-type]
@@ -46,18 +47,23 @@ def section_name(objective: str) -> str:
 
 
 # One section per objective that has options of its own, made from the objective's Options: the
-# objective owns them, and setting another objective's section is refused by name (resolve).
+# objective owns them, and setting another objective's section is refused by name (resolve). A
+# mixture's options are `objective.mix` and `objective.mode_tokens` instead.
 SECTIONS = {
     section_name(name): optional_fields(cls.Options, f"{cls.__name__}Options", f"Options of the {name} objective.")
     for name, cls in OBJECTIVE_CLASSES.items()
-    if dataclasses.fields(cls.Options)
+    if dataclasses.fields(cls.Options) and not issubclass(cls, Mixture)
 }
+MIXTURE_OPTIONS = ("mix", "mode_tokens")
 ObjectiveConfig = dataclasses.make_dataclass(
     "ObjectiveConfig",
     [
         ("name", Optional[ObjectiveName], None),
         ("pattern", Optional[Pattern], None),
         ("label_smoothing", Optional[float], None),
+        # A mixture: {"clm": 0.5, "mlm@causal": 0.5}, or a list of parts (objectives/mixture.py).
+        ("mix", Optional[Union[dict[str, Any], list[Any]]], None),
+        ("mode_tokens", Optional[bool], None),  # a mixture's mode tokens (UL2's [NLU], [NLG], [S2S])
         *((section, options, field(default_factory=options)) for section, options in SECTIONS.items()),
     ],
 )
@@ -185,6 +191,10 @@ class Resolved:
         objective["label_smoothing"] = self.recipe.label_smoothing
         if section_name(self.recipe.objective) in SECTIONS:
             objective[section_name(self.recipe.objective)] = dataclasses.asdict(self.recipe.options)
+        for name in MIXTURE_OPTIONS:
+            if hasattr(self.recipe.options, name):
+                value = getattr(self.recipe.options, name)
+                objective[name] = [dict(part) for part in value] if name == "mix" else value
         values["objective"] = objective
         values["resume"] = False
         return values
@@ -204,9 +214,15 @@ def resolve(config: RunConfig) -> Resolved:
 
 def resolve_recipe(chosen, arch: str, preset=None) -> Recipe:
     """The objective, its pattern and options: the preset's where the configuration sets none."""
-    name = chosen.name or (preset.objective if preset else "clm")
-    pattern = check_pair(arch, name, chosen.pattern)
+    name = chosen.name or ("mixture" if chosen.mix is not None else preset.objective if preset else "clm")
     values = dict(preset.objective_options) if preset and preset.objective == name else {}
+    own = {f.name for f in dataclasses.fields(objective_class(name).Options)}
+    for option in MIXTURE_OPTIONS:
+        given = getattr(chosen, option)
+        if given is not None and option not in own:
+            raise ConfigError(f"objective.{option}: applies to a mixture (objective.mix, ul2, unilm), not {name}")
+        if given is not None:
+            values[option] = given
     for section in SECTIONS:
         given = {k: v for k, v in dataclasses.asdict(getattr(chosen, section)).items() if v is not None}
         if given and section != section_name(name):
@@ -218,7 +234,9 @@ def resolve_recipe(chosen, arch: str, preset=None) -> Recipe:
         smoothing = chosen.label_smoothing
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"objective.label_smoothing: expected a value in [0, 1), got {smoothing}")
-    return Recipe(name, pattern, objective_class(name).options_from(values, "objective"), smoothing)
+    options = objective_class(name).options_from(values, "objective")
+    pattern = objective_class(name).pattern_on(arch, chosen.pattern, options)  # a refused part is named now
+    return Recipe(name, pattern, options, smoothing)
 
 
 def check_loop(config: RunConfig) -> None:

@@ -87,6 +87,7 @@ class Trainer:
         self.autocast = partial(autocast, self.loop.precision, self.device)
         self.precision = resolved_name(self.loop.precision, self.device)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
+        self.parts: dict[str, list[float]] = {}  # the log window's (loss sum, targets) of each named part
 
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -129,13 +130,15 @@ class Trainer:
         return batches
 
     def train_step(self, step: int) -> tuple[float, int, float]:
-        """One optimizer step; returns (mean loss per predicted target, input tokens, gradient norm)."""
+        """One optimizer step; returns (mean loss per predicted target, input tokens, gradient norm).
+        The (loss sum, targets) of each named part of the step's batches (a mixture's: `Batch.part`)
+        are added to `self.parts`, summed over processes, for the log."""
         batches = self.local_batches(step)
         targets = [self.problem.n_targets(b) for b in batches]  # each a count over the batch: done once
         n_inputs = sum(b.n_inputs for b in batches)
         total_targets, total_inputs = self.processes.sum([sum(targets), n_inputs])
         torch.manual_seed(derived_seed(self.loop.seed, step, self.processes.rank))  # dropout
-        loss_sum = 0.0
+        loss_sum, part_sums = 0.0, {}
         for index, (batch, batch_targets) in enumerate(zip(batches, targets)):
             last = index == len(batches) - 1
             with self.gradient_sync(last), self.autocast():
@@ -147,6 +150,10 @@ class Trainer:
             with self.gradient_sync(last):
                 (loss * weight).backward()
             loss_sum += float(loss.detach()) * batch_targets
+            part = getattr(batch, "part", None)
+            if part is not None:
+                sums = part_sums.setdefault(part, [0.0, 0])
+                sums[0], sums[1] = sums[0] + float(loss.detach()) * batch_targets, sums[1] + batch_targets
         grad_norm = float("nan")
         if self.job.optim.clip:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.job.optim.clip))
@@ -154,7 +161,19 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum,) = self.processes.sum([loss_sum])
+        self.add_parts(part_sums)
         return loss_sum / max(total_targets, 1), int(total_inputs), grad_norm
+
+    def add_parts(self, part_sums: dict) -> None:
+        """Every process draws the same parts (the same generator), so the sums line up in name order."""
+        if not part_sums:
+            return
+        names = sorted(part_sums)
+        totals = self.processes.sum([value for name in names for value in part_sums[name]])
+        for number, name in enumerate(names):
+            window = self.parts.setdefault(name, [0.0, 0.0])
+            window[0] += totals[2 * number]
+            window[1] += totals[2 * number + 1]
 
     def gradient_sync(self, enabled: bool):
         """Skip the all-reduce on accumulation micro-batches before the last."""
@@ -219,7 +238,7 @@ class Trainer:
             if self.step % loop.log_every == 0 or self.step == loop.steps:
                 rate = window_tokens / max(now - window_start, 1e-9)
                 self.reporter.train(self.train_record(float(np.mean(window_losses)), rate, grad_norm, now - started))
-                window_start, window_tokens, window_losses = now, 0, []
+                window_start, window_tokens, window_losses, self.parts = now, 0, [], {}
             if self.step % loop.eval_every == 0 or self.step == loop.steps:
                 self.validate()
             out_of_time = loop.time_limit is not None and self.elapsed_before + now - started >= loop.time_limit * 60
@@ -253,6 +272,7 @@ class Trainer:
         if self.loop.time_limit is not None:
             eta = min(eta, self.loop.time_limit * 60 - self.elapsed_before - elapsed)
         lr = self.scheduler.get_last_lr()[0]
+        losses = {name: total / count for name, (total, count) in sorted(self.parts.items()) if count}
         return dict(
             step=self.step,
             loss=loss,
@@ -262,6 +282,7 @@ class Trainer:
             grad_norm=grad_norm,
             elapsed_s=self.elapsed_before + elapsed,
             eta_s=eta,
+            **({"losses": losses} if losses else {}),
         )
 
 

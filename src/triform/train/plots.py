@@ -84,6 +84,9 @@ def draw_losses(axis, run: Curves) -> None:
         axis.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1, label="train")
     if valid:
         axis.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", linewidth=1.5, label="validation")
+    for name in sorted({name for r in train for name in r.get("losses", {})}):  # each part of a mixture
+        drawn = [r for r in train if name in r.get("losses", {})]
+        axis.plot([r["step"] for r in drawn], [r["losses"][name] for r in drawn], linewidth=0.8, alpha=0.7, label=name)
     if run.guess is not None:
         axis.axhline(run.guess, linestyle="--", color="gray", linewidth=1, label="uniform guess")
         axis.set_ylim(bottom=0)  # the gap to the guess reads true only from zero

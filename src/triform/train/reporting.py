@@ -34,7 +34,8 @@ class Reporter:
         pass
 
     def train(self, record: dict) -> None:
-        """A logged step: step, loss, lr, tokens, tokens_per_s, grad_norm, elapsed_s, eta_s."""
+        """A logged step: step, loss, lr, tokens, tokens_per_s, grad_norm, elapsed_s, eta_s, and with a
+        mixture `losses`, the loss of each part drawn in the window."""
 
     def valid(self, record: dict, summary: str, improved: bool) -> None:
         """A validation: its figures, as one line, and whether it is the best so far."""
@@ -72,8 +73,9 @@ class Reporters(Reporter):
 
 
 def train_line(record: dict, total_steps: int) -> str:
+    parts = "".join(f" | {name} {loss:.3f}" for name, loss in record.get("losses", {}).items())
     return (
-        f"step {record['step']}/{total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+        f"step {record['step']}/{total_steps} | loss {record['loss']:.4f}{parts} | lr {record['lr']:.2e} | "
         f"{count(record['tokens_per_s'])} tok/s | {duration(record['elapsed_s'])} elapsed | "
         f"ETA {duration(record['eta_s'])}"
     )
@@ -190,11 +192,15 @@ class TensorBoard(Reporter):
     def train(self, record: dict) -> None:
         for name in self.SCALARS:
             self.writer.add_scalar(f"train/{name}", record[name], record["step"])
+        for name, loss in record.get("losses", {}).items():  # each part of a mixture
+            self.writer.add_scalar(f"train/loss/{name}", loss, record["step"])
 
     def valid(self, record: dict, summary: str, improved: bool) -> None:
         for name, value in record.items():
             if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"valid/{name}", value, record["step"])
+        for name, loss in record.get("losses", {}).items():
+            self.writer.add_scalar(f"valid/loss/{name}", loss, record["step"])
 
     def message(self, line: str) -> None:
         pass
