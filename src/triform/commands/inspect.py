@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 ARCHS = Literal["stack", "encoder-decoder"]
-OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq"]
+OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq", "electra"]
 PATTERNS = Literal["bidirectional", "causal", "prefix"]
 PACKS = Literal["documents", "stream"]
 

@@ -10,6 +10,7 @@ from triform.objectives.base import Objective
 from triform.objectives.clm import CausalLM
 from triform.objectives.compat import OBJECTIVES, check_pair
 from triform.objectives.denoise import Denoise
+from triform.objectives.electra import Electra
 from triform.objectives.mlm import MaskedLM
 from triform.objectives.prefix_lm import PrefixLM
 from triform.objectives.seq2seq import Seq2Seq
@@ -19,6 +20,7 @@ from triform.vocab import SpecialTokens
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, Denoise, PrefixLM, Seq2Seq)
 }
+OBJECTIVE_CLASSES[Electra.name] = Electra
 assert tuple(OBJECTIVE_CLASSES) == OBJECTIVES, "the compatibility table names every objective"
 
 

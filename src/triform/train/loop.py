@@ -76,7 +76,16 @@ class Trainer:
                 f"leaves fewer examples per micro-batch than the {processes.world_size} processes"
             )
         self.device = processes.device
-        self.model = wrap(job.model.to(self.device), processes, self.strategy)
+        trained = self.problem.training_module(job.model)
+        # Modules the problem trains beside the model (train/problem.py): saved in the training state,
+        # never in model folders, which hold `job.model` alone.
+        self.body, self.companions = job.model, trained is not job.model
+        if self.companions and self.strategy == "fsdp" and processes.distributed:
+            raise TriformError(
+                "train.strategy: fsdp shards the model alone, and this objective trains modules of its own "
+                "beside it; use ddp"
+            )
+        self.model = wrap(trained.to(self.device), processes, self.strategy, find_unused=self.companions)
         if self.loop.compile:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
@@ -96,7 +105,9 @@ class Trainer:
         found = ckpt.checkpoints(self.run_dir)
         if not found:
             return False
-        state = ckpt.load_checkpoint(found[-1], self.model, self.optimizer, self.scheduler, strategy=self.strategy)
+        state = ckpt.load_checkpoint(found[-1], self.saved, self.optimizer, self.scheduler, strategy=self.strategy)
+        if self.companions:
+            ckpt.load_companions(unwrap(self.model), self.body, state, found[-1])
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
@@ -104,11 +115,18 @@ class Trainer:
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
+        if self.companions:
+            state[ckpt.COMPANIONS] = ckpt.companion_state(unwrap(self.model))
         ckpt.save_checkpoint(
-            self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes, **self.saving()
+            self.run_dir, self.step, self.saved, self.optimizer, self.scheduler, state, self.processes, **self.saving()
         )
         if self.processes.is_main:
             ckpt.prune(self.run_dir, self.loop.keep_last)
+
+    @property
+    def saved(self) -> torch.nn.Module:
+        """What model folders hold: the trained module, or the model inside it beside the problem's own."""
+        return self.body if self.companions else self.model
 
     def saving(self) -> dict:
         saved = self.job.saved
@@ -185,7 +203,7 @@ class Trainer:
         improved = self.problem.score(result) < self.best
         if improved:
             self.best = self.problem.score(result)
-            ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
+            ckpt.save_plain(self.run_dir, ckpt.BEST, self.saved, self.processes, **self.saving())
         self.reporter.valid({"step": self.step, **result}, self.problem.summary(result), improved)
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -194,7 +212,7 @@ class Trainer:
         loop = self.loop
         if self.step >= loop.steps:
             if not (self.run_dir / ckpt.FINAL).is_dir():  # stopped between its last checkpoint and the final save
-                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.saved, self.processes, **self.saving())
             self.reporter.message(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
             return "done"
         self.reporter.start(self.run_start())
@@ -232,7 +250,7 @@ class Trainer:
                     "rerun with --resume true to continue"
                 )
                 return "stopped"
-        ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+        ckpt.save_plain(self.run_dir, ckpt.FINAL, self.saved, self.processes, **self.saving())
         self.reporter.message(
             f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
         )
