@@ -14,6 +14,7 @@ from triform.cli import build_parser, main
 from triform.explain import explain_pair
 from triform.models import build_model
 from triform.objectives import IGNORE, make_objective
+from triform.objectives.batch import rows
 from triform.objectives.electra import ElectraModel, generator_config, sample
 from triform.train import checkpoint as ckpt
 from triform.train.config import RunConfig, from_namespace, resolve
@@ -83,10 +84,24 @@ def test_samples_follow_the_generators_distribution_and_skip_special_tokens():
     assert torch.allclose(frequencies, probabilities, atol=0.02)
 
 
+def test_the_loss_is_the_same_however_a_batch_is_split():
+    """Rows with different numbers of masks: the loss is a sum over tokens (train/loop.py)."""
+    objective = electra()
+    examples = [text[:length] for text, length in zip(texts(6, 30), (30, 7, 19, 3, 25, 12))]
+    trained, batch, _ = run_once(objective, examples)
+    assert len(set((batch.targets != IGNORE).sum(1).tolist())) > 1
+    whole = objective.loss(trained(**batch.model_inputs()), batch)
+    parts = sum(
+        objective.loss(trained(**part.model_inputs()), part) * objective.n_targets(part)
+        for part in (rows(batch, 0, 1), rows(batch, 1, 4), rows(batch, 4, 6))
+    )
+    torch.testing.assert_close(parts / objective.n_targets(batch), whole)
+
+
 def test_no_gradient_flows_from_the_discriminator_through_the_samples():
     objective = electra()
     trained, batch, outputs = run_once(objective, texts(4, 20))
-    _, detection = objective.losses(outputs, batch)
+    _, detection = objective.sums(outputs, batch)
     detection.backward()
     assert all(p.grad is None for p in trained.generator.stack.blocks.parameters())
     assert trained.model.stack.embeddings.token.weight.grad is not None  # shared, trained by both
@@ -262,3 +277,19 @@ def test_the_training_module_is_what_trains():
     plain = make_objective("mlm", SPECIALS, VOCAB_SIZE)
     model = build_model(tiny_config())
     assert plain.training_module(model) is model
+
+
+def test_two_processes_train_electra_as_one(electra_run, tmp_path):
+    """DDP over the generator too; BERT's output transform, unused by electra, stays out of the loss."""
+    from test_distributed import assert_same_weights, torchrun
+
+    _, corpus = electra_run
+    common = ("--preset", "tiny-bert", "--model.dropout", "0.0", "--train.batch_size", "8")
+    assert main([*electra_argv(tmp_path / "one", corpus, 3), *common]) == 0
+    torchrun([*electra_argv(tmp_path / "two", corpus, 3), *common, "--train.grad_accum", "2"])
+    assert train_losses(tmp_path / "two") == pytest.approx(train_losses(tmp_path / "one"), rel=1e-4)
+    assert_same_weights(tmp_path / "two" / "model", tmp_path / "one" / "model")
+    two = torch.load(ckpt.checkpoints(tmp_path / "two")[-1] / ckpt.TRAINER_STATE, weights_only=True)
+    one = torch.load(ckpt.checkpoints(tmp_path / "one")[-1] / ckpt.TRAINER_STATE, weights_only=True)
+    for name, value in one[ckpt.COMPANIONS].items():
+        torch.testing.assert_close(two[ckpt.COMPANIONS][name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -84,8 +84,7 @@ class Electra(Objective):
             raise ValueError(f"electra generator_layers: expected a positive integer, got {o.generator_layers}")
         if o.discriminator_weight <= 0:
             raise ValueError(f"electra discriminator_weight: expected a positive weight, got {o.discriminator_weight}")
-        # The generator's masking is BERT's choice of positions, every one of them [MASK] (§2).
-        self.masking = MaskedLM(
+        self.masking = Masking(
             self.specials,
             self.vocab_size,
             arch=self.arch,
@@ -115,14 +114,10 @@ class Electra(Objective):
 
     # --- the data ------------------------------------------------------------------------------
     def prepare(self, examples, generator=None) -> ElectraBatch:
-        masked = self.masking.prepare(examples, generator)
+        masked, draws = self.masking.prepare_with_draws(examples, generator)
         chosen = masked.targets != IGNORE
         fields = {f.name: getattr(masked, f.name) for f in dataclasses.fields(Batch)}
-        return ElectraBatch(
-            **fields,
-            originals=torch.where(chosen, masked.targets, masked.ids),
-            draws=torch.rand(masked.ids.shape, generator=generator),
-        )
+        return ElectraBatch(**fields, originals=torch.where(chosen, masked.targets, masked.ids), draws=draws)
 
     # --- the training problem --------------------------------------------------------------------
     def training_module(self, model: nn.Module) -> ElectraModel:
@@ -137,27 +132,39 @@ class Electra(Objective):
         return int(batch.ids.numel() if batch.padding_mask is None else batch.padding_mask.sum())
 
     def loss(self, outputs: ElectraOutputs, batch: ElectraBatch) -> Tensor:
-        """L_MLM + λ · L_Disc (§2). Each part is a mean over its own positions, so split batches
-        weigh L_MLM by their real tokens rather than their masks: the same share, as every text
-        masks round(15 %) of its tokens."""
-        generator_loss, detection_loss = self.losses(outputs, batch)
-        return generator_loss + self.options.discriminator_weight * detection_loss
+        """L_MLM + λ · L_Disc (§2), as one sum over the batch's real tokens divided by their number:
+        L_Disc is the mean over every token, and L_MLM the generator's summed cross-entropy over
+        rate × the real tokens, the masks expected, rather than over the masks drawn. A sum over
+        tokens makes the gradient the same however a batch is split between processes and
+        accumulation steps (train/loop.py); the two counts differ by the special tokens, which are
+        never masked: 2 of the 128 tokens of a `[CLS] text [SEP]` window."""
+        generator_sum, detection_sum = self.sums(outputs, batch)
+        return self.combined(generator_sum, detection_sum, self.n_targets(batch))
 
-    def losses(self, outputs: ElectraOutputs, batch: ElectraBatch) -> tuple[Tensor, Tensor]:
+    def combined(self, generator_sum, detection_sum, n_tokens: int):
+        return (generator_sum / self.options.rate + self.options.discriminator_weight * detection_sum) / max(
+            n_tokens, 1
+        )
+
+    def sums(self, outputs: ElectraOutputs, batch: ElectraBatch) -> tuple[Tensor, Tensor]:
+        """The generator's cross-entropy summed over the masks, the detection loss over every real token."""
         targets = batch.targets[batch.logits_at]
-        generator_loss = cross_entropy(
+        generator_mean = cross_entropy(
             outputs.generator_logits, targets, ignore_index=IGNORE, label_smoothing=self.label_smoothing
         )
-        real = torch.ones_like(batch.ids, dtype=torch.bool) if batch.padding_mask is None else batch.padding_mask
-        detection_loss = F.binary_cross_entropy_with_logits(
-            outputs.scores[real].float(), outputs.replaced[real].float()
+        detection_sum = F.binary_cross_entropy_with_logits(
+            outputs.scores[self.real(batch)].float(), outputs.replaced[self.real(batch)].float(), reduction="sum"
         )
-        return generator_loss, detection_loss
+        return generator_mean * targets.numel(), detection_sum
+
+    @staticmethod
+    def real(batch: Batch) -> Tensor:
+        return torch.ones_like(batch.ids, dtype=torch.bool) if batch.padding_mask is None else batch.padding_mask
 
     @torch.no_grad()
     def evaluate(self, model, data, context) -> dict:
-        """The loss, its two parts, the discriminator's accuracy and the share of tokens replaced, with
-        the same masks and samples at every evaluation (EVAL_SEED)."""
+        """The loss, its two parts as means, the discriminator's accuracy and the share of tokens
+        replaced, with the same masks and samples at every evaluation (EVAL_SEED)."""
         if not isinstance(model, ElectraModel):
             raise TriformError(
                 "an electra model folder holds the discriminator alone (its generator is not saved): "
@@ -168,20 +175,19 @@ class Electra(Objective):
             batch = self.collate(examples, torch.Generator().manual_seed(EVAL_SEED + number), part).to(context.device)
             with context.autocast():
                 outputs = model(**batch.model_inputs())
-            generator_loss, detection_loss = self.losses(outputs, batch)
-            real = batch.padding_mask if batch.padding_mask is not None else torch.ones_like(batch.ids, dtype=bool)
+            generator_sum, detection_sum = self.sums(outputs, batch)
+            real = self.real(batch)
             correct = ((outputs.scores > 0) == outputs.replaced)[real]
-            n_masks, n_tokens = batch.n_targets, int(real.sum())
-            parts = (float(generator_loss) * n_masks, n_masks, float(detection_loss) * n_tokens, n_tokens)
+            parts = (float(generator_sum), batch.n_targets, float(detection_sum), int(real.sum()))
             parts += (float(correct.sum()), float(outputs.replaced[real].sum()))
             sums = [s + weight * p for s, p in zip(sums, parts)]
         generator_sum, n_masks, detection_sum, n_tokens, correct, replaced = context.sum(sums)
-        generator_loss, detection_loss = generator_sum / max(n_masks, 1), detection_sum / max(n_tokens, 1)
+        generator_loss = generator_sum / max(n_masks, 1)
         return {
-            "loss": generator_loss + self.options.discriminator_weight * detection_loss,
+            "loss": self.combined(generator_sum, detection_sum, n_tokens),
             "generator_loss": generator_loss,
             "generator_perplexity": math.exp(min(generator_loss, 50)),
-            "discriminator_loss": detection_loss,
+            "discriminator_loss": detection_sum / max(n_tokens, 1),
             "discriminator_accuracy": correct / max(n_tokens, 1),
             "replaced": replaced / max(n_tokens, 1),
             "tokens": int(n_tokens),
@@ -213,6 +219,26 @@ class Electra(Objective):
             ("discriminator input", corrupted),
             (DETECTED, ["1" if r else "0" for r in replaced]),
         ]
+
+
+class Masking(MaskedLM):
+    """The generator's input: BERT's choice of positions, every one of them [MASK] (§2), and for each
+    text, right after its masks, the uniform draws that will pick its samples. Drawn text by text,
+    the stream of random numbers is the same however a batch is cut into accumulation steps."""
+
+    def prepare_with_draws(self, examples, generator) -> tuple[Batch, Tensor]:
+        """(the masked batch, (B, T) draws laid out as its rows: `[CLS] text [SEP]`)."""
+        self._draws: list[Tensor] = []  # filled by corrupt() during this call alone
+        batch = self.prepare(examples, generator)
+        draws = torch.zeros(batch.ids.shape)
+        for row, drawn in enumerate(self._draws):
+            draws[row, 1 : 1 + len(drawn)] = drawn
+        return batch, draws
+
+    def corrupt(self, sequence: list[int], word_starts, generator) -> tuple[list[int], list[int]]:
+        corrupted = super().corrupt(sequence, word_starts, generator)
+        self._draws.append(torch.rand(len(sequence), generator=generator))
+        return corrupted
 
 
 class ElectraModel(nn.Module):

@@ -31,6 +31,8 @@ from triform.train.optim import build_optimizer, build_scheduler
 from triform.train.problem import EvalContext, Problem, share
 from triform.train.reporting import Reporter, RunStart
 
+MODULES_SEED = 1  # derived_seed(seed, MODULES_SEED): the initial weights of a problem's own modules
+
 
 def derived_seed(*values: int) -> int:
     """A seed for (run seed, step, ...), so randomness never depends on what ran before."""
@@ -76,7 +78,9 @@ class Trainer:
                 f"leaves fewer examples per micro-batch than the {processes.world_size} processes"
             )
         self.device = processes.device
-        trained = self.problem.training_module(job.model)
+        with torch.random.fork_rng(devices=[]):  # modules of the problem's own start from the run's seed alone
+            torch.manual_seed(derived_seed(self.loop.seed, MODULES_SEED))
+            trained = self.problem.training_module(job.model)
         # Modules the problem trains beside the model (train/problem.py): saved in the training state,
         # never in model folders, which hold `job.model` alone.
         self.body, self.companions = job.model, trained is not job.model
