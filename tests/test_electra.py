@@ -293,3 +293,12 @@ def test_two_processes_train_electra_as_one(electra_run, tmp_path):
     one = torch.load(ckpt.checkpoints(tmp_path / "one")[-1] / ckpt.TRAINER_STATE, weights_only=True)
     for name, value in one[ckpt.COMPANIONS].items():
         torch.testing.assert_close(two[ckpt.COMPANIONS][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_another_objectives_batch_runs_through_the_model_alone():
+    """So that a mixture can train electra beside, say, mlm on the same module."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config())
+    trained = electra().training_module(model)
+    batch = make_objective("mlm", SPECIALS, VOCAB_SIZE).prepare(texts(2, 12), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(trained(**batch.model_inputs()), model(**batch.model_inputs()))

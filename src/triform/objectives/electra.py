@@ -128,7 +128,7 @@ class Electra(Objective):
         return ElectraModel(model, generator, build_detector(model.config))
 
     def n_targets(self, batch: ElectraBatch) -> int:
-        """Every real token is judged: the loss averages over them (the generator's part is its own mean)."""
+        """Every real token is judged: the loss is a sum over them, divided by their number (loss)."""
         return int(batch.ids.numel() if batch.padding_mask is None else batch.padding_mask.sum())
 
     def loss(self, outputs: ElectraOutputs, batch: ElectraBatch) -> Tensor:
@@ -252,7 +252,9 @@ class ElectraModel(nn.Module):
         self.generator = generator
         self.detector = detector
 
-    def forward(self, ids: Tensor, pattern: str, *, originals: Tensor, draws: Tensor, logits_at: Tensor, **inputs):
+    def forward(self, ids: Tensor, pattern: str, *, originals=None, draws=None, logits_at=None, **inputs):
+        if originals is None:  # another objective's batch (one of a mixture's): the model alone reads it
+            return self.model(ids, pattern, logits_at=logits_at, **inputs)
         stack_inputs = StackInputs(ids, pattern, **inputs)
         embeddings = self.model.stack.embeddings
         generator_logits = self.generator(stack_inputs, embeddings, logits_at)  # (N, vocab_size)
