@@ -26,10 +26,11 @@ def test_loss_falls_below_a_tenth(arch, objective, pattern):
     options = {"sentence_end_ids": (SPECIALS.sep,)} if objective == "denoise" else {}
     built = make_objective(objective, SPECIALS, VOCAB_SIZE, arch=arch, pattern=pattern, **options)
     batch = built.prepare(examples_for(objective), torch.Generator().manual_seed(0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    trained = built.training_module(model)  # the model, or the model with modules of the objective's own
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=3e-3, weight_decay=0.0)
     first = None
     for _ in range(STEPS):
-        loss = built.loss(model(**batch.model_inputs()), batch)
+        loss = built.loss(trained(**batch.model_inputs()), batch)
         first = first if first is not None else loss.item()
         optimizer.zero_grad()
         loss.backward()

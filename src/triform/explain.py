@@ -47,6 +47,25 @@ def prepared_example(
     """(Batch of one example as the objective lays it out, the word-level tokenizer of its text).
     With `then`, the example is a packed window holding `text` and then `then`, packed by `pack`.
     `options` are the objective's own (a mixture's `mix` and `mode_tokens`)."""
+    _, batch, tokenizer = prepared(
+        arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack, options=options
+    )
+    return batch, tokenizer
+
+
+def prepared(
+    arch: str,
+    objective: str,
+    text: str,
+    *,
+    pattern: str | None = None,
+    target: str | None = None,
+    seed: int = 0,
+    then: str | None = None,
+    pack: str = "documents",
+    options: dict | None = None,
+):
+    """(the objective, its batch, the tokenizer): prepared_example with the objective that made it."""
     cls = objective_class(objective)
     pattern = cls.pattern_on(arch, pattern, cls.options_from(dict(options or {}), "inspect"))
     pairs = cls.reads_pairs
@@ -73,7 +92,7 @@ def prepared_example(
     example = (ids, tokenizer.encode(target).ids) if pairs else ids
     if then is not None:
         example = built.packed_window([ids, tokenizer.encode(then).ids])
-    return built.prepare([example], generator=torch.Generator().manual_seed(seed)), tokenizer
+    return built, built.prepare([example], generator=torch.Generator().manual_seed(seed)), tokenizer
 
 
 def explain_pair(
@@ -88,7 +107,7 @@ def explain_pair(
     pack: str = "documents",
     options: dict | None = None,
 ) -> str:
-    batch, tokenizer = prepared_example(
+    built, batch, tokenizer = prepared(
         arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack, options=options
     )
     pattern = batch.pattern
@@ -119,7 +138,8 @@ def explain_pair(
             )
         lines.append(f"decoder self-attention ({pattern}{within}):")
     else:
-        lines += [aligned(*token_rows(["input", "target"], [names(batch.ids[0]), targets], batch.documents)), ""]
+        labels, rows = zip(*built.shown_rows(batch, names, seed))
+        lines += [aligned(*token_rows(list(labels), list(rows), batch.documents)), ""]
         lines.append(f"attention ({pattern}{within}):")
     lines.append(pattern_matrix(batch, names(batch.ids[0])))
     return "\n".join(lines)

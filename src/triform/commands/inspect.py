@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 ARCHS = Literal["stack", "encoder-decoder"]
-OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq", "mixture", "ul2", "unilm"]
+OBJECTIVES = Literal["clm", "mlm", "span", "denoise", "prefix-lm", "seq2seq", "electra", "mixture", "ul2", "unilm"]
 PATTERNS = Literal["bidirectional", "causal", "prefix", "right-to-left"]
 PACKS = Literal["documents", "stream"]
 

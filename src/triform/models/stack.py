@@ -7,6 +7,7 @@ pattern. A stack built with cross-attention in its blocks reads an encoder's out
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,11 +91,14 @@ class Stack(nn.Module):
         memory_padding_mask: Tensor | None = None,
         memory_documents: Tensor | None = None,
         cache: KVCache | None = None,
+        embed: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None,
     ) -> Tensor:
         """Hidden states (B, T, d_model) of the input tokens; `memory` (B, S, d_model), the encoder's
         output, for a stack with cross-attention, with `memory_padding_mask` (B, S), True at real
         source tokens, and `memory_documents` (B, S), the document of each source token: a token of
-        document d reads only document d of the source (packed source -> target rows)."""
+        document d reads only document d of the source (packed source -> target rows). `embed(ids,
+        positions, token_types)` embeds the tokens in place of the stack's own embeddings, for a stack
+        that reads another's (ELECTRA's generator reads its discriminator's, objectives/electra.py)."""
         length = inputs.ids.shape[1]
         n_keys = (cache.length if cache is not None else 0) + length
         if inputs.padding_mask is not None and inputs.padding_mask.shape[-1] != n_keys:
@@ -111,7 +115,7 @@ class Stack(nn.Module):
             mask=mask, is_causal=is_causal, bias=bias, positions=positions, memory=memory, memory_mask=memory_mask
         )
 
-        x = self.embeddings(inputs.ids, positions, inputs.token_types)
+        x = (embed or self.embeddings)(inputs.ids, positions, inputs.token_types)
         for index, block in enumerate(self.blocks):
             x = block(x, context, cache[index] if cache is not None else None)
         if cache is not None:

@@ -186,6 +186,11 @@ class Objective:
         batch = self.prepare(examples, generator)
         return batch if part is None else rows(batch, part.start, part.stop)
 
+    def training_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the trainer optimises and runs on each batch: the model itself, unless the objective
+        trains modules of its own beside it (train/problem.py)."""
+        return model
+
     def loss(self, logits: Tensor, batch: Batch) -> Tensor:
         """Mean cross-entropy over predicted tokens; logits are (B, T, V), or (N, V) with sparse logits."""
         targets = batch.targets[batch.logits_at] if batch.sparse_logits else batch.targets
@@ -282,6 +287,12 @@ class Objective:
 
     def describe(self) -> str:
         return f"{self.arch} + {self.name} + {self.pattern}"
+
+    def shown_rows(self, batch: Batch, names, seed: int = 0) -> list[tuple[str, list[str]]]:
+        """What `triform inspect` shows of a one-example stack batch, row by row: the model's input and
+        its targets (· where nothing is predicted); `names(ids)` spells tokens."""
+        targets = ["·" if int(t) == IGNORE else names([t])[0] for t in batch.targets[0]]
+        return [("input", names(batch.ids[0])), ("target", targets)]
 
 
 def random_split(sequence: list[int], generator: torch.Generator | None) -> tuple[list[int], list[int]]:

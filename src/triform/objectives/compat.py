@@ -36,10 +36,20 @@ for _objective, _what in {
         "prefix": f"{_what}, source as a bidirectional prefix (UniLM)",
         "causal": f"{_what}, source and target read left to right",
     }
+# ELECTRA (Clark et al. 2020): one stack, read from both sides by its generator and its discriminator.
+OBJECTIVES += ("electra",)
+ALLOWED[("stack", "electra")] = {
+    "bidirectional": "ELECTRA: a small generator fills the masks, the model tells each token original or replaced"
+}
+ALLOWED[("encoder-decoder", "electra")] = {}
 
 
 def refusal(arch: str, objective: str, pattern: str) -> str:
     """Why a pair that is not in ALLOWED cannot train."""
+    if objective == "electra":
+        if arch == "encoder-decoder":
+            return "electra trains one stack to judge every token of a text, and an encoder-decoder is two; use a stack"
+        return "electra's generator and discriminator read each token from both sides (Clark et al. 2020, §2)"
     if arch == "encoder-decoder":
         if pattern == "bidirectional":
             return "the decoder predicts each next target token, and a bidirectional decoder would see it"
@@ -63,6 +73,8 @@ def check_pair(arch: str, objective: str, pattern: str | None = None) -> str:
     if objective not in OBJECTIVES:
         raise IncompatiblePair(f"unknown objective {objective!r}; expected one of {list(OBJECTIVES)}")
     allowed = ALLOWED[(arch, objective)]
+    if not allowed:
+        raise IncompatiblePair(f"{arch} + {objective} is refused: {refusal(arch, objective, pattern or '')}")
     if pattern is None:
         return next(iter(allowed))
     if pattern not in PATTERNS:
@@ -103,5 +115,5 @@ def markdown_table() -> str:
                     for i, p in enumerate(patterns)
                 )
             )
-        lines.append(f"| `{objective}` | {cells[0]} | {cells[1]} |")
+        lines.append(f"| `{objective}` | {cells[0] or 'refused'} | {cells[1] or 'refused'} |")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from triform.objectives.base import Objective
 from triform.objectives.clm import CausalLM
 from triform.objectives.compat import OBJECTIVES
 from triform.objectives.denoise import Denoise
+from triform.objectives.electra import Electra
 from triform.objectives.mixture import Mixture
 from triform.objectives.mlm import MaskedLM
 from triform.objectives.prefix_lm import PrefixLM
@@ -19,7 +20,7 @@ from triform.objectives.ul2 import UL2, UniLM
 from triform.vocab import SpecialTokens
 
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, Denoise, PrefixLM, Seq2Seq)
+    cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, Denoise, PrefixLM, Seq2Seq, Electra)
 }
 assert tuple(OBJECTIVE_CLASSES) == OBJECTIVES, "the compatibility table names every objective"
 # Mixtures draw one of the objectives above for each micro-batch, each part checked by the table.

@@ -194,6 +194,10 @@ class Task:
         head_class = PooledHead if self.pooled else TokenHead
         return TaskModel(body, head_class(body.config.d_model, self.n_outputs(), body.config.dropout), self.framing)
 
+    def training_module(self, model: nn.Module) -> nn.Module:
+        """The trainer optimises the task model itself (train/problem.py)."""
+        return model
+
     def loss(self, outputs, batch: TaskBatch) -> Tensor:
         """The task's loss, plus λ times a language-modelling loss on the same inputs when
         `lm_weight` λ > 0 (GPT-1 §3.2: it improves generalisation and speeds convergence; λ = 0.5)."""

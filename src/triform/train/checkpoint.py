@@ -21,6 +21,7 @@ from triform.models import build_model
 from triform.train.distributed import Processes, unwrap
 
 CHECKPOINTS, TRAINER_STATE, BEST, FINAL = "checkpoints", "trainer.pt", "best", "model"
+COMPANIONS = "companions"  # in trainer.pt: weights of the modules a problem trains beside the model
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -136,3 +137,23 @@ def _loaded_copy(model, path: Path) -> nn.Module:
     copy = build_model(unwrap(model).config)
     load_weights(copy, path / WEIGHTS_FILE)
     return copy
+
+
+def companion_state(module: nn.Module) -> dict:
+    """The weights of a training module (train/problem.py) but those of the model it holds as `model`."""
+    return {name: value for name, value in module.state_dict().items() if not name.startswith("model.")}
+
+
+def load_companions(module: nn.Module, model: nn.Module, trainer: dict, path: Path) -> None:
+    """Restore the modules trained beside `model` inside `module` from a checkpoint's training state."""
+    if COMPANIONS not in trainer:
+        raise TriformError(
+            f"{path / TRAINER_STATE}: holds no weights of the modules this objective trains beside the model; "
+            "resume with the objective the run was trained with"
+        )
+    whole = {f"model.{name}": value for name, value in model.state_dict().items()}
+    try:
+        module.load_state_dict({**whole, **trainer[COMPANIONS]})
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise TriformError(f"{path / TRAINER_STATE}: its companion modules do not fit this run ({first})") from None

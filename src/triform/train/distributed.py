@@ -85,7 +85,9 @@ def stop(processes: Processes) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, processes: Processes, strategy: str) -> nn.Module:
+def wrap(model: nn.Module, processes: Processes, strategy: str, find_unused: bool = False) -> nn.Module:
+    """The model for this run's processes; `find_unused`: a training module (train/problem.py) may
+    leave parts of the model out of the loss (a saved output head its objective does not train)."""
     if not processes.distributed:
         return model
     if strategy == "fsdp":
@@ -98,7 +100,7 @@ def wrap(model: nn.Module, processes: Processes, strategy: str) -> nn.Module:
         fully_shard(model)
         return model
     device_ids = [processes.device.index] if processes.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

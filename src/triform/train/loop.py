@@ -31,6 +31,8 @@ from triform.train.optim import build_optimizer, build_scheduler
 from triform.train.problem import EvalContext, Problem, share
 from triform.train.reporting import Reporter, RunStart
 
+MODULES_SEED = 1  # derived_seed(seed, MODULES_SEED): the initial weights of a problem's own modules
+
 
 def derived_seed(*values: int) -> int:
     """A seed for (run seed, step, ...), so randomness never depends on what ran before."""
@@ -76,7 +78,18 @@ class Trainer:
                 f"leaves fewer examples per micro-batch than the {processes.world_size} processes"
             )
         self.device = processes.device
-        self.model = wrap(job.model.to(self.device), processes, self.strategy)
+        with torch.random.fork_rng(devices=[]):  # modules of the problem's own start from the run's seed alone
+            torch.manual_seed(derived_seed(self.loop.seed, MODULES_SEED))
+            trained = self.problem.training_module(job.model)
+        # Modules the problem trains beside the model (train/problem.py): saved in the training state,
+        # never in model folders, which hold `job.model` alone.
+        self.body, self.companions = job.model, trained is not job.model
+        if self.companions and self.strategy == "fsdp" and processes.distributed:
+            raise TriformError(
+                "train.strategy: fsdp shards the model alone, and this objective trains modules of its own "
+                "beside it; use ddp"
+            )
+        self.model = wrap(trained.to(self.device), processes, self.strategy, find_unused=self.companions)
         if self.loop.compile:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
@@ -97,7 +110,9 @@ class Trainer:
         found = ckpt.checkpoints(self.run_dir)
         if not found:
             return False
-        state = ckpt.load_checkpoint(found[-1], self.model, self.optimizer, self.scheduler, strategy=self.strategy)
+        state = ckpt.load_checkpoint(found[-1], self.saved, self.optimizer, self.scheduler, strategy=self.strategy)
+        if self.companions:
+            ckpt.load_companions(unwrap(self.model), self.body, state, found[-1])
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
@@ -105,11 +120,18 @@ class Trainer:
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
+        if self.companions:
+            state[ckpt.COMPANIONS] = ckpt.companion_state(unwrap(self.model))
         ckpt.save_checkpoint(
-            self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes, **self.saving()
+            self.run_dir, self.step, self.saved, self.optimizer, self.scheduler, state, self.processes, **self.saving()
         )
         if self.processes.is_main:
             ckpt.prune(self.run_dir, self.loop.keep_last)
+
+    @property
+    def saved(self) -> torch.nn.Module:
+        """What model folders hold: the trained module, or the model inside it beside the problem's own."""
+        return self.body if self.companions else self.model
 
     def saving(self) -> dict:
         saved = self.job.saved
@@ -204,7 +226,7 @@ class Trainer:
         improved = self.problem.score(result) < self.best
         if improved:
             self.best = self.problem.score(result)
-            ckpt.save_plain(self.run_dir, ckpt.BEST, self.model, self.processes, **self.saving())
+            ckpt.save_plain(self.run_dir, ckpt.BEST, self.saved, self.processes, **self.saving())
         self.reporter.valid({"step": self.step, **result}, self.problem.summary(result), improved)
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -213,7 +235,7 @@ class Trainer:
         loop = self.loop
         if self.step >= loop.steps:
             if not (self.run_dir / ckpt.FINAL).is_dir():  # stopped between its last checkpoint and the final save
-                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+                ckpt.save_plain(self.run_dir, ckpt.FINAL, self.saved, self.processes, **self.saving())
             self.reporter.message(f"{self.run_dir}: already trained for {self.step} steps (train.steps {loop.steps})")
             return "done"
         self.reporter.start(self.run_start())
@@ -251,7 +273,7 @@ class Trainer:
                     "rerun with --resume true to continue"
                 )
                 return "stopped"
-        ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+        ckpt.save_plain(self.run_dir, ckpt.FINAL, self.saved, self.processes, **self.saving())
         self.reporter.message(
             f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
         )

@@ -28,6 +28,12 @@ class Batch(Protocol):
 
 
 class Problem(Protocol):
+    def training_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the trainer optimises, checkpoints and calls on each batch's `model_inputs()`: `model`
+        itself, or a module of the problem's own that holds `model` as its attribute `model` beside
+        modules that train with it (ELECTRA's generator). Model folders hold `model` alone; a
+        checkpoint's training state holds the other modules' weights, so that a resumed run has them."""
+
     def collate(self, examples: list, generator: torch.Generator | None, part: slice | None = None) -> Batch:
         """The batch of this process's share `part` of a global micro-batch of `examples`."""
 
