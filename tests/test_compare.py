@@ -246,7 +246,7 @@ def labelled_comparison(tmp_path_factory):
     folder = tmp_path_factory.mktemp("labelled")
     settings = small(
         folder,
-        pairs=["stack:clm"],
+        pairs=["stack:mlm(rate=0.3)"],
         repeats=1,
         budget=5e7,
         finetune="restore=2,genre=0.5,0.25",
@@ -280,6 +280,10 @@ def test_each_task_is_given_its_own_fraction_of_the_budget(labelled_comparison):
 
 def test_the_labelled_task_is_fine_tuned_and_scored_on_held_out_records(labelled_comparison):
     settings, outputs, out = labelled_comparison
+    pretrained = json.loads(
+        (out / "runs" / "stack-mlm-rate-0.3-bidirectional-seed0" / "pretrain" / "model" / "config.json").read_text()
+    )
+    assert pretrained["extra"]["recipe"]["options"]["rate"] == 0.3  # the pair's option reached the pretraining
     held_out = [json.loads(line) for line in (out / "data" / "labels-valid.jsonl").read_text().splitlines()]
     assert len(held_out) == 20 and {r["label"] for r in held_out} <= {"animals", "things"}  # every 10th of 200
     for result in outputs["results"]:

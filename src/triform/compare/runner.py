@@ -57,7 +57,7 @@ class Job:
 
 
 def budgeted_spec(
-    job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path
+    job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path, options: dict
 ) -> tuple[RunSpec, object, float]:
     """The run's spec with as many steps as the budget buys, its resolved configuration and the
     measured compute of one step.
@@ -65,7 +65,6 @@ def budgeted_spec(
     and the compute measured on a few of them is that of any step. The held-out next- and
     masked-token windows are read as one stream across the [EOS] between sentences (heldout.py),
     so every model trains on the stream too."""
-    own = dict(job.entry.options) if objective == job.entry.objective else {}
     spec = RunSpec(
         job.entry.arch,
         objective,
@@ -82,7 +81,7 @@ def budgeted_spec(
         too_long="skip",
         bucket=False,
         pack="stream",
-        options=own,
+        options=options,
     )
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
     per_step = compute_per_step(session, job.batch_size, job.seed)
@@ -99,8 +98,10 @@ def train_budgeted(
     run_dir: Path,
     label: str,
     init_from: Path | None = None,
+    options: dict | None = None,
 ) -> dict:
-    spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir)
+    """Train with as many steps as the budget buys; `options` are the objective's own."""
+    spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir, options or {})
     records = train_spec(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
     train = [r for r in records if r.get("split") == "train"]
     for leftover in ("checkpoints", "best"):  # the final model is all that is used
@@ -176,6 +177,7 @@ def run_job(job: Job) -> dict:
             job.budget,
             folder / "pretrain",
             f"{entry.label} (seed {job.seed}): pretraining",
+            options=dict(entry.options),
         )
         pretrained = folder / "pretrain" / "model"
     tokenizer = load_tokenizer(job.tokenizer)
