@@ -1,6 +1,7 @@
 """`triform compare --data corpus.txt`: pretrain every allowed architecture x objective pair with the
-same compute, fine-tune each for next-token, masked-token and a seq2seq task, and tabulate the
-scores with error bars over seeds (the T5 paper's Table 2 in miniature)."""
+same compute, fine-tune each for next-token, masked-token and a seq2seq task (and classification,
+given `--labels`), each task with its own fraction of the budget, and tabulate the scores with error
+bars over seeds (the T5 paper's Table 2 in miniature)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def add_arguments(parser) -> None:
         help="pretraining compute of every pair: tokens x non-embedding parameters they pass through",
     )
     parser.add_argument(
-        "--finetune", type=float, default=0.25, help="fine-tuning budget of each task, as a fraction of --budget"
+        "--finetune",
+        type=str,
+        default="0.25",
+        help="fine-tuning budget of each task as a fraction of --budget: one number for all, or per task, "
+        "e.g. restore=6,next=0.25,masked=0.25,genre=0.5 (a bare number for the rest) or '{\"restore\": 6}'",
     )
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per pair, with seeds seed, seed + 1, ...; they give the error bars"
@@ -40,8 +45,26 @@ def add_arguments(parser) -> None:
         "--pairs",
         type=Optional[list[str]],
         default=None,
-        help='only these, as arch:objective[:pattern], e.g. ["stack:clm", "encoder-decoder:span"]',
+        help="only these, as arch:objective[(options)][:pattern], e.g. "
+        '["stack:clm", "encoder-decoder:span", "stack:mlm(rate=0.3):causal"]',
     )
+    parser.add_argument(
+        "--labels",
+        type=Optional[str],
+        default=None,
+        help="labelled records (JSONL, CSV, TSV, parquet with text and label) for a classification task",
+    )
+    parser.add_argument(
+        "--labels_valid", type=Optional[str], default=None, help="its held-out records (default: every 10th)"
+    )
+    parser.add_argument(
+        "--labels_columns",
+        type=Optional[dict[str, str]],
+        default=None,
+        help='the file\'s column for text or label, e.g. \'{"label": "genre"}\'',
+    )
+    parser.add_argument("--labels_name", type=str, default="genre", help="the classification task's name")
+    parser.add_argument("--eval_labels", type=int, default=2000, help="held-out labelled records scored at most")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process with one thread")
     for name, default, what in (
         ("d_model", 64, "model width"),
@@ -76,7 +99,12 @@ def run(args) -> int:
         "batch_size",
         "documents",
         "lr",
+        "labels",
+        "labels_valid",
+        "labels_columns",
+        "labels_name",
+        "eval_labels",
     )
     outputs = compare(Settings(**{name: args[name] for name in names}))
-    print(outputs["table"])
+    print(outputs["table"] + "\n\n" + outputs["findings"])
     return 0

@@ -2,8 +2,9 @@
 
 A step's compute is the sum over its real (unpadded) tokens of the non-embedding parameters each
 passes through: the stack's for a stack, the encoder's for a source token and the decoder's for a
-decoder token of an encoder-decoder. Embedding tables are lookups, not matrix products, and are
-left out as in Kaplan et al. 2020 (§2.1).
+decoder token of an encoder-decoder. The objective counts it (`Objective.compute`), as it alone knows
+what its batches run through. Embedding tables are lookups, not matrix products, and are left out as
+in Kaplan et al. 2020 (§2.1).
 """
 
 from __future__ import annotations
@@ -35,20 +36,6 @@ def path_parameters(config: ModelConfig) -> dict[str, int]:
     return counts
 
 
-def batch_compute(batch, parameters: dict[str, int]) -> float:
-    """Tokens x parameters of one prepared batch."""
-
-    def real(ids, mask):
-        return int(ids.numel() if mask is None else mask.sum())
-
-    if batch.source_ids is not None:
-        return (
-            real(batch.source_ids, batch.source_padding_mask) * parameters["encoder"]
-            + real(batch.ids, batch.padding_mask) * parameters["decoder"]
-        )
-    return real(batch.ids, batch.padding_mask) * parameters["stack"]
-
-
 def compute_per_step(session, batch_size: int, seed: int) -> float:
     """The mean compute of a training step of this session, measured on its first batches."""
     parameters = path_parameters(session.model_config)
@@ -58,9 +45,18 @@ def compute_per_step(session, batch_size: int, seed: int) -> float:
     for step in range(steps):
         generator = torch.Generator().manual_seed(seed + step)
         batch = session.objective.prepare(order.examples(step), generator)
-        total += batch_compute(batch, parameters)
+        total += session.objective.compute(batch, parameters)
     return total / steps
 
 
 def steps_for(budget: float, per_step: float) -> int:
     return max(1, math.ceil(budget / per_step))
+
+
+def task_compute_per_step(features: list, batch_size: int, parameters: dict[str, int]) -> float:
+    """The mean compute of a fine-tuning step of a task head on `batch_size` of these features: each
+    real token of their rows through every stack of the body (an encoder-decoder reads the same text
+    in its encoder and its decoder, tasks/framing.py). The head reads one pooled vector per example
+    and is left out, as the embeddings are."""
+    tokens = sum(len(row.ids) for feature in features for row in feature.rows) / max(len(features), 1)
+    return batch_size * tokens * sum(parameters.values())

@@ -7,19 +7,34 @@ On a stack every token passes through the whole stack; on an encoder-decoder a s
 through the encoder and a target token through the decoder, so an encoder-decoder with L + L layers
 costs about what a stack of L layers costs per token, with twice the parameters — the comparison
 of the T5 paper's Table 2 (Raffel et al. 2020, §3.2.2).
+
+The objectives come from the registry (objectives/registry.py) and the allowed pairs from its
+compatibility table, so an objective registered there is compared without this file naming it.
+A pair is written `arch:objective[:pattern]`, and an objective may carry its own options in
+parentheses: `stack:mlm(rate=0.3)`, `stack:mix(clm=0.5,mlm=0.5):causal`; the objective reads them
+(`Objective.options_from`), so what an option means is the objective's business.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
-from triform.errors import TriformError
-from triform.objectives.compat import ALLOWED, allowed_triples
+from triform.errors import IncompatiblePair, TriformError
+from triform.objectives import OBJECTIVE_CLASSES, check_pair, objective_class
+from triform.objectives.compat import allowed_triples
 
-PRETRAINING = ("clm", "mlm", "span", "denoise", "prefix-lm")  # seq2seq needs pairs: it is a task here
 NONE = "none"  # the no-pretraining baseline: the fine-tuning alone
-TASKS = ("next-token", "masked-token", "restore")
+TASKS = ("next-token", "masked-token", "restore")  # the held-out tasks made from the text itself
 TASK_OBJECTIVE = {"next-token": "clm", "masked-token": "mlm", "restore": "seq2seq"}
+PAIR = re.compile(r"(?P<arch>[\w-]+):(?P<objective>[\w-]+)(?:\((?P<options>[^()]*)\))?(?::(?P<pattern>[\w-]+))?")
+EXAMPLE = "e.g. stack:clm, encoder-decoder:span, stack:mlm:causal or stack:mlm(rate=0.3)"
+
+
+def pretraining_objectives() -> list[str]:
+    """Every registered objective that learns from plain text (seq2seq needs pairs: a task here)."""
+    return [name for name, cls in OBJECTIVE_CLASSES.items() if not cls.reads_pairs]
 
 
 @dataclass(frozen=True)
@@ -27,43 +42,37 @@ class Entry:
     arch: str
     objective: str  # a pretraining objective, or "none"
     pattern: str | None
+    options: tuple[tuple[str, object], ...] = ()  # the objective's own options, as given in the pair
+
+    @property
+    def spec(self) -> str:
+        """The objective as written in a pair: its name, and its options in parentheses."""
+        given = ",".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.options)
+        return f"{self.objective}({given})" if self.options else self.objective
 
     @property
     def label(self) -> str:
         if self.objective == NONE:
             return f"{self.arch}, no pretraining"
-        return f"{self.arch} + {self.objective} + {self.pattern}"
+        return f"{self.arch} + {self.spec} + {self.pattern}"
 
     @property
     def key(self) -> str:
-        return f"{self.arch}-{self.objective}" + (f"-{self.pattern}" if self.pattern else "")
+        """A folder name: the label's words, with the options' punctuation dropped."""
+        words = [self.arch, re.sub(r"[^\w.-]+", "-", self.spec).strip("-")] + ([self.pattern] if self.pattern else [])
+        return "-".join(words)
 
 
 def entries(patterns: str = "default", pairs: list[str] | None = None, baseline: bool = True) -> list[Entry]:
     """The pairs to pretrain, at their default pattern or every allowed one; `pairs` keeps only
-    those named `arch:objective` (or `arch:objective:pattern`)."""
+    those named `arch:objective[(options)][:pattern]`."""
     if patterns not in ("default", "all"):
         raise TriformError(f"--patterns: expected default or all, got {patterns!r}")
-    chosen = []
-    for arch, objective, pattern in allowed_triples():
-        if objective not in PRETRAINING:
-            continue
-        entry = Entry(arch, objective, pattern)
-        if patterns == "all" or is_default(entry):
-            chosen.append(entry)
     if pairs:
-        wanted = [p.split(":") for p in pairs]
-        for parts in wanted:
-            if len(parts) not in (2, 3) or not any(matches(e, parts) for e in all_entries()):
-                raise TriformError(
-                    f"--pairs: {':'.join(parts)!r} names no allowed pretraining pair; expected "
-                    "arch:objective or arch:objective:pattern, e.g. stack:clm or encoder-decoder:span"
-                )
-        chosen = [
-            e
-            for e in all_entries()
-            if any(matches(e, parts) and (len(parts) == 3 or patterns == "all" or is_default(e)) for parts in wanted)
-        ]
+        chosen = [entry for pair in pairs for entry in named_entries(pair, patterns)]
+        chosen = list(dict.fromkeys(chosen))  # a pair named twice runs once
+    else:
+        chosen = [e for e in all_entries() if patterns == "all" or is_default(e)]
     if baseline:
         chosen += [
             Entry(arch, NONE, None) for arch in ("stack", "encoder-decoder") if any(e.arch == arch for e in chosen)
@@ -71,18 +80,56 @@ def entries(patterns: str = "default", pairs: list[str] | None = None, baseline:
     return chosen
 
 
+def named_entries(pair: str, patterns: str) -> list[Entry]:
+    """The entries one `--pairs` item names: at its pattern, or at the default (or every) pattern."""
+    match = PAIR.fullmatch(pair.strip())
+    if match is None:
+        raise TriformError(f"--pairs: {pair!r} is not arch:objective[(options)][:pattern]; {EXAMPLE}")
+    arch, objective, pattern = match["arch"], match["objective"], match["pattern"]
+    if objective not in pretraining_objectives():
+        raise TriformError(
+            f"--pairs: {pair!r} names no objective that pretrains on plain text; "
+            f"expected one of {pretraining_objectives()}"
+        )
+    options = parse_options(match["options"], pair)
+    try:
+        objective_class(objective).options_from(dict(options), f"--pairs {pair}")  # the objective checks them
+        check_pair(arch, objective, pattern)
+    except IncompatiblePair as error:
+        raise TriformError(f"--pairs: {pair!r} is not an allowed pretraining pair: {error}") from None
+    if pattern is not None:
+        return [Entry(arch, objective, pattern, options)]
+    found = [Entry(a, o, p, options) for a, o, p in allowed_triples() if (a, o) == (arch, objective)]
+    return [e for e in found if patterns == "all" or is_default(e)]
+
+
+def parse_options(text: str | None, pair: str) -> tuple[tuple[str, object], ...]:
+    """`rate=0.3,whole_word=true` -> (("rate", 0.3), ("whole_word", True)); values are read as JSON
+    where they are JSON (numbers, true/false, null, lists), and as text otherwise."""
+    if not text or not text.strip():
+        return ()
+    options = []
+    for item in text.split(","):
+        name, equals, raw = item.partition("=")
+        if not equals or not name.strip():
+            raise TriformError(f"--pairs: {pair!r}: expected name=value between the parentheses, got {item!r}")
+        try:
+            value = json.loads(raw.strip())
+        except json.JSONDecodeError:
+            value = raw.strip()
+        options.append((name.strip(), value))
+    return tuple(options)
+
+
 def is_default(entry: Entry) -> bool:
-    return entry.pattern == next(iter(ALLOWED[(entry.arch, entry.objective)]))
+    return entry.pattern == check_pair(entry.arch, entry.objective)
 
 
 def all_entries() -> list[Entry]:
-    return [Entry(a, o, p) for a, o, p in allowed_triples() if o in PRETRAINING]
-
-
-def matches(entry: Entry, parts: list[str]) -> bool:
-    return [entry.arch, entry.objective, entry.pattern][: len(parts)] == parts
+    wanted = pretraining_objectives()
+    return [Entry(a, o, p) for a, o, p in allowed_triples() if o in wanted]
 
 
 def finetune_pattern(arch: str, task: str) -> str:
     """The pattern each task trains under: the default of its objective on the architecture."""
-    return next(iter(ALLOWED[(arch, TASK_OBJECTIVE[task])]))
+    return check_pair(arch, TASK_OBJECTIVE[task])

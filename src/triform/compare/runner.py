@@ -1,6 +1,7 @@
 """One compared run: pretrain a pair on the text with the budget, then fine-tune a copy for each
-held-out task with the fine-tuning budget and score it. Every training goes through `triform
-train`'s own code; each run writes `result.json`, so an interrupted comparison continues."""
+held-out task with that task's fine-tuning budget and score it. Every training goes through `triform
+train`'s (or `triform finetune`'s) own code; each run writes `result.json`, so an interrupted
+comparison continues."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 from triform.checkpoint import load_model
 from triform.compare import heldout
 from triform.compare.budget import compute_per_step, steps_for
-from triform.compare.plan import NONE, TASK_OBJECTIVE, TASKS, Entry, finetune_pattern
+from triform.compare.labelled import commonest_label_scores, score_labelled, train_labelled
+from triform.compare.plan import NONE, TASK_OBJECTIVE, Entry, finetune_pattern
 from triform.data.batches import WindowData
 from triform.data.shards import load_prepared
 from triform.data.tokenizers import load_tokenizer
@@ -42,17 +44,20 @@ class Job:
     tokenizer: str
     model: dict
     budget: float
-    finetune_budget: float
+    fractions: dict[str, float]  # each held-out task's fine-tuning budget, as a fraction of `budget`
     batch_size: int
     lr: float
     eval_windows: int
     eval_pairs: int
+    labels_task: str | None = None  # the name of the task on labelled records, when there are some
+    labels_train: str | None = None  # their JSONL files (compare/labelled.py)
+    labels_valid: str | None = None
     show: bool = True
     threads: int | None = None
 
 
 def budgeted_spec(
-    job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path
+    job: Job, objective: str, pattern: str | None, train: str, budget: float, run_dir: Path, options: dict
 ) -> tuple[RunSpec, object, float]:
     """The run's spec with as many steps as the budget buys, its resolved configuration and the
     measured compute of one step.
@@ -76,6 +81,7 @@ def budgeted_spec(
         too_long="skip",
         bucket=False,
         pack="stream",
+        options=options,
     )
     session = build_session(resolved_run(spec, run_dir), run_dir, Processes())
     per_step = compute_per_step(session, job.batch_size, job.seed)
@@ -92,8 +98,10 @@ def train_budgeted(
     run_dir: Path,
     label: str,
     init_from: Path | None = None,
+    options: dict | None = None,
 ) -> dict:
-    spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir)
+    """Train with as many steps as the budget buys; `options` are the objective's own."""
+    spec, resolved, per_step = budgeted_spec(job, objective, pattern, train, budget, run_dir, options or {})
     records = train_spec(spec, run_dir, label, show=job.show, init_from=init_from, resolved=resolved)
     train = [r for r in records if r.get("split") == "train"]
     for leftover in ("checkpoints", "best"):  # the final model is all that is used
@@ -131,7 +139,10 @@ def reference_scores(job: Job) -> dict:
     texts, pairs = evaluation_data(job, tokenizer, job.model["max_len"])
     train = load_prepared(job.text_train, tokenizer, parallel=False)
     log_probs = context_free_log_probs(train, tokenizer.get_vocab_size(with_added_tokens=True))
-    return heldout.context_free_scores(texts, pairs, tokenizer, specials, log_probs)
+    scores = heldout.context_free_scores(texts, pairs, tokenizer, specials, log_probs)
+    if job.labels_task:
+        scores[job.labels_task] = commonest_label_scores(job.labels_train, job.labels_valid)
+    return scores
 
 
 def score(task: str, model, texts, pairs, tokenizer, specials, pattern: str) -> dict:
@@ -149,7 +160,13 @@ def run_job(job: Job) -> dict:
     started = time.monotonic()
     folder = Path(job.folder)
     entry = job.entry
-    result = {"arch": entry.arch, "objective": entry.objective, "pattern": entry.pattern, "seed": job.seed}
+    result = {
+        "arch": entry.arch,
+        "objective": entry.objective,
+        "pattern": entry.pattern,
+        "options": dict(entry.options),
+        "seed": job.seed,
+    }
     pretrained = None
     if entry.objective != NONE:
         result["pretraining"] = train_budgeted(
@@ -160,27 +177,28 @@ def run_job(job: Job) -> dict:
             job.budget,
             folder / "pretrain",
             f"{entry.label} (seed {job.seed}): pretraining",
+            options=dict(entry.options),
         )
         pretrained = folder / "pretrain" / "model"
     tokenizer = load_tokenizer(job.tokenizer)
     specials = SpecialTokens.from_tokenizer(tokenizer)
     texts, pairs = evaluation_data(job, tokenizer, job.model["max_len"])
-    for task in TASKS:
-        pattern = finetune_pattern(entry.arch, task)
-        data = job.pairs_train if task == "restore" else job.text_train
-        run_dir = folder / task
-        result[f"{task} fine-tuning"] = train_budgeted(
-            job,
-            TASK_OBJECTIVE[task],
-            pattern,
-            data,
-            job.finetune_budget,
-            run_dir,
-            f"{entry.label} (seed {job.seed}): {task}",
-            init_from=pretrained,
-        )
-        model = load_model(run_dir / "model").model
-        result[task] = score(task, model, texts, pairs, tokenizer, specials, pattern)
+    for task, fraction in job.fractions.items():
+        label, run_dir = f"{entry.label} (seed {job.seed}): {task}", folder / task
+        if task == job.labels_task:  # a body from nothing: the next-token model's shape, random weights
+            init = pretrained or folder / "next-token" / "model"
+            trained = train_labelled(job, init, run_dir, fraction * job.budget, label, from_scratch=pretrained is None)
+            result[task] = score_labelled(run_dir / "model", job.labels_valid)
+        else:
+            pattern = finetune_pattern(entry.arch, task)
+            data = job.pairs_train if task == "restore" else job.text_train
+            objective = TASK_OBJECTIVE[task]
+            trained = train_budgeted(
+                job, objective, pattern, data, fraction * job.budget, run_dir, label, init_from=pretrained
+            )
+            model = load_model(run_dir / "model").model
+            result[task] = score(task, model, texts, pairs, tokenizer, specials, pattern)
+        result[f"{task} fine-tuning"] = {**trained, "fraction": fraction, "budget": fraction * job.budget}
     result["seconds"] = time.monotonic() - started
     atomic_write(folder / "result.json", json.dumps(result, indent=1))
     return result

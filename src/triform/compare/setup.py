@@ -1,5 +1,5 @@
 """The data of a comparison, made once and shared by every run: a tokenizer, the text and the
-restore pairs, tokenized into prepared (memory-mapped) corpora."""
+restore pairs, tokenized into prepared (memory-mapped) corpora, and the labelled records if any."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from triform.compare.heldout import restore_pairs
+from triform.compare.labelled import split_labelled
 from triform.data.readers import DataSource
 from triform.data.shards import prepare
 from triform.data.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
@@ -53,9 +54,17 @@ def prepare_data(settings, folder: Path, show) -> dict:
         )
         paths[f"{name}_documents"] = len(documents)
         paths[f"{name}_pairs"] = len(pairs)
+    if settings.labels:
+        paths.update(split_labelled(settings, folder, show))
     atomic_write(made, json.dumps(paths, indent=1))
     show(
         f"{paths['train_documents']:,} training documents, {paths['valid_documents']:,} held out; "
         f"{paths['train_pairs']:,} restore pairs for fine-tuning, {paths['valid_pairs']:,} held out"
+        + (
+            f"; {paths['labels_train_records']:,} labelled records ({paths['labels']} labels) for fine-tuning, "
+            f"{paths['labels_valid_records']:,} held out"
+            if settings.labels
+            else ""
+        )
     )
     return paths

@@ -204,6 +204,22 @@ class Objective:
     def n_targets(self, batch: Batch) -> int:
         return batch.n_targets
 
+    def compute(self, batch: Batch, parameters: dict[str, int]) -> float:
+        """Tokens x non-embedding parameters of one batch (what `triform compare` budgets by):
+        each real token times the parameters of the stack it passes through, `parameters` being
+        {"stack": N} or {"encoder": N_e, "decoder": N_d}. An objective that runs more than the
+        model (a generator of replaced tokens, say) adds that here."""
+
+        def real(ids: Tensor, mask: Tensor | None) -> int:
+            return int(ids.numel() if mask is None else mask.sum())
+
+        if batch.source_ids is not None:
+            return (
+                real(batch.source_ids, batch.source_padding_mask) * parameters["encoder"]
+                + real(batch.ids, batch.padding_mask) * parameters["decoder"]
+            )
+        return real(batch.ids, batch.padding_mask) * parameters["stack"]
+
     @torch.no_grad()
     def evaluate(self, model, data, context) -> dict:
         """Mean loss per predicted token over the validation batches `context` hands out, its

@@ -3,9 +3,11 @@ by `triform train`'s own code with a progress bar: what the demo and `triform co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triform.objectives import objective_class
 from triform.train.config import (
     DataConfig,
     LoopConfig,
@@ -43,6 +45,7 @@ class RunSpec:
     bucket: bool = True  # data.bucket: off where a pair's length goes with its content
     pack: str = "documents"  # data.pack: how the documents of a packed window see each other
     eval_batches: int = 0  # validation batches at the end (0: all of the validation data)
+    options: dict = field(default_factory=dict)  # the objective's own options, read by the objective
 
 
 def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
@@ -65,7 +68,11 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
             keep_last=1,
         ),
     )
-    return resolve(config)
+    resolved = resolve(config)
+    if not spec.options:
+        return resolved
+    options = objective_class(spec.objective).options_from(dict(spec.options), "objective")
+    return dataclasses.replace(resolved, recipe=dataclasses.replace(resolved.recipe, options=options))
 
 
 def train_spec(
