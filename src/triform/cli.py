@@ -27,6 +27,7 @@ COMMANDS = {
     "tokenizer": ("tokenizer", "train a tokenizer (byte-level BPE, WordPiece, Unigram) or show how one splits a text"),
     "prepare": ("prepare", "tokenize a corpus once into memory-mapped token shards"),
     "train": ("train", "train a model on text: any preset or architecture x objective pair, resumable, multi-process"),
+    "average": ("average", "average the parameters of a run's last checkpoints into one model folder"),
     "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
     "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag or text2text"),
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
