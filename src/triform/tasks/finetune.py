@@ -62,6 +62,7 @@ def build_task(config: FinetuneConfig) -> tuple[Task, torch.nn.Module, dict]:
     if max_len > body.config.max_len:
         raise ConfigError(f"max_len: {max_len} is longer than the model's max_len {body.config.max_len}")
     task = make_task(config.task, Framing(arch, pattern, specials, max_len), tokenizer, **options)
+    task.start_from(extra)
     return task, body, extra
 
 
@@ -69,9 +70,9 @@ def finetuning_job(config: FinetuneConfig) -> Job:
     config.check()
     task, body, extra = build_task(config)
     required, columns = task.inputs + task.targets, task.check_columns(config.data.columns, "data.columns")
-    records = read_records(config.data.train, required, columns)
+    records = read_records(config.data.train, task.training_columns(), columns)
     task.fit(records)
-    features = task.encode_all(records, with_targets=True)
+    features = task.training_features(records)
     valid = None
     if config.data.valid:
         valid_records = read_records(config.data.valid, required, columns)
