@@ -20,7 +20,9 @@ from triform.config import ModelConfig
 from triform.explain import word_tokenizer
 from triform.models import build_model
 from triform.objectives import Recipe
+from triform.serve.models import load_served
 from triform.tasks import Framing, make_task, read_records
+from triform.tasks.checkpoint import load_task_model
 from triform.tasks.embed import Embedder, EmbeddingModel, Pooling
 from triform.tasks.metrics import spearman
 from triform.vocab import SpecialTokens
@@ -80,10 +82,10 @@ def write(path, rows):
     return str(path)
 
 
-def random_body(folder, d_model: int = 64):
+def random_body(folder, d_model: int = 64, arch: str = "stack", objective: str = "mlm"):
     tok = word_tokenizer(VOCABULARY)
     config = ModelConfig(
-        arch="stack",
+        arch=arch,
         vocab_size=tok.get_vocab_size(),
         d_model=d_model,
         n_heads=4,
@@ -94,7 +96,7 @@ def random_body(folder, d_model: int = 64):
         attention_dropout=0.0,
     )
     torch.manual_seed(0)
-    extra = {"recipe": Recipe("mlm").to_dict()}
+    extra = {"recipe": Recipe(objective).to_dict()}
     save_model(build_model(config), folder, specials=SpecialTokens.from_tokenizer(tok), tokenizer=tok, extra=extra)
     return str(folder)
 
@@ -150,12 +152,12 @@ def test_contrastive_finetuning_raises_spearman_on_held_out_pairs(tmp_path):
     held_out = scored_rows(300, 3)
     test = write(tmp_path / "test.jsonl", held_out)
     run_dir = tmp_path / "run"
-    options = ["--embed.normalize", "true", "--train.eval_every", "50"]
-    assert main(finetune_argv(init, train, valid, run_dir, 100, *options)) == 0
+    options = ["--embed.normalize", "true", "--train.eval_every", "30"]
+    assert main(finetune_argv(init, train, valid, run_dir, 60, *options)) == 0
     before, after = similarity_spearman(init, held_out), similarity_spearman(run_dir / "best", held_out)
     assert after > 0.8 and after > before + 0.3, (before, after)
     valid_records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in valid_records if r["split"] == "valid"] == [50, 100]
+    assert [r["step"] for r in valid_records if r["split"] == "valid"] == [30, 60]
     assert all("spearman" in r and "loss" not in r for r in valid_records if r["split"] == "valid")
     assert (run_dir / "loss.png").is_file()
     # The task's own evaluation path: predictions of cosine similarity, and Spearman on them.
@@ -174,6 +176,40 @@ def test_contrastive_finetuning_raises_spearman_on_held_out_pairs(tmp_path):
     vectors = np.load(out)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(vectors, embedder.embed(texts.read_text().splitlines()).numpy(), atol=1e-5)
+    served = load_served("emb", run_dir / "best")  # the server predicts similarities and embeds
+    assert served.tasks == ["predict", "embeddings"]
+    torch.testing.assert_close(served.embedder.embed(["w1 c0s0"]), embedder.embed(["w1 c0s0"]))
+    # ... and a fine-tuned embedding model starts another fine-tuning as its body.
+    again = tmp_path / "again"
+    assert main(finetune_argv(str(run_dir / "best"), train, None, again, 2)) == 0
+    assert Embedder.load(again / "model").pooling == Pooling("mean", normalize=True)
+
+
+@pytest.mark.parametrize(
+    "arch, objective, pooling",
+    [("stack", "mlm", "mean"), ("stack", "clm", "last"), ("encoder-decoder", "seq2seq", "mean")],
+)
+def test_every_body_finetunes_and_embeds_as_it_was_trained(tmp_path, arch, objective, pooling):
+    init = random_body(tmp_path / "init", d_model=32, arch=arch, objective=objective)
+    train = write(tmp_path / "train.jsonl", pair_rows(16, 0, negatives=True))
+    assert main(finetune_argv(init, train, None, tmp_path / "run", 3, "--train.batch_size", "8")) == 0
+    embedder = Embedder.load(tmp_path / "run" / "model")
+    assert embedder.pooling == Pooling(pooling)  # the default for how the body reads text
+    model, task, _ = load_task_model(tmp_path / "run" / "model")
+    texts = ["w1 c0s0 a1s2", "c2s1 w4"]
+    batch = task.collate(
+        task.encode_all(
+            read_records(
+                write(tmp_path / "p.jsonl", [{"text_a": texts[0], "text_b": texts[1], "score": 1.0}]), task.inputs
+            ),
+            with_targets=False,
+        )
+    )
+    with torch.no_grad():
+        vectors = model(**batch.model_inputs())
+    torch.testing.assert_close(embedder.embed(texts), vectors, atol=1e-5, rtol=1e-5)
+    trained, initial = load_model(tmp_path / "run" / "model").model, load_model(init).model
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), initial.parameters()))
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ COMMANDS = {
     "train": ("train", "train a model on text: any preset or architecture x objective pair, resumable, multi-process"),
     "average": ("average", "average the parameters of a run's last checkpoints into one model folder"),
     "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
-    "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag or text2text"),
+    "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag, text2text or embed"),
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
     "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
     "serve": ("serve", "serve models over HTTP: OpenAI-compatible completions and embeddings, batched, streamed"),
