@@ -5,8 +5,11 @@ held-out scored pairs, the folder embeds with `triform embed`, and a bad pairs f
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -210,6 +213,21 @@ def test_every_body_finetunes_and_embeds_as_it_was_trained(tmp_path, arch, objec
     torch.testing.assert_close(embedder.embed(texts), vectors, atol=1e-5, rtol=1e-5)
     trained, initial = load_model(tmp_path / "run" / "model").model, load_model(init).model
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), initial.parameters()))
+
+
+def test_two_processes_finetune_an_encoder_decoder_whose_decoder_gets_no_gradient(tmp_path):
+    init = random_body(tmp_path / "init", d_model=32, arch="encoder-decoder", objective="seq2seq")
+    train = write(tmp_path / "train.jsonl", pair_rows(32, 0))
+    argv = finetune_argv(init, train, None, tmp_path / "run", 3, "--train.batch_size", "8")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "triform"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command + argv, capture_output=True, text=True, env=environment, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    trained, initial = load_model(tmp_path / "run" / "model").model, load_model(init).model
+    assert not torch.equal(
+        trained.encoder.blocks[0].feedforward.up.weight, initial.encoder.blocks[0].feedforward.up.weight
+    )
+    assert torch.equal(trained.decoder.blocks[0].feedforward.up.weight, initial.decoder.blocks[0].feedforward.up.weight)
 
 
 @pytest.mark.parametrize(

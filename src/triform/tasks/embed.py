@@ -70,6 +70,10 @@ class EmbeddingModel(nn.Module):
     its own, so its state dict is the body's: the folder it is saved as is a plain model folder, which
     `triform embed`, `Embedder.load`, `triform serve` and `triform convert` read as the body."""
 
+    # The vectors never reach the output head (nor, on an encoder-decoder, the decoder): those
+    # parameters get no gradient, which DistributedDataParallel must be told (train/distributed.py).
+    has_unused_parameters = True
+
     def __init__(self, body: nn.Module, framing: Framing, pooling: Pooling):
         super().__init__()
         if (

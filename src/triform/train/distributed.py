@@ -98,7 +98,10 @@ def wrap(model: nn.Module, processes: Processes, strategy: str) -> nn.Module:
         fully_shard(model)
         return model
     device_ids = [processes.device.index] if processes.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    # A model some of whose parameters get no gradient says so (tasks/embed.py: EmbeddingModel);
+    # DDP then looks for them after each backward instead of waiting for their gradients forever.
+    unused = getattr(model, "has_unused_parameters", False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
