@@ -169,6 +169,10 @@ def test_contrastive_finetuning_raises_spearman_on_held_out_pairs(tmp_path):
     assert main(argv + ["--metrics", str(metrics)]) == 0
     assert json.loads(metrics.read_text())["spearman"] == pytest.approx(after, abs=1e-4)
     assert len(predictions.read_text().splitlines()) == len(held_out)
+    # `triform eval --task embed` scores any folder: the run's model, and the body before fine-tuning.
+    for model, expected in ((run_dir, similarity_spearman(run_dir / "model", held_out)), (init, before)):
+        assert main(["eval", "--task", "embed", "--model", str(model), "--data", test, "--output", str(metrics)]) == 0
+        assert json.loads(metrics.read_text())["spearman"] == pytest.approx(expected, abs=1e-4)
     # The folder embeds as trained: mean pooling, normalised, by the library and the command.
     embedder = Embedder.load(run_dir / "best")
     assert embedder.pooling == Pooling("mean", normalize=True)

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from triform.models.modes import evaluation
 from triform.objectives.batch import pad
 from triform.tasks.base import Feature, Task, TaskBatch, Validation
-from triform.tasks.data import Record
-from triform.tasks.embed import EmbeddingModel, Pooling
+from triform.tasks.data import Record, read_records
+from triform.tasks.embed import Embedder, EmbeddingModel, Pooling
 from triform.tasks.metrics import pearson, spearman
 
 # sentence-transformers' MultipleNegativesRankingLoss default: cosine similarity times 20.
@@ -159,3 +159,18 @@ class Embed(Task):
         """Spearman and Pearson correlation of cosine similarity with the gold scores, on every pair."""
         with evaluation(model), context.autocast():
             return self.metrics_of(self.predict(model, data.records, batch_size=context.batch_size), data.records)
+
+
+def similarity_scores(
+    directory, data, *, columns: dict | None = None, batch_size: int = 32, device: str = "cpu"
+) -> dict:
+    """Spearman and Pearson correlation of cosine similarity with the gold scores of a file of scored
+    pairs, for any model folder, read and pooled as `Embedder.load` reads it: what a body embeds
+    before fine-tuning, after it, or as imported (`triform eval --task embed`)."""
+    embedder = Embedder.load(directory, device=device)
+    pooling = embedder.pooling
+    task = Embed(embedder.framing, embedder.tokenizer, pooling=pooling.how, normalize=pooling.normalize)
+    records = read_records(data, task.inputs + task.targets, task.check_columns(columns))
+    task.check_targets(records)  # a score that is not a number names its line before any work
+    predictions = task.predict(task.build_model(embedder.body), records, batch_size=batch_size)
+    return {"model": str(directory), "task": "embed", "pairs": len(records), **task.metrics_of(predictions, records)}
