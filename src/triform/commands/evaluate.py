@@ -1,6 +1,10 @@
 """`triform eval --model runs/gpt --data valid.txt`: the metrics of the objective a model was
 trained with: loss and perplexity always, masked-token accuracy and pseudo-perplexity for mlm,
-BLEU and chrF for seq2seq (greedy, or beam search with --num_beams)."""
+BLEU and chrF for seq2seq (greedy, or beam search with --num_beams).
+
+`triform eval --task embed --model DIR --data sts.jsonl` scores any model's sentence embeddings
+instead: the Spearman (and Pearson) correlation of the cosine similarity of each scored pair
+(text_a, text_b, score) with its score."""
 
 from __future__ import annotations
 
@@ -38,6 +42,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--device", type=Literal["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--output", type=Optional[str], default=None, help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "--task",
+        type=Optional[Literal["embed"]],
+        default=None,
+        help="embed: score sentence embeddings on scored pairs (text_a, text_b, score) by Spearman correlation",
+    )
+    parser.add_argument(
+        "--columns",
+        type=Optional[dict[str, str]],
+        default=None,
+        help='with --task: the file\'s column for a task column, e.g. \'{"score": "label"}\'',
+    )
     add_source_arguments(parser)
 
 
@@ -46,9 +62,20 @@ def run(args) -> int:
 
     from triform.io import atomic_write
     from triform.progress import say
+
+    metrics = task_metrics(args) if args.task is not None else objective_metrics(args)
+    for name, value in metrics.items():
+        print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")
+    if args.output:
+        atomic_write(args.output, json.dumps(metrics, indent=2) + "\n")
+        say(f"metrics written to {args.output}")
+    return 0
+
+
+def objective_metrics(args) -> dict:
     from triform.train.evaluate import evaluate_model
 
-    metrics = evaluate_model(
+    return evaluate_model(
         args.model,
         source_from(args, args.data),
         tokenizer_path=args.tokenizer,
@@ -60,9 +87,13 @@ def run(args) -> int:
         device=args.device,
         num_beams=args.num_beams,
     )
-    for name, value in metrics.items():
-        print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")
-    if args.output:
-        atomic_write(args.output, json.dumps(metrics, indent=2) + "\n")
-        say(f"metrics written to {args.output}")
-    return 0
+
+
+def task_metrics(args) -> dict:
+    from triform.tasks.contrastive import similarity_scores
+    from triform.train.distributed import pick_device
+    from triform.train.evaluate import model_folder
+
+    device = str(pick_device(args.device))
+    folder = model_folder(args.model)
+    return similarity_scores(folder, args.data, columns=args.columns, batch_size=args.batch_size, device=device)

@@ -5,7 +5,8 @@ pattern; its task head), never by the user.
 - a source -> target model (an encoder-decoder, a stack trained with seq2seq, span, denoise or
   prefix-lm): completions (the source's target), translate, embeddings;
 - a model that fills masks (a stack trained with mlm): fill-mask, embeddings;
-- a fine-tuned task head: predict (text2text heads also write: completions and translate).
+- a fine-tuned task head: predict (text2text heads also write: completions and translate; a body
+  fine-tuned for embeddings also embeds).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from triform.errors import TriformError
 from triform.generate import TextGenerator
 from triform.objectives import Recipe, read_recipe
 from triform.tasks.checkpoint import load_task_model
-from triform.tasks.embed import Embedder
+from triform.tasks.embed import Embedder, EmbeddingModel
 from triform.vocab import SpecialTokens
 
 COMPLETIONS, TRANSLATE, FILL_MASK, EMBEDDINGS, PREDICT = (
@@ -118,4 +119,7 @@ def load_task_head(name: str, folder: Path, device: str) -> ServedModel:
     if task.writes:  # text2text: the body's own head writes the target, as `triform translate` reads it
         served.generator = TextGenerator(model, task.tokenizer, specials, recipe=recipe)
         served.tasks += [COMPLETIONS, TRANSLATE]
+    if isinstance(model, EmbeddingModel):  # `finetune --task embed`: the body's vectors, pooled as trained
+        served.embedder = Embedder(model.body, task.tokenizer, task.framing, model.pooling)
+        served.tasks += [EMBEDDINGS]
     return served

@@ -1,4 +1,4 @@
-"""Downstream tasks on any pretrained body: classify, pair, choice, qa, tag and text2text.
+"""Downstream tasks on any pretrained body: classify, pair, choice, qa, tag, text2text and embed.
 
 `make_task(name, framing, tokenizer, **options)` builds a task; `task.fit(records)` reads its label
 set from training data; `task.build_model(body)` attaches the head; `task.loss(model, batch)`
@@ -11,6 +11,7 @@ from __future__ import annotations
 from triform.tasks.base import Feature, Task, TaskBatch
 from triform.tasks.choice import Choice
 from triform.tasks.classify import Classify, Pair
+from triform.tasks.contrastive import Embed
 from triform.tasks.data import DataError, Record, read_records, write_jsonl
 from triform.tasks.framing import Framing
 from triform.tasks.model import TaskModel
@@ -18,7 +19,7 @@ from triform.tasks.qa import ExtractiveQA
 from triform.tasks.tag import Tag
 from triform.tasks.text2text import TextToText
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Classify, Pair, Choice, ExtractiveQA, Tag, TextToText)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Classify, Pair, Choice, ExtractiveQA, Tag, TextToText, Embed)}
 
 
 def make_task(name: str, framing: Framing, tokenizer, **options) -> Task:
@@ -39,6 +40,7 @@ __all__ = [
     "Choice",
     "Classify",
     "DataError",
+    "Embed",
     "ExtractiveQA",
     "Feature",
     "Framing",

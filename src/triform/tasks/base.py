@@ -111,6 +111,9 @@ class Task:
     inputs: ClassVar[tuple[str, ...]]  # columns read to make a prediction
     targets: ClassVar[tuple[str, ...]]  # columns holding the answer: needed to train and to score
     optional: ClassVar[tuple[str, ...]] = ()  # other columns read when present ("id" is for every task)
+    # The columns of a training record, where they differ from inputs + targets (embed trains on
+    # pairs to contrast and is scored on pairs with a score).
+    training: ClassVar[tuple[str, ...] | None] = None
     pooled: ClassVar[bool] = True  # a PooledHead; otherwise a TokenHead
     metric: ClassVar[str]  # the score that picks the best checkpoint (higher is better)
     patterns: ClassVar[tuple[str, ...]] = ("bidirectional", "causal")  # how a stack body may be read
@@ -137,7 +140,7 @@ class Task:
 
     def check_columns(self, columns: dict[str, str] | None, option: str = "columns") -> dict[str, str]:
         """A renaming of the task's columns to a file's ({"label": "genre"}); other keys are refused."""
-        known = self.inputs + self.targets + self.optional + ("id",)
+        known = self.inputs + self.targets + (self.training or ()) + self.optional + ("id",)
         for column in columns or {}:
             if column not in known:
                 raise ValueError(
@@ -145,7 +148,14 @@ class Task:
                 )
         return dict(columns or {})
 
+    def training_columns(self) -> tuple[str, ...]:
+        return self.training or self.inputs + self.targets
+
     # --- what the data defines --------------------------------------------------------------
+    def start_from(self, extra: dict) -> None:
+        """Take over what the body's folder says of how it is read (its "extra"), where the task's
+        options leave it open."""
+
     def fit(self, records: list[Record]) -> None:
         """Learn from training records what the model must know (its label set)."""
 
@@ -168,6 +178,10 @@ class Task:
     def encode_all(self, records: list[Record], with_targets: bool) -> list[Feature]:
         """Every record's features; a bad record stops everything before any model work."""
         return [feature for index, record in enumerate(records) for feature in self.encode(record, index, with_targets)]
+
+    def training_features(self, records: list[Record]) -> list[Feature]:
+        """The features of training records (for most tasks, those of any labelled record)."""
+        return self.encode_all(records, with_targets=True)
 
     def tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -64,6 +64,41 @@ def embed_states(body: nn.Module, framing: Framing, ids: Tensor, padding_mask: T
     return body_states(body, framing, ids, padding_mask)
 
 
+class EmbeddingModel(nn.Module):
+    """A body whose forward gives one pooled vector per row, what contrastive fine-tuning trains
+    (tasks/contrastive.py). It holds the body's own modules under their own names and no tensors of
+    its own, so its state dict is the body's: the folder it is saved as is a plain model folder, which
+    `triform embed`, `Embedder.load`, `triform serve` and `triform convert` read as the body."""
+
+    # The vectors never reach the output head (nor, on an encoder-decoder, the decoder): those
+    # parameters get no gradient, which DistributedDataParallel must be told (train/distributed.py).
+    has_unused_parameters = True
+
+    def __init__(self, body: nn.Module, framing: Framing, pooling: Pooling):
+        super().__init__()
+        if (
+            next(body.parameters(recurse=False), None) is not None
+            or next(body.buffers(recurse=False), None) is not None
+        ):
+            raise ValueError("an EmbeddingModel takes over a body's modules; this body holds tensors of its own")
+        for name, module in body.named_children():
+            self.add_module(name, module)
+        self.__dict__["body"] = body  # not a submodule: its modules are already this model's
+        self.config, self.arch, self.framing, self.pooling = body.config, body.arch, framing, pooling
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        super().train(mode)
+        self.body.training = mode  # the body's own flag, which its modules' flags do not set
+        return self
+
+    def forward(
+        self, ids: Tensor, padding_mask: Tensor | None = None, token_types: Tensor | None = None, **_
+    ) -> Tensor:
+        """(N, T) framed rows -> (N, d_model) pooled vectors, not normalised (the loss takes cosines).
+        Rows are single texts, so segment ids (`token_types`, all 0) are not read."""
+        return pool(embed_states(self.body, self.framing, ids, padding_mask), padding_mask, self.pooling.how)
+
+
 class Embedder:
     """Text in, vectors out, for one body."""
 

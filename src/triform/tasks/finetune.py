@@ -69,6 +69,7 @@ def build_task(config: FinetuneConfig) -> tuple[Task, torch.nn.Module, dict]:
         raise ConfigError(f"max_len: {max_len} is longer than the model's max_len {body.config.max_len}")
     mode = default_mode(arch, config.task, extra, specials)
     task = make_task(config.task, Framing(arch, pattern, specials, max_len, mode), tokenizer, **options)
+    task.start_from(extra)
     return task, body, extra
 
 
@@ -76,9 +77,9 @@ def finetuning_job(config: FinetuneConfig) -> Job:
     config.check()
     task, body, extra = build_task(config)
     required, columns = task.inputs + task.targets, task.check_columns(config.data.columns, "data.columns")
-    records = read_records(config.data.train, required, columns)
+    records = read_records(config.data.train, task.training_columns(), columns)
     task.fit(records)
-    features = task.encode_all(records, with_targets=True)
+    features = task.training_features(records)
     valid = None
     if config.data.valid:
         valid_records = read_records(config.data.valid, required, columns)

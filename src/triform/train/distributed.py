@@ -100,7 +100,10 @@ def wrap(model: nn.Module, processes: Processes, strategy: str, find_unused: boo
         fully_shard(model)
         return model
     device_ids = [processes.device.index] if processes.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+    # A model some of whose parameters get no gradient says so (tasks/embed.py: EmbeddingModel), as a
+    # training module may (find_unused); DDP then looks for them after each backward instead of waiting.
+    unused = find_unused or getattr(model, "has_unused_parameters", False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -79,7 +79,8 @@ def split(records: list[dict], name: str) -> list[dict]:
 
 
 def draw_losses(axis, run: Curves) -> None:
-    train, valid = split(run.records, "train"), split(run.records, "valid")
+    train = split(run.records, "train")
+    valid = [r for r in split(run.records, "valid") if "loss" in r]  # an embedding task validates without one
     if train:
         axis.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1, label="train")
     if valid:

@@ -44,7 +44,8 @@ class Problem(Protocol):
         """What the loss averages over (predicted tokens, examples, tagged words)."""
 
     def evaluate(self, model: torch.nn.Module, data: Any, context: EvalContext) -> dict:
-        """Validation figures, "loss" among them."""
+        """Validation figures: "loss" among them where the problem has one on validation data (scored
+        pairs of the embed task have none)."""
 
     def score(self, result: dict) -> float:
         """Lower is better: what picks the best checkpoint."""
