@@ -29,6 +29,7 @@ COMMANDS = {
     "train": ("train", "train a model on text: any preset or architecture x objective pair, resumable, multi-process"),
     "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
     "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag or text2text"),
+    "merge": ("merge", "add LoRA adapters into the weights of their base model: a plain model folder"),
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
     "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
     "serve": ("serve", "serve models over HTTP: OpenAI-compatible completions and embeddings, batched, streamed"),
