@@ -73,10 +73,11 @@ def triform_case(folder: Path, case: dict):
         with autocast(case["precision"], torch.device("cpu")):
             logits = model(ids[:, :-1], "causal")  # (B, T, vocab)
         loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        del logits  # as the trainer does: not kept through the backward pass and the update
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return model, step
 
@@ -93,7 +94,8 @@ def hf_case(folder: Path, case: dict):
         from peft import LoraConfig, get_peft_model
 
         # GPT-2 keeps q, k, v in one Conv1D (c_attn): peft gives it one adapter of rank r.
-        config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["attn.c_attn", "attn.c_proj"], fan_in_fan_out=True)
+        targets = ["attn.c_attn", "attn.c_proj"]
+        config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, fan_in_fan_out=True)
         model = get_peft_model(model, config)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.1)
@@ -103,10 +105,10 @@ def hf_case(folder: Path, case: dict):
     def step():
         with autocast:
             loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+        loss.backward()  # transformers keeps no reference to its logits here either
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return model, step
 
@@ -174,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="where the GPT-2 small folders are (made if missing)")
     parser.add_argument("--only", nargs="*", default=None, help="cases whose name contains one of these words")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps after the warm-up")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # one case, in a child process
     args = parser.parse_args()
     if args.case:

@@ -143,6 +143,7 @@ class Trainer:
             # Sum over this micro-batch's targets / targets of the global batch; DDP averages over
             # processes, hence the world size.
             loss = self.problem.loss(outputs, batch) if batch_targets else zero_loss(outputs)
+            del outputs  # the logits (tokens x vocabulary) are not kept through the backward pass and the update
             weight = batch_targets * self.processes.world_size / max(total_targets, 1)
             with self.gradient_sync(last):
                 (loss * weight).backward()
