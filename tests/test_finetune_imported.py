@@ -33,3 +33,23 @@ def test_an_imported_model_is_fine_tuned_and_predicts(tmp_path, family, build, p
     assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", test, "--output", str(out)]) == 0
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(predictions) == 8 and {p["label"] for p in predictions} <= {"blue", "green", "red"}
+
+
+def test_an_imported_gpt2_trains_lora_adapters_with_its_own_special_tokens(tmp_path):
+    """`triform train --init` on an imported GPT-2: its tokenizer and its one <|endoftext|> for
+    every role (config.json's special tokens), not triform's [EOS] names."""
+    from training_helpers import write_text
+
+    source = byte_level_folder(tmp_path / "hf", "gpt2")
+    model = tiny("gpt2")
+    model.resize_token_embeddings(len(transformers.AutoTokenizer.from_pretrained(source)))
+    model.save_pretrained(source)
+    assert main(["convert", "--from-hf", str(source), "--out", str(tmp_path / "imported")]) == 0
+    corpus = write_text(tmp_path / "corpus.txt", 60)
+    argv = ["train", "--init", str(tmp_path / "imported"), "--data.train", str(corpus)]
+    argv += ["--run_dir", str(tmp_path / "r"), "--train.steps", "2", "--train.batch_size", "2"]
+    argv += ["--train.precision", "fp32", "--lora.rank", "2"]
+    assert main(argv) == 0
+    document = json.loads((tmp_path / "r" / "model" / "adapter.json").read_text())
+    assert document["special_tokens"]["eos"] == document["special_tokens"]["pad"]
+    assert document["extra"]["recipe"]["objective"] == "clm"

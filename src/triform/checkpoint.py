@@ -100,9 +100,7 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cp
     directory = Path(directory)
     document = read_config(directory)
     config = ModelConfig.from_dict(document.get("model", {}), source=str(directory / CONFIG_FILE))
-    with torch.device(device):
-        model = build_model(config)
-    load_weights(model, directory / WEIGHTS_FILE)
+    model = load_built(config, directory / WEIGHTS_FILE, device)
     specials = document.get("special_tokens")
     tokenizer = None
     if (directory / TOKENIZER_FILE).is_file():
@@ -118,19 +116,22 @@ def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cp
     )
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy tensors from a safetensors file into `model`; any missing, unexpected or misshapen
-    tensor is an error naming it, and the model is left untouched."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped: nothing is read until a tensor is used, and
+    the pages are the file's own (copy-on-write), not a second copy."""
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         raise TriformError(f"{path}: not found")
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}
     except (SafetensorError, OSError) as error:
         raise TriformError(f"{path}: unreadable safetensors file ({error})") from None
-    expected = unique_state_dict(model)
+
+
+def check_tensors(path: Path, tensors: dict, expected: dict) -> None:
+    """Every expected tensor, none other, each of its expected shape; else an error naming the first culprit."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
@@ -143,7 +144,50 @@ def load_weights(model: nn.Module, path: Path) -> None:
                 f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}; the config expects "
                 f"{list(wanted.shape)}"
             )
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Copy tensors from a safetensors file into `model`; any missing, unexpected or misshapen
+    tensor is an error naming it, and the model is left untouched."""
+    tensors = read_weights(path)
+    check_tensors(path, tensors, unique_state_dict(model))
     with torch.no_grad():
         state = model.state_dict()
         for name, tensor in tensors.items():
             state[name].copy_(tensor)
+
+
+def load_built(config: ModelConfig, path: Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The model `config` describes with the weights of `path`, built on the meta device and given the
+    file's memory-mapped tensors as its parameters (load_state_dict(assign=True)): no random init is
+    drawn and no second copy of the weights is made. Buffers that are a function of the config
+    (position tables) are computed on `device`."""
+    with torch.device("meta"):
+        model = build_model(config, initialise=False)
+    tensors = read_weights(path)
+    aliases = shared_names(model)
+    check_tensors(path, tensors, {name: p for name, p in model.state_dict().items() if name not in aliases})
+    device = torch.device(device)
+    if device.type != "cpu":
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    model.load_state_dict(tensors, strict=False, assign=True)
+    for name, first in aliases.items():  # a tied output projection shares the tensor it was saved under
+        owner, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner), attribute, model.get_parameter(first))
+    for module in model.modules():
+        if hasattr(module, "computed_buffers"):
+            for name, tensor in module.computed_buffers(device).items():
+                setattr(module, name, tensor)
+    return model
+
+
+def shared_names(model: nn.Module) -> dict[str, str]:
+    """Each parameter name that shares its tensor with an earlier one -> that earlier name."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            aliases[name] = first[id(parameter)]
+        else:
+            first[id(parameter)] = name
+    return aliases

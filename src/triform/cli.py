@@ -30,6 +30,7 @@ COMMANDS = {
     "average": ("average", "average the parameters of a run's last checkpoints into one model folder"),
     "eval": ("evaluate", "evaluate a trained model: perplexity, masked-token accuracy, BLEU and chrF"),
     "finetune": ("finetune", "fine-tune a model for a task: classify, pair, choice, qa, tag, text2text or embed"),
+    "merge": ("merge", "add LoRA adapters into the weights of their base model: a plain model folder"),
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
     "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
     "serve": ("serve", "serve models over HTTP: OpenAI-compatible completions and embeddings, batched, streamed"),

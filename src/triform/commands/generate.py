@@ -63,7 +63,7 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "prompt")
-    generator = TextGenerator.load(args.model, device=args.device)
+    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter)
     if generator.fills_masks and (args.length is not None or not generator.generates):
         return run_mask_predict(generator, texts, args)
     if args.length is not None:

@@ -43,6 +43,9 @@ def add_model_arguments(parser, what: str) -> None:
     parser.add_argument(
         "--model", type=str, required=True, help="model folder (config.json, model.safetensors, tokenizer.json)"
     )
+    parser.add_argument(
+        "--adapter", type=Optional[str], default=None, help="an adapter folder (adapter.json) to put on --model"
+    )
     parser.add_argument("--input", type=Optional[str], default=None, help=f"file with one {what} per line ('-': stdin)")
     parser.add_argument(
         "--output",

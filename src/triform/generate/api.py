@@ -20,6 +20,7 @@ from triform.generate.fill_mask import Candidate, check_fills_masks, fill_mask
 from triform.generate.mask_predict import mask_predict
 from triform.generate.pieces import Pieces, row_text
 from triform.generate.search import Row, StopStrings
+from triform.models.adapters import load_adapted
 from triform.objectives import PromptLayout, Recipe, default_recipe, read_recipe
 from triform.vocab import MASK, SpecialTokens, unpadded
 
@@ -84,9 +85,14 @@ class TextGenerator:
         device: str = "cpu",
         objective: str | None = None,
         pattern: str | None = None,
+        adapter: str | os.PathLike | None = None,
     ) -> TextGenerator:
-        """A model folder; its recipe says how it was trained, unless `objective` (and `pattern`) say otherwise."""
-        loaded = load_model(directory, device=device)
+        """A model folder (with the LoRA adapters of the folder `adapter` on it); its recipe (or the
+        adapters') says how it was trained, unless `objective` (and `pattern`) say otherwise."""
+        if adapter is not None:
+            loaded = load_adapted(directory, adapter, device=device)
+        else:
+            loaded = load_model(directory, device=device)
         if loaded.tokenizer is None:
             raise TriformError(f"{directory}: no tokenizer.json; text generation needs the model's tokenizer")
         specials = loaded.specials or SpecialTokens.from_tokenizer(

@@ -45,9 +45,10 @@ KERNELS = Parts()  # this device's kernels: what build_model uses
 TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout)  # plain torch
 
 
-def build_model(config: ModelConfig, parts: Parts = KERNELS) -> Model:
-    """The model `config` describes, with weights initialised; `parts` never changes the weights or
-    their names, only the kernels that compute with them."""
+def build_model(config: ModelConfig, parts: Parts = KERNELS, *, initialise: bool = True) -> Model:
+    """The model `config` describes, with weights initialised (unless `initialise` is False: weights
+    that are about to be loaded, on the meta device); `parts` never changes the weights or their
+    names, only the kernels that compute with them."""
     config.validate()
     token = nn.Embedding(config.vocab_size, config.d_model)
     if config.arch == "stack":
@@ -58,7 +59,8 @@ def build_model(config: ModelConfig, parts: Parts = KERNELS) -> Model:
         encoder = build_stack(config, parts, token, config.n_layers, cross=False, bidirectional_bias=True)
         decoder = build_stack(config, parts, decoder_token, config.decoder_layers, cross=True, bidirectional_bias=False)
         model = EncoderDecoderModel(config, encoder, decoder, build_head(config, parts, decoder_token))
-    initialise(model, config)
+    if initialise:
+        initialise_weights(model, config)
     return model
 
 
@@ -164,7 +166,7 @@ class _Activation(nn.Module):
 
 
 @torch.no_grad()
-def initialise(model: nn.Module, config: ModelConfig) -> None:
+def initialise_weights(model: nn.Module, config: ModelConfig) -> None:
     """Normal(0, 0.02) weights and zero biases (GPT-2, BERT); the projections that write into the
     residual stream are scaled by 1/sqrt(2 · n_layers) (GPT-2 §2.3) so deep stacks start stable.
     With scaled embeddings the token table starts at std d_model^-0.5, so that after the

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from triform.nn.block import AttentionContext, Block
 from triform.nn.masks import cross_visibility, document_positions, is_plain_causal, positions_from_padding, visibility
@@ -82,6 +83,9 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = final_norm
         self.relative_bias = relative_bias  # shared by all layers, as in T5
+        # Activation checkpointing (Chen et al. 2016): keep only each block's input while training and
+        # compute the block again in the backward pass; set by `checkpoint_activations`.
+        self.checkpointing = False
 
     def forward(
         self,
@@ -116,8 +120,12 @@ class Stack(nn.Module):
         )
 
         x = (embed or self.embeddings)(inputs.ids, positions, inputs.token_types)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled() and cache is None
         for index, block in enumerate(self.blocks):
-            x = block(x, context, cache[index] if cache is not None else None)
+            if recompute:  # non-reentrant: the RNG state is replayed, so dropout draws the same masks
+                x = checkpoint(block, x, context, use_reentrant=False)
+            else:
+                x = block(x, context, cache[index] if cache is not None else None)
         if cache is not None:
             cache.advance(length)
         return self.final_norm(x) if self.final_norm is not None else x
@@ -157,3 +165,13 @@ class Stack(nn.Module):
                 device=inputs.ids.device,
             )
         return mask, plain_causal and mask is None, bias
+
+
+def checkpoint_activations(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Recompute each block in the backward pass instead of keeping its activations, in every stack of
+    `model` (both of an encoder-decoder): memory for one block's activations instead of all of them,
+    for about one more forward pass of compute. Returns `model`."""
+    for module in model.modules():
+        if isinstance(module, Stack):
+            module.checkpointing = enabled
+    return model

@@ -35,18 +35,24 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, d_model: int, max_len: int, *, halves: bool = False):
         super().__init__()
-        self.max_len = max_len
-        position = torch.arange(max_len, dtype=torch.float64)[:, None]
-        frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+        self.d_model, self.max_len, self.halves = d_model, max_len, halves
+        # Not a parameter and not saved: it is a function of the config alone.
+        self.register_buffer("table", self.computed_buffers()["table"], persistent=False)
+
+    def computed_buffers(self, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """The table, computed on `device` (a model built on the meta device gets it so when loaded)."""
+        d_model, max_len = self.d_model, self.max_len
+        position = torch.arange(max_len, dtype=torch.float64, device=device)[:, None]
+        steps = torch.arange(0, d_model, 2, dtype=torch.float64, device=device)
+        frequency = torch.exp(steps * (-math.log(10000.0) / d_model))
         sines = torch.sin(position * frequency)  # (max_len, ceil(d_model / 2))
         cosines = torch.cos(position * frequency[: d_model // 2])  # (max_len, floor(d_model / 2))
-        if halves:
+        if self.halves:
             table = torch.cat([sines, cosines], dim=-1)
         else:
-            table = torch.zeros(max_len, d_model, dtype=torch.float64)
+            table = torch.zeros(max_len, d_model, dtype=torch.float64, device=device)
             table[:, 0::2], table[:, 1::2] = sines, cosines
-        # Not a parameter and not saved: it is a function of the config alone.
-        self.register_buffer("table", table.float(), persistent=False)
+        return {"table": table.float()}
 
     def forward(self, positions: Tensor) -> Tensor:
         check_positions(positions, self.max_len)
@@ -113,7 +119,9 @@ class RotaryScaling:
         low = max(math.floor(dimension(self.beta_fast)), 0)
         high = min(math.ceil(dimension(self.beta_slow)), d_head - 1)
         width = high - low if high != low else 1e-3
-        ramp = ((torch.arange(d_head // 2, dtype=inverse_frequency.dtype) - low) / width).clamp(0, 1)
+        ramp = (
+            (torch.arange(d_head // 2, dtype=inverse_frequency.dtype, device=inverse_frequency.device) - low) / width
+        ).clamp(0, 1)
         return inverse_frequency / self.factor * ramp + inverse_frequency * (1 - ramp)
 
 
@@ -122,15 +130,21 @@ class Rotary(nn.Module):
 
     def __init__(self, d_head: int, max_len: int, base: float = 10000.0, scaling: RotaryScaling | None = None):
         super().__init__()
-        self.max_len = max_len
-        inverse_frequency = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head))
+        self.d_head, self.max_len, self.base, self.scaling = d_head, max_len, base, scaling
+        for name, table in self.computed_buffers().items():
+            self.register_buffer(name, table, persistent=False)
+
+    def computed_buffers(self, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """cos and sin of every position's angles, computed on `device`."""
+        d_head, base = self.d_head, self.base
+        inverse_frequency = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64, device=device) / d_head))
         magnitude = 1.0
-        if scaling is not None:
-            inverse_frequency, magnitude = scaling.apply(inverse_frequency, d_head, base)
-        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inverse_frequency[None, :]
+        if self.scaling is not None:
+            inverse_frequency, magnitude = self.scaling.apply(inverse_frequency, d_head, base)
+        positions = torch.arange(self.max_len, dtype=torch.float64, device=device)
+        angles = positions[:, None] * inverse_frequency[None, :]
         angles = torch.cat([angles, angles], dim=-1)  # (max_len, d_head)
-        self.register_buffer("cos", (angles.cos() * magnitude).float(), persistent=False)
-        self.register_buffer("sin", (angles.sin() * magnitude).float(), persistent=False)
+        return {"cos": (angles.cos() * magnitude).float(), "sin": (angles.sin() * magnitude).float()}
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate x of shape (B, heads, T, d_head) by the angles of positions (B, T)."""

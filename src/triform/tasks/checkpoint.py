@@ -20,6 +20,8 @@ from triform.checkpoint import (
 from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.models import build_model
+from triform.models.adapters import ADAPTER_CONFIG, is_adapter_folder, put_adapters, read_adapter
+from triform.models.lora import merge_adapters
 from triform.tasks import Task, task_from_state
 from triform.vocab import SpecialTokens, unpadded
 
@@ -35,10 +37,13 @@ def save_task_model(model: nn.Module, task: Task, directory: str | os.PathLike, 
 
 
 def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Task, dict]:
-    """(model, task, extra) of a folder written by `save_task_model`."""
+    """(model, task, extra) of a folder written by `save_task_model`, or of an adapter folder of a
+    task (its adapters and head on the base model it names)."""
     import torch
 
     directory = Path(directory)
+    if is_adapter_folder(directory):
+        return load_task_adapter(directory, device)
     document = read_config(directory)
     extra = document.get("extra") or {}
     if "task" not in extra:
@@ -57,6 +62,30 @@ def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[
         model = task.build_model(build_model(config))
     load_weights(model, directory / WEIGHTS_FILE)
     return model.eval(), task, extra
+
+
+def load_task_adapter(
+    directory: Path, device: str = "cpu", base: str | os.PathLike | None = None
+) -> tuple[nn.Module, Task, dict]:
+    """A task's adapter folder (`triform finetune --lora.rank R`): its adapters and head on the base
+    model folder it names (or `base`)."""
+    document = read_adapter(directory)
+    extra = document.get("extra") or {}
+    base = base or (document.get("base") or {}).get("path")
+    if "task" not in extra or not base:
+        raise TriformError(f"{Path(directory) / ADAPTER_CONFIG}: not a task's adapters (no task, or no base path)")
+    body, specials, tokenizer, _ = load_body(base, device)
+    task = task_from_state(extra["task"], body.config.arch, specials, tokenizer)
+    model = task.build_model(body)
+    put_adapters(model, directory, base_name=f"{base}/{CONFIG_FILE}")
+    return model.to(device).eval(), task, extra
+
+
+def merge_task_adapter(directory: str | os.PathLike, output: str | os.PathLike, base: str | None = None) -> Path:
+    """A task's adapters added into its body's weights: an ordinary fine-tuned model folder."""
+    model, task, extra = load_task_adapter(Path(directory), base=base)
+    merge_adapters(model)
+    return save_task_model(model, task, output, extra={**extra, "merged_adapter": str(directory)})
 
 
 def load_body(directory: str | os.PathLike, device: str = "cpu"):

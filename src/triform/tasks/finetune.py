@@ -28,7 +28,7 @@ from triform.train.distributed import Processes
 from triform.train.loop import Job, Saved
 from triform.train.metrics import read_metrics
 from triform.train.reporting import LogLines, Reporter
-from triform.train.run import run_training
+from triform.train.run import adapt_for_training, run_training
 
 
 class FeatureData:
@@ -89,8 +89,8 @@ def finetuning_job(config: FinetuneConfig) -> Job:
     if config.from_scratch:
         torch.manual_seed(config.train.seed)
         body = build_model(body.config)
-    torch.manual_seed(config.train.seed)  # the same initial head on every process
-    model = task.build_model(body)
+    torch.manual_seed(config.train.seed)  # the same initial head (and adapters) on every process
+    model = adapt_for_training(task.build_model(body), config.lora, config.train, body=body)
     pretraining = {k: v for k, v in extra.items() if k not in ("task", "step")}
     saved_extra = {
         **pretraining,

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from triform.errors import ConfigError
+from triform.models.lora import LoraOptions
 from triform.tasks import TASKS
-from triform.train.config import LoopConfig, OptimConfig, check_loop, optional_fields
+from triform.train.config import LoopConfig, OptimConfig, check_loop, check_lora, optional_fields
 
 TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 Pattern = Literal["bidirectional", "causal", "prefix"]
@@ -50,6 +51,7 @@ class FinetuneBase:
     data: TaskData = field(default_factory=TaskData)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
+    lora: LoraOptions = field(default_factory=LoraOptions)  # adapters on the body; the task head trains whole
 
 
 def _with_sections(base: type) -> type:
@@ -88,3 +90,6 @@ class FinetuneConfig(_with_sections(FinetuneBase)):
         if self.max_len is not None and self.max_len < 8:
             raise ConfigError(f"max_len: expected 8 or more tokens, got {self.max_len}")
         check_loop(self)
+        check_lora(self)
+        if self.lora.enabled and self.from_scratch:
+            raise ConfigError("lora.rank: adapters adapt trained weights; drop from_scratch")

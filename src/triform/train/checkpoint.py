@@ -1,5 +1,7 @@
 """Training checkpoints: a model folder (safetensors + config.json + tokenizer.json) plus
-`trainer.pt` with the optimizer, the scheduler and the position in the data.
+`trainer.pt` with the optimizer, the scheduler and the position in the data. A model with LoRA
+adapters saves an adapter folder instead (models/adapters.py): the trained tensors alone, naming
+the base model they go on (extra["init"]).
 
 Each checkpoint is written into a hidden staging folder and swapped into place (triform.io.atomic_dir),
 so a run killed mid-save leaves the previous checkpoint intact. Randomness is derived from (seed, step),
@@ -18,6 +20,8 @@ from triform.checkpoint import WEIGHTS_FILE, load_weights, save_model, write_mod
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models import build_model
+from triform.models.adapters import ADAPTER_WEIGHTS, load_trainable, save_adapter, write_adapter
+from triform.models.lora import has_adapters
 from triform.train.distributed import Processes, unwrap
 
 CHECKPOINTS, TRAINER_STATE, BEST, FINAL = "checkpoints", "trainer.pt", "best", "model"
@@ -65,7 +69,12 @@ def save_checkpoint(
     if processes.is_main:
         with atomic_dir(target) as staging:
             plain = plain_model(model, model_state, strategy)
-            write_model(plain, staging, specials=specials, tokenizer=tokenizer, extra=extra)
+            if has_adapters(plain):
+                write_adapter(
+                    plain, staging, base=extra.get("init"), specials=specials, tokenizer=tokenizer, extra=extra
+                )
+            else:
+                write_model(plain, staging, specials=specials, tokenizer=tokenizer, extra=extra)
             trainer = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **state}
             torch.save(trainer, staging / TRAINER_STATE)
     processes.barrier()
@@ -83,9 +92,12 @@ def save_plain(
     else:
         state = None
     if processes.is_main:
-        save_model(
-            plain_model(model, state, strategy), run_dir / name, specials=specials, tokenizer=tokenizer, extra=extra
-        )
+        plain = plain_model(model, state, strategy)
+        saving = dict(specials=specials, tokenizer=tokenizer, extra=extra)
+        if has_adapters(plain):
+            save_adapter(plain, run_dir / name, base=extra.get("init"), **saving)
+        else:
+            save_model(plain, run_dir / name, **saving)
     processes.barrier()
     return run_dir / name
 
@@ -126,6 +138,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, strategy: str) -
             optim_state_dict=trainer["optimizer"],
             options=StateDictOptions(full_state_dict=True),
         )
+    elif has_adapters(unwrap(model)):
+        load_trainable(unwrap(model), path / ADAPTER_WEIGHTS)
+        optimizer.load_state_dict(trainer["optimizer"])
     else:
         load_weights(unwrap(model), path / WEIGHTS_FILE)
         optimizer.load_state_dict(trainer["optimizer"])

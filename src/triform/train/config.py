@@ -13,12 +13,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union, get_type_hints
 
+from triform.checkpoint import CONFIG_FILE, TOKENIZER_FILE, read_config
 from triform.config import ModelConfig
 from triform.data.batches import TooLong
 from triform.data.readers import DataSource, Field, Format
 from triform.errors import ConfigError
+from triform.models.lora import LoraOptions
 from triform.models.presets import get_preset
-from triform.objectives import OBJECTIVE_CLASSES, PACKS, Recipe, objective_class
+from triform.objectives import OBJECTIVE_CLASSES, PACKS, Recipe, objective_class, read_recipe
 from triform.objectives.mixture import Mixture
 from triform.precision import Precision
 
@@ -152,12 +154,15 @@ class LoopConfig:
     keep_last: int = 2
     time_limit: Optional[float] = None  # minutes; stops with a checkpoint when reached
     tensorboard: bool = False  # also write TensorBoard events under run_dir/tensorboard
+    # Recompute each block in the backward pass instead of keeping its activations (Chen et al. 2016).
+    activation_checkpointing: bool = False
 
 
 @dataclass
 class RunConfig:
     run_dir: str = "runs/triform"
     preset: Optional[str] = None
+    init: Optional[str] = None  # a model folder to start from: its config, tokenizer, recipe and weights
     resume: bool = False
     model: ModelOverrides = field(default_factory=ModelOverrides)  # type: ignore[valid-type]
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -165,6 +170,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass
@@ -203,13 +209,42 @@ class Resolved:
 def resolve(config: RunConfig) -> Resolved:
     preset = get_preset(config.preset) if config.preset else None
     base = preset.model if preset else ModelConfig()
+    chosen = config.objective
+    if config.init:
+        base, chosen = from_init(config)
     overrides = {k: v for k, v in dataclasses.asdict(config.model).items() if v is not None}
     model = base.replace(**overrides)  # validates, naming the field
-    recipe = dataclasses.replace(resolve_recipe(config.objective, model.arch, preset), pack=config.data.pack)
+    recipe = dataclasses.replace(resolve_recipe(chosen, model.arch, preset), pack=config.data.pack)
     check_loop(config)
+    check_lora(config)
     if not config.data.train:
         raise ConfigError("data.train: expected a file, folder, glob or prepared corpus to train on")
     return Resolved(config, model, recipe)
+
+
+def from_init(config: RunConfig):
+    """Training from a model folder (`--init`): its model config, its tokenizer unless another is
+    given, and its objective and pattern unless the configuration names them."""
+    if config.preset:
+        raise ConfigError("preset: --init takes the model from its folder; drop --preset")
+    document = read_config(config.init)
+    base = ModelConfig.from_dict(document.get("model", {}), source=f"{config.init}/{CONFIG_FILE}")
+    if not config.tokenizer.path:
+        config.tokenizer.path = f"{config.init}/{TOKENIZER_FILE}"
+    chosen = config.objective
+    if chosen.name is None:
+        recipe = read_recipe(document.get("extra") or {}, base.arch, f"{config.init}/{CONFIG_FILE}")
+        chosen = dataclasses.replace(chosen, name=recipe.objective, pattern=chosen.pattern or recipe.pattern)
+    return base, chosen
+
+
+def check_lora(config) -> None:
+    """LoRA options, for `triform train` and `triform finetune` alike."""
+    config.lora.check()
+    if config.lora.enabled and config.train.strategy == "fsdp":
+        raise ConfigError("lora.rank: adapters train on ddp; fsdp shards whole stacks")
+    if config.lora.enabled and not getattr(config, "init", None):
+        raise ConfigError("lora.rank: adapters need a trained model to adapt; give it with --init MODEL_FOLDER")
 
 
 def resolve_recipe(chosen, arch: str, preset=None) -> Recipe:

@@ -168,6 +168,7 @@ class Trainer:
             # Sum over this micro-batch's targets / targets of the global batch; DDP averages over
             # processes, hence the world size.
             loss = self.problem.loss(outputs, batch) if batch_targets else zero_loss(outputs)
+            del outputs  # the logits (tokens x vocabulary) are not kept through the backward pass and the update
             weight = batch_targets * self.processes.world_size / max(total_targets, 1)
             with self.gradient_sync(last):
                 (loss * weight).backward()
@@ -280,9 +281,12 @@ class Trainer:
         return "done"
 
     def run_start(self) -> RunStart:
-        n_parameters = sum(p.numel() for p in unwrap(self.model).parameters())  # an FSDP shard counts whole
+        parameters = list(unwrap(self.model).parameters())
+        n_parameters = sum(p.numel() for p in parameters)  # an FSDP shard counts whole
+        n_trained = sum(p.numel() for p in parameters if p.requires_grad)
+        trained = f" ({count(n_trained)} trained)" if n_trained < n_parameters else ""
         description = (
-            f"{self.job.description}: {count(n_parameters)} parameters, {len(self.job.train_data)} training "
+            f"{self.job.description}: {count(n_parameters)} parameters{trained}, {len(self.job.train_data)} training "
             f"examples, {self.processes.world_size} process(es) on {self.device.type}, {self.precision}, "
             f"run folder {self.run_dir}"
         )

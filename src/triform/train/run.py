@@ -14,13 +14,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from triform.checkpoint import CONFIG_FILE, load_model, read_config
+from triform.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_built, read_config
 from triform.data.tokenizers import save_tokenizer
 from triform.errors import TriformError
 from triform.io import atomic_write
 from triform.models import build_model
+from triform.models.adapters import is_adapter_folder, read_adapter
+from triform.models.lora import LoraOptions, add_adapters
+from triform.models.stack import checkpoint_activations
 from triform.train import checkpoint as ckpt
-from triform.train.config import Resolved
+from triform.train.config import LoopConfig, Resolved
 from triform.train.distributed import Processes, start, stop
 from triform.train.loop import Job, Saved, Trainer
 from triform.train.reporting import Reporter, standard_reporters
@@ -71,7 +74,10 @@ def run_training(
 
 def check_same_model(checkpoint: Path, model_config) -> None:
     """A resumed run must build the model its checkpoint holds; name the first field that differs."""
-    saved = read_config(checkpoint)["model"]
+    if is_adapter_folder(checkpoint):
+        saved = read_adapter(checkpoint)["base"]["model"]
+    else:
+        saved = read_config(checkpoint)["model"]
     for name, value in model_config.to_dict().items():
         if saved.get(name) != value:
             raise TriformError(
@@ -80,14 +86,30 @@ def check_same_model(checkpoint: Path, model_config) -> None:
             )
 
 
+def adapt_for_training(model: torch.nn.Module, lora: LoraOptions, loop: LoopConfig, body=None) -> torch.nn.Module:
+    """LoRA adapters on `body` (the model itself, or a task model's body), everything else of the body
+    frozen; activation checkpointing in every stack. Returns `model`."""
+    if lora.enabled:
+        add_adapters(model if body is None else body, lora)
+    if loop.activation_checkpointing:
+        checkpoint_activations(model)
+    return model
+
+
 def pretraining_job(session: Session, init_from: Path | None = None) -> Job:
     """The job of a pretraining session: its objective on a new model (seeded by train.seed, the same
-    weights on every process), or on the weights of the model folder `init_from`."""
+    weights on every process), or on the weights of the model folder `init_from` (or `--init`),
+    memory-mapped, with LoRA adapters when `--lora.rank` is set."""
     config = session.resolved.config
     torch.manual_seed(config.train.seed)
-    model = build_model(session.model_config)
-    if init_from is not None:  # continued training from a trained model's weights, as they are
-        model.load_state_dict(load_model(init_from).model.state_dict())
+    init_from = init_from or (Path(config.init) if config.init else None)
+    if init_from is None:
+        model = build_model(session.model_config)
+    else:  # continued training from a trained model's weights, as they are
+        model = load_built(session.model_config, Path(init_from) / WEIGHTS_FILE)
+    torch.manual_seed(config.train.seed)  # the same adapters on every process
+    model = adapt_for_training(model.train(), config.lora, config.train)
+    extra = {**session.extra(), **({"init": str(init_from)} if init_from is not None else {})}
     resolved = session.resolved
     return Job(
         problem=session.objective,
@@ -96,7 +118,7 @@ def pretraining_job(session: Session, init_from: Path | None = None) -> Job:
         valid_data=session.valid_data,
         loop=config.train,
         optim=config.optim,
-        saved=Saved(session.specials, session.tokenizer, session.extra()),
+        saved=Saved(session.specials, session.tokenizer, extra),
         description=f"training {session.objective.describe()}, vocab {session.model_config.vocab_size}",
         title=f"{config.preset or resolved.model.arch} + {resolved.objective}",
         bucket=session.bucketed,

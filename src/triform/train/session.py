@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from triform.checkpoint import CONFIG_FILE, read_config
 from triform.config import ModelConfig
 from triform.data.batches import BatchOrder, PairData, WindowData
 from triform.data.corpus import Corpus, tokenize_records
@@ -21,7 +22,7 @@ from triform.errors import TriformError
 from triform.objectives import Objective, objective_class
 from triform.train.config import Resolved
 from triform.train.distributed import Processes
-from triform.vocab import SpecialTokens
+from triform.vocab import SpecialTokens, unpadded
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -59,9 +60,23 @@ def texts_for_tokenizer(source: DataSource, parallel: bool):
             yield record.target
 
 
+def init_specials(config) -> SpecialTokens | None:
+    """The special tokens the `--init` model folder records (an imported model's own, such as GPT-2's
+    one `<|endoftext|>` for every role), or None."""
+    if not config.init:
+        return None
+    values = read_config(config.init).get("special_tokens")
+    return SpecialTokens.from_dict(values, f"{config.init}/{CONFIG_FILE}") if values else None
+
+
 def obtain_tokenizer(resolved: Resolved, run_dir: Path, processes: Processes):
     """The run's own tokenizer when resuming, the given one, or a new one trained on the data."""
     config = resolved.config
+    own = Path(config.init) / TOKENIZER_FILE if config.init else None
+    if own is not None and config.tokenizer.path and Path(config.tokenizer.path) == own and init_specials(config):
+        from tokenizers import Tokenizer
+
+        return unpadded(Tokenizer.from_file(str(own)))  # its special tokens are the folder's, not triform's names
     saved = run_dir / TOKENIZER_FILE
     if config.resume and saved.is_file():
         tokenizer = load_tokenizer(saved)
@@ -110,9 +125,9 @@ def make_data(corpus: Corpus, objective: Objective, max_len: int, too_long: str,
     return WindowData(corpus, windows.length, windows.stride, eos_to=windows.separator, eos=specials.eos)
 
 
-def build_objective(resolved: Resolved, tokenizer, arch: str) -> Objective:
+def build_objective(resolved: Resolved, tokenizer, arch: str, specials: SpecialTokens | None = None) -> Objective:
     """The run's objective; a text corpus reaches it as windows of a packed token stream."""
-    specials = SpecialTokens.from_tokenizer(tokenizer)
+    specials = specials or SpecialTokens.from_tokenizer(tokenizer)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     return resolved.recipe.build(
         arch, specials, vocab_size, tokenizer=tokenizer, packed=not resolved.recipe.reads_pairs
@@ -122,10 +137,10 @@ def build_objective(resolved: Resolved, tokenizer, arch: str) -> Objective:
 def build_session(resolved: Resolved, run_dir: Path, processes: Processes) -> Session:
     config = resolved.config
     tokenizer = obtain_tokenizer(resolved, run_dir, processes)
-    specials = SpecialTokens.from_tokenizer(tokenizer)
+    specials = init_specials(config) or SpecialTokens.from_tokenizer(tokenizer)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     model_config = resolved.model.replace(vocab_size=vocab_size)  # the model's vocabulary is the tokenizer's
-    objective = build_objective(resolved, tokenizer, model_config.arch)
+    objective = build_objective(resolved, tokenizer, model_config.arch, specials)
     data = config.data
     train_corpus = load_corpus(data.train, data.source("train"), tokenizer, objective.reads_pairs, specials.eos)
     train_data = make_data(train_corpus, objective, model_config.max_len, data.too_long, specials)
