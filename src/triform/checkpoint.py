@@ -20,6 +20,7 @@ from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models import build_model
+from triform.nn.feedforward import join_gate_up
 from triform.vocab import SpecialTokens, unpadded
 
 FORMAT = "triform"
@@ -131,6 +132,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     except (SafetensorError, OSError) as error:
         raise TriformError(f"{path}: unreadable safetensors file ({error})") from None
     expected = unique_state_dict(model)
+    tensors = join_gate_up(tensors)  # a folder written before gated feed-forwards had one gate_up matrix
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
