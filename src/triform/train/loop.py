@@ -22,6 +22,7 @@ import torch
 
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
+from triform.nn.block import compile_blocks
 from triform.precision import autocast, resolved_name
 from triform.progress import count
 from triform.train import checkpoint as ckpt
@@ -76,6 +77,8 @@ class Trainer:
                 f"leaves fewer examples per micro-batch than the {processes.world_size} processes"
             )
         self.device = processes.device
+        if self.loop.compile_blocks:
+            compile_blocks(job.model)
         self.model = wrap(job.model.to(self.device), processes, self.strategy)
         if self.loop.compile:
             self.model = torch.compile(self.model)
