@@ -12,7 +12,9 @@ variants in alternating order (A B C, A B C, ...; one warm-up round, then --repe
 reports medians and the median of the paired ratios. The machine's limits (matrix-product speed at
 the case's own shapes, memory bandwidth) are measured in the same run. Results go to
 benchmarks/results.md (tables) and benchmarks/results.json (every timing), and the ratios to the
-speed section of docs/results.md; a run of some cases replaces those cases and keeps the others. The
+speed section of docs/results.md, one table per machine (CPU model and instruction sets, with the
+kernels calibration chose there); a run of some cases replaces those cases of its own machine and
+keeps the others. The
 machine may be shared: the load average is recorded with every round, and the ratios, not the
 absolute figures, are the claim.
 """
@@ -36,6 +38,7 @@ from speed.report import decoding_figures, training_figures  # noqa: E402
 from speed.results import write_results  # noqa: E402
 from speed.timing import alternate  # noqa: E402
 
+from triform.kernels.calibrate import calibration  # noqa: E402
 from triform.precision import resolved_name  # noqa: E402
 
 TRAINING_CASES = {"gpt-train": "gpt", "bert-train": "bert", "bart-train": "bart"}
@@ -77,6 +80,11 @@ def run_decoding(case: str, args, specs: dict, read_gb_s: float) -> dict:
     timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case)
     info["agreement"] = decoding.agreement(info.pop("outputs"))
     return {"kind": "decoding", "info": info, "timing": timing, "figures": decoding_figures(timing, info, read_gb_s)}
+
+
+def kernel_table() -> dict[str, str]:
+    """The kernel calibration chose for each shape class the cases ran (kernels/calibrate.py)."""
+    return {key: choice.kernel for key, choice in calibration().table()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
     run = {
         "machine": describe(),
+        "kernels": kernel_table(),
         "limits": limits,
         "seconds": time.monotonic() - started,
         "argv": sys.argv[1:],

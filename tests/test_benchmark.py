@@ -42,8 +42,11 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     finally:
         torch.set_num_threads(threads)
     assert status == 0
-    stored = json.loads((tmp_path / "speed.json").read_text())
-    assert list(stored["cases"]) == ["gpt-train", "bart-greedy-b1"]
+    (machine, stored), *others = json.loads((tmp_path / "speed.json").read_text())["machines"].items()
+    assert not others and list(stored["cases"]) == ["gpt-train", "bart-greedy-b1"]
+    run = stored["cases"]["gpt-train"]["run"]
+    assert machine.startswith(run["machine"]["cpu"]) and run["machine"]["vendor"] and "isa" in run["machine"]
+    assert any(key.startswith("linear x·Wᵀ") for key in run["kernels"])  # the kernels calibration chose
     training, decoding = stored["cases"]["gpt-train"], stored["cases"]["bart-greedy-b1"]
     assert training["info"]["logit_difference"] < 1e-4
     assert set(training["figures"]["variants"]) == {
@@ -65,9 +68,38 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
 
     page = tmp_path / "results.md"
     page.write_text("# Results\n\n<!-- results:other -->\nkept\n<!-- /results:other -->\n")
-    replace_section("speed", docs_section(stored["cases"], tmp_path / "speed"), page)
+    replace_section("speed", docs_section({machine: stored["cases"]}, tmp_path / "speed"), page)
     written = page.read_text()
     assert "kept" in written and "<!-- results:speed -->" in written and "| gpt-train | same dtype, bf16 |" in written
+    assert f"### {machine}" in written and "Kernels calibration chose for gpt-train, bart-greedy-b1" in written
+
+
+def test_each_machine_keeps_its_own_table(tmp_path):
+    """A run on one CPU replaces that CPU's cases only: another machine's figures, from a file
+    written before tables were kept per machine, stay under their own heading."""
+    load_benchmark()
+    from speed.results import write_results
+
+    result = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    amd = next((cases for key, cases in result["machines"].items() if key.startswith("AMD EPYC")), None)
+    if amd is None:
+        pytest.skip("no AMD EPYC figures in benchmarks/results.json")
+    old_layout = tmp_path / "speed.json"
+    old_layout.write_text(json.dumps({"cases": {"gpt-train": amd["cases"]["gpt-train"]}}))
+    page = tmp_path / "results.md"
+    here = dict(amd["cases"]["gpt-train"]["run"])
+    here["machine"] = {**here["machine"], "cpu": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel"}
+    here["machine"]["isa"] = ["AVX512", "AVX512-BF16", "AMX"]
+    ours = {**amd["cases"]["gpt-train"], "figures": json.loads(json.dumps(amd["cases"]["gpt-train"]["figures"]))}
+    ours["figures"]["comparisons"][0]["ratio"] = 1.234
+    write_results(tmp_path / "speed", here, {"gpt-train": ours}, page)
+    written = page.read_text()
+    intel = "### Intel(R) Xeon(R) Processor (AVX512, AVX512-BF16, AMX)"
+    assert "### AMD EPYC\n" in written and intel in written
+    amd_part, intel_part = written.split(intel)
+    assert "| gpt-train | same dtype, fp32 | 1.23× |" in intel_part and "1.23×" not in amd_part
+    stored = json.loads(old_layout.read_text())["machines"]
+    assert list(stored) == ["AMD EPYC", intel[4:]]
 
 
 def test_cases_are_chosen_by_name_or_word():

@@ -45,6 +45,31 @@ def test_missing_tensor_is_named(tmp_path):
         load_model(tmp_path / "m")
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_folder_in_the_old_gated_layout_loads_with_gate_and_up_joined(tmp_path, bias):
+    """Gated feed-forwards once stored `gate` and `up` as two tensors; now one `gate_up` (gate rows
+    first). A folder written before, and an old state dict, give the same logits as the model did."""
+    from safetensors.torch import load_file, save_file
+
+    model = build_model(tiny_config(activation="silu", gated=True, bias=bias, norm="rmsnorm")).eval()
+    save_model(model, tmp_path / "m")
+    tensors = load_file(tmp_path / "m" / "model.safetensors")
+    old = {}
+    for name, tensor in tensors.items():
+        if ".gate_up." in name:  # back to the old layout: two tensors of d_ff rows each
+            gate, up = tensor.chunk(2)
+            old[name.replace("gate_up", "gate")], old[name.replace("gate_up", "up")] = gate.clone(), up.clone()
+        else:
+            old[name] = tensor
+    assert "stack.blocks.0.feedforward.gate.weight" in old and not any("gate_up" in n for n in old)
+    save_file(old, tmp_path / "m" / "model.safetensors")
+    ids = random_ids(2, 7)
+    torch.testing.assert_close(load_model(tmp_path / "m").model(ids), model(ids), atol=0, rtol=0)
+    fresh = build_model(tiny_config(activation="silu", gated=True, bias=bias, norm="rmsnorm")).eval()
+    fresh.load_state_dict({**old, **{n: t for n, t in model.state_dict().items() if n not in tensors}})
+    torch.testing.assert_close(fresh(ids), model(ids), atol=0, rtol=0)
+
+
 def test_shape_mismatch_is_named(tmp_path):
     save_model(build_model(tiny_config()), tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())

@@ -49,9 +49,16 @@ def test_without_gradient_nothing_is_kept_and_no_target_gives_zero():
     assert float(cross_entropy(logits, torch.full((4,), -100))) == 0.0
 
 
-def test_a_second_backward_through_the_loss_is_refused():
+def test_a_second_backward_is_right_or_refused():
+    """The gradient is kept as computed for loss.backward() (an incoming gradient of 1) and scaled
+    in place otherwise: a backward after a scaled one would read a changed gradient, and is refused."""
     logits = torch.randn(3, 5, requires_grad=True)
     loss = cross_entropy(logits, torch.tensor([0, 1, 2]))
     loss.backward(retain_graph=True)
+    first = logits.grad.clone()
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(logits.grad, 2 * first)
+    (0.5 * loss).backward(retain_graph=True)
+    torch.testing.assert_close(logits.grad, 2.5 * first)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()

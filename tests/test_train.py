@@ -12,6 +12,7 @@ from training_helpers import train_args, write_parallel, write_text
 
 from triform.checkpoint import load_model
 from triform.cli import build_parser, main
+from triform.models import build_model
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
 from triform.train.run import train
@@ -373,6 +374,25 @@ def test_compile_wraps_the_model_and_checkpoints_its_weights(tmp_path, corpus, m
     assert compiled and sorted(load_model(tmp_path / "run" / "model").model.state_dict()) == sorted(
         compiled[0].state_dict()
     )
+
+
+def test_compile_blocks_compiles_each_block_and_keeps_the_weights_names(tmp_path, corpus, monkeypatch):
+    """train.compile_blocks: every block compiled on its own (dynamo's eager backend, as above), the
+    model folder's tensors named as without it."""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(function, **options):
+        compiled.append(function)
+        return real_compile(function, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    argv = train_args(tmp_path / "run", *corpus, 2, "--preset", "tiny-gpt", "--train.compile_blocks", "true")
+    assert main(argv) == 0
+    blocks = load_model(tmp_path / "run" / "model").model.stack.blocks
+    assert len(compiled) == len(blocks) >= 1  # one compilation per block
+    names = sorted(load_model(tmp_path / "run" / "model").model.state_dict())
+    assert names == sorted(build_model(load_model(tmp_path / "run" / "model").config).state_dict())
 
 
 def test_precision_and_device_choices(tmp_path, corpus, capsys):

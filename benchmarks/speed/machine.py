@@ -1,5 +1,5 @@
 """The machine's own limits, measured in the same run: matrix products at the benchmark's shapes,
-and memory bandwidth; and what the machine and its software are."""
+and memory bandwidth; and what the machine and its software are (CPU model, vendor, instruction sets)."""
 
 from __future__ import annotations
 
@@ -69,10 +69,13 @@ def cpu_name() -> str:
 def describe() -> dict:
     import transformers
 
+    from triform.kernels.machine import cpu_vendor, isa_flags
     from triform.precision import native_bf16
 
     return {
         "cpu": cpu_name(),
+        "vendor": cpu_vendor(),
+        "isa": isa_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "native_bf16": native_bf16(torch.device("cpu")),

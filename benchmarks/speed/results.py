@@ -28,41 +28,91 @@ def commit() -> str:
     return found.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def machine_key(machine: dict) -> str:
+    """The heading of a machine's table: its CPU model, with the instruction sets where recorded."""
+    isa = machine.get("isa")
+    return f"{machine['cpu']} ({', '.join(isa)})" if isa else machine["cpu"]
+
+
+def read_stored(path: Path) -> dict[str, dict]:
+    """machine -> case -> result, from PREFIX.json; a file from before one table per machine (all
+    cases at the top) is read case by case under the machine each case's run names."""
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    machines = {key: dict(value["cases"]) for key, value in stored.get("machines", {}).items()}
+    for case, result in stored.get("cases", {}).items():
+        machines.setdefault(machine_key(result["run"]["machine"]), {})[case] = result
+    return machines
+
+
 def write_results(output: Path, run: dict, results: dict, docs: Path | None = None) -> tuple[str, list[str]]:
-    """Merge `results` into PREFIX.json, rewrite PREFIX.md from all of it, and with `docs` the speed
-    section of that results page; returns (markdown, failures)."""
+    """Merge `results` into PREFIX.json under this run's machine, rewrite PREFIX.md from all of it,
+    and with `docs` the speed section of that results page; returns (markdown, failures)."""
     run = {**run, "date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit()}
     path = output.with_suffix(".json")
-    stored = json.loads(path.read_text()) if path.exists() else {"cases": {}}
-    for case, result in results.items():
-        stored["cases"][case] = {**result, "run": run}
-    order = [c for c in ORDER if c in stored["cases"]] + [c for c in stored["cases"] if c not in ORDER]
-    stored["cases"] = {case: stored["cases"][case] for case in order}
-    text = markdown(stored["cases"])
+    machines = read_stored(path)
+    if results:
+        cases = machines.setdefault(machine_key(run["machine"]), {})
+        for case, result in results.items():
+            cases[case] = {**result, "run": run}
+    for key, cases in machines.items():
+        order = [c for c in ORDER if c in cases] + [c for c in cases if c not in ORDER]
+        machines[key] = {case: cases[case] for case in order}
+    text = markdown(machines)
+    stored = {"machines": {key: {"cases": cases} for key, cases in machines.items()}}
     atomic_write(path, json.dumps(stored, indent=1, default=float) + "\n")
     atomic_write(output.with_suffix(".md"), text + "\n")
     if docs is not None:
-        replace_section("speed", docs_section(stored["cases"], output), docs)
+        replace_section("speed", docs_section(machines, output), docs)
     return text, failures(results)
 
 
-def docs_section(cases: dict, output: Path) -> str:
-    """The ratios and the runs they come from, for docs/results.md; the full tables stay in PREFIX.md."""
+def docs_section(machines: dict, output: Path) -> str:
+    """The ratios and the runs they come from, one table per machine, for docs/results.md; the full
+    tables stay in PREFIX.md."""
     where = output.with_suffix(".md").resolve().relative_to(ROOT) if output.resolve().is_relative_to(ROOT) else output
     lines = [
         "## Speed: triform and transformers side by side",
         "",
         f"Written by `benchmarks/run.py` (all tables, tokens/s, MFU, bandwidth bound and peak RSS in `{where}`). "
         "Ratios are transformers' time divided by triform's, the median over alternating rounds on the same "
-        "weights: above 1, triform is faster.",
-        "",
-        *runs_text(cases),
-        "",
-        *ratio_table(cases),
-        "",
-        *utilisation_lines(cases),
+        "weights: above 1, triform is faster. One table per machine: a speed claim holds on the CPU it was "
+        "measured on.",
     ]
-    return "\n".join(lines)
+    for key, cases in machines.items():
+        lines += ["", f"### {key}", "", *runs_text(cases), *kernel_lines(cases), "", *ratio_table(cases)]
+        lines += ["", *utilisation_lines(cases)]
+    return "\n".join(lines).rstrip()
+
+
+def kernel_lines(cases: dict) -> list[str]:
+    """How many shape classes chose each kernel, per operation, in each run that recorded its choices."""
+    lines = []
+    for names, run in runs_of(cases):
+        kernels = run.get("kernels")
+        if not kernels:
+            continue
+        counts: dict[str, dict[str, int]] = {}
+        for key, kernel in kernels.items():
+            operation = " ".join(key.split()[:2]) if key.startswith("linear") else key.split()[0]
+            counts.setdefault(operation, {}).setdefault(kernel, 0)
+            counts[operation][kernel] += 1
+        shown = "; ".join(
+            f"{operation}: " + ", ".join(f"{kernel} {n}" for kernel, n in sorted(chosen.items(), key=lambda x: -x[1]))
+            for operation, chosen in counts.items()
+        )
+        lines.append(
+            f"- Kernels calibration chose for {', '.join(names)} ({len(kernels)} shape classes; "
+            f"`triform calibrate` shows them): {shown}."
+        )
+    return lines
+
+
+def runs_of(cases: dict) -> list[tuple[list[str], dict]]:
+    """The distinct runs the cases come from, each with its cases."""
+    runs: dict[str, list[str]] = {}
+    for case, result in cases.items():
+        runs.setdefault(json.dumps(result["run"], sort_keys=True, default=float), []).append(case)
+    return [(names, json.loads(key)) for key, names in runs.items()]
 
 
 ORDER = [
@@ -88,19 +138,17 @@ def failures(results: dict) -> list[str]:
 
 
 def runs_text(cases: dict) -> list[str]:
-    runs = {}
-    for case, result in cases.items():
-        runs.setdefault(json.dumps(result["run"], sort_keys=True, default=float), []).append(case)
     lines = []
-    for key, names in runs.items():
-        run = json.loads(key)
+    for names, run in runs_of(cases):
         m = run["machine"]
         loads = [x for c in names for x in cases[c]["timing"]["load"]]
         bandwidth = run["limits"]["bandwidth"]
+        about = [m["vendor"]] if m.get("vendor") else []  # runs before vendor and ISA flags were recorded
+        about += [f"{m['cores']} cores", f"{m['torch_threads']} torch threads"]
+        about += [", ".join(m["isa"]) if m.get("isa") else m["cpu_capability"]]
         lines.append(
-            f"- {', '.join(names)}: {run['date']}, triform {run['commit']}, {m['cpu']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads, {m['cpu_capability']}, native bf16: "
-            f"{'yes' if m['native_bf16'] else 'no'}), "
+            f"- {', '.join(names)}: {run['date']}, triform {run['commit']}, {m['cpu']} ({', '.join(about)}, native "
+            f"bf16: {'yes' if m['native_bf16'] else 'no'}), "
             f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; load average during the "
             f"rounds {min(loads):.1f} to {max(loads):.1f} (median {statistics.median(loads):.1f}); memory bandwidth "
             f"read {bandwidth['read_gb_s']:.1f} GB/s, copy {bandwidth['copy_gb_s']:.1f} GB/s; {run['warmup']} "
@@ -114,13 +162,20 @@ def runs_text(cases: dict) -> list[str]:
     return lines
 
 
-def markdown(cases: dict) -> str:
+def markdown(machines: dict) -> str:
+    lines = ["# Speed: triform and transformers side by side", "", HOW]
+    for key, cases in machines.items():
+        lines += ["", f"## {key}", "", *machine_markdown(cases)]
+    return "\n".join(lines)
+
+
+def machine_markdown(cases: dict) -> list[str]:
     trained = {c: r for c, r in cases.items() if r["kind"] == "training"}
     decoded = {c: r for c, r in cases.items() if r["kind"] == "decoding"}
-    lines = ["# Speed: triform and transformers side by side", "", HOW, "", *runs_text(cases), "", "## Ratios", ""]
+    lines = [*runs_text(cases), "", "### Ratios", ""]
     lines += ratio_table(cases) + [""] + utilisation_lines(cases)
     if trained:
-        lines += ["", "## Training steps", "", TRAINING_NOTE, ""] + training_table(trained) + [""]
+        lines += ["", "### Training steps", "", TRAINING_NOTE, ""] + training_table(trained) + [""]
         for case, result in trained.items():
             gemm, info = result["figures"]["gemm_gflop_s"], result["info"]
             losses = info["eval_losses"]
@@ -133,7 +188,7 @@ def markdown(cases: dict) -> str:
                 f"{compile_note(info)}."
             )
     if decoded:
-        lines += ["", "## Generation", "", DECODING_NOTE, ""] + decoding_table(decoded) + [""]
+        lines += ["", "### Generation", "", DECODING_NOTE, ""] + decoding_table(decoded) + [""]
         for case, result in decoded.items():
             info, agreement = result["info"], result["info"]["agreement"]
             same = "identical to" if agreement["identical_to_transformers"] else "**different from**"
@@ -143,7 +198,17 @@ def markdown(cases: dict) -> str:
                 f"fp32 tokens {same} transformers'; {100 * agreement['default_precision_token_agreement']:.0f} % of "
                 f"the default-precision tokens equal the fp32 ones."
             )
-    return "\n".join(lines)
+    return lines + kernel_table_lines(cases)
+
+
+def kernel_table_lines(cases: dict) -> list[str]:
+    """Every shape class's chosen kernel, per run that recorded them."""
+    lines = []
+    for names, run in runs_of(cases):
+        if run.get("kernels"):
+            lines += ["", f"### Kernels calibration chose ({', '.join(names)})", "", "| shape class | kernel |"]
+            lines += ["|---|---|"] + [f"| {key} | {kernel} |" for key, kernel in run["kernels"].items()]
+    return lines
 
 
 def compile_note(info: dict) -> str:

@@ -176,7 +176,7 @@ def training_gemm_shapes(spec: ModelSpec, shape: TrainingShape, n_predicted: int
     is the ceiling of this case."""
     config = spec.config
     d, d_ff, inner = config.d_model, config.d_ff, config.n_heads * config.head_dim
-    ff = [(d, d_ff), (d, d_ff), (d_ff, d)] if config.gated else [(d, d_ff), (d_ff, d)]
+    ff = [(d, 2 * d_ff), (d_ff, d)] if config.gated else [(d, d_ff), (d_ff, d)]  # gate and up: one product
     layer = [(d, 3 * inner), (inner, d), *ff]
     head = [(d, config.vocab_size)] + ([(d, d)] if config.output_transform else [])
     if config.arch == "stack":

@@ -20,6 +20,7 @@ from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models import build_model
+from triform.nn.feedforward import join_gate_up
 from triform.vocab import SpecialTokens, unpadded
 
 FORMAT = "triform"
@@ -125,9 +126,10 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise TriformError(f"{path}: not found")
     try:
         with safe_open(str(path), framework="pt") as file:
-            return {name: file.get_tensor(name) for name in file.keys()}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
     except (SafetensorError, OSError) as error:
         raise TriformError(f"{path}: unreadable safetensors file ({error})") from None
+    return join_gate_up(tensors)  # a folder written before gated feed-forwards had one gate_up matrix
 
 
 def check_tensors(path: Path, tensors: dict, expected: dict) -> None:

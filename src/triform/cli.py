@@ -34,6 +34,7 @@ COMMANDS = {
     "embed": ("embed", "one vector per text: the pooled final hidden states of a model (mean, first or last token)"),
     "predict": ("predict", "predict with a fine-tuned model: one JSON line per record, and metrics when labelled"),
     "serve": ("serve", "serve models over HTTP: OpenAI-compatible completions and embeddings, batched, streamed"),
+    "calibrate": ("calibrate", "time the candidate kernels of a model's products and attention here; show, --save"),
 }
 
 

@@ -143,8 +143,7 @@ class LlamaFamily(Family):
                 ),
                 *linear(ours + "self_attention.out", attention + "o_proj", bias=config.bias),
                 rule(ours + "norms.1.weight", theirs + "post_attention_layernorm.weight"),
-                *linear(ours + "feedforward.gate", mlp + "gate_proj", bias=config.bias),
-                *linear(ours + "feedforward.up", mlp + "up_proj", bias=config.bias),
+                *fused(ours + "feedforward.gate_up", [mlp + "gate_proj", mlp + "up_proj"], bias=config.bias),
                 *linear(ours + "feedforward.down", mlp + "down_proj", bias=config.bias),
             ]
             if config.qk_norm:

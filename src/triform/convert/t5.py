@@ -183,10 +183,7 @@ def cross_attention(ours: str, theirs: str) -> list[Rule]:
 def feed_forward(ours: str, theirs: str, gated: bool) -> list[Rule]:
     dense = theirs + "DenseReluDense."
     if gated:  # wi_0 goes through the activation, wi_1 does not (Shazeer 2020)
-        up = [
-            *linear(ours + "feedforward.gate", dense + "wi_0", bias=False),
-            *linear(ours + "feedforward.up", dense + "wi_1", bias=False),
-        ]
+        up = fused(ours + "feedforward.gate_up", [dense + "wi_0", dense + "wi_1"], bias=False)
     else:
         up = linear(ours + "feedforward.up", dense + "wi", bias=False)
     return [

@@ -3,11 +3,13 @@
 `nn/` holds the textbook parts, on plain torch. The kernels here compute the same functions faster
 on a CPU; `models/build.py` hands them to the parts (`linear=Linear`, `attend=attend`,
 `dropout=Dropout`), as torchtune hands in `q_proj=`, and the objectives' loss is `cross_entropy`.
-Each choice was measured, on an AMD EPYC, and each module says what was measured; tests/test_kernels.py
-checks each kernel against the textbook path it replaces.
+tests/test_kernels.py checks each kernel against the textbook path it replaces.
 
-- `linear`: oneDNN for large fp32 products; a small single row under bf16 autocast in fp32 by MKL.
-- `attention`: bf16 attention written out as two products around a softmax; one query in fp32.
+- `linear`: each product (forward, and both of the backward pass) by the kernel measured fastest
+  for its shape class on this machine: torch's (MKL, oneDNN's matmul), oneDNN's inner product,
+  packed weights without autograd, fp32 for a few rows under bf16 autocast (`calibrate`).
+- `attention`: torch's fused kernel, two products around a softmax, or one query in fp32, measured.
+- `calibrate`: the measurement, the table of choices, and its cache file; `machine`: what it is keyed by.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.
 """

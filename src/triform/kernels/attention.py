@@ -1,40 +1,92 @@
-"""Attention on a CPU under bf16: the cases where torch's fused kernel is not the fastest.
+"""Attention on a CPU by the kernel measured fastest here for each shape class (`kernels/calibrate.py`).
 
-Measured on an AMD EPYC at the shapes of benchmarks/run.py (torch 2.13): a single query (a decoding
-step) is attended in fp32, 4 times faster there than in bf16 (the KV cache is in the weights' dtype,
-fp32); more queries are attended written out, two bf16 matrix products around a softmax that
-accumulates in fp32, 2 to 4 times faster than the fused kernel forward and backward, for the price
-of holding the scores, hence a limit on their size. Everything else goes to the textbook `attend`.
+The candidates:
+- `sdpa`: torch's fused kernel, F.scaled_dot_product_attention (flash attention on a CPU where it
+  applies, its math path elsewhere), the textbook `attend`;
+- `written-out`: two matrix products around a softmax that accumulates in fp32 (Vaswani §3.2.1,
+  eq. 1), for the price of holding the scores, hence a limit on their size; on an AMD EPYC it ran bf16
+  attention 2 to 4 times faster than the fused kernel, forward and backward;
+- `fp32` (one query under bf16 autocast: a decoding step): the fused kernel in fp32 against the KV
+  cache, which is in the weights' dtype; 4 times faster than bf16 on that EPYC.
+Each is timed in the context it will run in (autocast, autograd: forward and backward), once per
+class: dtype, batch · heads, queries and keys (rounded up to powers of two), d_head, the kind of mask,
+dropout.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from triform.kernels.calibrate import FIELDS, calibration, rows_class
 from triform.kernels.dropout import dropout
 from triform.nn import attention as textbook
 
 # Largest score matrix (batch · heads · queries · keys) attended in the written-out form below.
 EXPLICIT_LIMIT = 2**24
+FIELDS["attention"] = ("dtype", "batch·heads≤", "queries≤", "keys≤", "d_head", "mask", "dropout", "grad", "threads")
 
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale: float | None
 ) -> Tensor:
     """softmax(q · kᵀ · scale + mask) · v, as `triform.nn.attention.attend`, by the kernel fastest here."""
-    bf16_autocast = (
-        q.device.type == "cpu"
-        and torch.is_autocast_enabled("cpu")
-        and (torch.get_autocast_dtype("cpu") == torch.bfloat16)
-    )
-    if bf16_autocast and q.shape[2] == 1:
-        return single_query_fp32(q, k, v, mask, is_causal, dropout_p, scale)
-    written_out = bf16_autocast or (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.bfloat16)
-    if not written_out or q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > EXPLICIT_LIMIT:
+    names = candidates(q, k)
+    if len(names) == 1:
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)
-    return written_out_bf16(q, k, v, mask, is_causal, dropout_p, scale)
+    args = (mask, is_causal, dropout_p, scale)
+    name = calibration().choose(attention_key(q, k, *args), names, lambda: timed_runs(names, q, k, v, args))
+    return KERNELS[name](q, k, v, *args)
+
+
+def candidates(q: Tensor, k: Tensor) -> tuple[str, ...]:
+    if q.device.type != "cpu" or torch.compiler.is_compiling():
+        return ("sdpa",)
+    names = ["sdpa"]
+    scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    if q.dtype in (torch.float32, torch.bfloat16) and scores <= EXPLICIT_LIMIT:
+        names.append("written-out")
+    if q.shape[2] == 1 and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        names.append("fp32")
+    return tuple(names)
+
+
+def attention_key(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale) -> tuple:
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = str(torch.get_autocast_dtype("cpu") if autocast else q.dtype).removeprefix("torch.")
+    masked = "causal" if is_causal else "none" if mask is None else "bool" if mask.dtype == torch.bool else "additive"
+    batch_heads = rows_class(q.shape[0] * q.shape[1])
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
+    return (
+        "attention",
+        dtype + (" autocast" if autocast else ""),
+        batch_heads,
+        rows_class(q.shape[2]),
+        rows_class(k.shape[2]),
+        q.shape[3],
+        masked,
+        dropout_p > 0,
+        "grad" if grad else "no-grad",
+        torch.get_num_threads(),
+    )
+
+
+def timed_runs(names: tuple[str, ...], q: Tensor, k: Tensor, v: Tensor, args: tuple) -> dict[str, Callable[[], object]]:
+    """A call of each candidate on copies of these inputs, with its backward pass where autograd
+    would run one."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    inputs = [t.detach().requires_grad_(grad) for t in (q, k, v)]
+
+    def run(name: str) -> None:
+        out = KERNELS[name](*inputs, *args)
+        if grad:
+            torch.autograd.grad(out, inputs, torch.ones_like(out))
+
+    return {name: partial(run, name) for name in names}
 
 
 def single_query_fp32(
@@ -49,10 +101,10 @@ def single_query_fp32(
         )
 
 
-def written_out_bf16(
+def written_out(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale: float | None
 ) -> Tensor:
-    """Two bf16 products around a softmax (Vaswani §3.2.1, eq. 1), the scores held in memory."""
+    """Two products around a softmax (Vaswani §3.2.1, eq. 1), the scores held in memory."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-1, -2)  # (B, n_heads, T, T_keys)
     if is_causal:
@@ -64,3 +116,6 @@ def written_out_bf16(
     weights = scores.softmax(dim=-1)
     weights = dropout(weights, dropout_p)
     return weights @ v  # (B, n_heads, T, d_head)
+
+
+KERNELS = {"sdpa": textbook.attend, "written-out": written_out, "fp32": single_query_fp32}

@@ -1,40 +1,45 @@
-"""y = x · Wᵀ + b, with the matrix-product kernel chosen for the CPU.
+"""y = x · Wᵀ + b, each matrix product by the kernel measured fastest here for its shape class.
 
-torch computes fp32 matrix products on x86 CPUs with MKL, and bf16 ones with oneDNN. Measured on the
-AMD EPYC that benchmarks/run.py was developed on (torch 2.13):
-- oneDNN's fp32 kernels ran the products of a training step 1.3 to 2.4 times faster than MKL's at
-  the same shapes (MKL picks its code path by CPU vendor; oneDNN by instruction set);
-- a single row under bf16 autocast (a decoding step at batch 1) goes to oneDNN's bf16 kernel, built
-  for matrices, which costs 25 to 35 µs a call however small the product. Below ONEDNN_MIN_PRODUCT
-  the row is computed outside autocast, in fp32 against the fp32 weight, by MKL's matrix-vector
-  kernel: 17 µs against 34 for 64 -> 192 features, and greedy decoding of the tiny presets at batch 1
-  a quarter faster. Larger rows stay with oneDNN, which reads half the bytes. torch's own bf16
-  matrix-vector kernel was faster still (at d_model 384, decoding 1.6 times faster), but every aten
-  product (mm, mv, dot, bmm) reaches it only with oneDNN switched off for the whole process, a
-  flag that other threads would see; no per-call way to it exists, so it is not used.
-`Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the
-same results to within rounding. `choose_product` makes the choice, in one place.
+Which kernel wins depends on the CPU (`kernels/calibrate.py`): on an AMD EPYC oneDNN's fp32
+products ran 1.3 to 2.4 times faster than MKL's, on an Intel Xeon with AMX MKL's matched or beat
+them, and oneDNN's weight-gradient products (a long inner dimension, both operands transposed) ran at
+half MKL's speed there. So each product is timed once per shape class and the fastest kernel kept.
+The candidates, every one a per-call path:
+- `torch`: F.linear, which is MKL in fp32, oneDNN's matmul in bf16 above 16³ multiply-adds and
+  torch's own kernel below (aten/src/ATen/native/mkldnn/Matmul.cpp); under autocast, autocast's cast;
+- `onednn`: oneDNN's inner product on the weight as it is (torch.ops.mkldnn._linear_pointwise);
+- `onednn-packed`, `mkl-packed` (no autograd, the weight unchanging): oneDNN's product on a weight
+  reordered once into its blocked layout (torch.ops.mkldnn._reorder_linear_weight), MKL's packed
+  sgemm (torch.ops.mkl._mkl_linear, fp32 only), kept until the weight changes;
+- `fp32` (a few rows under bf16 autocast, no autograd): the product in fp32 against the fp32 weight,
+  by MKL's matrix-vector kernel, rounded to bf16, as autocast's result would be: a oneDNN call costs
+  some 25 µs however small the product.
+With autograd, the forward product and both of the backward pass (the input's gradient g · W and the
+weight's gᵀ · x) each choose between `torch` and `onednn`. Left out: torch's own bf16 matrix-vector
+kernel, reached only with oneDNN switched off for the whole process (a flag every thread would see).
+`Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the same
+results to within rounding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from triform.kernels.calibrate import FIELDS, calibration, rows_class
+
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-# A oneDNN call costs some 10 µs before any arithmetic, more than a whole small product takes in
-# MKL. From about 2^18 multiply-adds up oneDNN wins, by far when the weights stream from memory as in
-# decoding (benchmarks/run.py's GPT at batch 1: 2.3 ms per token against 3.5 with MKL); below, MKL's
-# lower cost per call keeps the per-step time of small models (benchmarks/generation.py) as it was.
-ONEDNN_MIN_PRODUCT = 2**18
-# torch itself leaves bf16 products of at most 16³ multiply-adds to its own kernel (mkldnn_gemm in
-# aten/src/ATen/native/mkldnn/Matmul.cpp), which is faster there than fp32.
-ONEDNN_MIN_BF16 = 16**3
+ONEDNN_PACKED = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+MKL_PACKED = hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
+FP32_ROWS = 16  # rows up to which a product under bf16 autocast may be computed in fp32 instead
+DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 Product = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+FIELDS["linear"] = ("role", "dtype", "rows≤", "in", "out", "bias", "threads")
 
 
 def onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -42,82 +47,139 @@ def onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-class _OneDnnLinear(torch.autograd.Function):
+PRODUCTS: dict[str, Product] = {"torch": F.linear, "onednn": onednn_product}
+
+
+def measured(x: Tensor) -> bool:
+    """Whether this product's kernel is chosen here: fp32 or bf16 on a CPU, outside torch.compile
+    (which makes its own choice)."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and not torch.compiler.is_compiling()
+
+
+def onednn_enabled() -> bool:
+    return ONEDNN and torch.backends.mkldnn.enabled
+
+
+def product(role: str, a: Tensor, b: Tensor, bias: Tensor | None, shape: tuple[int, int, int]) -> Tensor:
+    """a · bᵀ + bias, one of a linear layer's products (`role`), by the kernel chosen for its class:
+    `shape` is the layer's (rows, in, out), the rows rounded up to a power of two."""
+    if not (onednn_enabled() and measured(a)):
+        return F.linear(a, b, bias)
+    rows, n_in, n_out = shape
+    key = ("linear", role, DTYPES[a.dtype], rows_class(rows), n_in, n_out, bias is not None, torch.get_num_threads())
+    names = tuple(PRODUCTS)
+    name = calibration().choose(key, names, lambda: {n: partial(PRODUCTS[n], a, b, bias) for n in names})
+    return PRODUCTS[name](a, b, bias)
+
+
+class _Linear(torch.autograd.Function):
+    """x (M, K) · weight (N, K)ᵀ + bias with each of the three products chosen by measurement."""
+
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return onednn_product(x, weight, bias)
+        ctx.shape = (x.shape[0], x.shape[1], weight.shape[0])
+        return product("x·Wᵀ", x, weight, bias, ctx.shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = onednn_product(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # grad · W
-        grad_weight = onednn_product(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # gradᵀ · x
-        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        wanted = ctx.needs_input_grad
+        grad_x = product("g·W", grad, weight.t(), None, ctx.shape) if wanted[0] else None  # (M, K)
+        grad_weight = product("gᵀ·x", grad.t(), x.t(), None, ctx.shape) if wanted[1] else None  # (N, K)
+        grad_bias = grad.sum(0) if ctx.has_bias and wanted[2] else None
         return grad_x, grad_weight, grad_bias
 
 
-def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear by oneDNN, forward and backward."""
+def autocast_bf16(x: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear with autograd, each product by its measured kernel (under bf16 autocast, in bf16)."""
+    if autocast_bf16(x):
+        x, weight = x.to(torch.bfloat16), weight.to(torch.bfloat16)  # as autocast casts them
+        bias = None if bias is None else bias.to(torch.bfloat16)
+    elif torch.is_autocast_enabled(x.device.type) or not measured(x) or x.dtype != weight.dtype:
+        return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])  # (M, in)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    y = _OneDnnLinear.apply(rows, weight, bias) if needs_grad else onednn_product(rows, weight, bias)
+    y = _Linear.apply(rows, weight, bias)
     return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
 
 
-def use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """fp32 on a CPU, a product of at least ONEDNN_MIN_PRODUCT multiply-adds, oneDNN present and
-    enabled, outside autocast (whose bf16 products are oneDNN's already) and outside torch.compile
-    (which makes its own choice)."""
-    return (
-        ONEDNN
-        and x.numel() * weight.shape[0] >= ONEDNN_MIN_PRODUCT
-        and x.dtype == weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and torch.backends.mkldnn.enabled
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
-
-
-def small_bf16_row(x: Tensor, weight: Tensor) -> bool:
-    """A single row under CPU bf16 autocast whose product oneDNN would compute (more than 16³
-    multiply-adds, oneDNN enabled) but slower than MKL in fp32 (fewer than ONEDNN_MIN_PRODUCT), with
-    an fp32 weight, outside torch.compile."""
-    return (
-        x.numel() == x.shape[-1]
-        and ONEDNN_MIN_BF16 < x.numel() * weight.shape[0] < ONEDNN_MIN_PRODUCT
-        and weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and torch.backends.mkldnn.enabled
-        and not torch.compiler.is_compiling()
-    )
-
-
-def fp32_row(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def fp32_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """F.linear outside autocast, in fp32, its result in bf16 as autocast's would be."""
     with torch.autocast("cpu", enabled=False):
         return F.linear(x.float(), weight, bias).to(torch.bfloat16)
 
 
-def choose_product(x: Tensor, weight: Tensor) -> Product:
-    """The kernel that computes x · weightᵀ + bias fastest here."""
-    if small_bf16_row(x, weight):
-        return fp32_row
-    if use_onednn(x, weight):
-        return onednn_linear
-    return F.linear
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    return choose_product(x, weight)(x, weight, bias)
-
-
 class Linear(nn.Linear):
-    """nn.Linear, its product computed by the kernel `choose_product` picks."""
+    """nn.Linear, each product computed by the kernel measured fastest for its shape class."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias)
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if needs_grad or not measured(x) or x.numel() == 0:
+            return linear(x, self.weight, self.bias)
+        rows = x.reshape(-1, x.shape[-1])  # (M, in)
+        return self.inference(rows).view(*x.shape[:-1], self.out_features)  # (..., out)
+
+    def inference(self, x: Tensor) -> Tensor:
+        """The forward product alone, choosing among the kernels that need no autograd too."""
+        bf16 = autocast_bf16(x)
+        dtype = torch.bfloat16 if bf16 else x.dtype
+        names = self.inference_kernels(x, dtype, bf16)
+        if len(names) == 1:
+            return F.linear(x, self.weight, self.bias)
+        key = ("linear", "x·Wᵀ no-grad", DTYPES[dtype] + (" autocast" if bf16 else ""), rows_class(x.shape[0]))
+        key += (self.in_features, self.out_features, self.bias is not None, torch.get_num_threads())
+        name = calibration().choose(key, names, lambda: {n: partial(self.run_kernel, n, x, dtype) for n in names})
+        prepared = self.__dict__.get("_prepared")
+        if prepared and len(prepared) > 1:  # timing prepared a weight for each candidate: keep the chosen one's
+            self._prepared = {k: v for k, v in prepared.items() if k[0] == name}
+        return self.run_kernel(name, x, dtype)
+
+    def inference_kernels(self, x: Tensor, dtype: torch.dtype, bf16: bool) -> tuple[str, ...]:
+        if not (bf16 or x.dtype == self.weight.dtype):
+            return ("torch",)
+        names = ["torch"]
+        if onednn_enabled():
+            names += ["onednn", "onednn-packed"] if ONEDNN_PACKED else ["onednn"]
+        if MKL_PACKED and dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
+            names.append("mkl-packed")  # packed for one row count: decoding's, not a prompt's
+        if bf16 and self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
+            names.append("fp32")
+        return tuple(names)
+
+    def run_kernel(self, name: str, x: Tensor, dtype: torch.dtype) -> Tensor:
+        if name == "torch":
+            return F.linear(x, self.weight, self.bias)
+        if name == "fp32":
+            return fp32_rows(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        x = x.to(dtype)
+        if name == "mkl-packed":  # MKL's packed weight serves products of the row count it was packed for
+            packed = self.prepared(name, dtype, x.shape[0])
+            return torch.ops.mkl._mkl_linear(x, packed, self.weight, bias, x.shape[0])
+        return onednn_product(x, self.prepared(name, dtype), bias)
+
+    def prepared(self, name: str, dtype: torch.dtype, rows: int = 0) -> Tensor:
+        """The weight in `dtype`, reordered for kernel `name` where it packs: made once, again when
+        the weight changes (an optimizer step, a loaded state dict) or is replaced (tied)."""
+        cache = self.__dict__.setdefault("_prepared", {})
+        stamp = (id(self.weight), self.weight._version)
+        found = cache.get((name, dtype, rows))
+        if found is not None and found[0] == stamp:
+            return found[1]
+        with torch.no_grad():
+            weight = self.weight.detach().to(dtype)
+            if name == "onednn-packed":
+                weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+            elif name == "mkl-packed":
+                weight = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
+        cache[(name, dtype, rows)] = (stamp, weight)
+        return weight

@@ -145,6 +145,9 @@ class LoopConfig:
     seed: int = 0
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX
     compile: bool = False
+    # torch.compile each block on its own (nn/block.py compile_blocks) rather than the whole model:
+    # compiles in a fraction of the time; whether it is faster depends on the machine (docs/results.md)
+    compile_blocks: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     strategy: Literal["ddp", "fsdp"] = "ddp"  # with several processes
     log_every: int = 10

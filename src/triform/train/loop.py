@@ -22,6 +22,7 @@ import torch
 
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
+from triform.nn.block import compile_blocks
 from triform.precision import autocast, resolved_name
 from triform.progress import count
 from triform.train import checkpoint as ckpt
@@ -89,6 +90,8 @@ class Trainer:
                 "train.strategy: fsdp shards the model alone, and this objective trains modules of its own "
                 "beside it; use ddp"
             )
+        if self.loop.compile_blocks:
+            compile_blocks(job.model)
         self.model = wrap(trained.to(self.device), processes, self.strategy, find_unused=self.companions)
         if self.loop.compile:
             self.model = torch.compile(self.model)

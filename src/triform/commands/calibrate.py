@@ -1,0 +1,89 @@
+"""`triform calibrate`: measure which kernels compute a model's products and attention fastest on this
+machine, show the table, and with `--save` keep it in $TRIFORM_CACHE/kernels.json (default
+~/.cache/triform/kernels.json) for later runs on the same machine (same CPU, instruction sets, torch).
+
+    triform calibrate                                  # gpt2-small's training step, batch 16 × 256
+    triform calibrate --preset bart-base --batch 8 --length 128 --precision fp32 --save
+    triform calibrate --model runs/my-gpt/model        # a model folder's shapes
+
+It runs what training and generation run: a forward and backward pass at --batch × --length (under
+--precision), a forward pass without autograd (a prompt), then --decode_steps cached steps at batch 1.
+Every run of triform calibrates the shapes it meets on first use anyway; this command only does it
+up front, shows the choices, and saves them."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", type=str, default="gpt2-small", help="the model preset whose shapes to time")
+    parser.add_argument("--model", type=Optional[str], default=None, help="a model folder instead of a preset")
+    parser.add_argument("--batch", type=int, default=16, help="training rows")
+    parser.add_argument("--length", type=int, default=256, help="tokens per row (a source as long for seq2seq)")
+    parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto", help="as train's")
+    parser.add_argument("--pattern", type=Literal["causal", "bidirectional"], default="causal", help="stack models")
+    parser.add_argument("--decode_steps", type=int, default=4, help="cached decoding steps at batch 1 (0: none)")
+    parser.add_argument("--save", action="store_true", help="write the choices to the cache file")
+
+
+def run(args) -> int:
+    import torch
+
+    from triform.kernels.calibrate import cache_path, calibration
+    from triform.kernels.machine import cpu_model, isa_flags
+    from triform.precision import autocast
+
+    model, config = build(args)
+    device = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (args.batch, min(args.length, config.max_len)), generator=generator)
+    with autocast(args.precision, device):
+        logits = forward(model, config, ids, args.pattern)
+    logits.float().square().mean().backward()
+    model.eval()
+    with torch.no_grad(), autocast(args.precision, device):
+        forward(model, config, ids[:1], args.pattern)
+        decode(model, config, ids[:1], args.decode_steps)
+    print(f"{cpu_model()} ({', '.join(isa_flags())}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(table(calibration().table()))
+    if args.save:
+        print(f"saved to {calibration().save(cache_path())}")
+    return 0
+
+
+def build(args):
+    from triform.checkpoint import load_model
+    from triform.models import build_model
+    from triform.models.presets import get_preset
+
+    if args.model:
+        pretrained = load_model(args.model)
+        return pretrained.model.train(), pretrained.config
+    config = get_preset(args.preset).model
+    config = config.replace(max_len=max(config.max_len, args.length))
+    return build_model(config).train(), config
+
+
+def forward(model, config, ids, pattern: str):
+    if config.arch == "encoder-decoder":
+        return model(ids, ids)
+    return model(ids, pattern)
+
+
+def decode(model, config, ids, steps: int) -> None:
+    if steps <= 0:
+        return
+    cache = model.new_cache(1)
+    memory = model.encode(ids) if config.arch == "encoder-decoder" else None
+    for t in range(min(steps, ids.shape[1])):
+        step = ids[:, t : t + 1]
+        model.decode(step, memory, cache=cache) if memory is not None else model(step, "causal", cache=cache)
+
+
+def table(rows) -> str:
+    lines = [f"{'shape class':<72} {'kernel':<14} {'how':<15} timings (ms, fastest round)"]
+    for key, choice in rows:
+        timings = "  ".join(f"{name} {1e3 * seconds:.3f}" for name, seconds in choice.seconds.items())
+        lines.append(f"{key:<72} {choice.kernel:<14} {choice.source:<15} {timings}")
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Kernel choice by measurement: the first time a product or an attention of a new shape class runs,
+each candidate kernel computes it a few times and the fastest is kept for the rest of the process.
+
+Which kernel is fastest depends on the CPU, not on its vendor's name: on the AMD EPYC triform was
+first tuned on, oneDNN's fp32 products ran 1.3 to 2.4 times faster than MKL's; on an Intel Xeon with
+AMX, MKL's were as fast or faster, and a hard-coded choice made training slower than transformers'.
+So nothing is hard-coded: a shape class (operation, device, dtype, shape rounded as the caller says,
+threads) is timed once, candidates in alternating rounds (A B C, A B C, ...) so that all see the same
+load of a shared machine, each scored by its fastest round, ties going to the earlier candidate (torch's
+own kernel first). Every candidate is a per-call path: no process-wide switch is flipped to reach one.
+
+Choices live in memory for the process; `triform calibrate --save` also writes them to
+$TRIFORM_CACHE/kernels.json (default ~/.cache/triform/kernels.json) with the machine's fingerprint
+(`kernels/machine.py`: CPU model, instruction sets, torch version). A file or an entry from
+another machine, another torch or an unknown kernel is ignored and measured again. Timing draws no
+random numbers from torch's generator (its state is restored), so a run calibrating on its first
+step trains as one that read the choices from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from triform.io import atomic_write
+from triform.kernels.machine import fingerprint
+
+# seconds of one call of `run` by candidate `name`: injected by tests, `best_seconds` otherwise
+Timer = Callable[[str, Callable[[], object]], float]
+# Alternating rounds per candidate, the fastest round being its time: at least MIN_ROUNDS, and more,
+# up to MAX_ROUNDS, until each candidate has run ROUND_SECONDS in all. On a loaded machine a call of
+# two threads often waits a scheduler slice (10 ms or more) for one of them; only many short rounds
+# see calls that did not.
+MIN_ROUNDS, MAX_ROUNDS, ROUND_SECONDS = 3, 30, 0.05
+CACHE_FILE = "kernels.json"
+# A shape class: (operation, role, device, dtype, ...sizes, threads), as the kernel's module builds it.
+Key = tuple
+
+
+# The fields of each operation's keys after its name; those in PLAIN are shown without their label.
+FIELDS: dict[str, tuple[str, ...]] = {}
+PLAIN = {"role", "dtype", "mask", "grad"}
+
+
+def key_text(key: Key) -> str:
+    """A key as the table and the cache file show it: `linear x·Wᵀ bf16 rows=256 in=64 ...`."""
+    fields = FIELDS.get(key[0], ())
+    parts = [str(key[0])]
+    for index, value in enumerate(key[1:]):
+        label = fields[index] if index < len(fields) else ""
+        if label in PLAIN or not label:
+            parts.append(str(value))
+        else:
+            parts.append(f"{label}{value}" if label.endswith("≤") else f"{label}={value}")
+    return " ".join(parts)
+
+
+def best_seconds(name: str, run: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call of `run` (the first call of a round pays the warm-up)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def cache_path() -> Path:
+    folder = os.environ.get("TRIFORM_CACHE") or Path.home() / ".cache" / "triform"
+    return Path(folder) / CACHE_FILE
+
+
+@dataclass
+class Choice:
+    kernel: str
+    seconds: dict[str, float] = field(default_factory=dict)  # fastest round of each candidate
+    source: str = "measured"  # measured | disk | only candidate
+
+
+class Calibration:
+    """The kernel chosen for each shape class, measured on first use."""
+
+    def __init__(self, timer: Timer | None = None, path: Path | None = None, read_disk: bool = True):
+        self.timer = timer or best_seconds
+        self.path = path
+        self.read_disk = read_disk
+        self.choices: dict[Key, Choice] = {}
+        self.lock = threading.Lock()  # guards this table only: two threads never time the same class at once
+        self._stored: dict[str, str] | None = None
+
+    def choose(self, key: Key, names: tuple[str, ...], runs: Callable[[], Mapping[str, Callable[[], object]]]) -> str:
+        """The kernel for shape class `key` among `names` (in order of preference on a tie); `runs()`
+        gives a call of each, to time, and is called only when the class is new."""
+        found = self.choices.get(key)
+        if found is not None and found.kernel in names:
+            return found.kernel
+        with self.lock:
+            found = self.choices.get(key)
+            if found is None or found.kernel not in names:
+                found = self.decide(key, names, runs)
+                self.choices[key] = found
+        return found.kernel
+
+    def decide(self, key: Key, names: tuple[str, ...], runs) -> Choice:
+        if len(names) == 1:
+            return Choice(names[0], source="only candidate")
+        stored = self.stored().get(key_text(key))
+        if stored in names:
+            return Choice(stored, source="disk")
+        seconds = self.measure(names, runs())
+        fastest = min(names, key=lambda name: (seconds[name], names.index(name)))
+        return Choice(fastest, seconds)
+
+    def measure(self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
+        best = {name: float("inf") for name in names}
+        state = torch.get_rng_state()
+        try:
+            for name in names:  # warm-up: first-call allocations, oneDNN's primitive creation, packing
+                runs[name]()
+            spent = dict.fromkeys(names, 0.0)
+            for round_index in range(MAX_ROUNDS):
+                if round_index >= MIN_ROUNDS and min(spent.values()) >= ROUND_SECONDS:
+                    break
+                for name in names:
+                    seconds = self.timer(name, runs[name])
+                    best[name], spent[name] = min(best[name], seconds), spent[name] + seconds
+        finally:
+            torch.set_rng_state(state)
+        return best
+
+    def stored(self) -> dict[str, str]:
+        """The choices on disk for this machine, or none (no file, unreadable, or another machine's)."""
+        if self._stored is None:
+            self._stored = read_choices(self.path or cache_path()) if self.read_disk else {}
+        return self._stored
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the measured choices (with those already stored for this machine) to the cache file."""
+        path = path or self.path or cache_path()
+        choices = {**read_choices(path), **{key_text(key): c.kernel for key, c in self.choices.items()}}
+        text = json.dumps({"machine": fingerprint(), "choices": dict(sorted(choices.items()))}, indent=1)
+        return atomic_write(path, text + "\n")
+
+    def table(self) -> list[tuple[str, Choice]]:
+        return sorted((key_text(key), choice) for key, choice in self.choices.items())
+
+
+def read_choices(path: Path) -> dict[str, str]:
+    """The stored choices of `path` if it was written on this machine (same fingerprint), else {}."""
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict) or stored.get("machine") != fingerprint():
+        return {}
+    choices = stored.get("choices")
+    return {k: v for k, v in choices.items() if isinstance(v, str)} if isinstance(choices, dict) else {}
+
+
+_current = Calibration()
+
+
+def calibration() -> Calibration:
+    """The process's calibration, which `Linear` and `attend` consult."""
+    return _current
+
+
+def set_calibration(new: Calibration) -> Calibration:
+    """Make `new` the process's calibration (tests inject fake timers this way); returns the old one."""
+    global _current
+    old, _current = _current, new
+    return old
+
+
+def rows_class(rows: int) -> int:
+    """A row count rounded up to a power of two: products of 1,025 and 2,048 rows share a choice."""
+    return 1 << max(0, rows - 1).bit_length()

@@ -1,0 +1,140 @@
+"""Kernel choice by measurement: the fastest candidate by the timings given, a single candidate
+without timing, choices cached for the process and on disk for this machine only."""
+
+import json
+
+import pytest
+import torch
+
+from triform.cli import main
+from triform.kernels import linear as linear_module
+from triform.kernels.calibrate import Calibration, calibration, key_text, read_choices, set_calibration
+from triform.kernels.linear import Linear
+from triform.kernels.machine import fingerprint
+
+KEY = ("linear", "x·Wᵀ", "fp32", 64, 32, 48, True, 2)
+NAMES = ("torch", "onednn", "onednn-packed")
+
+
+def fake_timer(seconds: dict[str, float], calls: list[str] | None = None):
+    def timer(name, run):
+        if calls is not None:
+            calls.append(name)
+        return seconds[name]
+
+    return timer
+
+
+def runs(names=NAMES, counts: dict | None = None):
+    def make():
+        def run(name):
+            if counts is not None:
+                counts[name] = counts.get(name, 0) + 1
+
+        return {name: (lambda name=name: run(name)) for name in names}
+
+    return make
+
+
+def test_the_fastest_candidate_is_chosen_in_alternating_rounds_and_kept():
+    calls, counts = [], {}
+    calibration = Calibration(timer=fake_timer({"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0}, calls))
+    calibration.read_disk = False
+    assert calibration.choose(KEY, NAMES, runs(counts=counts)) == "onednn"
+    assert calls[:6] == list(NAMES) * 2  # A B C, A B C: all see the same load
+    assert counts == dict.fromkeys(NAMES, 1)  # each warmed up once; the fake timer runs nothing
+    assert calibration.choose(KEY, NAMES, runs()) == "onednn"  # kept: measured once
+    assert len(calls) % 3 == 0 and calls == list(NAMES) * (len(calls) // 3)
+    (text, choice), *_ = calibration.table()
+    assert text == "linear x·Wᵀ fp32 rows≤64 in=32 out=48 bias=True threads=2" == key_text(KEY)
+    assert choice.seconds == {"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0} and choice.source == "measured"
+
+
+def test_the_choice_is_deterministic_given_the_timings_and_ties_go_to_the_first():
+    for _ in range(3):
+        tied = Calibration(timer=fake_timer({"torch": 1.0, "onednn": 1.0, "onednn-packed": 1.0}), read_disk=False)
+        assert tied.choose(KEY, NAMES, runs()) == "torch"
+        fastest_last = Calibration(timer=fake_timer({"torch": 2, "onednn": 2, "onednn-packed": 1}), read_disk=False)
+        assert fastest_last.choose(KEY, NAMES, runs()) == "onednn-packed"
+
+
+def test_a_single_candidate_is_chosen_without_timing(monkeypatch):
+    def no_timer(name, run):
+        raise AssertionError("nothing to compare: no timing")
+
+    calibration = Calibration(timer=no_timer, read_disk=False)
+    assert calibration.choose(KEY, ("torch",), runs(("torch",))) == "torch"
+    assert calibration.table()[0][1].source == "only candidate"
+    # a machine without oneDNN or MKL's packed products has torch's kernel alone: nothing is timed
+    for name in ("ONEDNN", "ONEDNN_PACKED", "MKL_PACKED"):
+        monkeypatch.setattr(linear_module, name, False)
+    alone = Calibration(timer=no_timer, read_disk=False)
+    old = set_calibration(alone)
+    try:
+        layer = Linear(32, 48)
+        x = torch.randn(5, 32, requires_grad=True)
+        layer(x).sum().backward()
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert alone.table() == []  # torch's kernel called directly, no choice to record
+    finally:
+        set_calibration(old)
+
+
+def write_cache(path, machine: dict, choices: dict):
+    path.write_text(json.dumps({"machine": machine, "choices": choices}))
+
+
+def test_choices_saved_on_this_machine_are_read_back(tmp_path):
+    path = tmp_path / "kernels.json"
+    first = Calibration(timer=fake_timer({"torch": 2.0, "onednn": 1.0, "onednn-packed": 3.0}), path=path)
+    assert first.choose(KEY, NAMES, runs()) == "onednn"
+    first.save()
+    assert read_choices(path) == {key_text(KEY): "onednn"}
+
+    def no_timer(name, run):
+        raise AssertionError("the stored choice needs no timing")
+
+    again = Calibration(timer=no_timer, path=path)
+    assert again.choose(KEY, NAMES, runs()) == "onednn"
+    assert again.table()[0][1].source == "disk"
+
+
+@pytest.mark.parametrize("foreign", ["cpu", "isa", "torch", "unknown kernel", "not json"])
+def test_a_stale_or_foreign_cache_entry_is_ignored_and_measured_again(tmp_path, foreign):
+    path = tmp_path / "kernels.json"
+    machine, kernel = dict(fingerprint()), "onednn"
+    if foreign == "cpu":
+        machine["cpu"] = "AMD EPYC 7B13 64-Core Processor"
+    elif foreign == "isa":
+        machine["isa"] = ["AVX2"]
+    elif foreign == "torch":
+        machine["torch"] = "2.1.0"
+    else:
+        kernel = "a kernel this torch lacks"
+    write_cache(path, machine, {key_text(KEY): kernel})
+    if foreign == "not json":
+        path.write_text("{truncated")
+    calibration = Calibration(timer=fake_timer({"torch": 1.0, "onednn": 2.0, "onednn-packed": 3.0}), path=path)
+    assert calibration.choose(KEY, NAMES, runs()) == "torch"
+    assert calibration.table()[0][1].source == "measured"
+
+
+def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRIFORM_CACHE", str(tmp_path / "cache"))
+    timings = {"torch": 1.0, "onednn": 0.5, "onednn-packed": 2.0, "mkl-packed": 2.0, "fp32": 2.0}
+    timings |= {"sdpa": 1.0, "written-out": 2.0}
+    old = set_calibration(Calibration(timer=fake_timer(timings), read_disk=False))
+    try:
+        argv = ["calibrate", "--preset", "tiny-gpt", "--batch", "2", "--length", "16", "--decode_steps", "2"]
+        assert main(argv + ["--precision", "fp32", "--save"]) == 0
+        table = calibration().table()
+    finally:
+        set_calibration(old)
+    out = capsys.readouterr().out
+    assert "shape class" in out and "linear gᵀ·x fp32 rows≤32 in=64" in out and "attention float32" in out
+    stored = json.loads((tmp_path / "cache" / "kernels.json").read_text())
+    assert stored["machine"] == fingerprint()
+    assert stored["choices"] == {key: choice.kernel for key, choice in table}
+    expected = "onednn" if linear_module.ONEDNN else "torch"
+    assert {kernel for key, kernel in stored["choices"].items() if key.startswith("linear")} == {expected}
