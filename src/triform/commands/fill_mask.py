@@ -17,7 +17,7 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "text with [MASK]")
-    generator = TextGenerator.load(args.model, device=args.device)
+    generator = TextGenerator.load(args.model, device=args.device, quantize=args.quantize)
     missing = [i for i, text in enumerate(texts) if "[MASK]" not in text]
     if missing:
         raise TriformError(f"{where(source, missing[0])}: no [MASK] to fill")

@@ -50,7 +50,7 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "prompt")
-    generator = TextGenerator.load(args.model, device=args.device)
+    generator = TextGenerator.load(args.model, device=args.device, quantize=args.quantize)
     if generator.fills_masks:
         return run_mask_predict(generator, texts, args)
     if args.length is not None:

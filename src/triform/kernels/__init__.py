@@ -10,11 +10,13 @@ checks each kernel against the textbook path it replaces.
 - `attention`: bf16 attention written out as two products around a softmax; one query in fp32.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.
+- `int8`: `quantize(model, "int8")`, int8 weights per output channel for CPU inference.
 """
 
 from triform.kernels.attention import attend
 from triform.kernels.dropout import Dropout
+from triform.kernels.int8 import quantize
 from triform.kernels.linear import Linear
 from triform.kernels.loss import cross_entropy
 
-__all__ = ["Dropout", "Linear", "attend", "cross_entropy"]
+__all__ = ["Dropout", "Linear", "attend", "cross_entropy", "quantize"]
