@@ -11,10 +11,20 @@ from triform.checkpoint import save_model
 from triform.cli import main
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, TextGenerator, generate_ids, resolve_layout
+from triform.kernels import int8 as int8_kernels
 from triform.kernels.int8 import FBGEMM_MAX_ROWS, Int8Linear, quantize, quantize_rows
 from triform.models import build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(params=["small matrices in fp32", "fbgemm for all"])
+def kernels(request, monkeypatch):
+    """Tiny test matrices take the fp32 path; with the size limit at 0 they take fbgemm's (and oneDNN's)."""
+    if request.param == "fbgemm for all":
+        monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    return request.param
+
 
 # Largest logit difference allowed, as a share of the largest fp32 logit's magnitude: 8-bit weights
 # and 8-bit activations each round to 1/254 of their row's (tensor's) range.
@@ -32,7 +42,7 @@ def test_rows_are_quantized_symmetrically_within_half_a_step():
 
 
 @pytest.mark.parametrize("rows", [1, 8, FBGEMM_MAX_ROWS + 1, 300])
-def test_the_int8_linear_computes_the_float_product_on_both_kernels(rows):
+def test_the_int8_linear_computes_the_float_product_on_every_kernel(rows, kernels):
     linear = torch.nn.Linear(64, 96)
     int8 = Int8Linear(linear)
     x = torch.randn(rows, 64)
@@ -43,7 +53,7 @@ def test_the_int8_linear_computes_the_float_product_on_both_kernels(rows):
     scale = exact.abs().max()
     assert y.shape == (rows, 96) and y.dtype == torch.float32
     assert (y - exact).abs().max() <= 0.03 * scale
-    if rows > FBGEMM_MAX_ROWS:  # the dequantized weight, bf16 products: no activation rounding
+    if rows > FBGEMM_MAX_ROWS or kernels == "small matrices in fp32":  # no activation rounding
         assert (y - expected).abs().max() <= 0.01 * scale
 
 
@@ -61,7 +71,7 @@ def logits(model, arch, ids):
 
 @pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_int8_logits_are_within_tolerance_of_fp32(arch, variant):
+def test_int8_logits_are_within_tolerance_of_fp32(arch, variant, kernels):
     torch.manual_seed(0)
     model = build_model(tiny_config(arch, **VARIANTS[variant])).eval()
     ids = random_ids(2, 12)
@@ -91,7 +101,7 @@ STRATEGIES = {
 
 @pytest.mark.parametrize("arch, pattern", [("stack", "causal"), ("stack", "prefix"), ("encoder-decoder", None)])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_quantized_model_generates_with_every_strategy(arch, pattern, strategy):
+def test_a_quantized_model_generates_with_every_strategy(arch, pattern, strategy, kernels):
     model = quantize(build_model(tiny_config(arch)).eval())
     objective = "seq2seq" if pattern == "prefix" else None
     layout = resolve_layout(arch, SPECIALS, objective, pattern)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from triform.commands._data import add_source_arguments, source_from
+from triform.commands.textio import add_quantize_argument
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--device", type=Literal["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--output", type=Optional[str], default=None, help="also write the metrics to this JSON file")
+    add_quantize_argument(parser)
     add_source_arguments(parser)
 
 
@@ -59,6 +61,7 @@ def run(args) -> int:
         precision=args.precision,
         device=args.device,
         num_beams=args.num_beams,
+        quantize=args.quantize,
     )
     for name, value in metrics.items():
         print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")

@@ -4,7 +4,7 @@ Each weight row (output feature) n is stored as Q[n] = round(W[n] / s[n]) in [-1
 s[n] = max |W[n]| / 127: symmetric, per output channel, no zero point. A quarter of the fp32 bytes and
 half of bf16's, which is what a decoding step, reading every weight once per token, is bound by.
 
-The product runs on one of two kernels, chosen by the number of rows, as measured on an Intel Xeon
+The product runs on one of three kernels, chosen by the shape, as measured on an Intel Xeon
 with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192 shapes):
 - up to FBGEMM_MAX_ROWS rows (decoding steps, beams, small batches), fbgemm's int8 product, which
   also quantizes the activations, per tensor and on the fly, to 8 bits (torch.ao's dynamic
@@ -15,6 +15,8 @@ with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192 
 - more rows (a prompt, a batch of fill-mask or classification texts), the weight dequantized to
   bf16 for the call and multiplied by oneDNN's AMX kernel: at 512 × 1536 × 384 1.1 ms against fbgemm's
   4.3. Without native bf16 the dequantized weight stays fp32.
+- a matrix of fewer than FBGEMM_MIN_WEIGHTS weights (a tiny model's), its int8 values dequantized once
+  and multiplied in fp32 by MKL, which costs less per call than fbgemm.
 The activations' 8-bit rounding makes a row's result depend slightly on the other rows of its call
 (they share the scale); results are within quantization error of the fp32 model, not bit for bit.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from triform.errors import TriformError
@@ -32,6 +35,10 @@ from triform.precision import native_bf16
 
 SCHEMES = ("int8",)
 FBGEMM_MAX_ROWS = 64  # above: dequantize and use oneDNN (measured crossing between 64 and 512 rows)
+# Below this many weights fbgemm's cost per call (quantizing the activations, some 10 µs) outweighs the
+# bytes it saves: 384 x 384 took 16 µs a row against 10 in fp32 (MKL), 384 x 1152 22 against 36. Such a
+# matrix keeps its int8-rounded values, dequantized once, in fp32 (at most 1 MiB).
+FBGEMM_MIN_WEIGHTS = 2**18
 
 
 def check_scheme(scheme: str) -> str:
@@ -73,6 +80,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
         self.packed = _prepack(quantized, scales, bias)
         self.bf16 = native_bf16(torch.device("cpu"))
+        small = quantized.numel() < FBGEMM_MIN_WEIGHTS
+        self.fp32_weight = self.dequantized(torch.float32) if small else None  # not in the state dict
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -82,7 +91,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (M, in)
-        if rows.shape[0] <= FBGEMM_MAX_ROWS:
+        if self.fp32_weight is not None:
+            with torch.autocast("cpu", enabled=False):
+                y = F.linear(rows.float(), self.fp32_weight, self.bias)
+        elif rows.shape[0] <= FBGEMM_MAX_ROWS:
             y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), self.packed, False)
         else:
             dtype = torch.bfloat16 if self.bf16 else torch.float32
