@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from triform.commands._data import add_source_arguments, source_from
+from triform.commands.textio import add_quantize_argument
 
 
 def add_arguments(parser) -> None:
@@ -54,6 +55,7 @@ def add_arguments(parser) -> None:
         default=None,
         help='with --task: the file\'s column for a task column, e.g. \'{"score": "label"}\'',
     )
+    add_quantize_argument(parser)
     add_source_arguments(parser)
 
 
@@ -86,6 +88,7 @@ def objective_metrics(args) -> dict:
         precision=args.precision,
         device=args.device,
         num_beams=args.num_beams,
+        quantize=args.quantize,
     )
 
 

@@ -19,7 +19,7 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "text with [MASK]")
-    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter)
+    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter, quantize=args.quantize)
     missing = [i for i, text in enumerate(texts) if "[MASK]" not in text]
     if missing:
         raise TriformError(f"{where(source, missing[0])}: no [MASK] to fill")

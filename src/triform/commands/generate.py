@@ -1,6 +1,7 @@
 """`triform generate --model DIR "Once upon a time"`: continue text (or, with an `mlm`-trained
 model, write it by mask-predict). Prompts come from the argument, `--input FILE` or stdin; each
-output is one line, or one JSON object with `--jsonl`; `--stream` prints tokens as they come."""
+output is one line, or one JSON object with `--jsonl`; `--stream` prints tokens as they come;
+`--draft DIR --draft_k 4` decodes speculatively with a smaller model of the same tokenizer."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--iterations", type=int, default=10, help="mlm-trained models: mask-predict iterations")
     add_use_argument(parser)
+    parser.add_argument(
+        "--draft",
+        type=Optional[str],
+        default=None,
+        help="speculative decoding: a smaller model folder with the same tokenizer proposes tokens to verify",
+    )
+    parser.add_argument("--draft_k", type=int, default=4, help="speculative decoding: proposals per round")
 
 
 def add_use_argument(parser) -> None:
@@ -63,7 +71,16 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "prompt")
-    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter)
+    if args.draft is not None and args.stream:
+        raise TriformError("--draft decodes whole outputs; drop --stream (or --draft)")
+    generator = TextGenerator.load(
+        args.model,
+        device=args.device,
+        adapter=args.adapter,
+        quantize=args.quantize,
+        draft=args.draft,
+        draft_k=args.draft_k,
+    )
     if generator.fills_masks and (args.length is not None or not generator.generates):
         return run_mask_predict(generator, texts, args)
     if args.length is not None:
@@ -93,6 +110,13 @@ def run(args) -> int:
             record["score"] = round(result.score, 6)
         lines.append(output_line(record, args.jsonl))
     write_output(lines, args.output)
+    if generator.acceptance is not None and not args.quiet:
+        acceptance = generator.acceptance
+        print(
+            f"generate: the draft's proposals kept {100 * acceptance.rate:.0f} %, "
+            f"{acceptance.tokens_per_pass:.2f} tokens per pass of the model",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from triform.commands.textio import add_quantize_argument
+
 
 def add_arguments(parser) -> None:
     parser.add_argument(
@@ -31,6 +33,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--batch_size", type=int, default=32, help="features per forward pass")
     parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_quantize_argument(parser)
 
 
 def run(args) -> int:
@@ -39,13 +42,18 @@ def run(args) -> int:
     import time
 
     from triform.errors import TriformError
+    from triform.kernels.int8 import check_scheme, quantize
     from triform.progress import Throttle, duration, say
     from triform.tasks import read_records, write_jsonl
     from triform.tasks.checkpoint import load_task_model
 
     if args.batch_size < 1:
         raise TriformError(f"batch_size: expected a positive integer, got {args.batch_size}")
+    if args.quantize is not None:
+        check_scheme(args.quantize)
     model, task, _ = load_task_model(args.model, device=args.device)
+    if args.quantize is not None:
+        quantize(model, args.quantize)
     records = read_records(args.data, task.inputs, task.check_columns(args.columns))
     scored = task.check_targets(records)  # before any output: an unknown label names its line
     started, throttle = time.monotonic(), Throttle(5.0)

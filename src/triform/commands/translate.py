@@ -29,7 +29,7 @@ def run(args) -> int:
     from triform.generate import TextGenerator
 
     texts, source = read_texts(args, "source text")
-    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter)
+    generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter, quantize=args.quantize)
     if generator.fills_masks or not generator.layout.writes_target:
         trained = generator.recipe.objective
         raise TriformError(

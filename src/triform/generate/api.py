@@ -2,6 +2,7 @@
 
 generator = TextGenerator.load("runs/gpt")
 generator.generate("Once upon a time", max_new_tokens=40, do_sample=True, top_p=0.9, seed=0).text
+TextGenerator.load("runs/gpt", quantize="int8")  # int8 weights: faster decoding on a CPU
 for piece in generator.stream("Once upon a time"):
     print(piece, end="", flush=True)
 """
@@ -20,6 +21,9 @@ from triform.generate.fill_mask import Candidate, check_fills_masks, fill_mask
 from triform.generate.mask_predict import mask_predict
 from triform.generate.pieces import Pieces, row_text
 from triform.generate.search import Row, StopStrings
+from triform.generate.speculative import speculative_ids
+from triform.kernels.int8 import check_scheme
+from triform.kernels.int8 import quantize as quantize_model
 from triform.models.adapters import load_adapted
 from triform.objectives import PromptLayout, Recipe, default_recipe, read_recipe
 from triform.vocab import MASK, SpecialTokens, unpadded
@@ -63,6 +67,7 @@ class TextGenerator:
         if not recipe.fills_masks(arch):
             self.layouts[None] = recipe.prompt_layout(arch, specials)  # a model that cannot generate fails now
         self.objectives: dict[str | None, object] = {}
+        self.draft, self.draft_k, self.acceptance = None, 4, None  # speculative decoding (with_draft)
 
     @property
     def objective(self):
@@ -86,13 +91,23 @@ class TextGenerator:
         objective: str | None = None,
         pattern: str | None = None,
         adapter: str | os.PathLike | None = None,
+        quantize: str | None = None,
+        draft: str | os.PathLike | None = None,
+        draft_k: int = 4,
     ) -> TextGenerator:
         """A model folder (with the LoRA adapters of the folder `adapter` on it); its recipe (or the
-        adapters') says how it was trained, unless `objective` (and `pattern`) say otherwise."""
+        adapters') says how it was trained, unless `objective` (and `pattern`) say otherwise.
+        `quantize="int8"` stores the weights of every linear layer in int8 (CPU inference,
+        kernels/int8.py). `draft`, a smaller model folder with the same tokenizer, proposes `draft_k`
+        tokens at a time for the model to verify (speculative decoding, `with_draft`)."""
+        if quantize is not None:
+            check_scheme(quantize)
         if adapter is not None:
             loaded = load_adapted(directory, adapter, device=device)
         else:
             loaded = load_model(directory, device=device)
+        if quantize is not None:
+            quantize_model(loaded.model, quantize)
         if loaded.tokenizer is None:
             raise TriformError(f"{directory}: no tokenizer.json; text generation needs the model's tokenizer")
         specials = loaded.specials or SpecialTokens.from_tokenizer(
@@ -103,7 +118,19 @@ class TextGenerator:
             recipe = Recipe(objective, pattern)
         elif pattern is not None:
             recipe = replace(recipe, pattern=pattern)
-        return cls(loaded.model, loaded.tokenizer, specials, recipe=recipe)
+        generator = cls(loaded.model, loaded.tokenizer, specials, recipe=recipe)
+        if draft is not None:
+            generator.with_draft(cls.load(draft, device=device, quantize=quantize), draft_k)
+        return generator
+
+    def with_draft(self, draft: TextGenerator, k: int = 4) -> TextGenerator:
+        """Decode greedily or by sampling with `draft` proposing k tokens a round, which the model checks
+        in one forward pass (Leviathan et al. 2023; generate/speculative.py): the same greedy outputs,
+        the same distribution of samples. `self.acceptance` says how many proposals were kept."""
+        if draft.tokenizer.get_vocab() != self.tokenizer.get_vocab() or draft.specials != self.specials:
+            raise TriformError("draft: its tokenizer differs from the model's; a draft needs the same tokenizer")
+        self.draft, self.draft_k = draft.model, k
+        return self
 
     @property
     def layout(self) -> PromptLayout:
@@ -186,6 +213,13 @@ class TextGenerator:
         use: str | None = None,
     ) -> list[Generation]:
         layout = self.layout_for(use)
+        if self.draft is not None:
+            rows, self.acceptance = speculative_ids(
+                self.model, self.draft, layout, prompts, config, k=self.draft_k, decode=self.decode
+            )
+            if progress is not None:
+                progress(len(prompts), sum(len(row.tokens) for row in rows))
+            return [self.result(row) for row in rows]
         rows = generate_in_batches(
             self.model, layout, prompts, config, batch_size=batch_size, decode=self.decode, progress=progress
         )

@@ -18,6 +18,7 @@ from triform.generate.beam import beam_search
 from triform.generate.config import GenerationConfig
 from triform.generate.search import Decode, Row, StopStrings, decode_steps
 from triform.generate.session import start_session
+from triform.kernels.int8 import quantized_scheme
 from triform.models.modes import evaluation
 from triform.objectives import PromptLayout, Recipe, default_recipe
 from triform.precision import autocast, autocast_dtype
@@ -53,6 +54,8 @@ def numerics(model, precision: str):
     autocast keeps each weight's bf16 copy until its outermost context ends only outside inference
     mode; without that cache every step would cast every weight again."""
     device = next(model.parameters()).device
+    if precision == "auto" and quantized_scheme(model) is not None:
+        precision = "fp32"  # int8 products compute in fp32 anyway; bf16 casts around them only cost time
     stack = ExitStack()
     stack.enter_context(torch.no_grad() if autocast_dtype(precision, device) is not None else torch.inference_mode())
     stack.enter_context(autocast(precision, device))

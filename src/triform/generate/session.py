@@ -87,6 +87,28 @@ class StackSession:
             self.token_types = torch.cat([self.token_types, new_types], dim=1)
         return self._run(self.ids, self.token_types)
 
+    def extend(self, tokens: Tensor) -> Tensor:
+        """Append n tokens per row (B, n) through the cache in one forward pass; return the scores
+        after each of them (B, n, V). A draft's proposals are verified this way (generate/speculative.py)."""
+        if self.padding_mask is not None:
+            self.padding_mask = torch.cat([self.padding_mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
+        new_types = None if self.token_types is None else torch.ones_like(tokens)
+        return self.model(
+            tokens,
+            self.pattern,
+            padding_mask=self.padding_mask,
+            prefix_lengths=self.prefix_lengths,
+            token_types=new_types,
+            cache=self.cache,
+        )
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n tokens of every row (rejected proposals)."""
+        if n:
+            self.cache.rollback(n)
+            if self.padding_mask is not None:
+                self.padding_mask = self.padding_mask[:, :-n]
+
     def select(self, index: Tensor) -> None:
         self.ids = self.ids.index_select(0, index)
         if self.padding_mask is not None:
@@ -128,6 +150,14 @@ class EncoderDecoderSession:
         new = tokens[:, None]
         self.ids = new if self.cache is not None else torch.cat([self.ids, new], dim=1)
         return self._run(self.ids)
+
+    def extend(self, tokens: Tensor) -> Tensor:
+        """As StackSession.extend: n tokens per row (B, n) in one pass, the scores after each (B, n, V)."""
+        return self.model.decode(tokens, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache)
+
+    def rollback(self, n: int) -> None:
+        if n:
+            self.cache.rollback(n)
 
     def select(self, index: Tensor) -> None:
         self.ids = self.ids.index_select(0, index)

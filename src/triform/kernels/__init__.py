@@ -12,11 +12,13 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
 - `calibrate`: the measurement, the table of choices, and its cache file; `machine`: what it is keyed by.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.
+- `int8`: `quantize(model, "int8")`, int8 weights per output channel for CPU inference.
 """
 
 from triform.kernels.attention import attend
 from triform.kernels.dropout import Dropout
+from triform.kernels.int8 import quantize
 from triform.kernels.linear import Linear
 from triform.kernels.loss import cross_entropy
 
-__all__ = ["Dropout", "Linear", "attend", "cross_entropy"]
+__all__ = ["Dropout", "Linear", "attend", "cross_entropy", "quantize"]

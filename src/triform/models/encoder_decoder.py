@@ -93,6 +93,6 @@ class EncoderDecoderModel(nn.Module):
         return self.decoder(inputs, memory=memory, memory_padding_mask=source_padding_mask)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        return cache_for(
-            self.config, len(self.decoder.blocks), self.head.projection.weight, batch_size, capacity, dtype
-        )
+        # The token embedding's weight gives the device and dtype: it stays float in an int8 model.
+        weight = self.decoder.embeddings.token.weight
+        return cache_for(self.config, len(self.decoder.blocks), weight, batch_size, capacity, dtype)

@@ -48,4 +48,6 @@ class StackModel(nn.Module):
         return self.stack(inputs, cache=cache)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        return cache_for(self.config, len(self.stack.blocks), self.head.projection.weight, batch_size, capacity, dtype)
+        # The token embedding's weight gives the device and dtype: it stays float in an int8 model.
+        weight = self.stack.embeddings.token.weight
+        return cache_for(self.config, len(self.stack.blocks), weight, batch_size, capacity, dtype)

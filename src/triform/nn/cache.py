@@ -64,6 +64,12 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
+    def rollback(self, n: int) -> None:
+        """Forget the last `n` positions (a draft's rejected tokens): the next update overwrites them."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"KV cache holds {self.length} positions; cannot roll back {n}")
+        self.length -= n
+
     def reorder(self, index: Tensor) -> None:
         """Keep the rows `index` (B_new,) of every buffer: beam search's survivors, or finished rows dropped."""
         for layer in self.layers:

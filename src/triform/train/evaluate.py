@@ -20,6 +20,8 @@ from triform.data.readers import DataSource
 from triform.data.tokenizers import fingerprint, load_tokenizer
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.kernels.int8 import check_scheme
+from triform.kernels.int8 import quantize as quantize_model
 from triform.objectives import read_recipe
 from triform.precision import autocast as precision_context
 from triform.progress import say
@@ -76,10 +78,16 @@ def evaluate_model(
     precision="auto",
     device="auto",
     num_beams=1,
+    quantize: str | None = None,
 ) -> dict:
-    """The metrics of a saved model on a corpus, with the objective its recipe names."""
+    """The metrics of a saved model on a corpus, with the objective its recipe names; with `quantize`
+    ("int8"), of its int8 version (kernels/int8.py)."""
+    if quantize is not None:
+        check_scheme(quantize)
     folder = model_folder(model_path)
     pretrained = load_model(folder)
+    if quantize is not None:
+        quantize_model(pretrained.model, quantize)
     tokenizer, specials = matching_tokenizer(folder, pretrained, tokenizer_path)
     extra = pretrained.extra
     if "recipe" not in extra and "objective" not in extra:

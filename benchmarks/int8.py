@@ -1,0 +1,205 @@
+"""int8 decoding side by side: triform's int8 weights against CTranslate2's int8 on the same weights.
+
+    .venv/bin/python benchmarks/int8.py                  # prints the table
+    .venv/bin/python benchmarks/int8.py --write          # also writes it into docs/results.md
+    .venv/bin/python benchmarks/int8.py --tiny           # small models: a check of the benchmark itself
+
+The GPT and BART of benchmarks/run.py (6 layers, d_model 384, vocabulary 8192), random weights, greedy
+decoding at batch 1 and 8 with every output its full length. triform's model is quantized by
+`triform.kernels.quantize(model, "int8")`; CTranslate2 reads triform's own Hugging Face export
+(`export_hf`), converted by its `TransformersConverter` with quantization int8 and run with compute
+type int8. triform bf16 (its default on this CPU) and transformers fp32 run alongside. Variants alternate
+(A B C D, A B C D, ...) in one process, with the same number of threads; the ratios are medians of
+paired ratios. Outputs are compared token by token: int8 against fp32, and CTranslate2 against triform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generation import write_section
+from speed.decoding import SHAPES, TINY_SHAPES, decoding_weights, random_prompts, reference_generate
+from speed.machine import bandwidth, cpu_name
+from speed.models import SPECIALS, build_twins, model_specs
+from speed.timing import alternate, load, paired_ratio
+
+from triform.checkpoint import Pretrained
+from triform.convert import export_hf
+from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.kernels import quantize
+
+BEGIN, END = "<!-- results:int8 -->", "<!-- /results:int8 -->"
+SPECIAL_NAMES = {0: "[PAD]", 1: "[UNK]", 2: "[BOS]", 3: "[EOS]", 4: "[MASK]", 5: "[SEP]", 6: "[CLS]"}
+
+
+def word_tokenizer(vocab_size: int):
+    """A word-level tokenizer whose token i is named `w{i}` (the specials by their names): what
+    CTranslate2 needs to read a vocabulary, and what maps ids to its token strings."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    vocab = {SPECIAL_NAMES.get(i, f"w{i}"): i for i in range(vocab_size)}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = WhitespaceSplit()
+    tokenizer.add_special_tokens(list(SPECIAL_NAMES.values()))
+    return tokenizer
+
+
+def ctranslate2_model(model, spec, folder: Path, threads: int):
+    import ctranslate2
+
+    tokenizer = word_tokenizer(spec.config.vocab_size)
+    export_hf(Pretrained(model, spec.config, SPECIALS, tokenizer), folder / "hf")
+    if spec.config.arch == "encoder-decoder":
+        # CTranslate2 4.8 reads BART's `normalize_before`, which transformers 5 no longer writes (BART is post-norm).
+        config_file = folder / "hf" / "config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "normalize_before": False}))
+    converter = ctranslate2.converters.TransformersConverter(str(folder / "hf"))
+    converter.convert(str(folder / "ct2"), quantization="int8", force=True)
+    kind = ctranslate2.Generator if spec.config.arch == "stack" else ctranslate2.Translator
+    return kind(str(folder / "ct2"), device="cpu", compute_type="int8", intra_threads=threads), tokenizer
+
+
+def ctranslate2_generate(engine, tokenizer, spec, layout, prompts, new_tokens: int) -> list[list[int]]:
+    framed = [[tokenizer.id_to_token(i) for i in layout.frame(p)] for p in prompts]
+    if spec.config.arch == "stack":
+        results = engine.generate_batch(
+            framed, max_length=new_tokens, min_length=new_tokens, sampling_topk=1, include_prompt_in_result=False
+        )
+        return [r.sequences_ids[0] for r in results]
+    results = engine.translate_batch(
+        framed, beam_size=1, max_decoding_length=new_tokens, min_decoding_length=new_tokens
+    )
+    return [[tokenizer.token_to_id(t) for t in r.hypotheses[0]] for r in results]
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    same = sum(x == y for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b))
+    return same / max(sum(len(row) for row in a), 1)
+
+
+def measure(name: str, batch: int, args, folder: Path) -> dict:
+    spec = model_specs(tiny=args.tiny)[name]
+    shape = (TINY_SHAPES if args.tiny else SHAPES)[name]
+    model, reference = build_twins(spec)
+    model.eval(), reference.eval()
+    int8 = quantize(copy.deepcopy(model), "int8")
+    engine, tokenizer = ctranslate2_model(model, spec, folder / f"{name}-{batch}", args.threads)
+    layout = resolve_layout(spec.config.arch, SPECIALS)
+    prompts = random_prompts(spec, shape, batch)
+    config = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens)
+    outputs: dict[str, list[list[int]]] = {}
+
+    def ours(label, which, precision):
+        def run():
+            rows = generate_ids(which, layout, prompts, config.replace(precision=precision))
+            outputs[label] = [r.tokens for r in rows]
+
+        return run
+
+    def ct2():
+        outputs["ctranslate2 int8"] = ctranslate2_generate(engine, tokenizer, spec, layout, prompts, shape.new_tokens)
+
+    def theirs():
+        with torch.inference_mode():
+            outputs["transformers fp32"] = reference_generate(reference, spec, prompts, shape.new_tokens, 1)
+
+    variants = {
+        "triform int8": ours("triform int8", int8, "auto"),
+        "ctranslate2 int8": ct2,
+        "triform default": ours("triform default", model, "auto"),
+        "triform fp32": ours("triform fp32", model, "fp32"),
+        "transformers fp32": theirs,
+    }
+    timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=f"{name} b{batch}")
+    seconds = timing["seconds"]
+    return {
+        "model": name,
+        "batch": batch,
+        "new_tokens": shape.new_tokens,
+        "ms_per_step": {k: 1e3 * statistics.median(v) / shape.new_tokens for k, v in seconds.items()},
+        "int8_over_ct2": paired_ratio(seconds["ctranslate2 int8"], seconds["triform int8"]),
+        "int8_over_default": paired_ratio(seconds["triform default"], seconds["triform int8"]),
+        "int8_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform int8"]),
+        "default_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform default"]),
+        "int8_vs_fp32_tokens": agreement(outputs["triform int8"], outputs["triform fp32"]),
+        "ct2_vs_int8_tokens": agreement(outputs["ctranslate2 int8"], outputs["triform int8"]),
+        "fp32_identical_to_transformers": outputs["triform fp32"] == outputs["transformers fp32"],
+        "weights": decoding_weights(spec),
+        "load": timing["load"],
+    }
+
+
+def table(results: list[dict], args, read_gb_s: float) -> str:
+    loads = [x for r in results for x in r["load"]]
+    lines = [
+        f"Greedy decoding, every output its full length, of the GPT and BART of `benchmarks/run.py` (random "
+        f"weights; GPT 16 prompt + 128 new tokens, BART 64 source + 64 new tokens); {cpu_name()}, "
+        f"{args.threads} thread(s) on each side, torch {torch.__version__}, CTranslate2 "
+        f"{__import__('ctranslate2').__version__}; load average {min(loads):.1f} to {max(loads):.1f} on a shared "
+        f"machine; memory read bandwidth {read_gb_s:.1f} GB/s; median of {args.repeats} alternating rounds. "
+        'Written by `python benchmarks/int8.py --write`. ms per token step; "bound" is the time to read the '
+        "int8 weights once at that bandwidth.",
+        "",
+        "| model | batch | triform int8 | CTranslate2 int8 | triform bf16 (default) | triform fp32 | transformers fp32 "
+        "| int8 ÷ CT2 int8 | int8 ÷ bf16 | int8 ÷ transformers | share of the int8 bound |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ms = r["ms_per_step"]
+        bound = r["weights"] / (read_gb_s * 1e9) * 1e3
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {ms['triform int8']:.2f} | {ms['ctranslate2 int8']:.2f} | "
+            f"{ms['triform default']:.2f} | {ms['triform fp32']:.2f} | {ms['transformers fp32']:.2f} | "
+            f"{r['int8_over_ct2']:.2f}× | {r['int8_over_default']:.2f}× | {r['int8_over_transformers']:.2f}× | "
+            f"{100 * bound / ms['triform int8']:.0f} % |"
+        )
+    lines += ["", "Outputs (share of tokens equal, position by position):", ""]
+    for r in results:
+        lines.append(
+            f"- {r['model']} batch {r['batch']}: triform int8 = triform fp32 on {100 * r['int8_vs_fp32_tokens']:.0f} %"
+            f" of tokens, CTranslate2 int8 = triform int8 on {100 * r['ct2_vs_int8_tokens']:.0f} %; triform fp32 "
+            f"{'identical to' if r['fp32_identical_to_transformers'] else '**differs from**'} transformers fp32."
+        )
+    lines += [
+        "",
+        "Random weights give near-uniform next-token scores, so that int8 rounding flips many greedy choices and "
+        "the sequences part after the first flip; scripts/results_quantize.py measures the quality of int8 on "
+        "trained models.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["gpt", "bart"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads on each side (1: steadier on a shared machine)")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    read_gb_s = bandwidth(64 if args.tiny else 512)["read_gb_s"]
+    with tempfile.TemporaryDirectory() as folder:
+        results = [measure(m, b, args, Path(folder)) for m in args.models for b in args.batches]
+    text = table(results, args, read_gb_s)
+    print(text)
+    if args.write and not args.tiny:
+        write_section(text, "Decoding with int8 weights: triform and CTranslate2", BEGIN, END)
+    print(f"load now {load():.1f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Quality of int8 weights against bf16 on real text; writes the quantization section of docs/results.md.
+
+    nice -n 10 .venv/bin/python scripts/results_quantize.py [--data ../shared/data] [--steps 400]
+
+Trains briefly, one thread per process: a `small-gpt` (the tiny-gpt preset at d_model 256, 4 layers,
+as in benchmarks/generation.py) and a `tiny-gpt` draft on its tokenizer, both clm on Brown (the draft
+serves benchmarks/speculative.py); and a tiny Vaswani Transformer at d_model 128 on lohelp-en-de. Then
+`triform eval` scores each as trained (bf16 autocast on a CPU with native bf16) and with
+`--quantize int8`: perplexity on Brown's validation split, BLEU (greedy) on 500 lohelp test pairs.
+Runs that exist are reused (--retrain trains them again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_sections import replace_section
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIFORM = [sys.executable, "-m", "triform"]
+SMALL = ["--model.d_model", "256", "--model.n_heads", "4", "--model.d_ff", "1024", "--model.n_layers", "4"]
+RESULTS = ROOT / "docs" / "results.md"
+
+
+def command_line(argv: list[str]) -> str:
+    return "triform " + " ".join(a if " " not in a else f"'{a}'" for a in argv)
+
+
+def shown(command: str) -> str:
+    """A command as a user types it from the repository root: paths relative to it."""
+    return command.replace(str(ROOT) + "/", "").replace(str(ROOT.parent), "..")
+
+
+def start(argv: list[str], log: Path) -> subprocess.Popen:
+    print("$", command_line(argv), flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(TRIFORM + argv, stdout=log.open("a"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def wait(processes: list[tuple[subprocess.Popen, list[str]]]) -> None:
+    for process, argv in processes:
+        if process.wait():
+            sys.exit(f"failed ({process.returncode}): {command_line(argv)}")
+
+
+def training_runs(data: Path, runs: Path, steps: int) -> dict[str, list[str]]:
+    brown = ["--data.train", str(data / "brown/train.txt"), "--data.valid", str(data / "brown/valid.txt")]
+    common = ["--data.pack", "stream", "--train.batch_size", "16", "--model.max_len", "128", "--optim.lr", "2e-3"]
+    lohelp = [
+        "--data.train",
+        str(data / "lohelp-en-de/train.tsv"),
+        "--data.valid",
+        str(data / "lohelp-en-de/valid.tsv"),
+    ]
+    return {
+        "small-gpt": [
+            "train",
+            "--preset",
+            "tiny-gpt",
+            *SMALL,
+            "--tokenizer.vocab_size",
+            "8192",
+            *brown,
+            *common,
+            "--run_dir",
+            str(runs / "brown-small-gpt"),
+            "--train.steps",
+            str(steps),
+            "--train.eval_every",
+            str(steps),
+            "--optim.warmup_steps",
+            "40",
+        ],
+        "tiny-gpt draft": [
+            "train",
+            "--preset",
+            "tiny-gpt",
+            "--tokenizer.path",
+            str(runs / "brown-small-gpt/model/tokenizer.json"),
+            *brown,
+            *common,
+            "--run_dir",
+            str(runs / "brown-tiny-gpt"),
+            "--train.steps",
+            str(steps),
+            "--train.eval_every",
+            str(steps),
+            "--optim.warmup_steps",
+            "40",
+        ],
+        "tiny-vaswani d128": [
+            "train",
+            "--preset",
+            "tiny-vaswani",
+            "--model.d_model",
+            "128",
+            "--model.n_heads",
+            "4",
+            "--model.d_ff",
+            "512",
+            "--tokenizer.vocab_size",
+            "4000",
+            *lohelp,
+            "--data.too_long",
+            "skip",
+            "--run_dir",
+            str(runs / "lohelp-vaswani"),
+            "--train.steps",
+            str(2 * steps),
+            "--train.batch_size",
+            "32",
+            "--train.eval_every",
+            str(2 * steps),
+            "--optim.lr",
+            "2e-3",
+            "--optim.warmup_steps",
+            "100",
+        ],
+    }
+
+
+def train_all(data: Path, runs: Path, steps: int, retrain: bool) -> dict[str, float]:
+    """Train what is missing; minutes per run (0 for a reused one)."""
+    argv = training_runs(data, runs, steps)
+    folders = {name: Path(a[a.index("--run_dir") + 1]) for name, a in argv.items()}
+    todo = {name for name in argv if retrain or not (folders[name] / "model" / "config.json").exists()}
+    minutes = dict.fromkeys(argv, 0.0)
+    started = time.monotonic()
+    first = [
+        (start(argv[n], folders[n] / "train.log"), argv[n]) for n in ("small-gpt", "tiny-vaswani d128") if n in todo
+    ]
+    if "small-gpt" in todo:
+        wait(first[:1])
+        minutes["small-gpt"] = (time.monotonic() - started) / 60
+    if "tiny-gpt draft" in todo:
+        draft_started = time.monotonic()
+        wait([(start(argv["tiny-gpt draft"], folders["tiny-gpt draft"] / "train.log"), argv["tiny-gpt draft"])])
+        minutes["tiny-gpt draft"] = (time.monotonic() - draft_started) / 60
+    wait([p for p in first if "tiny-vaswani" in " ".join(p[1])])
+    if "tiny-vaswani d128" in todo:
+        minutes["tiny-vaswani d128"] = (time.monotonic() - started) / 60
+    return minutes
+
+
+def evaluate(folder: Path, data: Path, extra: list[str], quantize: str | None) -> dict:
+    output = folder / f"eval-{quantize or 'as-trained'}.json"
+    argv = ["eval", "--model", str(folder / "model"), "--data", str(data), *extra, "--output", str(output)]
+    if quantize:
+        argv += ["--quantize", quantize]
+    wait([(start(argv, folder / "eval.log"), argv)])
+    return json.loads(output.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results" / "quantize")
+    parser.add_argument("--steps", type=int, default=200, help="training steps of the Brown models (lohelp: twice)")
+    parser.add_argument("--retrain", action="store_true")
+    args = parser.parse_args()
+    minutes = train_all(args.data, args.runs, args.steps, args.retrain)
+    brown = args.runs / "brown-small-gpt", args.data / "brown/valid.txt", []
+    lohelp_test = args.data / "lohelp-en-de/test.tsv"
+    lohelp = args.runs / "lohelp-vaswani", lohelp_test, ["--too_long", "skip", "--max_examples", "500"]
+    rows = []
+    for (folder, data, extra), metric, better in ((brown, "perplexity", "lower"), (lohelp, "bleu", "higher")):
+        as_trained, int8 = evaluate(folder, data, extra, None), evaluate(folder, data, extra, "int8")
+        rows.append((folder.name, metric, better, as_trained[metric], int8[metric]))
+    section = report(rows, args, minutes)
+    print(section)
+    replace_section("quantize", section, RESULTS)
+
+
+def report(rows: list[tuple], args, minutes: dict[str, float]) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        "## Quantization: int8 weights against bf16",
+        "",
+        f"Written by `nice -n 10 python scripts/results_quantize.py --steps {args.steps}` on "
+        f"{time.strftime('%Y-%m-%d')}: {cpu}, torch {torch.__version__}, one thread per process, on a machine "
+        "shared with other work. `triform eval` scores each model as trained (bf16 autocast: the CPU has native "
+        "bf16) and with `--quantize int8` (kernels/int8.py: int8 weights with one scale per output feature). "
+        "Perplexity on Brown's validation split; BLEU of greedy decoding on 500 pairs of lohelp-en-de's test split.",
+        "",
+        "| model | metric | bf16 | int8 | int8 against bf16 (relative) | within 1 % |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, metric, better, reference, int8 in rows:
+        change = (int8 - reference) / reference if reference else float("nan")
+        lines.append(
+            f"| {name} | {metric} ({better} is better) | {reference:.3f} | {int8:.3f} | {100 * change:+.2f} % | "
+            f"{'yes' if abs(change) <= 0.01 else '**no**'} |"
+        )
+    trained = ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items() if value)
+    lines += [
+        "",
+        f"Training ({trained or 'runs reused'}), commands as run:",
+        "",
+        "```sh",
+        *(shown(command_line(a)) for a in training_runs(args.data, args.runs, args.steps).values()),
+        "```",
+        "",
+        "These are minutes-long runs of small models: the figures compare int8 with bf16 on the same weights, not "
+        "what the models can reach.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

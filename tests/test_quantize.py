@@ -1,0 +1,135 @@
+"""int8 weights (kernels/int8.py): the int8 product is the float one within quantization error on every
+architecture, tied embeddings stay float, every strategy generates, and the flag reaches the CLI."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SPECIALS, VARIANTS, random_ids, tiny_config
+from text_models import random_model, single_thread, word_setup  # noqa: F401
+
+from triform.checkpoint import save_model
+from triform.cli import main
+from triform.errors import TriformError
+from triform.generate import GenerationConfig, TextGenerator, generate_ids, resolve_layout
+from triform.kernels import int8 as int8_kernels
+from triform.kernels.int8 import FBGEMM_MAX_ROWS, Int8Linear, quantize, quantize_rows
+from triform.models import build_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(params=["small matrices in fp32", "fbgemm for all"])
+def kernels(request, monkeypatch):
+    """Tiny test matrices take the fp32 path; with the size limit at 0 they take fbgemm's (and oneDNN's)."""
+    if request.param == "fbgemm for all":
+        monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    return request.param
+
+
+# Largest logit difference allowed, as a share of the largest fp32 logit's magnitude: 8-bit weights
+# and 8-bit activations each round to 1/254 of their row's (tensor's) range.
+LOGIT_TOLERANCE = 0.05
+
+
+def test_rows_are_quantized_symmetrically_within_half_a_step():
+    weight = torch.randn(48, 32)
+    weight[3] = 0.0  # a zero row keeps a finite scale
+    quantized, scales = quantize_rows(weight)
+    assert quantized.dtype == torch.int8 and quantized.abs().max() <= 127
+    assert torch.all(quantized.abs().amax(1)[torch.arange(48) != 3] == 127)
+    error = (quantized.float() * scales[:, None] - weight).abs()
+    assert torch.all(error <= scales[:, None] / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("rows", [1, 8, FBGEMM_MAX_ROWS + 1, 300])
+def test_the_int8_linear_computes_the_float_product_on_every_kernel(rows, kernels):
+    linear = torch.nn.Linear(64, 96)
+    int8 = Int8Linear(linear)
+    x = torch.randn(rows, 64)
+    with torch.no_grad():
+        expected = F.linear(x, int8.dequantized(torch.float32), linear.bias)
+        exact = linear(x)
+        y = int8(x)
+    scale = exact.abs().max()
+    assert y.shape == (rows, 96) and y.dtype == torch.float32
+    assert (y - exact).abs().max() <= 0.03 * scale
+    if rows > FBGEMM_MAX_ROWS or kernels == "small matrices in fp32":  # no activation rounding
+        assert (y - expected).abs().max() <= 0.01 * scale
+
+
+def test_under_autocast_the_result_is_bf16_as_for_a_linear_layer():
+    int8 = Int8Linear(torch.nn.Linear(16, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert int8(torch.randn(2, 3, 16)).dtype == torch.bfloat16
+
+
+def logits(model, arch, ids):
+    if arch == "encoder-decoder":
+        return model(ids, ids[:, :5])
+    return model(ids, "causal")
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_int8_logits_are_within_tolerance_of_fp32(arch, variant, kernels):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(arch, **VARIANTS[variant])).eval()
+    ids = random_ids(2, 12)
+    with torch.no_grad():
+        reference = logits(model, arch, ids)
+        int8 = logits(quantize(model), arch, ids)
+    assert (int8 - reference).abs().max() <= LOGIT_TOLERANCE * reference.abs().max()
+
+
+def test_a_tied_head_gets_its_own_int8_copy_and_the_embedding_stays_float():
+    model = build_model(tiny_config("stack", tie_embeddings=True)).eval()
+    embedding = model.stack.embeddings.token.weight
+    before = embedding.detach().clone()
+    quantize(model)
+    assert isinstance(model.head.projection, Int8Linear)
+    assert model.stack.embeddings.token.weight is embedding and torch.equal(embedding, before)
+    assert embedding.dtype == torch.float32 and model.new_cache(1, 4).layers[0].keys.dtype == torch.float32
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+
+
+STRATEGIES = {
+    "greedy": GenerationConfig(max_new_tokens=6),
+    "sample": GenerationConfig(max_new_tokens=6, do_sample=True, seed=1, num_return_sequences=2),
+    "beam": GenerationConfig(max_new_tokens=6, num_beams=3),
+}
+
+
+@pytest.mark.parametrize("arch, pattern", [("stack", "causal"), ("stack", "prefix"), ("encoder-decoder", None)])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_quantized_model_generates_with_every_strategy(arch, pattern, strategy, kernels):
+    model = quantize(build_model(tiny_config(arch)).eval())
+    objective = "seq2seq" if pattern == "prefix" else None
+    layout = resolve_layout(arch, SPECIALS, objective, pattern)
+    rows = generate_ids(model, layout, [[30, 31, 32], [40, 41]], STRATEGIES[strategy])
+    assert rows and all(0 < len(r.tokens) <= 6 or r.finish_reason == "eos" for r in rows)
+
+
+def test_an_unknown_scheme_is_refused_by_name():
+    with pytest.raises(TriformError, match="quantize: unknown scheme 'int3'; expected one of int8"):
+        quantize(build_model(tiny_config()), "int3")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quantized")
+    tokenizer, specials = word_setup()
+    save_model(random_model("stack", tokenizer), root / "gpt", specials=specials, tokenizer=tokenizer)
+    return root / "gpt"
+
+
+def test_the_cli_flag_gives_the_python_apis_int8_output(folder, capsys):
+    argv = ["generate", "--model", str(folder), "one two three", "--max_new_tokens", "5", "--quantize", "int8"]
+    assert main(argv) == 0
+    expected = TextGenerator.load(folder, quantize="int8").generate("one two three", max_new_tokens=5).text
+    assert capsys.readouterr().out == expected + "\n"
+    assert isinstance(TextGenerator.load(folder, quantize="int8").model.head.projection, Int8Linear)
+
+
+def test_the_cli_names_an_unknown_scheme(folder, capsys):
+    assert main(["generate", "--model", str(folder), "one", "--quantize", "int2"]) != 0
+    assert "quantize: unknown scheme 'int2'" in capsys.readouterr().err
