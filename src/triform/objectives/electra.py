@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from triform.config import ModelConfig
 from triform.errors import TriformError
 from triform.kernels.loss import cross_entropy
-from triform.models.build import KERNELS, build_model, build_stack, initialise
+from triform.models.build import KERNELS, build_model, build_stack, initialise_weights
 from triform.models.stack import Embeddings, StackInputs
 from triform.nn.feedforward import ACTIVATIONS
 from triform.nn.norm import make_norm
@@ -328,7 +328,7 @@ def build_generator(config: ModelConfig, options: ElectraOptions, never: Tensor)
         make_norm(config.norm, config.d_model, config.norm_eps),
     )
     generator = Generator(KERNELS.linear(config.d_model, narrow.d_model), stack, transform, config.vocab_size, never)
-    initialise(generator, narrow)
+    initialise_weights(generator, narrow)
     return generator
 
 
@@ -337,7 +337,7 @@ def build_detector(config: ModelConfig) -> nn.Module:
     detector = nn.Sequential(
         KERNELS.linear(config.d_model, config.d_model), Activation(config.activation), KERNELS.linear(config.d_model, 1)
     )
-    initialise(detector, config)
+    initialise_weights(detector, config)
     return detector
 
 
