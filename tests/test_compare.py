@@ -32,17 +32,18 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_every_allowed_pretraining_pair_is_compared_with_baselines():
     default = entries()
-    assert len([e for e in default if e.objective != "none"]) == 10  # 5 objectives x 2 architectures
+    assert len([e for e in default if e.objective != "none"]) == 11  # 5 objectives x 2 architectures, electra: a stack
     assert {e.label for e in default if e.objective == "none"} == {
         "stack, no pretraining",
         "encoder-decoder, no pretraining",
     }
-    every = entries("all")
-    assert len(every) == 15 + 2 and all(e.objective != "seq2seq" for e in every)
+    every = entries("all")  # 15 triples, mlm right-to-left and electra, and 2 baselines
+    assert len(every) == 15 + 2 + 2 and all(e.objective != "seq2seq" for e in every)
     assert [e.label for e in entries("all", ["stack:mlm"])] == [
         "stack + mlm + bidirectional",
         "stack + mlm + causal",
         "stack + mlm + prefix",
+        "stack + mlm + right-to-left",
         "stack, no pretraining",
     ]
     with pytest.raises(TriformError, match="stack:clm:prefix"):
