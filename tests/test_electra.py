@@ -302,3 +302,16 @@ def test_another_objectives_batch_runs_through_the_model_alone():
     trained = electra().training_module(model)
     batch = make_objective("mlm", SPECIALS, VOCAB_SIZE).prepare(texts(2, 12), torch.Generator().manual_seed(0))
     torch.testing.assert_close(trained(**batch.model_inputs()), model(**batch.model_inputs()))
+
+
+def test_compute_counts_the_generator_beside_the_discriminator():
+    """triform compare budgets by Objective.compute: electra's generator reads every token too, at about
+    generator_scale² of the discriminator's parameters, so electra is charged for it."""
+    examples = [list(range(30, 50))]
+    parameters = {"stack": 1000}
+    for scale in (0.25, 0.5):
+        electra = make_objective("electra", SPECIALS, VOCAB_SIZE, arch="stack", generator_scale=scale)
+        mlm = make_objective("mlm", SPECIALS, VOCAB_SIZE, arch="stack")
+        batch = electra.prepare(examples, torch.Generator().manual_seed(0))
+        plain = mlm.compute(mlm.prepare(examples, torch.Generator().manual_seed(0)), parameters)
+        assert electra.compute(batch, parameters) == pytest.approx(plain * (1 + scale**2))

@@ -112,6 +112,13 @@ class Electra(Objective):
     def separator(self) -> int:
         return self.masking.separator
 
+    def compute(self, batch: Batch, parameters: dict[str, int]) -> float:
+        """The discriminator's tokens x parameters, and the generator's: it reads every token too, with
+        about generator_scale² of the discriminator's non-embedding parameters (width scaled, §3.2; a
+        generator_layers unlike the discriminator's depth is not counted), so that `triform compare`
+        gives electra no more compute than the other objectives."""
+        return super().compute(batch, parameters) * (1 + self.options.generator_scale**2)
+
     # --- the data ------------------------------------------------------------------------------
     def prepare(self, examples, generator=None) -> ElectraBatch:
         masked, draws = self.masking.prepare_with_draws(examples, generator)
