@@ -137,6 +137,21 @@ def framing():
     return Framing("stack", "bidirectional", SpecialTokens.from_tokenizer(tok), 24)
 
 
+def test_the_pooling_a_body_was_saved_with_is_kept_unless_an_option_sets_it():
+    task = make_task("embed", framing(), word_tokenizer(VOCABULARY))
+    assert task.pooling == Pooling("mean")  # the default of a bidirectional stack
+    task.start_from({"pooling": {"how": "cls", "normalize": True}})  # as an imported sentence-transformers model
+    assert task.pooling == Pooling("cls", normalize=True)
+    task = make_task("embed", framing(), word_tokenizer(VOCABULARY), pooling="last")
+    task.start_from({"pooling": {"how": "cls", "normalize": True}})
+    assert task.pooling == Pooling("last", normalize=True)
+    assert task.body_extra() == {"pooling": {"how": "last", "normalize": True}}
+    with pytest.raises(ValueError, match="scale: expected a positive number"):
+        make_task("embed", framing(), word_tokenizer(VOCABULARY), scale=0.0)
+    with pytest.raises(ValueError, match="lm_weight: the embed task"):
+        make_task("embed", framing(), word_tokenizer(VOCABULARY), lm_weight=0.5)
+
+
 def test_the_embedding_model_is_the_body_under_its_own_names(tmp_path):
     body = load_model(random_body(tmp_path / "body")).model
     model = EmbeddingModel(body, framing(), Pooling("mean"))
