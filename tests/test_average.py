@@ -64,6 +64,15 @@ def test_the_averaged_folder_loads_generates_and_translates(run, tmp_path):
     assert len(target.read_text().splitlines()) == 2
 
 
+def test_folders_named_in_a_list_average_in_any_order_to_the_same_mean(run, tmp_path):
+    first, second, third = (str(folder) for folder in last_checkpoints(run, 3))
+    assert main(["average", "--checkpoints", f"[{first}, {second}, {third}]", "--output", str(tmp_path / "a")]) == 0
+    assert main(["average", "--checkpoints", f"[{third}, {first}, {second}]", "--output", str(tmp_path / "b")]) == 0
+    a, b = load_file(str(tmp_path / "a" / WEIGHTS_FILE)), load_file(str(tmp_path / "b" / WEIGHTS_FILE))
+    for name in a:  # float64 sums of three float32 tensors: rounded once, whatever the order
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0)
+
+
 def test_a_run_that_kept_too_few_checkpoints_says_how_to_keep_more(run, tmp_path):
     with pytest.raises(TriformError, match=r"holds 4 checkpoint\(s\).*fewer than the 5.*--train.keep_last 5"):
         last_checkpoints(run, 5)

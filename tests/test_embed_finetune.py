@@ -137,6 +137,21 @@ def framing():
     return Framing("stack", "bidirectional", SpecialTokens.from_tokenizer(tok), 24)
 
 
+def test_the_pooling_a_body_was_saved_with_is_kept_unless_an_option_sets_it():
+    task = make_task("embed", framing(), word_tokenizer(VOCABULARY))
+    assert task.pooling == Pooling("mean")  # the default of a bidirectional stack
+    task.start_from({"pooling": {"how": "cls", "normalize": True}})  # as an imported sentence-transformers model
+    assert task.pooling == Pooling("cls", normalize=True)
+    task = make_task("embed", framing(), word_tokenizer(VOCABULARY), pooling="last")
+    task.start_from({"pooling": {"how": "cls", "normalize": True}})
+    assert task.pooling == Pooling("last", normalize=True)
+    assert task.body_extra() == {"pooling": {"how": "last", "normalize": True, "pattern": "bidirectional"}}
+    with pytest.raises(ValueError, match="scale: expected a positive number"):
+        make_task("embed", framing(), word_tokenizer(VOCABULARY), scale=0.0)
+    with pytest.raises(ValueError, match="lm_weight: the embed task"):
+        make_task("embed", framing(), word_tokenizer(VOCABULARY), lm_weight=0.5)
+
+
 def test_the_embedding_model_is_the_body_under_its_own_names(tmp_path):
     body = load_model(random_body(tmp_path / "body")).model
     model = EmbeddingModel(body, framing(), Pooling("mean"))
@@ -217,6 +232,16 @@ def test_every_body_finetunes_and_embeds_as_it_was_trained(tmp_path, arch, objec
     torch.testing.assert_close(embedder.embed(texts), vectors, atol=1e-5, rtol=1e-5)
     trained, initial = load_model(tmp_path / "run" / "model").model, load_model(init).model
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), initial.parameters()))
+
+
+def test_a_body_finetuned_under_another_pattern_embeds_under_it(tmp_path):
+    init = random_body(tmp_path / "init", d_model=32)  # pretrained with mlm: read bidirectionally by default
+    train = write(tmp_path / "train.jsonl", pair_rows(16, 0))
+    causal = ["--pattern", "causal", "--train.batch_size", "8"]
+    assert main(finetune_argv(init, train, None, tmp_path / "run", 2, *causal)) == 0
+    embedder = Embedder.load(tmp_path / "run" / "model")
+    assert embedder.framing.pattern == "causal" and embedder.pooling == Pooling("last")
+    assert Embedder.load(init).framing.pattern == "bidirectional"
 
 
 def test_two_processes_finetune_an_encoder_decoder_whose_decoder_gets_no_gradient(tmp_path):

@@ -88,8 +88,9 @@ class Embed(Task):
         return {**super().state(), **pooling, "scale": self.scale}
 
     def body_extra(self) -> dict:
-        """How `triform embed` and `Embedder.load` pool the saved body's states."""
-        return {"pooling": {"how": self.pooling.how, "normalize": self.pooling.normalize}}
+        """How `triform embed` and `Embedder.load` read the saved body and pool its states: as trained."""
+        pooling = {"how": self.pooling.how, "normalize": self.pooling.normalize, "pattern": self.framing.pattern}
+        return {"pooling": pooling}
 
     def build_model(self, body: nn.Module) -> nn.Module:
         return EmbeddingModel(body, self.framing, self.pooling)

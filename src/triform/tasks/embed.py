@@ -135,9 +135,10 @@ class Embedder:
         """The Embedder of a model already loaded (`triform.checkpoint.load_model`), as `load` makes it."""
         specials = loaded.specials or SpecialTokens.from_tokenizer(loaded.tokenizer)
         arch = loaded.config.arch
-        pattern = read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
-        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len)
         saved = loaded.extra.get("pooling") or {}
+        # Read as the embeddings were fine-tuned (`finetune --task embed --pattern ...`), else as the recipe says.
+        pattern = saved.get("pattern") or read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
+        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len)
         chosen = Pooling.default_for(arch, pattern)
         chosen = Pooling(
             pooling or saved.get("how", chosen.how),
