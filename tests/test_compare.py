@@ -185,8 +185,44 @@ def test_every_registered_objective_becomes_a_row_without_compare_naming_it(monk
     monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "shifted", Shifted)
     monkeypatch.setattr(compat, "OBJECTIVES", compat.OBJECTIVES + ("shifted",))
     monkeypatch.setitem(compat.ALLOWED, ("stack", "shifted"), {"causal": "a test objective"})
-    assert "stack + shifted + causal" in [e.label for e in entries()]
+    monkeypatch.setitem(compat.ALLOWED, ("encoder-decoder", "shifted"), {"causal": "a test objective"})
+    assert {"stack + shifted + causal", "encoder-decoder + shifted + causal"} <= {e.label for e in entries()}
     assert [e.label for e in entries(pairs=["stack:shifted"], baseline=False)] == ["stack + shifted + causal"]
+
+
+def test_an_objective_that_decides_its_own_patterns_is_asked_and_takes_mappings(monkeypatch):
+    """An objective outside the compatibility table that answers `pattern_on` (as a mixture checks
+    its parts) is compared where it accepts the architecture, with its options as given."""
+    from dataclasses import dataclass
+
+    from triform.errors import IncompatiblePair
+    from triform.objectives import registry
+    from triform.objectives.clm import CausalLM
+
+    @dataclass(frozen=True)
+    class PartsOptions:
+        parts: dict | None = None
+
+    class Parts(CausalLM):
+        name = "parts"
+        Options = PartsOptions
+        asked = []
+
+        @classmethod
+        def pattern_on(cls, arch, pattern, options):
+            cls.asked.append((arch, pattern, options.parts))
+            if arch != "stack":
+                raise IncompatiblePair(f"parts: not on an {arch}")
+            return pattern or "causal"
+
+    monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "parts", Parts)
+    assert "stack + parts + causal" in [e.label for e in entries()]
+    assert not any(e.arch == "encoder-decoder" and e.objective == "parts" for e in entries())
+    (entry,) = entries(pairs=["stack:parts(parts={clm: 0.5, mlm@causal: 0.5})"], baseline=False)
+    assert dict(entry.options) == {"parts": {"clm": 0.5, "mlm@causal": 0.5}} and entry.pattern == "causal"
+    assert ("stack", None, {"clm": 0.5, "mlm@causal": 0.5}) in Parts.asked
+    with pytest.raises(TriformError, match="not on an encoder-decoder"):
+        entries(pairs=["encoder-decoder:parts"])
 
 
 def test_finetune_fractions_per_task_and_their_errors():
