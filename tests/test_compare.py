@@ -309,7 +309,7 @@ def test_each_task_is_given_its_own_fraction_of_the_budget(labelled_comparison):
     stack_restore = [r["restore fine-tuning"]["steps"] for r in outputs["results"]]
     assert budgets["restore"]["steps (stack)"] == str(stack_restore[0]) == str(stack_restore[1])
     table = (out / "table.md").read_text()
-    assert f"| restore | 2 | {2 * settings.budget:.2e} | {stack_restore[0]} | – |" in table
+    assert f"| restore | 2 | {2 * settings.budget:.2e} | {12 * settings.budget:.2e} | {stack_restore[0]} | – |" in table
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {row["restore fine-tuning steps"] for row in rows} == {str(stack_restore[0])}
 
