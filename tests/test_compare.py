@@ -165,6 +165,10 @@ def test_a_pair_may_give_its_objective_options_which_reach_the_recipe(tmp_path):
     spec = RunSpec("stack", "mlm", "causal", str(write_text(tmp_path / "t.txt", 10)), None, "", 1, 4)
     recipe = resolved_run(dataclasses.replace(spec, options=dict(entry.options)), tmp_path).recipe
     assert recipe.options.rate == 0.3 and recipe.options.whole_word is True
+    smoothed = resolved_run(dataclasses.replace(spec, options={"label_smoothing": 0.1}), tmp_path).recipe
+    assert smoothed.label_smoothing == 0.1  # an option the configuration holds at its top
+    with pytest.raises(TriformError, match="no option 'rat'"):
+        resolved_run(dataclasses.replace(spec, options={"rat": 0.3}), tmp_path)
     with pytest.raises(TriformError, match="no option 'rat'"):
         entries(pairs=["stack:mlm(rat=0.3)"])
     with pytest.raises(TriformError, match="stack:mlm\\(0.3\\)"):
