@@ -142,26 +142,38 @@ def write_section(
     figure = figures / ("compare-brown.png" if section is None else section.with_suffix(".png").name)
     shutil.copyfile(tables / "compare.png", figure)
     table = (tables / "table.md").read_text().strip()
-    steps = sorted(r["pretraining"]["steps"] for r in results if "pretraining" in r)
     timing = f"{minutes:.0f} minutes" if minutes is not None else "see the runs' own records"
+    held_out = json.loads((out / "data" / "data.json").read_text()).get("labels_valid_records", 0)
+    aggregated = aggregate(results, chosen, score_columns(labelled))
+    facts = dict(partial=partial, timing=timing, table=table, figure=figure.name, labelled=labelled, pairs=pairs)
+    facts["findings"] = findings(aggregated, reference(out), labelled)
+    body = section_body(settings, results, argv, facts, held_out)
+    if section is None:
+        replace_section("compare", body)
+    else:
+        section.write_text(body)
+    print(f"wrote the compare section to {section or 'docs/results.md'} and {figure}")
+
+
+def section_body(settings: dict, results: list[dict], argv: list[str], facts: dict, held_out: int) -> str:
+    steps = sorted(r["pretraining"]["steps"] for r in results if "pretraining" in r)
     genre = (
-        f", and **{labelled}**: the genre of a sentence of `brown/sentences.tsv` (15 genres), fine-tuned with "
-        "triform's classify task (a pooled head on the body), the sentences of train.txt for training and "
-        f"{settings['eval_labels']:,} of valid.txt's held out (accuracy and macro-F1)"
-        if labelled
+        f", and **{facts['labelled']}**: the genre of a sentence of `brown/sentences.tsv` (15 genres), fine-tuned "
+        "with triform's classify task (a pooled head on the body) on the sentences of train.txt and scored on "
+        f"{held_out:,} of valid.txt's (accuracy and macro-F1)"
+        if facts["labelled"]
         else ""
     )
-    aggregated = aggregate(results, chosen, score_columns(labelled))
-    body = f"""## The T5 comparison in miniature: `triform compare` on Brown
+    return f"""## The T5 comparison in miniature: `triform compare` on Brown
 
 Written by `scripts/results_compare.py` on {time.strftime("%Y-%m-%d")}: torch {torch.__version__}, {platform.machine()} CPU,
-2 cores shared with other work, {partial}{timing} for {len(results)} runs ({argv[argv.index("--jobs") + 1]} at a time, one thread each).
+2 cores shared with other work, {facts["partial"]}{facts["timing"]} for {len(results)} runs ({argv[argv.index("--jobs") + 1]} at a time, one thread each).
 
 ```sh
 {shown_command(argv)}
 ```
 
-{"The pairs named by `--pairs`" if pairs else "Every allowed architecture x objective x pattern that pretrains on plain text"} were pretrained on the Brown
+{"The pairs named by `--pairs`" if facts["pairs"] else "Every allowed architecture x objective x pattern that pretrains on plain text"} were pretrained on the Brown
 training split with the same compute, {float(settings["budget"]):.0e} tokens x non-embedding parameters
 ({steps[0]}–{steps[-1]} steps of {settings["batch_size"]} windows of {settings["max_len"]} tokens; a stack of
 {settings["n_layers"]} layers or an encoder-decoder of {settings["n_layers"]} + {settings["n_layers"]}, d_model
@@ -177,22 +189,17 @@ deviation over the seeds {", ".join(str(seed) for seed in sorted({r["seed"] for 
 model: the context-free guess (the training text's token frequencies; its top guess is always the most
 frequent token) on the two token tasks, the restore task's input copied out unchanged, and the commonest genre.
 
-{table}
+{facts["table"]}
 
-![compare on Brown](results/{figure.name})
+![compare on Brown](results/{facts["figure"]})
 
-{findings(aggregated, reference(out), labelled)}
+{facts["findings"]}
 
 At this scale (minutes of pretraining of models with {stack_parameters(settings):,} non-embedding parameters per
 stack) a difference shows only where the words above say so; where the models do no better than the row that
 needs no model, the budget is too small for that task, and the table says nothing about what these objectives
 reach at scale.
 """
-    if section is None:
-        replace_section("compare", body)
-    else:
-        section.write_text(body)
-    print(f"wrote the compare section to {section or 'docs/results.md'} and {figure}")
 
 
 def reference(out: Path) -> dict:

@@ -166,6 +166,10 @@ def test_a_pair_may_give_its_objective_options_which_reach_the_recipe(tmp_path):
     spec = RunSpec("stack", "mlm", "causal", str(write_text(tmp_path / "t.txt", 10)), None, "", 1, 4)
     recipe = resolved_run(dataclasses.replace(spec, options=dict(entry.options)), tmp_path).recipe
     assert recipe.options.rate == 0.3 and recipe.options.whole_word is True
+    smoothed = resolved_run(dataclasses.replace(spec, options={"label_smoothing": 0.1}), tmp_path).recipe
+    assert smoothed.label_smoothing == 0.1  # an option the configuration holds at its top
+    with pytest.raises(TriformError, match="no option 'rat'"):
+        resolved_run(dataclasses.replace(spec, options={"rat": 0.3}), tmp_path)
     with pytest.raises(TriformError, match="no option 'rat'"):
         entries(pairs=["stack:mlm(rat=0.3)"])
     with pytest.raises(TriformError, match="stack:mlm\\(0.3\\)"):
@@ -186,8 +190,44 @@ def test_every_registered_objective_becomes_a_row_without_compare_naming_it(monk
     monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "shifted", Shifted)
     monkeypatch.setattr(compat, "OBJECTIVES", compat.OBJECTIVES + ("shifted",))
     monkeypatch.setitem(compat.ALLOWED, ("stack", "shifted"), {"causal": "a test objective"})
-    assert "stack + shifted + causal" in [e.label for e in entries()]
+    monkeypatch.setitem(compat.ALLOWED, ("encoder-decoder", "shifted"), {"causal": "a test objective"})
+    assert {"stack + shifted + causal", "encoder-decoder + shifted + causal"} <= {e.label for e in entries()}
     assert [e.label for e in entries(pairs=["stack:shifted"], baseline=False)] == ["stack + shifted + causal"]
+
+
+def test_an_objective_that_decides_its_own_patterns_is_asked_and_takes_mappings(monkeypatch):
+    """An objective outside the compatibility table that answers `pattern_on` (as a mixture checks
+    its parts) is compared where it accepts the architecture, with its options as given."""
+    from dataclasses import dataclass
+
+    from triform.errors import IncompatiblePair
+    from triform.objectives import registry
+    from triform.objectives.clm import CausalLM
+
+    @dataclass(frozen=True)
+    class PartsOptions:
+        parts: dict | None = None
+
+    class Parts(CausalLM):
+        name = "parts"
+        Options = PartsOptions
+        asked = []
+
+        @classmethod
+        def pattern_on(cls, arch, pattern, options):
+            cls.asked.append((arch, pattern, options.parts))
+            if arch != "stack":
+                raise IncompatiblePair(f"parts: not on an {arch}")
+            return pattern or "causal"
+
+    monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "parts", Parts)
+    assert "stack + parts + causal" in [e.label for e in entries()]
+    assert not any(e.arch == "encoder-decoder" and e.objective == "parts" for e in entries())
+    (entry,) = entries(pairs=["stack:parts(parts={clm: 0.5, mlm@causal: 0.5})"], baseline=False)
+    assert dict(entry.options) == {"parts": {"clm": 0.5, "mlm@causal": 0.5}} and entry.pattern == "causal"
+    assert ("stack", None, {"clm": 0.5, "mlm@causal": 0.5}) in Parts.asked
+    with pytest.raises(TriformError, match="not on an encoder-decoder"):
+        entries(pairs=["encoder-decoder:parts"])
 
 
 def test_finetune_fractions_per_task_and_their_errors():
@@ -274,7 +314,7 @@ def test_each_task_is_given_its_own_fraction_of_the_budget(labelled_comparison):
     stack_restore = [r["restore fine-tuning"]["steps"] for r in outputs["results"]]
     assert budgets["restore"]["steps (stack)"] == str(stack_restore[0]) == str(stack_restore[1])
     table = (out / "table.md").read_text()
-    assert f"| restore | 2 | {2 * settings.budget:.2e} | {stack_restore[0]} | – |" in table
+    assert f"| restore | 2 | {2 * settings.budget:.2e} | {12 * settings.budget:.2e} | {stack_restore[0]} | – |" in table
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {row["restore fine-tuning steps"] for row in rows} == {str(stack_restore[0])}
 

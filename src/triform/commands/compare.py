@@ -48,6 +48,22 @@ def add_arguments(parser) -> None:
         help="only these, as arch:objective[(options)][:pattern], e.g. "
         '["stack:clm", "encoder-decoder:span", "stack:mlm(rate=0.3):causal"]',
     )
+    add_label_arguments(parser)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process with one thread")
+    for name, default, what in (
+        ("d_model", 64, "model width"),
+        ("n_layers", 2, "layers per stack"),
+        ("max_len", 64, "tokens per example"),
+        ("vocab_size", 2048, "BPE vocabulary trained on --data"),
+        ("batch_size", 16, "examples per step"),
+        ("documents", 100_000, "documents of --data read at most"),
+    ):
+        parser.add_argument(f"--{name}", type=int, default=default, help=what)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
+
+
+def add_label_arguments(parser) -> None:
+    """The classification task on labelled records (compare/labelled.py)."""
     parser.add_argument(
         "--labels",
         type=Optional[str],
@@ -65,17 +81,6 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--labels_name", type=str, default="genre", help="the classification task's name")
     parser.add_argument("--eval_labels", type=int, default=2000, help="held-out labelled records scored at most")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process with one thread")
-    for name, default, what in (
-        ("d_model", 64, "model width"),
-        ("n_layers", 2, "layers per stack"),
-        ("max_len", 64, "tokens per example"),
-        ("vocab_size", 2048, "BPE vocabulary trained on --data"),
-        ("batch_size", 16, "examples per step"),
-        ("documents", 100_000, "documents of --data read at most"),
-    ):
-        parser.add_argument(f"--{name}", type=int, default=default, help=what)
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
 
 
 def run(args) -> int:

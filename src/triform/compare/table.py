@@ -23,6 +23,9 @@ SCORES = (
     ("restore chrF", ("restore", "chrf"), False),
 )
 LOWER_IS_BETTER = ("next-token perplexity",)
+# A training step costs about 6 FLOPs per token and parameter: 2 forward, 4 backward (Kaplan et al.
+# 2020, §2.1, C = 6 N D).
+FLOPS_PER_TOKEN_PARAMETER = 6
 # The one score of each task that ranks the models (findings.py) and is plotted.
 HEADLINE = {"next-token": "next-token accuracy", "masked-token": "masked-token accuracy", "restore": "restore chrF"}
 
@@ -148,7 +151,8 @@ def budgets(results: list[dict], settings, labelled: str | None = None) -> list[
         if not given:
             continue
         fraction = given[0].get("fraction", 1.0 if task == "pretraining" else settings.finetune)
-        row = {"task": task, "fraction": fraction, "compute": float(fraction) * float(settings.budget)}
+        compute = float(fraction) * float(settings.budget)
+        row = {"task": task, "fraction": fraction, "compute": compute, "flops": FLOPS_PER_TOKEN_PARAMETER * compute}
         for arch in ("stack", "encoder-decoder"):
             steps = sorted(r[key]["steps"] for r in results if key in r and r["arch"] == arch)
             row[f"steps ({arch})"] = (
@@ -160,14 +164,14 @@ def budgets(results: list[dict], settings, labelled: str | None = None) -> list[
 
 def budget_markdown(rows: list[dict]) -> str:
     lines = [
-        "| training | fraction of the pretraining budget | tokens x parameters | steps (stack) | "
-        "steps (encoder-decoder) |",
-        "|---|---:|---:|---:|---:|",
+        "| training | fraction of the pretraining budget | tokens x parameters | training FLOPs (6 x that) | "
+        "steps (stack) | steps (encoder-decoder) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['task']} | {float(row['fraction']):g} | {row['compute']:.2e} | {row['steps (stack)'] or '–'} | "
-            f"{row['steps (encoder-decoder)'] or '–'} |"
+            f"| {row['task']} | {float(row['fraction']):g} | {row['compute']:.2e} | {row['flops']:.2e} | "
+            f"{row['steps (stack)'] or '–'} | {row['steps (encoder-decoder)'] or '–'} |"
         )
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from triform.objectives import objective_class
+from triform.errors import ConfigError
 from triform.train.config import (
     DataConfig,
     LoopConfig,
@@ -18,6 +18,7 @@ from triform.train.config import (
     RunConfig,
     TokenizerConfig,
     resolve,
+    section_name,
 )
 from triform.train.metrics import read_metrics
 from triform.train.reporting import ProgressBar
@@ -53,7 +54,7 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
     config = RunConfig(
         run_dir=str(run_dir),
         model=ModelOverrides(arch=spec.arch, **spec.model),
-        objective=ObjectiveConfig(name=spec.objective, pattern=spec.pattern),
+        objective=objective_config(spec),
         data=DataConfig(train=spec.train, valid=spec.valid, too_long=spec.too_long, bucket=spec.bucket, pack=spec.pack),
         tokenizer=TokenizerConfig(path=spec.tokenizer),
         optim=OptimConfig(lr=spec.lr, warmup_steps=min(spec.warmup_steps, spec.steps // 4)),
@@ -68,11 +69,30 @@ def resolved_run(spec: RunSpec, run_dir: Path) -> Resolved:
             keep_last=1,
         ),
     )
-    resolved = resolve(config)
-    if not spec.options:
-        return resolved
-    options = objective_class(spec.objective).options_from(dict(spec.options), "objective")
-    return dataclasses.replace(resolved, recipe=dataclasses.replace(resolved.recipe, options=options))
+    return resolve(config)
+
+
+def objective_config(spec: RunSpec):
+    """The objective's section of the configuration, with the spec's options set where `triform train`
+    takes them: `--objective.mlm.rate 0.3`, or at the top (`--objective.label_smoothing 0.1`)."""
+    config = ObjectiveConfig(name=spec.objective, pattern=spec.pattern)
+    section = getattr(config, section_name(spec.objective), None)
+    for name, value in spec.options.items():
+        if (
+            name not in ("name", "pattern")
+            and hasattr(config, name)
+            and not dataclasses.is_dataclass(getattr(config, name))
+        ):
+            setattr(config, name, value)
+        elif section is not None and name in {f.name for f in dataclasses.fields(section)}:
+            setattr(section, name, value)
+        else:
+            known = sorted(f.name for f in dataclasses.fields(section)) if section is not None else []
+            raise ConfigError(
+                f"objective: the {spec.objective} objective has no option {name!r} (its options: "
+                f"{', '.join(known) or 'none'})"
+            )
+    return config
 
 
 def train_spec(
