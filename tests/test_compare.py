@@ -37,11 +37,12 @@ def test_every_allowed_pretraining_pair_is_compared_with_baselines():
         "encoder-decoder, no pretraining",
     }
     every = entries("all")
-    assert len(every) == 15 + 2 and all(e.objective != "seq2seq" for e in every)
+    assert len(every) == 16 + 2 and all(e.objective != "seq2seq" for e in every)
     assert [e.label for e in entries("all", ["stack:mlm"])] == [
         "stack + mlm + bidirectional",
         "stack + mlm + causal",
         "stack + mlm + prefix",
+        "stack + mlm + right-to-left",
         "stack, no pretraining",
     ]
     with pytest.raises(TriformError, match="stack:clm:prefix"):

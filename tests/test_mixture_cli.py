@@ -14,6 +14,7 @@ from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.generate import TextGenerator
 from triform.objectives.layout import CONTINUE, SOURCE_TARGET
+from triform.tasks.embed import Embedder
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
 from triform.train.run import train
@@ -116,6 +117,8 @@ def test_one_model_fine_tunes_for_classification_and_text_to_text(mixed, tmp_pat
     assert (saved["objective"], saved["pattern"], saved["mode"]) == ("seq2seq", "prefix", "s2s")  # as prefix-lm
     generator = TextGenerator.load(tmp_path / "text2text" / "model")
     assert generator.layout.frame([40]) == [modes["s2s"], 40, generator.specials.sep]
+    embedder = Embedder.of(load_model(mixed / "model"))  # embeddings read the body as classification does
+    assert embedder.framing.mode == modes["nlu"] and embedder.framing.pattern == "bidirectional"
 
 
 @pytest.mark.parametrize("preset", ["tiny-ul2", "tiny-unilm"])

@@ -100,8 +100,10 @@ class Embedder:
         """The Embedder of a model already loaded (`triform.checkpoint.load_model`), as `load` makes it."""
         specials = loaded.specials or SpecialTokens.from_tokenizer(loaded.tokenizer)
         arch = loaded.config.arch
-        pattern = read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
-        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len)
+        recipe = read_recipe(loaded.extra, arch)
+        pattern, part = recipe.body_pattern(arch, writes=False), recipe.part(arch, need="read")
+        mode = None if part.mode is None else specials.mode(part.mode, "embeddings of this model")  # as pretrained
+        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len, mode)
         saved = loaded.extra.get("pooling") or {}
         chosen = Pooling.default_for(arch, pattern)
         chosen = Pooling(
