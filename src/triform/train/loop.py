@@ -88,6 +88,8 @@ class Trainer:
         self.precision = resolved_name(self.loop.precision, self.device)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
         self.parts: dict[str, list[float]] = {}  # the log window's (loss sum, targets) of each named part
+        # Micro-batches each named part made so far (a mixture's draws), kept with the checkpoint.
+        self.drawn: dict[str, int] = {}
 
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -100,11 +102,14 @@ class Trainer:
         state = ckpt.load_checkpoint(found[-1], self.model, self.optimizer, self.scheduler, strategy=self.strategy)
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
+        self.drawn = dict(state.get("drawn", {}))
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
         return True
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
+        if self.drawn:
+            state["drawn"] = dict(self.drawn)
         ckpt.save_checkpoint(
             self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes, **self.saving()
         )
@@ -152,6 +157,7 @@ class Trainer:
             loss_sum += float(loss.detach()) * batch_targets
             part = getattr(batch, "part", None)
             if part is not None:
+                self.drawn[part] = self.drawn.get(part, 0) + 1
                 sums = part_sums.setdefault(part, [0.0, 0])
                 sums[0], sums[1] = sums[0] + float(loss.detach()) * batch_targets, sums[1] + batch_targets
         grad_norm = float("nan")
@@ -252,8 +258,10 @@ class Trainer:
                 )
                 return "stopped"
         ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
+        drawn = "".join(f", {name} {n}" for name, n in sorted(self.drawn.items()))
         self.reporter.message(
-            f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
+            f"done: {self.step} steps, {count(self.tokens)} tokens{' (micro-batches' + drawn + ')' if drawn else ''}; "
+            f"model saved in {self.run_dir / ckpt.FINAL}"
         )
         return "done"
 
