@@ -15,6 +15,7 @@ from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.generate import TextGenerator
 from triform.objectives.layout import CONTINUE, SOURCE_TARGET
+from triform.serve.models import load_served
 from triform.tasks.embed import Embedder
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
@@ -62,6 +63,8 @@ def test_losses_are_logged_and_drawn_per_part(mixed):
     recipe = json.loads((mixed / "model" / "config.json").read_text())["extra"]["recipe"]
     assert recipe["objective"] == "mixture" and recipe["options"]["mode_tokens"] is True
     assert [p["label"] for p in recipe["options"]["mix"]] == ["clm", "mlm", "span", "prefix-lm"]
+    uses = json.loads((mixed / "model" / "config.json").read_text())["extra"]["uses"]  # what the folder can do
+    assert uses == {"generate": "clm", "fill-mask": "mlm", "classify": "mlm", "text2text": "prefix-lm"}
 
 
 def resolved_from(argv):
@@ -104,6 +107,7 @@ def test_one_model_continues_text_and_fills_masks_as_its_parts(mixed, capsys):
     assert main(["fill-mask", "--model", str(folder), "the cat [MASK] on the mat."]) == 0
     assert main(["generate", "--model", str(folder), "--use", "denoise", "the cat"]) == 1
     assert "no part 'denoise' (its parts: clm, mlm, span, prefix-lm)" in capsys.readouterr().err
+    assert load_served("mixed", folder).tasks == ["fill-mask", "completions", "embeddings"]  # served as both
 
 
 def finetune(task, init, rows, run_dir, *options):
