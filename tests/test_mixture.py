@@ -218,3 +218,28 @@ def test_a_packed_row_with_mode_tokens_gives_each_documents_logits_alone(label):
             alone["prefix_lengths"] = batch.prefix_lengths[:, number]
         torch.testing.assert_close(packed[slots], model(**alone)[0], atol=2e-5, rtol=0)
         assert int(batch.ids[0, slots[0]]) == part.mode
+
+
+def test_any_registered_objective_is_a_possible_part(monkeypatch):
+    """A mixture knows no objective by name: one registered later (here a clm under another name, with
+    a loss of its own) is drawn, laid out and scored as itself."""
+    from triform.objectives import compat, registry
+    from triform.objectives.clm import CausalLM
+
+    class Doubled(CausalLM):
+        name = "doubled"
+
+        def loss(self, logits, batch):
+            return 2 * super().loss(logits, batch)
+
+    monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "doubled", Doubled)
+    monkeypatch.setattr(compat, "OBJECTIVES", (*compat.OBJECTIVES, "doubled"))
+    monkeypatch.setitem(compat.ALLOWED, ("stack", "doubled"), {"causal": "clm, counted twice"})
+    mixture = make_objective("mixture", WITH_MODES, VOCAB_SIZE, mix={"doubled": 1, "clm": 1}, mode_tokens=True)
+    model = build_model(tiny_config()).eval()
+    batch = mixture.by_label["doubled"].prepare(words(2, 10), torch.Generator().manual_seed(0))
+    logits = model(**batch.model_inputs())
+    assert batch.part == "doubled" and mixture.n_targets(batch) == batch.n_targets
+    clm = mixture.by_label["clm"].objective
+    assert mixture.loss(logits, batch).item() == pytest.approx(2 * clm.loss(logits, batch).item(), rel=1e-6)
+    assert int(batch.ids[0, 0]) == MODES["nlu"]  # an objective of no known paradigm reads [NLU]
