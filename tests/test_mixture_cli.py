@@ -111,6 +111,7 @@ def test_one_model_continues_text_and_fills_masks_as_its_parts(mixed, capsys):
     assert masked.pattern == "bidirectional" and int(masked.ids[0, 0]) == modes["nlu"]  # as mlm trained
     assert main(["generate", "--model", str(folder), "--max_new_tokens", "3", "--use", "prefix-lm", "the cat"]) == 0
     assert main(["fill-mask", "--model", str(folder), "the cat [MASK] on the mat."]) == 0
+    assert main(["translate", "--model", str(folder), "--max_new_tokens", "3", "the cat"]) == 0  # as prefix-lm
     assert main(["generate", "--model", str(folder), "--use", "denoise", "the cat"]) == 1
     assert "no part 'denoise' (its parts: clm, mlm, span, prefix-lm)" in capsys.readouterr().err
     assert load_served("mixed", folder).tasks == ["fill-mask", "completions", "embeddings"]  # served as both
