@@ -61,9 +61,7 @@ def run(args) -> int:
         num_beams=args.num_beams,
     )
     for name, value in metrics.items():
-        for shown, one in value.items() if isinstance(value, dict) else [("", value)]:  # a mixture's losses
-            label = f"{name}/{shown}" if shown else name
-            print(f"{label:<22} {one:.4f}" if isinstance(one, float) else f"{label:<22} {one}")
+        print(f"{name:<22} {value:.4f}" if isinstance(value, float) else f"{name:<22} {value}")
     if args.output:
         atomic_write(args.output, json.dumps(metrics, indent=2) + "\n")
         say(f"metrics written to {args.output}")

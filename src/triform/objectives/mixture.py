@@ -270,10 +270,10 @@ class Mixture(Objective):
             "accuracy": accuracy,
             "tokens": sum(r["tokens"] for r in results.values()),
         }
-        return {**summary, "losses": {label: r["loss"] for label, r in results.items()}}
+        return {**summary, **{f"loss/{label}": r["loss"] for label, r in results.items()}}
 
     def summary(self, result: dict) -> str:
-        parts = ", ".join(f"{label} {loss:.3f}" for label, loss in result["losses"].items())
+        parts = ", ".join(f"{label} {result[f'loss/{label}']:.3f}" for label in self.by_label)
         return f"{super().summary(result)} | {parts}"
 
     def masked_inputs(self, sequences):
