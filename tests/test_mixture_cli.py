@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-import torch
 from task_data import classify_rows, text2text_rows
 from training_helpers import train_args, write_text
 
@@ -91,11 +90,13 @@ def test_a_resumed_mixture_draws_what_an_uninterrupted_one_draws(tmp_path, corpu
     assert [r["losses"] for r in drawn] == [r["losses"] for r in uninterrupted]  # the same parts, the same losses
     assert len({name for r in drawn for name in r["losses"]}) > 1
 
-    def counts(run_dir):  # the micro-batches each part made, kept in the checkpoint's trainer state
-        newest = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
-        return torch.load(newest / "trainer.pt", weights_only=True)["drawn"]
+    def counts(folder):  # the micro-batches each part made, in each saved folder's config.json
+        return json.loads((folder / "config.json").read_text())["extra"]["drawn"]
 
-    assert counts(tmp_path / "run") == counts(tmp_path / "full") and sum(counts(tmp_path / "full").values()) == 16
+    assert counts(tmp_path / "run" / "model") == counts(tmp_path / "full" / "model")
+    assert sum(counts(tmp_path / "full" / "model").values()) == 16
+    stopped = tmp_path / "run" / "checkpoints" / "step-0000003"
+    assert sum(counts(stopped).values()) == 6  # what the resumed run counted on from
 
 
 def test_one_model_continues_text_and_fills_masks_as_its_parts(mixed, capsys):

@@ -9,6 +9,7 @@ job's `problem` (train/problem.py); where progress goes is the reporter's busine
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from triform.checkpoint import CONFIG_FILE
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
 from triform.precision import autocast, resolved_name
@@ -88,7 +90,7 @@ class Trainer:
         self.precision = resolved_name(self.loop.precision, self.device)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
         self.parts: dict[str, list[float]] = {}  # the log window's (loss sum, targets) of each named part
-        # Micro-batches each named part made so far (a mixture's draws), kept with the checkpoint.
+        # Micro-batches each named part made so far (a mixture's draws), in each saved folder's config.json.
         self.drawn: dict[str, int] = {}
 
     # ---- state -------------------------------------------------------------------------------
@@ -102,14 +104,12 @@ class Trainer:
         state = ckpt.load_checkpoint(found[-1], self.model, self.optimizer, self.scheduler, strategy=self.strategy)
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
-        self.drawn = dict(state.get("drawn", {}))
+        self.drawn = dict(json.loads((found[-1] / CONFIG_FILE).read_text())["extra"].get("drawn", {}))
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
         return True
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
-        if self.drawn:
-            state["drawn"] = dict(self.drawn)
         ckpt.save_checkpoint(
             self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, self.processes, **self.saving()
         )
@@ -118,7 +118,7 @@ class Trainer:
 
     def saving(self) -> dict:
         saved = self.job.saved
-        extra = {**saved.extra, "step": self.step}
+        extra = {**saved.extra, "step": self.step, **({"drawn": dict(self.drawn)} if self.drawn else {})}
         return dict(strategy=self.strategy, specials=saved.specials, tokenizer=saved.tokenizer, extra=extra)
 
     # ---- one step ----------------------------------------------------------------------------
@@ -258,11 +258,12 @@ class Trainer:
                 )
                 return "stopped"
         ckpt.save_plain(self.run_dir, ckpt.FINAL, self.model, self.processes, **self.saving())
-        drawn = "".join(f", {name} {n}" for name, n in sorted(self.drawn.items()))
         self.reporter.message(
-            f"done: {self.step} steps, {count(self.tokens)} tokens{' (micro-batches' + drawn + ')' if drawn else ''}; "
-            f"model saved in {self.run_dir / ckpt.FINAL}"
+            f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
         )
+        if self.drawn:
+            drawn = ", ".join(f"{n} {name}" for name, n in sorted(self.drawn.items()))
+            self.reporter.message(f"micro-batches drawn: {drawn}")
         return "done"
 
     def run_start(self) -> RunStart:
