@@ -243,3 +243,24 @@ def test_any_registered_objective_is_a_possible_part(monkeypatch):
     clm = mixture.by_label["clm"].objective
     assert mixture.loss(logits, batch).item() == pytest.approx(2 * clm.loss(logits, batch).item(), rel=1e-6)
     assert int(batch.ids[0, 0]) == MODES["nlu"]  # an objective of no known paradigm reads [NLU]
+
+
+def test_an_objectives_own_per_slot_tensors_stay_aligned_with_the_mode_tokens():
+    """A batch class of an objective's own (ELECTRA's keeps the text before masking and its draws)."""
+    from dataclasses import dataclass, fields
+
+    from triform.objectives import Batch
+
+    @dataclass
+    class Own(Batch):
+        originals: torch.Tensor | None = None
+        draws: torch.Tensor | None = None
+
+    clm = make_objective("clm", WITH_MODES, VOCAB_SIZE, packed=True)
+    plain = clm.prepare([clm.packed_window([words(1, 5)[0], words(1, 4, 1)[0]]), words(1, 6, 2)[0]])
+    own = Own(**{f.name: getattr(plain, f.name) for f in fields(plain)}, originals=plain.ids.clone())
+    own.draws = torch.rand(plain.ids.shape)
+    moded = with_mode_token(own, 99, SPECIALS.pad)
+    real = moded.padding_mask if moded.padding_mask is not None else torch.ones_like(moded.ids, dtype=torch.bool)
+    assert moded.originals.shape == moded.ids.shape == moded.draws.shape
+    assert torch.equal(moded.originals[real], moded.ids[real]) and bool((moded.draws[moded.ids == 99] == 0).all())
