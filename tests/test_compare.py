@@ -32,13 +32,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_every_allowed_pretraining_pair_is_compared_with_baselines():
     default = entries()
-    assert len([e for e in default if e.objective != "none"]) == 11  # 5 objectives x 2 architectures, electra: a stack
+    assert len([e for e in default if e.objective != "none"]) == 14  # 5 x 2 architectures, electra, unilm, ul2 x 2
     assert {e.label for e in default if e.objective == "none"} == {
         "stack, no pretraining",
         "encoder-decoder, no pretraining",
     }
-    every = entries("all")  # 15 triples, mlm right-to-left and electra, and 2 baselines
-    assert len(every) == 15 + 2 + 2 and all(e.objective != "seq2seq" for e in every)
+    every = entries("all")  # 15 triples, mlm right-to-left, electra, ul2 on both, unilm, 2 baselines
+    assert len(every) == 22 and all(e.objective != "seq2seq" for e in every)
     assert [e.label for e in entries("all", ["stack:mlm"])] == [
         "stack + mlm + bidirectional",
         "stack + mlm + causal",

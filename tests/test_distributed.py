@@ -96,3 +96,21 @@ def test_fsdp_trains_checkpoints_and_resumes_like_one_process(tmp_path, data):
     torchrun(train_args(tmp_path / "fsdp", train, valid, 4, *common, "--train.strategy", "fsdp", "--resume", "true"))
     assert train_losses(tmp_path / "fsdp") == pytest.approx(train_losses(tmp_path / "one"), rel=1e-4)
     assert_same_weights(tmp_path / "fsdp" / "model", tmp_path / "one" / "model")
+
+
+def test_two_processes_draw_and_log_the_parts_of_a_mixture_as_one_does(tmp_path, data):
+    """Every process draws the same part for a micro-batch (the generator is seeded alike), and the
+    loss of each part is summed over processes before it is logged."""
+    train, valid, tokenizer = data
+    mix = '{"mlm": 1, "mlm@right-to-left": 1, "prefix-lm": 1}'
+    common = ("--objective.mix", mix, "--objective.mode_tokens", "true", "--tokenizer.path", tokenizer)
+    common += ("--train.batch_size", "8")
+    assert main(train_args(tmp_path / "one", train, valid, 4, *common)) == 0
+    torchrun(train_args(tmp_path / "two", train, valid, 4, *common))
+
+    def parts(run_dir):
+        return [r["losses"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if r["split"] == "train"]
+
+    one, two = parts(tmp_path / "one"), parts(tmp_path / "two")
+    assert [sorted(p) for p in two] == [sorted(p) for p in one]
+    assert [v for p in two for v in p.values()] == pytest.approx([v for p in one for v in p.values()], rel=1e-4)

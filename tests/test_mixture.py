@@ -218,3 +218,49 @@ def test_a_packed_row_with_mode_tokens_gives_each_documents_logits_alone(label):
             alone["prefix_lengths"] = batch.prefix_lengths[:, number]
         torch.testing.assert_close(packed[slots], model(**alone)[0], atol=2e-5, rtol=0)
         assert int(batch.ids[0, slots[0]]) == part.mode
+
+
+def test_any_registered_objective_is_a_possible_part(monkeypatch):
+    """A mixture knows no objective by name: one registered later (here a clm under another name, with
+    a loss of its own) is drawn, laid out and scored as itself."""
+    from triform.objectives import compat, registry
+    from triform.objectives.clm import CausalLM
+
+    class Doubled(CausalLM):
+        name = "doubled"
+
+        def loss(self, logits, batch):
+            return 2 * super().loss(logits, batch)
+
+    monkeypatch.setitem(registry.OBJECTIVE_CLASSES, "doubled", Doubled)
+    monkeypatch.setattr(compat, "OBJECTIVES", (*compat.OBJECTIVES, "doubled"))
+    monkeypatch.setitem(compat.ALLOWED, ("stack", "doubled"), {"causal": "clm, counted twice"})
+    mixture = make_objective("mixture", WITH_MODES, VOCAB_SIZE, mix={"doubled": 1, "clm": 1}, mode_tokens=True)
+    model = build_model(tiny_config()).eval()
+    batch = mixture.by_label["doubled"].prepare(words(2, 10), torch.Generator().manual_seed(0))
+    logits = model(**batch.model_inputs())
+    assert batch.part == "doubled" and mixture.n_targets(batch) == batch.n_targets
+    clm = mixture.by_label["clm"].objective
+    assert mixture.loss(logits, batch).item() == pytest.approx(2 * clm.loss(logits, batch).item(), rel=1e-6)
+    assert int(batch.ids[0, 0]) == MODES["nlu"]  # an objective of no known paradigm reads [NLU]
+
+
+def test_an_objectives_own_per_slot_tensors_stay_aligned_with_the_mode_tokens():
+    """A batch class of an objective's own (ELECTRA's keeps the text before masking and its draws)."""
+    from dataclasses import dataclass, fields
+
+    from triform.objectives import Batch
+
+    @dataclass
+    class Own(Batch):
+        originals: torch.Tensor | None = None
+        draws: torch.Tensor | None = None
+
+    clm = make_objective("clm", WITH_MODES, VOCAB_SIZE, packed=True)
+    plain = clm.prepare([clm.packed_window([words(1, 5)[0], words(1, 4, 1)[0]]), words(1, 6, 2)[0]])
+    own = Own(**{f.name: getattr(plain, f.name) for f in fields(plain)}, originals=plain.ids.clone())
+    own.draws = torch.rand(plain.ids.shape)
+    moded = with_mode_token(own, 99, SPECIALS.pad)
+    real = moded.padding_mask if moded.padding_mask is not None else torch.ones_like(moded.ids, dtype=torch.bool)
+    assert moded.originals.shape == moded.ids.shape == moded.draws.shape
+    assert torch.equal(moded.originals[real], moded.ids[real]) and bool((moded.draws[moded.ids == 99] == 0).all())

@@ -14,6 +14,8 @@ from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.generate import TextGenerator
 from triform.objectives.layout import CONTINUE, SOURCE_TARGET
+from triform.serve.models import load_served
+from triform.tasks.embed import Embedder
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
 from triform.train.run import train
@@ -51,15 +53,23 @@ def test_a_refused_part_is_named_before_any_compute(tmp_path, corpus, capsys):
     assert "objective.mode_tokens: applies to a mixture" in capsys.readouterr().err
 
 
+def test_a_mixture_trained_model_is_evaluated_part_by_part(mixed, corpus, capsys):
+    assert main(["eval", "--model", str(mixed / "model"), "--data", str(corpus[1])]) == 0
+    out = capsys.readouterr().out
+    assert all(f"loss/{label} " in out for label in ("clm", "mlm", "span", "prefix-lm"))
+
+
 def test_losses_are_logged_and_drawn_per_part(mixed):
     train_records, valid = records(mixed), records(mixed, "valid")
     assert all(set(r["losses"]) <= {"clm", "mlm", "span", "prefix-lm"} for r in train_records)
     assert len({name for r in train_records for name in r["losses"]}) > 1
-    assert set(valid[-1]["losses"]) == {"clm", "mlm", "span", "prefix-lm"}
+    assert {f"loss/{label}" for label in ("clm", "mlm", "span", "prefix-lm")} <= set(valid[-1])
     assert (mixed / "loss.png").is_file()
     recipe = json.loads((mixed / "model" / "config.json").read_text())["extra"]["recipe"]
     assert recipe["objective"] == "mixture" and recipe["options"]["mode_tokens"] is True
     assert [p["label"] for p in recipe["options"]["mix"]] == ["clm", "mlm", "span", "prefix-lm"]
+    uses = json.loads((mixed / "model" / "config.json").read_text())["extra"]["uses"]  # what the folder can do
+    assert uses == {"generate": "clm", "fill-mask": "mlm", "classify": "mlm", "text2text": "prefix-lm"}
 
 
 def resolved_from(argv):
@@ -80,6 +90,14 @@ def test_a_resumed_mixture_draws_what_an_uninterrupted_one_draws(tmp_path, corpu
     assert [r["losses"] for r in drawn] == [r["losses"] for r in uninterrupted]  # the same parts, the same losses
     assert len({name for r in drawn for name in r["losses"]}) > 1
 
+    def counts(folder):  # the micro-batches each part made, in each saved folder's config.json
+        return json.loads((folder / "config.json").read_text())["extra"]["drawn"]
+
+    assert counts(tmp_path / "run" / "model") == counts(tmp_path / "full" / "model")
+    assert sum(counts(tmp_path / "full" / "model").values()) == 16
+    stopped = tmp_path / "run" / "checkpoints" / "step-0000003"
+    assert sum(counts(stopped).values()) == 6  # what the resumed run counted on from
+
 
 def test_one_model_continues_text_and_fills_masks_as_its_parts(mixed, capsys):
     folder = mixed / "model"
@@ -94,8 +112,10 @@ def test_one_model_continues_text_and_fills_masks_as_its_parts(mixed, capsys):
     assert masked.pattern == "bidirectional" and int(masked.ids[0, 0]) == modes["nlu"]  # as mlm trained
     assert main(["generate", "--model", str(folder), "--max_new_tokens", "3", "--use", "prefix-lm", "the cat"]) == 0
     assert main(["fill-mask", "--model", str(folder), "the cat [MASK] on the mat."]) == 0
+    assert main(["translate", "--model", str(folder), "--max_new_tokens", "3", "the cat"]) == 0  # as prefix-lm
     assert main(["generate", "--model", str(folder), "--use", "denoise", "the cat"]) == 1
     assert "no part 'denoise' (its parts: clm, mlm, span, prefix-lm)" in capsys.readouterr().err
+    assert load_served("mixed", folder).tasks == ["fill-mask", "completions", "embeddings"]  # served as both
 
 
 def finetune(task, init, rows, run_dir, *options):
@@ -116,6 +136,8 @@ def test_one_model_fine_tunes_for_classification_and_text_to_text(mixed, tmp_pat
     assert (saved["objective"], saved["pattern"], saved["mode"]) == ("seq2seq", "prefix", "s2s")  # as prefix-lm
     generator = TextGenerator.load(tmp_path / "text2text" / "model")
     assert generator.layout.frame([40]) == [modes["s2s"], 40, generator.specials.sep]
+    embedder = Embedder.of(load_model(mixed / "model"))  # embeddings read the body as classification does
+    assert embedder.framing.mode == modes["nlu"] and embedder.framing.pattern == "bidirectional"
 
 
 @pytest.mark.parametrize("preset", ["tiny-ul2", "tiny-unilm"])

@@ -5,7 +5,7 @@ line gives an empty line."""
 
 from __future__ import annotations
 
-from triform.commands.generate import tokenize
+from triform.commands.generate import add_use_argument, tokenize
 from triform.commands.textio import (
     Progress,
     add_decoding_arguments,
@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
 
     add_model_arguments(parser, "source text")
     add_decoding_arguments(parser, GenerationConfig(num_beams=4, max_new_tokens=256, max_length_factor=1.5))
+    add_use_argument(parser)
 
 
 def run(args) -> int:
@@ -30,7 +31,10 @@ def run(args) -> int:
 
     texts, source = read_texts(args, "source text")
     generator = TextGenerator.load(args.model, device=args.device, adapter=args.adapter, quantize=args.quantize)
-    if generator.fills_masks or not generator.layout.writes_target:
+    # A mixture translates as its part that writes a target for a source (prefix LM, say).
+    part = generator.recipe.part(generator.model.config.arch, use=args.use, need="write")
+    use = args.use or (part.objective if part is not generator.recipe else None)
+    if not generator.generates or not generator.layout_for(use).writes_target:
         trained = generator.recipe.objective
         raise TriformError(
             f"translate needs a source -> target model (an encoder-decoder, or a stack trained with seq2seq, "
@@ -38,9 +42,9 @@ def run(args) -> int:
         )
     config = decoding_config(args)
     todo = [i for i, text in enumerate(texts) if text.strip()]
-    ids = tokenize(generator, [texts[i] for i in todo], source, args.truncate, "translate")
+    ids = tokenize(generator, [texts[i] for i in todo], source, args.truncate, "translate", use)
     progress = Progress("translate", len(todo), args.quiet)
-    results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress)
+    results = generator.generate_from_ids(ids, config, batch_size=args.batch_size, progress=progress, use=use)
     per_line = {i: [] for i in range(len(texts))}
     for result in results:
         per_line[todo[result.prompt_index]].append(result)

@@ -59,7 +59,8 @@ class Entry:
     def label(self) -> str:
         if self.objective == NONE:
             return f"{self.arch}, no pretraining"
-        return f"{self.arch} + {self.spec} + {self.pattern}"
+        # A mixture of parts under patterns of their own has no one pattern
+        return f"{self.arch} + {self.spec} + {self.pattern or 'patterns of its parts'}"
 
     @property
     def key(self) -> str:

@@ -254,6 +254,25 @@ class Mixture(Objective):
     def loss(self, logits, batch: Batch):
         return self.part_of(batch).loss(logits, batch)
 
+    def training_module(self, model):
+        """What the trainer runs: the model, or the module a part trains beside it (ELECTRA's generator
+        and head), which then runs every part's batches; two such parts would need two, and are refused."""
+        plain = getattr(Objective, "training_module", None)
+        own = [p for p in self.parts if getattr(type(p.objective), "training_module", plain) is not plain]
+        if len(own) > 1:
+            raise TriformError(
+                f"a mixture trains modules of one part's own at most; {own[0].label} and {own[1].label} both have them"
+            )
+        return own[0].objective.training_module(model) if own else model
+
+    def compute(self, batch: Batch, parameters: dict):
+        """The compute of a batch (`triform compare`), as the part that made it counts it."""
+        return self.part_of(batch).compute(batch, parameters)
+
+    def shown_rows(self, batch: Batch, names, seed: int = 0):
+        """What `triform inspect` shows of a batch: as the part that made it shows it."""
+        return self.part_of(batch).shown_rows(batch, names, seed)
+
     def n_targets(self, batch: Batch) -> int:
         return self.part_of(batch).n_targets(batch)
 
@@ -270,10 +289,10 @@ class Mixture(Objective):
             "accuracy": accuracy,
             "tokens": sum(r["tokens"] for r in results.values()),
         }
-        return {**summary, "losses": {label: r["loss"] for label, r in results.items()}}
+        return {**summary, **{f"loss/{label}": r["loss"] for label, r in results.items()}}
 
     def summary(self, result: dict) -> str:
-        parts = ", ".join(f"{label} {loss:.3f}" for label, loss in result["losses"].items())
+        parts = ", ".join(f"{label} {result[f'loss/{label}']:.3f}" for label in self.by_label)
         return f"{super().summary(result)} | {parts}"
 
     def masked_inputs(self, sequences):

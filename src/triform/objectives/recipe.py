@@ -21,6 +21,8 @@ from triform.vocab import SpecialTokens
 # Hugging Face families whose checkpoints were pretrained as masked LMs. Only folders converted before
 # recipes were written need this: `triform convert` now writes the recipe itself.
 MASKED_LM_TYPES = ("bert", "roberta", "distilbert")
+# What a model can be used for (Recipe.uses), and the need each use asks a mixture's parts for.
+USES = {"generate": "generate", "fill-mask": "fill", "classify": "read", "text2text": "write"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,24 @@ class Recipe:
             return self
         mode = chosen.mode if chosen.mode_token else None
         return Recipe(chosen.objective, chosen.pattern, chosen.options, self.label_smoothing, pack=self.pack, mode=mode)
+
+    def uses(self, arch: str) -> dict:
+        """What a model trained with this recipe can be used for, and as which part of it (a mixture's
+        label, else the objective; None: it cannot): written into the model folder for people to read;
+        the tools themselves ask `part`."""
+        cls, found = objective_class(self.objective), {}
+        for use, need in USES.items():
+            try:
+                chosen = cls.part_for(self.options, arch, self.pattern, need=need)
+            except TriformError:  # no part of a mixture can
+                found[use] = None
+                continue
+            if chosen is not None:
+                found[use] = chosen.label
+            else:
+                fills = cls.fills_masks_on(arch)
+                found[use] = self.objective if {"generate": not fills, "fill": fills}.get(need, True) else None
+        return found
 
     def body_pattern(self, arch: str, writes: bool) -> str:
         """How a task reads a body trained with this recipe (Objective.body_pattern)."""

@@ -1,8 +1,9 @@
 """Two named mixtures: UL2's mixture of denoisers and UniLM's four language models on one stack.
 
 UL2 (Tay et al. 2022, §3.1.2 "Mixture of Denoisers", and the final objective it configures): seven
-denoisers, drawn with equal probability (the paper mixes them uniformly; its S share differs between
-its ablations, which this does not follow):
+denoisers, drawn here with equal probability. The paper's own share of each denoiser is not taken
+from its text; the same parts with other weights are an `--objective.mix` (each part's span options
+and mode):
 
 - R, regular span corruption as T5's: mean span 3 at 15 %, and mean span 8 at 15 %;
 - S, sequential denoising: a prefix LM, the text split at a random point;

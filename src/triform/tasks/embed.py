@@ -135,10 +135,13 @@ class Embedder:
         """The Embedder of a model already loaded (`triform.checkpoint.load_model`), as `load` makes it."""
         specials = loaded.specials or SpecialTokens.from_tokenizer(loaded.tokenizer)
         arch = loaded.config.arch
+        recipe = read_recipe(loaded.extra, arch)
+        part = recipe.part(arch, need="read")
+        mode = None if part.mode is None else specials.mode(part.mode, "embeddings of this model")  # as pretrained
         saved = loaded.extra.get("pooling") or {}
         # Read as the embeddings were fine-tuned (`finetune --task embed --pattern ...`), else as the recipe says.
-        pattern = saved.get("pattern") or read_recipe(loaded.extra, arch).body_pattern(arch, writes=False)
-        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len)
+        pattern = saved.get("pattern") or recipe.body_pattern(arch, writes=False)
+        framing = Framing(arch, pattern, specials, max_len or loaded.config.max_len, mode)
         chosen = Pooling.default_for(arch, pattern)
         chosen = Pooling(
             pooling or saved.get("how", chosen.how),

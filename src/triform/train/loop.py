@@ -9,6 +9,7 @@ job's `problem` (train/problem.py); where progress goes is the reporter's busine
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from triform.checkpoint import CONFIG_FILE
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
 from triform.nn.block import compile_blocks
@@ -104,6 +106,8 @@ class Trainer:
         self.precision = resolved_name(self.loop.precision, self.device)
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
         self.parts: dict[str, list[float]] = {}  # the log window's (loss sum, targets) of each named part
+        # Micro-batches each named part made so far (a mixture's draws), in each saved folder's config.json.
+        self.drawn: dict[str, int] = {}
 
     # ---- state -------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -118,6 +122,7 @@ class Trainer:
             ckpt.load_companions(unwrap(self.model), self.body, state, found[-1])
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
+        self.drawn = dict(json.loads((found[-1] / CONFIG_FILE).read_text())["extra"].get("drawn", {}))
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
         return True
 
@@ -138,7 +143,7 @@ class Trainer:
 
     def saving(self) -> dict:
         saved = self.job.saved
-        extra = {**saved.extra, "step": self.step}
+        extra = {**saved.extra, "step": self.step, **({"drawn": dict(self.drawn)} if self.drawn else {})}
         return dict(strategy=self.strategy, specials=saved.specials, tokenizer=saved.tokenizer, extra=extra)
 
     # ---- one step ----------------------------------------------------------------------------
@@ -178,6 +183,7 @@ class Trainer:
             loss_sum += float(loss.detach()) * batch_targets
             part = getattr(batch, "part", None)
             if part is not None:
+                self.drawn[part] = self.drawn.get(part, 0) + 1
                 sums = part_sums.setdefault(part, [0.0, 0])
                 sums[0], sums[1] = sums[0] + float(loss.detach()) * batch_targets, sums[1] + batch_targets
         grad_norm = float("nan")
@@ -281,6 +287,9 @@ class Trainer:
         self.reporter.message(
             f"done: {self.step} steps, {count(self.tokens)} tokens; model saved in {self.run_dir / ckpt.FINAL}"
         )
+        if self.drawn:
+            drawn = ", ".join(f"{n} {name}" for name, n in sorted(self.drawn.items()))
+            self.reporter.message(f"micro-batches drawn: {drawn}")
         return "done"
 
     def run_start(self) -> RunStart:

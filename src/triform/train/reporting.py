@@ -199,8 +199,6 @@ class TensorBoard(Reporter):
         for name, value in record.items():
             if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"valid/{name}", value, record["step"])
-        for name, loss in record.get("losses", {}).items():
-            self.writer.add_scalar(f"valid/loss/{name}", loss, record["step"])
 
     def message(self, line: str) -> None:
         pass

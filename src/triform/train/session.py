@@ -50,7 +50,8 @@ class Session:
 
     def extra(self) -> dict:
         """What later tools need to know of how the model was trained (saved in config.json)."""
-        return {"recipe": self.resolved.recipe.to_dict()}
+        recipe = self.resolved.recipe
+        return {"recipe": recipe.to_dict(), "uses": recipe.uses(self.model_config.arch)}
 
 
 def texts_for_tokenizer(source: DataSource, parallel: bool):
