@@ -13,6 +13,7 @@ from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.explain import explain_pair
 from triform.models import build_model
+from triform.models.stack import StackInputs
 from triform.objectives import IGNORE, make_objective
 from triform.objectives.batch import rows
 from triform.objectives.electra import ElectraModel, generator_config, sample
@@ -302,3 +303,21 @@ def test_another_objectives_batch_runs_through_the_model_alone():
     trained = electra().training_module(model)
     batch = make_objective("mlm", SPECIALS, VOCAB_SIZE).prepare(texts(2, 12), torch.Generator().manual_seed(0))
     torch.testing.assert_close(trained(**batch.model_inputs()), model(**batch.model_inputs()))
+
+
+def test_in_a_packed_row_each_document_is_judged_alone():
+    from conftest import VARIANTS
+
+    objective = make_objective("electra", SPECIALS, VOCAB_SIZE, packed=True)
+    torch.manual_seed(0)
+    trained = objective.training_module(build_model(tiny_config(**VARIANTS["bert-parts"]))).eval()
+    documents = [list(range(30, 37)), [40, 41, 42], list(range(50, 56))]
+    batch = objective.prepare([objective.packed_window(documents)], torch.Generator().manual_seed(0))
+    assert batch.documents is not None
+    with torch.no_grad():
+        outputs = trained(**batch.model_inputs())
+        for number in range(len(documents)):
+            at = (batch.documents[0] == number).nonzero()[:, 0]
+            ids = outputs.corrupted[0, at][None]  # the document as the discriminator read it, alone
+            alone = trained.detector(trained.model.hidden_states(StackInputs(ids, "bidirectional")))
+            torch.testing.assert_close(outputs.scores[0, at], alone[0, :, 0], atol=2e-5, rtol=0)
