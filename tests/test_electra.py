@@ -234,6 +234,9 @@ def test_the_saved_folder_fine_tunes_as_a_classifier(electra_run, tmp_path):
     assert finetune("classify", str(folder / "full" / "model"), train, train, tmp_path / "run", 4) == 0
     task = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["extra"]["task"]
     assert task["pattern"] == "bidirectional"  # read as it was pretrained
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", train, "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(rows)
 
 
 def test_eval_and_generation_of_the_folder_are_refused_in_one_line(electra_run, capsys):
@@ -321,3 +324,31 @@ def test_in_a_packed_row_each_document_is_judged_alone():
             ids = outputs.corrupted[0, at][None]  # the document as the discriminator read it, alone
             alone = trained.detector(trained.model.hidden_states(StackInputs(ids, "bidirectional")))
             torch.testing.assert_close(outputs.scores[0, at], alone[0, :, 0], atol=2e-5, rtol=0)
+
+
+def test_the_benchmark_runs_at_its_tiny_size(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "electra.py"
+    spec = importlib.util.spec_from_file_location("electra_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    try:
+        assert benchmark.main(["--tiny", "--repeats", "1", "--warmup", "0", "--precision", "fp32"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "electra 0.25:" in capsys.readouterr().out
+
+
+def test_fsdp_is_refused_for_a_problem_with_modules_of_its_own():
+    from triform.errors import TriformError
+    from triform.train.config import LoopConfig, OptimConfig
+    from triform.train.distributed import Processes
+    from triform.train.loop import Job, Saved, Trainer
+
+    loop = LoopConfig(strategy="fsdp", batch_size=4)
+    job = Job(electra(), build_model(tiny_config()), None, None, loop, OptimConfig(), Saved(None, None, {}), "", "")
+    with pytest.raises(TriformError, match="train.strategy: fsdp shards the model alone"):
+        Trainer(job, Processes(rank=0, world_size=2), "unused")
