@@ -239,6 +239,13 @@ def test_the_saved_folder_fine_tunes_as_a_classifier(electra_run, tmp_path):
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+def test_the_server_offers_the_folders_embeddings_alone(electra_run):
+    from triform.serve.models import load_served
+
+    folder, _ = electra_run
+    assert load_served("electra", folder / "full" / "model").tasks == ["embeddings"]
+
+
 def test_eval_and_generation_of_the_folder_are_refused_in_one_line(electra_run, capsys):
     folder, corpus = electra_run
     model = str(folder / "full" / "model")

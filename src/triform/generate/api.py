@@ -56,7 +56,8 @@ class TextGenerator:
         if recipe is None:
             recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
         self.recipe = recipe
-        self.layout_of_prompts = None if recipe.fills_masks(arch) else recipe.prompt_layout(arch, specials)
+        reads_prompts = recipe.writes(arch) and not recipe.fills_masks(arch)
+        self.layout_of_prompts = recipe.prompt_layout(arch, specials) if reads_prompts else None
         self._objective = None
 
     @property
@@ -92,7 +93,8 @@ class TextGenerator:
 
     @property
     def layout(self) -> PromptLayout:
-        """How prompts are laid out (an error, naming what to do instead, for a model that fills masks)."""
+        """How prompts are laid out (an error, naming what to do instead, for a model that fills masks
+        or writes no text)."""
         if self.layout_of_prompts is None:
             return self.recipe.prompt_layout(self.model.config.arch, self.specials)  # raises, saying why
         return self.layout_of_prompts

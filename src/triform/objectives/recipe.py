@@ -77,6 +77,9 @@ class Recipe:
     def fills_masks(self, arch: str) -> bool:
         return objective_class(self.objective).fills_masks_on(arch)
 
+    def writes(self, arch: str) -> bool:
+        return objective_class(self.objective).writes_on(arch)
+
     def resolved(self, arch: str) -> Recipe:
         """The recipe with its pattern made explicit (the pair's default when unset), checked."""
         return dataclasses.replace(self, pattern=check_pair(arch, self.objective, self.pattern))

@@ -102,7 +102,9 @@ def load_served(name: str, folder: str | os.PathLike, device: str = "cpu") -> Se
     model = loaded.model.eval()
     generator = TextGenerator(model, loaded.tokenizer, specials, recipe=recipe)
     served = ServedModel(name, folder, model, loaded.tokenizer, specials, recipe, generator, Embedder.of(loaded))
-    if generator.fills_masks:
+    if not recipe.writes(loaded.config.arch):
+        served.tasks = [EMBEDDINGS]
+    elif generator.fills_masks:
         served.tasks = [FILL_MASK, EMBEDDINGS]
     elif generator.layout.writes_target:
         served.tasks = [COMPLETIONS, TRANSLATE, EMBEDDINGS]
