@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/electra.py                   # the benchmark's BERT (6 × 384, 32 × 128), bf16
     .venv/bin/python benchmarks/electra.py --tiny            # small model and shape: a check of the script
     .venv/bin/python benchmarks/electra.py --json out.json   # also every timing, as JSON
+    .venv/bin/python benchmarks/electra.py --results         # and the electra section of docs/results.md
+    .venv/bin/python benchmarks/electra.py --rewrite out.json  # that section again from stored timings
 
 The model is benchmarks/run.py's BERT (benchmarks/speed/models.py) at its training shape. `mlm` is
 BERT's objective on it; `electra` trains the same body as a discriminator with a generator of
@@ -28,6 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from results_sections import replace_section
 from speed.machine import describe
 from speed.models import SPECIALS, model_specs
 from speed.timing import load
@@ -35,6 +39,7 @@ from speed.training import SHAPES, TINY_SHAPES, step_function
 
 from triform.models import build_model
 from triform.objectives import make_objective
+from triform.objectives.electra import ElectraOptions, generator_config
 from triform.train.config import OptimConfig
 from triform.train.optim import build_optimizer
 
@@ -98,6 +103,47 @@ def ratios(timing: dict) -> dict:
     }
 
 
+def section(results: dict) -> str:
+    """The electra section of docs/results.md, from the figures of a run."""
+    machine, loads, cpu = results["machine"], results["timing"]["load"], results["timing"]["cpu_seconds"]
+    config = model_specs(tiny=results["length"] < 128)["bert"].config
+    lines = [
+        "## ELECTRA: a training step against BERT's mlm step",
+        "",
+        f"Written by `{results['command']}`: training steps (forward, loss, backward, clipping, AdamW) of the "
+        f"benchmark's BERT ({config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, vocabulary "
+        f"{config.vocab_size:,}) on {results['batch']} windows of {results['length']} tokens, 15 % masked, in "
+        f"{results['precision']}, `mlm` and `electra` alternating step by step in one process. {machine['cpu']}, "
+        f"{machine['torch_threads']} torch thread(s), torch {machine['torch']}; the machine was shared, load "
+        f"average {min(loads):.1f} to {max(loads):.1f}, so the one-thread CPU seconds are the measure. A ratio is "
+        "the median over rounds of electra ÷ mlm seconds.",
+        "",
+        "| objective | generator (d_model, heads, layers) | parameters trained | CPU s a step (median) "
+        "| ÷ mlm, CPU s (middle half of the rounds) |",
+        "|---|---|---:|---:|---:|",
+        f"| mlm | — | {results['parameters']['mlm'] / 1e6:.1f}M | {statistics.median(cpu['mlm']):.2f} | 1 |",
+    ]
+    for name, ratio in results["ratios"].items():
+        scale = float(name.split()[1])
+        narrow = generator_config(config, ElectraOptions(generator_scale=scale))
+        rounds = [e / m for e, m in zip(cpu[name], cpu["mlm"])]
+        low, _, high = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (ratio, ratio, ratio)
+        lines.append(
+            f"| electra, generator_scale {scale} | {narrow.d_model}, {narrow.n_heads}, {narrow.n_layers} "
+            f"| {results['parameters'][name] / 1e6:.1f}M | {statistics.median(cpu[name]):.2f} "
+            f"| {ratio:.2f} ({low:.2f} to {high:.2f}) |"
+        )
+    lines += [
+        "",
+        "The generator keeps the model's head size, so a scale is rounded to whole heads. What an electra "
+        "step adds is the generator's pass (its layers over every token, "
+        "the vocabulary at the masks) and the sampling; the body then scores every token with one logit instead "
+        "of the vocabulary at the masks. In exchange the body learns from every token rather than from the 15 % "
+        "masked (Clark et al. 2020, §1), which this table does not measure.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
@@ -106,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--tiny", action="store_true", help="small model and shape")
     parser.add_argument("--json", type=Path, default=None, help="write every timing to this file")
+    parser.add_argument("--results", action="store_true", help="write the electra section of docs/results.md")
+    parser.add_argument("--rewrite", type=Path, default=None, help="only write that section, from this JSON")
     args = parser.parse_args(argv)
+    if args.rewrite:
+        print(f"wrote {replace_section('electra', section(json.loads(args.rewrite.read_text())))}")
+        return 0
     torch.set_num_threads(args.threads)
     machine = describe()
     print(f"{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}", flush=True)
@@ -119,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, ratio in found.items():
         extra = info["parameters"][name] / info["parameters"]["mlm"]
         print(f"  {name}: {ratio:.2f} × the mlm step's CPU seconds, {extra:.2f} × its parameters")
+    command = "python benchmarks/electra.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results = {"machine": machine, "command": command.strip(), "precision": args.precision, **info}
+    results.update(timing=timing, ratios=found)
     if args.json:
-        results = {"machine": machine, "command": " ".join(sys.argv), **info, "timing": timing, "ratios": found}
         args.json.write_text(json.dumps(results, indent=1))
+    if args.results:
+        print(f"wrote {replace_section('electra', section(results))}")
     return 0
 
 

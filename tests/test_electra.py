@@ -333,7 +333,7 @@ def test_in_a_packed_row_each_document_is_judged_alone():
             torch.testing.assert_close(outputs.scores[0, at], alone[0, :, 0], atol=2e-5, rtol=0)
 
 
-def test_the_benchmark_runs_at_its_tiny_size(capsys):
+def test_the_benchmark_runs_at_its_tiny_size(capsys, tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -343,10 +343,13 @@ def test_the_benchmark_runs_at_its_tiny_size(capsys):
     spec.loader.exec_module(benchmark)
     threads = torch.get_num_threads()
     try:
-        assert benchmark.main(["--tiny", "--repeats", "1", "--warmup", "0", "--precision", "fp32"]) == 0
+        argv = ["--tiny", "--repeats", "1", "--warmup", "0", "--precision", "fp32", "--json", str(tmp_path / "e.json")]
+        assert benchmark.main(argv) == 0
     finally:
         torch.set_num_threads(threads)
     assert "electra 0.25:" in capsys.readouterr().out
+    table = benchmark.section(json.loads((tmp_path / "e.json").read_text()))
+    assert "| electra, generator_scale 0.25 | 16, 1, 2 |" in table  # the tiny BERT: 64 wide, 4 heads, 2 layers
 
 
 def test_fsdp_is_refused_for_a_problem_with_modules_of_its_own():
