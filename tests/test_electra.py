@@ -16,7 +16,7 @@ from triform.models import build_model
 from triform.models.stack import StackInputs
 from triform.objectives import IGNORE, make_objective
 from triform.objectives.batch import rows
-from triform.objectives.electra import ElectraModel, generator_config, sample
+from triform.objectives.electra import ElectraModel, ElectraOptions, generator_config, sample
 from triform.train import checkpoint as ckpt
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
@@ -362,3 +362,14 @@ def test_fsdp_is_refused_for_a_problem_with_modules_of_its_own():
     job = Job(electra(), build_model(tiny_config()), None, None, loop, OptimConfig(), Saved(None, None, {}), "", "")
     with pytest.raises(TriformError, match="train.strategy: fsdp shards the model alone"):
         Trainer(job, Processes(rank=0, world_size=2), "unused")
+
+
+def test_every_option_is_reachable_from_the_command_line(tmp_path):
+    corpus = write_text(tmp_path / "train.txt", 20)
+    argv = train_args(tmp_path / "run", corpus, None, 2, "--objective.name", "electra")
+    options = ["rate", "0.2", "generator_scale", "0.5", "generator_layers", "1", "discriminator_weight", "20"]
+    for name, value in zip(options[::2], options[1::2]):
+        argv += [f"--objective.electra.{name}", value]
+    recipe = resolved_from(argv).recipe
+    assert (recipe.objective, recipe.pattern) == ("electra", "bidirectional")
+    assert recipe.options == ElectraOptions(rate=0.2, generator_scale=0.5, generator_layers=1, discriminator_weight=20)
