@@ -13,9 +13,10 @@ from triform.checkpoint import load_model
 from triform.cli import build_parser, main
 from triform.explain import explain_pair
 from triform.models import build_model
+from triform.models.stack import StackInputs
 from triform.objectives import IGNORE, make_objective
 from triform.objectives.batch import rows
-from triform.objectives.electra import ElectraModel, generator_config, sample
+from triform.objectives.electra import ElectraModel, ElectraOptions, generator_config, sample
 from triform.train import checkpoint as ckpt
 from triform.train.config import RunConfig, from_namespace, resolve
 from triform.train.metrics import MetricsLog
@@ -233,6 +234,16 @@ def test_the_saved_folder_fine_tunes_as_a_classifier(electra_run, tmp_path):
     assert finetune("classify", str(folder / "full" / "model"), train, train, tmp_path / "run", 4) == 0
     task = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["extra"]["task"]
     assert task["pattern"] == "bidirectional"  # read as it was pretrained
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", train, "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_the_server_offers_the_folders_embeddings_alone(electra_run):
+    from triform.serve.models import load_served
+
+    folder, _ = electra_run
+    assert load_served("electra", folder / "full" / "model").tasks == ["embeddings"]
 
 
 def test_eval_and_generation_of_the_folder_are_refused_in_one_line(electra_run, capsys):
@@ -315,3 +326,63 @@ def test_compute_counts_the_generator_beside_the_discriminator():
         batch = electra.prepare(examples, torch.Generator().manual_seed(0))
         plain = mlm.compute(mlm.prepare(examples, torch.Generator().manual_seed(0)), parameters)
         assert electra.compute(batch, parameters) == pytest.approx(plain * (1 + scale**2))
+
+
+def test_in_a_packed_row_each_document_is_judged_alone():
+    from conftest import VARIANTS
+
+    objective = make_objective("electra", SPECIALS, VOCAB_SIZE, packed=True)
+    torch.manual_seed(0)
+    trained = objective.training_module(build_model(tiny_config(**VARIANTS["bert-parts"]))).eval()
+    documents = [list(range(30, 37)), [40, 41, 42], list(range(50, 56))]
+    batch = objective.prepare([objective.packed_window(documents)], torch.Generator().manual_seed(0))
+    assert batch.documents is not None
+    with torch.no_grad():
+        outputs = trained(**batch.model_inputs())
+        for number in range(len(documents)):
+            at = (batch.documents[0] == number).nonzero()[:, 0]
+            ids = outputs.corrupted[0, at][None]  # the document as the discriminator read it, alone
+            alone = trained.detector(trained.model.hidden_states(StackInputs(ids, "bidirectional")))
+            torch.testing.assert_close(outputs.scores[0, at], alone[0, :, 0], atol=2e-5, rtol=0)
+
+
+def test_the_benchmark_runs_at_its_tiny_size(capsys, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "electra.py"
+    spec = importlib.util.spec_from_file_location("electra_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--tiny", "--repeats", "1", "--warmup", "0", "--precision", "fp32", "--json", str(tmp_path / "e.json")]
+        assert benchmark.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "electra 0.25:" in capsys.readouterr().out
+    table = benchmark.section(json.loads((tmp_path / "e.json").read_text()))
+    assert "| electra, generator_scale 0.25 | 16, 1, 2 |" in table  # the tiny BERT: 64 wide, 4 heads, 2 layers
+
+
+def test_fsdp_is_refused_for_a_problem_with_modules_of_its_own():
+    from triform.errors import TriformError
+    from triform.train.config import LoopConfig, OptimConfig
+    from triform.train.distributed import Processes
+    from triform.train.loop import Job, Saved, Trainer
+
+    loop = LoopConfig(strategy="fsdp", batch_size=4)
+    job = Job(electra(), build_model(tiny_config()), None, None, loop, OptimConfig(), Saved(None, None, {}), "", "")
+    with pytest.raises(TriformError, match="train.strategy: fsdp shards the model alone"):
+        Trainer(job, Processes(rank=0, world_size=2), "unused")
+
+
+def test_every_option_is_reachable_from_the_command_line(tmp_path):
+    corpus = write_text(tmp_path / "train.txt", 20)
+    argv = train_args(tmp_path / "run", corpus, None, 2, "--objective.name", "electra")
+    options = ["rate", "0.2", "generator_scale", "0.5", "generator_layers", "1", "discriminator_weight", "20"]
+    for name, value in zip(options[::2], options[1::2]):
+        argv += [f"--objective.electra.{name}", value]
+    recipe = resolved_from(argv).recipe
+    assert (recipe.objective, recipe.pattern) == ("electra", "bidirectional")
+    assert recipe.options == ElectraOptions(rate=0.2, generator_scale=0.5, generator_layers=1, discriminator_weight=20)

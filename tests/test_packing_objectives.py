@@ -56,8 +56,8 @@ def test_each_document_of_a_packed_row_gives_its_logits_alone(arch, name, patter
     windows = [window_of(objective), window_of(objective, DOCUMENTS[::-1][:2])]
     batch = objective.prepare(windows, torch.Generator().manual_seed(0))
     assert batch.documents is not None and int(batch.documents[0].max()) + 1 >= len(DOCUMENTS)
-    # The model's own inputs (Batch's): an objective's extra fields (electra's originals) are for its training module
-    packed = model(**{k: v for k, v in Batch.model_inputs(batch).items() if k != "logits_at"})
+    inputs = Batch.model_inputs(batch)  # the model's own inputs (electra's batch holds more, for its generator)
+    packed = model(**{k: v for k, v in inputs.items() if k != "logits_at"})
     for row in range(len(windows)):
         for number in range(int(batch.documents[row].max()) + 1):
             at, expected = alone(model, batch, row, number)

@@ -64,8 +64,8 @@ class TextGenerator:
             recipe = Recipe(objective, pattern) if objective else replace(default_recipe(arch), pattern=pattern)
         self.recipe = recipe
         self.layouts: dict[str | None, PromptLayout] = {}
-        if not recipe.fills_masks(arch):
-            self.layouts[None] = recipe.prompt_layout(arch, specials)  # a model that cannot generate fails now
+        if recipe.writes(arch) and not recipe.fills_masks(arch):  # a model that cannot generate fails now
+            self.layouts[None] = recipe.prompt_layout(arch, specials)
         self.objectives: dict[str | None, object] = {}
         self.draft, self.draft_k, self.acceptance = None, 4, None  # speculative decoding (with_draft)
 

@@ -268,6 +268,12 @@ class Objective:
         return False
 
     @classmethod
+    def writes_on(cls, arch: str) -> bool:
+        """Whether a model it trained on `arch` writes text at all (continues it, fills masks, writes
+        a target), or only reads it for the heads a task puts on it."""
+        return True
+
+    @classmethod
     def metrics_on(cls, arch: str) -> tuple[str, ...]:
         """Metrics `triform eval` reports beyond loss, perplexity and accuracy (train/evaluate.py)."""
         return ()

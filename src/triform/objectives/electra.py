@@ -99,6 +99,10 @@ class Electra(Objective):
         return False
 
     @classmethod
+    def writes_on(cls, arch: str) -> bool:
+        return False  # the discriminator scores tokens; its output head was never trained
+
+    @classmethod
     def layout_for(cls, arch: str, pattern: str, specials):
         raise TriformError(
             "this model was trained with electra: a discriminator that tells original tokens from replaced ones, "

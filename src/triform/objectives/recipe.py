@@ -126,6 +126,9 @@ class Recipe:
             return False
         return objective_class(part.objective).fills_masks_on(arch)
 
+    def writes(self, arch: str) -> bool:
+        return objective_class(self.objective).writes_on(arch)
+
     def resolved(self, arch: str) -> Recipe:
         """The recipe with its pattern made explicit (the pair's default when unset), checked."""
         pattern = objective_class(self.objective).pattern_on(arch, self.pattern, self.options)

@@ -103,9 +103,11 @@ def load_served(name: str, folder: str | os.PathLike, device: str = "cpu") -> Se
     model = loaded.model.eval()
     generator = TextGenerator(model, loaded.tokenizer, specials, recipe=recipe)
     served = ServedModel(name, folder, model, loaded.tokenizer, specials, recipe, generator, Embedder.of(loaded))
-    # A mixture-trained model may both fill masks and generate.
-    served.tasks = [FILL_MASK] if generator.fills_masks else []
-    if generator.generates:
+    # A model that writes no text (electra's discriminator) is served for embeddings; a mixture-trained
+    # model may both fill masks and generate.
+    writes = recipe.writes(loaded.config.arch)
+    served.tasks = [FILL_MASK] if writes and generator.fills_masks else []
+    if writes and generator.generates:
         served.tasks += [COMPLETIONS, TRANSLATE] if generator.layout.writes_target else [COMPLETIONS]
     served.tasks.append(EMBEDDINGS)
     return served
