@@ -38,6 +38,10 @@ CASES = {
     "hf-full-ckpt-bf16": dict(system="hf", lora=False, checkpointing=True, precision="bf16"),
     "hf-peft-lora-ckpt-bf16": dict(system="hf", lora=True, checkpointing=True, precision="bf16"),
 }
+# The same optimizer step (8 x 512 tokens, the same gradient) in 8 micro-batches of one row
+# (`--train.grad_accum 8`): the logits of one row (512 x 50,257) live at a time instead of eight rows'.
+for _name in ("triform-full-ckpt-bf16", "triform-lora-ckpt-bf16", "hf-full-ckpt-bf16", "hf-peft-lora-ckpt-bf16"):
+    CASES[f"{_name}-accum8"] = {**CASES[_name], "accumulation": 8}
 
 
 def peak_rss_gib() -> float:
@@ -68,16 +72,20 @@ def triform_case(folder: Path, case: dict):
     adapt_for_training(model, lora, LoopConfig(activation_checkpointing=case["checkpointing"]))
     optimizer = build_optimizer(model, OptimConfig(lr=1e-4), torch.device("cpu"))
     ids = token_ids(model.config.vocab_size)
+    micro = BATCH // case.get("accumulation", 1)
 
     def step():
-        with autocast(case["precision"], torch.device("cpu")):
-            logits = model(ids[:, :-1], "causal")  # (B, T, vocab)
-        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-        del logits  # as the trainer does: not kept through the backward pass and the update
-        loss.backward()
+        total = 0.0
+        for rows in ids.split(micro):  # equal micro-batches: each weighs 1 / their number, as in the trainer
+            with autocast(case["precision"], torch.device("cpu")):
+                logits = model(rows[:, :-1], "causal")  # (micro, T, vocab)
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+            del logits  # as the trainer does: not kept through the backward pass and the update
+            (loss * micro / BATCH).backward()
+            total += float(loss.detach()) * micro / BATCH
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return total
 
     return model, step
 
@@ -100,15 +108,18 @@ def hf_case(folder: Path, case: dict):
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.1)
     ids = token_ids(model.config.vocab_size)[:, :LENGTH]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case["precision"] == "bf16")
+    micro = BATCH // case.get("accumulation", 1)
 
     def step():
-        with autocast:
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()  # transformers keeps no reference to its logits here either
+        total = 0.0
+        for rows in ids.split(micro):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case["precision"] == "bf16"):
+                loss = model(input_ids=rows, labels=rows).loss
+            (loss * micro / BATCH).backward()  # transformers keeps no reference to its logits here either
+            total += float(loss.detach()) * micro / BATCH
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return total
 
     return model, step
 
@@ -164,12 +175,24 @@ def table(results: list[dict], cpu: str, command: str) -> str:
         f"CPU: {cpu}, {os.cpu_count()} cores (shared; load average at each case in benchmarks/memory.json).",
         f"Command: `{command}`",
         "",
-        "| case | peak RSS (GiB) | trainable parameters | step (s) |",
-        "|---|---:|---:|---:|",
+        "| case | micro-batch | peak RSS (GiB) | trainable parameters | step (s) | load average |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r['case']} | {r['peak_rss_gib']:.2f} | {r['trainable'] / 1e6:.2f}M | {r['step_s']:.1f} |")
+        micro = BATCH // r.get("accumulation", 1)
+        lines.append(
+            f"| {r['case']} | {micro} x {LENGTH} | {r['peak_rss_gib']:.2f} | {r['trainable'] / 1e6:.2f}M "
+            f"| {r['step_s']:.0f} | {r['load_average']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def merged(results: list[dict]) -> list[dict]:
+    """These results with those of benchmarks/memory.json for the other cases, in CASES' order."""
+    path = HERE / "memory.json"
+    by_case = {r["case"]: r for r in json.loads(path.read_text())["results"]} if path.is_file() else {}
+    by_case.update({r["case"]: r for r in results})
+    return [by_case[name] for name in CASES if name in by_case]
 
 
 def main() -> None:
@@ -200,9 +223,8 @@ def main() -> None:
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)
     cpu = cpu_name()
-    shown = "nice -n 10 .venv/bin/python benchmarks/memory.py --work /tmp/gpt2-small" + (
-        f" --only {' '.join(args.only)}" if args.only else ""
-    )
+    shown = "nice -n 10 .venv/bin/python benchmarks/memory.py --work /tmp/gpt2-small"
+    results = merged(results)  # a run of some cases replaces those and keeps the others
     (HERE / "memory.json").write_text(json.dumps({"cpu": cpu, "results": results}, indent=2) + "\n")
     (HERE / "memory.md").write_text("# Fine-tuning memory at GPT-2 small's size\n\n" + table(results, cpu, shown))
     print(table(results, cpu, shown))

@@ -53,3 +53,19 @@ def test_an_imported_gpt2_trains_lora_adapters_with_its_own_special_tokens(tmp_p
     document = json.loads((tmp_path / "r" / "model" / "adapter.json").read_text())
     assert document["special_tokens"]["eos"] == document["special_tokens"]["pad"]
     assert document["extra"]["recipe"]["objective"] == "clm"
+    merged = tmp_path / "merged"
+    assert (
+        main(
+            [
+                "merge",
+                "--model",
+                str(tmp_path / "imported"),
+                "--adapter",
+                str(tmp_path / "r" / "model"),
+                "--output",
+                str(merged),
+            ]
+        )
+        == 0
+    )
+    assert main(["eval", "--model", str(merged), "--data", str(corpus), "--max_examples", "4"]) == 0

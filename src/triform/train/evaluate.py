@@ -60,6 +60,8 @@ def matching_tokenizer(folder: Path, pretrained, tokenizer_path: str | None):
         raise TriformError(
             f"--tokenizer: has {size} tokens, but the model in {folder} has vocab_size {pretrained.config.vocab_size}"
         )
+    if tokenizer_path is None and pretrained.specials is not None:
+        return tokenizer, pretrained.specials  # the folder's own (an imported GPT-2's <|endoftext|> for every role)
     specials = SpecialTokens.from_tokenizer(tokenizer)
     if pretrained.specials is not None and pretrained.specials != specials:
         raise TriformError(f"--tokenizer: its special-token ids differ from those in {folder / CONFIG_FILE}")
