@@ -72,6 +72,10 @@ def test_every_inference_kernel_computes_the_plain_product(kernel, precision, ro
     torch.testing.assert_close(ours.float(), plain.float(), **tolerance)
     expected = 2 * F.linear(x, layer.weight / 2, None) + layer.bias
     torch.testing.assert_close(twice.float(), expected, **tolerance)
+    layer.weight = torch.nn.Parameter(-layer.weight.detach())  # replaced (as tying does), version 0 again
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        replaced = layer(x)
+    torch.testing.assert_close(replaced.float(), F.linear(x, layer.weight, layer.bias), **tolerance)
 
 
 def test_a_bf16_autocast_training_step_matches_autocast_forward_and_backward(forced):

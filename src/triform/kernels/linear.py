@@ -23,6 +23,7 @@ results to within rounding.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -171,15 +172,16 @@ class Linear(nn.Linear):
         """The weight in `dtype`, reordered for kernel `name` where it packs: made once, again when
         the weight changes (an optimizer step, a loaded state dict) or is replaced (tied)."""
         cache = self.__dict__.setdefault("_prepared", {})
-        stamp = (id(self.weight), self.weight._version)
         found = cache.get((name, dtype, rows))
-        if found is not None and found[0] == stamp:
-            return found[1]
+        # The same tensor (a weak reference: a freed weight's id may be reused, as FSDP's unsharded
+        # copies are), at the same version (every in-place change counts one).
+        if found is not None and found[0]() is self.weight and found[1] == self.weight._version:
+            return found[2]
         with torch.no_grad():
             weight = self.weight.detach().to(dtype)
             if name == "onednn-packed":
                 weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
             elif name == "mkl-packed":
                 weight = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
-        cache[(name, dtype, rows)] = (stamp, weight)
+        cache[(name, dtype, rows)] = (weakref.ref(self.weight), self.weight._version, weight)
         return weight
