@@ -67,7 +67,7 @@ def run_training(case: str, args, specs: dict) -> dict:
     shape = (training.TINY_SHAPES if args.tiny else training.SHAPES)[spec.name]
     variants, info = training.training_variants(spec, shape, args.compile)
     gemm = {
-        name: gemm_rate(info["gemm_shapes"], dtype)
+        name: gemm_rate(info["gemm_shapes"], dtype, clock=CLOCKS[args.clock])
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     }
     info["default_precision"] = resolved_name("auto", torch.device("cpu"))
