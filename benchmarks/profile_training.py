@@ -1,7 +1,7 @@
 """Where a training step of benchmarks/run.py's cases spends its time: the share of matrix products,
 and the operations that take the rest (what bounds model FLOPs utilisation below the matmul rate).
 
-    .venv/bin/python benchmarks/profile_training.py [--case gpt] [--rows 12]
+    .venv/bin/python benchmarks/profile_training.py [--case gpt] [--rows 12] [--threads 1]
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,7 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=["gpt", "bert", "bart"], default="gpt")
     parser.add_argument("--rows", type=int, default=12, help="operations listed, by their own time")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = model_specs()[args.case]
     variants, _ = training.training_variants(spec, training.SHAPES[args.case], False)
     for name in ("triform fp32", "triform bf16"):

@@ -30,7 +30,7 @@ def forced():
         set_calibration(old[0])
 
 
-@pytest.mark.parametrize("kernel", ["torch", "onednn"])
+@pytest.mark.parametrize("kernel", ["torch", "onednn", "torch-swapped", "onednn-swapped"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch_forward_and_backward(bias, kernel, forced):
     calibration = forced(kernel)
@@ -48,7 +48,8 @@ def test_linear_matches_torch_forward_and_backward(bias, kernel, forced):
     roles = {key.split()[1] for key, _ in calibration.table()}
     chosen = {choice.kernel for _, choice in calibration.table()}
     assert roles == ({"x·Wᵀ", "g·W", "gᵀ·x"} if linear_module.ONEDNN else set())  # each product chose
-    assert chosen <= {kernel}
+    assert chosen <= {kernel, "torch"}  # the swapped kernels are candidates of the weight's gradient only
+    assert all(choice.kernel == kernel for key, choice in calibration.table() if " gᵀ·x " in key)
 
 
 @pytest.mark.parametrize("kernel", ["torch", "onednn", "onednn-packed", "mkl-packed", "fp32"])
@@ -72,6 +73,10 @@ def test_every_inference_kernel_computes_the_plain_product(kernel, precision, ro
     torch.testing.assert_close(ours.float(), plain.float(), **tolerance)
     expected = 2 * F.linear(x, layer.weight / 2, None) + layer.bias
     torch.testing.assert_close(twice.float(), expected, **tolerance)
+    layer.weight = torch.nn.Parameter(-layer.weight.detach())  # replaced (as tying does), version 0 again
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        replaced = layer(x)
+    torch.testing.assert_close(replaced.float(), F.linear(x, layer.weight, layer.bias), **tolerance)
 
 
 def test_a_bf16_autocast_training_step_matches_autocast_forward_and_backward(forced):

@@ -13,22 +13,25 @@ import torch.nn.functional as F
 from triform.kernels.linear import ONEDNN, onednn_product
 
 
-def best_seconds(run, repeats: int = 3) -> float:
+def best_seconds(run, repeats: int = 3, clock=time.perf_counter) -> float:
     run()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         run()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times)
 
 
-def gemm_rate(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, backward: bool = True) -> float:
+def gemm_rate(
+    shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, backward: bool = True, clock=time.perf_counter
+) -> float:
     """GFLOP/s of the matrix products of a training step, each at its own shape and as often as the
     step runs it: for each linear layer (rows, in, out, count), the forward product and, with
     `backward`, the two of the backward pass (input and weight gradients). Each product takes the
-    best of a few runs by torch's default kernel and, where present, oneDNN's (in fp32 the faster
-    of the two varies by CPU): the ceiling this machine reaches on exactly this work."""
+    best of a few runs by torch's default kernel and, where present, oneDNN's, each also computing
+    the transposed product (in fp32 the fastest of them varies by CPU): the ceiling this machine
+    reaches on exactly this work, timed by `clock` (the one the steps are timed by)."""
     total_flops = total_seconds = 0.0
     for rows, n_in, n_out, count in shapes:
         if rows == 0:
@@ -38,9 +41,12 @@ def gemm_rate(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, ba
         grad = torch.randn(rows, n_out, dtype=dtype)
         products = [(x, weight)] + ([(grad, weight.t()), (grad.t(), x.t())] if backward else [])
         for a, b in products:  # a · bᵀ
-            kernels = [lambda a=a, b=b: F.linear(a, b)]
-            kernels += [lambda a=a, b=b: onednn_product(a, b, None)] if ONEDNN else []
-            total_seconds += min(best_seconds(kernel) for kernel in kernels) * count
+            kernels = [lambda a=a, b=b: F.linear(a, b), lambda a=a, b=b: F.linear(b, a)]  # a · bᵀ, or (b · aᵀ)
+            kernels += [
+                lambda a=a, b=b: onednn_product(a, b, None),
+                lambda a=a, b=b: onednn_product(b, a, None),
+            ] * ONEDNN
+            total_seconds += min(best_seconds(kernel, clock=clock) for kernel in kernels) * count
             total_flops += 2.0 * rows * n_in * n_out * count
     return total_flops / total_seconds / 1e9
 

@@ -155,7 +155,8 @@ def runs_text(cases: dict) -> list[str]:
             "warm-up and "
             f"{run['repeats']} timed rounds per "
             f"case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
-            f"{'; torch.compile on both sides' if run['compiled'] else ''}; "
+            f"{'; torch.compile on both sides' if run['compiled'] else ''}"
+            f"{'; times in CPU seconds of the process' if run.get('clock') == 'cpu' else ''}; "
             f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip()
             + "."
         )

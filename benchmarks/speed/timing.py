@@ -35,7 +35,14 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def alternate(variants: dict[str, Callable[[], object]], *, warmup: int, repeats: int, label: str = "") -> dict:
+def alternate(
+    variants: dict[str, Callable[[], object]],
+    *,
+    warmup: int,
+    repeats: int,
+    label: str = "",
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """Seconds per call of each variant: `warmup` untimed rounds, then `repeats` timed rounds, each
     round calling every variant once in order. Also the peak RSS of the first call of each variant
     (its own window: the process's memory while that variant ran, every model of the case loaded)."""
@@ -52,9 +59,9 @@ def alternate(variants: dict[str, Callable[[], object]], *, warmup: int, repeats
     loads = [load()]
     for round_index in range(repeats):
         for name, run in variants.items():
-            start = time.perf_counter()
+            start = clock()
             run()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
         loads.append(load())
         shown = "  ".join(f"{n} {s[-1]:.3f}s" for n, s in seconds.items())
         print(

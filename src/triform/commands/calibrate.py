@@ -2,7 +2,7 @@
 machine, show the table, and with `--save` keep it in $TRIFORM_CACHE/kernels.json (default
 ~/.cache/triform/kernels.json) for later runs on the same machine (same CPU, instruction sets, torch).
 
-    triform calibrate                                  # gpt2-small's training step, batch 16 × 256
+    triform calibrate                                  # gpt2-small's training step, batch 8 × 256
     triform calibrate --preset bart-base --batch 8 --length 128 --precision fp32 --save
     triform calibrate --model runs/my-gpt/model        # a model folder's shapes
 
@@ -19,7 +19,7 @@ from typing import Literal, Optional
 def add_arguments(parser) -> None:
     parser.add_argument("--preset", type=str, default="gpt2-small", help="the model preset whose shapes to time")
     parser.add_argument("--model", type=Optional[str], default=None, help="a model folder instead of a preset")
-    parser.add_argument("--batch", type=int, default=16, help="training rows")
+    parser.add_argument("--batch", type=int, default=8, help="training rows")
     parser.add_argument("--length", type=int, default=256, help="tokens per row (a source as long for seq2seq)")
     parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto", help="as train's")
     parser.add_argument("--pattern", type=Literal["causal", "bidirectional"], default="causal", help="stack models")

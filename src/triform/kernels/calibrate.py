@@ -6,8 +6,10 @@ first tuned on, oneDNN's fp32 products ran 1.3 to 2.4 times faster than MKL's; o
 AMX, MKL's were as fast or faster, and a hard-coded choice made training slower than transformers'.
 So nothing is hard-coded: a shape class (operation, device, dtype, shape rounded as the caller says,
 threads) is timed once, candidates in alternating rounds (A B C, A B C, ...) so that all see the same
-load of a shared machine, each scored by its fastest round, ties going to the earlier candidate (torch's
-own kernel first). Every candidate is a per-call path: no process-wide switch is flipped to reach one.
+load of a shared machine, each scored by its fastest round in CPU time of the calling thread (not
+wall-clock time, which counts other processes' turns on the core), ties going to the earlier
+candidate (torch's own kernel first). Every candidate is a per-call path: no process-wide switch
+is flipped to reach one.
 
 Choices live in memory for the process; `triform calibrate --save` also writes them to
 $TRIFORM_CACHE/kernels.json (default ~/.cache/triform/kernels.json) with the machine's fingerprint
@@ -35,9 +37,8 @@ from triform.kernels.machine import fingerprint
 # seconds of one call of `run` by candidate `name`: injected by tests, `best_seconds` otherwise
 Timer = Callable[[str, Callable[[], object]], float]
 # Alternating rounds per candidate, the fastest round being its time: at least MIN_ROUNDS, and more,
-# up to MAX_ROUNDS, until each candidate has run ROUND_SECONDS in all. On a loaded machine a call of
-# two threads often waits a scheduler slice (10 ms or more) for one of them; only many short rounds
-# see calls that did not.
+# up to MAX_ROUNDS, until each candidate has run ROUND_SECONDS in all, so that short calls, whose
+# times vary most, are timed most often.
 MIN_ROUNDS, MAX_ROUNDS, ROUND_SECONDS = 3, 30, 0.05
 CACHE_FILE = "kernels.json"
 # A shape class: (operation, role, device, dtype, ...sizes, threads), as the kernel's module builds it.
@@ -63,10 +64,13 @@ def key_text(key: Key) -> str:
 
 
 def best_seconds(name: str, run: Callable[[], object]) -> float:
-    """Wall-clock seconds of one call of `run` (the first call of a round pays the warm-up)."""
-    start = time.perf_counter()
+    """CPU seconds of the calling thread during one call of `run`. On a shared machine wall-clock
+    time also counts the slices in which other processes held the core, which no number of rounds
+    reliably avoids; the calling thread's CPU time counts only its own work, and, as torch's thread
+    pool waits for its workers by spinning, a call's parallel part too."""
+    start = time.thread_time()
     run()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def cache_path() -> Path:

@@ -15,14 +15,17 @@ The candidates, every one a per-call path:
   by MKL's matrix-vector kernel, rounded to bf16, as autocast's result would be: a oneDNN call costs
   some 25 µs however small the product.
 With autograd, the forward product and both of the backward pass (the input's gradient g · W and the
-weight's gᵀ · x) each choose between `torch` and `onednn`. Left out: torch's own bf16 matrix-vector
-kernel, reached only with oneDNN switched off for the whole process (a flag every thread would see).
+weight's gᵀ · x) each choose between `torch` and `onednn`; the weight's gradient also between the two
+computing xᵀ · g and handing back its transpose (`torch-swapped`, `onednn-swapped`). Left out:
+torch's own bf16 matrix-vector kernel, reached only with oneDNN switched off for the whole process
+(a flag every thread would see).
 `Linear` is `nn.Linear` with those choices made: the same parameters, the same state dict, the same
 results to within rounding.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -47,7 +50,15 @@ def onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def swapped(kernel: Product) -> Product:
+    """a · bᵀ computed as (b · aᵀ)ᵀ: the other operand's layout first, the result a transposed view."""
+    return lambda a, b, bias: kernel(b, a, bias).t()
+
+
 PRODUCTS: dict[str, Product] = {"torch": F.linear, "onednn": onednn_product}
+# The weight's gradient gᵀ · x (both operands transposed, the inner dimension the rows) may run faster
+# as xᵀ · g; its result only accumulates into the weight's gradient, so a transposed view costs little.
+SWAPPED: dict[str, Product] = {"torch-swapped": swapped(F.linear), "onednn-swapped": swapped(onednn_product)}
 
 
 def measured(x: Tensor) -> bool:
@@ -67,9 +78,10 @@ def product(role: str, a: Tensor, b: Tensor, bias: Tensor | None, shape: tuple[i
         return F.linear(a, b, bias)
     rows, n_in, n_out = shape
     key = ("linear", role, DTYPES[a.dtype], rows_class(rows), n_in, n_out, bias is not None, torch.get_num_threads())
-    names = tuple(PRODUCTS)
-    name = calibration().choose(key, names, lambda: {n: partial(PRODUCTS[n], a, b, bias) for n in names})
-    return PRODUCTS[name](a, b, bias)
+    kernels = {**PRODUCTS, **SWAPPED} if role == "gᵀ·x" else PRODUCTS
+    names = tuple(kernels)
+    name = calibration().choose(key, names, lambda: {n: partial(kernels[n], a, b, bias) for n in names})
+    return kernels[name](a, b, bias)
 
 
 class _Linear(torch.autograd.Function):
@@ -171,15 +183,16 @@ class Linear(nn.Linear):
         """The weight in `dtype`, reordered for kernel `name` where it packs: made once, again when
         the weight changes (an optimizer step, a loaded state dict) or is replaced (tied)."""
         cache = self.__dict__.setdefault("_prepared", {})
-        stamp = (id(self.weight), self.weight._version)
         found = cache.get((name, dtype, rows))
-        if found is not None and found[0] == stamp:
-            return found[1]
+        # The same tensor (a weak reference: a freed weight's id may be reused, as FSDP's unsharded
+        # copies are), at the same version (every in-place change counts one).
+        if found is not None and found[0]() is self.weight and found[1] == self.weight._version:
+            return found[2]
         with torch.no_grad():
             weight = self.weight.detach().to(dtype)
             if name == "onednn-packed":
                 weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
             elif name == "mkl-packed":
                 weight = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
-        cache[(name, dtype, rows)] = (stamp, weight)
+        cache[(name, dtype, rows)] = (weakref.ref(self.weight), self.weight._version, weight)
         return weight

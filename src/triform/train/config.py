@@ -145,8 +145,9 @@ class LoopConfig:
     seed: int = 0
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX
     compile: bool = False
-    # torch.compile each block on its own (nn/block.py compile_blocks) rather than the whole model:
-    # compiles in a fraction of the time; whether it is faster depends on the machine (docs/results.md)
+    # torch.compile each block on its own (nn/block.py compile_blocks) rather than the whole model.
+    # Off by default: on an Intel Xeon with AMX (benchmarks/run.py's GPT, one thread) its steps were
+    # 8 % slower than eager ones in bf16 and 6 % in fp32, where eager runs the kernels calibration chose.
     compile_blocks: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     strategy: Literal["ddp", "fsdp"] = "ddp"  # with several processes
