@@ -173,9 +173,10 @@ def table(results: list[dict], args, read_gb_s: float) -> str:
         )
     lines += [
         "",
-        "Random weights give near-uniform next-token scores, so that int8 rounding flips many greedy choices and "
-        "the sequences part after the first flip; scripts/results_quantize.py measures the quality of int8 on "
-        "trained models.",
+        "Random weights give near-uniform next-token scores, where int8 rounding can flip a greedy choice and the "
+        "sequences part after it; scripts/results_quantize.py measures the quality of int8 on trained models. "
+        "The machine was heavily loaded by other work: the absolute figures are several times a quiet machine's "
+        "(and the measured bandwidth, hence the bound, far below it); the paired ratios are the claim.",
     ]
     return "\n".join(lines)
 

@@ -153,6 +153,11 @@ def test_fine_tuning_starts_from_a_model_pretrained_by_triform_train(tmp_path):
     out = tmp_path / "out.jsonl"
     assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", train, "--output", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 64
+    int8 = tmp_path / "int8.jsonl"  # the same model with int8 weights predicts every record too
+    argv = ["predict", "--model", str(tmp_path / "run" / "model"), "--data", train, "--output", str(int8)]
+    assert main([*argv, "--quantize", "int8"]) == 0
+    assert len(int8.read_text().splitlines()) == 64
+    assert main([*argv, "--quantize", "fp4"]) != 0
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,9 @@ def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("quantized")
     tokenizer, specials = word_setup()
     save_model(random_model("stack", tokenizer), root / "gpt", specials=specials, tokenizer=tokenizer)
+    save_model(random_model("encoder-decoder", tokenizer), root / "mt", specials=specials, tokenizer=tokenizer)
+    bert = random_model("stack", tokenizer)
+    save_model(bert, root / "bert", specials=specials, tokenizer=tokenizer, extra={"objective": "mlm"})
     return root / "gpt"
 
 
@@ -133,3 +136,12 @@ def test_the_cli_flag_gives_the_python_apis_int8_output(folder, capsys):
 def test_the_cli_names_an_unknown_scheme(folder, capsys):
     assert main(["generate", "--model", str(folder), "one", "--quantize", "int2"]) != 0
     assert "quantize: unknown scheme 'int2'" in capsys.readouterr().err
+
+
+def test_translate_and_fill_mask_take_the_flag_too(folder, capsys):
+    mt, bert = str(folder.parent / "mt"), str(folder.parent / "bert")
+    assert main(["translate", "--model", mt, "one two", "--max_new_tokens", "4", "--quantize", "int8"]) == 0
+    expected = TextGenerator.load(mt, quantize="int8").generate("one two", max_new_tokens=4, num_beams=4)
+    assert capsys.readouterr().out == expected.text + "\n"
+    assert main(["fill-mask", "--model", bert, "one [MASK] three", "--quantize", "int8", "--jsonl"]) == 0
+    assert '"probability"' in capsys.readouterr().out

@@ -3,6 +3,7 @@
 - `TextGenerator`: text in, text out (generate, stream, fill_mask, mask_predict) for a model folder.
 - `generate_ids` / `greedy`: token ids in, token ids out, for any model and layout.
 - `GenerationConfig`: every decoding option, validated.
+- `speculative.speculative_ids`: greedy decoding or sampling with a draft model (`TextGenerator.with_draft`).
 """
 
 from triform.generate.api import Generation, TextGenerator
