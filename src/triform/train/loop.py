@@ -9,7 +9,6 @@ job's `problem` (train/problem.py); where progress goes is the reporter's busine
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -21,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from triform.checkpoint import CONFIG_FILE
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
 from triform.nn.block import compile_blocks
@@ -122,12 +120,13 @@ class Trainer:
             ckpt.load_companions(unwrap(self.model), self.body, state, found[-1])
         self.step, self.tokens = state["step"], state["tokens"]
         self.best, self.elapsed_before = state["best"], state["elapsed"]
-        self.drawn = dict(json.loads((found[-1] / CONFIG_FILE).read_text())["extra"].get("drawn", {}))
+        self.drawn = dict(state.get("drawn", {}))  # in the training state: an adapter folder has no config.json
         self.reporter.message(f"resumed from {found[-1]} (step {self.step})")
         return True
 
     def save(self, elapsed: float) -> None:
         state = {"tokens": self.tokens, "best": self.best, "elapsed": elapsed, "seed": self.loop.seed}
+        state["drawn"] = dict(self.drawn)  # a mixture's draws so far, counted on across a resume
         if self.companions:
             state[ckpt.COMPANIONS] = ckpt.companion_state(unwrap(self.model))
         ckpt.save_checkpoint(
