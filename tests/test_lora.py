@@ -125,3 +125,10 @@ def test_adapters_refuse_a_base_of_another_configuration_naming_the_field(tmp_pa
 def test_bad_options_are_refused_by_field(options, message):
     with pytest.raises(ConfigError, match=message):
         add_adapters(build_model(tiny_config()), options)
+
+
+def test_adapters_are_not_stacked_on_adapters():
+    model = build_model(tiny_config())
+    add_adapters(model, LoraOptions(rank=2))
+    with pytest.raises(ConfigError, match="has adapters already"):
+        add_adapters(model, LoraOptions(rank=2))

@@ -169,6 +169,8 @@ def add_adapters(model: nn.Module, options: LoraOptions) -> list[str]:
     """Freeze every parameter of `model` and put LoRA adapters on the projections `options.targets`
     names; returns the names of the adapted layers. Call on the base model before wrapping it."""
     options.check()
+    if has_adapters(model):
+        raise ConfigError("lora: this model has adapters already; merge them (triform merge) before adding others")
     wanted = options.parts()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
