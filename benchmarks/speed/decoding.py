@@ -13,6 +13,7 @@ import torch
 
 from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits, matmul_parameters
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.generate.precision import decoding_precision
 from triform.precision import resolved_name
 
 
@@ -83,7 +84,8 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
         with torch.inference_mode():
             outputs["transformers fp32"] = reference_generate(reference, spec, prompts, shape.new_tokens, beams)
 
-    default = resolved_name("auto", torch.device("cpu"))
+    # What `auto` decodes in here, measured for this model and row count (generate/precision.py)
+    default = resolved_name(decoding_precision(model, "auto", len(prompts) * max(beams, 1)), torch.device("cpu"))
     variants = {
         "triform fp32": ours("fp32", "triform fp32"),
         "transformers fp32": theirs,
