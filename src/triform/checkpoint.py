@@ -84,15 +84,21 @@ def write_model(
 
 def read_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_FILE
+    return read_document(path, FORMAT, FORMAT_VERSION, "config", f"a triform model folder with {CONFIG_FILE}")
+
+
+def read_document(path: Path, format_name: str, version: int, what: str, expected: str) -> dict:
+    """A JSON document of triform's (a model's config.json, an adapter's adapter.json): its "format"
+    checked, and a version newer than this triform reads refused; errors name the file and line."""
     if not path.is_file():
-        raise TriformError(f"{path}: not found; expected a triform model folder with {CONFIG_FILE}")
+        raise TriformError(f"{path}: not found; expected {expected}")
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise TriformError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise TriformError(f'{path}: not a triform config (no "format": "{FORMAT}")')
-    if document.get("version", 0) > FORMAT_VERSION:
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        raise TriformError(f'{path}: not a triform {what} (no "format": "{format_name}")')
+    if document.get("version", 0) > version:
         raise TriformError(f"{path}: format version {document['version']} is newer than this triform reads")
     return document
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from triform.checkpoint import TOKENIZER_FILE, Pretrained, load_model, save_model
+from triform.checkpoint import TOKENIZER_FILE, Pretrained, load_model, read_document, save_model
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models.lora import (
@@ -67,17 +67,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, **kwargs) -> Pa
 
 def read_adapter(directory: str | os.PathLike) -> dict:
     path = Path(directory) / ADAPTER_CONFIG
-    if not path.is_file():
-        raise TriformError(f"{path}: not found; expected an adapter folder (adapter.json, adapter.safetensors)")
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise TriformError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
-    if not isinstance(document, dict) or document.get("format") != ADAPTER_FORMAT:
-        raise TriformError(f'{path}: not a triform adapter (no "format": "{ADAPTER_FORMAT}")')
-    if document.get("version", 0) > ADAPTER_VERSION:
-        raise TriformError(f"{path}: format version {document['version']} is newer than this triform reads")
-    return document
+    expected = "an adapter folder (adapter.json, adapter.safetensors)"
+    return read_document(path, ADAPTER_FORMAT, ADAPTER_VERSION, "adapter", expected)
 
 
 def adapter_options(document: dict, source: str) -> LoraOptions:
