@@ -32,24 +32,10 @@ def word_tokenizer(*texts: str):
     return tokenizer
 
 
-def prepared_example(
-    arch: str,
-    objective: str,
-    text: str,
-    *,
-    pattern: str | None = None,
-    target: str | None = None,
-    seed: int = 0,
-    then: str | None = None,
-    pack: str = "documents",
-    options: dict | None = None,
-):
-    """(Batch of one example as the objective lays it out, the word-level tokenizer of its text).
-    With `then`, the example is a packed window holding `text` and then `then`, packed by `pack`.
-    `options` are the objective's own (a mixture's `mix` and `mode_tokens`)."""
-    _, batch, tokenizer = prepared(
-        arch, objective, text, pattern=pattern, target=target, seed=seed, then=then, pack=pack, options=options
-    )
+def prepared_example(arch: str, objective: str, text: str, **options):
+    """(Batch of one example as the objective lays it out, the word-level tokenizer of its text); the
+    options are `prepared`'s."""
+    _, batch, tokenizer = prepared(arch, objective, text, **options)
     return batch, tokenizer
 
 
@@ -65,7 +51,9 @@ def prepared(
     pack: str = "documents",
     options: dict | None = None,
 ):
-    """(the objective, its batch, the tokenizer): prepared_example with the objective that made it."""
+    """(the objective, its batch, the tokenizer). With `then`, the example is a packed window holding
+    `text` and then `then`, packed by `pack`. `options` are the objective's own (a mixture's `mix` and
+    `mode_tokens`)."""
     cls = objective_class(objective)
     pattern = cls.pattern_on(arch, pattern, cls.options_from(dict(options or {}), "inspect"))
     pairs = cls.reads_pairs
