@@ -7,7 +7,7 @@ from conftest import SPECIALS, tiny_config
 from triform.generate import GenerationConfig, resolve_layout
 from triform.generate.engine import generate_ids
 from triform.generate.precision import decoding_precision
-from triform.kernels.calibrate import Calibration, set_calibration
+from triform.kernels.calibrate import Calibration, calibration, set_calibration
 from triform.models import build_model
 from triform.precision import native_bf16
 
@@ -55,3 +55,6 @@ def test_generation_under_auto_decodes_in_the_chosen_precision(calibrated):
         return [row.tokens for row in generate_ids(model, layout, prompts, config)]
 
     assert tokens("auto") == tokens("fp32")
+    if native_bf16(torch.device("cpu")):  # generation asked the table, and the table measured fp32 faster
+        decided = {key[-2]: choice.kernel for key, choice in calibration().choices.items() if key[0] == "decoding"}
+        assert decided == {2: "fp32"}  # one class: the two prompts' rows

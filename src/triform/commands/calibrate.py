@@ -30,6 +30,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
+    from triform.generate.precision import decoding_precision
     from triform.kernels.calibrate import cache_path, calibration
     from triform.kernels.machine import cpu_model, isa_flags
     from triform.precision import autocast
@@ -45,6 +46,8 @@ def run(args) -> int:
     with torch.no_grad(), autocast(args.precision, device):
         forward(model, config, ids[:1], args.pattern)
         decode(model, config, ids[:1], args.decode_steps)
+    if args.decode_steps:
+        decoding_precision(model, args.precision, 1)  # what `auto` decodes one row in (generate/precision.py)
     print(f"{cpu_model()} ({', '.join(isa_flags())}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(table(calibration().table()))
     if args.save:
