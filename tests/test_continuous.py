@@ -182,3 +182,17 @@ def test_an_encoder_decoder_encodes_each_source_once_when_it_joins():
     requests, _ = run(batch, arrivals)
     assert all(len(r.rows[0].tokens) == 10 for r in requests)
     assert encoded == [2, 1]  # the first two together on arrival, the third when a slot freed; never again
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_a_bf16_batch_runs_the_bf16_twin_of_the_model_and_a_lone_request_matches_it(arch):
+    model = build(arch)
+    layout = resolve_layout(arch, SPECIALS)
+    config = GenerationConfig(max_new_tokens=8, min_new_tokens=8, precision="bf16")
+    batch = ContinuousBatch(model, layout, slots=1, precision="bf16")
+    assert all(p.dtype == torch.bfloat16 for p in batch.model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is not cast
+    (request,), _ = run(batch, [[(PROMPTS[0], config)]])
+    assert request.done and request.error is None
+    # One row alone rounds as generation's one row does: the same bf16 weights, no autocast.
+    assert [(r.tokens, r.finish_reason) for r in request.rows] == alone(model, layout, PROMPTS[0], config)

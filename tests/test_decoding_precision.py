@@ -1,12 +1,15 @@
 """`auto` precision for decoding is decided by measurement (generate/precision.py), as kernels are."""
 
+import copy
+
 import pytest
 import torch
 from conftest import SPECIALS, tiny_config
 
+import triform.generate.precision as precision_module
 from triform.generate import GenerationConfig, resolve_layout
-from triform.generate.engine import generate_ids
-from triform.generate.precision import decoding_precision
+from triform.generate.engine import generate_ids, steps
+from triform.generate.precision import bf16_twin, decoding_model, decoding_precision
 from triform.kernels.calibrate import Calibration, calibration, set_calibration
 from triform.models import build_model
 from triform.precision import native_bf16
@@ -58,3 +61,62 @@ def test_generation_under_auto_decodes_in_the_chosen_precision(calibrated):
     if native_bf16(torch.device("cpu")):  # generation asked the table, and the table measured fp32 faster
         decided = {key[-2]: choice.kernel for key, choice in calibration().choices.items() if key[0] == "decoding"}
         assert decided == {2: "fp32"}  # one class: the two prompts' rows
+
+
+def tokens_of(model, layout, prompts, precision: str, **options) -> list[list[int]]:
+    config = GenerationConfig(max_new_tokens=6, min_new_tokens=6, precision=precision, **options)
+    return [row.tokens for row in generate_ids(model, layout, prompts, config)]
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_bf16_decoding_on_a_cpu_runs_the_weights_in_bf16_and_leaves_the_model_alone(arch, beams):
+    model = build_model(tiny_config(arch)).eval()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    layout = resolve_layout(arch, SPECIALS)
+    prompts = [[30, 31, 32], [40, 41]]
+    by_hand = copy.deepcopy(model).to(torch.bfloat16)  # what the twin must be: the model cast, no autocast
+    expected = tokens_of(by_hand, layout, prompts, "fp32", num_beams=beams)
+    assert tokens_of(model, layout, prompts, "bf16", num_beams=beams) == expected
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_streamed_bf16_tokens_are_the_generated_ones():
+    model = build_model(tiny_config("stack")).eval()
+    layout = resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=6, min_new_tokens=6, precision="bf16")
+    rows, iterator = steps(model, layout, [[30, 31, 32]], config)
+    for _ in iterator:
+        pass
+    assert [row.tokens for row in rows] == tokens_of(model, layout, [[30, 31, 32]], "bf16")
+
+
+def test_the_bf16_twin_is_made_once_remade_when_a_weight_changes_and_keeps_ties():
+    model = build_model(tiny_config("stack", tie_embeddings=True)).eval()
+    twin = bf16_twin(model)
+    assert bf16_twin(model) is twin  # reused while the weights stand
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in twin.parameters())
+    tied = [p for p in model.parameters() if p.shape == (model.config.vocab_size, model.config.d_model)]
+    assert len(list(twin.parameters())) == len(list(model.parameters()))  # a tied weight is still one tensor
+    with torch.no_grad():
+        tied[0].mul_(2.0)  # an in-place change (an optimizer step) counts in the tensor's version
+    again = bf16_twin(model)
+    assert again is not twin
+    assert torch.equal(next(again.parameters()), next(model.parameters()).detach().to(torch.bfloat16))
+
+
+def test_fp32_precision_and_a_model_in_bf16_already_decode_as_they_are():
+    model = build_model(tiny_config("stack")).eval()
+    assert decoding_model(model, "fp32", 1) == (model, "fp32")
+    native = build_model(tiny_config("stack")).eval().to(torch.bfloat16)
+    assert decoding_model(native, "bf16", 1) == (native, "bf16")  # weights in bf16 already
+
+
+def test_a_probe_that_measures_fp32_faster_drops_its_bf16_twin(calibrated):
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("auto is fp32 without a choice on a CPU without native bf16")
+    calibrated("fp32")
+    model = build_model(tiny_config("stack")).eval()
+    assert decoding_precision(model, "auto", 1) == "fp32"
+    assert model not in precision_module._TWINS

@@ -32,6 +32,7 @@ from torch import Tensor
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig
 from triform.generate.engine import numerics, plan_rows
+from triform.generate.precision import decoding_model
 from triform.generate.logits import NEG_INF, warp
 from triform.generate.search import Decode, Penalties, Row, StopStrings, finish, row_generators, sample
 from triform.generate.session import start_session
@@ -111,6 +112,9 @@ class ContinuousBatch:
         capacity = capacity or max_len + max_len // 2
         if capacity < max_len:
             raise ValueError(f"capacity: expected at least the model's max_len {max_len}, got {capacity}")
+        # `auto` is decided as a generation's is (generate/precision.py), for a full set of slots;
+        # bf16 on a CPU runs the model's bf16 twin, whose cache is bf16 too
+        model, precision = decoding_model(model, precision, slots)
         self.model, self.layout, self.decode, self.precision = model, layout, decode, precision
         self.cache = SlotCache(model, slots, capacity, cross=layout.arch == "encoder-decoder")
         self.running: list[Running] = []  # slot i holds running[i]

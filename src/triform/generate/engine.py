@@ -16,7 +16,7 @@ import torch
 from triform.errors import TriformError
 from triform.generate.beam import beam_search
 from triform.generate.config import GenerationConfig
-from triform.generate.precision import decoding_precision
+from triform.generate.precision import decoding_model
 from triform.generate.search import Decode, Row, StopStrings, decode_steps
 from triform.generate.session import start_session
 from triform.kernels.int8 import quantized_scheme
@@ -145,8 +145,9 @@ def steps(
 ) -> tuple[list[Row], Iterator[list[tuple[int, int]]]]:
     """Greedy decoding or sampling, step by step: the rows (filled in as the iterator runs) and an
     iterator of each step's (row, token) pairs. Rows are prompt-major, num_return_sequences each."""
+    model, precision = decoding_model(model, config.precision, len(prompts) * config.num_return_sequences)
     rows, iterator = decoding(model, layout, prompts, config, decode)
-    return rows, step_by_step(model, decoding_precision(model, config.precision, len(rows)), iterator)
+    return rows, step_by_step(model, precision, iterator)
 
 
 def generate_ids(
@@ -162,10 +163,11 @@ def generate_ids(
     if not prompts:
         return []
     if config.num_beams == 1:
+        model, precision = decoding_model(model, config.precision, len(prompts) * config.num_return_sequences)
         rows, iterator = decoding(model, layout, prompts, config, decode)
         # One context around all steps, not one per step (step_by_step): autocast's weight casts are
         # kept, and entering the contexts cost a small model's step a tenth of its time.
-        with numerics(model, decoding_precision(model, config.precision, len(rows))):
+        with numerics(model, precision):
             for _ in iterator:
                 pass
         return rows
@@ -178,7 +180,8 @@ def beam_ids(
     """Beam search for every prompt (whatever config.num_beams, one included): the n best of each."""
     framed, rows = plan_rows(model, layout, prompts, config)
     stops = StopStrings(config.stop, decode)
-    with inference(model, decoding_precision(model, config.precision, len(rows) * config.num_beams)):
+    model, precision = decoding_model(model, config.precision, len(rows) * config.num_beams)
+    with inference(model, precision):
         session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
         return beam_search(
             session, rows, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
