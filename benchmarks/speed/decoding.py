@@ -14,7 +14,7 @@ import torch
 from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits, matmul_parameters
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
 from triform.generate.precision import decoding_precision
-from triform.precision import resolved_name
+from triform.precision import native_bf16, resolved_name
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
         "transformers fp32": theirs,
         f"triform default ({default})": ours("auto", "triform default"),
     }
+    if native_bf16(torch.device("cpu")):  # both precisions auto chooses between, whichever it chose
+        variants["triform bf16"] = ours("bf16", "triform bf16")
     info = {
         "model": spec.name,
         "strategy": strategy,

@@ -53,7 +53,7 @@ def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
     n_tokens = info["batch"] * info["new_tokens"]
     variants = {}
     for name, values in seconds.items():
-        precision = info["default_precision"] if "default" in name else "fp32"
+        precision = info["default_precision"] if "default" in name else "bf16" if "bf16" in name else "fp32"
         bytes_per_step = info["weights_per_step"] * (2 if precision == "bf16" else 4)
         bound = bytes_per_step / (read_gb_s * 1e9)
         per_step = median(values) / info["new_tokens"]
@@ -70,6 +70,8 @@ def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
         ("same dtype, fp32", "triform fp32", "transformers fp32", DECODING_TARGETS[kind]),
         (f"{default} vs transformers fp32", default, "transformers fp32", DEFAULT_OVER_FP32_TARGETS.get(kind)),
     ]
+    if "triform bf16" in seconds:  # the precision auto did not choose, where it had the choice
+        comparisons.append(("triform bf16 vs transformers fp32", "triform bf16", "transformers fp32", None))
     return {"variants": variants, "comparisons": compare(seconds, comparisons)}
 
 

@@ -237,7 +237,8 @@ TRAINING_NOTE = (
 )
 DECODING_NOTE = (
     "A step is one new token for every row. The bound is the time to read the matmul weights once from memory at "
-    "the measured read bandwidth (fp32: 4 bytes per weight; bf16 autocast keeps one bf16 copy: 2 bytes); a share "
-    "of 100 % would mean decoding at memory speed. triform's default precision is bf16 autocast where the CPU "
-    "computes in bf16 natively, fp32 otherwise."
+    "the measured read bandwidth (fp32: 4 bytes per weight; bf16: 2 bytes); a share of 100 % would mean decoding "
+    "at memory speed. triform bf16 decodes on a CPU with the weights in bf16 (a twin of the model, no autocast); "
+    "triform's default precision is what one step measured faster on this machine, for the model and row count, "
+    "where the CPU computes in bf16 natively, fp32 otherwise."
 )
