@@ -400,3 +400,70 @@ def test_findings_name_the_winner_of_each_task_and_on_average_with_the_spread():
     assert ranking[0][2] == pytest.approx(0.125 * 2**0.5) == ranking[1][2]  # the spread over the two seeds
     assert "- **on average over the 4 tasks** (mean rank among the 3 rows" in text
     assert "won by stack + clm + causal (1.4 ± 0.2), ahead of stack + span + causal (2.1 ± 0.2) by 0.8: clearly" in text
+
+
+def test_head_to_head_holds_a_rival_against_its_rival_and_a_mixture_against_each_specialist():
+    from triform.compare.findings import findings
+    from triform.compare.plan import Entry
+    from triform.compare.table import aggregate, score_columns
+
+    # electra trails mlm on genre beyond the noise; ul2 trails clm on next-token within noise and
+    # beats span on restore clearly.
+    runs = {
+        ("stack", "mlm"): [
+            dict(next=0.10, masked=0.30, restore=20.0, genre=0.40),
+            dict(next=0.11, masked=0.31, restore=21.0, genre=0.41),
+        ],
+        ("stack", "electra"): [
+            dict(next=0.09, masked=0.05, restore=20.0, genre=0.30),
+            dict(next=0.10, masked=0.06, restore=21.0, genre=0.31),
+        ],
+        ("stack", "clm"): [
+            dict(next=0.30, masked=0.02, restore=10.0, genre=0.35),
+            dict(next=0.32, masked=0.03, restore=11.0, genre=0.36),
+        ],
+        ("stack", "span"): [
+            dict(next=0.05, masked=0.01, restore=30.0, genre=0.20),
+            dict(next=0.06, masked=0.02, restore=30.5, genre=0.21),
+        ],
+        ("stack", "ul2"): [
+            dict(next=0.29, masked=0.20, restore=40.0, genre=0.38),
+            dict(next=0.31, masked=0.21, restore=41.0, genre=0.39),
+        ],
+    }
+    results = [fake_result(a, o, seed, s) for (a, o), both in runs.items() for seed, s in enumerate(both)]
+    chosen = [Entry(a, o, "causal") for a, o in runs]
+    text = findings(aggregate(results, chosen, score_columns("genre")), None, "genre")
+    block = text[text.index("Head to head:") :]
+    assert "- **stack + electra + causal against stack + mlm + causal**" in block
+    assert (
+        "  - genre (genre accuracy): 30.5 ± 0.7 % against 40.5 ± 0.7 %: stack + mlm + causal ahead by 10.0 points, "
+        "clearly." in block
+    )
+    assert "- **stack + ul2 + causal against each specialist**:" in block
+    assert (
+        "on stack + clm + causal's own task, next-token (next-token accuracy): 30.0 ± 1.4 % against 31.0 ± 1.4 %: "
+        "stack + clm + causal ahead by 1.0 points, within noise." in block
+    )
+    assert (
+        "own task, restore (restore chrF): 40.5 ± 0.7 against 30.2 ± 0.4: stack + ul2 + causal ahead by 10.2, clearly"
+        in block
+    )
+    assert "own task, masked-token" in block and "stack + electra + causal's own task" not in block  # no specialty
+    assert block.count("  - on genre (genre accuracy), against ") == 3  # one per specialist: clm, mlm, span
+    assert "on average (mean rank over the 4 tasks among all 5 rows, 1 best)" in block
+    assert "stack + span + causal 4.2 ± 0.0 (the mixture ahead, clearly)" in block
+
+
+def test_a_table_without_rivals_or_mixtures_has_no_head_to_head():
+    from triform.compare.findings import findings
+    from triform.compare.plan import Entry
+    from triform.compare.table import aggregate, score_columns
+
+    runs = {
+        ("stack", "clm"): dict(next=0.3, masked=0.1, restore=20.0, genre=0.4),
+        ("stack", "mlm"): dict(next=0.1, masked=0.3, restore=21.0, genre=0.3),
+    }
+    results = [fake_result(a, o, 0, s) for (a, o), s in runs.items()]
+    table = aggregate(results, [Entry(a, o, "causal") for a, o in runs], score_columns("genre"))
+    assert "Head to head" not in findings(table, None, "genre")

@@ -32,8 +32,8 @@ from torch import Tensor
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig
 from triform.generate.engine import numerics, plan_rows
-from triform.generate.precision import decoding_model
 from triform.generate.logits import NEG_INF, warp
+from triform.generate.precision import decoding_model
 from triform.generate.search import Decode, Penalties, Row, StopStrings, finish, row_generators, sample
 from triform.generate.session import start_session
 from triform.generate.slots import SlotCache

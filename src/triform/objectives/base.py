@@ -65,6 +65,10 @@ class Objective:
     needs: ClassVar[tuple[str, ...]] = ()  # special tokens of its own, beyond those of the layouts
     reads_pairs: ClassVar[bool] = False  # (source, target) pairs rather than plain text
     tokenizer_kind: ClassVar[str] = "bpe"  # the tokenizer its reference model used (`tokenizer.kind auto`)
+    # What `triform compare` holds it against (compare/head_to_head.py): the held-out task it trains
+    # for most directly, as a specialist; and the objective its paper measured it against at equal compute.
+    specialty: ClassVar[str | None] = None  # "next-token", "masked-token" or "restore"
+    rival: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ class CausalLM(Objective):
     """
 
     name = "clm"
+    specialty = "next-token"
 
     @classmethod
     def source_target(cls, arch: str) -> bool:

@@ -26,6 +26,7 @@ class DenoiseOptions:
 
 class Denoise(Objective):
     name = "denoise"
+    specialty = "restore"
     Options = DenoiseOptions
     needs = ("mask",)
 

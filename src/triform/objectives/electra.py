@@ -69,6 +69,7 @@ class ElectraOutputs(NamedTuple):
 
 class Electra(Objective):
     name = "electra"
+    rival = "mlm"  # BERT at the same compute (Clark et al. 2020, Table 1)
     Options = ElectraOptions
     needs = ("cls", "sep", "mask")
     tokenizer_kind = "wordpiece"

@@ -35,6 +35,7 @@ class MaskedLMOptions:
 
 class MaskedLM(Objective):
     name = "mlm"
+    specialty = "masked-token"
     Options = MaskedLMOptions
     needs = ("cls", "sep", "mask")
     tokenizer_kind = "wordpiece"

@@ -31,6 +31,7 @@ class SpanOptions:
 
 class SpanCorruption(Objective):
     name = "span"
+    specialty = "restore"
     Options = SpanOptions
     tokenizer_kind = "unigram"
 
