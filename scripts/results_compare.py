@@ -195,6 +195,14 @@ frequent token) on the two token tasks, the restore task's input copied out unch
 
 {facts["findings"]}
 
+The head-to-head lines settle two claims at equal pretraining compute, each difference beside the seed
+spread of both rows. ELECTRA (Clark et al. 2020) against BERT's masked LM, its paper's comparison, first on
+the fine-tuned task the paper judged by (here the genre of a sentence): the paper's direction is ELECTRA
+ahead. And each mixture (UL2, UniLM) against each specialist on the specialist's own task (next token for
+`clm`, masked token for `mlm`, restore for `span` and `denoise`), on the genre task, and on the mean rank
+over all tasks: their papers' claim is that the mixture comes close to each specialist on its task and wins
+on average.
+
 At this scale (minutes of pretraining of models with {stack_parameters(settings):,} non-embedding parameters per
 stack) a difference shows only where the words above say so; where the models do no better than the row that
 needs no model, the budget is too small for that task, and the table says nothing about what these objectives
