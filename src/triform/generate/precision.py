@@ -11,9 +11,10 @@ the model's shape and row count, the faster kept for the process (and on disk wi
 On a CPU, decoding in bf16 means the weights in bf16, not autocast (`decoding_model`): a twin of the
 model with every floating weight cast once, run without autocast. Autocast keeps the residual stream
 in fp32 and runs norms and softmax in fp32, so each step casts the activations to and fro around
-every product; with the weights themselves in bf16 a step reads half the bytes and casts nothing
-(on the Xeon with AMX, 1.3 to 1.6 times faster per step than fp32 where autocast was slower). The
-twin is kept beside the model (half its memory again) until the model's weights change.
+every product; with the weights themselves in bf16 a step reads half the bytes and casts nothing.
+On an Intel Xeon with AVX512-BF16 and no AMX (benchmarks/results.md) that made GPT beam search 1.27
+times faster than fp32 and left greedy decoding level with it, which is why `auto` still measures.
+The twin is kept beside the model (half its memory again) until the model's weights change.
 """
 
 from __future__ import annotations
@@ -63,10 +64,13 @@ def decoding_model(model: nn.Module, precision: str, rows: int) -> tuple[nn.Modu
     """The model a generation of `rows` rows runs and the precision to run it at: on a CPU, where
     the precision comes out bf16, the model's bf16 twin at "fp32" (its weights are bf16 already:
     no autocast); otherwise the model itself at the precision `decoding_precision` gives."""
-    chosen = decoding_precision(model, precision, rows)
-    if not bf16_weights(model, chosen):
-        return model, chosen
-    return bf16_twin(model), "fp32"
+    return run_as(model, decoding_precision(model, precision, rows))
+
+
+def run_as(model: nn.Module, precision: str) -> tuple[nn.Module, str]:
+    """(model, precision) to run for a decided `precision`: the bf16 twin at "fp32" (no autocast)
+    where its weights go to bf16, else the pair as given."""
+    return (bf16_twin(model), "fp32") if bf16_weights(model, precision) else (model, precision)
 
 
 def bf16_weights(model: nn.Module, precision: str) -> bool:
@@ -111,7 +115,7 @@ def one_step(model, precision: str, rows: int) -> None:
     """A forward pass of one token per row at `precision`: a decoding step's products and per-token
     work, without a cache (an encoder-decoder also encodes one token); bf16 on a CPU runs the bf16
     twin, as generation would."""
-    model, precision = (bf16_twin(model), "fp32") if bf16_weights(model, precision) else (model, precision)
+    model, precision = run_as(model, precision)
     device = next(model.parameters()).device
     ids = torch.full((rows, 1), model.config.vocab_size - 1, dtype=torch.long, device=device)
     bf16 = autocast_dtype(precision, device) is not None
