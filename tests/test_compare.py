@@ -359,10 +359,18 @@ def fake_result(arch: str, objective: str, seed: int, scores: dict) -> dict:
     }
 
 
-def test_findings_name_the_winner_of_each_task_and_on_average_with_the_spread():
-    from triform.compare.findings import findings, mean_ranks
+def table_of(runs: dict) -> list[dict]:
+    """The aggregated table (with the genre task) of fake runs {(arch, objective): [scores per seed]}."""
     from triform.compare.plan import Entry
     from triform.compare.table import aggregate, score_columns
+
+    results = [fake_result(a, o, seed, s) for (a, o), per_seed in runs.items() for seed, s in enumerate(per_seed)]
+    chosen = [Entry(a, o, None if o == "none" else "causal") for a, o in runs]
+    return aggregate(results, chosen, score_columns("genre"))
+
+
+def test_findings_name_the_winner_of_each_task_and_on_average_with_the_spread():
+    from triform.compare.findings import findings, mean_ranks
 
     # clm wins next and masked clearly, span wins restore within noise, none wins genre clearly.
     # Ranked per seed over the four tasks: clm (1, 1, 2, 2) -> 1.5 on seed 0 and (1, 1, 1, 2) -> 1.25
@@ -381,9 +389,7 @@ def test_findings_name_the_winner_of_each_task_and_on_average_with_the_spread():
             dict(next=0.11, masked=0.02, restore=6.0, genre=0.61),
         ],
     }
-    results = [fake_result(a, o, seed, s) for (a, o), both in runs.items() for seed, s in enumerate(both)]
-    chosen = [Entry("stack", "clm", "causal"), Entry("stack", "span", "causal"), Entry("stack", "none", None)]
-    table = aggregate(results, chosen, score_columns("genre"))
+    table = table_of(runs)
     text = findings(table, None, "genre")
     assert (
         "- **next-token** (next-token accuracy): won by stack + clm + causal (30.5 ± 0.7 %), ahead of "
@@ -404,8 +410,6 @@ def test_findings_name_the_winner_of_each_task_and_on_average_with_the_spread():
 
 def test_head_to_head_holds_a_rival_against_its_rival_and_a_mixture_against_each_specialist():
     from triform.compare.findings import findings
-    from triform.compare.plan import Entry
-    from triform.compare.table import aggregate, score_columns
 
     # electra trails mlm on genre beyond the noise; ul2 trails clm on next-token within noise and
     # beats span on restore clearly.
@@ -431,9 +435,7 @@ def test_head_to_head_holds_a_rival_against_its_rival_and_a_mixture_against_each
             dict(next=0.31, masked=0.21, restore=41.0, genre=0.39),
         ],
     }
-    results = [fake_result(a, o, seed, s) for (a, o), both in runs.items() for seed, s in enumerate(both)]
-    chosen = [Entry(a, o, "causal") for a, o in runs]
-    text = findings(aggregate(results, chosen, score_columns("genre")), None, "genre")
+    text = findings(table_of(runs), None, "genre")
     block = text[text.index("Head to head:") :]
     assert "- **stack + electra + causal against stack + mlm + causal**" in block
     assert (
@@ -457,13 +459,9 @@ def test_head_to_head_holds_a_rival_against_its_rival_and_a_mixture_against_each
 
 def test_a_table_without_rivals_or_mixtures_has_no_head_to_head():
     from triform.compare.findings import findings
-    from triform.compare.plan import Entry
-    from triform.compare.table import aggregate, score_columns
 
     runs = {
-        ("stack", "clm"): dict(next=0.3, masked=0.1, restore=20.0, genre=0.4),
-        ("stack", "mlm"): dict(next=0.1, masked=0.3, restore=21.0, genre=0.3),
+        ("stack", "clm"): [dict(next=0.3, masked=0.1, restore=20.0, genre=0.4)],
+        ("stack", "mlm"): [dict(next=0.1, masked=0.3, restore=21.0, genre=0.3)],
     }
-    results = [fake_result(a, o, 0, s) for (a, o), s in runs.items()]
-    table = aggregate(results, [Entry(a, o, "causal") for a, o in runs], score_columns("genre"))
-    assert "Head to head" not in findings(table, None, "genre")
+    assert "Head to head" not in findings(table_of(runs), None, "genre")
