@@ -39,6 +39,7 @@ from speed.results import write_results  # noqa: E402
 from speed.timing import alternate  # noqa: E402
 
 from triform.kernels.calibrate import calibration  # noqa: E402
+from triform.kernels.host_memory import freed_memory_kept  # noqa: E402
 from triform.precision import resolved_name  # noqa: E402
 
 TRAINING_CASES = {"gpt-train": "gpt", "bert-train": "bert", "bart-train": "bart"}
@@ -71,7 +72,10 @@ def run_training(case: str, args, specs: dict) -> dict:
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     }
     info["default_precision"] = resolved_name("auto", torch.device("cpu"))
-    timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case, clock=CLOCKS[args.clock])
+    # both sides' steps keep freed host memory for reuse, as `triform train` does (kernels/host_memory.py)
+    with freed_memory_kept() as kept:
+        timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case, clock=CLOCKS[args.clock])
+    info["freed_memory_kept"] = kept
     return {"kind": "training", "info": info, "timing": timing, "figures": training_figures(case, timing, info, gemm)}
 
 

@@ -186,7 +186,8 @@ def machine_markdown(cases: dict) -> list[str]:
                 f"{gemm['fp32']:.0f} GFLOP/s in fp32, {gemm['bf16']:.0f} GFLOP/s in bf16; largest logit "
                 f"difference {info['logit_difference']:.1e}; loss on the batch (eval mode, fp32) "
                 f"{losses['triform']:.5f} in triform, {losses['transformers']:.5f} in transformers"
-                f"{compile_note(info)}."
+                f"{compile_note(info)}"
+                f"{'; freed host memory kept for reuse on both sides' if info.get('freed_memory_kept') else ''}."
             )
     if decoded:
         lines += ["", "### Generation", "", DECODING_NOTE, ""] + decoding_table(decoded) + [""]
@@ -233,7 +234,9 @@ TRAINING_NOTE = (
     "keys per token and layer for attention (PaLM, appendix B), with the output projection counted at predicted "
     "positions only (for the masked LM, the masked ones). MFU divides the achieved model FLOP/s by the speed this "
     "machine reached, in the same run, on the step's own matrix products (forward and both backward products of "
-    "every linear layer, at their shapes), in the variant's dtype."
+    "every linear layer, at their shapes), in the variant's dtype. Both sides' steps run with freed host memory kept "
+    "in the process for the next step, as `triform train` does (kernels/host_memory.py: glibc's mallopt; "
+    "transformers' users get the same with MALLOC_MMAP_MAX_=0), where a case's line says so."
 )
 DECODING_NOTE = (
     "A step is one new token for every row. The bound is the time to read the matmul weights once from memory at "

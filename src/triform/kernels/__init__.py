@@ -13,6 +13,7 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.
 - `int8`: `quantize(model, "int8")`, int8 weights per output channel for CPU inference.
+- `host_memory`: freed host memory kept in the process for the next step while a CPU training runs.
 """
 
 from triform.kernels.attention import attend

@@ -18,6 +18,7 @@ from triform.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_built, read_confi
 from triform.data.tokenizers import save_tokenizer
 from triform.errors import TriformError
 from triform.io import atomic_write
+from triform.kernels.host_memory import freed_memory_kept
 from triform.models import build_model
 from triform.models.adapters import is_adapter_folder, read_adapter
 from triform.models.lora import LoraOptions, add_adapters
@@ -67,7 +68,8 @@ def run_training(
         trainer = Trainer(job, processes, run_dir, reporter if processes.is_main else None)
         if resume:
             trainer.resume()
-        return trainer.run(should_stop)
+        with freed_memory_kept(job.loop.keep_freed_memory and processes.device.type == "cpu"):
+            return trainer.run(should_stop)
     finally:
         stop(processes)
 
