@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ from torch.profiler import profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import training
 from speed.models import model_specs
+from speed.profiling import PRODUCTS
 
-PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
+from triform.kernels.host_memory import freed_memory_kept
 
 
 def main() -> None:
@@ -30,7 +32,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     spec = model_specs()[args.case]
     variants, _ = training.training_variants(spec, training.SHAPES[args.case], False)
+    kept = ExitStack()
     for name in ("triform fp32", "triform bf16"):
+        kept.enter_context(freed_memory_kept())  # as benchmarks/run.py and `triform train` run steps
         variants[name]()  # warm-up: first-call allocations and weight casts
         with profile() as profiler:
             variants[name]()
@@ -42,6 +46,7 @@ def main() -> None:
             f"{100 * products / total:.0f} %"
         )
         print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    kept.close()
 
 
 if __name__ == "__main__":

@@ -124,3 +124,32 @@ def test_the_packing_benchmark_times_both_packs_and_writes_its_section(tmp_path)
     assert all(case["documents_per_row"] > 1 for case in stored["cases"])  # the windows do pack documents
     text = module.section(stored, stored["command"])
     assert "| gpt | 4 × 32" in text and "| bert | 4 × 32" in text and "bf16" in text and "fp32" in text
+
+
+def test_the_int8_table_says_what_bounds_triform_against_ctranslate2_and_the_load_only_when_loaded(monkeypatch):
+    pytest.importorskip("ctranslate2")
+    spec = importlib.util.spec_from_file_location("int8_benchmark", ROOT / "benchmarks" / "int8.py")
+    int8 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(int8)
+    steps = {"triform int8": 3.0, "ctranslate2 int8": 1.8, "triform default": 3.8, "triform fp32": 5.8}
+    row = {
+        "model": "gpt",
+        "batch": 1,
+        "ms_per_step": {**steps, "transformers fp32": 6.4},
+        "int8_products_ms": 1.0,
+        "int8_operators_per_step": 700.0,
+        **{key: 1.0 for key in ("int8_over_ct2", "int8_over_default", "int8_over_transformers")},
+        "int8_vs_fp32_tokens": 1.0,
+        "ct2_vs_int8_tokens": 1.0,
+        "fp32_identical_to_transformers": True,
+        "weights": 10**6,
+    }
+    fast = {**row, "batch": 8, "int8_products_ms": 2.5}  # 0.5 ms outside: under 1.8 / 1.5
+    args = type("Args", (), {"threads": 1, "repeats": 5})
+    monkeypatch.setattr(int8.os, "cpu_count", lambda: 2)
+    quiet = int8.table([{**row, "load": [0.9, 1.0]}, {**fast, "load": [1.0]}], args, 30.0)
+    assert "- gpt batch 1: 2.00 ms outside products (700 operators per step), more than the 1.20 ms" in quiet
+    assert "- gpt batch 8: 0.50 ms outside products (700 operators per step), less than the 1.20 ms" in quiet
+    assert "loaded by other work" not in quiet
+    loaded = int8.table([{**row, "load": [5.0, 6.0]}], args, 30.0)
+    assert "loaded by other work (median load average 5.5 on 2 cores)" in loaded

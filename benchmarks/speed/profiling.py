@@ -1,0 +1,28 @@
+"""How much of a run's time its matrix products take, by torch.profiler: what bounds a step that is
+not at the matmul rate or at memory speed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch.profiler import profile
+
+# The operators that compute matrix products: torch's and oneDNN's, and the int8 ones (fbgemm's
+# dynamic quantized linear, torch's weight-only int8 kernel)
+PRODUCTS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "mkldnn::_linear_pointwise",
+    "quantized::linear_dynamic",
+    "aten::_weight_int8pack_mm",
+)
+
+
+def product_seconds(run: Callable[[], object]) -> tuple[float, int]:
+    """(operator seconds in matrix products, operators called) of one call of `run`, profiled."""
+    with profile() as profiler:
+        run()
+    events = profiler.key_averages()
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS)
+    return products / 1e6, sum(e.count for e in events)
