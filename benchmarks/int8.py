@@ -205,7 +205,8 @@ def bound_lines(results: list[dict]) -> list[str]:
     lines = [
         '"Outside products" is triform int8\'s median step less the time its matrix products took under '
         "torch.profiler: the Python of the model's forward, the dispatch of its operators (norms, residual adds, "
-        "attention, the KV cache, views), and the choice of the next token."
+        "attention, the KV cache, views), and the choice of the next token.",
+        "",
     ]
     for r in results:
         target = r["ms_per_step"]["ctranslate2 int8"] / 1.5
