@@ -10,6 +10,7 @@ from triform.checkpoint import save_model
 from triform.cli import main
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, TextGenerator, generate_ids, resolve_layout
+from triform.generate.precision import run_as
 from triform.generate.session import start_session
 from triform.generate.speculative import speculative_ids, verify
 from triform.models import build_model
@@ -156,3 +157,27 @@ def test_sampling_with_a_draft_draws_from_the_models_distribution():
     distance = sum(abs(counts.get(pair, 0) / len(rows) - p) for pair, p in exact.items()) / 2
     draft_distance = sum(abs(drafts.get(pair, 0) - p) for pair, p in exact.items()) / 2
     assert distance < 0.08 and draft_distance > 0.3  # total variation; about 0.04 expected from sampling alone
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_bf16_on_a_cpu_runs_both_models_bf16_twins_with_the_plain_greedy_output(arch, monkeypatch):
+    """As plain decoding does (generate/precision.py): the weights in bf16, no autocast; the callers'
+    models stay fp32."""
+    import triform.generate.speculative as speculative
+
+    model, draft = models(arch)
+    layout = resolve_layout(arch, SPECIALS)
+    config = GenerationConfig(max_new_tokens=12, min_new_tokens=4, precision="bf16")
+    ran = []
+
+    def recording(which, precision):
+        chosen = run_as(which, precision)
+        ran.append((next(chosen[0].parameters()).dtype, chosen[1]))
+        return chosen
+
+    monkeypatch.setattr(speculative, "run_as", recording)
+    rows, _ = speculative_ids(model, draft, layout, PROMPTS, config, k=2)
+    assert ran == [(torch.bfloat16, "fp32")] * 2  # model and draft: bf16 weights, no autocast
+    plain = [row.tokens for row in generate_ids(model, layout, PROMPTS, config)]
+    assert [row.tokens for row in rows] == plain
+    assert all(p.dtype == torch.float32 for p in [*model.parameters(), *draft.parameters()])

@@ -23,6 +23,7 @@ from torch import Tensor
 from triform.errors import TriformError
 from triform.generate.config import GenerationConfig
 from triform.generate.logits import NEG_INF, warp
+from triform.generate.precision import decoding_precision, run_as
 from triform.generate.search import Row, StopStrings, finish, row_generators
 from triform.generate.session import start_session
 from triform.objectives import PromptLayout
@@ -123,7 +124,11 @@ def speculative_ids(
     generators = row_generators(framed, config.seed, n) if config.do_sample else [None] * len(rows)
     stats = Acceptance()
     stops = StopStrings(config.stop, decode)
-    with evaluation(model), evaluation(draft), numerics(model, config.precision):
+    # One precision for both, decided for the model's verification pass of k + 1 tokens; on a CPU,
+    # bf16 runs both models' bf16 twins (generate/precision.py), not autocast.
+    precision = decoding_precision(model, config.precision, k + 1)
+    (model, precision), (draft, _) = run_as(model, precision), run_as(draft, precision)
+    with evaluation(model), evaluation(draft), numerics(model, precision):
         for ids, row, generator in zip(framed, rows, generators):
             Speculation(model, draft, layout, config, k, stops).run(ids, row, generator, stats)
     return rows, stats
