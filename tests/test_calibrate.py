@@ -138,3 +138,34 @@ def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, c
     assert stored["choices"] == {key: choice.kernel for key, choice in table}
     expected = "onednn" if linear_module.ONEDNN else "torch"
     assert {kernel for key, kernel in stored["choices"].items() if key.startswith("linear")} == {expected}
+
+
+def test_kernels_first_met_inside_a_checkpointed_block_are_timed_without_recomputing_it():
+    """Activation checkpointing packs a block's saved tensors to recompute them in the backward pass;
+    a candidate's timed backward pass inside the block must not trigger that recomputation (which
+    asked the locked table again and hung the first training step of a new machine)."""
+    import threading
+
+    from triform.config import ModelConfig
+    from triform.models import build_model
+    from triform.models.stack import checkpoint_activations
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2, vocab_size=50, max_len=16))
+    checkpoint_activations(model.train())
+    fresh = Calibration(timer=lambda name, run: 1.0, read_disk=False)  # every candidate still runs once
+    old = set_calibration(fresh)
+    finished = []
+
+    def step():
+        model(torch.randint(0, 50, (2, 12)), "causal").sum().backward()
+        finished.append(True)
+
+    try:
+        worker = threading.Thread(target=step, daemon=True)  # a hang fails the test instead of the run
+        worker.start()
+        worker.join(timeout=60)
+        assert finished, "the checkpointed step did not finish"
+        assert any(key[0] == "attention" for key in fresh.choices)
+    finally:
+        set_calibration(old)

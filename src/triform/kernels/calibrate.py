@@ -85,6 +85,10 @@ class Choice:
     source: str = "measured"  # measured | disk | only candidate
 
 
+def unchanged(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 class Calibration:
     """The kernel chosen for each shape class, measured on first use."""
 
@@ -122,18 +126,22 @@ class Calibration:
     def measure(self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
         best = {name: float("inf") for name in names}
         state = torch.get_rng_state()
-        try:
-            for name in names:  # warm-up: first-call allocations, oneDNN's primitive creation, packing
-                runs[name]()
-            spent = dict.fromkeys(names, 0.0)
-            for round_index in range(MAX_ROUNDS):
-                if round_index >= MIN_ROUNDS and min(spent.values()) >= ROUND_SECONDS:
-                    break
-                for name in names:
-                    seconds = self.timer(name, runs[name])
-                    best[name], spent[name] = min(best[name], seconds), spent[name] + seconds
-        finally:
-            torch.set_rng_state(state)
+        # The candidates' own saved tensors stay plain: inside a checkpointed block (activation
+        # checkpointing's hooks), a timed backward pass would otherwise recompute the whole block,
+        # which asks this table for its kernels again while it is locked, and never returns.
+        with torch.autograd.graph.saved_tensors_hooks(unchanged, unchanged):
+            try:
+                for name in names:  # warm-up: first-call allocations, oneDNN's primitive creation, packing
+                    runs[name]()
+                spent = dict.fromkeys(names, 0.0)
+                for round_index in range(MAX_ROUNDS):
+                    if round_index >= MIN_ROUNDS and min(spent.values()) >= ROUND_SECONDS:
+                        break
+                    for name in names:
+                        seconds = self.timer(name, runs[name])
+                        best[name], spent[name] = min(best[name], seconds), spent[name] + seconds
+            finally:
+                torch.set_rng_state(state)
         return best
 
     def stored(self) -> dict[str, str]:
