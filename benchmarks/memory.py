@@ -10,7 +10,9 @@ triform full fine-tuning in fp32; full with activation checkpointing and bf16 au
 on every attention projection) with checkpointing and bf16; and the same three in Hugging Face
 transformers (GPT2LMHeadModel, torch's AdamW, `gradient_checkpointing_enable`, peft's LoRA when peft
 is installed), on the same weights and token ids. A step is forward, loss, backward and an
-optimizer step; the first is a warm-up, the median of the others is reported. Results go to
+optimizer step; the first is a warm-up, the median of the others is reported. triform's cases keep
+freed host memory for the next step where `triform train` would (kernels/host_memory.py), or with
+--keep-freed-memory (results then in memory-kept.json and .md). Results go to
 benchmarks/memory.json and benchmarks/memory.md; the machine may be shared (the load average is
 recorded), so the times are rough and the memory is the claim.
 """
@@ -124,24 +126,30 @@ def hf_case(folder: Path, case: dict):
     return model, step
 
 
-def run_case(name: str, work: Path, steps: int) -> dict:
-    """One case, in this process: the figures as a dict."""
+def run_case(name: str, work: Path, steps: int, keep: bool = False) -> dict:
+    """One case, in this process: the figures as a dict. triform's steps keep freed host memory for
+    reuse where `triform train` would (--train.keep_freed_memory), or with `keep`."""
+    from triform.kernels.host_memory import freed_memory_kept
+    from triform.train.config import LoopConfig
+
     case = CASES[name]
     folder = work / ("triform" if case["system"] == "triform" else "hf")
-    started = time.perf_counter()
-    model, step = (triform_case if case["system"] == "triform" else hf_case)(folder, case)
-    load_s = time.perf_counter() - started
-    after_load = peak_rss_gib()
-    times, losses = [], []
-    for _ in range(steps + 1):
-        began = time.perf_counter()
-        losses.append(step())
-        times.append(time.perf_counter() - began)
+    with freed_memory_kept(case["system"] == "triform" and (keep or LoopConfig.keep_freed_memory)) as kept:
+        started = time.perf_counter()
+        model, step = (triform_case if case["system"] == "triform" else hf_case)(folder, case)
+        load_s = time.perf_counter() - started
+        after_load = peak_rss_gib()
+        times, losses = [], []
+        for _ in range(steps + 1):
+            began = time.perf_counter()
+            losses.append(step())
+            times.append(time.perf_counter() - began)
+        peak = peak_rss_gib()
     parameters = list({id(p): p for p in model.parameters()}.values())
     return {
         "case": name,
         **case,
-        "peak_rss_gib": round(peak_rss_gib(), 3),
+        "peak_rss_gib": round(peak, 3),
         "rss_after_load_gib": round(after_load, 3),
         "load_s": round(load_s, 2),
         "parameters": sum(p.numel() for p in parameters),
@@ -150,6 +158,7 @@ def run_case(name: str, work: Path, steps: int) -> dict:
         "first_step_s": round(times[0], 2),
         "losses": [round(x, 4) for x in losses],
         "load_average": os.getloadavg()[0],
+        "freed_memory_kept": kept,
     }
 
 
@@ -172,7 +181,7 @@ def cpu_name() -> str:
 def table(results: list[dict], cpu: str, command: str) -> str:
     lines = [
         f"GPT-2 small (124M), batch {BATCH} x {LENGTH} tokens, AdamW; LoRA rank {RANK} on the attention projections.",
-        f"CPU: {cpu}, {os.cpu_count()} cores (shared; load average at each case in benchmarks/memory.json).",
+        f"CPU: {cpu}, {os.cpu_count()} cores (load average at each case in the JSON beside this file).",
         f"Command: `{command}`",
         "",
         "| case | micro-batch | peak RSS (GiB) | trainable parameters | step (s) | load average |",
@@ -187,9 +196,8 @@ def table(results: list[dict], cpu: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merged(results: list[dict]) -> list[dict]:
-    """These results with those of benchmarks/memory.json for the other cases, in CASES' order."""
-    path = HERE / "memory.json"
+def merged(results: list[dict], path: Path) -> list[dict]:
+    """These results with those `path` holds for the other cases, in CASES' order."""
     by_case = {r["case"]: r for r in json.loads(path.read_text())["results"]} if path.is_file() else {}
     by_case.update({r["case"]: r for r in results})
     return [by_case[name] for name in CASES if name in by_case]
@@ -200,10 +208,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="where the GPT-2 small folders are (made if missing)")
     parser.add_argument("--only", nargs="*", default=None, help="cases whose name contains one of these words")
     parser.add_argument("--steps", type=int, default=1, help="timed steps after the warm-up")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="triform's steps keep freed host memory, as --train.keep_freed_memory true does; results go to "
+        "memory-kept.json and memory-kept.md",
+    )
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # one case, in a child process
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.work, args.steps)))
+        print(json.dumps(run_case(args.case, args.work, args.steps, args.keep_freed_memory)))
         return
     sys.path.insert(0, str(HERE))
     from gpt2_small import prepare
@@ -216,6 +230,7 @@ def main() -> None:
             print(f"{name}: skipped (peft is not installed)", file=sys.stderr)
             continue
         command = [sys.executable, __file__, "--work", str(args.work), "--steps", str(args.steps), "--case", name]
+        command += ["--keep-freed-memory"] if args.keep_freed_memory else []
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
@@ -223,10 +238,13 @@ def main() -> None:
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)
     cpu = cpu_name()
+    prefix = HERE / ("memory-kept" if args.keep_freed_memory else "memory")
     shown = "nice -n 10 .venv/bin/python benchmarks/memory.py --work /tmp/gpt2-small"
-    results = merged(results)  # a run of some cases replaces those and keeps the others
-    (HERE / "memory.json").write_text(json.dumps({"cpu": cpu, "results": results}, indent=2) + "\n")
-    (HERE / "memory.md").write_text("# Fine-tuning memory at GPT-2 small's size\n\n" + table(results, cpu, shown))
+    shown += " --keep-freed-memory" if args.keep_freed_memory else ""
+    results = merged(results, prefix.with_suffix(".json"))  # a run of some cases replaces those, keeps the others
+    prefix.with_suffix(".json").write_text(json.dumps({"cpu": cpu, "results": results}, indent=2) + "\n")
+    title = "# Fine-tuning memory at GPT-2 small's size" + (", freed memory kept" if args.keep_freed_memory else "")
+    prefix.with_suffix(".md").write_text(f"{title}\n\n" + table(results, cpu, shown))
     print(table(results, cpu, shown))
 
 

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                      # everything (a few minutes on 2 quiet cores)
     .venv/bin/python benchmarks/run.py --only gpt-train     # one case; or a family: --only gpt, --only train
     .venv/bin/python benchmarks/run.py --compile            # torch.compile both sides' training steps
+    .venv/bin/python benchmarks/run.py --keep-freed-memory  # training steps keep freed host memory for reuse
     .venv/bin/python benchmarks/run.py --list               # the cases
     .venv/bin/python benchmarks/run.py --rewrite            # the tables again from results.json
 
@@ -72,8 +73,8 @@ def run_training(case: str, args, specs: dict) -> dict:
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     }
     info["default_precision"] = resolved_name("auto", torch.device("cpu"))
-    # both sides' steps keep freed host memory for reuse, as `triform train` does (kernels/host_memory.py)
-    with freed_memory_kept() as kept:
+    # with --keep-freed-memory, both sides' steps keep freed host memory for reuse (kernels/host_memory.py)
+    with freed_memory_kept(args.keep_freed_memory) as kept:
         timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case, clock=CLOCKS[args.clock])
     info["freed_memory_kept"] = kept
     return {"kind": "training", "info": info, "timing": timing, "figures": training_figures(case, timing, info, gemm)}
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides' training steps")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="what a round's time is (see CLOCKS)")
     parser.add_argument("--tiny", action="store_true", help="small models and shapes: a check of the benchmark itself")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="training steps of both sides keep freed host memory for reuse, as --train.keep_freed_memory true does",
+    )
     parser.add_argument(
         "--output",
         type=Path,

@@ -234,9 +234,10 @@ TRAINING_NOTE = (
     "keys per token and layer for attention (PaLM, appendix B), with the output projection counted at predicted "
     "positions only (for the masked LM, the masked ones). MFU divides the achieved model FLOP/s by the speed this "
     "machine reached, in the same run, on the step's own matrix products (forward and both backward products of "
-    "every linear layer, at their shapes), in the variant's dtype. Both sides' steps run with freed host memory kept "
-    "in the process for the next step, as `triform train` does (kernels/host_memory.py: glibc's mallopt; "
-    "transformers' users get the same with MALLOC_MMAP_MAX_=0), where a case's line says so."
+    "every linear layer, at their shapes), in the variant's dtype. Where a case's line says so "
+    "(`--keep-freed-memory`), both sides' steps kept freed host memory in the process for the next step, "
+    "as `--train.keep_freed_memory true` does (kernels/host_memory.py: glibc's mallopt; transformers' "
+    "users get the same with MALLOC_MMAP_MAX_=0)."
 )
 DECODING_NOTE = (
     "A step is one new token for every row. The bound is the time to read the matmul weights once from memory at "

@@ -3,15 +3,23 @@
 glibc's malloc serves every block over its mmap threshold (at most 32 MiB) with its own `mmap`,
 and `free` hands it straight back with `munmap`. A training step frees and reallocates the same
 activations and gradients every step, so each one comes back as fresh pages that the kernel must
-fault in and zero. On benchmarks/run.py's GPT (batch 16 x 256, about 1 s a step in bf16 on an AMD
-EPYC with 2 threads) that is 59,000 page faults and 0.14 s of system time per step in bf16, and
-90,000 and 0.34 s in fp32. With mmap off for malloc (`M_MMAP_MAX` 0) and the heap never trimmed
-(`M_TRIM_THRESHOLD` at its largest), freed blocks stay in the heap and the next step reuses them:
-the faults were gone and the steps 12 % faster in both precisions (12 % in bf16 on an Intel Xeon
-without AMX, one thread too). Over 40 steps the resident memory stayed level. The cost: the heap
-holds its high-water mark, and peak RSS rose by about 160 MiB (12 %) on that GPT. On leaving,
-glibc's defaults are set back and the unused heap is returned (`malloc_trim`), so a process that
-trains and then does something else gets its memory back.
+fault in and zero: a bf16 step of benchmarks/run.py's GPT (batch 16 x 256) took 59,000 page faults
+and 0.14 s of system time in about 1 s (AMD EPYC, 2 threads). With mmap off for malloc
+(`M_MMAP_MAX` 0) and the heap never trimmed (`M_TRIM_THRESHOLD` at its largest), freed blocks stay
+in the heap and the next step reuses them, and the faults are gone.
+
+What it buys depends on the model and on what else runs in the process. GPT-2 small fine-tuned with
+all 8 rows of 8 x 512 tokens in one micro-batch (benchmarks/memory.py with and without
+--keep-freed-memory, one step each, AMD EPYC) took 52 % less time a step in fp32, 35 % with
+checkpointing and bf16, 25 % for LoRA; with one row per micro-batch, no less. benchmarks/run.py,
+where transformers' steps alternate with triform's in one process and share its heap, showed no
+gain. And it costs memory: the heap holds its high-water mark, and a freed block cannot always serve
+the next request of its own size (torch asks for 64-byte aligned blocks, which need a little more
+than the block freed), so the heap grows instead. GPT-2 small's peak rose from 10.07 to 10.47 GiB
+in fp32, from 3.32 to 4.11 GiB with checkpointing and bf16, and from 2.43 to 5.33 GiB for LoRA. So
+the training option (`--train.keep_freed_memory`) is off by default. On leaving, glibc's defaults
+are set back and the unused heap is returned (`malloc_trim`), so a process that trains and then
+does something else gets its memory back.
 
 The environment variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do the same for a whole
 process, from its start; this does it for the training only, from Python, with no restart.
