@@ -20,6 +20,7 @@ from speed.models import model_specs
 from speed.profiling import PRODUCTS
 
 from triform.kernels.host_memory import freed_memory_kept
+from triform.train.config import LoopConfig
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     variants, _ = training.training_variants(spec, training.SHAPES[args.case], False)
     kept = ExitStack()
     for name in ("triform fp32", "triform bf16"):
-        kept.enter_context(freed_memory_kept())  # as benchmarks/run.py and `triform train` run steps
+        kept.enter_context(freed_memory_kept(LoopConfig.keep_freed_memory))  # as `triform train` runs steps
         variants[name]()  # warm-up: first-call allocations and weight casts
         with profile() as profiler:
             variants[name]()
