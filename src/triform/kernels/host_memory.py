@@ -3,8 +3,9 @@
 glibc's malloc serves every block over its mmap threshold (at most 32 MiB) with its own `mmap`,
 and `free` hands it straight back with `munmap`. A training step frees and reallocates the same
 activations and gradients every step, so each one comes back as fresh pages that the kernel must
-fault in and zero: a bf16 step of benchmarks/run.py's GPT (batch 16 x 256) took 59,000 page faults
-and 0.14 s of system time in about 1 s (AMD EPYC, 2 threads). With mmap off for malloc
+fault in and zero: a step of benchmarks/run.py's GPT (batch 16 x 256) took 98,000 page faults and
+0.22 s of system time in fp32, 33,000 and 0.05 s in bf16, and none with this (AMD EPYC, 2 threads;
+`python benchmarks/profile_training.py [--keep-freed-memory]`). With mmap off for malloc
 (`M_MMAP_MAX` 0) and the heap never trimmed (`M_TRIM_THRESHOLD` at its largest), freed blocks stay
 in the heap and the next step reuses them, and the faults are gone.
 
