@@ -104,10 +104,10 @@ def test_choices_saved_on_this_machine_are_read_back(tmp_path):
 def test_a_stale_or_foreign_cache_entry_is_ignored_and_measured_again(tmp_path, foreign):
     path = tmp_path / "kernels.json"
     machine, kernel = dict(fingerprint()), "onednn"
-    if foreign == "cpu":
-        machine["cpu"] = "AMD EPYC 7B13 64-Core Processor"
-    elif foreign == "isa":
-        machine["isa"] = ["AVX2"]
+    if foreign == "cpu":  # another model than this machine's, whichever this one is
+        machine["cpu"] = "AMD EPYC 7B13 64-Core Processor" if "7B13" not in machine["cpu"] else "Intel Xeon"
+    elif foreign == "isa":  # one instruction set more than this machine has (an AVX2-only one has just ["AVX2"])
+        machine["isa"] = [*machine["isa"], "AMX-FP16"] if "AMX-FP16" not in machine["isa"] else ["AVX2"]
     elif foreign == "torch":
         machine["torch"] = "2.1.0"
     else:
@@ -167,5 +167,47 @@ def test_kernels_first_met_inside_a_checkpointed_block_are_timed_without_recompu
         worker.join(timeout=60)
         assert finished, "the checkpointed step did not finish"
         assert any(key[0] == "attention" for key in fresh.choices)
+    finally:
+        set_calibration(old)
+
+
+def test_a_candidate_this_cpu_cannot_run_is_left_out_and_only_a_total_failure_raises():
+    def make(failing):
+        def run(name):
+            if name in failing:
+                raise RuntimeError(f"could not create a primitive descriptor for {name}\ndetails")
+
+        return lambda: {name: (lambda name=name: run(name)) for name in NAMES}
+
+    # oneDNN fastest by the timer, but it raises here (its bf16 inner product on a CPU without AVX512)
+    calibration = Calibration(timer=fake_timer({"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0}), read_disk=False)
+    assert calibration.choose(KEY, NAMES, make({"onednn"})) == "onednn-packed"
+    (_, choice), *_ = calibration.table()
+    assert set(choice.seconds) == {"torch", "onednn-packed"}
+    assert choice.failed == {"onednn": "could not create a primitive descriptor for onednn"}
+    with pytest.raises(RuntimeError, match="descriptor for torch"):
+        Calibration(timer=fake_timer({}), read_disk=False).choose(KEY, NAMES, make(set(NAMES)))
+
+
+def test_bf16_products_train_where_onednn_cannot_compute_them(monkeypatch):
+    """On a CPU whose oneDNN has no bf16 inner product, a bf16 training step still runs, by torch's kernel."""
+
+    def no_bf16(x, weight, bias):
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("could not create a primitive descriptor for the inner product forward propagation")
+        return torch.nn.functional.linear(x, weight, bias)
+
+    monkeypatch.setitem(linear_module.PRODUCTS, "onednn", no_bf16)
+    old = set_calibration(Calibration(read_disk=False))
+    try:
+        layer = Linear(32, 48)
+        x = torch.randn(64, 32, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        y.float().sum().backward()
+        chosen = {text: choice for text, choice in calibration().table()}
+        assert chosen and all(choice.kernel != "onednn" for choice in chosen.values())
+        assert any("onednn" in choice.failed for choice in chosen.values())
+        assert x.grad is not None and layer.weight.grad is not None
     finally:
         set_calibration(old)

@@ -88,5 +88,6 @@ def table(rows) -> str:
     lines = [f"{'shape class':<72} {'kernel':<14} {'how':<15} timings (ms, fastest round)"]
     for key, choice in rows:
         timings = "  ".join(f"{name} {1e3 * seconds:.3f}" for name, seconds in choice.seconds.items())
+        timings += "".join(f"  {name} cannot run here" for name in choice.failed)
         lines.append(f"{key:<72} {choice.kernel:<14} {choice.source:<15} {timings}")
     return "\n".join(lines)

@@ -9,7 +9,9 @@ threads) is timed once, candidates in alternating rounds (A B C, A B C, ...) so 
 load of a shared machine, each scored by its fastest round in CPU time of the calling thread (not
 wall-clock time, which counts other processes' turns on the core), ties going to the earlier
 candidate (torch's own kernel first). Every candidate is a per-call path: no process-wide switch
-is flipped to reach one.
+is flipped to reach one. A candidate this CPU cannot run (oneDNN's bf16 inner product raises on a
+CPU without AVX512) is left out of the choice, and its error is shown in the table; only when every
+candidate fails does the error reach the caller.
 
 Choices live in memory for the process; `triform calibrate --save` also writes them to
 $TRIFORM_CACHE/kernels.json (default ~/.cache/triform/kernels.json) with the machine's fingerprint
@@ -81,8 +83,9 @@ def cache_path() -> Path:
 @dataclass
 class Choice:
     kernel: str
-    seconds: dict[str, float] = field(default_factory=dict)  # fastest round of each candidate
+    seconds: dict[str, float] = field(default_factory=dict)  # fastest round of each candidate that ran
     source: str = "measured"  # measured | disk | only candidate
+    failed: dict[str, str] = field(default_factory=dict)  # candidates this machine cannot run: their error
 
 
 def unchanged(tensor: torch.Tensor) -> torch.Tensor:
@@ -119,20 +122,35 @@ class Calibration:
         stored = self.stored().get(key_text(key))
         if stored in names:
             return Choice(stored, source="disk")
-        seconds = self.measure(names, runs())
-        fastest = min(names, key=lambda name: (seconds[name], names.index(name)))
-        return Choice(fastest, seconds)
+        failed: dict[str, str] = {}
+        seconds = self.measure(names, runs(), failed)
+        ran = [name for name in names if name in seconds]
+        fastest = min(ran, key=lambda name: (seconds[name], names.index(name)))
+        return Choice(fastest, seconds, failed=failed)
 
-    def measure(self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
-        best = {name: float("inf") for name in names}
+    def measure(
+        self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]], failed: dict[str, str] | None = None
+    ) -> dict[str, float]:
+        """The fastest round of each candidate that runs here; those that raise on their first call
+        are left out (their errors go to `failed`), and if none runs, the first one's error is raised."""
+        failed = {} if failed is None else failed
         state = torch.get_rng_state()
         # The candidates' own saved tensors stay plain: inside a checkpointed block (activation
         # checkpointing's hooks), a timed backward pass would otherwise recompute the whole block,
         # which asks this table for its kernels again while it is locked, and never returns.
         with torch.autograd.graph.saved_tensors_hooks(unchanged, unchanged):
             try:
+                errors = {}
                 for name in names:  # warm-up: first-call allocations, oneDNN's primitive creation, packing
-                    runs[name]()
+                    try:
+                        runs[name]()
+                    except RuntimeError as error:  # a kernel this CPU lacks (torch raises RuntimeError)
+                        errors[name] = error
+                if len(errors) == len(names):
+                    raise errors[names[0]]
+                failed.update({name: str(error).splitlines()[0] for name, error in errors.items()})
+                names = tuple(name for name in names if name not in errors)
+                best = {name: float("inf") for name in names}
                 spent = dict.fromkeys(names, 0.0)
                 for round_index in range(MAX_ROUNDS):
                     if round_index >= MIN_ROUNDS and min(spent.values()) >= ROUND_SECONDS:
