@@ -57,6 +57,25 @@ def test_the_int8_linear_computes_the_float_product_on_every_kernel(rows, kernel
         assert (y - expected).abs().max() <= 0.01 * scale
 
 
+def test_activations_go_in_7_bits_exactly_where_8_would_clip_and_both_compute_the_product(monkeypatch):
+    """fbgemm without VNNI clips pairs of 8-bit products in 16 bits; the probe finds out, and the
+    7-bit path it then takes is tried here on every CPU."""
+    linear = torch.nn.Linear(64, 96)
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        exact = linear(x)
+        int8 = Int8Linear(linear)
+        assert int8.reduce_range == int8_kernels.activations_clip()
+        y = torch.ops.quantized.linear_dynamic(x, int8.packed, False)
+        clipped = (y - exact).abs().max() > 0.1 * exact.abs().max()
+        assert clipped == int8.reduce_range  # 7 bits only where 8 give a wrong product
+        monkeypatch.setattr(int8_kernels, "activations_clip", lambda: True)
+        monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)  # fbgemm's path even for this small matrix
+        reduced = Int8Linear(linear)
+        assert reduced.fp32_weight is None
+        assert reduced.reduce_range and (reduced(x) - exact).abs().max() <= 0.03 * exact.abs().max()
+
+
 def test_under_autocast_the_result_is_bf16_as_for_a_linear_layer():
     int8 = Int8Linear(torch.nn.Linear(16, 8))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -19,11 +19,17 @@ with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192 
   and multiplied in fp32 by MKL, which costs less per call than fbgemm.
 The activations' 8-bit rounding makes a row's result depend slightly on the other rows of its call
 (they share the scale); results are within quantization error of the fp32 model, not bit for bit.
+On a CPU without VNNI (AVX2 only: an AMD EPYC of the Zen 3 generation, for one), fbgemm adds each pair
+of u8 · s8 products in 16 bits with saturation (vpmaddubsw): with 8-bit activations a pair can reach
+2 · 255 · 127 and the sum is clipped, which put GPT logits 25-35 % of their range off there. Whether
+this CPU clips is tried once on a product that would (`activations_clip`); where it does, the
+activations go in 7 bits instead (torch.ao's `reduce_range`), as torch's own default for fbgemm does.
 """
 
 from __future__ import annotations
 
 import warnings
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +71,17 @@ def _prepack(quantized: Tensor, scales: Tensor, bias: Tensor | None):
         return torch.ops.quantized.linear_prepack(weight, bias)
 
 
+@cache
+def activations_clip() -> bool:
+    """Whether fbgemm's int8 product clips here with 8-bit activations: ones (255 after quantizing)
+    against weights of ones (127) sum to 63 exactly without clipping, to about half that with it."""
+    quantized, scales = quantize_rows(torch.ones(8, 64))
+    x = torch.ones(1, 64)
+    x[0, 0] = 0.0  # the range starts at 0: the other activations quantize to 255
+    y = torch.ops.quantized.linear_dynamic(x, _prepack(quantized, scales, None), False)
+    return bool((y - 63.0).abs().max() > 0.5)
+
+
 class Int8Linear(nn.Module):
     """An inference-only nn.Linear with int8 weights (`weight` int8, `scales` fp32, `bias` fp32)."""
 
@@ -79,6 +96,7 @@ class Int8Linear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias)
         self.packed = _prepack(quantized, scales, bias)
+        self.reduce_range = activations_clip()  # 7-bit activations where 8 would clip (module docstring)
         self.bf16 = native_bf16(torch.device("cpu"))
         small = quantized.numel() < FBGEMM_MIN_WEIGHTS
         self.fp32_weight = self.dequantized(torch.float32) if small else None  # not in the state dict
@@ -95,7 +113,7 @@ class Int8Linear(nn.Module):
             with torch.autocast("cpu", enabled=False):
                 y = F.linear(rows.float(), self.fp32_weight, self.bias)
         elif rows.shape[0] <= FBGEMM_MAX_ROWS:
-            y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), self.packed, False)
+            y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), self.packed, self.reduce_range)
         else:
             dtype = torch.bfloat16 if self.bf16 else torch.float32
             bias = None if self.bias is None else self.bias.to(dtype)
