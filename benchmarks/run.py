@@ -68,9 +68,11 @@ def run_training(case: str, args, specs: dict) -> dict:
     spec = specs[TRAINING_CASES[case]]
     shape = (training.TINY_SHAPES if args.tiny else training.SHAPES)[spec.name]
     variants, info = training.training_variants(spec, shape, args.compile)
+    dtypes = {name.split()[-1] for name in variants}  # bf16 only where this CPU runs it natively
     gemm = {
         name: gemm_rate(info["gemm_shapes"], dtype, clock=CLOCKS[args.clock])
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+        if name in dtypes
     }
     info["default_precision"] = resolved_name("auto", torch.device("cpu"))
     # with --keep-freed-memory, both sides' steps keep freed host memory for reuse (kernels/host_memory.py)

@@ -180,10 +180,13 @@ def machine_markdown(cases: dict) -> list[str]:
         for case, result in trained.items():
             gemm, info = result["figures"]["gemm_gflop_s"], result["info"]
             losses = info["eval_losses"]
+            rates = ", ".join(f"{rate:.0f} GFLOP/s in {dtype}" for dtype, rate in gemm.items())
+            if "bf16" not in gemm:
+                rates += " (no bf16 variants: this CPU has no native bf16)"
             lines.append(
                 f"- {case}: {info['tokens_per_step']:,} tokens and {info['flops_per_step'] / 1e9:,.1f} GFLOP "
                 f"per step ({info['n_predicted']:,} predicted tokens); matrix products at the step's shapes "
-                f"{gemm['fp32']:.0f} GFLOP/s in fp32, {gemm['bf16']:.0f} GFLOP/s in bf16; largest logit "
+                f"{rates}; largest logit "
                 f"difference {info['logit_difference']:.1e}; loss on the batch (eval mode, fp32) "
                 f"{losses['triform']:.5f} in triform, {losses['transformers']:.5f} in transformers"
                 f"{compile_note(info)}"
