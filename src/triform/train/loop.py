@@ -23,7 +23,7 @@ import torch
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
 from triform.nn.block import compile_blocks
-from triform.precision import autocast, resolved_name
+from triform.precision import autocast, described
 from triform.progress import count
 from triform.train import checkpoint as ckpt
 from triform.train.config import LoopConfig, OptimConfig
@@ -101,7 +101,7 @@ class Trainer:
             job.train_data, self.loop.batch_size, self.loop.seed, bucket=job.bucket, name=job.data_name
         )
         self.autocast = partial(autocast, self.loop.precision, self.device)
-        self.precision = resolved_name(self.loop.precision, self.device)
+        self.precision = described(self.loop.precision, self.device)  # as the run's first line shows it
         self.step, self.tokens, self.best, self.elapsed_before = 0, 0, math.inf, 0.0
         self.parts: dict[str, list[float]] = {}  # the log window's (loss sum, targets) of each named part
         # Micro-batches each named part made so far (a mixture's draws), in each saved folder's config.json.
