@@ -8,7 +8,8 @@ The GPT and BART of benchmarks/run.py (6 layers, d_model 384, vocabulary 8192), 
 decoding at batch 1 and 8 with every output its full length. triform's model is quantized by
 `triform.kernels.quantize(model, "int8")`; CTranslate2 reads triform's own Hugging Face export
 (`export_hf`), converted by its `TransformersConverter` with quantization int8 and run with compute
-type int8. triform bf16 (its default on this CPU) and transformers fp32 run alongside. Variants alternate
+type int8. triform at its default precision (bf16 where the CPU has native bf16, else fp32) and
+transformers fp32 run alongside. Variants alternate
 (A B C D, A B C D, ...) in one process, with the same number of threads; the ratios are medians of
 paired ratios. Outputs are compared token by token: int8 against fp32, and CTranslate2 against triform.
 """
@@ -37,9 +38,11 @@ from speed.timing import alternate, load, paired_ratio
 from triform.checkpoint import Pretrained
 from triform.convert import export_hf
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.generate.precision import decoding_precision
 from triform.kernels import quantize
+from triform.kernels.machine import this_machine
 
-BEGIN, END = "<!-- results:int8 -->", "<!-- /results:int8 -->"
+HEADING = "Decoding with int8 weights: triform and CTranslate2"
 SPECIAL_NAMES = {0: "[PAD]", 1: "[UNK]", 2: "[BOS]", 3: "[EOS]", 4: "[MASK]", 5: "[SEP]", 6: "[CLS]"}
 
 
@@ -134,6 +137,7 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
         "batch": batch,
         "new_tokens": shape.new_tokens,
         "ms_per_step": {k: 1e3 * statistics.median(v) / shape.new_tokens for k, v in seconds.items()},
+        "default_precision": decoding_precision(model, "auto", batch),  # "auto" made bf16 or fp32 here
         "int8_over_ct2": paired_ratio(seconds["ctranslate2 int8"], seconds["triform int8"]),
         "int8_over_default": paired_ratio(seconds["triform default"], seconds["triform int8"]),
         "int8_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform int8"]),
@@ -148,6 +152,7 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
 
 def table(results: list[dict], args, read_gb_s: float) -> str:
     loads = [x for r in results for x in r["load"]]
+    default = "/".join(sorted({r["default_precision"] for r in results}))
     lines = [
         f"Greedy decoding, every output its full length, of the GPT and BART of `benchmarks/run.py` (random "
         f"weights; GPT 16 prompt + 128 new tokens, BART 64 source + 64 new tokens); {cpu_name()}, "
@@ -157,9 +162,9 @@ def table(results: list[dict], args, read_gb_s: float) -> str:
         'Written by `python benchmarks/int8.py --write`. ms per token step; "bound" is the time to read the '
         "int8 weights once at that bandwidth.",
         "",
-        "| model | batch | triform int8 | CTranslate2 int8 | triform bf16 (default) | triform fp32 | transformers fp32 "
-        "| int8 ÷ CT2 int8 | int8 ÷ bf16 | int8 ÷ transformers | share of the int8 bound | triform int8 outside "
-        "products |",
+        f"| model | batch | triform int8 | CTranslate2 int8 | triform default ({default}) | triform fp32 | "
+        f"transformers fp32 | int8 ÷ CT2 int8 | int8 ÷ default | int8 ÷ transformers | share of the int8 bound | "
+        "triform int8 outside products |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -193,6 +198,10 @@ def table(results: list[dict], args, read_gb_s: float) -> str:
             "hence the bound, below it); the paired ratios are the claim.",
         ]
     return "\n".join(lines)
+
+
+def markers(machine: str) -> tuple[str, str]:
+    return f"<!-- results:int8 {machine} -->", f"<!-- /results:int8 {machine} -->"
 
 
 def outside_products(result: dict) -> float:
@@ -235,8 +244,9 @@ def main() -> None:
         results = [measure(m, b, args, Path(folder)) for m in args.models for b in args.batches]
     text = table(results, args, read_gb_s)
     print(text)
-    if args.write and not args.tiny:
-        write_section(text, "Decoding with int8 weights: triform and CTranslate2", BEGIN, END)
+    if args.write and not args.tiny:  # one section per machine, as benchmarks/run.py keeps one table per machine
+        machine = this_machine()
+        write_section(text, f"{HEADING}: {machine}", *markers(machine))
     print(f"load now {load():.1f}", file=sys.stderr)
 
 

@@ -1,4 +1,5 @@
-"""Quality of int8 weights against bf16 on real text; writes the quantization section of docs/results.md.
+"""Quality of int8 weights against the float model on real text; writes this machine's quantization
+section of docs/results.md.
 
     nice -n 10 .venv/bin/python scripts/results_quantize.py [--data ../shared/data] [--steps 400]
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section
+
+from triform.kernels.machine import this_machine
+from triform.precision import resolved_name
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIFORM = [sys.executable, "-m", "triform"]
@@ -179,27 +182,24 @@ def main() -> None:
     for (folder, data, extra), metrics in ((brown, {"perplexity": "lower"}), (lohelp, SEQ2SEQ_METRICS)):
         as_trained, int8 = evaluate(folder, data, extra, None), evaluate(folder, data, extra, "int8")
         rows += [(folder.name, m, better, as_trained[m], int8[m]) for m, better in metrics.items()]
-    section = report(rows, args, minutes)
+    machine, as_trained = this_machine(), resolved_name("auto", torch.device("cpu"))
+    section = report(rows, args, minutes, machine, as_trained)
     print(section)
-    replace_section("quantize", section, RESULTS)
+    replace_section(f"quantize {machine}", section, RESULTS)  # one section per machine
 
 
-def report(rows: list[tuple], args, minutes: dict[str, float]) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+def report(rows: list[tuple], args, minutes: dict[str, float], machine: str, as_trained: str) -> str:
     lines = [
-        "## Quantization: int8 weights against bf16",
+        f"## Quantization: int8 weights against {as_trained}: {machine}",
         "",
         f"Written by `nice -n 10 python scripts/results_quantize.py --steps {args.steps}` on "
-        f"{time.strftime('%Y-%m-%d')}: {cpu}, torch {torch.__version__}, one thread per process, on a machine "
-        "shared with other work. `triform eval` scores each model as trained (bf16 autocast: the CPU has native "
-        "bf16) and with `--quantize int8` (kernels/int8.py: int8 weights with one scale per output feature). "
+        f"{time.strftime('%Y-%m-%d')}: {machine}, torch {torch.__version__}, one thread per process, on a machine "
+        f"shared with other work. `triform eval` scores each model as trained ({as_trained}: "
+        f"{'bf16 autocast, the CPU has native bf16' if as_trained == 'bf16' else 'the CPU has no native bf16'}) "
+        "and with `--quantize int8` (kernels/int8.py: int8 weights with one scale per output feature). "
         "Perplexity on Brown's validation split; BLEU of greedy decoding on 500 pairs of lohelp-en-de's test split.",
         "",
-        "| model | metric | bf16 | int8 | int8 against bf16 (relative) | within 1 % |",
+        f"| model | metric | {as_trained} | int8 | int8 against {as_trained} (relative) | within 1 % |",
         "|---|---|---:|---:|---:|---|",
     ]
     for name, metric, better, reference, int8 in rows:
@@ -210,6 +210,8 @@ def report(rows: list[tuple], args, minutes: dict[str, float]) -> str:
         )
     trained = ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items() if value)
     trained = trained or "minutes on a loaded machine; the draft is for benchmarks/speculative.py"
+    translation = {metric: (reference, int8) for name, metric, _, reference, int8 in rows if name == "lohelp-vaswani"}
+    same = all(abs(a - b) < 5e-4 for metric, (a, b) in translation.items() if metric != "perplexity")
     lines += [
         "",
         f"Training ({trained}), commands as run:",
@@ -219,9 +221,9 @@ def report(rows: list[tuple], args, minutes: dict[str, float]) -> str:
         "```",
         "",
         "These are minutes-long runs of small models on a machine shared with other work: the figures compare "
-        "int8 with bf16 on the same weights, not what the models can reach. The translation model has not learnt "
-        "to translate yet (BLEU near 0), so its BLEU is a weak check (int8 and bf16 score the same BLEU and chrF "
-        "here); its perplexity is the sharper one.",
+        f"int8 with {as_trained} on the same weights, not what the models can reach. The translation model has not "
+        f"learnt to translate yet (BLEU near 0), so its BLEU is a weak check (int8 and {as_trained} score "
+        f"{'the same' if same else 'a different'} BLEU and chrF here); its perplexity is the sharper one.",
     ]
     return "\n".join(lines)
 

@@ -146,6 +146,7 @@ def test_the_int8_table_says_what_bounds_triform_against_ctranslate2_and_the_loa
         "ct2_vs_int8_tokens": 1.0,
         "fp32_identical_to_transformers": True,
         "weights": 10**6,
+        "default_precision": "fp32",
     }
     fast = {**row, "batch": 8, "int8_products_ms": 2.5}  # 0.5 ms outside: under 1.8 / 1.5
     args = type("Args", (), {"threads": 1, "repeats": 5})
@@ -154,5 +155,6 @@ def test_the_int8_table_says_what_bounds_triform_against_ctranslate2_and_the_loa
     assert "- gpt batch 1: 2.00 ms outside products (700 operators per step), more than the 1.20 ms" in quiet
     assert "- gpt batch 8: 0.50 ms outside products (700 operators per step), less than the 1.20 ms" in quiet
     assert "loaded by other work" not in quiet
+    assert "| triform default (fp32) |" in quiet and "int8 ÷ default" in quiet and "bf16" not in quiet
     loaded = int8.table([{**row, "load": [5.0, 6.0]}], args, 30.0)
     assert "loaded by other work (median load average 5.5 on 2 cores)" in loaded

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from speed.report import decoding_table, ratio_table, training_table, utilisation_lines
 from triform.io import atomic_write
+from triform.kernels.machine import machine_name
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -30,8 +31,7 @@ def commit() -> str:
 
 def machine_key(machine: dict) -> str:
     """The heading of a machine's table: its CPU model, with the instruction sets where recorded."""
-    isa = machine.get("isa")
-    return f"{machine['cpu']} ({', '.join(isa)})" if isa else machine["cpu"]
+    return machine_name(machine["cpu"], machine.get("isa"))
 
 
 def read_stored(path: Path) -> dict[str, dict]:

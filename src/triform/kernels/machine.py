@@ -60,6 +60,17 @@ def isa_flags() -> list[str]:
     return [shown for flag, shown in ISA_FLAGS.items() if flag in flags]
 
 
+def machine_name(cpu: str, isa: list[str] | None) -> str:
+    """A machine as reports name it, `AMD EPYC (AVX2)`: a CPU model with its instruction sets,
+    where they are known (a stored run may not have recorded them)."""
+    return f"{cpu} ({', '.join(isa)})" if isa else cpu
+
+
+def this_machine() -> str:
+    """This machine's `machine_name`: one table per machine in the reports that benchmarks write."""
+    return machine_name(cpu_model(), isa_flags())
+
+
 def fingerprint() -> dict:
     """What a measured kernel choice depends on; a stored choice is used only where all of it matches."""
     return {
