@@ -1,0 +1,80 @@
+"""Where a decoding step of benchmarks/run.py's cases spends its time, triform's and transformers':
+the step unprofiled, its matrix products and its other operators under torch.profiler, the
+operators per step, and the time outside any operator (Python, module calls, dispatch). With the
+weight-bytes / bandwidth bound beside it, this is what bounds decoding below memory speed.
+
+    .venv/bin/python benchmarks/profile_decoding.py [--case gpt-greedy-b1] [--rows 12] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import decoding
+from speed.machine import bandwidth, cpu_name
+from speed.models import model_specs
+from speed.profiling import PRODUCTS
+
+from triform.kernels.machine import isa_flags
+
+CASES = [f"{model}-{strategy}" for model in ("gpt", "bart") for strategy in decoding.STRATEGIES]
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()  # warm-up: kernel choices, the bf16 twin, first-call allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=CASES, default="gpt-greedy-b1")
+    parser.add_argument("--rows", type=int, default=12, help="operations listed, by their own time")
+    parser.add_argument("--repeats", type=int, default=5, help="unprofiled runs, the median taken")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, strategy = args.case.split("-", 1)
+    spec = model_specs()[model]
+    shape = decoding.SHAPES[model]
+    variants, info = decoding.decoding_variants(spec, shape, strategy)
+    read_gb_s = bandwidth()["read_gb_s"]
+    print(
+        f"{args.case} on {cpu_name()} ({', '.join(isa_flags())}), {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}; {shape.new_tokens} steps; memory read bandwidth {read_gb_s:.1f} GB/s"
+    )
+    default = next(name for name in variants if "default" in name)
+    for name in dict.fromkeys([default, "triform fp32", "transformers fp32"]):
+        step_ms = 1e3 * median_seconds(variants[name], args.repeats) / shape.new_tokens
+        with profile() as profiler:
+            variants[name]()
+        events = profiler.key_averages()
+        per_step = lambda total: total / 1e3 / shape.new_tokens  # noqa: E731 (µs in all -> ms per step)
+        operators = per_step(sum(e.self_cpu_time_total for e in events))
+        products = per_step(sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS))
+        count = sum(e.count for e in events) / shape.new_tokens
+        precision = "bf16" if "bf16" in name else "fp32"
+        bound = info["weights_per_step"] * (2 if precision == "bf16" else 4) / (read_gb_s * 1e9) * 1e3
+        print(
+            f"\n{name}: {step_ms:.2f} ms a step unprofiled (the weights' bound {bound:.2f} ms); under the profiler "
+            f"{products:.2f} ms in matrix products, {operators - products:.2f} ms in other operators, "
+            f"{count:.0f} operators a step; outside any operator {max(step_ms - operators, 0):.2f} ms"
+        )
+        print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
