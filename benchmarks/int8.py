@@ -41,6 +41,7 @@ from triform.generate import GenerationConfig, generate_ids, resolve_layout
 from triform.generate.precision import decoding_precision
 from triform.kernels import quantize
 from triform.kernels.machine import this_machine
+from triform.precision import resolved_name
 
 HEADING = "Decoding with int8 weights: triform and CTranslate2"
 SPECIAL_NAMES = {0: "[PAD]", 1: "[UNK]", 2: "[BOS]", 3: "[EOS]", 4: "[MASK]", 5: "[SEP]", 6: "[CLS]"}
@@ -137,7 +138,8 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
         "batch": batch,
         "new_tokens": shape.new_tokens,
         "ms_per_step": {k: 1e3 * statistics.median(v) / shape.new_tokens for k, v in seconds.items()},
-        "default_precision": decoding_precision(model, "auto", batch),  # "auto" made bf16 or fp32 here
+        # what "auto" decodes in here: measured on a CPU with native bf16, fp32 on one without
+        "default_precision": resolved_name(decoding_precision(model, "auto", batch), torch.device("cpu")),
         "int8_over_ct2": paired_ratio(seconds["ctranslate2 int8"], seconds["triform int8"]),
         "int8_over_default": paired_ratio(seconds["triform default"], seconds["triform int8"]),
         "int8_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform int8"]),
