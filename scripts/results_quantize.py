@@ -7,7 +7,9 @@ Trains briefly, one thread per process: a `small-gpt` (the tiny-gpt preset at d_
 as in benchmarks/generation.py) and a `tiny-gpt` draft on its tokenizer, both clm on Brown (the draft
 serves benchmarks/speculative.py); and a tiny Vaswani Transformer at d_model 128 on lohelp-en-de. Then
 `triform eval` scores each as trained (bf16 autocast on a CPU with native bf16) and with
-`--quantize int8`: perplexity on Brown's validation split, BLEU (greedy) on 500 lohelp test pairs.
+`--quantize int8`: perplexity on Brown's validation split, BLEU (greedy) on 500 lohelp test pairs;
+and, in this process, the small GPT's perplexity in windows short enough that every int8 product takes
+fbgemm's path (`decoding_sized_perplexity`), as decoding's do.
 Runs that exist are reused (--retrain trains them again).
 """
 
@@ -26,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section
 
+from triform.kernels.int8 import FBGEMM_MAX_ROWS
 from triform.kernels.machine import this_machine
 from triform.precision import resolved_name
 
@@ -166,6 +169,40 @@ def evaluate(folder: Path, data: Path, extra: list[str], quantize: str | None) -
     return json.loads(output.read_text())
 
 
+def decoding_sized_perplexity(model_folder: Path, text_file: Path, windows: int = 300) -> tuple[float, float]:
+    """(as trained, int8) perplexity over `windows` windows of FBGEMM_MAX_ROWS tokens of `text_file`,
+    one row each: every product then has decoding's few rows and takes fbgemm's int8 path, with its
+    rounding of the activations, where `triform eval`'s full windows take the dequantized one."""
+    import math
+
+    import torch.nn.functional as F
+    from tokenizers import Tokenizer
+
+    from triform.checkpoint import load_model
+    from triform.kernels import quantize
+    from triform.precision import autocast
+
+    tokenizer = Tokenizer.from_file(str(model_folder / "tokenizer.json"))
+    ids = tokenizer.encode(text_file.read_text()[: 2000 * windows]).ids
+    length = FBGEMM_MAX_ROWS
+    starts = range(0, min(len(ids) - length - 1, windows * length), length)
+
+    def perplexity(model) -> float:
+        total, count = 0.0, 0
+        with torch.inference_mode(), autocast("auto", torch.device("cpu")):
+            for start in starts:
+                window = torch.tensor(ids[start : start + length + 1])
+                logits = model(window[None, :-1], "causal")[0]
+                total += F.cross_entropy(logits.float(), window[1:], reduction="sum").item()
+                count += length
+        return math.exp(total / count)
+
+    torch.set_num_threads(1)  # as the evaluations' own processes run
+    return perplexity(load_model(model_folder).model.eval()), perplexity(
+        quantize(load_model(model_folder).model.eval())
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -182,6 +219,9 @@ def main() -> None:
     for (folder, data, extra), metrics in ((brown, {"perplexity": "lower"}), (lohelp, SEQ2SEQ_METRICS)):
         as_trained, int8 = evaluate(folder, data, extra, None), evaluate(folder, data, extra, "int8")
         rows += [(folder.name, m, better, as_trained[m], int8[m]) for m, better in metrics.items()]
+        if folder == brown[0]:  # the rows of a decoding step, through fbgemm's activation rounding
+            metric = f"perplexity in {FBGEMM_MAX_ROWS}-token windows, one row each"
+            rows.append((folder.name, metric, "lower", *decoding_sized_perplexity(folder / "model", data)))
     machine, as_trained = this_machine(), resolved_name("auto", torch.device("cpu"))
     section = report(rows, args, minutes, machine, as_trained)
     print(section)
@@ -197,7 +237,10 @@ def report(rows: list[tuple], args, minutes: dict[str, float], machine: str, as_
         f"shared with other work. `triform eval` scores each model as trained ({as_trained}: "
         f"{'bf16 autocast, the CPU has native bf16' if as_trained == 'bf16' else 'the CPU has no native bf16'}) "
         "and with `--quantize int8` (kernels/int8.py: int8 weights with one scale per output feature). "
-        "Perplexity on Brown's validation split; BLEU of greedy decoding on 500 pairs of lohelp-en-de's test split.",
+        "Perplexity on Brown's validation split; BLEU of greedy decoding on 500 pairs of lohelp-en-de's test split. "
+        "`triform eval` scores full windows, whose int8 products take the dequantized path; the windowed row "
+        f"scores windows of {FBGEMM_MAX_ROWS} tokens, one row each, whose products take fbgemm's, rounding the "
+        "activations to 8 bits (7 without VNNI) as a decoding step's do.",
         "",
         f"| model | metric | {as_trained} | int8 | int8 against {as_trained} (relative) | within 1 % |",
         "|---|---|---:|---:|---:|---|",
