@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import decoding
-from speed.machine import bandwidth, cpu_name
+from speed.machine import bandwidth
 from speed.models import model_specs
-from speed.profiling import PRODUCTS
+from speed.profiling import profiled
+from speed.report import bound_ms
 
-from triform.kernels.machine import isa_flags
+from triform.kernels.machine import this_machine
 
 CASES = [f"{model}-{strategy}" for model in ("gpt", "bart") for strategy in decoding.STRATEGIES]
 
@@ -53,27 +53,22 @@ def main() -> None:
     variants, info = decoding.decoding_variants(spec, shape, strategy)
     read_gb_s = bandwidth()["read_gb_s"]
     print(
-        f"{args.case} on {cpu_name()} ({', '.join(isa_flags())}), {torch.get_num_threads()} threads, torch "
+        f"{args.case} on {this_machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; {shape.new_tokens} steps; memory read bandwidth {read_gb_s:.1f} GB/s"
     )
     default = next(name for name in variants if "default" in name)
     for name in dict.fromkeys([default, "triform fp32", "transformers fp32"]):
         step_ms = 1e3 * median_seconds(variants[name], args.repeats) / shape.new_tokens
-        with profile() as profiler:
-            variants[name]()
-        events = profiler.key_averages()
-        per_step = lambda total: total / 1e3 / shape.new_tokens  # noqa: E731 (µs in all -> ms per step)
-        operators = per_step(sum(e.self_cpu_time_total for e in events))
-        products = per_step(sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS))
-        count = sum(e.count for e in events) / shape.new_tokens
-        precision = "bf16" if "bf16" in name else "fp32"
-        bound = info["weights_per_step"] * (2 if precision == "bf16" else 4) / (read_gb_s * 1e9) * 1e3
+        summary = profiled(variants[name])
+        operators, products = (1e3 * s / shape.new_tokens for s in (summary.operators_s, summary.products_s))
+        count = summary.count / shape.new_tokens
+        bound = bound_ms(info["weights_per_step"], "bf16" if "bf16" in name else "fp32", read_gb_s)
         print(
             f"\n{name}: {step_ms:.2f} ms a step unprofiled (the weights' bound {bound:.2f} ms); under the profiler "
             f"{products:.2f} ms in matrix products, {operators - products:.2f} ms in other operators, "
             f"{count:.0f} operators a step; outside any operator {max(step_ms - operators, 0):.2f} ms"
         )
-        print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+        print(summary.events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
 if __name__ == "__main__":

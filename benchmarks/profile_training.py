@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import training
 from speed.models import model_specs
-from speed.profiling import PRODUCTS
+from speed.profiling import profiled
 
 from triform.kernels.host_memory import freed_memory_kept
 
@@ -39,17 +38,14 @@ def main() -> None:
         for name in (name for name in variants if name.startswith("triform")):  # bf16 where it is native
             variants[name]()  # warm-up: first-call allocations and weight casts
             faults, system = page_faults(variants[name])
-            with profile() as profiler:
-                variants[name]()
-            events = profiler.key_averages()
-            total = sum(e.self_cpu_time_total for e in events)
-            products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS)
+            summary = profiled(variants[name])
+            total, products = summary.operators_s, summary.products_s
             print(
-                f"{args.case}-train, {name}: {total / 1e3:.0f} ms of operator time, matrix products "
+                f"{args.case}-train, {name}: {total * 1e3:.0f} ms of operator time, matrix products "
                 f"{100 * products / total:.0f} %; an unprofiled step took {faults:,} page faults and "
                 f"{system:.2f} s of system time"
             )
-            print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+            print(summary.events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
 def page_faults(run) -> tuple[int, float]:

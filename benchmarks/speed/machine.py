@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from triform.kernels.linear import ONEDNN, onednn_product
+from triform.kernels.machine import cpu_model as cpu_name  # the one reader of the CPU's model name
 
 
 def best_seconds(run, repeats: int = 3, clock=time.perf_counter) -> float:
@@ -68,17 +69,6 @@ def bandwidth(megabytes: int = 512) -> dict:
     read = n_bytes / best_seconds(lambda: source.sum()) / 1e9
     copy = 2 * n_bytes / best_seconds(lambda: target.copy_(source)) / 1e9
     return {"read_gb_s": read, "copy_gb_s": copy}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe() -> dict:

@@ -46,6 +46,11 @@ def training_figures(case: str, timing: dict, info: dict, gemm: dict) -> dict:
     return {"variants": variants, "comparisons": compare(seconds, comparisons), "gemm_gflop_s": gemm}
 
 
+def bound_ms(weights: int, precision: str, read_gb_s: float) -> float:
+    """ms to read `weights` weights once at the measured bandwidth: a decoding step's floor."""
+    return weights * (2 if precision == "bf16" else 4) / (read_gb_s * 1e9) * 1e3
+
+
 def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
     """ms per step, tokens/s, the share of the weight-bytes / bandwidth bound, comparisons."""
     seconds = timing["seconds"]
@@ -53,8 +58,7 @@ def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
     variants = {}
     for name, values in seconds.items():
         precision = info["default_precision"] if "default" in name else "bf16" if "bf16" in name else "fp32"
-        bytes_per_step = info["weights_per_step"] * (2 if precision == "bf16" else 4)
-        bound = bytes_per_step / (read_gb_s * 1e9)
+        bound = bound_ms(info["weights_per_step"], precision, read_gb_s) / 1e3
         per_step = median(values) / info["new_tokens"]
         variants[name] = {
             "ms_per_step": per_step * 1e3,

@@ -122,18 +122,15 @@ class Calibration:
         stored = self.stored().get(key_text(key))
         if stored in names:
             return Choice(stored, source="disk")
-        failed: dict[str, str] = {}
-        seconds = self.measure(names, runs(), failed)
-        ran = [name for name in names if name in seconds]
-        fastest = min(ran, key=lambda name: (seconds[name], names.index(name)))
+        seconds, failed = self.measure(names, runs())
+        fastest = min(seconds, key=lambda name: (seconds[name], names.index(name)))
         return Choice(fastest, seconds, failed=failed)
 
     def measure(
-        self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]], failed: dict[str, str] | None = None
-    ) -> dict[str, float]:
-        """The fastest round of each candidate that runs here; those that raise on their first call
-        are left out (their errors go to `failed`), and if none runs, the first one's error is raised."""
-        failed = {} if failed is None else failed
+        self, names: tuple[str, ...], runs: Mapping[str, Callable[[], object]]
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """(the fastest round of each candidate that runs here, the first line of each other's error):
+        a candidate that raises on its first call is left out, and if none runs, the first error is raised."""
         state = torch.get_rng_state()
         # The candidates' own saved tensors stay plain: inside a checkpointed block (activation
         # checkpointing's hooks), a timed backward pass would otherwise recompute the whole block,
@@ -148,7 +145,7 @@ class Calibration:
                         errors[name] = error
                 if len(errors) == len(names):
                     raise errors[names[0]]
-                failed.update({name: str(error).splitlines()[0] for name, error in errors.items()})
+                failed = {name: str(error).splitlines()[0] for name, error in errors.items()}
                 names = tuple(name for name in names if name not in errors)
                 best = {name: float("inf") for name in names}
                 spent = dict.fromkeys(names, 0.0)
@@ -160,7 +157,7 @@ class Calibration:
                         best[name], spent[name] = min(best[name], seconds), spent[name] + seconds
             finally:
                 torch.set_rng_state(state)
-        return best
+        return best, failed
 
     def stored(self) -> dict[str, str]:
         """The choices on disk for this machine, or none (no file, unreadable, or another machine's)."""
