@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py                      # everything (a few minutes on 2 quiet cores)
     .venv/bin/python benchmarks/run.py --only gpt-train     # one case; or a family: --only gpt, --only train
-    .venv/bin/python benchmarks/run.py --compile            # torch.compile both sides' training steps
+    .venv/bin/python benchmarks/run.py --compile            # torch.compile: both sides' training, triform's decoding
     .venv/bin/python benchmarks/run.py --keep-freed-memory  # training steps keep freed host memory for reuse
     .venv/bin/python benchmarks/run.py --list               # the cases
     .venv/bin/python benchmarks/run.py --rewrite            # the tables again from results.json
@@ -86,7 +86,7 @@ def run_decoding(case: str, args, specs: dict, read_gb_s: float) -> dict:
     model, strategy = DECODING_CASES[case]
     spec = specs[model]
     shape = (decoding.TINY_SHAPES if args.tiny else decoding.SHAPES)[model]
-    variants, info = decoding.decoding_variants(spec, shape, strategy)
+    variants, info = decoding.decoding_variants(spec, shape, strategy, args.compile)
     timing = alternate(variants, warmup=args.warmup, repeats=args.repeats, label=case, clock=CLOCKS[args.clock])
     info["agreement"] = decoding.agreement(info.pop("outputs"))
     return {"kind": "decoding", "info": info, "timing": timing, "figures": decoding_figures(timing, info, read_gb_s)}
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per case (at least 5 for the report)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them (at least 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both sides' training steps")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile both sides' training steps; add triform's compiled decoding steps",
+    )
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="what a round's time is (see CLOCKS)")
     parser.add_argument("--tiny", action="store_true", help="small models and shapes: a check of the benchmark itself")
     parser.add_argument(

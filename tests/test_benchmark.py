@@ -77,6 +77,25 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     assert f"### {machine}" in written and "Kernels calibration chose for gpt-train, bart-greedy-b1" in written
 
 
+def test_with_compile_a_decoding_case_adds_triforms_compiled_steps(tmp_path):
+    benchmark = load_benchmark()
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--tiny", "--compile", "--threads", "1", "--repeats", "1", "--only", "gpt-greedy-b1"]
+        status = benchmark.main([*argv, "--output", str(tmp_path / "speed")])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    (_, stored), *_ = json.loads((tmp_path / "speed.json").read_text())["machines"].items()
+    decoding = stored["cases"]["gpt-greedy-b1"]
+    assert "triform fp32 compiled" in decoding["figures"]["variants"]
+    assert decoding["info"]["agreement"]["compiled_identical_to_eager"]
+    labels = {row["label"] for row in decoding["figures"]["comparisons"]}
+    assert {"fp32 compiled vs transformers fp32 (eager)", "fp32 compiled vs triform fp32 (eager)"} <= labels
+    text = (tmp_path / "speed.md").read_text()
+    assert "compiled fp32 tokens identical to eager ones, first call (compile included)" in text
+
+
 def test_each_machine_keeps_its_own_table(tmp_path):
     """A run on one CPU replaces that CPU's cases only: another machine's figures, from a file
     written before tables were kept per machine, stay under their own heading."""

@@ -7,6 +7,7 @@ Greedy outputs must be identical in fp32; beam outputs are compared and reported
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ class DecodingShape:
 
 SHAPES = {"gpt": DecodingShape(16, 128), "bart": DecodingShape(64, 64)}
 TINY_SHAPES = {"gpt": DecodingShape(8, 16), "bart": DecodingShape(8, 8)}
+COMPILED = "triform fp32 compiled"
 STRATEGIES = {"greedy-b1": (1, 1), "greedy-b8": (8, 1), "beam4-b1": (1, 4)}  # (batch, beams)
 
 
@@ -57,7 +59,12 @@ def reference_generate(
     return output[:, ids.shape[1] if stack else 1 :].tolist()
 
 
-def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> tuple[dict, dict]:
+def decoding_variants(
+    spec: ModelSpec, shape: DecodingShape, strategy: str, compiled: bool = False
+) -> tuple[dict, dict]:
+    """The variants of a case, and what is known of it. `compiled` adds triform's fp32 steps compiled
+    (`GenerationConfig.compile`); transformers' stay eager (its compiled generation needs its static
+    cache, another code path than the one measured)."""
     batch, beams = STRATEGIES[strategy]
     model, reference = build_twins(spec)
     model.eval(), reference.eval()
@@ -73,9 +80,13 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
     )
     outputs: dict[str, list[list[int]]] = {}
 
-    def ours(precision: str, name: str):
+    first_call: dict[str, float] = {}
+
+    def ours(precision: str, name: str, compile_step: bool = False):
         def run():
-            rows = generate_ids(model, layout, prompts, config.replace(precision=precision))
+            start = time.perf_counter()
+            rows = generate_ids(model, layout, prompts, config.replace(precision=precision, compile=compile_step))
+            first_call.setdefault(name, time.perf_counter() - start)
             outputs[name] = [row.tokens for row in rows]
 
         return run
@@ -93,6 +104,8 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
     }
     if native_bf16(torch.device("cpu")):  # both precisions auto chooses between, whichever it chose
         variants["triform bf16"] = ours("bf16", "triform bf16")
+    if compiled:
+        variants[COMPILED] = ours("fp32", COMPILED, compile_step=True)
     info = {
         "model": spec.name,
         "strategy": strategy,
@@ -104,6 +117,8 @@ def decoding_variants(spec: ModelSpec, shape: DecodingShape, strategy: str) -> t
         "default_precision": default,
         "outputs": outputs,
         "weights_per_step": decoding_weights(spec),
+        "compiled": compiled,
+        "first_call_seconds": first_call,  # the compiled variant's: its compile included
     }
     return variants, info
 
@@ -112,11 +127,13 @@ def agreement(outputs: dict) -> dict:
     """Whether triform's fp32 output equals transformers', and the share of the default-precision
     output's tokens that equal the fp32 ones."""
     ours, theirs, default = outputs["triform fp32"], outputs["transformers fp32"], outputs["triform default"]
+    compiled = outputs.get(COMPILED)
     same_tokens = sum(a == b for x, y in zip(ours, default) for a, b in zip(x, y))
     total = sum(len(x) for x in ours)
     return {
         "identical_to_transformers": ours == theirs,
         "default_precision_token_agreement": same_tokens / max(total, 1),
+        **({} if compiled is None else {"compiled_identical_to_eager": compiled == ours}),
     }
 
 

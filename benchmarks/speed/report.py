@@ -75,6 +75,11 @@ def decoding_figures(timing: dict, info: dict, read_gb_s: float) -> dict:
     ]
     if "triform bf16" in seconds:  # the precision auto did not choose, where it had the choice
         comparisons.append(("triform bf16 vs transformers fp32", "triform bf16", "transformers fp32", None))
+    if "triform fp32 compiled" in seconds:  # --compile: triform's steps compiled, transformers' eager
+        comparisons.append(
+            ("fp32 compiled vs transformers fp32 (eager)", "triform fp32 compiled", "transformers fp32", None)
+        )
+        comparisons.append(("fp32 compiled vs triform fp32 (eager)", "triform fp32 compiled", "triform fp32", None))
     return {"variants": variants, "comparisons": compare(seconds, comparisons)}
 
 

@@ -155,7 +155,7 @@ def runs_text(cases: dict) -> list[str]:
             "warm-up and "
             f"{run['repeats']} timed rounds per "
             f"case{' (fewer than 5: a quick look, not a measurement to quote)' if run['repeats'] < 5 else ''}"
-            f"{'; torch.compile on both sides' if run['compiled'] else ''}"
+            f"{COMPILED_RUN if run['compiled'] else ''}"
             f"{'; times in CPU seconds of the process' if run.get('clock') == 'cpu' else ''}; "
             f"`python benchmarks/run.py {' '.join(run['argv'])}`".rstrip()
             + "."
@@ -201,7 +201,7 @@ def machine_markdown(cases: dict) -> list[str]:
                 f"- {case}: batch {info['batch']}, {info['beams']} beam(s), {info['prompt']}-token "
                 f"{'prompt' if info['model'] == 'gpt' else 'source'}, {info['new_tokens']} new tokens; triform's "
                 f"fp32 tokens {same} transformers'; {100 * agreement['default_precision_token_agreement']:.0f} % of "
-                f"the default-precision tokens equal the fp32 ones."
+                f"the default-precision tokens equal the fp32 ones{compiled_decoding_note(info)}."
             )
     return lines + kernel_table_lines(cases)
 
@@ -214,6 +214,17 @@ def kernel_table_lines(cases: dict) -> list[str]:
             lines += ["", f"### Kernels calibration chose ({', '.join(names)})", "", "| shape class | kernel |"]
             lines += ["|---|---|"] + [f"| {key} | {kernel} |" for key, kernel in run["kernels"].items()]
     return lines
+
+
+COMPILED_RUN = "; torch.compile: training steps on both sides, triform's decoding steps"
+
+
+def compiled_decoding_note(info: dict) -> str:
+    if not info.get("compiled"):
+        return ""
+    same = "identical to" if info["agreement"].get("compiled_identical_to_eager") else "**different from**"
+    first = info["first_call_seconds"].get("triform fp32 compiled")
+    return f"; compiled fp32 tokens {same} eager ones, first call (compile included) {first:.1f} s"
 
 
 def compile_note(info: dict) -> str:

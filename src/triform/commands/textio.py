@@ -31,6 +31,7 @@ DECODING_HELP = {
     "stop": 'stop string(s): a string, or a JSON list such as \'["\\\\n", "."]\'; \\n and \\t are understood',
     "seed": "seed of the sampler: the same seed gives the same samples",
     "use_cache": "use the KV cache (false re-runs the whole sequence at every step, for comparison)",
+    "compile": "torch.compile the decoding step: faster steps after a compile of tens of seconds (once per process)",
     "precision": "auto: bf16 autocast where the hardware computes in bf16 natively, fp32 elsewhere; or bf16, fp32",
     "max_length_factor": "source -> target models: at most this many times the source's tokens, plus 10 (null: off)",
 }

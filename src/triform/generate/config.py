@@ -39,6 +39,9 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # generation ends when the text contains one; the text is cut before it
     seed: int | None = None  # None: drawn from torch's global generator
     use_cache: bool = True  # False re-runs the whole sequence at every step (for comparison only)
+    # torch.compile the cached decoding step (generate/compiled.py): fewer operators a step, after a
+    # compile of tens of seconds on a small CPU, once per process and architecture.
+    compile: bool = False
     precision: str = "auto"  # auto: bf16 autocast where the hardware has native bf16, fp32 elsewhere
     # A target of at most factor x source tokens + TARGET_SLACK (Marian's --max-length-factor): an
     # undertrained model would otherwise fill a short line's budget with repeated tokens. None: off.

@@ -132,7 +132,7 @@ def decoding(
 
     def run():
         with evaluation(model):
-            session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
+            session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache, config.compile)
             yield from decode_steps(
                 session, rows, framed, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
             )
@@ -182,7 +182,7 @@ def beam_ids(
     stops = StopStrings(config.stop, decode)
     model, precision = decoding_model(model, config.precision, len(rows) * config.num_beams)
     with inference(model, precision):
-        session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache)
+        session = start_session(model, layout, framed, max(r.limit for r in rows), config.use_cache, config.compile)
         return beam_search(
             session, rows, config, eos=layout.specials.eos, stops=stops, vocab_size=model.config.vocab_size
         )

@@ -12,15 +12,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from triform.generate.compiled import compiled_method
 from triform.objectives import PromptLayout
 from triform.objectives.batch import pad
 
 
-def start_session(model, layout: PromptLayout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool = True):
-    """`prompts` are framed by `layout.frame`; the session can take `max_new_tokens` steps."""
-    if layout.arch == "encoder-decoder":
-        return EncoderDecoderSession(model, layout, prompts, max_new_tokens, use_cache)
-    return StackSession(model, layout, prompts, max_new_tokens, use_cache)
+def start_session(
+    model,
+    layout: PromptLayout,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    use_cache: bool = True,
+    compiled: bool = False,
+):
+    """`prompts` are framed by `layout.frame`; the session can take `max_new_tokens` steps, each
+    compiled with torch.compile where `compiled` (generate/compiled.py)."""
+    session = EncoderDecoderSession if layout.arch == "encoder-decoder" else StackSession
+    return session(model, layout, prompts, max_new_tokens, use_cache, compiled)
 
 
 def _last(ids: Tensor) -> Tensor | None:
@@ -43,8 +51,17 @@ def _pad_value(layout: PromptLayout) -> int:
 
 
 class StackSession:
-    def __init__(self, model, layout: PromptLayout, prompts: list[list[int]], max_new_tokens: int, use_cache: bool):
+    def __init__(
+        self,
+        model,
+        layout: PromptLayout,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        use_cache: bool,
+        compiled: bool = False,
+    ):
         self.model, self.pattern = model, layout.pattern
+        self.forward = compiled_method(model, "forward") if compiled and use_cache else model
         device = model.head.projection.weight.device
         ids, mask = pad(prompts, _pad_value(layout), side="left")  # (B, T), (B, T) or None
         self.ids, self.padding_mask = ids.to(device), None if mask is None else mask.to(device)
@@ -59,7 +76,9 @@ class StackSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor, token_types: Tensor | None) -> Tensor:
-        logits = self.model(
+        # The prompt's pass runs once and eager; the cached steps, compiled where asked.
+        forward = self.forward if ids.shape[1] == 1 and self.cache is not None else self.model
+        logits = forward(
             ids,
             self.pattern,
             padding_mask=self.padding_mask,
@@ -122,8 +141,17 @@ class StackSession:
 
 
 class EncoderDecoderSession:
-    def __init__(self, model, layout: PromptLayout, sources: list[list[int]], max_new_tokens: int, use_cache: bool):
+    def __init__(
+        self,
+        model,
+        layout: PromptLayout,
+        sources: list[list[int]],
+        max_new_tokens: int,
+        use_cache: bool,
+        compiled: bool = False,
+    ):
         self.model = model
+        self.decode = compiled_method(model, "decode") if compiled and use_cache else model.decode
         device = model.head.projection.weight.device
         source_ids, mask = pad(sources, _pad_value(layout))  # right padding: positions are unchanged
         self.source_padding_mask = None if mask is None else mask.to(device)
@@ -138,7 +166,9 @@ class EncoderDecoderSession:
         return self.ids.shape[0]
 
     def _run(self, ids: Tensor) -> Tensor:
-        logits = self.model.decode(
+        # The first step fills the cross-attention cache and runs eager; the others, compiled where asked.
+        first = self.cache is None or self.cache.length == 0
+        logits = (self.model.decode if first else self.decode)(
             ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
         )
         return _scores(logits)  # (B, V)

@@ -164,7 +164,9 @@ class Stack(nn.Module):
                 documents=inputs.documents,
                 device=inputs.ids.device,
             )
-        return mask, plain_causal and mask is None, bias
+        # A single query that sees everything needs no causal mask (and under torch.compile with
+        # dynamic shapes, `plain_causal` is symbolic: the fused kernel takes a plain bool).
+        return mask, not sees_everything and plain_causal and mask is None, bias
 
 
 def checkpoint_activations(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -1,0 +1,65 @@
+"""A compiled decoding step (`GenerationConfig.compile`) decodes what the eager one decodes, and keeps
+this machine's kernel choices for its products."""
+
+import pytest
+import torch
+from conftest import SPECIALS, tiny_config
+from text_models import single_thread  # noqa: F401  (a fixture)
+
+from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.kernels.calibrate import calibration
+from triform.kernels.linear import Linear, register_layers
+from triform.models import build_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+PROMPTS = [[30, 31, 32], [40, 41, 42, 43, 44, 45, 46], [50]]
+
+
+def build(arch, seed=0, **changes):
+    torch.manual_seed(seed)
+    return build_model(tiny_config(arch, **changes)).eval()
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_compiled_steps_decode_the_same_tokens_greedy_and_beam(arch):
+    """Prompts of different lengths (a stack's padded on the left: a padding mask at every step),
+    rows finishing early and leaving the batch, beams reordered: the same tokens as eager."""
+    model = build(arch, position="rotary")
+    layout = resolve_layout(arch, SPECIALS)
+    for config in (
+        GenerationConfig(max_new_tokens=7, precision="fp32", repetition_penalty=1.3),
+        GenerationConfig(max_new_tokens=5, precision="fp32", num_beams=3, num_return_sequences=2),
+    ):
+        eager = generate_ids(model, layout, PROMPTS, config)
+        compiled = generate_ids(model, layout, PROMPTS, config.replace(compile=True))
+        assert [(r.tokens, r.finish_reason) for r in compiled] == [(r.tokens, r.finish_reason) for r in eager]
+        assert [r.score for r in compiled] == pytest.approx([r.score for r in eager], abs=1e-4)
+
+
+def test_another_model_of_the_class_reuses_the_compiled_step():
+    """The weights are inputs of the compiled graph: a second model of the same shape compiles
+    nothing new and decodes its own tokens, not the first model's."""
+    layout = resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=6, precision="fp32", compile=True)
+    first, second = build("stack", seed=1, n_layers=1), build("stack", seed=2, n_layers=1)
+    generate_ids(first, layout, PROMPTS, config)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    compiled = generate_ids(second, layout, PROMPTS, config)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    eager = generate_ids(second, layout, PROMPTS, config.replace(compile=False))
+    assert [r.tokens for r in compiled] == [r.tokens for r in eager]
+
+
+def test_a_compiled_layer_keeps_its_measured_kernel():
+    """Inside torch.compile a no-grad product is the layer's own measured product (one opaque
+    operator), not inductor's choice: its shape class is timed and recorded as eager's would be."""
+    layer = Linear(48, 80)
+    register_layers(layer)
+    x = torch.randn(3, 48)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        got = torch.compile(layer, dynamic=False)(x)
+    torch.testing.assert_close(got, expected)
+    recorded = [key for key in calibration().choices if key[:2] == ("linear", "x·Wᵀ no-grad") and key[4:6] == (48, 80)]
+    assert recorded, "the compiled layer did not run its measured product"
