@@ -1,6 +1,12 @@
 """A compiled decoding step (`GenerationConfig.compile`) decodes what the eager one decodes, and keeps
 this machine's kernel choices for its products."""
 
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from conftest import SPECIALS, tiny_config
@@ -11,7 +17,11 @@ from triform.kernels.calibrate import calibration
 from triform.kernels.linear import Linear, register_layers
 from triform.models import build_model
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# torch.compile's inductor writes C++ for the CPU: the condition README states for --compile.
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(name) for name in ("g++", "c++", "clang++")), reason="no C++ compiler for inductor"
+)
+pytestmark = [pytest.mark.usefixtures("single_thread"), needs_compiler]
 
 PROMPTS = [[30, 31, 32], [40, 41, 42, 43, 44, 45, 46], [50]]
 
@@ -63,3 +73,41 @@ def test_a_compiled_layer_keeps_its_measured_kernel():
     torch.testing.assert_close(got, expected)
     recorded = [key for key in calibration().choices if key[:2] == ("linear", "x·Wᵀ no-grad") and key[4:6] == (48, 80)]
     assert recorded, "the compiled layer did not run its measured product"
+
+
+def test_an_int8_model_decodes_the_same_tokens_compiled():
+    from triform.kernels.int8 import quantize
+
+    model = quantize(build("stack", seed=3), "int8")
+    layout = resolve_layout("stack", SPECIALS)
+    config = GenerationConfig(max_new_tokens=6, precision="fp32")
+    eager = generate_ids(model, layout, PROMPTS, config)
+    compiled = generate_ids(model, layout, PROMPTS, config.replace(compile=True))
+    assert [r.tokens for r in compiled] == [r.tokens for r in eager]
+
+
+def test_without_a_working_compiler_the_first_step_fails_with_one_line(tmp_path):
+    """In a process of its own (this one may hold the step compiled already), with inductor's cache empty."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from conftest import SPECIALS, tiny_config
+        from triform.errors import TriformError
+        from triform.generate import GenerationConfig, generate_ids, resolve_layout
+        from triform.models import build_model
+
+        model = build_model(tiny_config("stack")).eval()
+        try:
+            generate_ids(model, resolve_layout("stack", SPECIALS), [[30, 31]], GenerationConfig(compile=True))
+        except TriformError as error:
+            print(error)
+        """
+    )
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, os.path.dirname(__file__)], env=env, capture_output=True, text=True, timeout=600
+    )
+    message = done.stdout.strip()
+    assert message.startswith("generation.compile: torch.compile could not compile the decoding step")
+    assert "C++ compiler" in message and "\n" not in message, done.stderr[-2000:]

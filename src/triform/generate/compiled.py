@@ -40,6 +40,8 @@ def _guarded(function: Callable, model, *args, **kwargs):
     try:
         return function(model, *args, **kwargs)
     except torch._dynamo.exc.BackendCompilerFailed as error:  # no C++ compiler, for one
-        cause = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        inner = getattr(error, "inner_exception", None) or error
+        lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+        cause = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
         message = f"generation.compile: torch.compile could not compile the decoding step ({cause})"
         raise TriformError(message) from error
