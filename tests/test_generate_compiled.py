@@ -111,3 +111,30 @@ def test_without_a_working_compiler_the_first_step_fails_with_one_line(tmp_path)
     message = done.stdout.strip()
     assert message.startswith("generation.compile: torch.compile could not compile the decoding step")
     assert "C++ compiler" in message and "\n" not in message, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_a_compiled_continuous_batch_gives_each_request_what_it_gets_alone(arch):
+    """Rows joining mid-flight, waiting for a slot, leaving, the cache shifting: compiled steps
+    through the slot cache, the same tokens as each request alone and eager."""
+    from triform.generate.continuous import ContinuousBatch
+
+    model = build(arch, position="rotary")
+    layout = resolve_layout(arch, SPECIALS)
+    prompts = [[30, 31, 32], [50], [40, 41, 42, 43, 44, 45, 46], [60, 61, 62, 63], [70] * 12]
+    configs = [
+        GenerationConfig(max_new_tokens=8, precision="fp32"),
+        GenerationConfig(max_new_tokens=8, precision="fp32", do_sample=True, top_k=20, seed=5),
+    ]
+    batch = ContinuousBatch(model, layout, slots=3, precision="fp32", compile=True)
+    requests = []
+    for t in range(40):
+        if t % 2 == 0 and t // 2 < len(prompts):
+            requests.append(batch.submit(prompts[t // 2], configs[t // 2 % 2]))
+        if not batch.busy and len(requests) == len(prompts):
+            break
+        batch.step()
+    for i, (prompt, request) in enumerate(zip(prompts, requests)):
+        assert request.done and request.error is None
+        expected = generate_ids(model, layout, [prompt], configs[i % 2])
+        assert [(r.tokens, r.finish_reason) for r in request.rows] == [(r.tokens, r.finish_reason) for r in expected]

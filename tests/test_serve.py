@@ -3,6 +3,7 @@ with concurrent requests), and every bad request refused with a 4xx naming its f
 
 import base64
 import json
+import shutil
 import threading
 import time
 
@@ -80,6 +81,20 @@ def test_completions_equal_the_python_api(client, folders):
     )
     assert [c["text"] for c in sampled["choices"]] == [g.text for g in expected]
     beams = completion(client, prompt="one two", num_beams=3, n=2, temperature=0)
+    expected = generator.generate("one two", max_new_tokens=8, num_beams=3, num_return_sequences=2)
+    assert [c["text"] for c in beams["choices"]] == [g.text for g in expected]
+
+
+@pytest.mark.skipif(not any(shutil.which(n) for n in ("g++", "c++", "clang++")), reason="no C++ compiler for inductor")
+def test_a_compiling_server_answers_what_the_python_api_gives(served, folders):
+    """`triform serve --compile`: continuous batching and beam search on compiled steps."""
+    generator = TextGenerator.load(folders["gpt"])
+    with TestClient(create_app({"gpt": served["gpt"]}, LIMITS, compile=True)) as compiling:
+        prompts = ["one two three", "red"]
+        greedy = completion(compiling, prompt=prompts, temperature=0)
+        beams = completion(compiling, prompt="one two", num_beams=3, n=2, temperature=0)
+    expected = generator.generate(prompts, max_new_tokens=8, precision="fp32")
+    assert [c["text"] for c in greedy["choices"]] == [g.text for g in expected]
     expected = generator.generate("one two", max_new_tokens=8, num_beams=3, num_return_sequences=2)
     assert [c["text"] for c in beams["choices"]] == [g.text for g in expected]
 

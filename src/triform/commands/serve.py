@@ -32,6 +32,12 @@ def add_arguments(parser) -> None:
         help="fp32: a request gets exactly what it gets alone in any batch; auto or bf16 run faster where the "
         "hardware has bf16, rounding by the batch's shape",
     )
+    parser.add_argument(
+        "--compile",
+        type=bool,
+        default=False,
+        help="torch.compile the decoding steps: faster steps after a compile on each model's first requests",
+    )
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch threads (default: torch's)")
     help_of = {
         "max_tokens": "most new tokens of one output",
@@ -89,7 +95,7 @@ def run(args) -> int:
         served = load_served(name, folder, device=args.device)
         say(f"serve: {name} from {folder}: {served.arch} + {served.recipe.objective}; {', '.join(served.tasks)}")
         models[name] = served
-    app = create_app(models, limits, precision=args.precision)
+    app = create_app(models, limits, precision=args.precision, compile=args.compile)
     say(f"serve: http://{args.host}:{args.port}/ (playground), /v1/models, /docs; {limits.slots} slots per model")
     # uvicorn stops on SIGTERM once the requests in flight are answered, then raises the signal again
     # for the handler it found: a graceful stop asked for by a process manager is a normal exit here.

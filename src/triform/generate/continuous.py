@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from triform.errors import TriformError
+from triform.generate.compiled import compiled_method
 from triform.generate.config import GenerationConfig
 from triform.generate.engine import numerics, plan_rows
 from triform.generate.logits import NEG_INF, warp
@@ -100,12 +101,14 @@ class ContinuousBatch:
         capacity: int | None = None,
         decode: Decode | None = None,
         precision: str = "auto",
+        compile: bool = False,
     ):
         """`slots` rows run at once; each slot holds `capacity` positions (default 1.5 x max_len: room
         to shift rows before the shared left padding must be dropped). `decode` turns token ids into
         text, for stop strings. The model is put in evaluation mode. Under bf16 a batch gives what its
         requests give alone only to within rounding (products round by the batch's shape); in fp32
-        exactly."""
+        exactly. `compile` runs the steps of the running rows compiled (generate/compiled.py); the
+        prompts' passes stay eager."""
         if slots < 1:
             raise ValueError(f"slots: expected an integer >= 1, got {slots}")
         max_len = model.config.max_len
@@ -116,6 +119,8 @@ class ContinuousBatch:
         # bf16 on a CPU runs the model's bf16 twin, whose cache is bf16 too
         model, precision = decoding_model(model, precision, slots)
         self.model, self.layout, self.decode, self.precision = model, layout, decode, precision
+        method = "decode" if layout.arch == "encoder-decoder" else "forward"
+        self.run_step = compiled_method(model, method) if compile else getattr(model, method)
         self.cache = SlotCache(model, slots, capacity, cross=layout.arch == "encoder-decoder")
         self.running: list[Running] = []  # slot i holds running[i]
         self.waiting: deque[Running] = deque()
@@ -355,7 +360,7 @@ class ContinuousBatch:
         mask = cache.step_mask(rows)
         if self.layout.arch == "encoder-decoder":
             # The cross-attention keys and values are in the cache: the decoder needs no memory.
-            logits = self.model.decode(
+            logits = self.run_step(
                 ids,
                 None,
                 memory_padding_mask=cache.source_mask[rows, : cache.cross_width],
@@ -363,7 +368,7 @@ class ContinuousBatch:
                 cache=view,
             )
         else:
-            logits = self.model(
+            logits = self.run_step(
                 ids,
                 self.layout.pattern,
                 padding_mask=mask,

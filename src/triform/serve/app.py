@@ -36,7 +36,7 @@ STATIC = files("triform.serve") / "static"
 class Server:
     """The served models, their workers, the limits and the metrics: what every route reads."""
 
-    def __init__(self, models: dict[str, ServedModel], limits: Limits, precision: str = "fp32"):
+    def __init__(self, models: dict[str, ServedModel], limits: Limits, precision: str = "fp32", compile: bool = False):
         if not models:
             raise ValueError("serve: no model to serve")
         self.models, self.limits, self.precision = models, limits, precision
@@ -44,7 +44,12 @@ class Server:
         self.started = int(time.time())
         self.workers = {
             name: ModelWorker(
-                m, slots=limits.slots, queue_size=limits.queue_size, precision=precision, metrics=self.metrics
+                m,
+                slots=limits.slots,
+                queue_size=limits.queue_size,
+                precision=precision,
+                compile=compile,
+                metrics=self.metrics,
             )
             for name, m in models.items()
         }
@@ -122,8 +127,12 @@ class TooLarge(Exception):
     pass
 
 
-def create_app(models: dict[str, ServedModel], limits: Limits | None = None, *, precision: str = "fp32") -> FastAPI:
-    server = Server(models, limits or Limits(), precision)
+def create_app(
+    models: dict[str, ServedModel], limits: Limits | None = None, *, precision: str = "fp32", compile: bool = False
+) -> FastAPI:
+    """`compile`: decoding steps compiled with torch.compile (generate/compiled.py), after a compile
+    on each model's first steps."""
+    server = Server(models, limits or Limits(), precision, compile)
 
     @asynccontextmanager
     async def lifespan(_):

@@ -83,14 +83,21 @@ class Job:
 
 
 class ModelWorker:
-    def __init__(self, served, *, slots: int, queue_size: int, precision: str = "fp32", metrics=None):
-        self.served, self.precision, self.metrics = served, precision, metrics
+    def __init__(
+        self, served, *, slots: int, queue_size: int, precision: str = "fp32", compile: bool = False, metrics=None
+    ):
+        self.served, self.precision, self.compile, self.metrics = served, precision, compile, metrics
         self.queue_size = queue_size
         generator = served.generator
         self.batch = None
         if generator is not None and not generator.fills_masks:
             self.batch = ContinuousBatch(
-                served.model, generator.layout, slots=slots, decode=generator.decode, precision=precision
+                served.model,
+                generator.layout,
+                slots=slots,
+                decode=generator.decode,
+                precision=precision,
+                compile=compile,
             )
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
@@ -307,7 +314,9 @@ class ModelWorker:
             for ticket, _, _ in group:
                 self.started(ticket)
 
-            def search(prompts, config=config):
+            compiled = config.replace(compile=self.compile)
+
+            def search(prompts, config=compiled):
                 return generate_ids(self.served.model, generator.layout, prompts, config, decode=generator.decode)
 
             def answer(ticket: Ticket, rows, n=config.num_return_sequences) -> None:
