@@ -120,7 +120,7 @@ class ContinuousBatch:
         model, precision = decoding_model(model, precision, slots)
         self.model, self.layout, self.decode, self.precision = model, layout, decode, precision
         method = "decode" if layout.arch == "encoder-decoder" else "forward"
-        self.run_step = compiled_method(model, method) if compile else getattr(model, method)
+        self.compiled_step = compiled_method(model, method) if compile else None
         self.cache = SlotCache(model, slots, capacity, cross=layout.arch == "encoder-decoder")
         self.running: list[Running] = []  # slot i holds running[i]
         self.waiting: deque[Running] = deque()
@@ -360,7 +360,7 @@ class ContinuousBatch:
         mask = cache.step_mask(rows)
         if self.layout.arch == "encoder-decoder":
             # The cross-attention keys and values are in the cache: the decoder needs no memory.
-            logits = self.run_step(
+            logits = (self.compiled_step or self.model.decode)(
                 ids,
                 None,
                 memory_padding_mask=cache.source_mask[rows, : cache.cross_width],
@@ -368,7 +368,7 @@ class ContinuousBatch:
                 cache=view,
             )
         else:
-            logits = self.run_step(
+            logits = (self.compiled_step or self.model)(
                 ids,
                 self.layout.pattern,
                 padding_mask=mask,

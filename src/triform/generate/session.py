@@ -151,7 +151,7 @@ class EncoderDecoderSession:
         compiled: bool = False,
     ):
         self.model = model
-        self.decode = compiled_method(model, "decode") if compiled and use_cache else model.decode
+        self.compiled_decode = compiled_method(model, "decode") if compiled and use_cache else None
         device = model.head.projection.weight.device
         source_ids, mask = pad(sources, _pad_value(layout))  # right padding: positions are unchanged
         self.source_padding_mask = None if mask is None else mask.to(device)
@@ -168,7 +168,7 @@ class EncoderDecoderSession:
     def _run(self, ids: Tensor) -> Tensor:
         # The first step fills the cross-attention cache and runs eager; the others, compiled where asked.
         first = self.cache is None or self.cache.length == 0
-        logits = (self.model.decode if first else self.decode)(
+        logits = (self.model.decode if first or self.compiled_decode is None else self.compiled_decode)(
             ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
         )
         return _scores(logits)  # (B, V)
