@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/speculative.py                 # prints the table
     .venv/bin/python benchmarks/speculative.py --write         # also writes it into docs/results.md
+    .venv/bin/python benchmarks/speculative.py --compile       # one-token steps compiled (GenerationConfig.compile)
 
 Both models are trained on Brown with one tokenizer by scripts/results_quantize.py (run it first);
 random models agree too rarely for a draft to pay. The prompts are the first words of Brown validation
@@ -50,7 +51,7 @@ def measure(args) -> tuple[dict, list[dict]]:
     # Outputs end at [EOS] as they would: forcing the length makes both models pick their second choice
     # after a sentence's end, where briefly trained models disagree most. Greedy outputs are the same
     # with and without the draft, so both sides write the same tokens.
-    config = GenerationConfig(max_new_tokens=args.new_tokens, precision=args.precision)
+    config = GenerationConfig(max_new_tokens=args.new_tokens, precision=args.precision, compile=args.compile)
     outputs, stats = {}, {}
 
     def plain():
@@ -96,9 +97,10 @@ def table(sizes: dict, rows: list[dict], args) -> str:
         f"({sizes['draft'] / 1e6:.2f}M) as its draft, both trained briefly on Brown by "
         f"scripts/results_quantize.py; precision {args.precision}"
         + (f", both quantized to {args.quantize}" if args.quantize else "")
+        + ("; one-token steps compiled (`--compile`: plain decoding's and the draft's)" if args.compile else "")
         + f"; {cpu_name()}, {torch.get_num_threads()} thread(s), load average {min(sizes['load']):.1f} to "
         f"{max(sizes['load']):.1f} on a shared machine; median of {args.repeats} alternating rounds. Written by "
-        f"`python benchmarks/speculative.py --write`.",
+        f"`python benchmarks/speculative.py{' --compile' if args.compile else ''} --write`.",
         "",
         "| decoding | ms per token | speed-up | proposals kept | tokens per pass of the model | outputs = plain |",
         "|---|---:|---:|---:|---:|---|",
@@ -136,6 +138,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="fp32: greedy outputs equal bit for bit (see below)")
     parser.add_argument("--quantize", default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--compile", action="store_true", help="one-token steps compiled (plain decoding's, the draft's)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -144,8 +149,9 @@ def main() -> None:
     text = table(sizes, rows, args)
     print(text)
     if args.write:
-        suffix = f"-{args.quantize}" if args.quantize else ""
-        heading = "Speculative decoding: a small model with a tiny draft" + (f", {args.quantize}" if suffix else "")
+        parts = [part for part in (args.quantize, "compiled" if args.compile else None) if part]
+        suffix = "".join(f"-{part}" for part in parts)  # a section of its own for each setting
+        heading = "Speculative decoding: a small model with a tiny draft" + "".join(f", {part}" for part in parts)
         write_section(text, heading, BEGIN.replace(" -->", f"{suffix} -->"), END.replace(" -->", f"{suffix} -->"))
 
 

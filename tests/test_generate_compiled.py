@@ -138,3 +138,15 @@ def test_a_compiled_continuous_batch_gives_each_request_what_it_gets_alone(arch)
         assert request.done and request.error is None
         expected = generate_ids(model, layout, [prompt], configs[i % 2])
         assert [(r.tokens, r.finish_reason) for r in request.rows] == [(r.tokens, r.finish_reason) for r in expected]
+
+
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+def test_speculative_decoding_with_compiled_draft_steps_gives_the_models_own_tokens(arch):
+    from triform.generate.speculative import speculative_ids
+
+    model, draft = build(arch, seed=0), build(arch, seed=1, d_model=16, n_heads=2, d_ff=32, n_layers=1)
+    layout = resolve_layout(arch, SPECIALS)
+    config = GenerationConfig(max_new_tokens=12, min_new_tokens=4, precision="fp32")
+    plain = [row.tokens for row in generate_ids(model, layout, PROMPTS, config)]
+    rows, acceptance = speculative_ids(model, draft, layout, PROMPTS, config.replace(compile=True), k=3)
+    assert [row.tokens for row in rows] == plain and acceptance.proposed > 0

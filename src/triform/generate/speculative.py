@@ -147,7 +147,8 @@ class Speculation:
     def run(self, framed: list[int], row: Row, generator, stats: Acceptance) -> None:
         config, sampling, eos = self.config, self.config.do_sample, self.eos
         target = start_session(self.model, self.layout, [framed], row.limit + self.k + 1)
-        drafter = start_session(self.draft, self.layout, [framed], row.limit + self.k + 2)
+        # The draft's one-token steps are compiled where asked; the passes over several tokens stay eager.
+        drafter = start_session(self.draft, self.layout, [framed], row.limit + self.k + 2, compiled=config.compile)
         first = target.start()  # (1, V)
         drafter.start()
         token = choose(distribution(first, config, 0, eos)[0], sampling, generator)
