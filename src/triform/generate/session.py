@@ -50,7 +50,17 @@ def _pad_value(layout: PromptLayout) -> int:
     return layout.specials.pad if layout.specials.pad is not None else 0
 
 
-class StackSession:
+class Session:
+    """What both kinds share: the model, and its cached step compiled where asked (None: eager)."""
+
+    step_method = "forward"  # the model's method a cached step calls
+
+    def __init__(self, model, compiled: bool, use_cache: bool):
+        self.model = model
+        self.compiled_step = compiled_method(model, self.step_method) if compiled and use_cache else None
+
+
+class StackSession(Session):
     def __init__(
         self,
         model,
@@ -60,8 +70,8 @@ class StackSession:
         use_cache: bool,
         compiled: bool = False,
     ):
-        self.model, self.pattern = model, layout.pattern
-        self.forward = compiled_method(model, "forward") if compiled and use_cache else model
+        super().__init__(model, compiled, use_cache)
+        self.pattern = layout.pattern
         device = model.head.projection.weight.device
         ids, mask = pad(prompts, _pad_value(layout), side="left")  # (B, T), (B, T) or None
         self.ids, self.padding_mask = ids.to(device), None if mask is None else mask.to(device)
@@ -77,8 +87,8 @@ class StackSession:
 
     def _run(self, ids: Tensor, token_types: Tensor | None) -> Tensor:
         # The prompt's pass runs once and eager; the cached steps, compiled where asked.
-        forward = self.forward if ids.shape[1] == 1 and self.cache is not None else self.model
-        logits = forward(
+        cached_step = ids.shape[1] == 1 and self.cache is not None
+        logits = (self.compiled_step if cached_step and self.compiled_step else self.model)(
             ids,
             self.pattern,
             padding_mask=self.padding_mask,
@@ -140,7 +150,9 @@ class StackSession:
             self.cache.reorder(index)
 
 
-class EncoderDecoderSession:
+class EncoderDecoderSession(Session):
+    step_method = "decode"
+
     def __init__(
         self,
         model,
@@ -150,8 +162,7 @@ class EncoderDecoderSession:
         use_cache: bool,
         compiled: bool = False,
     ):
-        self.model = model
-        self.compiled_decode = compiled_method(model, "decode") if compiled and use_cache else None
+        super().__init__(model, compiled, use_cache)
         device = model.head.projection.weight.device
         source_ids, mask = pad(sources, _pad_value(layout))  # right padding: positions are unchanged
         self.source_padding_mask = None if mask is None else mask.to(device)
@@ -168,7 +179,7 @@ class EncoderDecoderSession:
     def _run(self, ids: Tensor) -> Tensor:
         # The first step fills the cross-attention cache and runs eager; the others, compiled where asked.
         first = self.cache is None or self.cache.length == 0
-        logits = (self.model.decode if first or self.compiled_decode is None else self.compiled_decode)(
+        logits = (self.model.decode if first or self.compiled_step is None else self.compiled_step)(
             ids, self.memory, memory_padding_mask=self.source_padding_mask, cache=self.cache, logits_at=_last(ids)
         )
         return _scores(logits)  # (B, V)
