@@ -3,7 +3,7 @@ the step unprofiled, its matrix products and its other operators under torch.pro
 operators per step, and the time outside any operator (Python, module calls, dispatch). With the
 weight-bytes / bandwidth bound beside it, this is what bounds decoding below memory speed.
 
-    .venv/bin/python benchmarks/profile_decoding.py [--case gpt-greedy-b1] [--rows 12] [--threads 1]
+    .venv/bin/python benchmarks/profile_decoding.py [--case gpt-greedy-b1] [--rows 12] [--threads 1] [--compile]
 """
 
 from __future__ import annotations
@@ -44,20 +44,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=12, help="operations listed, by their own time")
     parser.add_argument("--repeats", type=int, default=5, help="unprofiled runs, the median taken")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="also triform's fp32 steps compiled")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, strategy = args.case.split("-", 1)
     spec = model_specs()[model]
     shape = decoding.SHAPES[model]
-    variants, info = decoding.decoding_variants(spec, shape, strategy)
+    variants, info = decoding.decoding_variants(spec, shape, strategy, args.compile)
     read_gb_s = bandwidth()["read_gb_s"]
     print(
         f"{args.case} on {this_machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; {shape.new_tokens} steps; memory read bandwidth {read_gb_s:.1f} GB/s"
     )
     default = next(name for name in variants if "default" in name)
-    for name in dict.fromkeys([default, "triform fp32", "transformers fp32"]):
+    compiled = [decoding.COMPILED] if args.compile else []
+    for name in dict.fromkeys([default, "triform fp32", *compiled, "transformers fp32"]):
         step_ms = 1e3 * median_seconds(variants[name], args.repeats) / shape.new_tokens
         summary = profiled(variants[name])
         operators, products = (1e3 * s / shape.new_tokens for s in (summary.operators_s, summary.products_s))
