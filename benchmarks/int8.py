@@ -44,6 +44,7 @@ from triform.kernels.machine import this_machine
 from triform.precision import resolved_name
 
 HEADING = "Decoding with int8 weights: triform and CTranslate2"
+COMPILED = "triform int8 compiled"  # the cached steps under torch.compile (`--compile`)
 SPECIAL_NAMES = {0: "[PAD]", 1: "[UNK]", 2: "[BOS]", 3: "[EOS]", 4: "[MASK]", 5: "[SEP]", 6: "[CLS]"}
 
 
@@ -106,9 +107,9 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
     config = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens)
     outputs: dict[str, list[list[int]]] = {}
 
-    def ours(label, which, precision):
+    def ours(label, which, precision, compile=False):
         def run():
-            rows = generate_ids(which, layout, prompts, config.replace(precision=precision))
+            rows = generate_ids(which, layout, prompts, config.replace(precision=precision, compile=compile))
             outputs[label] = [r.tokens for r in rows]
 
         return run
@@ -122,6 +123,7 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
 
     variants = {
         "triform int8": ours("triform int8", int8, "auto"),
+        COMPILED: ours(COMPILED, int8, "auto", compile=True),
         "ctranslate2 int8": ct2,
         "triform default": ours("triform default", model, "auto"),
         "triform fp32": ours("triform fp32", model, "fp32"),
@@ -131,9 +133,12 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
     seconds = timing["seconds"]
     # what bounds triform int8: its products' time under the profiler, against its unprofiled median step
     products, operators = product_seconds(variants["triform int8"])
+    compiled_products, compiled_operators = product_seconds(variants[COMPILED])
     return {
         "int8_products_ms": 1e3 * products / shape.new_tokens,
         "int8_operators_per_step": operators / shape.new_tokens,
+        "compiled_products_ms": 1e3 * compiled_products / shape.new_tokens,
+        "compiled_operators_per_step": compiled_operators / shape.new_tokens,
         "model": name,
         "batch": batch,
         "new_tokens": shape.new_tokens,
@@ -141,10 +146,12 @@ def measure(name: str, batch: int, args, folder: Path) -> dict:
         # what "auto" decodes in here: measured on a CPU with native bf16, fp32 on one without
         "default_precision": resolved_name(decoding_precision(model, "auto", batch), torch.device("cpu")),
         "int8_over_ct2": paired_ratio(seconds["ctranslate2 int8"], seconds["triform int8"]),
+        "compiled_over_ct2": paired_ratio(seconds["ctranslate2 int8"], seconds[COMPILED]),
         "int8_over_default": paired_ratio(seconds["triform default"], seconds["triform int8"]),
         "int8_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform int8"]),
         "default_over_transformers": paired_ratio(seconds["transformers fp32"], seconds["triform default"]),
         "int8_vs_fp32_tokens": agreement(outputs["triform int8"], outputs["triform fp32"]),
+        "compiled_vs_int8_tokens": agreement(outputs[COMPILED], outputs["triform int8"]),
         "ct2_vs_int8_tokens": agreement(outputs["ctranslate2 int8"], outputs["triform int8"]),
         "fp32_identical_to_transformers": outputs["triform fp32"] == outputs["transformers fp32"],
         "weights": decoding_weights(spec),
@@ -164,25 +171,29 @@ def table(results: list[dict], args, read_gb_s: float) -> str:
         'Written by `python benchmarks/int8.py --write`. ms per token step; "bound" is the time to read the '
         "int8 weights once at that bandwidth.",
         "",
-        f"| model | batch | triform int8 | CTranslate2 int8 | triform default ({default}) | triform fp32 | "
-        f"transformers fp32 | int8 ÷ CT2 int8 | int8 ÷ default | int8 ÷ transformers | share of the int8 bound | "
-        "triform int8 outside products |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| model | batch | triform int8 | triform int8 compiled | CTranslate2 int8 | triform default ({default}) | "
+        f"triform fp32 | transformers fp32 | int8 ÷ CT2 int8 | compiled int8 ÷ CT2 int8 | int8 ÷ default | "
+        "int8 ÷ transformers | share of the int8 bound (compiled) | outside products (compiled) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ms = r["ms_per_step"]
         bound = r["weights"] / (read_gb_s * 1e9) * 1e3
         lines.append(
-            f"| {r['model']} | {r['batch']} | {ms['triform int8']:.2f} | {ms['ctranslate2 int8']:.2f} | "
-            f"{ms['triform default']:.2f} | {ms['triform fp32']:.2f} | {ms['transformers fp32']:.2f} | "
-            f"{r['int8_over_ct2']:.2f}× | {r['int8_over_default']:.2f}× | {r['int8_over_transformers']:.2f}× | "
-            f"{100 * bound / ms['triform int8']:.0f} % | {outside_products(r):.2f} |"
+            f"| {r['model']} | {r['batch']} | {ms['triform int8']:.2f} | {ms[COMPILED]:.2f} | "
+            f"{ms['ctranslate2 int8']:.2f} | {ms['triform default']:.2f} | {ms['triform fp32']:.2f} | "
+            f"{ms['transformers fp32']:.2f} | {r['int8_over_ct2']:.2f}× | {r['compiled_over_ct2']:.2f}× | "
+            f"{r['int8_over_default']:.2f}× | {r['int8_over_transformers']:.2f}× | "
+            f"{100 * bound / ms['triform int8']:.0f} % ({100 * bound / ms[COMPILED]:.0f} %) | "
+            f"{outside_products(r):.2f} ({outside_products(r, compiled=True):.2f}) |"
         )
     lines += ["", "Outputs (share of tokens equal, position by position):", ""]
     for r in results:
         lines.append(
             f"- {r['model']} batch {r['batch']}: triform int8 = triform fp32 on {100 * r['int8_vs_fp32_tokens']:.0f} %"
-            f" of tokens, CTranslate2 int8 = triform int8 on {100 * r['ct2_vs_int8_tokens']:.0f} %; triform fp32 "
+            f" of tokens, compiled int8 = triform int8 on {100 * r['compiled_vs_int8_tokens']:.0f} %, "
+            "CTranslate2 int8 = "
+            f"triform int8 on {100 * r['ct2_vs_int8_tokens']:.0f} %; triform fp32 "
             f"{'identical to' if r['fp32_identical_to_transformers'] else '**differs from**'} transformers fp32."
         )
     lines += [
@@ -206,8 +217,11 @@ def markers(machine: str) -> tuple[str, str]:
     return f"<!-- results:int8 {machine} -->", f"<!-- /results:int8 {machine} -->"
 
 
-def outside_products(result: dict) -> float:
-    """ms of triform int8's median step not spent in matrix products (their time from the profiler)."""
+def outside_products(result: dict, compiled: bool = False) -> float:
+    """ms of triform int8's median step (eager or compiled) not spent in matrix products (their time
+    from the profiler)."""
+    if compiled:
+        return result["ms_per_step"][COMPILED] - result["compiled_products_ms"]
     return result["ms_per_step"]["triform int8"] - result["int8_products_ms"]
 
 
@@ -216,16 +230,20 @@ def bound_lines(results: list[dict]) -> list[str]:
     lines = [
         '"Outside products" is triform int8\'s median step less the time its matrix products took under '
         "torch.profiler: the Python of the model's forward, the dispatch of its operators (norms, residual adds, "
-        "attention, the KV cache, views), and the choice of the next token.",
+        "attention, the KV cache, views), and the choice of the next token; compiled, inductor's fused kernels "
+        "and the guards of the compiled step.",
         "",
     ]
     for r in results:
         target = r["ms_per_step"]["ctranslate2 int8"] / 1.5
-        outside = outside_products(r)
+        outside = outside_products(r, compiled=True)
+        products = r["ms_per_step"][COMPILED] - outside
         verdict = "more than" if outside > target else "less than"
         lines.append(
-            f"- {r['model']} batch {r['batch']}: {outside:.2f} ms outside products ({r['int8_operators_per_step']:.0f} "
-            f"operators per step), {verdict} the {target:.2f} ms a whole step would take at 1.5× CTranslate2's speed."
+            f"- {r['model']} batch {r['batch']}: compiled, {products:.2f} ms in products and {outside:.2f} ms outside "
+            f"them ({r['compiled_operators_per_step']:.0f} operators per step; eager {outside_products(r):.2f} ms, "
+            f"{r['int8_operators_per_step']:.0f}); the outside part alone is {verdict} the {target:.2f} ms a whole "
+            "step would take at 1.5× CTranslate2's speed."
         )
     return lines
 

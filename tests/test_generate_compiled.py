@@ -86,6 +86,26 @@ def test_an_int8_model_decodes_the_same_tokens_compiled():
     assert [r.tokens for r in compiled] == [r.tokens for r in eager]
 
 
+def test_an_int8_product_compiles_into_one_graph_without_breaks():
+    """fbgemm's packed weight is no tensor: without its own operator dynamo breaks the graph at every
+    product, and a compiled step ran slower than an eager one."""
+    from triform.kernels.int8 import FBGEMM_MIN_WEIGHTS, Int8Linear
+
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(512, FBGEMM_MIN_WEIGHTS // 512 * 2))
+    assert layer.fp32_weight is None, "the layer must be large enough for fbgemm's kernel"
+    norm = torch.nn.LayerNorm(512)
+
+    def step(x):
+        return torch.relu(layer(norm(x)))
+
+    x = torch.randn(3, 512)
+    with torch.no_grad():
+        expected = step(x)
+        got = torch.compile(step, fullgraph=True, dynamic=False)(x)  # fullgraph: a break raises
+    torch.testing.assert_close(got, expected)
+
+
 def test_without_a_working_compiler_the_first_step_fails_with_one_line(tmp_path):
     """In a process of its own (this one may hold the step compiled already), with inductor's cache empty."""
     script = textwrap.dedent(

@@ -26,11 +26,14 @@ their range off there (a trained GPT's weights pair up so large more rarely: its
 0.1 %, and with 7 bits by 0.02 %, on Brown in windows of 64 tokens, each product within fbgemm's rows). Whether
 this CPU clips is tried once on a product that would (`activations_clip`); where it does, the
 activations go in 7 bits instead (torch.ao's `reduce_range`), as torch's own default for fbgemm does.
+Under torch.compile (`--compile`) each fbgemm product is one opaque operator (`triform::int8_linear`),
+so that inductor fuses the work between products instead of breaking the graph at each of them.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from functools import cache
 
 import torch
@@ -102,6 +105,10 @@ class Int8Linear(nn.Module):
         self.bf16 = native_bf16(torch.device("cpu"))
         small = quantized.numel() < FBGEMM_MIN_WEIGHTS
         self.fp32_weight = self.dequantized(torch.float32) if small else None  # not in the state dict
+        for key, found in list(_LAYERS.items()):
+            if found() is None:
+                del _LAYERS[key]
+        _LAYERS[quantized.data_ptr()] = weakref.ref(self)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -111,6 +118,17 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (M, in)
+        if torch.compiler.is_compiling() and self.fp32_weight is None and rows.shape[0]:
+            # fbgemm's packed weight is no tensor that a graph can hold: the product is one opaque operator
+            y = torch.ops.triform.int8_linear(rows.float().contiguous(), self.weight, self.scales, self.bias)
+        else:
+            y = self.product(rows)
+        # Under autocast a product's result is bf16, as it would be for nn.Linear.
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        return y.to(dtype).view(*x.shape[:-1], self.out_features)  # (..., out)
+
+    def product(self, rows: Tensor) -> Tensor:
+        """rows (M, in) · (s ⊙ Q)ᵀ + b, fp32 (M, out), by the kernel for M rows (module docstring)."""
         if self.fp32_weight is not None:
             with torch.autocast("cpu", enabled=False):
                 y = F.linear(rows.float(), self.fp32_weight, self.bias)
@@ -120,9 +138,31 @@ class Int8Linear(nn.Module):
             dtype = torch.bfloat16 if self.bf16 else torch.float32
             bias = None if self.bias is None else self.bias.to(dtype)
             y = onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
-        # Under autocast a product's result is bf16, as it would be for nn.Linear.
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        return y.to(dtype).view(*x.shape[:-1], self.out_features)  # (..., out)
+        return y.float()
+
+
+# Inside torch.compile an int8 product is one operator that finds its layer by the int8 weight's
+# storage (as kernels/linear.py's `linear_inference` does): dynamo cannot trace fbgemm's packed weight,
+# and would break the graph at every product, leaving a compiled step slower than an eager one.
+_LAYERS: dict[int, weakref.ref] = {}
+_LIBRARY = torch.library.Library("triform", "FRAGMENT")
+_LIBRARY.define("int8_linear(Tensor x, Tensor weight, Tensor scales, Tensor? bias) -> Tensor")
+
+
+def _int8_linear(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+    found = _LAYERS.get(weight.data_ptr())
+    layer = found() if found is not None else None
+    if layer is None or layer.weight.data_ptr() != weight.data_ptr():  # a layer gone: its values still serve
+        return F.linear(x, weight.float() * scales[:, None], bias)
+    return layer.product(x)
+
+
+_LIBRARY.impl("int8_linear", _int8_linear, "CPU")
+
+
+@torch.library.register_fake("triform::int8_linear")
+def _(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0], dtype=torch.float32)
 
 
 def quantize(model: nn.Module, scheme: str = "int8") -> nn.Module:
