@@ -155,26 +155,33 @@ def test_the_int8_table_says_what_bounds_triform_against_ctranslate2_and_the_loa
     spec = importlib.util.spec_from_file_location("int8_benchmark", ROOT / "benchmarks" / "int8.py")
     int8 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(int8)
-    steps = {"triform int8": 3.0, "ctranslate2 int8": 1.8, "triform default": 3.8, "triform fp32": 5.8}
+    steps = {"triform int8": 3.0, "triform int8 compiled": 2.4, "ctranslate2 int8": 1.8, "triform default": 3.8}
+    steps["triform fp32"] = 5.8
     row = {
         "model": "gpt",
         "batch": 1,
         "ms_per_step": {**steps, "transformers fp32": 6.4},
         "int8_products_ms": 1.0,
         "int8_operators_per_step": 700.0,
-        **{key: 1.0 for key in ("int8_over_ct2", "int8_over_default", "int8_over_transformers")},
+        "compiled_products_ms": 1.0,
+        "compiled_operators_per_step": 300.0,
+        **{key: 1.0 for key in ("int8_over_ct2", "compiled_over_ct2", "int8_over_default", "int8_over_transformers")},
         "int8_vs_fp32_tokens": 1.0,
+        "compiled_vs_int8_tokens": 1.0,
         "ct2_vs_int8_tokens": 1.0,
         "fp32_identical_to_transformers": True,
         "weights": 10**6,
         "default_precision": "fp32",
     }
-    fast = {**row, "batch": 8, "int8_products_ms": 2.5}  # 0.5 ms outside: under 1.8 / 1.5
+    fast = {**row, "batch": 8, "compiled_products_ms": 1.9}  # compiled, 0.5 ms outside: under 1.8 / 1.5
     args = type("Args", (), {"threads": 1, "repeats": 5})
     monkeypatch.setattr(int8.os, "cpu_count", lambda: 2)
     quiet = int8.table([{**row, "load": [0.9, 1.0]}, {**fast, "load": [1.0]}], args, 30.0)
-    assert "- gpt batch 1: 2.00 ms outside products (700 operators per step), more than the 1.20 ms" in quiet
-    assert "- gpt batch 8: 0.50 ms outside products (700 operators per step), less than the 1.20 ms" in quiet
+    slow = "- gpt batch 1: compiled, 1.00 ms in products and 1.40 ms outside them (300 operators per step; "
+    assert slow + "eager 2.00 ms, 700); the outside part alone is more than the 1.20 ms" in quiet
+    assert "- gpt batch 8: compiled, 1.90 ms in products and 0.50 ms outside them" in quiet
+    assert "the outside part alone is less than the 1.20 ms" in quiet
+    assert "| 3.00 | 2.40 | 1.80 |" in quiet  # eager, compiled, CTranslate2
     assert "loaded by other work" not in quiet
     assert "| triform default (fp32) |" in quiet and "int8 ÷ default" in quiet and "bf16" not in quiet
     loaded = int8.table([{**row, "load": [5.0, 6.0]}], args, 30.0)
