@@ -211,3 +211,40 @@ def test_bf16_products_train_where_onednn_cannot_compute_them(monkeypatch):
         assert x.grad is not None and layer.weight.grad is not None
     finally:
         set_calibration(old)
+
+
+@pytest.mark.skipif(not linear_module.ONEDNN, reason="needs oneDNN's products as a second candidate")
+def test_a_layer_remembers_its_no_grad_choice_and_chooses_again_under_a_new_table(monkeypatch):
+    """A decoding step asks a layer for the same product at every step: the layer keeps the kernel
+    chosen for its rows, dtype and autocast, and asks again only when the process's table changes."""
+    ran = []
+    run_kernel = Linear.run_kernel
+
+    def recorded(self, name, *args):
+        ran.append(name)
+        return run_kernel(self, name, *args)
+
+    monkeypatch.setattr(Linear, "run_kernel", recorded)
+    layer, x = Linear(32, 48), torch.randn(3, 32)
+    onednn_fastest = {"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0, "mkl-packed": 2.0}
+    first = Calibration(timer=fake_timer(onednn_fastest), read_disk=False)
+    asked = []
+    choose = first.choose
+    monkeypatch.setattr(first, "choose", lambda *args: asked.append(args[0]) or choose(*args))
+    old = set_calibration(first)
+    try:
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+            torch.testing.assert_close(layer(x), expected)
+            ran.clear()
+            for _ in range(3):
+                torch.testing.assert_close(layer(x), expected)
+            assert ran == ["onednn"] * 3 and len(asked) == 1  # chosen once, not at every call
+            packed_fastest = {**onednn_fastest, "onednn": 3.0, "onednn-packed": 1.0}
+            set_calibration(Calibration(timer=fake_timer(packed_fastest), read_disk=False))
+            layer(x)
+            ran.clear()
+            torch.testing.assert_close(layer(x), expected)
+            assert ran == ["onednn-packed"]  # the new table's choice, not the remembered one
+    finally:
+        set_calibration(old)

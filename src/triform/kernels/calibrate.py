@@ -23,6 +23,7 @@ step trains as one that read the choices from disk.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -95,7 +96,10 @@ def unchanged(tensor: torch.Tensor) -> torch.Tensor:
 class Calibration:
     """The kernel chosen for each shape class, measured on first use."""
 
+    made = itertools.count()
+
     def __init__(self, timer: Timer | None = None, path: Path | None = None, read_disk: bool = True):
+        self.serial = next(Calibration.made)  # which table a layer's remembered choice came from
         self.timer = timer or best_seconds
         self.path = path
         self.read_disk = read_disk

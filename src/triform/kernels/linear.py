@@ -179,32 +179,59 @@ class Linear(nn.Linear):
     """nn.Linear, each product computed by the kernel measured fastest for its shape class."""
 
     def forward(self, x: Tensor) -> Tensor:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        registered = self.__dict__.get("_compiled_inference", False)
-        if registered and torch.compiler.is_compiling() and not needs_grad and x.dtype in DTYPES:
-            if not torch.is_autocast_enabled("cpu") and x.dtype == self.weight.dtype and x.numel():
-                rows = x.reshape(-1, x.shape[-1])
-                y = torch.ops.triform.linear_inference(rows, self.weight, self.bias)
-                return y.view(*x.shape[:-1], self.out_features)
-        if needs_grad or not measured(x) or x.numel() == 0:
-            return linear(x, self.weight, self.bias)
+        weight = self.weight
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return linear(x, weight, self.bias)
+        if torch.compiler.is_compiling():
+            return self.compiled_forward(x)
+        if not (x.is_cpu and x.dtype in DTYPES) or x.numel() == 0:
+            return linear(x, weight, self.bias)
+        if x.dim() == 2:
+            return self.inference(x)
         rows = x.reshape(-1, x.shape[-1])  # (M, in)
         return self.inference(rows).view(*x.shape[:-1], self.out_features)  # (..., out)
 
+    def compiled_forward(self, x: Tensor) -> Tensor:
+        """Inside torch.compile: a registered layer's product is one opaque operator of the graph
+        (`linear_inference`, this machine's kernel); any other is traced as F.linear."""
+        registered = self.__dict__.get("_compiled_inference", False)
+        if registered and x.dtype in DTYPES and not torch.is_autocast_enabled("cpu"):
+            if x.dtype == self.weight.dtype and x.numel():
+                rows = x.reshape(-1, x.shape[-1])
+                y = torch.ops.triform.linear_inference(rows, self.weight, self.bias)
+                return y.view(*x.shape[:-1], self.out_features)
+        return linear(x, self.weight, self.bias)
+
     def inference(self, x: Tensor) -> Tensor:
-        """The forward product alone, choosing among the kernels that need no autograd too."""
+        """The forward product alone (x: (M, in) on a CPU), choosing among the kernels that need no
+        autograd too. A decoding step runs a layer's product with the same rows, dtype and autocast
+        at every step: the choice is remembered by the layer for those, so that its Python, some
+        10 µs against a few µs for a small product, runs once and not at every step."""
+        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+        weight = self.weight
+        situation = (x.shape[0], x.dtype, weight.dtype, autocast, torch.get_num_threads())
+        situation += (torch.backends.mkldnn.enabled, calibration().serial)
+        chosen = self.__dict__.setdefault("_chosen", {})
+        name = chosen.get(situation)
+        if name is None:
+            name = chosen[situation] = self.choose_kernel(x)
+        if name == "torch":
+            return F.linear(x, weight, self.bias)
+        return self.run_kernel(name, x, torch.bfloat16 if autocast == torch.bfloat16 else x.dtype)
+
+    def choose_kernel(self, x: Tensor) -> str:
         bf16 = autocast_bf16(x)
         dtype = torch.bfloat16 if bf16 else x.dtype
         names = self.inference_kernels(x, dtype, bf16)
         if len(names) == 1:
-            return F.linear(x, self.weight, self.bias)
+            return names[0]
         key = ("linear", "x·Wᵀ no-grad", DTYPES[dtype] + (" autocast" if bf16 else ""), rows_class(x.shape[0]))
         key += (self.in_features, self.out_features, self.bias is not None, torch.get_num_threads())
         name = calibration().choose(key, names, lambda: {n: partial(self.run_kernel, n, x, dtype) for n in names})
         prepared = self.__dict__.get("_prepared")
         if prepared and len(prepared) > 1:  # timing prepared a weight for each candidate: keep the chosen one's
             self._prepared = {k: v for k, v in prepared.items() if k[0] == name}
-        return self.run_kernel(name, x, dtype)
+        return name
 
     def inference_kernels(self, x: Tensor, dtype: torch.dtype, bf16: bool) -> tuple[str, ...]:
         if not (bf16 or x.dtype == self.weight.dtype):
