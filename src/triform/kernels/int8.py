@@ -117,7 +117,7 @@ class Int8Linear(nn.Module):
         return (self.weight.to(dtype) * self.scales[:, None].to(dtype)).contiguous()  # (out, in)
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])  # (M, in)
+        rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (M, in)
         if torch.compiler.is_compiling() and self.fp32_weight is None and rows.shape[0]:
             # fbgemm's packed weight is no tensor that a graph can hold: the product is one opaque operator
             y = torch.ops.triform.int8_linear(rows.float().contiguous(), self.weight, self.scales, self.bias)
@@ -125,10 +125,12 @@ class Int8Linear(nn.Module):
             y = self.product(rows)
         # Under autocast a product's result is bf16, as it would be for nn.Linear.
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        return y.to(dtype).view(*x.shape[:-1], self.out_features)  # (..., out)
+        y = y.to(dtype)
+        return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)  # (..., out)
 
     def product(self, rows: Tensor) -> Tensor:
-        """rows (M, in) · (s ⊙ Q)ᵀ + b, fp32 (M, out), by the kernel for M rows (module docstring)."""
+        """rows (M, in) · (s ⊙ Q)ᵀ + b, (M, out), by the kernel for M rows (module docstring): fp32,
+        or bf16 from oneDNN's bf16 product, which the caller casts to its own dtype once."""
         if self.fp32_weight is not None:
             with torch.autocast("cpu", enabled=False):
                 y = F.linear(rows.float(), self.fp32_weight, self.bias)
@@ -138,7 +140,7 @@ class Int8Linear(nn.Module):
             dtype = torch.bfloat16 if self.bf16 else torch.float32
             bias = None if self.bias is None else self.bias.to(dtype)
             y = onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
-        return y.float()
+        return y
 
 
 # Inside torch.compile an int8 product is one operator that finds its layer by the int8 weight's
@@ -154,7 +156,7 @@ def _int8_linear(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None)
     layer = found() if found is not None else None
     if layer is None or layer.weight.data_ptr() != weight.data_ptr():  # a layer gone: its values still serve
         return F.linear(x, weight.float() * scales[:, None], bias)
-    return layer.product(x)
+    return layer.product(x).float()  # the operator's declared result
 
 
 _LIBRARY.impl("int8_linear", _int8_linear, "CPU")
