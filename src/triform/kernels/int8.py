@@ -33,7 +33,6 @@ so that inductor fuses the work between products instead of breaking the graph a
 from __future__ import annotations
 
 import warnings
-import weakref
 from functools import cache
 
 import torch
@@ -42,6 +41,7 @@ from torch import Tensor, nn
 
 from triform.errors import TriformError
 from triform.kernels.linear import onednn_product
+from triform.kernels.opaque import LayersByStorage
 from triform.precision import native_bf16
 
 SCHEMES = ("int8",)
@@ -105,10 +105,7 @@ class Int8Linear(nn.Module):
         self.bf16 = native_bf16(torch.device("cpu"))
         small = quantized.numel() < FBGEMM_MIN_WEIGHTS
         self.fp32_weight = self.dequantized(torch.float32) if small else None  # not in the state dict
-        for key, found in list(_LAYERS.items()):
-            if found() is None:
-                del _LAYERS[key]
-        _LAYERS[quantized.data_ptr()] = weakref.ref(self)
+        _LAYERS.add(self, quantized)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -144,17 +141,16 @@ class Int8Linear(nn.Module):
 
 
 # Inside torch.compile an int8 product is one operator that finds its layer by the int8 weight's
-# storage (as kernels/linear.py's `linear_inference` does): dynamo cannot trace fbgemm's packed weight,
-# and would break the graph at every product, leaving a compiled step slower than an eager one.
-_LAYERS: dict[int, weakref.ref] = {}
+# storage (kernels/opaque.py): dynamo cannot trace fbgemm's packed weight, and would break the graph
+# at every product, leaving a compiled step slower than an eager one.
+_LAYERS = LayersByStorage()
 _LIBRARY = torch.library.Library("triform", "FRAGMENT")
 _LIBRARY.define("int8_linear(Tensor x, Tensor weight, Tensor scales, Tensor? bias) -> Tensor")
 
 
 def _int8_linear(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
-    found = _LAYERS.get(weight.data_ptr())
-    layer = found() if found is not None else None
-    if layer is None or layer.weight.data_ptr() != weight.data_ptr():  # a layer gone: its values still serve
+    layer = _LAYERS.find(weight)
+    if layer is None:  # a layer gone: its values still serve
         return F.linear(x, weight.float() * scales[:, None], bias)
     return layer.product(x).float()  # the operator's declared result
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.opaque import LayersByStorage
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_PACKED = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
@@ -130,10 +131,8 @@ def fp32_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x.float(), weight, bias).to(torch.bfloat16)
 
 
-# The layers whose no-grad product a compiled graph calls as one opaque operator, found by their
-# weight and bias storage (a custom operator takes tensors, not modules; an index baked into the graph
-# would make every other model of the same shape compile again).
-_LAYERS: dict[tuple[int, int], weakref.ref] = {}
+# The layers whose no-grad product a compiled graph calls as one opaque operator (kernels/opaque.py).
+_LAYERS = LayersByStorage()
 
 # Defined with torch.library's Library rather than custom_op, whose Python wrapper costs some 14 µs a
 # call here, a tenth of a decoding step's product; a plain CPU kernel costs 2.
@@ -141,16 +140,11 @@ _LIBRARY = torch.library.Library("triform", "DEF")
 _LIBRARY.define("linear_inference(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
 
 
-def _storage_key(weight: Tensor, bias: Tensor | None) -> tuple[int, int]:
-    return weight.data_ptr(), 0 if bias is None else bias.data_ptr()
-
-
 def _linear_inference(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (M, in) · weightᵀ + bias by its layer's measured kernel (`Linear.inference`): inside
     torch.compile, inductor fuses the work around it and keeps this machine's kernel choice."""
-    found = _LAYERS.get(_storage_key(weight, bias))
-    layer = found() if found is not None else None
-    if layer is None or layer.weight.data_ptr() != weight.data_ptr():  # a layer gone or its weight replaced
+    layer = _LAYERS.find(weight, bias)
+    if layer is None:  # a layer gone or its weight replaced
         return F.linear(x, weight, bias)
     return layer.inference(x)
 
@@ -166,12 +160,9 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def register_layers(model: nn.Module) -> None:
     """Let every CPU `Linear` of `model` run its measured no-grad product inside torch.compile
     (`linear_inference`); called again after a weight is replaced, it finds the new one."""
-    for key, found in list(_LAYERS.items()):
-        if found() is None:
-            del _LAYERS[key]
     for module in model.modules():
         if isinstance(module, Linear) and module.weight.device.type == "cpu":
-            _LAYERS[_storage_key(module.weight, module.bias)] = weakref.ref(module)
+            _LAYERS.add(module, module.weight, module.bias)
             module.__dict__["_compiled_inference"] = True
 
 
