@@ -200,7 +200,8 @@ class Linear(nn.Linear):
         10 µs against a few µs for a small product, runs once and not at every step."""
         autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
         weight = self.weight
-        situation = (x.shape[0], x.dtype, weight.dtype, autocast, torch.get_num_threads())
+        # rows by their class, as the table keys them: a server's many prompt lengths add few entries
+        situation = (rows_class(x.shape[0]), x.dtype, weight.dtype, autocast, torch.get_num_threads())
         situation += (torch.backends.mkldnn.enabled, calibration().serial)
         chosen = self.__dict__.setdefault("_chosen", {})
         name = chosen.get(situation)
