@@ -117,12 +117,14 @@ class Int8Linear(nn.Module):
         rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (M, in)
         if torch.compiler.is_compiling() and self.fp32_weight is None and rows.shape[0]:
             # fbgemm's packed weight is no tensor that a graph can hold: the product is one opaque operator
-            y = torch.ops.triform.int8_linear(rows.float().contiguous(), self.weight, self.scales, self.bias)
+            y = torch.ops.triform.int8_linear(fp32(rows), self.weight, self.scales, self.bias)
         else:
             y = self.product(rows)
-        # Under autocast a product's result is bf16, as it would be for nn.Linear.
+        # Under autocast a product's result is bf16, as it would be for nn.Linear. Casts only where
+        # needed: even a cast to the same dtype is a call through the dispatcher.
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        y = y.to(dtype)
+        if y.dtype != dtype:
+            y = y.to(dtype)
         return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)  # (..., out)
 
     def product(self, rows: Tensor) -> Tensor:
@@ -130,14 +132,17 @@ class Int8Linear(nn.Module):
         or bf16 from oneDNN's bf16 product, which the caller casts to its own dtype once."""
         if self.fp32_weight is not None:
             with torch.autocast("cpu", enabled=False):
-                y = F.linear(rows.float(), self.fp32_weight, self.bias)
-        elif rows.shape[0] <= FBGEMM_MAX_ROWS:
-            y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), self.packed, self.reduce_range)
-        else:
-            dtype = torch.bfloat16 if self.bf16 else torch.float32
-            bias = None if self.bias is None else self.bias.to(dtype)
-            y = onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
-        return y
+                return F.linear(fp32(rows), self.fp32_weight, self.bias)
+        if rows.shape[0] <= FBGEMM_MAX_ROWS:
+            return torch.ops.quantized.linear_dynamic(fp32(rows), self.packed, self.reduce_range)
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
+
+
+def fp32(rows: Tensor) -> Tensor:
+    """`rows` as fbgemm takes them, fp32 and contiguous, copied only when they are not."""
+    return rows if rows.dtype == torch.float32 and rows.is_contiguous() else rows.float().contiguous()
 
 
 # Inside torch.compile an int8 product is one operator that finds its layer by the int8 weight's
