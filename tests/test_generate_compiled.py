@@ -170,20 +170,3 @@ def test_speculative_decoding_with_compiled_draft_steps_gives_the_models_own_tok
     plain = [row.tokens for row in generate_ids(model, layout, PROMPTS, config)]
     rows, acceptance = speculative_ids(model, draft, layout, PROMPTS, config.replace(compile=True), k=3)
     assert [row.tokens for row in rows] == plain and acceptance.proposed > 0
-
-
-def test_a_step_the_cpp_wrapper_cannot_build_is_compiled_with_the_python_wrapper(monkeypatch):
-    """inductor's C++ wrapper first; where it fails (here: its compiler is missing), the Python
-    wrapper, and the same tokens as eager."""
-    from triform.generate import compiled
-
-    broken = {"cpp_wrapper": True, "cpp.cxx": (None, "/no/such/g++")}
-    monkeypatch.setattr(compiled, "WRAPPERS", (broken, {}))
-    monkeypatch.setattr(compiled, "_COMPILED", {})
-    model = build("stack")
-    layout = resolve_layout("stack", SPECIALS)
-    config = GenerationConfig(max_new_tokens=4)
-    eager = [row.tokens for row in generate_ids(model, layout, PROMPTS, config)]
-    steps = [row.tokens for row in generate_ids(model, layout, PROMPTS, config.replace(compile=True))]
-    assert steps == eager
-    assert [wrapper for _, wrapper in compiled._COMPILED.values()] == [1]  # the Python wrapper's

@@ -23,42 +23,25 @@ import torch
 from triform.errors import TriformError
 from triform.kernels.linear import register_layers
 
-# inductor's C++ wrapper: the compiled graph calls its kernels from generated C++ rather than from a
-# generated Python function, whose calls took some 5 % of a compiled step (AMD EPYC, 1 thread, the
-# GPT and BART of benchmarks/run.py at batch 1: eager ÷ compiled 1.08 → 1.13 and 1.14 → 1.18). A
-# torch whose C++ wrapper cannot build a graph gets the Python wrapper instead.
-WRAPPERS: tuple[dict, ...] = ({"cpp_wrapper": True}, {})
-
-# (model class, method) → (the compiled function, the index in WRAPPERS of its options)
-_COMPILED: dict[tuple[type, str], tuple[Callable, int]] = {}
+_COMPILED: dict[tuple[type, str], Callable] = {}
 
 
 def compiled_method(model, method: str) -> Callable:
     """`getattr(model, method)`, compiled: a function of the method's arguments."""
     register_layers(model)
-    return partial(_guarded, (type(model), method), model)
+    key = (type(model), method)
+    function = _COMPILED.get(key)
+    if function is None:
+        function = _COMPILED[key] = torch.compile(getattr(type(model), method), dynamic=True)
+    return partial(_guarded, function, model)
 
 
-def _compiled(key: tuple[type, str], wrapper: int) -> tuple[Callable, int]:
-    found = _COMPILED.get(key)
-    if found is None or found[1] < wrapper:
-        cls, method = key
-        function = torch.compile(getattr(cls, method), dynamic=True, options=WRAPPERS[wrapper] or None)
-        found = _COMPILED[key] = (function, wrapper)
-    return found
-
-
-def _guarded(key: tuple[type, str], model, *args, **kwargs):
-    function, wrapper = _compiled(key, 0)
-    while True:
-        try:
-            return function(model, *args, **kwargs)
-        except torch._dynamo.exc.BackendCompilerFailed as error:  # the first call compiles
-            if wrapper + 1 < len(WRAPPERS):
-                function, wrapper = _compiled(key, wrapper + 1)
-                continue
-            inner = getattr(error, "inner_exception", None) or error  # no C++ compiler, for one
-            lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-            cause = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
-            message = f"generation.compile: torch.compile could not compile the decoding step ({cause})"
-            raise TriformError(message) from error
+def _guarded(function: Callable, model, *args, **kwargs):
+    try:
+        return function(model, *args, **kwargs)
+    except torch._dynamo.exc.BackendCompilerFailed as error:  # no C++ compiler, for one
+        inner = getattr(error, "inner_exception", None) or error
+        lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+        cause = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+        message = f"generation.compile: torch.compile could not compile the decoding step ({cause})"
+        raise TriformError(message) from error
