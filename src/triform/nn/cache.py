@@ -31,11 +31,9 @@ class LayerCache:
         end = start + k.shape[2]
         if end > self.keys.shape[2]:
             raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; {end} were asked for")
-        # narrow + copy_ rather than slice assignment: the same copy, without Python's indexing
-        # machinery, which a decoding step would run twice per layer
-        self.keys.narrow(2, start, end - start).copy_(k)
-        self.values.narrow(2, start, end - start).copy_(v)
-        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 class KVCache:
