@@ -8,6 +8,7 @@ import torch
 
 from triform.cli import main
 from triform.kernels import linear as linear_module
+from triform.kernels import native
 from triform.kernels.calibrate import Calibration, calibration, key_text, read_choices, set_calibration
 from triform.kernels.linear import Linear
 from triform.kernels.machine import fingerprint
@@ -68,6 +69,7 @@ def test_a_single_candidate_is_chosen_without_timing(monkeypatch):
     # a machine without oneDNN or MKL's packed products has torch's kernel alone: nothing is timed
     for name in ("ONEDNN", "ONEDNN_PACKED", "MKL_PACKED"):
         monkeypatch.setattr(linear_module, name, False)
+    monkeypatch.setattr(native, "library", lambda: None)  # nor triform's own kernels
     alone = Calibration(timer=no_timer, read_disk=False)
     old = set_calibration(alone)
     try:
@@ -122,7 +124,7 @@ def test_a_stale_or_foreign_cache_entry_is_ignored_and_measured_again(tmp_path, 
 
 def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRIFORM_CACHE", str(tmp_path / "cache"))
-    timings = {"torch": 1.0, "onednn": 0.5, "onednn-packed": 2.0, "mkl-packed": 2.0, "fp32": 2.0}
+    timings = {"torch": 1.0, "onednn": 0.5, "onednn-packed": 2.0, "mkl-packed": 2.0, "fp32": 2.0, "gemv": 2.0}
     timings |= {"sdpa": 1.0, "written-out": 2.0, "torch-swapped": 2.0, "onednn-swapped": 2.0}
     old = set_calibration(Calibration(timer=fake_timer(timings), read_disk=False))
     try:
@@ -226,7 +228,7 @@ def test_a_layer_remembers_its_no_grad_choice_and_chooses_again_under_a_new_tabl
 
     monkeypatch.setattr(Linear, "run_kernel", recorded)
     layer, x = Linear(32, 48), torch.randn(3, 32)
-    onednn_fastest = {"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0, "mkl-packed": 2.0}
+    onednn_fastest = {"torch": 3.0, "onednn": 1.0, "onednn-packed": 2.0, "mkl-packed": 2.0, "gemv": 2.0}
     first = Calibration(timer=fake_timer(onednn_fastest), read_disk=False)
     asked = []
     choose = first.choose

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch.profiler import profile
 
 # The operators that compute matrix products: torch's and oneDNN's, and the int8 ones (fbgemm's
-# dynamic quantized linear, torch's weight-only int8 kernel)
+# dynamic quantized linear, torch's weight-only int8 kernel), and triform's own (kernels/native.py)
 PRODUCTS = (
     "aten::mm",
     "aten::addmm",
@@ -17,6 +17,7 @@ PRODUCTS = (
     "mkldnn::_linear_pointwise",
     "quantized::linear_dynamic",
     "aten::_weight_int8pack_mm",
+    "triform::gemv",
 )
 
 

@@ -7,7 +7,8 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
 
 - `linear`: each product (forward, and both of the backward pass) by the kernel measured fastest
   for its shape class on this machine: torch's (MKL, oneDNN's matmul), oneDNN's inner product,
-  packed weights without autograd, fp32 for a few rows under bf16 autocast (`calibrate`).
+  packed weights without autograd, fp32 for a few rows under bf16 autocast, and triform's own
+  matrix-vector kernel for a few rows (`native`, built by this machine's C compiler) (`calibrate`).
 - `attention`: torch's fused kernel, two products around a softmax, or one query in fp32, measured.
 - `calibrate`: the measurement, the table of choices, and its cache file; `machine`: what it is keyed by.
 - `dropout`: keep masks drawn from random integers rather than floats.

@@ -13,7 +13,9 @@ The candidates, every one a per-call path:
   sgemm (torch.ops.mkl._mkl_linear, fp32 only), kept until the weight changes;
 - `fp32` (a few rows under bf16 autocast, no autograd): the product in fp32 against the fp32 weight,
   by MKL's matrix-vector kernel, rounded to bf16, as autocast's result would be: a oneDNN call costs
-  some 25 µs however small the product.
+  some 25 µs however small the product;
+- `gemv` (a few rows against an fp32 weight, no autograd; under bf16 autocast as `fp32` is): triform's
+  own kernel (`kernels/native.py`), which reads the weight once, on all threads, where it could be built.
 With autograd, the forward product and both of the backward pass (the input's gradient g · W and the
 weight's gᵀ · x) each choose between `torch` and `onednn`; the weight's gradient also between the two
 computing xᵀ · g and handing back its transpose (`torch-swapped`, `onednn-swapped`). Left out:
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class
 from triform.kernels.opaque import LayersByStorage
 
@@ -209,6 +212,8 @@ class Linear(nn.Linear):
             name = chosen[situation] = self.choose_kernel(x)
         if name == "torch":
             return F.linear(x, weight, self.bias)
+        if name == "gemv" and not autocast:
+            return native.library().gemv(x, weight, self.bias)
         return self.run_kernel(name, x, torch.bfloat16 if autocast == torch.bfloat16 else x.dtype)
 
     def choose_kernel(self, x: Tensor) -> str:
@@ -233,6 +238,8 @@ class Linear(nn.Linear):
             names += ["onednn", "onednn-packed"] if ONEDNN_PACKED else ["onednn"]
         if MKL_PACKED and dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
             names.append("mkl-packed")  # packed for one row count: decoding's, not a prompt's
+        if self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS and native.library():
+            names.append("gemv")  # under bf16 autocast too, as `fp32` is
         if bf16 and self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
             names.append("fp32")
         return tuple(names)
@@ -242,6 +249,8 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if name == "fp32":
             return fp32_rows(x, self.weight, self.bias)
+        if name == "gemv":  # in fp32, rounded to bf16 under autocast as `fp32` is
+            return native.library().gemv(x.float(), self.weight, self.bias).to(dtype)
         bias = None if self.bias is None else self.bias.to(dtype)
         x = x.to(dtype)
         if name == "mkl-packed":  # MKL's packed weight serves products of the row count it was packed for

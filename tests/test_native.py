@@ -1,0 +1,123 @@
+"""triform's own C kernels: built by this machine's compiler, equal to torch's product to within
+rounding, chosen by calibration like any other candidate, and absent, with the reason, where they
+cannot be built."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triform.kernels import native
+from triform.kernels.calibrate import Calibration, set_calibration
+from triform.kernels.linear import Linear
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """library() built anew under this test's environment, and again for the tests after it."""
+    monkeypatch.setenv("TRIFORM_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    yield tmp_path
+    native.library.cache_clear()
+
+
+def built():
+    """The library, which must build wherever a C compiler is on PATH."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH: the native kernels are left out and calibration does without")
+    kernels = native.library()
+    assert kernels is not None, native.unavailable()
+    return kernels
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize(("out", "inner"), [(4, 1), (7, 5), (1154, 384), (96, 1536)])
+def test_gemv_computes_torch_s_product(rows, out, inner, threads):
+    kernels = built()
+    generator = torch.Generator().manual_seed(rows * out + inner)
+    wide = torch.randn(rows, inner + 3, generator=generator)
+    x = wide[:, 2 : 2 + inner]  # rows with a stride of their own, as a slice of a fused projection is
+    weight, bias = torch.randn(out, inner, generator=generator), torch.randn(out, generator=generator)
+    exact = F.linear(x.double(), weight.double(), bias.double())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with_bias, without = kernels.gemv(x, weight, bias), kernels.gemv(x, weight, None)
+    finally:
+        torch.set_num_threads(before)
+    tolerance = dict(rtol=1e-5, atol=1e-5 * inner**0.5)
+    torch.testing.assert_close(with_bias.double(), exact, **tolerance)
+    torch.testing.assert_close(without.double(), exact - bias.double(), **tolerance)
+    assert with_bias.shape == (rows, out) and with_bias.dtype == torch.float32
+
+
+def test_a_layer_runs_gemv_where_calibration_finds_it_fastest(monkeypatch):
+    built()
+    old = set_calibration(Calibration(timer=lambda name, run: 1.0 if name == "gemv" else 3.0, read_disk=False))
+    ran = []
+    gemv = native.NativeKernels.gemv
+    monkeypatch.setattr(native.NativeKernels, "gemv", lambda self, *args: ran.append(1) or gemv(self, *args))
+    try:
+        layer, x = Linear(64, 40), torch.randn(2, 3, 64)
+        with torch.no_grad():
+            expected = F.linear(x, layer.weight, layer.bias)
+            torch.testing.assert_close(layer(x), expected)
+            torch.testing.assert_close(layer(x), expected)
+        assert len(ran) == 3  # timed once, then computed by it at each call
+        x.requires_grad_()
+        layer(x).sum().backward()  # with autograd the product is torch's (gemv has no backward)
+        assert len(ran) == 3 and x.grad is not None
+    finally:
+        set_calibration(old)
+
+
+def test_a_build_that_fails_leaves_the_kernels_out_with_the_compiler_s_error(fresh_library, monkeypatch):
+    failing = fresh_library / "cc"
+    failing.write_text("#!/bin/sh\necho 'cc: error: unrecognized option' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    assert native.library() is None
+    assert "failed: cc: error: unrecognized option" in native.unavailable()
+    assert not list((fresh_library / "native").glob("*"))  # nothing half-written
+    with torch.no_grad():
+        names = Linear(8, 8).inference_kernels(torch.randn(1, 8), torch.float32, False)
+    assert "gemv" not in names
+
+
+def test_without_a_compiler_or_when_switched_off_the_kernels_are_absent(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    assert native.library() is None and "no C compiler (no-such-compiler)" in native.unavailable()
+    native.library.cache_clear()
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("TRIFORM_NATIVE", "0")
+    assert native.library() is None and native.unavailable() == "TRIFORM_NATIVE=0"
+
+
+def test_a_library_file_that_does_not_load_is_built_again(fresh_library):
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    path = native.library_path(native.compiler())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"cut short")  # an interrupted copy, a file from another machine
+    kernels = native.library()
+    assert kernels is not None, native.unavailable()
+    assert path.read_bytes()[:4] == b"\x7fELF" or os.uname().sysname != "Linux"
+    x, weight = torch.randn(1, 6), torch.randn(5, 6)
+    torch.testing.assert_close(kernels.gemv(x, weight, None), F.linear(x, weight))
+
+
+def test_under_bf16_autocast_gemv_computes_in_fp32_and_rounds_as_autocast_would():
+    built()
+    old = set_calibration(Calibration(timer=lambda name, run: 1.0 if name == "gemv" else 3.0, read_disk=False))
+    try:
+        layer, x = Linear(64, 40), torch.randn(3, 64)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16
+        exact = F.linear(x.double(), layer.weight.double(), layer.bias.double())
+        torch.testing.assert_close(y.double(), exact.bfloat16().double(), rtol=0, atol=0.02)
+        assert {choice.kernel for _, choice in set_calibration(old).table()} == {"gemv"}
+    finally:
+        set_calibration(old)
