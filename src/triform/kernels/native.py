@@ -7,7 +7,7 @@ on an AMD EPYC, 2 threads: 24 products of a 6-layer 384-wide GPT in 3.6 ms by MK
 against 1.3-1.7 ms to read their weights), so `gemv` is one more candidate of `kernels/linear.py`:
 calibration times it beside the others and keeps it only where it is faster.
 
-The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp, into
+The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp (FLAGS), into
 $TRIFORM_CACHE/native (default ~/.cache/triform/native), named by a digest of the source, the flags,
 the compiler's version and the machine's fingerprint: a new CPU, compiler or source builds anew, and a
 file that fails to load is built again once. Compiled after torch is loaded, the library's OpenMP
@@ -35,7 +35,8 @@ from triform.io import atomic_write
 from triform.kernels.machine import fingerprint
 
 SOURCE = Path(__file__).with_name("native") / "gemv.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99")
+# -ffp-contract=fast: multiply-adds as FMA instructions, which -std=c99 alone turns off
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 BUILD_SECONDS = 120
 _why_unavailable = ""
 
