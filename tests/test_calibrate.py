@@ -135,6 +135,7 @@ def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, c
         set_calibration(old)
     out = capsys.readouterr().out
     assert "shape class" in out and "linear gᵀ·x fp32 rows≤32 in=64" in out and "attention float32" in out
+    assert f"native kernels: {native.library().path if native.library() else 'left out'}" in out
     stored = json.loads((tmp_path / "cache" / "kernels.json").read_text())
     assert stored["machine"] == fingerprint()
     assert stored["choices"] == {key: choice.kernel for key, choice in table}

@@ -31,6 +31,7 @@ def run(args) -> int:
     import torch
 
     from triform.generate.precision import decoding_precision
+    from triform.kernels import native
     from triform.kernels.calibrate import cache_path, calibration
     from triform.kernels.machine import cpu_model, isa_flags
     from triform.precision import autocast
@@ -49,6 +50,8 @@ def run(args) -> int:
     if args.decode_steps:
         decoding_precision(model, args.precision, 1)  # what `auto` decodes one row in (generate/precision.py)
     print(f"{cpu_model()} ({', '.join(isa_flags())}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    kernels = native.library()
+    print(f"triform's native kernels: {kernels.path if kernels else 'left out, ' + native.unavailable()}")
     print(table(calibration().table()))
     if args.save:
         print(f"saved to {calibration().save(cache_path())}")
