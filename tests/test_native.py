@@ -31,26 +31,29 @@ def built():
     return kernels
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 16])
-@pytest.mark.parametrize(("out", "inner"), [(4, 1), (7, 5), (1154, 384), (96, 1536)])
-def test_gemv_computes_torch_s_product(rows, out, inner, threads):
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 16])
+@pytest.mark.parametrize(("out", "inner"), [(4, 1), (7, 5), (1154, 384), (96, 1541)])
+def test_gemv_computes_torch_s_product(rows, out, inner, threads, dtype):
     kernels = built()
     generator = torch.Generator().manual_seed(rows * out + inner)
-    wide = torch.randn(rows, inner + 3, generator=generator)
+    wide = torch.randn(rows, inner + 3, generator=generator).to(dtype)
     x = wide[:, 2 : 2 + inner]  # rows with a stride of their own, as a slice of a fused projection is
-    weight, bias = torch.randn(out, inner, generator=generator), torch.randn(out, generator=generator)
-    exact = F.linear(x.double(), weight.double(), bias.double())
+    weight = torch.randn(out, inner, generator=generator).to(dtype)
+    bias = torch.randn(out, generator=generator).to(dtype)
+    exact = F.linear(x.double(), weight.double(), bias.double())  # of the very numbers given
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with_bias, without = kernels.gemv(x, weight, bias), kernels.gemv(x, weight, None)
     finally:
         torch.set_num_threads(before)
-    tolerance = dict(rtol=1e-5, atol=1e-5 * inner**0.5)
+    # fp32: the sums' rounding; bf16: summed in fp32, then one rounding to bf16 (8 significant bits)
+    tolerance = dict(rtol=1e-5, atol=1e-5 * inner**0.5) if dtype == torch.float32 else dict(rtol=2**-8, atol=1e-4)
     torch.testing.assert_close(with_bias.double(), exact, **tolerance)
     torch.testing.assert_close(without.double(), exact - bias.double(), **tolerance)
-    assert with_bias.shape == (rows, out) and with_bias.dtype == torch.float32
+    assert with_bias.shape == (rows, out) and with_bias.dtype == dtype
 
 
 def test_a_layer_runs_gemv_where_calibration_finds_it_fastest(monkeypatch):
@@ -118,6 +121,21 @@ def test_under_bf16_autocast_gemv_computes_in_fp32_and_rounds_as_autocast_would(
         assert y.dtype == torch.bfloat16
         exact = F.linear(x.double(), layer.weight.double(), layer.bias.double())
         torch.testing.assert_close(y.double(), exact.bfloat16().double(), rtol=0, atol=0.02)
+        assert {choice.kernel for _, choice in set_calibration(old).table()} == {"gemv"}
+    finally:
+        set_calibration(old)
+
+
+def test_a_bf16_layer_runs_gemv_in_bf16():
+    built()
+    old = set_calibration(Calibration(timer=lambda name, run: 1.0 if name == "gemv" else 3.0, read_disk=False))
+    try:
+        layer, x = Linear(64, 40).to(torch.bfloat16), torch.randn(4, 64).bfloat16()
+        with torch.no_grad():
+            y = layer(x)
+        exact = F.linear(x.double(), layer.weight.double(), layer.bias.double())
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.double(), exact, rtol=2**-8, atol=1e-4)
         assert {choice.kernel for _, choice in set_calibration(old).table()} == {"gemv"}
     finally:
         set_calibration(old)

@@ -14,8 +14,9 @@ The candidates, every one a per-call path:
 - `fp32` (a few rows under bf16 autocast, no autograd): the product in fp32 against the fp32 weight,
   by MKL's matrix-vector kernel, rounded to bf16, as autocast's result would be: a oneDNN call costs
   some 25 µs however small the product;
-- `gemv` (a few rows against an fp32 weight, no autograd; under bf16 autocast as `fp32` is): triform's
-  own kernel (`kernels/native.py`), which reads the weight once, on all threads, where it could be built.
+- `gemv` (a few rows, fp32 or bf16, no autograd; under bf16 autocast on the fp32 weight, as `fp32`):
+  triform's own kernel (`kernels/native.py`), which reads the weight once, on all threads, and costs
+  a few µs a call, where it could be built.
 With autograd, the forward product and both of the backward pass (the input's gradient g · W and the
 weight's gᵀ · x) each choose between `torch` and `onednn`; the weight's gradient also between the two
 computing xᵀ · g and handing back its transpose (`torch-swapped`, `onednn-swapped`). Left out:
@@ -238,8 +239,9 @@ class Linear(nn.Linear):
             names += ["onednn", "onednn-packed"] if ONEDNN_PACKED else ["onednn"]
         if MKL_PACKED and dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
             names.append("mkl-packed")  # packed for one row count: decoding's, not a prompt's
-        if self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS and native.library():
-            names.append("gemv")  # under bf16 autocast too, as `fp32` is
+        alike = self.bias is None or self.bias.dtype == self.weight.dtype
+        if self.weight.dtype in native.GEMV_DTYPES and alike and x.shape[0] <= FP32_ROWS and native.library():
+            names.append("gemv")  # under bf16 autocast too (the fp32 weight's), as `fp32` is
         if bf16 and self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
             names.append("fp32")
         return tuple(names)
@@ -249,8 +251,9 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if name == "fp32":
             return fp32_rows(x, self.weight, self.bias)
-        if name == "gemv":  # in fp32, rounded to bf16 under autocast as `fp32` is
-            return native.library().gemv(x.float(), self.weight, self.bias).to(dtype)
+        if name == "gemv":  # an fp32 weight's in fp32, rounded to bf16 under autocast as `fp32` is
+            x = x.to(self.weight.dtype)
+            return native.library().gemv(x, self.weight, self.bias).to(dtype)
         bias = None if self.bias is None else self.bias.to(dtype)
         x = x.to(dtype)
         if name == "mkl-packed":  # MKL's packed weight serves products of the row count it was packed for

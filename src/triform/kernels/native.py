@@ -4,10 +4,10 @@ this CPU, and loaded with ctypes.
 A product of a few rows reads its whole weight to do two multiply-adds per weight read: it is as fast
 as that read. The library kernels torch calls there ran at half of the read's speed or less (measured
 on an AMD EPYC, 2 threads: 24 products of a 6-layer 384-wide GPT in 3.6 ms by MKL, 3.1 by oneDNN,
-against 1.3-1.7 ms to read their weights), so `gemv` is one more candidate of `kernels/linear.py`:
-calibration times it beside the others and keeps it only where it is faster.
+against 1.3-1.7 ms to read their weights), so `gemv`, in fp32 and in bf16, is one more candidate of
+`kernels/linear.py`: calibration times it beside the others and keeps it only where it is faster.
 
-The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp (FLAGS), into
+The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp and the rest of FLAGS, into
 $TRIFORM_CACHE/native (default ~/.cache/triform/native), named by a digest of the source, the flags,
 the compiler's version and the machine's fingerprint: a new CPU, compiler or source builds anew, and a
 file that fails to load is built again once. Compiled after torch is loaded, the library's OpenMP
@@ -38,6 +38,7 @@ SOURCE = Path(__file__).with_name("native") / "gemv.c"
 # -ffp-contract=fast: multiply-adds as FMA instructions, which -std=c99 alone turns off
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 BUILD_SECONDS = 120
+GEMV_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the kernel for each (x, weight, bias) dtype
 _why_unavailable = ""
 
 
@@ -46,28 +47,34 @@ class NativeKernels:
 
     def __init__(self, library: ctypes.CDLL, path: Path):
         self.path = path
-        function = library.triform_gemv_f32
         i64, pointer = ctypes.c_int64, ctypes.c_void_p
-        function.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, ctypes.c_int]
-        function.restype = None
-        self._gemv = function
+        self._gemv = {}
+        for dtype, name in GEMV_DTYPES.items():
+            function = getattr(library, f"triform_gemv_{name}")
+            function.argtypes = [pointer, i64, pointer, pointer, pointer, i64, i64, i64, i64, ctypes.c_int]
+            function.restype = None if dtype == torch.float32 else ctypes.c_int  # bf16's: -1 out of memory
+            self._gemv[dtype] = function
 
     def gemv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """x (M, K) · weight (N, K)ᵀ + bias, all fp32 on the CPU; any row stride of x."""
+        """x (M, K) · weight (N, K)ᵀ + bias on the CPU, all fp32 or all bf16 (GEMV_DTYPES); any row
+        stride of x. bf16 products are summed in fp32 and the result rounded once."""
+        function = self._gemv[x.dtype]
         if x.stride(-1) != 1:
             x = x.contiguous()
         if not weight.is_contiguous():
             weight = weight.contiguous()
         rows, inner = x.shape
-        out = torch.empty(rows, weight.shape[0])
+        out = torch.empty(rows, weight.shape[0], dtype=x.dtype)
         bias_pointer = None if bias is None else bias.contiguous().data_ptr()
         arguments = (x.data_ptr(), x.stride(0), weight.data_ptr(), bias_pointer, out.data_ptr(), out.stride(0))
         arguments += (rows, weight.shape[0], inner, torch.get_num_threads())
         if torch.autograd._profiler_enabled():  # seen by torch.profiler as an operator of its own
             with record_function("triform::gemv"):
-                self._gemv(*arguments)
+                failed = function(*arguments)
         else:
-            self._gemv(*arguments)
+            failed = function(*arguments)
+        if failed:
+            raise MemoryError(f"gemv: no memory for a copy of {rows} x {inner} rows in fp32")
         return out
 
 

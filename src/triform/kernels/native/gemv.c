@@ -1,59 +1,145 @@
-/* y = x · Wᵀ + b for a few rows of x (a decoding step's batch or beams): fp32, W (N, K) row-major.
+/* y = x · Wᵀ + b for a few rows of x (a decoding step's batch or beams), W (N, K) row-major: in fp32,
+   and in bf16 (bf16 operands, products summed in fp32, the result rounded to bf16 once).
 
-   At a few rows a product reads its whole weight from memory to do two multiply-adds per weight, so
-   its speed is the speed of that read. The library kernels torch calls there ran at half of it or
+   At a few rows a product reads its whole weight from memory to do a few multiply-adds per weight,
+   so its speed is the speed of that read. The library kernels torch calls there ran at half of it or
    less on the machines measured (their matrix-vector paths use one thread, their matrix paths are
-   tuned for many rows). This kernel splits the weight's rows among the threads, reads each block
-   of four rows once, and multiplies it by every row of x while it sits in L1.
+   tuned for many rows). Here the threads split W's rows between them; each reads its rows front to
+   back, the access memory's prefetchers follow best, and multiplies each row, while it is in L1, by
+   up to four rows of x at once, with four sums in flight to hide the multiply-add's latency.
 
-   Built by kernels/native.py with this machine's C compiler for this CPU (-march=native): the
-   compiler vectorizes the `omp simd` reductions for the instruction sets the CPU has. */
+   Built by kernels/native.py with this machine's C compiler for this CPU (-march=native); the vector
+   type below is GCC's and Clang's vector extension, which they lower to the CPU's SIMD instructions. */
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* Rows w[0..3] (K each) against the M rows of x, two rows of x at a time. */
-static void block4(const float *x, int64_t ldx, const float *w, const float *b, float *y, int64_t ldy,
-                   int64_t M, int64_t K) {
-  const float *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;
-  int64_t m = 0;
-  for (; m + 2 <= M; m += 2) {
-    const float *p = x + m * ldx, *q = p + ldx;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, c0, c1, c2, c3)
-    for (int64_t k = 0; k < K; k++) {
-      float u = p[k], v = q[k];
-      a0 += u * w0[k]; a1 += u * w1[k]; a2 += u * w2[k]; a3 += u * w3[k];
-      c0 += v * w0[k]; c1 += v * w1[k]; c2 += v * w2[k]; c3 += v * w3[k];
-    }
-    float *r = y + m * ldy, *s = r + ldy;
-    r[0] = a0 + b[0]; r[1] = a1 + b[1]; r[2] = a2 + b[2]; r[3] = a3 + b[3];
-    s[0] = c0 + b[0]; s[1] = c1 + b[1]; s[2] = c2 + b[2]; s[3] = c3 + b[3];
-  }
-  for (; m < M; m++) {
-    const float *p = x + m * ldx;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-    for (int64_t k = 0; k < K; k++) {
-      float u = p[k];
-      a0 += u * w0[k]; a1 += u * w1[k]; a2 += u * w2[k]; a3 += u * w3[k];
-    }
-    float *r = y + m * ldy;
-    r[0] = a0 + b[0]; r[1] = a1 + b[1]; r[2] = a2 + b[2]; r[3] = a3 + b[3];
-  }
+typedef float vec __attribute__((vector_size(32)));
+typedef uint16_t half_lanes __attribute__((vector_size(16)));
+typedef uint32_t wide_lanes __attribute__((vector_size(32)));
+enum { LANES = 8 };
+
+static inline vec load_f32(const float *p) {
+  vec v;
+  memcpy(&v, p, sizeof v);
+  return v;
 }
+
+/* bf16 is the upper half of an fp32: widening is a shift. */
+static inline vec load_bf16(const uint16_t *p) {
+  half_lanes h;
+  memcpy(&h, p, sizeof h);
+  return (vec)(__builtin_convertvector(h, wide_lanes) << 16);
+}
+
+static inline float widen(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* fp32 -> bf16 rounded to nearest, ties to even, as torch rounds; NaN stays NaN. */
+static inline uint16_t narrow(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return (uint16_t)(bits >> 16);
+}
+
+static inline float total(vec v) {
+  float s = 0;
+  for (int i = 0; i < LANES; i++) s += v[i];
+  return s;
+}
+
+/* The kernels for weights of type T (LOAD: LANES of them as fp32; SCALAR: one), x always in fp32. */
+#define KERNELS(NAME, T, LOAD, SCALAR)                                                                    \
+  /* Row w against one row p of x: four sums in flight over consecutive stretches of k. */                \
+  static inline float NAME##_dot1(const float *p, const T *w, int64_t K) {                                \
+    vec a = {0}, b = {0}, c = {0}, d = {0};                                                               \
+    int64_t k = 0;                                                                                        \
+    for (; k + 4 * LANES <= K; k += 4 * LANES) {                                                          \
+      a += load_f32(p + k) * LOAD(w + k);                                                                 \
+      b += load_f32(p + k + LANES) * LOAD(w + k + LANES);                                                 \
+      c += load_f32(p + k + 2 * LANES) * LOAD(w + k + 2 * LANES);                                         \
+      d += load_f32(p + k + 3 * LANES) * LOAD(w + k + 3 * LANES);                                         \
+    }                                                                                                     \
+    for (; k + LANES <= K; k += LANES) a += load_f32(p + k) * LOAD(w + k);                                \
+    float s = total((a + b) + (c + d));                                                                   \
+    for (; k < K; k++) s += p[k] * SCALAR(w[k]);                                                          \
+    return s;                                                                                             \
+  }                                                                                                       \
+  /* Row w against rows p, p + ldx (two sums each): w's lanes loaded once for both. */                    \
+  static inline void NAME##_dot2(const float *p, int64_t ldx, const T *w, int64_t K, float *s) {          \
+    const float *q = p + ldx;                                                                             \
+    vec a = {0}, b = {0}, c = {0}, d = {0};                                                               \
+    int64_t k = 0;                                                                                        \
+    for (; k + 2 * LANES <= K; k += 2 * LANES) {                                                          \
+      vec w0 = LOAD(w + k), w1 = LOAD(w + k + LANES);                                                     \
+      a += load_f32(p + k) * w0, b += load_f32(p + k + LANES) * w1;                                       \
+      c += load_f32(q + k) * w0, d += load_f32(q + k + LANES) * w1;                                       \
+    }                                                                                                     \
+    s[0] = total(a + b), s[1] = total(c + d);                                                             \
+    for (; k < K; k++) s[0] += p[k] * SCALAR(w[k]), s[1] += q[k] * SCALAR(w[k]);                          \
+  }                                                                                                       \
+  /* Row w against four rows of x, one sum each. */                                                       \
+  static inline void NAME##_dot4(const float *p, int64_t ldx, const T *w, int64_t K, float *s) {          \
+    const float *p1 = p + ldx, *p2 = p + 2 * ldx, *p3 = p + 3 * ldx;                                      \
+    vec a = {0}, b = {0}, c = {0}, d = {0};                                                               \
+    int64_t k = 0;                                                                                        \
+    for (; k + LANES <= K; k += LANES) {                                                                  \
+      vec v = LOAD(w + k);                                                                                \
+      a += load_f32(p + k) * v, b += load_f32(p1 + k) * v, c += load_f32(p2 + k) * v;                     \
+      d += load_f32(p3 + k) * v;                                                                          \
+    }                                                                                                     \
+    s[0] = total(a), s[1] = total(b), s[2] = total(c), s[3] = total(d);                                   \
+    for (; k < K; k++) {                                                                                  \
+      float v = SCALAR(w[k]);                                                                             \
+      s[0] += p[k] * v, s[1] += p1[k] * v, s[2] += p2[k] * v, s[3] += p3[k] * v;                          \
+    }                                                                                                     \
+  }                                                                                                       \
+  /* Output row n of every row of x; the result in fp32 (y) or rounded to bf16 (y16). */                  \
+  static inline void NAME##_column(const float *x, int64_t ldx, const T *w, float b, float *y, uint16_t *y16, \
+                                   int64_t ldy, int64_t M, int64_t K) {                                   \
+    float s[4];                                                                                           \
+    int64_t m = 0;                                                                                        \
+    for (; m < M;) {                                                                                      \
+      int rows = M - m >= 4 ? 4 : M - m >= 2 ? 2 : 1;                                                     \
+      if (rows == 4) NAME##_dot4(x + m * ldx, ldx, w, K, s);                                              \
+      else if (rows == 2) NAME##_dot2(x + m * ldx, ldx, w, K, s);                                         \
+      else s[0] = NAME##_dot1(x + m * ldx, w, K);                                                         \
+      for (int i = 0; i < rows; i++, m++) {                                                               \
+        if (y16) y16[m * ldy] = narrow(s[i] + b);                                                         \
+        else y[m * ldy] = s[i] + b;                                                                       \
+      }                                                                                                   \
+    }                                                                                                     \
+  }
+
+static inline float same(float f) { return f; }
+KERNELS(f32, float, load_f32, same)
+KERNELS(bf16, uint16_t, load_bf16, widen)
 
 /* x (M, K) with row stride ldx, W (N, K) contiguous, bias (N) or NULL, y (M, N) with row stride ldy. */
 void triform_gemv_f32(const float *x, int64_t ldx, const float *W, const float *bias, float *y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, int threads) {
-  static const float zeros[4] = {0, 0, 0, 0};
-  int64_t blocks = N / 4;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t i = 0; i < blocks; i++)
-    block4(x, ldx, W + 4 * i * K, bias ? bias + 4 * i : zeros, y + 4 * i, ldy, M, K);
-  for (int64_t n = blocks * 4; n < N; n++) /* the last N mod 4 rows */
-    for (int64_t m = 0; m < M; m++) {
-      float a = bias ? bias[n] : 0;
-      for (int64_t k = 0; k < K; k++) a += x[m * ldx + k] * W[n * K + k];
-      y[m * ldy + n] = a;
-    }
+  for (int64_t n = 0; n < N; n++) f32_column(x, ldx, W + n * K, bias ? bias[n] : 0, y + n, 0, ldy, M, K);
+}
+
+/* As triform_gemv_f32, every tensor bf16 (its bits as uint16_t): x is widened to fp32 once, so that
+   each weight row meets fp32 rows of x. Returns 0, or -1 where that copy of x could not be had. */
+int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const uint16_t *bias, uint16_t *y,
+                      int64_t ldy, int64_t M, int64_t N, int64_t K, int threads) {
+  float *rows = malloc(sizeof(float) * (size_t)(M * K > 0 ? M * K : 1));
+  if (!rows) return -1;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < K; k++) rows[m * K + k] = widen(x[m * ldx + k]);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t n = 0; n < N; n++)
+    bf16_column(rows, K, W + n * K, bias ? widen(bias[n]) : 0, 0, y + n, ldy, M, K);
+  free(rows);
+  return 0;
 }
