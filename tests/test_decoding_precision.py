@@ -10,9 +10,15 @@ import triform.generate.precision as precision_module
 from triform.generate import GenerationConfig, resolve_layout
 from triform.generate.engine import generate_ids, steps
 from triform.generate.precision import bf16_twin, decoding_model, decoding_precision
+from triform.kernels import native
 from triform.kernels.calibrate import Calibration, calibration, set_calibration
 from triform.models import build_model
 from triform.precision import native_bf16
+
+
+def measured_here() -> bool:
+    """Whether `auto` is decided by measurement on this CPU (native bf16, or triform's bf16 kernel)."""
+    return native_bf16(torch.device("cpu")) or native.library() is not None
 
 
 def faster(winner: str):
@@ -42,9 +48,22 @@ def calibrated():
 def test_auto_is_the_precision_measured_faster_and_a_given_one_is_kept(calibrated, winner, arch):
     calibrated(winner)
     model = build_model(tiny_config(arch)).eval()
-    expected = winner if native_bf16(torch.device("cpu")) else "auto"  # without native bf16, auto is fp32
+    expected = winner if measured_here() else "auto"  # without either, auto is fp32
     assert decoding_precision(model, "auto", 1) == expected
     assert decoding_precision(model, "bf16", 1) == "bf16" and decoding_precision(model, "fp32", 3) == "fp32"
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_without_native_bf16_auto_is_measured_only_where_triform_s_bf16_kernel_is(calibrated, monkeypatch, kernels):
+    if kernels and native.library() is None:
+        pytest.skip(f"triform's native kernels are not built here: {native.unavailable()}")
+    if not kernels:
+        monkeypatch.setattr(native, "library", lambda: None)
+    # a CPU without native bf16: `auto` autocasts nothing, `bf16` still means bf16
+    monkeypatch.setattr(precision_module, "autocast_dtype", lambda p, d: torch.bfloat16 if p == "bf16" else None)
+    calibrated("bf16")
+    model = build_model(tiny_config("stack")).eval()
+    assert decoding_precision(model, "auto", 1) == ("bf16" if kernels else "auto")
 
 
 def test_generation_under_auto_decodes_in_the_chosen_precision(calibrated):
@@ -58,7 +77,7 @@ def test_generation_under_auto_decodes_in_the_chosen_precision(calibrated):
         return [row.tokens for row in generate_ids(model, layout, prompts, config)]
 
     assert tokens("auto") == tokens("fp32")
-    if native_bf16(torch.device("cpu")):  # generation asked the table, and the table measured fp32 faster
+    if measured_here():  # generation asked the table, and the table measured fp32 faster
         decided = {key[-2]: choice.kernel for key, choice in calibration().choices.items() if key[0] == "decoding"}
         assert decided == {2: "fp32"}  # one class: the two prompts' rows
 
@@ -114,8 +133,8 @@ def test_fp32_precision_and_a_model_in_bf16_already_decode_as_they_are():
 
 
 def test_a_probe_that_measures_fp32_faster_drops_its_bf16_twin(calibrated):
-    if not native_bf16(torch.device("cpu")):
-        pytest.skip("auto is fp32 without a choice on a CPU without native bf16")
+    if not measured_here():
+        pytest.skip("auto is fp32 without a choice on a CPU without native bf16 or a C compiler")
     calibrated("fp32")
     model = build_model(tiny_config("stack")).eval()
     assert decoding_precision(model, "auto", 1) == "fp32"

@@ -30,6 +30,20 @@ def forced():
         set_calibration(old[0])
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_a_bf16_layer_chooses_the_widened_product_and_computes_in_fp32_rounded_once(forced, bias, rows):
+    calibration = forced("widened")
+    torch.manual_seed(0)
+    layer = Linear(64, 96, bias=bias).to(torch.bfloat16)
+    x = torch.randn(rows, 64).bfloat16()
+    with torch.no_grad():
+        y = layer(x)
+    expected = F.linear(x.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
+    assert y.dtype == torch.bfloat16 and torch.equal(y, expected.bfloat16())  # one rounding, of the fp32 sum
+    assert [choice.kernel for _, choice in calibration.table()] == ["widened"]
+
+
 @pytest.mark.parametrize("kernel", ["torch", "onednn", "torch-swapped", "onednn-swapped"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch_forward_and_backward(bias, kernel, forced):

@@ -14,8 +14,8 @@ import torch
 
 from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits, matmul_parameters
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
-from triform.generate.precision import decoding_precision
-from triform.precision import native_bf16, resolved_name
+from triform.generate.precision import auto_is_measured, decoding_precision
+from triform.precision import resolved_name
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def decoding_variants(
         "transformers fp32": theirs,
         f"triform default ({default})": ours("auto", "triform default"),
     }
-    if native_bf16(torch.device("cpu")):  # both precisions auto chooses between, whichever it chose
+    if auto_is_measured(torch.device("cpu")):  # both precisions auto chooses between, whichever it chose
         variants["triform bf16"] = ours("bf16", "triform bf16")
     if compiled:
         variants[COMPILED] = ours("fp32", COMPILED, compile_step=True)

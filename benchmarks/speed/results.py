@@ -258,5 +258,5 @@ DECODING_NOTE = (
     "the measured read bandwidth (fp32: 4 bytes per weight; bf16: 2 bytes); a share of 100 % would mean decoding "
     "at memory speed. triform bf16 decodes on a CPU with the weights in bf16 (a twin of the model, no autocast); "
     "triform's default precision is what one step measured faster on this machine, for the model and row count, "
-    "where the CPU computes in bf16 natively, fp32 otherwise."
+    "where the CPU computes in bf16 natively or triform's native bf16 kernel was built, fp32 otherwise."
 )

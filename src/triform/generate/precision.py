@@ -15,6 +15,13 @@ every product; with the weights themselves in bf16 a step reads half the bytes a
 On an Intel Xeon with AVX512-BF16 and no AMX (benchmarks/results.md) that made GPT beam search 1.27
 times faster than fp32 and left greedy decoding level with it, which is why `auto` still measures.
 The twin is kept beside the model (half its memory again) until the model's weights change.
+
+A CPU without native bf16 (AVX2 alone) emulates bf16 matrix products, but a decoding step's products
+of a few rows are reads of the weights, and triform's own kernel (kernels/native.py) reads bf16
+weights as fast as any: there too `auto` measures, where that kernel could be built. On an AMD EPYC
+the benchmark's GPT decoded one row in 5.2 ms a step in bf16 against 6.5 in fp32, and eight rows in
+12.5 against 10.2, so the choice differs by row count; a prompt's products of many rows run in fp32
+against the widened bf16 weight there (kernels/linear.py's `widened`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from triform.kernels import native
 from triform.kernels.calibrate import calibration, rows_class
 from triform.kernels.int8 import quantized_scheme
 from triform.models.modes import evaluation
@@ -37,14 +45,14 @@ CANDIDATES = ("bf16", "fp32")  # in order of preference on a tie: what `auto` me
 
 
 def decoding_precision(model, precision: str, rows: int) -> str:
-    """`precision`, with `auto` made `bf16` or `fp32` by measurement on a CPU that has native bf16."""
+    """`precision`, with `auto` made `bf16` or `fp32` by measurement on a CPU that has native bf16 or
+    triform's native kernels."""
     if precision != "auto":
         return precision
     if quantized_scheme(model) is not None:
         return "fp32"  # int8 products compute in fp32 anyway; bf16 casts around them only cost time
-    device = next(model.parameters()).device
-    if device.type != "cpu" or autocast_dtype("auto", device) is None:
-        return precision  # a GPU's bf16, or a CPU without native bf16 (fp32): nothing to choose
+    if not auto_is_measured(next(model.parameters()).device):
+        return precision  # a GPU's bf16, or fp32 on a CPU where bf16 products are emulated
     config = model.config
     key = ("decoding", "precision", config.arch, config.d_model, config.n_layers, config.vocab_size)
     key += (rows_class(rows), torch.get_num_threads())
@@ -58,6 +66,12 @@ def decoding_precision(model, precision: str, rows: int) -> str:
     if chosen == "fp32":
         _TWINS.pop(model, None)  # the probe's bf16 twin is not needed: its memory goes back
     return chosen
+
+
+def auto_is_measured(device: torch.device) -> bool:
+    """Whether `auto` decoding is chosen between bf16 and fp32 by measurement on `device`: on a CPU
+    with native bf16, or with triform's bf16 kernel of a few rows (elsewhere bf16 is emulated)."""
+    return device.type == "cpu" and (autocast_dtype("auto", device) is not None or native.library() is not None)
 
 
 def decoding_model(model: nn.Module, precision: str, rows: int) -> tuple[nn.Module, str]:

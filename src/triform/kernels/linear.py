@@ -16,7 +16,10 @@ The candidates, every one a per-call path:
   some 25 µs however small the product;
 - `gemv` (a few rows, fp32 or bf16, no autograd; under bf16 autocast on the fp32 weight, as `fp32`):
   triform's own kernel (`kernels/native.py`), which reads the weight once, on all threads, and costs
-  a few µs a call, where it could be built.
+  a few µs a call, where it could be built;
+- `widened` (a bf16 weight, no autocast, no autograd): the product in fp32 against the weight widened
+  for the call, rounded to bf16: where bf16 products are emulated (AVX2 alone), many rows ran 6 to 9
+  times slower in bf16 than this (measured on an AMD EPYC), which a bf16 model's prompt pays.
 With autograd, the forward product and both of the backward pass (the input's gradient g · W and the
 weight's gᵀ · x) each choose between `torch` and `onednn`; the weight's gradient also between the two
 computing xᵀ · g and handing back its transpose (`torch-swapped`, `onednn-swapped`). Left out:
@@ -244,6 +247,8 @@ class Linear(nn.Linear):
             names.append("gemv")  # under bf16 autocast too (the fp32 weight's), as `fp32` is
         if bf16 and self.weight.dtype == torch.float32 and x.shape[0] <= FP32_ROWS:
             names.append("fp32")
+        if not bf16 and self.weight.dtype == torch.bfloat16 and alike:
+            names.append("widened")
         return tuple(names)
 
     def run_kernel(self, name: str, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -254,6 +259,9 @@ class Linear(nn.Linear):
         if name == "gemv":  # an fp32 weight's in fp32, rounded to bf16 under autocast as `fp32` is
             x = x.to(self.weight.dtype)
             return native.library().gemv(x, self.weight, self.bias).to(dtype)
+        if name == "widened":  # a copy for the call: keeping one would double a bf16 model's memory
+            bias = None if self.bias is None else self.bias.float()
+            return F.linear(x.float(), self.weight.float(), bias).to(dtype)
         bias = None if self.bias is None else self.bias.to(dtype)
         x = x.to(dtype)
         if name == "mkl-packed":  # MKL's packed weight serves products of the row count it was packed for
