@@ -153,6 +153,35 @@ def test_single_query_under_bf16_autocast_attends_in_fp32(case, forced):
     torch.testing.assert_close(ours, expected, rtol=0, atol=0.02)
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("case", ["none", "mask", "bias", "causal-one-key", "causal"])
+def test_a_decoding_step_attends_by_triform_s_kernel_as_the_fused_kernel_does(case, dtype, forced):
+    from triform.kernels import native
+
+    if native.library() is None:
+        pytest.skip(f"triform's native kernels are not built here: {native.unavailable()}")
+    calibration = forced("native")
+    keys = 1 if case == "causal-one-key" else 9
+    q, _, _ = attention_inputs(1, keys)
+    cache = torch.randn(2, 3, keys + 4, 16, generator=torch.Generator().manual_seed(3))
+    k, v = cache[:, :, :keys], cache[:, :, 4:]  # views of a longer cache, as a step's keys are
+    mask = None
+    if case == "mask":
+        mask = torch.rand(2, 1, 1, keys, generator=torch.Generator().manual_seed(1)) > 0.3
+        mask[..., 0] = True
+    if case == "bias":
+        mask = torch.randn(3, 1, keys)  # broadcast over the batch, fewer dimensions than the scores
+    causal = case.startswith("causal")
+    inputs = [t.bfloat16() if dtype == "bf16" else t for t in (q, k, v)]
+    expected = textbook.attend(*(t.double() for t in inputs), None if mask is None else mask, causal, 0.0, None)
+    with torch.no_grad():
+        ours = attend(*inputs, mask, causal, 0.0, None)
+    assert ours.dtype == inputs[0].dtype
+    tolerance = dict(rtol=0, atol=0.02) if dtype == "bf16" else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.double(), expected, **tolerance)
+    assert {choice.kernel for _, choice in calibration.table()} == {"native"}
+
+
 def test_attention_with_dropout_draws_as_if_it_had_not_calibrated(forced):
     forced("written-out")  # the warm-up calls of every candidate draw masks; the state is restored
     """Timing candidates restores torch's random state: a run that calibrates on its first step

@@ -139,3 +139,39 @@ def test_a_bf16_layer_runs_gemv_in_bf16():
         assert {choice.kernel for _, choice in set_calibration(old).table()} == {"gemv"}
     finally:
         set_calibration(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("batch", "heads", "keys", "d"), [(1, 1, 1, 8), (3, 2, 5, 20), (8, 6, 130, 64), (1, 4, 99, 8)])
+def test_decode_attention_computes_torch_s_attention(batch, heads, keys, d, threads, dtype):
+    kernels = built()
+    generator = torch.Generator().manual_seed(keys * d + batch)
+    q = torch.randn(batch, heads, 1, d, generator=generator).to(dtype)
+    k = torch.randn(batch, heads, keys + 3, d, generator=generator).to(dtype)[:, :, :keys]  # a cache's view
+    v = torch.randn(batch, heads, keys, d, generator=generator).to(dtype)
+    allowed = torch.rand(batch, 1, 1, keys, generator=generator) > 0.4
+    allowed[..., -1] = True
+    bias = torch.randn(1, heads, 1, keys, generator=generator)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for mask in (None, allowed, bias):
+            additive = None if mask is None else mask.double().log() if mask.dtype == torch.bool else mask.double()
+            exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=additive)
+            ours = kernels.decode_attention(q, k, v, mask, None)
+            assert ours.shape == q.shape and ours.dtype == dtype
+            tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2**-8, atol=1e-3)
+            torch.testing.assert_close(ours.double(), exact, **tolerance)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_decode_attention_gives_zeros_where_every_key_is_masked_and_scales_as_asked():
+    kernels = built()
+    q, k, v = torch.randn(2, 1, 1, 8), torch.randn(2, 1, 3, 8), torch.randn(2, 1, 3, 8)
+    mask = torch.tensor([[True, False, True], [False, False, False]]).view(2, 1, 1, 3)
+    ours = kernels.decode_attention(q, k, v, mask, 0.5)
+    expected = F.scaled_dot_product_attention(q[:1], k[:1], v[:1], attn_mask=mask[:1], scale=0.5)
+    torch.testing.assert_close(ours[:1], expected)
+    assert torch.equal(ours[1], torch.zeros(1, 1, 8))

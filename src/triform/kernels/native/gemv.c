@@ -9,51 +9,11 @@
    up to four rows of x at once, with four sums in flight to hide the multiply-add's latency.
 
    Built by kernels/native.py with this machine's C compiler for this CPU (-march=native); the vector
-   type below is GCC's and Clang's vector extension, which they lower to the CPU's SIMD instructions. */
+   type (simd.h) is GCC's and Clang's vector extension, which they lower to the CPU's SIMD instructions. */
 
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-typedef float vec __attribute__((vector_size(32)));
-typedef uint16_t half_lanes __attribute__((vector_size(16)));
-typedef uint32_t wide_lanes __attribute__((vector_size(32)));
-enum { LANES = 8 };
-
-static inline vec load_f32(const float *p) {
-  vec v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-/* bf16 is the upper half of an fp32: widening is a shift. */
-static inline vec load_bf16(const uint16_t *p) {
-  half_lanes h;
-  memcpy(&h, p, sizeof h);
-  return (vec)(__builtin_convertvector(h, wide_lanes) << 16);
-}
-
-static inline float widen(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-/* fp32 -> bf16 rounded to nearest, ties to even, as torch rounds; NaN stays NaN. */
-static inline uint16_t narrow(float f) {
-  uint32_t bits;
-  memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return (uint16_t)(bits >> 16);
-}
-
-static inline float total(vec v) {
-  float s = 0;
-  for (int i = 0; i < LANES; i++) s += v[i];
-  return s;
-}
+#include "simd.h"
 
 /* The kernels for weights of type T (LOAD: LANES of them as fp32; SCALAR: one), x always in fp32. */
 #define KERNELS(NAME, T, LOAD, SCALAR)                                                                    \
@@ -118,7 +78,6 @@ static inline float total(vec v) {
     }                                                                                                     \
   }
 
-static inline float same(float f) { return f; }
 KERNELS(f32, float, load_f32, same)
 KERNELS(bf16, uint16_t, load_bf16, widen)
 

@@ -1,0 +1,53 @@
+/* What the native kernels share: an 8-lane fp32 vector (GCC's and Clang's vector extension, lowered to
+   the CPU's SIMD instructions by -march=native), loads of fp32 and bf16 lanes, and bf16's conversions. */
+
+#ifndef TRIFORM_SIMD_H
+#define TRIFORM_SIMD_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float vec __attribute__((vector_size(32)));
+typedef uint16_t half_lanes __attribute__((vector_size(16)));
+typedef uint32_t wide_lanes __attribute__((vector_size(32)));
+enum { LANES = 8 };
+
+static inline vec load_f32(const float *p) {
+  vec v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* bf16 is the upper half of an fp32: widening is a shift. */
+static inline vec load_bf16(const uint16_t *p) {
+  half_lanes h;
+  memcpy(&h, p, sizeof h);
+  return (vec)(__builtin_convertvector(h, wide_lanes) << 16);
+}
+
+static inline float widen(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* fp32 -> bf16 rounded to nearest, ties to even, as torch rounds; NaN stays NaN. */
+static inline uint16_t narrow(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return (uint16_t)(bits >> 16);
+}
+
+static inline float same(float f) { return f; }
+
+static inline float total(vec v) {
+  float s = 0;
+  for (int i = 0; i < LANES; i++) s += v[i];
+  return s;
+}
+
+#endif
