@@ -124,7 +124,16 @@ def test_a_stale_or_foreign_cache_entry_is_ignored_and_measured_again(tmp_path, 
 
 def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRIFORM_CACHE", str(tmp_path / "cache"))
-    timings = {"torch": 1.0, "onednn": 0.5, "onednn-packed": 2.0, "mkl-packed": 2.0, "fp32": 2.0, "gemv": 2.0}
+    timings = {
+        "torch": 1.0,
+        "onednn": 0.5,
+        "onednn-packed": 2.0,
+        "mkl-packed": 2.0,
+        "fp32": 2.0,
+        "gemv": 2.0,
+        "native": 2.0,
+        "widened": 2.0,
+    }
     timings |= {"sdpa": 1.0, "written-out": 2.0, "torch-swapped": 2.0, "onednn-swapped": 2.0}
     old = set_calibration(Calibration(timer=fake_timer(timings), read_disk=False))
     try:
