@@ -120,6 +120,13 @@ class Calibration:
                 self.choices[key] = found
         return found.kernel
 
+    def decided(self, key: Key, names: tuple[str, ...]) -> bool:
+        """Whether `choose` would answer for `key` without timing (already measured, or on disk)."""
+        found = self.choices.get(key)
+        if found is not None:
+            return found.kernel in names
+        return len(names) == 1 or self.stored().get(key_text(key)) in names
+
     def decide(self, key: Key, names: tuple[str, ...], runs) -> Choice:
         if len(names) == 1:
             return Choice(names[0], source="only candidate")

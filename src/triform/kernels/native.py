@@ -43,9 +43,35 @@ SOURCES = tuple(sorted(FOLDER.glob("*.c")))  # compiled together into one librar
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 LIBRARIES = ("-lm",)  # expf
 MASKS = {None: 0, torch.bool: 1, torch.float32: 2}  # attention.c's mask kinds
+NORMS = {"layernorm": 1, "rmsnorm": 2}  # gemv.c's norm kinds (0: none)
+ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}  # gemv.c's activations (0: none)
 BUILD_SECONDS = 120
 GEMV_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the kernel for each (x, weight, bias) dtype
 _why_unavailable = ""
+
+
+_I64, _POINTER = ctypes.c_int64, ctypes.c_void_p
+
+
+class BlockParameters(ctypes.Structure):
+    """block.c's triform_block: a block's sizes and parameters, as kernels/fused_step.py records them."""
+
+    _fields_ = [(name, _I64) for name in ("d_model", "inner", "kv_inner", "d_ff", "heads", "kv_heads", "d_head")]
+    _fields_ += [(name, ctypes.c_int) for name in ("post_norm", "activation", "gated", "cross")]
+    _fields_ += [("scale", ctypes.c_float), ("cross_scale", ctypes.c_float), ("norm_kind", ctypes.c_int * 3)]
+    _fields_ += [("norm_w", _POINTER * 3), ("norm_b", _POINTER * 3), ("norm_eps", ctypes.c_float * 3)]
+    _fields_ += [("w", _POINTER * 6), ("b", _POINTER * 6)]
+
+
+class StepPlaces(ctypes.Structure):
+    """block.c's triform_step: where a step's KV cache and masks are."""
+
+    _fields_ = [("k", _POINTER), ("v", _POINTER)]
+    _fields_ += [(name, _I64) for name in ("kb", "kh", "kt", "vb", "vh", "vt", "position")]
+    _fields_ += [("mask", _POINTER), ("kind", ctypes.c_int), ("mb", _I64), ("mh", _I64), ("mt", _I64)]
+    _fields_ += [("ck", _POINTER), ("cv", _POINTER)]
+    _fields_ += [(name, _I64) for name in ("ckb", "ckh", "ckt", "cvb", "cvh", "cvt", "source")]
+    _fields_ += [("cmask", _POINTER), ("ckind", ctypes.c_int), ("cmb", _I64), ("cmh", _I64), ("cmt", _I64)]
 
 
 class NativeKernels:
@@ -67,6 +93,12 @@ class NativeKernels:
             function.argtypes += [i64, i64, i64, pointer, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
+        self._block = {}
+        for dtype, name in GEMV_DTYPES.items():
+            function = getattr(library, f"triform_block_step_{name}")
+            function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
+            function.restype = ctypes.c_int
+            self._block[dtype] = function
 
     def gemv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (M, K) · weight (N, K)ᵀ + bias on the CPU, all fp32 or all bf16 (GEMV_DTYPES); any row
@@ -106,12 +138,7 @@ class NativeKernels:
         if v.stride(-1) != 1:
             v = v.contiguous()
         out = torch.empty(batch, heads, 1, d)
-        kind, strides = MASKS[None], (0, 0, 0)
-        if mask is not None:
-            mask = mask if mask.dtype == torch.bool else mask.float()
-            kind = MASKS[mask.dtype]
-            mask = mask.expand(batch, heads, 1, keys)  # broadcast dimensions: stride 0
-            strides = (mask.stride(0), mask.stride(1), mask.stride(3))
+        mask, kind, strides = mask_places(mask, batch, heads, keys)
         scale = d**-0.5 if scale is None else scale
         arguments = (query.data_ptr(), k.data_ptr(), k.stride(0), k.stride(1), k.stride(2))
         arguments += (v.data_ptr(), v.stride(0), v.stride(1), v.stride(2))
@@ -125,6 +152,39 @@ class NativeKernels:
         if failed:
             raise MemoryError(f"decode_attention: no memory for {keys} scores")
         return out if q.dtype == torch.float32 else out.to(q.dtype)
+
+    def block_step(self, block: BlockParameters, places: StepPlaces, x: Tensor) -> Tensor:
+        """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype."""
+        out = torch.empty_like(x)
+        arguments = (ctypes.addressof(block), ctypes.addressof(places), x.data_ptr(), out.data_ptr(), x.shape[0])
+        self._call(self._block[x.dtype], (*arguments, torch.get_num_threads()), "triform::block_step", "a step")
+        return out
+
+    @staticmethod
+    def _call(function, arguments: tuple, name: str, what: str) -> None:
+        if torch.autograd._profiler_enabled():  # seen by torch.profiler as an operator of its own
+            with record_function(name):
+                failed = function(*arguments)
+        else:
+            failed = function(*arguments)
+        if failed:
+            raise MemoryError(f"{name.removeprefix('triform::')}: no memory for {what}")
+
+
+def mask_places(mask: Tensor | None, batch: int, heads: int, keys: int) -> tuple[Tensor | None, int, tuple]:
+    """(the mask as the kernels read it, its kind, its strides over batch, heads and keys): boolean
+    (True: attended) or fp32 added to the scores, broadcast to (batch, heads, 1, keys)."""
+    if mask is None:
+        return None, MASKS[None], (0, 0, 0)
+    mask = mask if mask.dtype == torch.bool else mask.float()
+    if mask.dim() < 4:
+        mask = mask.view((1,) * (4 - mask.dim()) + tuple(mask.shape))
+    mask = mask.expand(batch, heads, 1, keys)  # broadcast dimensions: stride 0
+    return mask, MASKS[mask.dtype], (mask.stride(0), mask.stride(1), mask.stride(3))
+
+
+def address(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
 
 
 def compiler() -> str | None:

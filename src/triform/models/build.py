@@ -39,10 +39,11 @@ class Parts:
     linear: Callable[..., nn.Linear] = kernels.Linear
     attend: Callable[..., Tensor] = kernels.attend
     dropout: Callable[[float], nn.Module] = kernels.Dropout
+    step: Callable[..., Tensor | None] | None = kernels.block_step  # a decoding step of a block
 
 
 KERNELS = Parts()  # this device's kernels: what build_model uses
-TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout)  # plain torch
+TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout, step=None)  # plain torch
 
 
 def build_model(config: ModelConfig, parts: Parts = KERNELS, *, initialise: bool = True) -> Model:
@@ -133,6 +134,7 @@ def build_block(config: ModelConfig, parts: Parts, *, cross: bool, rotary: Rotar
         [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
         parts.dropout(config.dropout),
         cross_attention=CrossAttention(*size, **heads()) if cross else None,
+        step=parts.step,
     )
 
 

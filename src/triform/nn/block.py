@@ -31,6 +31,10 @@ class AttentionContext:
     memory_mask: Tensor | None = None  # (B, 1, 1 or T, S), True at the source tokens a query reads
 
 
+# (block, x, context, cache) -> the block's output, or None
+Step = Callable[["Block", Tensor, AttentionContext, "LayerCache"], Tensor | None]
+
+
 class Block(nn.Module):
     def __init__(
         self,
@@ -39,6 +43,7 @@ class Block(nn.Module):
         norms: list[nn.Module],
         dropout: nn.Module,
         cross_attention: CrossAttention | None = None,
+        step: Step | None = None,
     ):
         super().__init__()
         self.self_attention = self_attention
@@ -46,11 +51,21 @@ class Block(nn.Module):
         self.feedforward = feedforward
         self.norms = nn.ModuleList(norms)  # one per sublayer, in order
         self.dropout = dropout  # on each sublayer's output, Vaswani §5.4
+        # A decoding step computed another way than by the modules (models/build.py hands in
+        # triform.kernels.block_step); it answers None where the modules are to compute the step.
+        self.step = step
 
     def residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module) -> Tensor:
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: AttentionContext, cache: LayerCache | None = None) -> Tensor:
+        if self.step is not None and cache is not None:
+            y = self.step(self, x, context, cache)
+            if y is not None:
+                return y
+        return self.forward_modules(x, context, cache)
+
+    def forward_modules(self, x: Tensor, context: AttentionContext, cache: LayerCache | None = None) -> Tensor:
         def self_attend(h: Tensor) -> Tensor:
             return self.self_attention(
                 h,

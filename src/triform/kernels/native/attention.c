@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "kernels.h"
 #include "simd.h"
 
 enum { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADDITIVE = 2 };
@@ -84,3 +85,42 @@ enum { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADDITIVE = 2 };
 
 ATTENTION(f32, float, load_f32, same)
 ATTENTION(bf16, uint16_t, load_bf16, widen)
+
+/* A decoding step's whole attention for one layer, in one call: the new keys and values (if any)
+   written into the KV cache at `position`, then each query head attended over the cache's first
+   `keys` positions, its key/value head being h / groups (grouped-query attention). q, the new keys
+   and values, and out are rows of width heads · d (q and the new ones with row stride ldq, as they
+   lie in a fused projection's output), of the cache's type T; cross-attention passes no new keys.
+   Summed in fp32 as above; the result rounded to T once. Returns 0, or -1 out of memory. */
+#define STEP(NAME, T, SCALAR, STORE)                                                                      \
+  ATTEND_STEP(NAME, T) {                                                                                  \
+    if (new_k)                                                                                            \
+      for (int64_t b = 0; b < B; b++)                                                                     \
+        for (int64_t g = 0; g < H / groups; g++) {                                                        \
+          memcpy(k + b * kb + g * kh + position * kt, new_k + b * ldq + g * d, sizeof(T) * (size_t)d);    \
+          memcpy(v + b * vb + g * vh + position * vt, new_v + b * ldq + g * d, sizeof(T) * (size_t)d);    \
+        }                                                                                                 \
+    int chunks = threads > 1 ? threads : 1;                                                               \
+    int64_t room = (keys > 0 ? keys : 1) + 2 * d; /* scores, the query and the result, per chunk */      \
+    float *scratch = malloc(sizeof(float) * (size_t)(chunks * room));                                     \
+    if (!scratch) return -1;                                                                              \
+    int64_t pairs = B * H;                                                                                \
+    _Pragma("omp parallel for schedule(static) num_threads(chunks) if (chunks > 1)")                     \
+    for (int c = 0; c < chunks; c++) {                                                                    \
+      float *scores = scratch + c * room, *query = scores + (keys > 0 ? keys : 1), *result = query + d;   \
+      for (int64_t p = pairs * c / chunks; p < pairs * (c + 1) / chunks; p++) {                           \
+        int64_t b = p / H, h = p % H, g = h / groups;                                                     \
+        const char *m = 0;                                                                                \
+        if (kind) m = (const char *)mask + (b * mb + h * mh) * (kind == MASK_BOOL ? 1 : sizeof(float));   \
+        for (int64_t i = 0; i < d; i++) query[i] = SCALAR(q[b * ldq + h * d + i]);                        \
+        NAME##_pair(query, k + b * kb + g * kh, kt, v + b * vb + g * vh, vt, m, kind, mt, result, keys, d, \
+                    scale, scores);                                                                       \
+        for (int64_t i = 0; i < d; i++) out[b * ldo + h * d + i] = STORE(result[i]);                      \
+      }                                                                                                   \
+    }                                                                                                     \
+    free(scratch);                                                                                        \
+    return 0;                                                                                             \
+  }
+
+STEP(f32, float, same, same)
+STEP(bf16, uint16_t, widen, narrow)

@@ -1,0 +1,221 @@
+"""A decoding step of a block in one native call (kernels/native/block.c) instead of its modules'
+hundred operators.
+
+At a few rows a decoding step's products read their weights at memory speed (kernels/native.py's
+`gemv`), and what is left is everything else: some hundred operators per block (norms, activations,
+residual sums, heads split and joined, the KV cache written, attention dispatched) and the Python
+around them. On an AMD EPYC (2 threads) that took longer than the products: a bf16 step of the
+benchmark's 6-layer GPT took 7.4 ms where reading its weights takes 1.6. Five calls per block (one
+per product, each with its norm, activation and residual sum, and one per attention) cut the
+modules' step by a quarter only: the Python between the calls ran from caches that the weights
+streaming through had just emptied. One call per block, its parameters described once (`Plan`),
+only the cache's and masks' places filled in at each step, cut it by a third to a half (a 6-layer,
+384-wide GPT at batch 1: 7.6 -> 4.9 ms a step in fp32, 5.7 -> 3.9 in bf16; BART's decoder 11.2 ->
+6.2 ms in fp32).
+
+Whether that runs is measured, as every kernel here is: the first step of each class (dtype, rows,
+keys rounded up to a power of two, the block's sizes, threads) runs the modules, then calibration
+times the modules against the fused calls and keeps the faster for the class.
+
+It serves a pre-norm or post-norm block of LayerNorm or RMSNorm, self-attention without rotary
+positions or per-head norms (grouped-query attention included), cross-attention whose keys and
+values are cached, a plain or gated feed-forward (relu, gelu, gelu_tanh, silu), every projection
+a plain `Linear` with an fp32 or bf16 weight; at a step of one new token for each of at most
+FUSED_ROWS rows, without autograd, autocast, relative position bias or torch.compile. For any other
+block or step `block_step` returns None and the modules run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from triform.kernels import native
+from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.linear import Linear
+from triform.nn.block import AttentionContext, Block, PostNormBlock, PreNormBlock
+from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
+
+if TYPE_CHECKING:
+    from triform.nn.cache import LayerCache
+
+FUSED_ROWS = 16  # rows (batch · beams) up to which a step's products are a few rows' (gemv's)
+FIELDS["block step"] = ("dtype", "rows≤", "keys≤", "d_model", "d_ff", "heads", "attention", "threads")
+ACTIVATION_CODES = {id(function): native.ACTIVATIONS[name] for name, function in ACTIVATIONS.items()}
+PLAIN_LINEAR = (Linear, nn.Linear)
+CANDIDATES = ("modules", "fused")  # the block's own forward first: it wins a tie
+
+
+class Plan:
+    """A block's fused step: its structure, found once, and its parameters as block.c reads them,
+    pointed to again whenever a tensor moves. `valid` says whether the block is still the one planned
+    for (no module or parameter replaced, as LoRA, int8 quantization or tying weights replace them)."""
+
+    def __init__(self, block: Block, norm_kinds: list[int], activation: int):
+        attention, cross, feedforward = block.self_attention, block.cross_attention, block.feedforward
+        gated = isinstance(feedforward, GatedFeedForward)
+        projections = [attention.query_key_value, attention.out]
+        projections += [cross.query, cross.out] if cross is not None else [None, None]
+        projections += [feedforward.gate_up if gated else feedforward.up, feedforward.down]
+        # every (dict, name, object) the plan was made from: the block is unchanged while each is there
+        owners = [(block._modules, "self_attention"), (block._modules, "cross_attention")]
+        owners += [(block._modules, "feedforward"), *((block.norms._modules, str(i)) for i in range(len(block.norms)))]
+        owners += [(attention._modules, "query_key_value"), (attention._modules, "out")]
+        if cross is not None:
+            owners += [(cross._modules, "query"), (cross._modules, "out")]
+        owners += [(feedforward._modules, "gate_up" if gated else "up"), (feedforward._modules, "down")]
+        self.tensors: list[Tensor] = []  # every parameter the kernel reads, in `slots` order
+        self.slots: list[tuple[str, int]] = []  # (descriptor field, index) of each
+        for index, module in enumerate(projections):
+            for kind in ("weight", "bias"):
+                tensor = None if module is None else module._parameters.get(kind)
+                if tensor is not None:
+                    owners.append((module._parameters, kind))
+                    self.tensors.append(tensor)
+                    self.slots.append((kind[0], index))
+        for index, norm in enumerate(block.norms):
+            for kind in ("weight", "bias"):
+                tensor = norm._parameters.get(kind)
+                if tensor is not None:
+                    owners.append((norm._parameters, kind))
+                    self.tensors.append(tensor)
+                    self.slots.append(("norm_" + kind[0], index))
+        self.owners = [(where, name, where.get(name)) for where, name in owners]
+        self.pointers: tuple[int, ...] = ()
+        self.dtype: torch.dtype | None = None
+        self.eps = [norm.eps for norm in block.norms]  # None: the dtype's own, for RMSNorm
+        self.heads = attention.n_heads
+        self.descriptor = native.BlockParameters(
+            d_model=attention.out.out_features,
+            inner=attention.inner,
+            kv_inner=attention.kv_inner,
+            d_ff=feedforward.down.in_features,
+            heads=attention.n_heads,
+            kv_heads=attention.n_kv_heads,
+            d_head=attention.d_head,
+            post_norm=isinstance(block, PostNormBlock),
+            activation=activation,
+            gated=gated,
+            cross=cross is not None,
+            scale=attention.d_head**-0.5 if attention.scale is None else attention.scale,
+            cross_scale=attention.d_head**-0.5 if cross is None or cross.scale is None else cross.scale,
+        )
+        for index, kind in enumerate(norm_kinds):
+            self.descriptor.norm_kind[index] = kind
+
+    def valid(self) -> bool:
+        return all(where.get(name) is thing for where, name, thing in self.owners)
+
+    def point(self, dtype: torch.dtype) -> bool:
+        """Point the descriptor at the parameters where they are now; False where one is not in
+        `dtype`, not contiguous or not on the CPU (the modules compute that step)."""
+        pointers = tuple(tensor.data_ptr() for tensor in self.tensors)
+        if pointers == self.pointers and dtype == self.dtype:
+            return True
+        self.pointers, self.dtype = (), None
+        for tensor in self.tensors:
+            if tensor.dtype != dtype or not tensor.is_contiguous() or tensor.device.type != "cpu":
+                return False
+        descriptor = self.descriptor
+        for pointer, (field, index) in zip(pointers, self.slots):
+            getattr(descriptor, field)[index] = pointer
+        for index, eps in enumerate(self.eps):  # a block's norm i is block.c's norm i
+            descriptor.norm_eps[index] = eps if eps is not None else torch.finfo(dtype).eps
+        self.pointers, self.dtype = pointers, dtype
+        return True
+
+
+def plan_for(block: Block) -> Plan | None:
+    """The block's plan, or None where its structure has no fused step."""
+    if type(block) not in (PreNormBlock, PostNormBlock):
+        return None
+    attention, cross, feedforward = block.self_attention, block.cross_attention, block.feedforward
+    if type(feedforward) not in (FeedForward, GatedFeedForward) or id(feedforward.activation) not in ACTIVATION_CODES:
+        return None
+    if attention.rotary is not None or attention.query_norm is not None:
+        return None
+    if cross is not None and (cross.query_norm is not None or cross.key_norm is not None):
+        return None
+    norm_kinds = []
+    for norm in block.norms:
+        if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1:
+            norm_kinds.append(native.NORMS["layernorm"])
+        elif isinstance(norm, nn.RMSNorm) and len(norm.normalized_shape) == 1:
+            norm_kinds.append(native.NORMS["rmsnorm"])
+        else:
+            return None
+    projections = [attention.query_key_value, attention.out, feedforward.down]
+    projections += [feedforward.gate_up if isinstance(feedforward, GatedFeedForward) else feedforward.up]
+    projections += [cross.query, cross.out] if cross is not None else []
+    if any(type(part) not in PLAIN_LINEAR for part in projections):  # LoRA, int8: their own forward
+        return None
+    return Plan(block, norm_kinds, ACTIVATION_CODES[id(feedforward.activation)])
+
+
+def current_plan(block: Block) -> Plan | None:
+    plan = block.__dict__.get("_step_plan", False)
+    if plan is False or (plan is not None and not plan.valid()):
+        plan = block.__dict__["_step_plan"] = plan_for(block)
+    return plan
+
+
+def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerCache) -> Tensor | None:
+    """The block's output for a decoding step x (B, 1, d_model), by one native call where it applies
+    and was measured faster here; None where the block's modules are to compute it."""
+    if x.shape[1] != 1 or x.shape[0] > FUSED_ROWS or x.dtype not in native.GEMV_DTYPES or not x.is_cpu:
+        return None
+    if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return None
+    if context.bias is not None or cache.keys.dtype != x.dtype or native.library() is None:
+        return None
+    keys = cache.owner.length + 1
+    if (context.is_causal and keys > 1) or keys > cache.keys.shape[2] or not x.is_contiguous():
+        return None  # the modules give the causal flag its meaning, and the full cache its error
+    cross = block.cross_attention is not None
+    if cross and cache.cross is None:
+        return None  # the first step computes the source's keys and values
+    plan = current_plan(block)
+    if plan is None or not plan.point(x.dtype):
+        return None
+    descriptor = plan.descriptor
+    key = ("block step", str(x.dtype).removeprefix("torch."), rows_class(x.shape[0]), rows_class(keys))
+    key += (descriptor.d_model, descriptor.d_ff, plan.heads, "self+cross" if cross else "self")
+    key += (torch.get_num_threads(),)
+    table = calibration()
+    if not table.decided(key, CANDIDATES):  # the modules' own kernels are chosen first, outside its lock
+        y = block.forward_modules(x, context, cache)
+        runs = {
+            "modules": lambda: block.forward_modules(x, context, cache),
+            "fused": lambda: fused(plan, x, context, cache),
+        }  # both write the same keys and values into the same cache slot: timing them changes nothing
+        table.choose(key, CANDIDATES, lambda: runs)
+        return y
+    if table.choose(key, CANDIDATES, dict) == "modules":
+        return None
+    return fused(plan, x, context, cache)
+
+
+def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -> Tensor:
+    batch, _, width = x.shape
+    k, v = cache.keys, cache.values
+    position = cache.owner.length
+    mask, kind, (mb, mh, mt) = native.mask_places(context.mask, batch, plan.heads, position + 1)
+    places = native.StepPlaces(k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3], position)
+    places.mask, places.kind, places.mb, places.mh, places.mt = native.address(mask), kind, mb, mh, mt
+    memory_mask = None
+    if cache.cross is not None and plan.descriptor.cross:
+        ck, cv = cache.cross
+        if ck.stride(-1) != 1 or cv.stride(-1) != 1:
+            ck, cv = ck.contiguous(), cv.contiguous()
+        source = ck.shape[2]
+        memory_mask, ckind, (cmb, cmh, cmt) = native.mask_places(context.memory_mask, batch, plan.heads, source)
+        places.ck, places.cv, places.source = ck.data_ptr(), cv.data_ptr(), source
+        places.ckb, places.ckh, places.ckt = ck.stride()[:3]
+        places.cvb, places.cvh, places.cvt = cv.stride()[:3]
+        places.cmask, places.ckind = native.address(memory_mask), ckind
+        places.cmb, places.cmh, places.cmt = cmb, cmh, cmt
+    out = native.library().block_step(plan.descriptor, places, x.view(batch, width))
+    del mask, memory_mask  # alive until the call returned
+    return out.view(batch, 1, width)

@@ -1,0 +1,26 @@
+/* The library's entry points that its other files call: one declaration each, for both types. */
+
+#ifndef TRIFORM_KERNELS_H
+#define TRIFORM_KERNELS_H
+
+#include <stdint.h>
+
+#define FUSED_LINEAR(NAME, T)                                                                              \
+  int triform_fused_linear_##NAME(const T *x, int64_t ldx, int pre, const T *pre_w, const T *pre_b,       \
+                                  float pre_eps, const T *W, const T *bias, int act, int gated,          \
+                                  const T *residual, int64_t ldr, int post, const T *post_w,              \
+                                  const T *post_b, float post_eps, T *y, int64_t ldy, int64_t M,          \
+                                  int64_t N, int64_t K, int threads)
+#define ATTEND_STEP(NAME, T)                                                                               \
+  int triform_attend_step_##NAME(const T *q, int64_t ldq, const T *new_k, const T *new_v, T *k, int64_t kb, \
+                                 int64_t kh, int64_t kt, T *v, int64_t vb, int64_t vh, int64_t vt,        \
+                                 int64_t position, const void *mask, int kind, int64_t mb, int64_t mh,    \
+                                 int64_t mt, T *out, int64_t ldo, int64_t B, int64_t H, int64_t groups,   \
+                                 int64_t keys, int64_t d, float scale, int threads)
+
+FUSED_LINEAR(f32, float);
+FUSED_LINEAR(bf16, uint16_t);
+ATTEND_STEP(f32, float);
+ATTEND_STEP(bf16, uint16_t);
+
+#endif

@@ -1,0 +1,165 @@
+"""A decoding step of a block as one native call (kernels/fused_step.py): it computes what the block's
+modules compute, for every kind of block it serves, in fp32 and bf16, with padding, beams reordered
+and a source to attend; blocks it does not serve, and steps calibration found slower, are left to the
+modules."""
+
+import pytest
+import torch
+from conftest import random_ids, tiny_config
+
+from triform.kernels import native
+from triform.kernels.calibrate import Calibration, set_calibration
+from triform.kernels.int8 import quantize
+from triform.kernels.linear import Linear
+from triform.models import build_model
+from triform.nn.block import Block
+
+# The kinds of block the fused step serves (learned positions: rotary ones are the modules' alone).
+SERVED = {
+    "gpt": dict(position="learned", activation="gelu_tanh"),
+    "post-norm-relu": dict(position="learned", norm_placement="post", activation="relu"),
+    "rmsnorm-swiglu-grouped": dict(
+        position="learned", norm="rmsnorm", activation="silu", gated=True, bias=False, n_kv_heads=1
+    ),
+    "sinusoidal-gelu-qkv-biases": dict(position="sinusoidal", activation="gelu", bias=False, qkv_bias=True),
+}
+
+
+@pytest.fixture
+def force():
+    """force(kernel): calibration measures `kernel` fastest wherever it is a candidate."""
+    old = []
+
+    def choose(kernel: str) -> None:
+        timer = lambda name, run: 0.0 if name == kernel else 1.0  # noqa: E731
+        old.append(set_calibration(Calibration(timer=timer, read_disk=False)))
+
+    yield choose
+    if old:
+        set_calibration(old[0])
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The number of fused block steps run so far."""
+    if native.library() is None:
+        pytest.skip(f"the native kernels are not built here: {native.unavailable()}")
+    calls = [0]
+    step = native.NativeKernels.block_step
+
+    def counted(self, *args):
+        calls[0] += 1
+        return step(self, *args)
+
+    monkeypatch.setattr(native.NativeKernels, "block_step", counted)
+    return calls
+
+
+def decode(model, arch: str, steps: int = 6, reorder: bool = False) -> torch.Tensor:
+    """Logits of `steps` cached one-token steps for 3 rows, the first left-padded by two slots; with
+    `reorder`, the rows swapped in the cache half way, as beam search swaps them."""
+    ids = random_ids(3, steps)
+    padding = torch.ones(3, steps, dtype=torch.bool)
+    padding[0, :2] = False
+    cache = model.new_cache(3)
+    memory, memory_padding = None, None
+    if arch == "encoder-decoder":
+        source = random_ids(3, 5, generator_seed=1)
+        memory_padding = torch.ones(3, 5, dtype=torch.bool)
+        memory_padding[2, 3:] = False
+        memory = model.encode(source, memory_padding)
+    logits = []
+    with torch.inference_mode():
+        for t in range(steps):
+            if reorder and t == steps // 2:
+                order = torch.tensor([2, 0, 1])
+                cache.reorder(order)
+                ids, padding = ids[order], padding[order]
+                memory, memory_padding = (
+                    memory if memory is None else memory[order],
+                    (memory_padding if memory_padding is None else memory_padding[order]),
+                )
+            step, seen = ids[:, t : t + 1], padding[:, : t + 1]
+            if arch == "stack":
+                logits.append(model(step, "causal", padding_mask=seen, cache=cache))
+            else:
+                out = model.decode(step, memory, memory_padding_mask=memory_padding, padding_mask=seen, cache=cache)
+                logits.append(out)
+    return torch.cat(logits, 1).float()
+
+
+def modules_alone(model, run):
+    """What `run` computes with every block of `model` computed by its modules."""
+    blocks = [module for module in model.modules() if isinstance(module, Block)]
+    steps = [block.step for block in blocks]
+    for block in blocks:
+        block.step = None
+    try:
+        return run()
+    finally:
+        for block, step in zip(blocks, steps):
+            block.step = step
+
+
+def built(arch: str, dtype: torch.dtype, **changes):
+    torch.manual_seed(0)
+    return build_model(tiny_config(arch, **changes)).eval().to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("variant", sorted(SERVED))
+def test_a_fused_step_computes_what_the_block_s_modules_compute(variant, arch, dtype, force, fused_calls):
+    model = built(arch, dtype, **SERVED[variant])
+    expected = modules_alone(model, lambda: decode(model, arch, reorder=True))
+    assert fused_calls[0] == 0
+    force("fused")
+    got = decode(model, arch, reorder=True)
+    # the first step of each class (keys rounded up to powers of two) by the modules, the rest fused
+    assert fused_calls[0] >= 2 * 3
+    # fp32: sums in another order; bf16: the same roundings, a norm's or activation's last bit apart
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=0.05, atol=0.05)
+    torch.testing.assert_close(got, expected, **tolerance)
+
+
+def test_blocks_and_steps_it_does_not_serve_are_computed_by_the_modules(force, fused_calls):
+    force("fused")
+    rotary = built("stack", torch.float32, position="rotary")
+    decode(rotary, "stack")
+    assert fused_calls[0] == 0
+    quantized = quantize(built("stack", torch.float32, position="learned"), "int8")
+    decode(quantized, "stack")
+    assert fused_calls[0] == 0
+    model = built("stack", torch.float32, position="learned")
+    with torch.no_grad():
+        cache = model.new_cache(1)
+        model(random_ids(1, 4), "causal", cache=cache)  # a prompt: several tokens at once
+    assert fused_calls[0] == 0
+    with torch.enable_grad():
+        cache = model.new_cache(1)
+        model(random_ids(1, 1), "causal", cache=cache)  # autograd on
+    assert fused_calls[0] == 0
+
+
+def test_calibration_keeps_the_modules_where_they_measured_faster(force, fused_calls):
+    force("modules")
+    model = built("encoder-decoder", torch.float32, position="learned")
+    decode(model, "encoder-decoder")  # every class measured: both candidates run while timed
+    timed = fused_calls[0]
+    decode(model, "encoder-decoder")
+    assert fused_calls[0] == timed
+
+
+def test_a_projection_replaced_after_a_fused_step_is_the_one_computed(force, fused_calls):
+    force("fused")
+    model = built("stack", torch.float32, position="learned")
+    decode(model, "stack")
+    assert fused_calls[0] > 0
+    blocks = [module for module in model.modules() if isinstance(module, Block)]
+    for block in blocks:  # new weights in a new layer, as LoRA's merge or a loaded adapter gives
+        old = block.feedforward.down
+        block.feedforward.down = Linear(old.in_features, old.out_features)
+    calls = fused_calls[0]
+    got = decode(model, "stack")
+    assert fused_calls[0] > calls
+    torch.testing.assert_close(got, modules_alone(model, lambda: decode(model, "stack")), rtol=1e-4, atol=1e-4)
