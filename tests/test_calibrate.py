@@ -133,6 +133,8 @@ def test_triform_calibrate_shows_the_table_and_saves_it(tmp_path, monkeypatch, c
         "gemv": 2.0,
         "native": 2.0,
         "widened": 2.0,
+        "modules": 1.0,
+        "fused": 2.0,
     }
     timings |= {"sdpa": 1.0, "written-out": 2.0, "torch-swapped": 2.0, "onednn-swapped": 2.0}
     old = set_calibration(Calibration(timer=fake_timer(timings), read_disk=False))

@@ -3,6 +3,8 @@ modules compute, for every kind of block it serves, in fp32 and bf16, with paddi
 and a source to attend; blocks it does not serve, and steps calibration found slower, are left to the
 modules."""
 
+import copy
+
 import pytest
 import torch
 from conftest import random_ids, tiny_config
@@ -163,3 +165,13 @@ def test_a_projection_replaced_after_a_fused_step_is_the_one_computed(force, fus
     got = decode(model, "stack")
     assert fused_calls[0] > calls
     torch.testing.assert_close(got, modules_alone(model, lambda: decode(model, "stack")), rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_copied_after_fused_steps_makes_its_own_plans(force, fused_calls):
+    force("fused")
+    model = built("encoder-decoder", torch.float32, position="learned")
+    expected = decode(model, "encoder-decoder")
+    twin = copy.deepcopy(model)  # as the bf16 twin and a server's copies are made
+    calls = fused_calls[0]
+    torch.testing.assert_close(decode(twin, "encoder-decoder"), expected)
+    assert fused_calls[0] > calls

@@ -18,6 +18,7 @@ PRODUCTS = (
     "quantized::linear_dynamic",
     "aten::_weight_int8pack_mm",
     "triform::gemv",
+    "triform::block_step",  # a decoding step of a whole block: its products, and the little work around them
 )
 
 

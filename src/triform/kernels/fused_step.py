@@ -27,6 +27,7 @@ block or step `block_step` returns None and the modules run.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -154,10 +155,15 @@ def plan_for(block: Block) -> Plan | None:
     return Plan(block, norm_kinds, ACTIVATION_CODES[id(feedforward.activation)])
 
 
+# Each block's plan, beside the block rather than in it: a model copied (deepcopy: the bf16 twin, a
+# server's copies) makes its own plans, and the descriptor's C pointers are never copied or pickled.
+_plans: weakref.WeakKeyDictionary[Block, Plan | None] = weakref.WeakKeyDictionary()
+
+
 def current_plan(block: Block) -> Plan | None:
-    plan = block.__dict__.get("_step_plan", False)
+    plan = _plans.get(block, False)
     if plan is False or (plan is not None and not plan.valid()):
-        plan = block.__dict__["_step_plan"] = plan_for(block)
+        plan = _plans[block] = plan_for(block)
     return plan
 
 

@@ -8,7 +8,10 @@ against 1.3-1.7 ms to read their weights), so `gemv`, in fp32 and in bf16, is on
 `kernels/linear.py`: calibration times it beside the others and keeps it only where it is faster.
 A decoding step's attention reads its KV cache the same way; `decode_attention` (attention.c) is a
 candidate of `kernels/attention.py` for one query, which matters most where bf16 is emulated (a bf16
-cache attended 3 to 4 times faster than by torch's fused kernel on that EPYC).
+cache attended 3 to 4 times faster than by torch's fused kernel on that EPYC). `block_step`
+(block.c) computes a decoding step of a whole block in one call, for kernels/fused_step.py: its
+products fused with their norms, activations and residual sums (gemv.c) and its attention steps
+(attention.c), so that a step pays one call per block rather than its modules' hundred operators.
 
 The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp and the rest of FLAGS, into
 $TRIFORM_CACHE/native (default ~/.cache/triform/native), named by a digest of the source, the flags,
