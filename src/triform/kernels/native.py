@@ -46,6 +46,7 @@ SOURCES = tuple(sorted(FOLDER.glob("*.c")))  # compiled together into one librar
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 LIBRARIES = ("-lm",)  # expf
 MASKS = {None: 0, torch.bool: 1, torch.float32: 2}  # attention.c's mask kinds
+OUTSIDE_TABLES = -2  # block.c: a row's position is past the rotary tables
 NORMS = {"layernorm": 1, "rmsnorm": 2}  # gemv.c's norm kinds (0: none)
 ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}  # gemv.c's activations (0: none)
 BUILD_SECONDS = 120
@@ -64,6 +65,9 @@ class BlockParameters(ctypes.Structure):
     _fields_ += [("scale", ctypes.c_float), ("cross_scale", ctypes.c_float), ("norm_kind", ctypes.c_int * 3)]
     _fields_ += [("norm_w", _POINTER * 3), ("norm_b", _POINTER * 3), ("norm_eps", ctypes.c_float * 3)]
     _fields_ += [("w", _POINTER * 6), ("b", _POINTER * 6)]
+    _fields_ += [("head_norm_kind", ctypes.c_int), ("head_norm_w", _POINTER * 2), ("head_norm_b", _POINTER * 2)]
+    _fields_ += [("head_norm_eps", ctypes.c_float * 2), ("rotary", ctypes.c_int), ("tables_f32", ctypes.c_int)]
+    _fields_ += [("cos", _POINTER), ("sin", _POINTER), ("max_len", _I64)]
 
 
 class StepPlaces(ctypes.Structure):
@@ -75,6 +79,7 @@ class StepPlaces(ctypes.Structure):
     _fields_ += [("ck", _POINTER), ("cv", _POINTER)]
     _fields_ += [(name, _I64) for name in ("ckb", "ckh", "ckt", "cvb", "cvh", "cvt", "source")]
     _fields_ += [("cmask", _POINTER), ("ckind", ctypes.c_int), ("cmb", _I64), ("cmh", _I64), ("cmt", _I64)]
+    _fields_ += [("positions", _POINTER), ("ps", _I64)]
 
 
 class NativeKernels:
@@ -160,18 +165,25 @@ class NativeKernels:
         """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype."""
         out = torch.empty_like(x)
         arguments = (ctypes.addressof(block), ctypes.addressof(places), x.data_ptr(), out.data_ptr(), x.shape[0])
-        self._call(self._block[x.dtype], (*arguments, torch.get_num_threads()), "triform::block_step", "a step")
+        arguments += (torch.get_num_threads(),)
+        if self._call(self._block[x.dtype], arguments, "triform::block_step", "a step") == OUTSIDE_TABLES:
+            raise ValueError(
+                f"a position is beyond the model's max_len {block.max_len}; "
+                "shorten the input or build the model with a larger max_len"
+            )
         return out
 
     @staticmethod
-    def _call(function, arguments: tuple, name: str, what: str) -> None:
+    def _call(function, arguments: tuple, name: str, what: str) -> int:
+        """The kernel's answer: 0, or OUTSIDE_TABLES; MemoryError for -1 (out of memory)."""
         if torch.autograd._profiler_enabled():  # seen by torch.profiler as an operator of its own
             with record_function(name):
                 failed = function(*arguments)
         else:
             failed = function(*arguments)
-        if failed:
+        if failed == -1:
             raise MemoryError(f"{name.removeprefix('triform::')}: no memory for {what}")
+        return failed
 
 
 def mask_places(mask: Tensor | None, batch: int, heads: int, keys: int) -> tuple[Tensor | None, int, tuple]:

@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 
+#include "elementwise.h"
 #include "kernels.h"
 
 /* What does not change from step to step: the block's sizes and its parameters (kernels/fused_step.py). */
@@ -23,6 +24,14 @@ typedef struct {
   const void *norm_w[3], *norm_b[3];
   float norm_eps[3];
   const void *w[6], *b[6]; /* qkv, out, cross query, cross out, up (gate and up when gated), down */
+  /* per-head norms of the self-attention's queries and keys (Qwen3's), before rotary positions */
+  int head_norm_kind;
+  const void *head_norm_w[2], *head_norm_b[2]; /* the queries', the keys' */
+  float head_norm_eps[2];
+  /* rotary positions (Su et al. 2021, halves rotated): cos and sin (max_len, d_head), fp32 or T */
+  int rotary, tables_f32;
+  const void *cos, *sin;
+  int64_t max_len;
 } triform_block;
 
 /* Where the step's cache and masks are: they move (a new generation, beams reordered) between steps. */
@@ -37,11 +46,55 @@ typedef struct {
   const void *cmask;
   int ckind;
   int64_t cmb, cmh, cmt;
+  const int64_t *positions; /* each row's position, for rotary positions (stride ps) */
+  int64_t ps;
 } triform_step;
+
+NORMALIZE(f32, float, same, same)
+NORMALIZE(bf16, uint16_t, widen, bf16_round)
+
+/* A head's vector h (d values) normalised (kind 0: not) and rotated to `position`, in place, with
+   the modules' roundings: (h · cos + rotate_half(h) · sin), each product and the sum rounded. */
+#define HEADS(NAME, T, SCALAR, ROUND, STORE)                                                                     \
+  static void NAME##_head(T *h, int64_t d, int kind, const T *w, const T *b, float eps, const triform_block *p,  \
+                          int64_t position, float *row) {                                                        \
+    for (int64_t i = 0; i < d; i++) row[i] = SCALAR(h[i]);                                                       \
+    if (kind) NAME##_normalize(row, d, kind, w, b, eps);                                                         \
+    if (p->rotary) {                                                                                             \
+      int64_t half = d / 2;                                                                                      \
+      for (int64_t i = 0; i < d; i++) {                                                                          \
+        int64_t at = position * d + i;                                                                           \
+        float c = p->tables_f32 ? ((const float *)p->cos)[at] : SCALAR(((const T *)p->cos)[at]);                 \
+        float s = p->tables_f32 ? ((const float *)p->sin)[at] : SCALAR(((const T *)p->sin)[at]);                 \
+        float turned = i < half ? -row[i + half] : row[i - half];                                                \
+        h[i] = STORE(ROUND(ROUND(row[i] * ROUND(c)) + ROUND(turned * ROUND(s))));                                \
+      }                                                                                                          \
+    } else                                                                                                       \
+      for (int64_t i = 0; i < d; i++) h[i] = STORE(row[i]);                                                      \
+  }                                                                                                              \
+  /* Every query and key head of the step's rows; -2 where a row's position is past the tables. */               \
+  static int NAME##_heads(T *qkv, int64_t width, int64_t M, const triform_block *p, const triform_step *s) {     \
+    float row[p->d_head];                                                                                        \
+    for (int64_t m = 0; m < M; m++) {                                                                            \
+      int64_t position = p->rotary ? s->positions[m * s->ps] : 0;                                                \
+      if (position < 0 || position >= p->max_len) return -2;                                                     \
+      for (int64_t h = 0; h < p->heads + p->kv_heads; h++) {                                                     \
+        int key = h >= p->heads;                                                                                 \
+        T *head = qkv + m * width + h * p->d_head; /* the keys' heads follow the queries' */                     \
+        NAME##_head(head, p->d_head, p->head_norm_kind, p->head_norm_w[key], p->head_norm_b[key],                \
+                    p->head_norm_eps[key], p, position, row);                                                    \
+      }                                                                                                          \
+    }                                                                                                            \
+    return 0;                                                                                                    \
+  }
+
+HEADS(f32, float, same, same, same)
+HEADS(bf16, uint16_t, widen, bf16_round, narrow)
 
 #define BLOCK(NAME, T)                                                                                              \
   int triform_block_step_##NAME(const triform_block *p, const triform_step *s, const T *x, T *out,                  \
                                 int64_t M, int threads) {                                                           \
+    if (p->rotary && M > 0 && !s->positions) return -1;                                                             \
     int64_t d = p->d_model, width = p->inner + 2 * p->kv_inner, groups = p->heads / p->kv_heads;                    \
     /* the residual stream between sublayers, the projections' outputs, attention's, the hidden layer */            \
     size_t size = (size_t)(M * (2 * d + width + p->inner + p->d_ff));                                               \
@@ -59,6 +112,13 @@ typedef struct {
       if (i == 0) { /* self-attention: this step's keys and values into the cache, then attended */                 \
         failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[0], p->b[0], 0, 0, 0, 0, 0, 0, 0, 0,    \
                                               qkv, width, M, width, d, threads);                                    \
+        if (!failed && (p->rotary || p->head_norm_kind)) {                                                          \
+          int outside = NAME##_heads(qkv, width, M, p, s);                                                          \
+          if (outside) {                                                                                            \
+            free(buffer);                                                                                           \
+            return outside;                                                                                         \
+          }                                                                                                         \
+        }                                                                                                           \
         failed |= triform_attend_step_##NAME(qkv, width, qkv + p->inner, qkv + p->inner + p->kv_inner, s->k,        \
                                              s->kb, s->kh, s->kt, s->v, s->vb, s->vh, s->vt, s->position,           \
                                              s->mask, s->kind, s->mb, s->mh, s->mt, y, p->inner, M, p->heads,       \

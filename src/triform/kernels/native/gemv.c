@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "elementwise.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -110,45 +111,15 @@ int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const u
    pre and post a LayerNorm or an RMSNorm over each row (or neither), act none, relu, gelu (erf),
    gelu (tanh) or silu, applied to the first N outputs times the last N where the product is gated
    (W has 2N rows: SwiGLU's gate then up), and the residual added before the post-norm (post-norm
-   blocks) or with none after it (pre-norm blocks). A block's step is then a few calls instead of some
-   hundred operators, whose dispatch took longer than the products themselves at a few rows.
+   blocks) or with none after it (pre-norm blocks): each of a decoding block's products (block.c).
    Everything is computed in fp32; a bf16 model's values are rounded to bf16 wherever its modules
    round them (each norm's, product's, activation's and sum's result), so the step computes what the
    modules compute. Returns 0, or -1 where the row buffers could not be had. */
 
-enum { NORM_NONE = 0, NORM_LAYER = 1, NORM_RMS = 2 };
-enum { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2, ACT_GELU_TANH = 3, ACT_SILU = 4 };
-
-static inline float activate(int act, float v) {
-  switch (act) {
-    case ACT_RELU: return v > 0 ? v : 0;
-    case ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case ACT_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-    case ACT_SILU: return v / (1.0f + expf(-v));
-    default: return v;
-  }
-}
-
-static inline float bf16_round(float f) { return widen(narrow(f)); }
+NORMALIZE(f32, float, same, same)
+NORMALIZE(bf16, uint16_t, widen, bf16_round)
 
 #define FUSED(NAME, T, SCALAR, ROUND, STORE)                                                              \
-  /* Row x (n values, fp32) normalised in place: LayerNorm (w, b: NULL for none) or RMSNorm (w). */      \
-  static void NAME##_normalize(float *x, int64_t n, int kind, const T *w, const T *b, float eps) {        \
-    float mean = 0, spread = 0;                                                                           \
-    if (kind == NORM_LAYER) {                                                                             \
-      for (int64_t i = 0; i < n; i++) mean += x[i];                                                       \
-      mean /= (float)n;                                                                                   \
-    }                                                                                                     \
-    for (int64_t i = 0; i < n; i++) spread += (x[i] - mean) * (x[i] - mean);                              \
-    float inverse = 1.0f / sqrtf(spread / (float)n + eps);                                                \
-    for (int64_t i = 0; i < n; i++) {                                                                     \
-      float v = (x[i] - mean) * inverse;                                                                  \
-      if (w) v *= SCALAR(w[i]);                                                                           \
-      if (b && kind == NORM_LAYER) v += SCALAR(b[i]);                                                     \
-      x[i] = ROUND(v);                                                                                    \
-    }                                                                                                     \
-  }                                                                                                       \
-                                                                                                          \
   FUSED_LINEAR(NAME, T) {                                                                                 \
     int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                  \
     float *rows = malloc(sizeof(float) * (size_t)(M * K + M * outputs + 1));                              \
@@ -158,21 +129,28 @@ static inline float bf16_round(float f) { return widen(narrow(f)); }
       for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                           \
       if (pre) NAME##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                             \
     }                                                                                                     \
-    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                   \
-    for (int64_t n = 0; n < outputs; n++)                                                                 \
-      NAME##_column(rows, K, W + n * K, bias ? SCALAR(bias[n]) : 0, raw + n, 0, outputs, M, K);           \
-    for (int64_t m = 0; m < M; m++) {                                                                     \
-      float *r = raw + m * outputs;                                                                       \
-      for (int64_t j = 0; j < N; j++) {                                                                   \
-        float v = ROUND(r[j]);                                                                            \
+    /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the     \
+       activations run on every thread; only a post-norm, over whole rows, waits for all of them. */      \
+    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                    \
+    for (int64_t j = 0; j < N; j++) {                                                                     \
+      NAME##_column(rows, K, W + j * K, bias ? SCALAR(bias[j]) : 0, raw + j, 0, outputs, M, K);           \
+      if (gated)                                                                                          \
+        NAME##_column(rows, K, W + (N + j) * K, bias ? SCALAR(bias[N + j]) : 0, raw + N + j, 0, outputs, M, K);\
+      for (int64_t m = 0; m < M; m++) {                                                                   \
+        float *r = raw + m * outputs, v = ROUND(r[j]);                                                    \
         if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                                  \
         else if (act) v = ROUND(activate(act, v));                                                        \
         if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                       \
-        r[j] = v;                                                                                         \
+        if (post) r[j] = v;                                                                               \
+        else y[m * ldy + j] = STORE(v);                                                                   \
       }                                                                                                   \
-      if (post) NAME##_normalize(r, N, post, post_w, post_b, post_eps);                                   \
-      for (int64_t j = 0; j < N; j++) y[m * ldy + j] = STORE(r[j]);                                       \
     }                                                                                                     \
+    if (post)                                                                                             \
+      for (int64_t m = 0; m < M; m++) {                                                                   \
+        float *r = raw + m * outputs;                                                                     \
+        NAME##_normalize(r, N, post, post_w, post_b, post_eps);                                           \
+        for (int64_t j = 0; j < N; j++) y[m * ldy + j] = STORE(r[j]);                                     \
+      }                                                                                                   \
     free(rows);                                                                                           \
     return 0;                                                                                             \
   }
