@@ -11,7 +11,7 @@ from conftest import VARIANTS, random_ids, tiny_config
 
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
-from triform.kernels.int8 import quantize
+from triform.kernels.int8 import Int8Linear, quantize
 from triform.kernels.linear import Linear
 from triform.models import build_model
 from triform.nn.block import Block
@@ -142,9 +142,6 @@ def test_blocks_and_steps_it_does_not_serve_are_computed_by_the_modules(force, f
     normed_cross = built("encoder-decoder", torch.float32, **VARIANTS["grouped-query-qwen"])
     decode(normed_cross, "encoder-decoder")
     assert fused_calls[0] == 0
-    quantized = quantize(built("stack", torch.float32, position="learned"), "int8")
-    decode(quantized, "stack")
-    assert fused_calls[0] == 0
     model = built("stack", torch.float32, position="learned")
     with torch.no_grad():
         cache = model.new_cache(1)
@@ -198,3 +195,28 @@ def test_a_position_past_the_rotary_tables_is_a_clear_error(force, fused_calls):
         for token in random_ids(1, 70)[0]:
             model(token.view(1, 1), "causal", cache=cache)
     assert fused_calls[0] > 0
+
+
+@pytest.mark.parametrize(("variant", "arch"), [("gpt", "stack"), ("post-norm-relu", "encoder-decoder"), *CASES[:1]])
+def test_an_int8_model_s_fused_step_multiplies_by_its_int8_weights_and_scales(variant, arch, force, fused_calls):
+    """Weights only in int8 (activations in fp32): the float model with the int8 weights times their
+    scales, computed by its modules, to within fp32 rounding; fbgemm's modules, which round the
+    activations to 8 bits too, to within that rounding."""
+    model = built(arch, torch.float32, **SERVED[variant])
+    quantized = quantize(copy.deepcopy(model), "int8")
+    int8_layers = dict(quantized.named_modules())
+    float_layers = dict(model.named_modules())
+    with torch.no_grad():
+        for name, layer in int8_layers.items():
+            if isinstance(layer, Int8Linear) and ".blocks." in f".{name}":
+                float_layers[name].weight.copy_(layer.dequantized(torch.float32))
+            elif isinstance(layer, Int8Linear):  # the output projection: float on both sides
+                parent, _, child = name.rpartition(".")
+                setattr(int8_layers[parent], child, copy.deepcopy(float_layers[name]))
+    expected = modules_alone(model, lambda: decode(model, arch, reorder=True))
+    by_fbgemm = modules_alone(quantized, lambda: decode(quantized, arch, reorder=True))
+    force("fused")
+    got = decode(quantized, arch, reorder=True)
+    assert fused_calls[0] >= 2 * 3
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, by_fbgemm, rtol=0.05, atol=0.05)

@@ -22,7 +22,9 @@ It serves a pre-norm or post-norm block of LayerNorm or RMSNorm, self-attention 
 rotary positions (any scaling: the module's cos and sin tables are read) and per-head query and key
 norms, grouped-query attention, cross-attention whose keys and values are cached (without per-head
 norms), a plain or gated feed-forward (relu, gelu, gelu_tanh, silu), every projection a plain
-`Linear` with an fp32 or bf16 weight; at a step of one new token for each of at most FUSED_ROWS rows,
+`Linear` with an fp32 or bf16 weight, or every one int8 (kernels/int8.py: there the weights only are
+int8, each row's sum times its scale, and the activations fp32, where the modules' fbgemm rounds
+them to 8 bits too); at a step of one new token for each of at most FUSED_ROWS rows,
 without autograd, autocast, relative position bias or torch.compile. For any other block or step
 `block_step` returns None and the modules run.
 """
@@ -37,6 +39,7 @@ from torch import Tensor, nn
 
 from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.int8 import Int8Linear
 from triform.kernels.linear import Linear
 from triform.nn.block import AttentionContext, Block, PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
@@ -72,15 +75,19 @@ class Plan:
         owners += [(feedforward._modules, "gate_up" if gated else "up"), (feedforward._modules, "down")]
         owners += [(attention._modules, name) for name in ("query_norm", "key_norm")]
         owners += [(attention.__dict__, "rotary")] if attention.rotary is None else [(attention._modules, "rotary")]
+        self.int8 = isinstance(attention.out, Int8Linear)  # int8 weights and scales in buffers
         self.tensors: list[Tensor] = []  # every parameter the kernel reads, in `slots` order
         self.slots: list[tuple[str, int]] = []  # (descriptor field, index) of each
+        self.dtypes: list[torch.dtype | None] = []  # each one's dtype (None: the model's)
         for index, module in enumerate(projections):
-            for kind in ("weight", "bias"):
-                tensor = None if module is None else module._parameters.get(kind)
+            where = None if module is None else module._buffers if self.int8 else module._parameters
+            for kind in ("weight", "bias", "scales"):
+                tensor = None if where is None else where.get(kind)
                 if tensor is not None:
-                    owners.append((module._parameters, kind))
+                    owners.append((where, kind))
                     self.tensors.append(tensor)
                     self.slots.append((kind[0], index))
+                    self.dtypes.append(torch.int8 if self.int8 and kind == "weight" else None)
         for index, norm in enumerate(block.norms):
             for kind in ("weight", "bias"):
                 tensor = norm._parameters.get(kind)
@@ -88,6 +95,7 @@ class Plan:
                     owners.append((norm._parameters, kind))
                     self.tensors.append(tensor)
                     self.slots.append(("norm_" + kind[0], index))
+                    self.dtypes.append(None)
         head_norms = [attention.query_norm, attention.key_norm] if head_norm_kind else []
         for index, norm in enumerate(head_norms):
             for kind in ("weight", "bias"):
@@ -96,6 +104,7 @@ class Plan:
                     owners.append((norm._parameters, kind))
                     self.tensors.append(tensor)
                     self.slots.append(("head_norm_" + kind[0], index))
+                    self.dtypes.append(None)
         # rotary's cos and sin (max_len, d_head): buffers, fp32 or in the model's dtype
         self.rotary = attention.rotary
         if self.rotary is not None:
@@ -139,8 +148,10 @@ class Plan:
         if pointers == self.pointers and dtype == self.dtype:
             return True
         self.pointers, self.dtype = (), None
-        for tensor in self.tensors:
-            if tensor.dtype != dtype or not tensor.is_contiguous() or tensor.device.type != "cpu":
+        if self.int8 and dtype != torch.float32:
+            return False
+        for tensor, expected in zip(self.tensors, self.dtypes):
+            if tensor.dtype != (expected or dtype) or not tensor.is_contiguous() or tensor.device.type != "cpu":
                 return False
         for table in tables:
             if table.dtype not in (torch.float32, dtype) or not table.is_contiguous() or table.device.type != "cpu":
@@ -182,7 +193,8 @@ def plan_for(block: Block) -> Plan | None:
     projections = [attention.query_key_value, attention.out, feedforward.down]
     projections += [feedforward.gate_up if isinstance(feedforward, GatedFeedForward) else feedforward.up]
     projections += [cross.query, cross.out] if cross is not None else []
-    if any(type(part) not in PLAIN_LINEAR for part in projections):  # LoRA, int8: their own forward
+    kinds = {Int8Linear if type(part) is Int8Linear else type(part) in PLAIN_LINEAR for part in projections}
+    if len(kinds) != 1 or False in kinds:  # LoRA, a mix of int8 and float layers: their own forward
         return None
     return Plan(block, norm_kinds, ACTIVATION_CODES[id(feedforward.activation)], head_norm_kind)
 
@@ -221,7 +233,7 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
     if (context.is_causal and keys > 1) or keys > cache.keys.shape[2] or not x.is_contiguous():
         return None  # the modules give the causal flag its meaning, and the full cache its error
     cross = block.cross_attention is not None
-    if cross and cache.cross is None:
+    if cross and (cache.cross is None or cache.cross[0].dtype != x.dtype):
         return None  # the first step computes the source's keys and values
     plan = current_plan(block)
     if plan is None or not plan.point(x.dtype):
@@ -229,7 +241,8 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
     if plan.rotary is not None and (context.positions is None or context.positions.dtype != torch.int64):
         return None
     descriptor = plan.descriptor
-    key = ("block step", str(x.dtype).removeprefix("torch."), rows_class(x.shape[0]), rows_class(keys))
+    dtype = "int8" if plan.int8 else str(x.dtype).removeprefix("torch.")
+    key = ("block step", dtype, rows_class(x.shape[0]), rows_class(keys))
     key += (descriptor.d_model, descriptor.d_ff, plan.heads, "self+cross" if cross else "self")
     key += (torch.get_num_threads(),)
     table = calibration()
@@ -253,7 +266,6 @@ def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -
     mask, kind, (mb, mh, mt) = native.mask_places(context.mask, batch, plan.heads, position + 1)
     places = native.StepPlaces(k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3], position)
     places.mask, places.kind, places.mb, places.mh, places.mt = native.address(mask), kind, mb, mh, mt
-    memory_mask = None
     if cache.cross is not None and plan.descriptor.cross:
         ck, cv = cache.cross
         if ck.stride(-1) != 1 or cv.stride(-1) != 1:
@@ -269,6 +281,5 @@ def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -
     if plan.rotary is not None:
         positions = positions[:, -1]  # (B,): one new token a row
         places.positions, places.ps = positions.data_ptr(), positions.stride(0)
-    out = native.library().block_step(plan.descriptor, places, x.view(batch, width))
-    del mask, memory_mask, positions  # alive until the call returned
+    out = native.library().block_step(plan.descriptor, places, x.view(batch, width), plan.int8)
     return out.view(batch, 1, width)

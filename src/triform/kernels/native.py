@@ -64,7 +64,7 @@ class BlockParameters(ctypes.Structure):
     _fields_ += [(name, ctypes.c_int) for name in ("post_norm", "activation", "gated", "cross")]
     _fields_ += [("scale", ctypes.c_float), ("cross_scale", ctypes.c_float), ("norm_kind", ctypes.c_int * 3)]
     _fields_ += [("norm_w", _POINTER * 3), ("norm_b", _POINTER * 3), ("norm_eps", ctypes.c_float * 3)]
-    _fields_ += [("w", _POINTER * 6), ("b", _POINTER * 6)]
+    _fields_ += [("w", _POINTER * 6), ("b", _POINTER * 6), ("s", _POINTER * 6)]
     _fields_ += [("head_norm_kind", ctypes.c_int), ("head_norm_w", _POINTER * 2), ("head_norm_b", _POINTER * 2)]
     _fields_ += [("head_norm_eps", ctypes.c_float * 2), ("rotary", ctypes.c_int), ("tables_f32", ctypes.c_int)]
     _fields_ += [("cos", _POINTER), ("sin", _POINTER), ("max_len", _I64)]
@@ -102,7 +102,7 @@ class NativeKernels:
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
         self._block = {}
-        for dtype, name in GEMV_DTYPES.items():
+        for dtype, name in {**GEMV_DTYPES, torch.int8: "q8"}.items():  # int8: weights only, fp32 around
             function = getattr(library, f"triform_block_step_{name}")
             function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
@@ -161,12 +161,14 @@ class NativeKernels:
             raise MemoryError(f"decode_attention: no memory for {keys} scores")
         return out if q.dtype == torch.float32 else out.to(q.dtype)
 
-    def block_step(self, block: BlockParameters, places: StepPlaces, x: Tensor) -> Tensor:
-        """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype."""
+    def block_step(self, block: BlockParameters, places: StepPlaces, x: Tensor, int8: bool = False) -> Tensor:
+        """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype
+        (`int8`: the block's weights are int8 with scales, x and everything else fp32)."""
         out = torch.empty_like(x)
         arguments = (ctypes.addressof(block), ctypes.addressof(places), x.data_ptr(), out.data_ptr(), x.shape[0])
         arguments += (torch.get_num_threads(),)
-        if self._call(self._block[x.dtype], arguments, "triform::block_step", "a step") == OUTSIDE_TABLES:
+        function = self._block[torch.int8 if int8 else x.dtype]
+        if self._call(function, arguments, "triform::block_step", "a step") == OUTSIDE_TABLES:
             raise ValueError(
                 f"a position is beyond the model's max_len {block.max_len}; "
                 "shorten the input or build the model with a larger max_len"

@@ -24,6 +24,7 @@ typedef struct {
   const void *norm_w[3], *norm_b[3];
   float norm_eps[3];
   const void *w[6], *b[6]; /* qkv, out, cross query, cross out, up (gate and up when gated), down */
+  const float *s[6];       /* int8 weights' scales, one per output row (NULL: weights of type T) */
   /* per-head norms of the self-attention's queries and keys (Qwen3's), before rotary positions */
   int head_norm_kind;
   const void *head_norm_w[2], *head_norm_b[2]; /* the queries', the keys' */
@@ -91,60 +92,64 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
 HEADS(f32, float, same, same, same)
 HEADS(bf16, uint16_t, widen, bf16_round, narrow)
 
-#define BLOCK(NAME, T)                                                                                              \
-  int triform_block_step_##NAME(const triform_block *p, const triform_step *s, const T *x, T *out,                  \
-                                int64_t M, int threads) {                                                           \
-    if (p->rotary && M > 0 && !s->positions) return -1;                                                             \
-    int64_t d = p->d_model, width = p->inner + 2 * p->kv_inner, groups = p->heads / p->kv_heads;                    \
-    /* the residual stream between sublayers, the projections' outputs, attention's, the hidden layer */            \
-    size_t size = (size_t)(M * (2 * d + width + p->inner + p->d_ff));                                               \
-    T *buffer = malloc(sizeof(T) * size);                                                                           \
-    if (!buffer) return -1;                                                                                         \
-    T *stream[2] = {buffer, buffer + M * d}, *qkv = buffer + 2 * M * d, *y = qkv + M * width;                       \
-    T *hidden = y + M * p->inner;                                                                                   \
-    int failed = 0, last = p->cross ? 2 : 1;                                                                        \
-    const T *in = x;                                                                                                \
-    for (int i = 0; i <= last && !failed; i++) { /* sublayer i, with norm i */                                      \
-      int pre = p->post_norm ? 0 : p->norm_kind[i], post = p->post_norm ? p->norm_kind[i] : 0;                      \
-      const T *nw = p->norm_w[i], *nb = p->norm_b[i];                                                               \
-      float eps = p->norm_eps[i];                                                                                   \
-      T *result = i == last ? out : stream[i % 2];                                                                  \
-      if (i == 0) { /* self-attention: this step's keys and values into the cache, then attended */                 \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[0], p->b[0], 0, 0, 0, 0, 0, 0, 0, 0,    \
-                                              qkv, width, M, width, d, threads);                                    \
-        if (!failed && (p->rotary || p->head_norm_kind)) {                                                          \
-          int outside = NAME##_heads(qkv, width, M, p, s);                                                          \
-          if (outside) {                                                                                            \
-            free(buffer);                                                                                           \
-            return outside;                                                                                         \
-          }                                                                                                         \
-        }                                                                                                           \
-        failed |= triform_attend_step_##NAME(qkv, width, qkv + p->inner, qkv + p->inner + p->kv_inner, s->k,        \
-                                             s->kb, s->kh, s->kt, s->v, s->vb, s->vh, s->vt, s->position,           \
-                                             s->mask, s->kind, s->mb, s->mh, s->mt, y, p->inner, M, p->heads,       \
-                                             groups, s->position + 1, p->d_head, p->scale, threads);                \
-      } else if (i < last) { /* cross-attention over the source's cached keys and values */                         \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[2], p->b[2], 0, 0, 0, 0, 0, 0, 0, 0,    \
-                                              qkv, p->inner, M, p->inner, d, threads);                              \
-        failed |= triform_attend_step_##NAME(qkv, p->inner, 0, 0, (T *)s->ck, s->ckb, s->ckh, s->ckt,               \
-                                             (T *)s->cv, s->cvb, s->cvh, s->cvt, 0, s->cmask, s->ckind, s->cmb,     \
-                                             s->cmh, s->cmt, y, p->inner, M, p->heads, groups, s->source,           \
-                                             p->d_head, p->cross_scale, threads);                                   \
-      }                                                                                                             \
-      if (i < last) /* the attention's output projection, its residual sum (and post-norm) */                       \
-        failed |= triform_fused_linear_##NAME(y, p->inner, 0, 0, 0, 0, p->w[i == 0 ? 1 : 3], p->b[i == 0 ? 1 : 3],  \
-                                              0, 0, in, d, post, nw, nb, eps, result, d, M, d, p->inner, threads);  \
-      else { /* the feed-forward */                                                                                 \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[4], p->b[4], p->activation, p->gated,   \
-                                              0, 0, 0, 0, 0, 0, hidden, p->d_ff, M, p->d_ff, d, threads);           \
-        failed |= triform_fused_linear_##NAME(hidden, p->d_ff, 0, 0, 0, 0, p->w[5], p->b[5], 0, 0, in, d, post,     \
-                                              nw, nb, eps, result, d, M, d, p->d_ff, threads);                      \
-      }                                                                                                             \
-      in = result;                                                                                                  \
-    }                                                                                                               \
-    free(buffer);                                                                                                   \
-    return failed ? -1 : 0;                                                                                         \
+#define BLOCK(NAME, T, BASE)                                                                                      \
+  int triform_block_step_##NAME(const triform_block *p, const triform_step *s, const T *x, T *out,                \
+                                int64_t M, int threads) {                                                         \
+    if (p->rotary && M > 0 && !s->positions) return -1;                                                           \
+    int64_t d = p->d_model, width = p->inner + 2 * p->kv_inner, groups = p->heads / p->kv_heads;                  \
+    /* the residual stream between sublayers, the projections' outputs, attention's, the hidden layer */          \
+    size_t size = (size_t)(M * (2 * d + width + p->inner + p->d_ff));                                             \
+    T *buffer = malloc(sizeof(T) * size);                                                                         \
+    if (!buffer) return -1;                                                                                       \
+    T *stream[2] = {buffer, buffer + M * d}, *qkv = buffer + 2 * M * d, *y = qkv + M * width;                     \
+    T *hidden = y + M * p->inner;                                                                                 \
+    int failed = 0, last = p->cross ? 2 : 1;                                                                      \
+    const T *in = x;                                                                                              \
+    for (int i = 0; i <= last && !failed; i++) { /* sublayer i, with norm i */                                    \
+      int pre = p->post_norm ? 0 : p->norm_kind[i], post = p->post_norm ? p->norm_kind[i] : 0;                    \
+      const T *nw = p->norm_w[i], *nb = p->norm_b[i];                                                             \
+      float eps = p->norm_eps[i];                                                                                 \
+      T *result = i == last ? out : stream[i % 2];                                                                \
+      if (i == 0) { /* self-attention: this step's keys and values into the cache, then attended */               \
+        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[0], p->b[0], p->s[0], 0, 0, 0, 0, 0,  \
+                                              0, 0, 0, qkv, width, M, width, d, threads);                         \
+        if (!failed && (p->rotary || p->head_norm_kind)) {                                                        \
+          int outside = BASE##_heads(qkv, width, M, p, s);                                                        \
+          if (outside) {                                                                                          \
+            free(buffer);                                                                                         \
+            return outside;                                                                                       \
+          }                                                                                                       \
+        }                                                                                                         \
+        failed |= triform_attend_step_##BASE(qkv, width, qkv + p->inner, qkv + p->inner + p->kv_inner, s->k,      \
+                                             s->kb, s->kh, s->kt, s->v, s->vb, s->vh, s->vt, s->position,         \
+                                             s->mask, s->kind, s->mb, s->mh, s->mt, y, p->inner, M, p->heads,     \
+                                             groups, s->position + 1, p->d_head, p->scale, threads);              \
+      } else if (i < last) { /* cross-attention over the source's cached keys and values */                       \
+        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[2], p->b[2], p->s[2], 0, 0, 0, 0, 0,  \
+                                              0, 0, 0, qkv, p->inner, M, p->inner, d, threads);                   \
+        failed |= triform_attend_step_##BASE(qkv, p->inner, 0, 0, (T *)s->ck, s->ckb, s->ckh, s->ckt,             \
+                                             (T *)s->cv, s->cvb, s->cvh, s->cvt, 0, s->cmask, s->ckind, s->cmb,   \
+                                             s->cmh, s->cmt, y, p->inner, M, p->heads, groups, s->source,         \
+                                             p->d_head, p->cross_scale, threads);                                 \
+      }                                                                                                           \
+      if (i < last) { /* the attention's output projection, its residual sum (and post-norm) */                   \
+        int o = i == 0 ? 1 : 3;                                                                                   \
+        failed |= triform_fused_linear_##NAME(y, p->inner, 0, 0, 0, 0, p->w[o], p->b[o], p->s[o], 0, 0, in, d,    \
+                                              post, nw, nb, eps, result, d, M, d, p->inner, threads);             \
+      }                                                                                                           \
+      else { /* the feed-forward */                                                                               \
+        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[4], p->b[4], p->s[4], p->activation,  \
+                                              p->gated, 0, 0, 0, 0, 0, 0, hidden, p->d_ff, M, p->d_ff, d,         \
+                                              threads);                                                           \
+        failed |= triform_fused_linear_##NAME(hidden, p->d_ff, 0, 0, 0, 0, p->w[5], p->b[5], p->s[5], 0, 0, in,   \
+                                              d, post, nw, nb, eps, result, d, M, d, p->d_ff, threads);           \
+      }                                                                                                           \
+      in = result;                                                                                                \
+    }                                                                                                             \
+    free(buffer);                                                                                                 \
+    return failed ? -1 : 0;                                                                                       \
   }
 
-BLOCK(f32, float)
-BLOCK(bf16, uint16_t)
+BLOCK(f32, float, f32)
+BLOCK(bf16, uint16_t, bf16)
+BLOCK(q8, float, f32) /* int8 weights (kernels/int8.py's), everything else fp32 */

@@ -83,6 +83,7 @@
 
 KERNELS(f32, float, load_f32, same)
 KERNELS(bf16, uint16_t, load_bf16, widen)
+KERNELS(q8, int8_t, load_i8, widen_i8)
 
 /* x (M, K) with row stride ldx, W (N, K) contiguous, bias (N) or NULL, y (M, N) with row stride ldy. */
 void triform_gemv_f32(const float *x, int64_t ldx, const float *W, const float *bias, float *y, int64_t ldy,
@@ -114,46 +115,52 @@ int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const u
    blocks) or with none after it (pre-norm blocks): each of a decoding block's products (block.c).
    Everything is computed in fp32; a bf16 model's values are rounded to bf16 wherever its modules
    round them (each norm's, product's, activation's and sum's result), so the step computes what the
-   modules compute. Returns 0, or -1 where the row buffers could not be had. */
+   modules compute. With `scales` (int8 weights), output n is scales[n] · (x · Q[n]) + b[n]: the
+   weights only are int8, the activations stay fp32. Returns 0, or -1 where the row buffers could not
+   be had. */
 
 NORMALIZE(f32, float, same, same)
 NORMALIZE(bf16, uint16_t, widen, bf16_round)
 
-#define FUSED(NAME, T, SCALAR, ROUND, STORE)                                                              \
-  FUSED_LINEAR(NAME, T) {                                                                                 \
-    int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                  \
-    float *rows = malloc(sizeof(float) * (size_t)(M * K + M * outputs + 1));                              \
-    if (!rows) return -1;                                                                                 \
-    float *raw = rows + M * K;                                                                            \
-    for (int64_t m = 0; m < M; m++) {                                                                     \
-      for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                           \
-      if (pre) NAME##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                             \
-    }                                                                                                     \
-    /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the     \
-       activations run on every thread; only a post-norm, over whole rows, waits for all of them. */      \
-    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                    \
-    for (int64_t j = 0; j < N; j++) {                                                                     \
-      NAME##_column(rows, K, W + j * K, bias ? SCALAR(bias[j]) : 0, raw + j, 0, outputs, M, K);           \
-      if (gated)                                                                                          \
-        NAME##_column(rows, K, W + (N + j) * K, bias ? SCALAR(bias[N + j]) : 0, raw + N + j, 0, outputs, M, K);\
-      for (int64_t m = 0; m < M; m++) {                                                                   \
-        float *r = raw + m * outputs, v = ROUND(r[j]);                                                    \
-        if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                                  \
-        else if (act) v = ROUND(activate(act, v));                                                        \
-        if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                       \
-        if (post) r[j] = v;                                                                               \
-        else y[m * ldy + j] = STORE(v);                                                                   \
-      }                                                                                                   \
-    }                                                                                                     \
-    if (post)                                                                                             \
-      for (int64_t m = 0; m < M; m++) {                                                                   \
-        float *r = raw + m * outputs;                                                                     \
-        NAME##_normalize(r, N, post, post_w, post_b, post_eps);                                           \
-        for (int64_t j = 0; j < N; j++) y[m * ldy + j] = STORE(r[j]);                                     \
-      }                                                                                                   \
-    free(rows);                                                                                           \
-    return 0;                                                                                             \
+#define FUSED(NAME, T, WT, KERNEL, NORM, SCALAR, ROUND, STORE)                                          \
+  FUSED_LINEAR(NAME, T, WT) {                                                                           \
+    int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                \
+    float *rows = malloc(sizeof(float) * (size_t)(M * K + M * outputs + 1));                            \
+    if (!rows) return -1;                                                                               \
+    float *raw = rows + M * K;                                                                          \
+    for (int64_t m = 0; m < M; m++) {                                                                   \
+      for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                         \
+      if (pre) NORM##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                           \
+    }                                                                                                   \
+    /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the   \
+       activations run on every thread; only a post-norm, over whole rows, waits for all of them. */    \
+    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                  \
+    for (int64_t j = 0; j < N; j++) {                                                                   \
+      for (int64_t n = j; n < outputs; n += N) { /* j, and its gate's partner */                        \
+        float b = bias ? SCALAR(bias[n]) : 0;                                                           \
+        KERNEL##_column(rows, K, W + n * K, scales ? 0 : b, raw + n, 0, outputs, M, K);                 \
+        if (scales)                                                                                     \
+          for (int64_t m = 0; m < M; m++) raw[m * outputs + n] = raw[m * outputs + n] * scales[n] + b;  \
+      }                                                                                                 \
+      for (int64_t m = 0; m < M; m++) {                                                                 \
+        float *r = raw + m * outputs, v = ROUND(r[j]);                                                  \
+        if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                                \
+        else if (act) v = ROUND(activate(act, v));                                                      \
+        if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                     \
+        if (post) r[j] = v;                                                                             \
+        else y[m * ldy + j] = STORE(v);                                                                 \
+      }                                                                                                 \
+    }                                                                                                   \
+    if (post)                                                                                           \
+      for (int64_t m = 0; m < M; m++) {                                                                 \
+        float *r = raw + m * outputs;                                                                   \
+        NORM##_normalize(r, N, post, post_w, post_b, post_eps);                                         \
+        for (int64_t j = 0; j < N; j++) y[m * ldy + j] = STORE(r[j]);                                   \
+      }                                                                                                 \
+    free(rows);                                                                                         \
+    return 0;                                                                                           \
   }
 
-FUSED(f32, float, same, same, same)
-FUSED(bf16, uint16_t, widen, bf16_round, narrow)
+FUSED(f32, float, float, f32, f32, same, same, same)
+FUSED(bf16, uint16_t, uint16_t, bf16, bf16, widen, bf16_round, narrow)
+FUSED(q8, float, int8_t, q8, f32, same, same, same) /* int8 weights, one fp32 scale per row; fp32 around */

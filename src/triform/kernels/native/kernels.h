@@ -5,10 +5,11 @@
 
 #include <stdint.h>
 
-#define FUSED_LINEAR(NAME, T)                                                                              \
+#define FUSED_LINEAR(NAME, T, WT)                                                                          \
   int triform_fused_linear_##NAME(const T *x, int64_t ldx, int pre, const T *pre_w, const T *pre_b,       \
-                                  float pre_eps, const T *W, const T *bias, int act, int gated,          \
-                                  const T *residual, int64_t ldr, int post, const T *post_w,              \
+                                  float pre_eps, const WT *W, const T *bias, const float *scales,         \
+                                  int act, int gated, const T *residual, int64_t ldr, int post,           \
+                                  const T *post_w,                                                        \
                                   const T *post_b, float post_eps, T *y, int64_t ldy, int64_t M,          \
                                   int64_t N, int64_t K, int threads)
 #define ATTEND_STEP(NAME, T)                                                                               \
@@ -18,8 +19,9 @@
                                  int64_t mt, T *out, int64_t ldo, int64_t B, int64_t H, int64_t groups,   \
                                  int64_t keys, int64_t d, float scale, int threads)
 
-FUSED_LINEAR(f32, float);
-FUSED_LINEAR(bf16, uint16_t);
+FUSED_LINEAR(f32, float, float);
+FUSED_LINEAR(bf16, uint16_t, uint16_t);
+FUSED_LINEAR(q8, float, int8_t);
 ATTEND_STEP(f32, float);
 ATTEND_STEP(bf16, uint16_t);
 
