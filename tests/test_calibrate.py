@@ -9,7 +9,16 @@ import torch
 from triform.cli import main
 from triform.kernels import linear as linear_module
 from triform.kernels import native
-from triform.kernels.calibrate import Calibration, calibration, key_text, read_choices, set_calibration
+from triform.kernels.calibrate import (
+    Caches,
+    Calibration,
+    FromMemory,
+    best_seconds,
+    calibration,
+    key_text,
+    read_choices,
+    set_calibration,
+)
 from triform.kernels.linear import Linear
 from triform.kernels.machine import fingerprint
 
@@ -262,3 +271,28 @@ def test_a_layer_remembers_its_no_grad_choice_and_chooses_again_under_a_new_tabl
             assert ran == ["onednn-packed"]  # the new table's choice, not the remembered one
     finally:
         set_calibration(old)
+
+
+def test_a_decoding_product_against_a_large_weight_is_timed_from_memory(monkeypatch):
+    """At a few rows a step meets each weight after the rest of the model pushed it out of the caches:
+    such a product's candidates are timed with the caches emptied first, a small weight's warm."""
+    emptied = []
+    monkeypatch.setattr(Caches, "empty", lambda self: emptied.append(self))
+    monkeypatch.setattr(linear_module, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    seen: dict[int, list] = {}
+
+    def timer(name, run):
+        seen.setdefault(layer.out_features, []).append(run)
+        return best_seconds(name, run)
+
+    old = set_calibration(Calibration(timer=timer, read_disk=False))
+    try:
+        with torch.no_grad():
+            for layer in (Linear(384, 8192), Linear(64, 64)):  # 12.6 MB; 16 kB
+                layer(torch.randn(1, layer.in_features))
+    finally:
+        set_calibration(old)
+    large, small = seen.get(8192, []), seen.get(64, [])
+    assert large and all(isinstance(run, FromMemory) for run in large)
+    assert len(emptied) == len(large) and len({id(caches) for caches in emptied}) == 1
+    assert not any(isinstance(run, FromMemory) for run in small)

@@ -40,12 +40,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.calibrate import FIELDS, Caches, FromMemory, calibration, last_level_cache_bytes, rows_class
 from triform.kernels.opaque import LayersByStorage
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_PACKED = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 MKL_PACKED = hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
+# Weights up to this size are timed warm even at a few rows: their calls are short, and emptying the
+# caches before each round would cost more time than their choice is worth.
+WARM_BYTES = 2**20
 FP32_ROWS = 16  # rows up to which a product under bf16 autocast may be computed in fp32 instead
 DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
@@ -228,11 +231,21 @@ class Linear(nn.Linear):
             return names[0]
         key = ("linear", "x·Wᵀ no-grad", DTYPES[dtype] + (" autocast" if bf16 else ""), rows_class(x.shape[0]))
         key += (self.in_features, self.out_features, self.bias is not None, torch.get_num_threads())
-        name = calibration().choose(key, names, lambda: {n: partial(self.run_kernel, n, x, dtype) for n in names})
+        name = calibration().choose(key, names, lambda: self.timed_runs(names, x, dtype))
         prepared = self.__dict__.get("_prepared")
         if prepared and len(prepared) > 1:  # timing prepared a weight for each candidate: keep the chosen one's
             self._prepared = {k: v for k, v in prepared.items() if k[0] == name}
         return name
+
+    def timed_runs(self, names: tuple[str, ...], x: Tensor, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        """A call of each candidate; for a decoding step's few rows, against a weight of more than
+        WARM_BYTES that the last level cache could hold, timed from memory (`FromMemory`)."""
+        runs = {name: partial(self.run_kernel, name, x, dtype) for name in names}
+        weight_bytes = self.weight.numel() * self.weight.element_size()
+        if x.shape[0] <= FP32_ROWS and WARM_BYTES < weight_bytes < 2 * last_level_cache_bytes():
+            caches = Caches()
+            runs = {name: FromMemory(run, caches) for name, run in runs.items()}
+        return runs
 
     def inference_kernels(self, x: Tensor, dtype: torch.dtype, bf16: bool) -> tuple[str, ...]:
         if not (bf16 or x.dtype == self.weight.dtype):
