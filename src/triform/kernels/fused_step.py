@@ -88,23 +88,16 @@ class Plan:
                     self.tensors.append(tensor)
                     self.slots.append((kind[0], index))
                     self.dtypes.append(torch.int8 if self.int8 and kind == "weight" else None)
-        for index, norm in enumerate(block.norms):
-            for kind in ("weight", "bias"):
-                tensor = norm._parameters.get(kind)
-                if tensor is not None:
-                    owners.append((norm._parameters, kind))
-                    self.tensors.append(tensor)
-                    self.slots.append(("norm_" + kind[0], index))
-                    self.dtypes.append(None)
         head_norms = [attention.query_norm, attention.key_norm] if head_norm_kind else []
-        for index, norm in enumerate(head_norms):
-            for kind in ("weight", "bias"):
-                tensor = norm._parameters.get(kind)
-                if tensor is not None:
-                    owners.append((norm._parameters, kind))
-                    self.tensors.append(tensor)
-                    self.slots.append(("head_norm_" + kind[0], index))
-                    self.dtypes.append(None)
+        for field, norms in (("norm_", block.norms), ("head_norm_", head_norms)):
+            for index, norm in enumerate(norms):
+                for kind in ("weight", "bias"):
+                    tensor = norm._parameters.get(kind)
+                    if tensor is not None:
+                        owners.append((norm._parameters, kind))
+                        self.tensors.append(tensor)
+                        self.slots.append((field + kind[0], index))
+                        self.dtypes.append(None)
         # rotary's cos and sin (max_len, d_head): buffers, fp32 or in the model's dtype
         self.rotary = attention.rotary
         if self.rotary is not None:
