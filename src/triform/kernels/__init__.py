@@ -10,7 +10,7 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
   packed weights without autograd, fp32 for a few rows under bf16 autocast, and triform's own
   matrix-vector kernel for a few rows (`native`, built by this machine's C compiler) (`calibrate`).
 - `attention`: torch's fused kernel, two products around a softmax, or one query in fp32, measured.
-- `fused_step`: a decoding step of a block as a few native calls (norm, product, activation and
+- `fused_step`: a decoding step of a block as one native call (norm, product, activation and
   residual fused; the KV cache written and attended), where measured faster than the block's modules.
 - `calibrate`: the measurement, the table of choices, and its cache file; `machine`: what it is keyed by.
 - `dropout`: keep masks drawn from random integers rather than floats.
