@@ -28,6 +28,9 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     emulated (an AVX2-only CPU, where oneDNN's bf16 inner product cannot even run)."""
     benchmark = load_benchmark()
     monkeypatch.setattr(benchmark.training, "native_bf16", lambda device: native_bf16)
+    if not native_bf16:  # the library's default precision (fp32 then) follows; it is never forced onto bf16,
+        # which a CPU without native bf16 would run in emulated kernels
+        monkeypatch.setattr("triform.precision.native_bf16", lambda device: False)
     threads = torch.get_num_threads()
     try:
         status = benchmark.main(
