@@ -1,12 +1,15 @@
 """The fused block step against the blocks' own modules: greedy decoding of the benchmark's models.
 
-    .venv/bin/python benchmarks/fused_step.py [--models gpt bart llama] [--precisions fp32 bf16] [--batch 1]
+    .venv/bin/python benchmarks/fused_step.py [--models gpt bart llama] [--precisions fp32 bf16 int8] [--batch 1]
 
 The GPT and BART of benchmarks/run.py, and a Llama-like stack of the same size (rotary positions,
 RMSNorm, SwiGLU, 2 key/value heads), random weights, every output its full length. Each case decodes
 with every block computed by its modules (`Block.forward_modules`) and by its default forward, where
 kernels/fused_step.py runs the fused step wherever calibration measured it faster; the two alternate
-in rounds in one process, the median round is reported, and the tokens of both are compared.
+in rounds in one process, the median round is reported, and the tokens of both are compared. int8 is
+the model quantized (kernels/int8.py): there the two round the activations differently (the fused step
+row by row, fbgemm's modules with one scale per call), and random weights' near-uniform scores let
+that part their tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from speed.decoding import SHAPES, random_prompts
 from speed.models import SPECIALS, ModelSpec, model_specs
 
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.kernels.int8 import quantize
 from triform.kernels.machine import this_machine
 from triform.models import build_model
 from triform.nn.block import Block
@@ -41,6 +45,8 @@ def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[floa
     """(ms a step with the fused step, with the modules alone, whether their tokens are equal)."""
     torch.manual_seed(0)
     model = build_model(spec.config).eval()
+    if precision == "int8":
+        model, precision = quantize(model, "int8"), "fp32"
     shape = SHAPES["bart" if spec.config.arch != "stack" else "gpt"]
     prompts = random_prompts(spec, shape, batch)
     layout = resolve_layout(spec.config.arch, SPECIALS)
@@ -69,7 +75,7 @@ def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["gpt", "bart", "llama"], choices=["gpt", "bart", "llama"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "int8"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()

@@ -198,10 +198,12 @@ def test_a_position_past_the_rotary_tables_is_a_clear_error(force, fused_calls):
 
 
 @pytest.mark.parametrize(("variant", "arch"), [("gpt", "stack"), ("post-norm-relu", "encoder-decoder"), *CASES[:1]])
-def test_an_int8_model_s_fused_step_multiplies_by_its_int8_weights_and_scales(variant, arch, force, fused_calls):
-    """Weights only in int8 (activations in fp32): the float model with the int8 weights times their
-    scales, computed by its modules, to within fp32 rounding; fbgemm's modules, which round the
-    activations to 8 bits too, to within that rounding."""
+def test_an_int8_model_s_fused_step_rounds_each_row_of_activations_to_int8(variant, arch, force, fused_calls):
+    """int8 weights against activations rounded to int8 row by row (test_native.py checks that product
+    against its written-out form, exactly): the float model with the int8 weights, and fbgemm's modules
+    (which round the activations with one scale per call), to within the activations' rounding. A
+    written-out model is no closer here: an ulp of difference in a norm's result can move one activation
+    to the next int8 step, and the step's outputs by as much as the rounding itself."""
     model = built(arch, torch.float32, **SERVED[variant])
     quantized = quantize(copy.deepcopy(model), "int8")
     int8_layers = dict(quantized.named_modules())
@@ -213,10 +215,10 @@ def test_an_int8_model_s_fused_step_multiplies_by_its_int8_weights_and_scales(va
             elif isinstance(layer, Int8Linear):  # the output projection: float on both sides
                 parent, _, child = name.rpartition(".")
                 setattr(int8_layers[parent], child, copy.deepcopy(float_layers[name]))
-    expected = modules_alone(model, lambda: decode(model, arch, reorder=True))
+    by_float_weights = modules_alone(model, lambda: decode(model, arch, reorder=True))
     by_fbgemm = modules_alone(quantized, lambda: decode(quantized, arch, reorder=True))
     force("fused")
     got = decode(quantized, arch, reorder=True)
     assert fused_calls[0] >= 2 * 3
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, by_float_weights, rtol=0.05, atol=0.05)
     torch.testing.assert_close(got, by_fbgemm, rtol=0.05, atol=0.05)

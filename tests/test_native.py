@@ -175,3 +175,50 @@ def test_decode_attention_gives_zeros_where_every_key_is_masked_and_scales_as_as
     expected = F.scaled_dot_product_attention(q[:1], k[:1], v[:1], attn_mask=mask[:1], scale=0.5)
     torch.testing.assert_close(ours[:1], expected)
     assert torch.equal(ours[1], torch.zeros(1, 1, 8))
+
+
+def row_quantized_product(x, weight, scales, bias):
+    """The int8 product written out: each row rounded to int8 with scale max |x| / 127, the integer
+    products summed exactly (float64 holds these sums exactly), then the scales and the bias."""
+    top = x.abs().amax(-1, keepdim=True)
+    q = torch.round(x * torch.where(top > 0, 127 / top, 0))
+    return (q.double() @ weight.double().T).float() * (top / 127) * scales + bias
+
+
+# The instruction sets int8.h chooses between, by what the compiler may use: this CPU's best (VNNI where
+# it has it), AVX2's 16-bit products, plain C.
+INSTRUCTION_SETS = {"native": (), "without-vnni": ("-mno-avx512vnni", "-mno-avxvnni"), "without-avx2": ("-mno-avx2",)}
+
+
+@pytest.mark.parametrize("instructions", INSTRUCTION_SETS)
+def test_int8_linear_sums_the_int8_products_exactly_on_every_instruction_set(instructions, fresh_library, monkeypatch):
+    """The same results, to fp32 rounding of the final scaling, whichever instructions sum the products:
+    lengths of whole vector steps and with remainders, 1 to 6 rows (groups of four and the rest)."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    if INSTRUCTION_SETS[instructions]:
+        probe = os.popen(f"{native.compiler()} -mno-avx2 -x c -c -o /dev/null /dev/null 2>&1").read()
+        if probe.strip():
+            pytest.skip(f"the compiler takes no x86 instruction-set flags here: {probe.strip()[:80]}")
+        monkeypatch.setattr(native, "FLAGS", native.FLAGS + INSTRUCTION_SETS[instructions])
+    kernels = built()
+    generator = torch.Generator().manual_seed(0)
+    for rows, inner, out in [(1, 64, 5), (1, 100, 7), (3, 96, 6), (4, 32, 9), (5, 200, 3), (6, 1541, 11)]:
+        x = torch.randn(rows, inner, generator=generator)
+        weight = torch.randint(-127, 128, (out, inner), dtype=torch.int8, generator=generator)
+        scales, bias = torch.rand(out, generator=generator), torch.randn(out, generator=generator)
+        expected = row_quantized_product(x, weight, scales, bias)
+        got = kernels.int8_linear(x, weight, scales, bias)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an_infinity():
+    kernels = built()
+    x = torch.zeros(3, 40)
+    x[1, 7] = float("inf")
+    x[2] = torch.linspace(-1, 1, 40)
+    weight = torch.ones(2, 40, dtype=torch.int8)
+    got = kernels.int8_linear(x, weight, torch.ones(2), torch.tensor([0.5, -0.5]))
+    assert got[0].tolist() == [0.5, -0.5]
+    assert got[1].isnan().all()
+    assert got[2].isfinite().all()

@@ -21,11 +21,11 @@ It serves a pre-norm or post-norm block of LayerNorm or RMSNorm, self-attention 
 rotary positions (any scaling: the module's cos and sin tables are read) and per-head query and key
 norms, grouped-query attention, cross-attention whose keys and values are cached (without per-head
 norms), a plain or gated feed-forward (relu, gelu, gelu_tanh, silu), every projection a plain
-`Linear` with an fp32 or bf16 weight, or every one int8 (kernels/int8.py: there the weights only are
-int8, each row's sum times its scale, and the activations fp32, where the modules' fbgemm rounds
-them to 8 bits too); at a step of one new token for each of at most FUSED_ROWS rows,
-without autograd, autocast, relative position bias or torch.compile. For any other block or step
-`block_step` returns None and the modules run.
+`Linear` with an fp32 or bf16 weight, or every one int8 (kernels/int8.py: there each row of
+activations is rounded to int8 with its own scale and the integer products summed exactly,
+native/int8.h, where the modules' fbgemm rounds them with one scale per call); at a step of one new
+token for each of at most FUSED_ROWS rows, without autograd, autocast, relative position bias or
+torch.compile. For any other block or step `block_step` returns None and the modules run.
 """
 
 from __future__ import annotations

@@ -101,8 +101,13 @@ class NativeKernels:
             function.argtypes += [i64, i64, i64, pointer, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
+        self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
+        self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
+        self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
+        self._int8_linear.argtypes += [pointer, ctypes.c_float, pointer, i64, i64, i64, i64, ctypes.c_int]
+        self._int8_linear.restype = ctypes.c_int
         self._block = {}
-        for dtype, name in {**GEMV_DTYPES, torch.int8: "q8"}.items():  # int8: weights only, fp32 around
+        for dtype, name in {**GEMV_DTYPES, torch.int8: "q8"}.items():  # int8: weights and activations, fp32 around
             function = getattr(library, f"triform_block_step_{name}")
             function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
@@ -160,6 +165,19 @@ class NativeKernels:
         if failed:
             raise MemoryError(f"decode_attention: no memory for {keys} scores")
         return out if q.dtype == torch.float32 else out.to(q.dtype)
+
+    def int8_linear(self, x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+        """The block step's int8 product alone: x (M, K) fp32, each row rounded to int8 with its own scale
+        (max |x| / 127), times weight (N, K) int8, the products summed exactly, then scaled by the row's
+        scale and scales (N) and bias (N, fp32) added; (M, N) fp32."""
+        x, weight, scales = x.float().contiguous(), weight.contiguous(), scales.float().contiguous()
+        bias = None if bias is None else bias.float().contiguous()
+        rows, inner = x.shape
+        out = torch.empty(rows, weight.shape[0])
+        arguments = (x.data_ptr(), inner, 0, None, None, 0.0, weight.data_ptr(), address(bias), scales.data_ptr())
+        arguments += (0, 0, None, 0, 0, None, None, 0.0, out.data_ptr(), out.shape[1], rows, out.shape[1], inner)
+        self._call(self._int8_linear, (*arguments, torch.get_num_threads()), "triform::int8_linear", "its rows")
+        return out
 
     def block_step(self, block: BlockParameters, places: StepPlaces, x: Tensor, int8: bool = False) -> Tensor:
         """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype

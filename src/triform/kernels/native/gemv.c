@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "elementwise.h"
+#include "int8.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -83,7 +84,6 @@
 
 KERNELS(f32, float, load_f32, same)
 KERNELS(bf16, uint16_t, load_bf16, widen)
-KERNELS(q8, int8_t, load_i8, widen_i8)
 
 /* x (M, K) with row stride ldx, W (N, K) contiguous, bias (N) or NULL, y (M, N) with row stride ldy. */
 void triform_gemv_f32(const float *x, int64_t ldx, const float *W, const float *bias, float *y, int64_t ldy,
@@ -115,33 +115,39 @@ int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const u
    blocks) or with none after it (pre-norm blocks): each of a decoding block's products (block.c).
    Everything is computed in fp32; a bf16 model's values are rounded to bf16 wherever its modules
    round them (each norm's, product's, activation's and sum's result), so the step computes what the
-   modules compute. With `scales` (int8 weights), output n is scales[n] · (x · Q[n]) + b[n]: the
-   weights only are int8, the activations stay fp32. Returns 0, or -1 where the row buffers could not
+   modules compute. With `scales` (int8 weights), each row of x is rounded to int8 with its own scale
+   s_x after the pre-norm, and output n is s_x · scales[n] · (q(x) · Q[n]) + b[n], the int8 products
+   summed exactly (int8.h), as CTranslate2's and fbgemm's int8 products round the activations too (they
+   with one scale per call). Returns 0, or -1 where the row buffers could not
    be had. */
 
 NORMALIZE(f32, float, same, same)
 NORMALIZE(bf16, uint16_t, widen, bf16_round)
 
-#define FUSED(NAME, T, WT, KERNEL, NORM, SCALAR, ROUND, STORE)                                          \
+/* A type's products of the prepared rows by weight row n, into raw + n: fp32 or bf16 weights against
+   the fp32 rows; int8 weights against the rows rounded to int8 (int8.h), then scaled. */
+#define FLOAT_COLUMN(KERNEL, n, b) KERNEL##_column(rows, K, W + (n) * K, b, raw + (n), 0, outputs, M, K)
+#define INT8_COLUMN(KERNEL, n, b) q8_column(quantized, row_scales, K, W + (n) * K, scales[n], b, raw + (n), outputs, M)
+
+#define FUSED(NAME, T, WT, KERNEL, COLUMN, NORM, SCALAR, ROUND, STORE)                                  \
   FUSED_LINEAR(NAME, T, WT) {                                                                           \
     int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                \
-    float *rows = malloc(sizeof(float) * (size_t)(M * K + M * outputs + 1));                            \
+    size_t floats = (size_t)(M * K + M * outputs + M + 1);                                              \
+    float *rows = malloc(sizeof(float) * floats + (size_t)(M * K));                                     \
     if (!rows) return -1;                                                                               \
-    float *raw = rows + M * K;                                                                          \
+    float *raw = rows + M * K, *row_scales = raw + M * outputs;                                         \
+    uint8_t *quantized = (uint8_t *)(rows + floats);                                                    \
     for (int64_t m = 0; m < M; m++) {                                                                   \
       for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                         \
       if (pre) NORM##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                           \
+      if (scales) row_scales[m] = q8_quantize_row(rows + m * K, K, quantized + m * K);                  \
     }                                                                                                   \
     /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the   \
        activations run on every thread; only a post-norm, over whole rows, waits for all of them. */    \
     _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                  \
     for (int64_t j = 0; j < N; j++) {                                                                   \
-      for (int64_t n = j; n < outputs; n += N) { /* j, and its gate's partner */                        \
-        float b = bias ? SCALAR(bias[n]) : 0;                                                           \
-        KERNEL##_column(rows, K, W + n * K, scales ? 0 : b, raw + n, 0, outputs, M, K);                 \
-        if (scales)                                                                                     \
-          for (int64_t m = 0; m < M; m++) raw[m * outputs + n] = raw[m * outputs + n] * scales[n] + b;  \
-      }                                                                                                 \
+      for (int64_t n = j; n < outputs; n += N) /* j, and its gate's partner */                          \
+        COLUMN(KERNEL, n, bias ? SCALAR(bias[n]) : 0);                                                  \
       for (int64_t m = 0; m < M; m++) {                                                                 \
         float *r = raw + m * outputs, v = ROUND(r[j]);                                                  \
         if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                                \
@@ -161,6 +167,6 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
     return 0;                                                                                           \
   }
 
-FUSED(f32, float, float, f32, f32, same, same, same)
-FUSED(bf16, uint16_t, uint16_t, bf16, bf16, widen, bf16_round, narrow)
-FUSED(q8, float, int8_t, q8, f32, same, same, same) /* int8 weights, one fp32 scale per row; fp32 around */
+FUSED(f32, float, float, f32, FLOAT_COLUMN, f32, same, same, same)
+FUSED(bf16, uint16_t, uint16_t, bf16, FLOAT_COLUMN, bf16, widen, bf16_round, narrow)
+FUSED(q8, float, int8_t, q8, INT8_COLUMN, f32, same, same, same) /* int8 weights and activations; fp32 around */

@@ -42,18 +42,6 @@ static inline uint16_t narrow(float f) {
   return (uint16_t)(bits >> 16);
 }
 
-/* int8 weights (kernels/int8.py's, one scale per output row applied after the sum): a conversion. */
-typedef int8_t byte_lanes __attribute__((vector_size(8)));
-typedef int32_t int_lanes __attribute__((vector_size(32)));
-
-static inline vec load_i8(const int8_t *p) {
-  byte_lanes b;
-  memcpy(&b, p, sizeof b);
-  return __builtin_convertvector(__builtin_convertvector(b, int_lanes), vec);
-}
-
-static inline float widen_i8(int8_t q) { return (float)q; }
-
 static inline float same(float f) { return f; }
 
 static inline float total(vec v) {
