@@ -185,6 +185,35 @@ def row_quantized_product(x, weight, scales, bias):
     return (q.double() @ weight.double().T).float() * (top / 127) * scales + bias
 
 
+def built_without(flags: tuple, monkeypatch):
+    """The library built with x86 instruction sets switched off (-mno-...), under fresh_library."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    if flags:
+        probe = os.popen(f"{native.compiler()} {' '.join(flags)} -x c -c -o /dev/null /dev/null 2>&1").read()
+        if probe.strip():
+            pytest.skip(f"the compiler takes no x86 instruction-set flags here: {probe.strip()[:80]}")
+        monkeypatch.setattr(native, "FLAGS", native.FLAGS + flags)
+    return built()
+
+
+BF16_INSTRUCTION_SETS = {"native": (), "without-avx512-bf16": ("-mno-avx512bf16",)}
+
+
+@pytest.mark.parametrize("instructions", BF16_INSTRUCTION_SETS)
+def test_bf16_gemv_computes_torch_s_product_with_and_without_avx512_bf16(instructions, fresh_library, monkeypatch):
+    """bf16 pairs multiplied by vdpbf16ps where the CPU has it (bf16.h), widened to fp32 otherwise."""
+    kernels = built_without(BF16_INSTRUCTION_SETS[instructions], monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    for rows, inner, out in [(1, 1541, 96), (3, 384, 70), (6, 100, 9), (1, 5, 4)]:
+        wide = torch.randn(rows, inner + 3, generator=generator).bfloat16()
+        x = wide[:, 2 : 2 + inner]
+        weight = torch.randn(out, inner, generator=generator).bfloat16()
+        bias = torch.randn(out, generator=generator).bfloat16()
+        exact = F.linear(x.double(), weight.double(), bias.double())
+        torch.testing.assert_close(kernels.gemv(x, weight, bias).double(), exact, rtol=2**-8, atol=1e-4)
+
+
 # The instruction sets int8.h chooses between, by what the compiler may use: this CPU's best (VNNI where
 # it has it), AVX2's 16-bit products, plain C.
 INSTRUCTION_SETS = {"native": (), "without-vnni": ("-mno-avx512vnni", "-mno-avxvnni"), "without-avx2": ("-mno-avx2",)}
@@ -194,14 +223,7 @@ INSTRUCTION_SETS = {"native": (), "without-vnni": ("-mno-avx512vnni", "-mno-avxv
 def test_int8_linear_sums_the_int8_products_exactly_on_every_instruction_set(instructions, fresh_library, monkeypatch):
     """The same results, to fp32 rounding of the final scaling, whichever instructions sum the products:
     lengths of whole vector steps and with remainders, 1 to 6 rows (groups of four and the rest)."""
-    if native.compiler() is None:
-        pytest.skip("no C compiler on PATH")
-    if INSTRUCTION_SETS[instructions]:
-        probe = os.popen(f"{native.compiler()} -mno-avx2 -x c -c -o /dev/null /dev/null 2>&1").read()
-        if probe.strip():
-            pytest.skip(f"the compiler takes no x86 instruction-set flags here: {probe.strip()[:80]}")
-        monkeypatch.setattr(native, "FLAGS", native.FLAGS + INSTRUCTION_SETS[instructions])
-    kernels = built()
+    kernels = built_without(INSTRUCTION_SETS[instructions], monkeypatch)
     generator = torch.Generator().manual_seed(0)
     for rows, inner, out in [(1, 64, 5), (1, 100, 7), (3, 96, 6), (4, 32, 9), (5, 200, 3), (6, 1541, 11)]:
         x = torch.randn(rows, inner, generator=generator)

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "bf16.h"
 #include "elementwise.h"
 #include "int8.h"
 #include "kernels.h"
@@ -93,9 +94,16 @@ void triform_gemv_f32(const float *x, int64_t ldx, const float *W, const float *
 }
 
 /* As triform_gemv_f32, every tensor bf16 (its bits as uint16_t): x is widened to fp32 once, so that
-   each weight row meets fp32 rows of x. Returns 0, or -1 where that copy of x could not be had. */
+   each weight row meets fp32 rows of x (or, with AVX512-BF16, multiplied as it is: bf16.h). Returns 0,
+   or -1 where that copy of x could not be had. */
 int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const uint16_t *bias, uint16_t *y,
                       int64_t ldy, int64_t M, int64_t N, int64_t K, int threads) {
+#ifdef BF16_PAIRS /* x as it is: the products take bf16 pairs (bf16.h) */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t n = 0; n < N; n++)
+    bf16_pairs_column(x, ldx, W + n * K, bias ? widen(bias[n]) : 0, 0, y + n, ldy, M, K);
+  return 0;
+#else
   float *rows = malloc(sizeof(float) * (size_t)(M * K > 0 ? M * K : 1));
   if (!rows) return -1;
   for (int64_t m = 0; m < M; m++)
@@ -105,6 +113,7 @@ int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const u
     bf16_column(rows, K, W + n * K, bias ? widen(bias[n]) : 0, 0, y + n, ldy, M, K);
   free(rows);
   return 0;
+#endif
 }
 
 /* A decoding step's product with the element-wise work around it, in one call:
@@ -127,20 +136,32 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
 /* A type's products of the prepared rows by weight row n, into raw + n: fp32 or bf16 weights against
    the fp32 rows; int8 weights against the rows rounded to int8 (int8.h), then scaled. */
 #define FLOAT_COLUMN(KERNEL, n, b) KERNEL##_column(rows, K, W + (n) * K, b, raw + (n), 0, outputs, M, K)
-#define INT8_COLUMN(KERNEL, n, b) q8_column(quantized, row_scales, K, W + (n) * K, scales[n], b, raw + (n), outputs, M)
+#ifdef BF16_PAIRS /* the rows narrowed to bf16 (they hold bf16 values: no loss) for bf16.h's pairs */
+#define BF16_PREPARE(m) for (int64_t k = 0; k < K; k++) narrowed[(m) * K + k] = narrow(rows[(m) * K + k])
+#define BF16_COLUMN(KERNEL, n, b) bf16_pairs_column(narrowed, K, W + (n) * K, b, raw + (n), 0, outputs, M, K)
+#else
+#define BF16_PREPARE(m)
+#define BF16_COLUMN FLOAT_COLUMN
+#endif
+#define INT8_PREPARE(m) row_scales[m] = q8_quantize_row(rows + (m) * K, K, quantized + (m) * K)
+#define NO_PREPARE(m)
+#define INT8_COLUMN(KERNEL, n, b) \
+  q8_column(quantized, row_scales, K, W + (n) * K, scales[n], b, raw + (n), outputs, M)
 
-#define FUSED(NAME, T, WT, KERNEL, COLUMN, NORM, SCALAR, ROUND, STORE)                                  \
+#define FUSED(NAME, T, WT, KERNEL, PREPARE, COLUMN, NORM, SCALAR, ROUND, STORE)                         \
   FUSED_LINEAR(NAME, T, WT) {                                                                           \
     int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                \
     size_t floats = (size_t)(M * K + M * outputs + M + 1);                                              \
-    float *rows = malloc(sizeof(float) * floats + (size_t)(M * K));                                     \
+    float *rows = malloc(sizeof(float) * floats + sizeof(uint16_t) * (size_t)(M * K));                  \
     if (!rows) return -1;                                                                               \
     float *raw = rows + M * K, *row_scales = raw + M * outputs;                                         \
-    uint8_t *quantized = (uint8_t *)(rows + floats);                                                    \
+    uint8_t *quantized = (uint8_t *)(rows + floats); /* the rows as PREPARE leaves them */              \
+    uint16_t *narrowed = (uint16_t *)(rows + floats);                                                   \
+    (void)row_scales, (void)quantized, (void)narrowed, (void)scales; /* each type uses its own */      \
     for (int64_t m = 0; m < M; m++) {                                                                   \
       for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                         \
       if (pre) NORM##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                           \
-      if (scales) row_scales[m] = q8_quantize_row(rows + m * K, K, quantized + m * K);                  \
+      PREPARE(m);                                                                                       \
     }                                                                                                   \
     /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the   \
        activations run on every thread; only a post-norm, over whole rows, waits for all of them. */    \
@@ -167,6 +188,6 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
     return 0;                                                                                           \
   }
 
-FUSED(f32, float, float, f32, FLOAT_COLUMN, f32, same, same, same)
-FUSED(bf16, uint16_t, uint16_t, bf16, FLOAT_COLUMN, bf16, widen, bf16_round, narrow)
-FUSED(q8, float, int8_t, q8, INT8_COLUMN, f32, same, same, same) /* int8 weights and activations; fp32 around */
+FUSED(f32, float, float, f32, NO_PREPARE, FLOAT_COLUMN, f32, same, same, same)
+FUSED(bf16, uint16_t, uint16_t, bf16, BF16_PREPARE, BF16_COLUMN, bf16, widen, bf16_round, narrow)
+FUSED(q8, float, int8_t, q8, INT8_PREPARE, INT8_COLUMN, f32, same, same, same) /* int8 weights and rows; fp32 around */
