@@ -55,19 +55,12 @@ static inline void bf16_pair_dots(const uint16_t *x, int64_t ldx, const uint16_t
 static inline void bf16_pairs_column(const uint16_t *x, int64_t ldx, const uint16_t *w, float b, float *y,
                                      uint16_t *y16, int64_t ldy, int64_t M, int64_t K) {
   float s[4];
-  for (int64_t m = 0; m < M; m += 4) {
-    int R = M - m >= 4 ? 4 : (int)(M - m);
-    switch (R) { /* a constant R each, so that the sums stay in registers */
-      case 4: bf16_pair_dots(x + m * ldx, ldx, w, K, 4, s); break;
-      case 3: bf16_pair_dots(x + m * ldx, ldx, w, K, 3, s); break;
-      case 2: bf16_pair_dots(x + m * ldx, ldx, w, K, 2, s); break;
-      default: bf16_pair_dots(x + m * ldx, ldx, w, K, 1, s);
-    }
-    for (int r = 0; r < R; r++) {
-      if (y16) y16[(m + r) * ldy] = narrow(s[r] + b);
-      else y[(m + r) * ldy] = s[r] + b;
-    }
-  }
+#define PAIR_DOTS(rows) bf16_pair_dots(x + m * ldx, ldx, w, K, rows, s)
+  IN_GROUPS_OF_FOUR(M, PAIR_DOTS, for (int r = 0; r < R; r++) {
+    if (y16) y16[(m + r) * ldy] = narrow(s[r] + b);
+    else y[(m + r) * ldy] = s[r] + b;
+  })
+#undef PAIR_DOTS
 }
 #endif
 

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "simd.h"
+
 #if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
 #include <immintrin.h>
 #define Q8_VNNI 1
@@ -124,16 +126,11 @@ static inline void q8_dots(const uint8_t *q, int64_t ldq, const int8_t *w, int64
 static inline void q8_column(const uint8_t *q, const float *row_scales, int64_t K, const int8_t *w, float scale,
                              float b, float *y, int64_t ldy, int64_t M) {
   int32_t s[4];
-  for (int64_t m = 0; m < M; m += 4) {
-    int R = M - m >= 4 ? 4 : (int)(M - m);
-    switch (R) { /* a constant R each, so that the sums stay in registers */
-      case 4: q8_dots(q + m * K, K, w, K, 4, s); break;
-      case 3: q8_dots(q + m * K, K, w, K, 3, s); break;
-      case 2: q8_dots(q + m * K, K, w, K, 2, s); break;
-      default: q8_dots(q + m * K, K, w, K, 1, s);
-    }
-    for (int r = 0; r < R; r++) y[(m + r) * ldy] = (float)s[r] * row_scales[m + r] * scale + b;
-  }
+#define Q8_DOTS(rows) q8_dots(q + m * K, K, w, K, rows, s)
+  IN_GROUPS_OF_FOUR(M, Q8_DOTS, for (int r = 0; r < R; r++) {
+    y[(m + r) * ldy] = (float)s[r] * row_scales[m + r] * scale + b;
+  })
+#undef Q8_DOTS
 }
 
 #endif

@@ -1,5 +1,6 @@
 /* What the native kernels share: an 8-lane fp32 vector (GCC's and Clang's vector extension, lowered to
-   the CPU's SIMD instructions by -march=native), loads of fp32 and bf16 lanes, and bf16's conversions. */
+   the CPU's SIMD instructions by -march=native), loads of fp32 and bf16 lanes, bf16's conversions, and
+   the walk over a few rows in groups of four. */
 
 #ifndef TRIFORM_SIMD_H
 #define TRIFORM_SIMD_H
@@ -49,5 +50,19 @@ static inline float total(vec v) {
   for (int i = 0; i < LANES; i++) s += v[i];
   return s;
 }
+
+/* Rows 0 to M in groups of at most four: DOTS(r) for the group at row m, with r its number of rows as
+   a constant (so that each inlined copy keeps its sums in registers), then FINISH with m and R set. */
+#define IN_GROUPS_OF_FOUR(M, DOTS, FINISH)        \
+  for (int64_t m = 0; m < (M); m += 4) {          \
+    int R = (M) - m >= 4 ? 4 : (int)((M) - m);    \
+    switch (R) {                                  \
+      case 4: DOTS(4); break;                     \
+      case 3: DOTS(3); break;                     \
+      case 2: DOTS(2); break;                     \
+      default: DOTS(1);                           \
+    }                                             \
+    FINISH                                        \
+  }
 
 #endif
