@@ -222,10 +222,12 @@ INSTRUCTION_SETS = {"native": (), "without-vnni": ("-mno-avx512vnni", "-mno-avxv
 @pytest.mark.parametrize("instructions", INSTRUCTION_SETS)
 def test_int8_linear_sums_the_int8_products_exactly_on_every_instruction_set(instructions, fresh_library, monkeypatch):
     """The same results, to fp32 rounding of the final scaling, whichever instructions sum the products:
-    lengths of whole vector steps and with remainders, 1 to 6 rows (groups of four and the rest)."""
+    lengths of whole vector steps and with remainders, 1 to 8 rows (groups of four and the rest), outputs
+    in fours (int8.h's tiles) and the rest."""
     kernels = built_without(INSTRUCTION_SETS[instructions], monkeypatch)
     generator = torch.Generator().manual_seed(0)
-    for rows, inner, out in [(1, 64, 5), (1, 100, 7), (3, 96, 6), (4, 32, 9), (5, 200, 3), (6, 1541, 11)]:
+    shapes = [(1, 64, 5), (1, 100, 7), (3, 96, 6), (4, 32, 9), (5, 200, 3), (6, 1541, 11), (8, 384, 12), (1, 33, 4)]
+    for rows, inner, out in shapes:
         x = torch.randn(rows, inner, generator=generator)
         weight = torch.randint(-127, 128, (out, inner), dtype=torch.int8, generator=generator)
         scales, bias = torch.rand(out, generator=generator), torch.randn(out, generator=generator)

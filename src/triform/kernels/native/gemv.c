@@ -133,50 +133,63 @@ int triform_gemv_bf16(const uint16_t *x, int64_t ldx, const uint16_t *W, const u
 NORMALIZE(f32, float, same, same)
 NORMALIZE(bf16, uint16_t, widen, bf16_round)
 
-/* A type's products of the prepared rows by weight row n, into raw + n: fp32 or bf16 weights against
+/* A type's products of the prepared rows by weight row n, into out + n: fp32 or bf16 weights against
    the fp32 rows; int8 weights against the rows rounded to int8 (int8.h), then scaled. */
-#define FLOAT_COLUMN(KERNEL, n, b) KERNEL##_column(rows, K, W + (n) * K, b, raw + (n), 0, outputs, M, K)
+#define FLOAT_COLUMN(KERNEL, n, b) KERNEL##_column(rows, K, W + (n) * K, b, out + (n), 0, ldo, M, K)
+#define ONE_BY_ONE(COLUMN, KERNEL, n, C, SCALAR) \
+  for (int c = 0; c < (C); c++) COLUMN(KERNEL, (n) + c, bias ? SCALAR(bias[(n) + c]) : 0)
+#define FLOAT_COLUMNS(KERNEL, n, C, SCALAR) ONE_BY_ONE(FLOAT_COLUMN, KERNEL, n, C, SCALAR)
 #ifdef BF16_PAIRS /* the rows narrowed to bf16 (they hold bf16 values: no loss) for bf16.h's pairs */
 #define BF16_PREPARE(m) for (int64_t k = 0; k < K; k++) narrowed[(m) * K + k] = narrow(rows[(m) * K + k])
-#define BF16_COLUMN(KERNEL, n, b) bf16_pairs_column(narrowed, K, W + (n) * K, b, raw + (n), 0, outputs, M, K)
+#define BF16_COLUMN(KERNEL, n, b) bf16_pairs_column(narrowed, K, W + (n) * K, b, out + (n), 0, ldo, M, K)
+#define BF16_COLUMNS(KERNEL, n, C, SCALAR) ONE_BY_ONE(BF16_COLUMN, KERNEL, n, C, SCALAR)
 #else
 #define BF16_PREPARE(m)
-#define BF16_COLUMN FLOAT_COLUMN
+#define BF16_COLUMNS FLOAT_COLUMNS
 #endif
-#define INT8_PREPARE(m) row_scales[m] = q8_quantize_row(rows + (m) * K, K, quantized + (m) * K)
+#define INT8_PREPARE(m) row_scales[m] = q8_quantize_row(rows + (m) * K, K, quantized + (m) * K, row_offsets + (m))
 #define NO_PREPARE(m)
-#define INT8_COLUMN(KERNEL, n, b) \
-  q8_column(quantized, row_scales, K, W + (n) * K, scales[n], b, raw + (n), outputs, M)
+#define INT8_COLUMNS(KERNEL, n, C, SCALAR) \
+  q8_columns(quantized, row_scales, row_offsets, K, W + (n) * K, scales + (n), bias ? bias + (n) : 0, out + (n), \
+             ldo, M, C)
 
-#define FUSED(NAME, T, WT, KERNEL, PREPARE, COLUMN, NORM, SCALAR, ROUND, STORE)                         \
+#define FUSED(NAME, T, WT, KERNEL, PREPARE, COLUMNS, NORM, SCALAR, ROUND, STORE)                         \
   FUSED_LINEAR(NAME, T, WT) {                                                                           \
     int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                \
-    size_t floats = (size_t)(M * K + M * outputs + M + 1);                                              \
+    size_t floats = (size_t)(M * K + M * outputs + 2 * M + 1);                                          \
     float *rows = malloc(sizeof(float) * floats + sizeof(uint16_t) * (size_t)(M * K));                  \
     if (!rows) return -1;                                                                               \
     float *raw = rows + M * K, *row_scales = raw + M * outputs;                                         \
-    uint8_t *quantized = (uint8_t *)(rows + floats); /* the rows as PREPARE leaves them */              \
+    int32_t *row_offsets = (int32_t *)(row_scales + M);                                                 \
+    int8_t *quantized = (int8_t *)(rows + floats); /* the rows as PREPARE leaves them */                \
     uint16_t *narrowed = (uint16_t *)(rows + floats);                                                   \
-    (void)row_scales, (void)quantized, (void)narrowed, (void)scales; /* each type uses its own */      \
+    (void)row_scales, (void)row_offsets, (void)quantized, (void)narrowed, (void)scales; /* per type */  \
+    /* A product with nothing after it, into an fp32 y, is written there as it is computed. */          \
+    int direct = sizeof(T) == sizeof(float) && !gated && !act && !residual && !post;                    \
+    float *out = direct ? (float *)y : raw;                                                             \
+    int64_t ldo = direct ? ldy : outputs;                                                               \
     for (int64_t m = 0; m < M; m++) {                                                                   \
       for (int64_t k = 0; k < K; k++) rows[m * K + k] = SCALAR(x[m * ldx + k]);                         \
       if (pre) NORM##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                           \
       PREPARE(m);                                                                                       \
     }                                                                                                   \
     /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the   \
-       activations run on every thread; only a post-norm, over whole rows, waits for all of them. */    \
+       activations run on every thread; only a post-norm, over whole rows, waits for all of them.       \
+       Outputs go in fours, which the int8 kernel computes together. */                                 \
     _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                  \
-    for (int64_t j = 0; j < N; j++) {                                                                   \
-      for (int64_t n = j; n < outputs; n += N) /* j, and its gate's partner */                          \
-        COLUMN(KERNEL, n, bias ? SCALAR(bias[n]) : 0);                                                  \
-      for (int64_t m = 0; m < M; m++) {                                                                 \
-        float *r = raw + m * outputs, v = ROUND(r[j]);                                                  \
-        if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                                \
-        else if (act) v = ROUND(activate(act, v));                                                      \
-        if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                     \
-        if (post) r[j] = v;                                                                             \
-        else y[m * ldy + j] = STORE(v);                                                                 \
-      }                                                                                                 \
+    for (int64_t first = 0; first < N; first += 4) {                                                    \
+      int C = N - first >= 4 ? 4 : (int)(N - first);                                                    \
+      for (int64_t n = first; n < outputs; n += N) /* these, and their gates' partners */               \
+        COLUMNS(KERNEL, n, C, SCALAR);                                                                  \
+      for (int64_t j = first; j < first + C && !direct; j++)                                            \
+        for (int64_t m = 0; m < M; m++) {                                                               \
+          float *r = raw + m * outputs, v = ROUND(r[j]);                                                \
+          if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                              \
+          else if (act) v = ROUND(activate(act, v));                                                    \
+          if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                   \
+          if (post) r[j] = v;                                                                           \
+          else y[m * ldy + j] = STORE(v);                                                               \
+        }                                                                                               \
     }                                                                                                   \
     if (post)                                                                                           \
       for (int64_t m = 0; m < M; m++) {                                                                 \
@@ -188,6 +201,6 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
     return 0;                                                                                           \
   }
 
-FUSED(f32, float, float, f32, NO_PREPARE, FLOAT_COLUMN, f32, same, same, same)
-FUSED(bf16, uint16_t, uint16_t, bf16, BF16_PREPARE, BF16_COLUMN, bf16, widen, bf16_round, narrow)
-FUSED(q8, float, int8_t, q8, INT8_PREPARE, INT8_COLUMN, f32, same, same, same) /* int8 weights and rows; fp32 around */
+FUSED(f32, float, float, f32, NO_PREPARE, FLOAT_COLUMNS, f32, same, same, same)
+FUSED(bf16, uint16_t, uint16_t, bf16, BF16_PREPARE, BF16_COLUMNS, bf16, widen, bf16_round, narrow)
+FUSED(q8, float, int8_t, q8, INT8_PREPARE, INT8_COLUMNS, f32, same, same, same) /* int8 weights and rows; fp32 around */
