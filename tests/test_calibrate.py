@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from triform.cli import main
+from triform.kernels import int8 as int8_module
 from triform.kernels import linear as linear_module
 from triform.kernels import native
 from triform.kernels.calibrate import (
@@ -296,3 +297,18 @@ def test_a_decoding_product_against_a_large_weight_is_timed_from_memory(monkeypa
     assert large and all(isinstance(run, FromMemory) for run in large)
     assert len(emptied) == len(large) and len({id(caches) for caches in emptied}) == 1
     assert not any(isinstance(run, FromMemory) for run in small)
+
+
+def test_triform_calibrate_times_int8_products_with_the_quantize_flag(capsys, monkeypatch):
+    monkeypatch.setattr(int8_module, "FBGEMM_MIN_WEIGHTS", 0)  # the tiny model's matrices take fbgemm's path
+    old, threads = set_calibration(Calibration(timer=lambda name, run: 1.0, read_disk=False)), torch.get_num_threads()
+    try:
+        argv = ["calibrate", "--preset", "tiny-gpt", "--batch", "1", "--length", "8", "--decode_steps", "2"]
+        assert main(argv + ["--precision", "fp32", "--quantize", "int8", "--threads", "1"]) == 0
+    finally:
+        set_calibration(old)
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "1 threads" in out and "int8 linear rows≤1 in=" in out
+    assert main(argv + ["--quantize", "int3"]) != 0
+    assert "quantize: unknown scheme 'int3'" in capsys.readouterr().err

@@ -12,18 +12,29 @@ from triform.cli import main
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, TextGenerator, generate_ids, resolve_layout
 from triform.kernels import int8 as int8_kernels
-from triform.kernels.int8 import FBGEMM_MAX_ROWS, Int8Linear, quantize, quantize_rows
+from triform.kernels import native
+from triform.kernels.calibrate import Caches, Calibration, FromMemory, set_calibration
+from triform.kernels.int8 import FBGEMM_MAX_ROWS, NATIVE_MAX_ROWS, Int8Linear, quantize, quantize_rows
 from triform.models import build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture(params=["small matrices in fp32", "fbgemm for all"])
+FEW_ROWS = {"fbgemm for all": "fbgemm", "triform's kernel for few rows": "native"}
+
+
+@pytest.fixture(params=["small matrices in fp32", *FEW_ROWS])
 def kernels(request, monkeypatch):
-    """Tiny test matrices take the fp32 path; with the size limit at 0 they take fbgemm's (and oneDNN's)."""
-    if request.param == "fbgemm for all":
+    """Tiny test matrices take the fp32 path; with the size limit at 0 they take fbgemm's (and oneDNN's),
+    or, for a few rows, triform's own, by a calibration whose timer makes that one the fastest."""
+    if request.param in FEW_ROWS:
+        if FEW_ROWS[request.param] == "native" and native.library() is None:
+            pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
         monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
-    return request.param
+    fastest = FEW_ROWS.get(request.param, "fbgemm")
+    old = set_calibration(Calibration(timer=lambda name, run: 0.0 if name == fastest else 1.0, read_disk=False))
+    yield request.param
+    set_calibration(old)
 
 
 # Largest logit difference allowed, as a share of the largest fp32 logit's magnitude: 8-bit weights
@@ -55,6 +66,78 @@ def test_the_int8_linear_computes_the_float_product_on_every_kernel(rows, kernel
     assert (y - exact).abs().max() <= 0.03 * scale
     if rows > FBGEMM_MAX_ROWS or kernels == "small matrices in fp32":  # no activation rounding
         assert (y - expected).abs().max() <= 0.01 * scale
+
+
+def choices(layer: Int8Linear, timings: dict[str, float], rows: int = 1, timed: list | None = None) -> str:
+    """The kernel `layer` takes for `rows` rows under a new calibration with these timings; a second
+    call, as the next decoding step's, times nothing."""
+    timed = [] if timed is None else timed
+
+    def timer(name, run):
+        timed.append((name, run))
+        return timings[name]
+
+    old = set_calibration(Calibration(timer=timer, read_disk=False))
+    try:
+        with torch.no_grad():
+            layer(torch.randn(rows, layer.in_features))
+            count = len(timed)
+            layer(torch.randn(rows, layer.in_features))
+        assert len(timed) == count
+        return layer.few_rows_kernel(torch.randn(rows, layer.in_features))
+    finally:
+        set_calibration(old)
+
+
+def test_a_few_rows_take_the_int8_kernel_measured_fastest(monkeypatch):
+    if native.library() is None:
+        pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    layer = Int8Linear(torch.nn.Linear(64, 96))
+    timed: list = []
+    assert choices(layer, {"fbgemm": 2.0, "native": 1.0}, timed=timed) == "native"
+    assert {name for name, _ in timed} == {"fbgemm", "native"}
+    assert choices(Int8Linear(torch.nn.Linear(64, 96)), {"fbgemm": 1.0, "native": 2.0}) == "fbgemm"
+    # above NATIVE_MAX_ROWS only fbgemm is a candidate: chosen without timing
+    many: list = []
+    assert choices(layer, {"fbgemm": 2.0, "native": 1.0}, rows=NATIVE_MAX_ROWS + 1, timed=many) == "fbgemm"
+    assert many == []
+
+
+def test_where_triforms_kernels_are_absent_fbgemm_is_the_only_candidate(monkeypatch):
+    monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(native, "library", lambda: None)
+    timed: list = []
+    assert choices(Int8Linear(torch.nn.Linear(64, 96)), {"fbgemm": 2.0, "native": 1.0}, timed=timed) == "fbgemm"
+    assert timed == []
+
+
+def test_a_large_int8_weight_is_timed_from_memory(monkeypatch):
+    if native.library() is None:
+        pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    monkeypatch.setattr(Caches, "empty", lambda self: None)
+    monkeypatch.setattr(int8_kernels, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    timed: list = []
+    choices(Int8Linear(torch.nn.Linear(384, 8192)), {"fbgemm": 2.0, "native": 1.0}, timed=timed)  # 3 MB
+    assert timed and all(isinstance(run, FromMemory) for _, run in timed)
+
+
+def test_triforms_int8_kernel_gives_each_row_the_result_it_has_alone(monkeypatch):
+    """Each row's activations get their own scale and the integer sums are exact: a row's result does
+    not depend on the other rows of its call, unlike fbgemm's, which share one scale."""
+    if native.library() is None:
+        pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    linear = torch.nn.Linear(200, 96)
+    x = torch.randn(7, 200)
+    x[0] *= 100  # a row of large activations beside small ones
+    layer = Int8Linear(linear)
+    with torch.no_grad():
+        together = layer.few_rows("native", x)
+        alone = torch.cat([layer.few_rows("native", x[i : i + 1]) for i in range(7)])
+        exact = linear(x)
+    assert torch.equal(together, alone)
+    error = (together - exact).abs().amax(1) / exact.abs().amax(1)
+    assert error.max() <= 0.03
 
 
 def test_activations_go_in_7_bits_exactly_where_8_would_clip_and_both_compute_the_product(monkeypatch):

@@ -5,15 +5,19 @@ machine, show the table, and with `--save` keep it in $TRIFORM_CACHE/kernels.jso
     triform calibrate                                  # gpt2-small's training step, batch 8 × 256
     triform calibrate --preset bart-base --batch 8 --length 128 --precision fp32 --save
     triform calibrate --model runs/my-gpt/model        # a model folder's shapes
+    triform calibrate --quantize int8 --threads 1 --decode_steps 8  # int8 inference's products
 
 It runs what training and generation run: a forward and backward pass at --batch × --length (under
---precision), a forward pass without autograd (a prompt), then --decode_steps cached steps at batch 1.
+--precision), a forward pass without autograd (a prompt), then --decode_steps cached steps at batch 1;
+with --quantize int8 those two with int8 weights, as `generate --quantize int8` runs them.
 Every run of triform calibrates the shapes it meets on first use anyway; this command only does it
 up front, shows the choices, and saves them."""
 
 from __future__ import annotations
 
 from typing import Literal, Optional
+
+from triform.commands.textio import add_quantize_argument
 
 
 def add_arguments(parser) -> None:
@@ -24,18 +28,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", type=Literal["auto", "bf16", "fp32"], default="auto", help="as train's")
     parser.add_argument("--pattern", type=Literal["causal", "bidirectional"], default="causal", help="stack models")
     parser.add_argument("--decode_steps", type=int, default=4, help="cached decoding steps at batch 1 (0: none)")
+    parser.add_argument("--threads", type=Optional[int], default=None, help="torch threads (default: torch's choice)")
+    add_quantize_argument(parser)
     parser.add_argument("--save", action="store_true", help="write the choices to the cache file")
 
 
 def run(args) -> int:
     import torch
 
+    from triform.errors import TriformError
     from triform.generate.precision import decoding_precision
     from triform.kernels import native
     from triform.kernels.calibrate import cache_path, calibration
+    from triform.kernels.int8 import check_scheme, quantize
     from triform.kernels.machine import cpu_model, isa_flags
     from triform.precision import autocast
 
+    if args.quantize:
+        check_scheme(args.quantize)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TriformError(f"--threads: expected a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     model, config = build(args)
     device = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
@@ -44,6 +58,8 @@ def run(args) -> int:
         logits = forward(model, config, ids, args.pattern)
     logits.float().square().mean().backward()
     model.eval()
+    if args.quantize:
+        quantize(model, args.quantize)
     with torch.no_grad(), autocast(args.precision, device):
         forward(model, config, ids[:1], args.pattern)
         decode(model, config, ids[:1], args.decode_steps)
