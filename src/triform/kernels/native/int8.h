@@ -146,11 +146,22 @@ static inline __m128i q8_totals4(const __m256i *s) {
   return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
-/* One step of q8_tile: 32 bytes of each of the four weight rows against 32 of each row of activations. */
+/* Bytes ahead of a load that each weight row is fetched: a weight read from memory (a step's
+   weights, which the rest of the model pushed out of the caches) arrived too slowly for the hardware's
+   prefetcher alone, with four rows read side by side. On an AMD EPYC (Zen 4), 1 thread, 100000 x 768
+   int8 weights, one row of activations: 21 GB/s without, 24-25 at 1-1.5 kB ahead, 29 at 3 kB, 31-35 at
+   6 kB (fbgemm's packed product: 30-33); 8192 x 384: 15 GB/s at 0.75 kB, 18 at 3 kB, 19-22 at 6 kB. */
+#define Q8_AHEAD 6144
+
+/* One step of q8_tile: 32 bytes of each of the four weight rows against 32 of each row of activations;
+   every other step (one cache line) the four rows' lines Q8_AHEAD bytes on are fetched (a prefetch past
+   the end of the weights is harmless: it never faults). */
 #define Q8_TILE_STEP(LOAD)                                                     \
   {                                                                            \
     __m256i w0 = LOAD(w, k), w1 = LOAD(w + K, k), w2 = LOAD(w + 2 * K, k);     \
     __m256i w3 = LOAD(w + 3 * K, k);                                           \
+    if (!(k & 32))                                                             \
+      for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(w + c * K + k + Q8_AHEAD), _MM_HINT_T0); \
     for (int r = 0; r < R; r++) {                                              \
       __m256i x = LOAD(q + r * ldq, k);                                        \
       s[r][0] = q8_madd(s[r][0], w0, x), s[r][1] = q8_madd(s[r][1], w1, x);    \
