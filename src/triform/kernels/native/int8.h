@@ -37,12 +37,38 @@ enum { Q8_WEIGHT_OFFSET = 0 };
 enum { Q8_WEIGHT_OFFSET = 0 };
 #endif
 
+/* max |x[k]| over K values, an infinity or a NaN where there is one. The magnitudes' bits are compared
+   as unsigned integers, which orders them as their values and puts a NaN above everything: a vector
+   maximum, where fmaxf (which must skip NaNs) stayed a call to libm for every value, an eighth of the
+   time of eight rows' product at 1536 wide on an AMD EPYC. */
+static inline float q8_top(const float *x, int64_t K) {
+  wide_lanes top = {0};
+  int64_t k = 0;
+  for (; k + LANES <= K; k += LANES) {
+    wide_lanes v;
+    memcpy(&v, x + k, sizeof v);
+    v &= 0x7fffffffu;
+    wide_lanes larger = (wide_lanes)(v > top);
+    top = (v & larger) | (top & ~larger);
+  }
+  uint32_t bits = 0;
+  for (int i = 0; i < LANES; i++) bits = top[i] > bits ? top[i] : bits;
+  for (; k < K; k++) {
+    uint32_t v;
+    memcpy(&v, x + k, sizeof v);
+    v &= 0x7fffffffu;
+    bits = v > bits ? v : bits;
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 /* Row x (K values) as int8 q with x ≈ scale · q; returns the scale (0 for a row of zeros, NaN for a row
    with an infinity or a NaN, which then reaches the outputs), and sets *offset to what the weights'
    offset adds to each of the row's sums (Q8_WEIGHT_OFFSET · Σ q). */
 static inline float q8_quantize_row(const float *x, int64_t K, int8_t *q, int32_t *offset) {
-  float top = 0;
-  for (int64_t k = 0; k < K; k++) top = fmaxf(top, fabsf(x[k]));
+  float top = q8_top(x, K);
   *offset = 0;
   if (!(top <= 3.4e38f) || top != top) { /* an infinity or a NaN */
     memset(q, 0, (size_t)K);
@@ -59,11 +85,13 @@ static inline float q8_quantize_row(const float *x, int64_t K, int8_t *q, int32_
 /* sum + Σ of each four (w[i] + 128) · q[i], w's bytes taken as the unsigned operand. The instruction is
    written out: with the intrinsic, GCC 12 kept every sum in two registers, copied into and out of
    each instruction, and at sixteen sums (q8_tile) spilled them to the stack in the loop, which ran at
-   a third of the speed. */
+   a third of the speed. The activations go in a register, not a memory operand: q8_tile uses each
+   four times, and as a memory operand GCC loaded it again for each (20 loads a step instead of 8, 8 rows
+   of a 384 x 1536 product at 30 µs against 44 on an AMD EPYC, Zen 4). */
 static inline __m256i q8_madd(__m256i sum, __m256i w, __m256i q) {
   __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(sum) : "v"(u), "vm"(q)); /* EVEX: any of the 32 registers */
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(sum) : "v"(u), "v"(q)); /* EVEX: any of the 32 registers */
 #else
   sum = _mm256_dpbusd_avx_epi32(sum, u, q); /* AVX-VNNI alone: 16 registers, four sums at a time */
 #endif
