@@ -236,13 +236,14 @@ def test_int8_linear_sums_the_int8_products_exactly_on_every_instruction_set(ins
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
 
 
-def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an_infinity():
+def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an_infinity_or_a_nan():
     kernels = built()
-    x = torch.zeros(3, 40)
-    x[1, 7] = float("inf")
-    x[2] = torch.linspace(-1, 1, 40)
-    weight = torch.ones(2, 40, dtype=torch.int8)
+    x = torch.zeros(5, 43)  # 43: five whole vectors of eight and a tail of three
+    x[1, 7] = float("-inf")
+    x[2] = torch.linspace(-1, 1, 43)
+    x[3, 41], x[4, 3] = float("nan"), float("nan")  # in the tail, in a vector
+    weight = torch.ones(2, 43, dtype=torch.int8)
     got = kernels.int8_linear(x, weight, torch.ones(2), torch.tensor([0.5, -0.5]))
     assert got[0].tolist() == [0.5, -0.5]
-    assert got[1].isnan().all()
+    assert got[[1, 3, 4]].isnan().all()
     assert got[2].isfinite().all()
