@@ -12,46 +12,79 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "elementwise.h"
 #include "kernels.h"
 #include "simd.h"
 
 enum { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADDITIVE = 2 };
+
+/* scores[t] = s masked (a bool mask's unattended key: -inf; an additive mask: added); the larger of
+   it and top. */
+static inline float keep_score(float *scores, int64_t t, float s, const void *mask, int kind, int64_t mt,
+                               float top) {
+  if (kind == MASK_BOOL && !((const uint8_t *)mask)[t * mt]) s = -INFINITY;
+  if (kind == MASK_ADDITIVE) s += ((const float *)mask)[t * mt];
+  scores[t] = s;
+  return s > top ? s : top;
+}
 
 /* The kernel for K and V of type T (LOAD: LANES of them as fp32; SCALAR: one). q (B, H, d) and out
    (B, H, d) contiguous fp32; K, V, mask with strides in elements (the last dimension of K and V
    contiguous, a mask's broadcast dimensions of stride 0); the mask bool (uint8, nonzero: attended)
    or fp32 added to the scores. A query whose every key is masked gets zeros. */
 #define ATTENTION(NAME, T, LOAD, SCALAR)                                                                  \
+  /* Key t's score: q · K[t] · scale, masked. Keys go in fours, each with its own sum (four in flight),  \
+     the four added across at once (totals4), rather than each waiting on its own horizontal sum. */      \
   static void NAME##_pair(const float *q, const T *k, int64_t kt, const T *v, int64_t vt, const void *mask, \
                           int kind, int64_t mt, float *out, int64_t keys, int64_t d, float scale,          \
                           float *scores) {                                                                \
     float top = -INFINITY;                                                                                \
-    for (int64_t t = 0; t < keys; t++) {                                                                  \
-      const T *row = k + t * kt;                                                                          \
-      vec a = {0}, b = {0};                                                                               \
+    int64_t t = 0;                                                                                        \
+    for (; t + 4 <= keys; t += 4) {                                                                       \
+      const T *k0 = k + t * kt, *k1 = k0 + kt, *k2 = k1 + kt, *k3 = k2 + kt;                              \
+      vec a = {0}, b = {0}, c = {0}, e = {0};                                                             \
       int64_t i = 0;                                                                                      \
-      for (; i + 2 * LANES <= d; i += 2 * LANES) {                                                        \
-        a += load_f32(q + i) * LOAD(row + i);                                                             \
-        b += load_f32(q + i + LANES) * LOAD(row + i + LANES);                                             \
+      for (; i + LANES <= d; i += LANES) {                                                                \
+        vec x = load_f32(q + i);                                                                          \
+        a += x * LOAD(k0 + i), b += x * LOAD(k1 + i), c += x * LOAD(k2 + i), e += x * LOAD(k3 + i);        \
       }                                                                                                   \
+      float s[4];                                                                                         \
+      totals4(a, b, c, e, s);                                                                             \
+      for (; i < d; i++)                                                                                  \
+        s[0] += q[i] * SCALAR(k0[i]), s[1] += q[i] * SCALAR(k1[i]), s[2] += q[i] * SCALAR(k2[i]),         \
+            s[3] += q[i] * SCALAR(k3[i]);                                                                 \
+      for (int j = 0; j < 4; j++) top = keep_score(scores, t + j, s[j] * scale, mask, kind, mt, top);     \
+    }                                                                                                     \
+    for (; t < keys; t++) {                                                                               \
+      const T *row = k + t * kt;                                                                          \
+      vec a = {0};                                                                                        \
+      int64_t i = 0;                                                                                      \
       for (; i + LANES <= d; i += LANES) a += load_f32(q + i) * LOAD(row + i);                            \
-      float s = total(a + b);                                                                             \
+      float s = total(a);                                                                                 \
       for (; i < d; i++) s += q[i] * SCALAR(row[i]);                                                      \
-      s *= scale;                                                                                         \
-      if (kind == MASK_BOOL && !((const uint8_t *)mask)[t * mt]) s = -INFINITY;                           \
-      if (kind == MASK_ADDITIVE) s += ((const float *)mask)[t * mt];                                      \
-      scores[t] = s;                                                                                      \
-      if (s > top) top = s;                                                                               \
+      top = keep_score(scores, t, s * scale, mask, kind, mt, top);                                        \
     }                                                                                                     \
     for (int64_t i = 0; i < d; i++) out[i] = 0;                                                           \
     if (top == -INFINITY) return; /* nothing to attend */                                                 \
     float sum = 0;                                                                                        \
-    for (int64_t t = 0; t < keys; t++) sum += scores[t] = expf(scores[t] - top);                          \
-    for (int64_t t = 0; t < keys; t++) {                                                                  \
+    for (int64_t t = 0; t < keys; t++) sum += scores[t] = exp_inline(scores[t] - top);                    \
+    /* The values two keys at a time (half the passes over the result); a key of weight 0 (masked)       \
+       is skipped, so that whatever its value row holds never reaches the result. */                     \
+    for (t = 0; t < keys; t++) {                                                                          \
       const T *row = v + t * vt;                                                                          \
       float p = scores[t];                                                                                \
       if (p == 0) continue;                                                                               \
       int64_t i = 0;                                                                                      \
+      if (t + 1 < keys && scores[t + 1] != 0) {                                                           \
+        const T *next = row + vt;                                                                         \
+        float p1 = scores[++t];                                                                           \
+        for (; i + LANES <= d; i += LANES) {                                                              \
+          vec o = load_f32(out + i) + p * LOAD(row + i) + p1 * LOAD(next + i);                            \
+          memcpy(out + i, &o, sizeof o);                                                                  \
+        }                                                                                                 \
+        for (; i < d; i++) out[i] += p * SCALAR(row[i]) + p1 * SCALAR(next[i]);                           \
+        continue;                                                                                         \
+      }                                                                                                   \
       for (; i + LANES <= d; i += LANES) {                                                                \
         vec o = load_f32(out + i) + p * LOAD(row + i);                                                    \
         memcpy(out + i, &o, sizeof o);                                                                    \

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 typedef float vec __attribute__((vector_size(32)));
 typedef uint16_t half_lanes __attribute__((vector_size(16)));
 typedef uint32_t wide_lanes __attribute__((vector_size(32)));
@@ -49,6 +53,16 @@ static inline float total(vec v) {
   float s = 0;
   for (int i = 0; i < LANES; i++) s += v[i];
   return s;
+}
+
+/* The totals of a, b, c, d into out[0..3]: with AVX three horizontal adds and one add for all four. */
+static inline void totals4(vec a, vec b, vec c, vec d, float *out) {
+#ifdef __AVX__
+  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps((__m256)a, (__m256)b), _mm256_hadd_ps((__m256)c, (__m256)d));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+#else
+  out[0] = total(a), out[1] = total(b), out[2] = total(c), out[3] = total(d);
+#endif
 }
 
 /* Rows 0 to M in groups of at most four: DOTS(r) for the group at row m, with r its number of rows as
