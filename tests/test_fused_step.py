@@ -222,3 +222,18 @@ def test_an_int8_model_s_fused_step_rounds_each_row_of_activations_to_int8(varia
     assert fused_calls[0] >= 2 * 3
     torch.testing.assert_close(got, by_float_weights, rtol=0.05, atol=0.05)
     torch.testing.assert_close(got, by_fbgemm, rtol=0.05, atol=0.05)
+
+
+def test_a_block_of_more_than_a_mebibyte_of_weights_is_timed_from_memory(monkeypatch):
+    """A step meets each block's weights after the other blocks pushed them out of the caches: such
+    a block's two candidates are timed with the caches emptied first, a small block's warm."""
+    from triform.kernels import fused_step
+    from triform.kernels.calibrate import FromMemory
+
+    monkeypatch.setattr(fused_step, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    runs = {"modules": lambda: None, "fused": lambda: None}
+    large = build_model(tiny_config("stack", d_model=256, d_ff=1024, n_heads=4)).stack.blocks[0]  # 3 MB fp32
+    small = build_model(tiny_config("stack")).stack.blocks[0]
+    assert all(isinstance(run, FromMemory) for run in fused_step.from_memory(large, runs).values())
+    assert fused_step.from_memory(small, runs) is runs
+    assert fused_step.from_memory(quantize(copy.deepcopy(large)), runs) is runs  # 0.8 MB in int8
