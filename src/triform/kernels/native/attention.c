@@ -18,6 +18,21 @@
 
 enum { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADDITIVE = 2 };
 
+/* out[i .. i + N · LANES) = Σ_t scores[t] · V[t][i ..], in N sums held in registers; a key of weight 0
+   (masked) is skipped, so that whatever its value row holds never reaches the result. */
+#define VALUE_SUMS(N, T, LOAD)                                                \
+  {                                                                           \
+    vec sums[N];                                                              \
+    for (int j = 0; j < (N); j++) sums[j] = (vec){0};                         \
+    for (int64_t t = 0; t < keys; t++) {                                      \
+      float p = scores[t];                                                    \
+      if (p == 0) continue;                                                   \
+      const T *row = v + t * vt + i;                                          \
+      for (int j = 0; j < (N); j++) sums[j] += p * LOAD(row + j * LANES);     \
+    }                                                                         \
+    for (int j = 0; j < (N); j++) memcpy(out + i + j * LANES, &sums[j], sizeof sums[j]); \
+  }
+
 /* scores[t] = s masked (a bool mask's unattended key: -inf; an additive mask: added); the larger of
    it and top. */
 static inline float keep_score(float *scores, int64_t t, float s, const void *mask, int kind, int64_t mt,
@@ -68,29 +83,14 @@ static inline float keep_score(float *scores, int64_t t, float s, const void *ma
     if (top == -INFINITY) return; /* nothing to attend */                                                 \
     float sum = 0;                                                                                        \
     for (int64_t t = 0; t < keys; t++) sum += scores[t] = exp_inline(scores[t] - top);                    \
-    /* The values two keys at a time (half the passes over the result); a key of weight 0 (masked)       \
-       is skipped, so that whatever its value row holds never reaches the result. */                     \
-    for (t = 0; t < keys; t++) {                                                                          \
-      const T *row = v + t * vt;                                                                          \
-      float p = scores[t];                                                                                \
-      if (p == 0) continue;                                                                               \
-      int64_t i = 0;                                                                                      \
-      if (t + 1 < keys && scores[t + 1] != 0) {                                                           \
-        const T *next = row + vt;                                                                         \
-        float p1 = scores[++t];                                                                           \
-        for (; i + LANES <= d; i += LANES) {                                                              \
-          vec o = load_f32(out + i) + p * LOAD(row + i) + p1 * LOAD(next + i);                            \
-          memcpy(out + i, &o, sizeof o);                                                                  \
-        }                                                                                                 \
-        for (; i < d; i++) out[i] += p * SCALAR(row[i]) + p1 * SCALAR(next[i]);                           \
-        continue;                                                                                         \
-      }                                                                                                   \
-      for (; i + LANES <= d; i += LANES) {                                                                \
-        vec o = load_f32(out + i) + p * LOAD(row + i);                                                    \
-        memcpy(out + i, &o, sizeof o);                                                                    \
-      }                                                                                                   \
-      for (; i < d; i++) out[i] += p * SCALAR(row[i]);                                                    \
-    }                                                                                                     \
+    /* The values by stretches of the result held in registers over every key (8 vectors: a head of 64 \
+       in one), where a result in memory waited at every key on its own store. */                      \
+    int64_t i = 0;                                                                                        \
+    for (; i + 8 * LANES <= d; i += 8 * LANES) VALUE_SUMS(8, T, LOAD)                                     \
+    for (; i + LANES <= d; i += LANES) VALUE_SUMS(1, T, LOAD)                                             \
+    for (; i < d; i++)                                                                                    \
+      for (int64_t t = 0; t < keys; t++)                                                                  \
+        if (scores[t] != 0) out[i] += scores[t] * SCALAR(v[t * vt + i]);                                  \
     for (int64_t i = 0; i < d; i++) out[i] /= sum;                                                        \
   }                                                                                                       \
                                                                                                           \
