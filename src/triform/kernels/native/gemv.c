@@ -153,6 +153,29 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
   q8_columns(quantized, row_scales, row_offsets, K, W + (n) * K, scales + (n), bias ? bias + (n) : 0, out + (n), \
              ldo, M, C)
 
+#define FINISH_BLOCK 64 /* outputs computed, then finished, together (a multiple of four) */
+
+/* Outputs first .. last of a row r (its raw products) as the modules give them: rounded as they round,
+   the activation (times the gate's partner r[N + j] where gated), the residual added; then stored
+   into y, or left in r for a post-norm (y NULL). */
+#define FINISH(NAME, T, SCALAR, ROUND, STORE)                                                            \
+  static inline void NAME##_finish(float *r, int64_t first, int64_t last, int64_t N, int gated, int act, \
+                                   const T *residual, T *y) {                                           \
+    for (int64_t j = first; j < last; j++) r[j] = ROUND(r[j]);                                          \
+    if (act || gated) activate_row(act, r + first, last - first);                                      \
+    if (gated)                                                                                          \
+      for (int64_t j = first; j < last; j++) r[j] = ROUND(ROUND(r[j]) * ROUND(r[N + j]));              \
+    else if (act)                                                                                       \
+      for (int64_t j = first; j < last; j++) r[j] = ROUND(r[j]);                                        \
+    if (residual)                                                                                       \
+      for (int64_t j = first; j < last; j++) r[j] = ROUND(SCALAR(residual[j]) + r[j]);                  \
+    if (y)                                                                                              \
+      for (int64_t j = first; j < last; j++) y[j] = STORE(r[j]);                                        \
+  }
+FINISH(f32, float, same, same, same)
+FINISH(bf16, uint16_t, widen, bf16_round, narrow)
+FINISH(q8, float, same, same, same)
+
 #define FUSED(NAME, T, WT, KERNEL, PREPARE, COLUMNS, NORM, SCALAR, ROUND, STORE)                         \
   FUSED_LINEAR(NAME, T, WT) {                                                                           \
     int64_t outputs = gated ? 2 * N : N; /* rows of W */                                                \
@@ -173,23 +196,23 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
       if (pre) NORM##_normalize(rows + m * K, K, pre, pre_w, pre_b, pre_eps);                           \
       PREPARE(m);                                                                                       \
     }                                                                                                   \
-    /* Each output j is finished where it is computed (its gate's partner j + N with it), so that the   \
-       activations run on every thread; only a post-norm, over whole rows, waits for all of them.       \
-       Outputs go in fours, which the int8 kernel computes together. */                                 \
+    /* Outputs are computed in blocks (in fours, which the int8 kernel computes together; at most       \
+       FINISH_BLOCK, fewer where the threads would otherwise lack blocks) and each block finished where  \
+       it was computed (its gates' partners j + N with it), so that the activations run on every thread, \
+       over a row's stretch of the block as vectors; only a post-norm, over whole rows, waits for all. */ \
+    int64_t block = ((N + threads - 1) / (threads > 1 ? threads : 1) + 3) / 4 * 4;                     \
+    block = block < FINISH_BLOCK ? block : FINISH_BLOCK;                                                \
     _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                  \
-    for (int64_t first = 0; first < N; first += 4) {                                                    \
-      int C = N - first >= 4 ? 4 : (int)(N - first);                                                    \
-      for (int64_t n = first; n < outputs; n += N) /* these, and their gates' partners */               \
-        COLUMNS(KERNEL, n, C, SCALAR);                                                                  \
-      for (int64_t j = first; j < first + C && !direct; j++)                                            \
-        for (int64_t m = 0; m < M; m++) {                                                               \
-          float *r = raw + m * outputs, v = ROUND(r[j]);                                                \
-          if (gated) v = ROUND(ROUND(activate(act, v)) * ROUND(r[N + j]));                              \
-          else if (act) v = ROUND(activate(act, v));                                                    \
-          if (residual) v = ROUND(SCALAR(residual[m * ldr + j]) + v);                                   \
-          if (post) r[j] = v;                                                                           \
-          else y[m * ldy + j] = STORE(v);                                                               \
-        }                                                                                               \
+    for (int64_t first = 0; first < N; first += block) {                                                \
+      int64_t last = first + block < N ? first + block : N;                                             \
+      for (int64_t g = first; g < last; g += 4) {                                                       \
+        int C = last - g >= 4 ? 4 : (int)(last - g);                                                    \
+        for (int64_t n = g; n < outputs; n += N) /* these, and their gates' partners */                 \
+          COLUMNS(KERNEL, n, C, SCALAR);                                                                \
+      }                                                                                                 \
+      for (int64_t m = 0; m < M && !direct; m++)                                                        \
+        NAME##_finish(raw + m * outputs, first, last, N, gated, act, residual ? residual + m * ldr : 0, \
+                      post ? 0 : y + m * ldy);                                                          \
     }                                                                                                   \
     if (post)                                                                                           \
       for (int64_t m = 0; m < M; m++) {                                                                 \
