@@ -237,3 +237,27 @@ def test_a_block_of_more_than_a_mebibyte_of_weights_is_timed_from_memory(monkeyp
     assert all(isinstance(run, FromMemory) for run in fused_step.from_memory(large, runs).values())
     assert fused_step.from_memory(small, runs) is runs
     assert fused_step.from_memory(quantize(copy.deepcopy(large)), runs) is runs  # 0.8 MB in int8
+
+
+def test_a_plan_is_checked_once_a_cache_and_again_for_the_next(force, fused_calls, monkeypatch):
+    """Within one cache's steps (a generation) a block's modules and tensors stay where they are: the
+    plan is checked and pointed once; a new cache checks again, and sees a changed model."""
+    from triform.kernels.fused_step import Plan
+
+    points = [0]
+    point = Plan.point
+
+    def counted(self, dtype):
+        points[0] += 1
+        return point(self, dtype)
+
+    monkeypatch.setattr(Plan, "point", counted)
+    force("fused")
+    model = built("stack", torch.float32, **SERVED["gpt"])
+    blocks = len(model.stack.blocks)
+    decode(model, "stack", steps=6)
+    assert fused_calls[0] > blocks and points[0] == blocks
+    model.bfloat16()  # a new place and dtype for every tensor: the next cache's steps point again
+    expected = modules_alone(model, lambda: decode(model, "stack"))
+    torch.testing.assert_close(decode(model, "stack"), expected, rtol=0.05, atol=0.05)
+    assert points[0] > blocks
