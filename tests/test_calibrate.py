@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from triform.cli import main
+from triform.kernels import calibrate as calibrate_module
 from triform.kernels import int8 as int8_module
 from triform.kernels import linear as linear_module
 from triform.kernels import native
@@ -279,7 +280,7 @@ def test_a_decoding_product_against_a_large_weight_is_timed_from_memory(monkeypa
     such a product's candidates are timed with the caches emptied first, a small weight's warm."""
     emptied = []
     monkeypatch.setattr(Caches, "empty", lambda self: emptied.append(self))
-    monkeypatch.setattr(linear_module, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    monkeypatch.setattr(calibrate_module, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
     seen: dict[int, list] = {}
 
     def timer(name, run):

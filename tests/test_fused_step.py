@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import VARIANTS, random_ids, tiny_config
 
+from triform.kernels import calibrate as calibrate_module
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.int8 import Int8Linear, quantize
@@ -230,7 +231,7 @@ def test_a_block_of_more_than_a_mebibyte_of_weights_is_timed_from_memory(monkeyp
     from triform.kernels import fused_step
     from triform.kernels.calibrate import FromMemory
 
-    monkeypatch.setattr(fused_step, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    monkeypatch.setattr(calibrate_module, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
     runs = {"modules": lambda: None, "fused": lambda: None}
     large = build_model(tiny_config("stack", d_model=256, d_ff=1024, n_heads=4)).stack.blocks[0]  # 3 MB fp32
     small = build_model(tiny_config("stack")).stack.blocks[0]

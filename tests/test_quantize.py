@@ -11,6 +11,7 @@ from triform.checkpoint import save_model
 from triform.cli import main
 from triform.errors import TriformError
 from triform.generate import GenerationConfig, TextGenerator, generate_ids, resolve_layout
+from triform.kernels import calibrate as calibrate_module
 from triform.kernels import int8 as int8_kernels
 from triform.kernels import native
 from triform.kernels.calibrate import Caches, Calibration, FromMemory, set_calibration
@@ -116,7 +117,7 @@ def test_a_large_int8_weight_is_timed_from_memory(monkeypatch):
     if native.library() is None:
         pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
     monkeypatch.setattr(Caches, "empty", lambda self: None)
-    monkeypatch.setattr(int8_kernels, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
+    monkeypatch.setattr(calibrate_module, "last_level_cache_bytes", lambda: 32 * 2**20)  # any machine's
     timed: list = []
     choices(Int8Linear(torch.nn.Linear(384, 8192)), {"fbgemm": 2.0, "native": 1.0}, timed=timed)  # 3 MB
     assert timed and all(isinstance(run, FromMemory) for _, run in timed)

@@ -117,6 +117,21 @@ class FromMemory:
         return self.run()
 
 
+# Weights up to this size are timed warm even at a few rows: their calls are short, and emptying the
+# caches before each round would cost more time than their choice is worth.
+WARM_BYTES = 2**20
+
+
+def timed_from_memory(weight_bytes: int, runs: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
+    """`runs` timed from memory (`FromMemory`, one Caches for all) where their weights are more than
+    WARM_BYTES that the last level cache could hold between rounds but a decoding step, reading the
+    rest of the model in between, would not find there; `runs` as they are otherwise."""
+    if WARM_BYTES < weight_bytes < 2 * last_level_cache_bytes():
+        caches = Caches()
+        return {name: FromMemory(run, caches) for name, run in runs.items()}
+    return runs
+
+
 def cache_path() -> Path:
     folder = os.environ.get("TRIFORM_CACHE") or Path.home() / ".cache" / "triform"
     return Path(folder) / CACHE_FILE

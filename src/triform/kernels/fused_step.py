@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, Caches, FromMemory, calibration, last_level_cache_bytes, rows_class
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, timed_from_memory
 from triform.kernels.int8 import Int8Linear
-from triform.kernels.linear import WARM_BYTES, Linear
+from triform.kernels.linear import Linear
 from triform.nn.block import AttentionContext, Block, PostNormBlock, PreNormBlock
 from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
 from triform.nn.position import Rotary
@@ -269,16 +269,12 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
 
 def from_memory(block: Block, runs: dict) -> dict:
     """The candidates timed with the caches emptied first where the block's weights are more than
-    WARM_BYTES that the last level cache could hold, as a step meets them after the other blocks (as
-    kernels/linear.py times a few rows' products). Timed warm, the modules' int8 products (fbgemm's,
+    WARM_BYTES that the last level cache could hold (calibrate.timed_from_memory), as a step meets them
+    after the other blocks. Timed warm, the modules' int8 products (fbgemm's,
     on a block's 1.8 MB of weights, within the L2 cache between rounds) looked 4-7 % faster than the
     fused step at 8 rows of the benchmark's GPT on an AMD EPYC (Zen 4), 1 thread, while decoding with
     the fused step took 3.1 ms a token against 3.65 with the modules."""
-    weights = sum(t.numel() * t.element_size() for t in block.state_dict().values())
-    if WARM_BYTES < weights < 2 * last_level_cache_bytes():
-        caches = Caches()
-        return {name: FromMemory(run, caches) for name, run in runs.items()}
-    return runs
+    return timed_from_memory(sum(t.numel() * t.element_size() for t in block.state_dict().values()), runs)
 
 
 def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -> Tensor:

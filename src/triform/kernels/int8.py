@@ -11,9 +11,10 @@ The product runs on one of these kernels, by the shape:
   kernels could be built (kernels/native.py), triform's int8 product (native/int8.h: each row of
   activations rounded with its own scale, the products summed exactly in 32 bits), whichever
   calibration (kernels/calibrate.py) measures faster for the layer's shape, rows and threads, timed
-  from memory as a step meets its weights. Neither wins everywhere: on an AMD EPYC (Zen 4, AVX512-VNNI)
-  at 8192 x 384 and 1 thread triform's took 279 µs for one row against fbgemm's 330 and 469 for 8
-  rows against 352; with 2 threads at 1536 x 384 it was faster at 1 and 8 rows, at 8192 x 384 slower.
+  from memory as a step meets its weights. Neither wins everywhere: on an AMD EPYC (Zen 4, AVX512-VNNI),
+  1 thread, from memory, triform's took 153 µs for one row of 8192 x 384 against fbgemm's 221 and 201
+  against 309 for 8 rows, at 50257 x 768 the two were level at one row (1.36 ms against 1.33), and
+  warm, at 8 rows of 384 x 1152, fbgemm's was faster (21 µs against 23).
   On an Intel Xeon with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192)
   fbgemm's products took 0.25 ms for a GPT step at batch 1 against 1.5 ms in fp32 and 1.7 ms in bf16,
   and 0.38 ms at batch 8 against 0.86 in bf16; torch's own weight-only kernel (_weight_int8pack_mm,
@@ -49,8 +50,8 @@ from torch import Tensor, nn
 
 from triform.errors import TriformError
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, Caches, FromMemory, calibration, last_level_cache_bytes, rows_class
-from triform.kernels.linear import WARM_BYTES, onednn_product
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, timed_from_memory
+from triform.kernels.linear import onednn_product
 from triform.kernels.opaque import LayersByStorage
 from triform.precision import native_bf16
 
@@ -175,10 +176,7 @@ class Int8Linear(nn.Module):
         """A call of each candidate, timed from memory where the weight could sit in the last level
         cache between rounds but would not in a step (as kernels/linear.py's `timed_runs`)."""
         runs = {name: (lambda name=name: self.few_rows(name, rows)) for name in names}
-        if WARM_BYTES < self.weight.numel() < 2 * last_level_cache_bytes():
-            caches = Caches()
-            runs = {name: FromMemory(run, caches) for name, run in runs.items()}
-        return runs
+        return timed_from_memory(self.weight.numel(), runs)
 
 
 def fp32(rows: Tensor) -> Tensor:

@@ -40,15 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, Caches, FromMemory, calibration, last_level_cache_bytes, rows_class
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, timed_from_memory
 from triform.kernels.opaque import LayersByStorage
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_PACKED = ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 MKL_PACKED = hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
-# Weights up to this size are timed warm even at a few rows: their calls are short, and emptying the
-# caches before each round would cost more time than their choice is worth.
-WARM_BYTES = 2**20
 FP32_ROWS = 16  # rows up to which a product under bf16 autocast may be computed in fp32 instead
 DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
@@ -242,10 +239,7 @@ class Linear(nn.Linear):
         WARM_BYTES that the last level cache could hold, timed from memory (`FromMemory`)."""
         runs = {name: partial(self.run_kernel, name, x, dtype) for name in names}
         weight_bytes = self.weight.numel() * self.weight.element_size()
-        if x.shape[0] <= FP32_ROWS and WARM_BYTES < weight_bytes < 2 * last_level_cache_bytes():
-            caches = Caches()
-            runs = {name: FromMemory(run, caches) for name, run in runs.items()}
-        return runs
+        return timed_from_memory(weight_bytes, runs) if x.shape[0] <= FP32_ROWS else runs
 
     def inference_kernels(self, x: Tensor, dtype: torch.dtype, bf16: bool) -> tuple[str, ...]:
         if not (bf16 or x.dtype == self.weight.dtype):
