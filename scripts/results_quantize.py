@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_sections import replace_section
 
-from triform.kernels.int8 import FBGEMM_MAX_ROWS
+from triform.kernels.int8 import FEW_ROWS
 from triform.kernels.machine import this_machine
 from triform.precision import resolved_name
 
@@ -170,9 +170,10 @@ def evaluate(folder: Path, data: Path, extra: list[str], quantize: str | None) -
 
 
 def decoding_sized_perplexity(model_folder: Path, text_file: Path, windows: int = 300) -> tuple[float, float]:
-    """(as trained, int8) perplexity over `windows` windows of FBGEMM_MAX_ROWS tokens of `text_file`,
-    one row each: every product then has decoding's few rows and takes fbgemm's int8 path, with its
-    rounding of the activations, where `triform eval`'s full windows take the dequantized one."""
+    """(as trained, int8) perplexity over `windows` windows of FEW_ROWS tokens of `text_file`,
+    one row each: every product then has decoding's few rows and takes a few rows' int8 kernel (fbgemm's
+    or triform's), with its rounding of the activations, where `triform eval`'s full windows may take
+    the dequantized product, which rounds none."""
     import math
 
     import torch.nn.functional as F
@@ -184,7 +185,7 @@ def decoding_sized_perplexity(model_folder: Path, text_file: Path, windows: int 
 
     tokenizer = Tokenizer.from_file(str(model_folder / "tokenizer.json"))
     ids = tokenizer.encode(text_file.read_text()[: 2000 * windows]).ids
-    length = FBGEMM_MAX_ROWS
+    length = FEW_ROWS
     starts = range(0, min(len(ids) - length - 1, windows * length), length)
 
     def perplexity(model) -> float:
@@ -220,7 +221,7 @@ def main() -> None:
         as_trained, int8 = evaluate(folder, data, extra, None), evaluate(folder, data, extra, "int8")
         rows += [(folder.name, m, better, as_trained[m], int8[m]) for m, better in metrics.items()]
         if folder == brown[0]:  # the rows of a decoding step, through fbgemm's activation rounding
-            metric = f"perplexity in {FBGEMM_MAX_ROWS}-token windows, one row each"
+            metric = f"perplexity in {FEW_ROWS}-token windows, one row each"
             rows.append((folder.name, metric, "lower", *decoding_sized_perplexity(folder / "model", data)))
     machine, as_trained = this_machine(), resolved_name("auto", torch.device("cpu"))
     section = report(rows, args, minutes, machine, as_trained)
@@ -238,9 +239,11 @@ def report(rows: list[tuple], args, minutes: dict[str, float], machine: str, as_
         f"{'bf16 autocast, the CPU has native bf16' if as_trained == 'bf16' else 'the CPU has no native bf16'}) "
         "and with `--quantize int8` (kernels/int8.py: int8 weights with one scale per output feature). "
         "Perplexity on Brown's validation split; BLEU of greedy decoding on 500 pairs of lohelp-en-de's test split. "
-        "`triform eval` scores full windows, whose int8 products take the dequantized path; the windowed row "
-        f"scores windows of {FBGEMM_MAX_ROWS} tokens, one row each, whose products take fbgemm's, rounding the "
-        "activations to 8 bits (7 without VNNI) as a decoding step's do.",
+        "`triform eval` scores full windows, whose int8 products take the kernel calibration measured fastest "
+        "for many rows (fbgemm's, rounding the activations to 8 bits with one scale per product, or the "
+        f"dequantized product, which rounds none); the windowed row scores windows of {FEW_ROWS} tokens, one row "
+        "each, whose products take a few rows' kernel (fbgemm's or triform's, rounding the activations to "
+        "8 bits, 7 where fbgemm would clip) as a decoding step's do.",
         "",
         f"| model | metric | {as_trained} | int8 | int8 against {as_trained} (relative) | within 1 % |",
         "|---|---|---:|---:|---:|---|",

@@ -15,24 +15,25 @@ from triform.kernels import calibrate as calibrate_module
 from triform.kernels import int8 as int8_kernels
 from triform.kernels import native
 from triform.kernels.calibrate import Caches, Calibration, FromMemory, set_calibration
-from triform.kernels.int8 import FBGEMM_MAX_ROWS, NATIVE_MAX_ROWS, Int8Linear, quantize, quantize_rows
+from triform.kernels.int8 import FEW_ROWS, NATIVE_MAX_ROWS, Int8Linear, quantize, quantize_rows
 from triform.models import build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-FEW_ROWS = {"fbgemm for all": "fbgemm", "triform's kernel for few rows": "native"}
+KERNELS = ("fp32", "fbgemm", "native", "dequantized")
 
 
-@pytest.fixture(params=["small matrices in fp32", *FEW_ROWS])
+@pytest.fixture(params=KERNELS)
 def kernels(request, monkeypatch):
-    """Tiny test matrices take the fp32 path; with the size limit at 0 they take fbgemm's (and oneDNN's),
-    or, for a few rows, triform's own, by a calibration whose timer makes that one the fastest."""
-    if request.param in FEW_ROWS:
-        if FEW_ROWS[request.param] == "native" and native.library() is None:
-            pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    """Calibration whose timer makes this kernel the fastest. The tiny test matrices keep a fp32 copy
+    ("fp32"); for the others the size limit is 0, so that they take fbgemm's, triform's or the
+    dequantized product."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    if request.param != "fp32":
         monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
-    fastest = FEW_ROWS.get(request.param, "fbgemm")
+    fastest = request.param
     old = set_calibration(Calibration(timer=lambda name, run: 0.0 if name == fastest else 1.0, read_disk=False))
     yield request.param
     set_calibration(old)
@@ -53,20 +54,35 @@ def test_rows_are_quantized_symmetrically_within_half_a_step():
     assert torch.all(error <= scales[:, None] / 2 + 1e-7)
 
 
-@pytest.mark.parametrize("rows", [1, 8, FBGEMM_MAX_ROWS + 1, 300])
+@pytest.mark.parametrize("rows", [1, 8, FEW_ROWS + 1, 300])
 def test_the_int8_linear_computes_the_float_product_on_every_kernel(rows, kernels):
     linear = torch.nn.Linear(64, 96)
     int8 = Int8Linear(linear)
     x = torch.randn(rows, 64)
+    if kernels not in int8.candidates(rows):
+        pytest.skip(f"{kernels} is no candidate for {rows} rows")
     with torch.no_grad():
         expected = F.linear(x, int8.dequantized(torch.float32), linear.bias)
         exact = linear(x)
         y = int8(x)
+    assert int8.kernel(x) == kernels
     scale = exact.abs().max()
     assert y.shape == (rows, 96) and y.dtype == torch.float32
     assert (y - exact).abs().max() <= 0.03 * scale
-    if rows > FBGEMM_MAX_ROWS or kernels == "small matrices in fp32":  # no activation rounding
+    if kernels in ("fp32", "dequantized"):  # no activation rounding: the int8 weights' product
         assert (y - expected).abs().max() <= 0.01 * scale
+
+
+def test_each_kernel_is_a_candidate_exactly_where_it_applies(monkeypatch):
+    small = Int8Linear(torch.nn.Linear(64, 96))
+    monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    large = Int8Linear(torch.nn.Linear(64, 96))
+    native_kernel = ("native",) if native.library() is not None else ()
+    assert small.candidates(1) == ("fp32", "fbgemm", *native_kernel)
+    assert large.candidates(NATIVE_MAX_ROWS) == ("fbgemm", *native_kernel)
+    assert large.candidates(FEW_ROWS) == ("fbgemm",)
+    assert large.candidates(FEW_ROWS + 1) == ("fbgemm", "dequantized")
+    assert small.candidates(FEW_ROWS + 1) == ("fp32", "fbgemm", "dequantized")
 
 
 def choices(layer: Int8Linear, timings: dict[str, float], rows: int = 1, timed: list | None = None) -> str:
@@ -85,7 +101,7 @@ def choices(layer: Int8Linear, timings: dict[str, float], rows: int = 1, timed: 
             count = len(timed)
             layer(torch.randn(rows, layer.in_features))
         assert len(timed) == count
-        return layer.few_rows_kernel(torch.randn(rows, layer.in_features))
+        return layer.kernel(torch.randn(rows, layer.in_features))
     finally:
         set_calibration(old)
 
@@ -103,6 +119,16 @@ def test_a_few_rows_take_the_int8_kernel_measured_fastest(monkeypatch):
     many: list = []
     assert choices(layer, {"fbgemm": 2.0, "native": 1.0}, rows=NATIVE_MAX_ROWS + 1, timed=many) == "fbgemm"
     assert many == []
+
+
+def test_many_rows_take_the_product_measured_fastest_fbgemms_or_the_dequantized_one(monkeypatch):
+    monkeypatch.setattr(int8_kernels, "FBGEMM_MIN_WEIGHTS", 0)
+    rows = FEW_ROWS + 1
+    timed: list = []
+    layer = Int8Linear(torch.nn.Linear(64, 96))
+    assert choices(layer, {"fbgemm": 2.0, "dequantized": 1.0}, rows=rows, timed=timed) == "dequantized"
+    assert {name for name, _ in timed} == {"fbgemm", "dequantized"}
+    assert choices(Int8Linear(torch.nn.Linear(64, 96)), {"fbgemm": 1.0, "dequantized": 2.0}, rows=rows) == "fbgemm"
 
 
 def test_where_triforms_kernels_are_absent_fbgemm_is_the_only_candidate(monkeypatch):
@@ -133,8 +159,8 @@ def test_triforms_int8_kernel_gives_each_row_the_result_it_has_alone(monkeypatch
     x[0] *= 100  # a row of large activations beside small ones
     layer = Int8Linear(linear)
     with torch.no_grad():
-        together = layer.few_rows("native", x)
-        alone = torch.cat([layer.few_rows("native", x[i : i + 1]) for i in range(7)])
+        together = layer.run("native", x)
+        alone = torch.cat([layer.run("native", x[i : i + 1]) for i in range(7)])
         exact = linear(x)
     assert torch.equal(together, alone)
     error = (together - exact).abs().amax(1) / exact.abs().amax(1)

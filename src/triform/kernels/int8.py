@@ -4,30 +4,34 @@ Each weight row (output feature) n is stored as Q[n] = round(W[n] / s[n]) in [-1
 s[n] = max |W[n]| / 127: symmetric, per output channel, no zero point. A quarter of the fp32 bytes and
 half of bf16's, which is what a decoding step, reading every weight once per token, is bound by.
 
-The product runs on one of these kernels, by the shape:
-- up to FBGEMM_MAX_ROWS rows (decoding steps, beams, small batches), fbgemm's int8 product, which
-  also quantizes the activations, per tensor and on the fly, to 8 bits (torch.ao's dynamic
-  quantization, as CTranslate2's int8 does), or, up to NATIVE_MAX_ROWS rows and where triform's own
-  kernels could be built (kernels/native.py), triform's int8 product (native/int8.h: each row of
-  activations rounded with its own scale, the products summed exactly in 32 bits), whichever
-  calibration (kernels/calibrate.py) measures faster for the layer's shape, rows and threads, timed
-  from memory as a step meets its weights. Neither wins everywhere: on an AMD EPYC (Zen 4, AVX512-VNNI),
-  1 thread, from memory, triform's took 153 µs for one row of 8192 x 384 against fbgemm's 221 and 201
-  against 309 for 8 rows, at 50257 x 768 the two were level at one row (1.36 ms against 1.33), and
-  warm, at 8 rows of 384 x 1152, fbgemm's was faster (21 µs against 23).
-  On an Intel Xeon with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192)
-  fbgemm's products took 0.25 ms for a GPT step at batch 1 against 1.5 ms in fp32 and 1.7 ms in bf16,
-  and 0.38 ms at batch 8 against 0.86 in bf16; torch's own weight-only kernel (_weight_int8pack_mm,
-  bf16 activations) took 0.51 ms at batch 1 and 1.1 ms at 8; dequantizing to bf16 at every call took
-  longer than either.
-- more rows (a prompt, a batch of fill-mask or classification texts), the weight dequantized to
-  bf16 for the call and multiplied by oneDNN's AMX kernel: at 512 × 1536 × 384 1.1 ms against fbgemm's
-  4.3 (that Xeon). Without native bf16 the dequantized weight stays fp32.
-- a matrix of fewer than FBGEMM_MIN_WEIGHTS weights (a tiny model's), its int8 values dequantized once
-  and multiplied in fp32 by MKL, which costs less per call than fbgemm.
+The product runs on whichever of these kernels calibration (kernels/calibrate.py) measures fastest for
+the layer's shape, rows (rounded up to a power of two) and threads, timed from memory where the weight
+would sit in the last level cache between rounds but not in a step:
+- fbgemm's int8 product ("fbgemm", any rows), which also quantizes the activations, per tensor and on
+  the fly, to 8 bits (torch.ao's dynamic quantization, as CTranslate2's int8 does);
+- up to NATIVE_MAX_ROWS rows and where triform's own kernels could be built (kernels/native.py),
+  triform's int8 product ("native", native/int8.h: each row of activations rounded with its own
+  scale, the products summed exactly in 32 bits);
+- above FEW_ROWS rows (a prompt, a batch of fill-mask or classification texts), the weight
+  dequantized for the call, to bf16 where the CPU has native bf16 (else fp32), and multiplied by
+  oneDNN ("dequantized": no rounding of the activations);
+- for a matrix of fewer than FBGEMM_MIN_WEIGHTS weights (a tiny model's), its int8 values dequantized
+  once and kept in fp32 for MKL ("fp32"), which costs less per call than fbgemm at a few rows.
+Neither wins everywhere, and the order changes with the CPU. On an AMD EPYC (Zen 4, AVX512-VNNI),
+1 thread, from memory, triform's took 153 µs for one row of 8192 x 384 against fbgemm's 221 and 201
+against 309 for 8 rows; at 50257 x 768 the two were level at one row (1.36 ms against 1.33); warm, at
+8 rows of 384 x 1152, fbgemm's was faster (21 µs against 23). At 512 rows of 384 -> 1536 there fbgemm's
+took 0.87 ms, the dequantized bf16 product 1.69 and fp32 6.0 (its fp32 products run at a third of
+bf16's), and fbgemm's took 0.24 ms for 512 rows of 384 x 384 against 1.5 in the kept fp32.
+On an Intel Xeon with AMX and AVX512-BF16 (1 thread, torch 2.13, d_model 384 and vocabulary 8192)
+fbgemm's products took 0.25 ms for a GPT step at batch 1 against 1.5 ms in fp32 and 1.7 ms in bf16,
+and 0.38 ms at batch 8 against 0.86 in bf16; torch's own weight-only kernel (_weight_int8pack_mm,
+bf16 activations) took 0.51 ms at batch 1 and 1.1 ms at 8; at 512 x 1536 x 384 the dequantized bf16
+product (oneDNN's AMX kernel) took 1.1 ms against fbgemm's 4.3.
 fbgemm's 8-bit rounding of the activations makes a row's result depend slightly on the other rows of
-its call (they share the scale; triform's kernel gives each row its own); results are within
-quantization error of the fp32 model, not bit for bit.
+its call (they share the scale; triform's kernel gives each row its own, and the dequantized and fp32
+products round no activations); results are within quantization error of the fp32 model, not bit for
+bit.
 On a CPU without VNNI (AVX2 only: an AMD EPYC of the Zen 3 generation, for one), fbgemm adds each pair
 of u8 · s8 products in 16 bits with saturation (vpmaddubsw): with 8-bit activations a pair can reach
 2 · 255 · 127 and the sum is clipped, which put a randomly initialised layer's outputs 25-35 % of
@@ -56,10 +60,13 @@ from triform.kernels.opaque import LayersByStorage
 from triform.precision import native_bf16
 
 SCHEMES = ("int8",)
-FBGEMM_MAX_ROWS = 64  # above: dequantize and use oneDNN (measured crossing between 64 and 512 rows)
-# Below this many weights fbgemm's cost per call (quantizing the activations, some 10 µs) outweighs the
-# bytes it saves: 384 x 384 took 16 µs a row against 10 in fp32 (MKL), 384 x 1152 22 against 36. Such a
-# matrix keeps its int8-rounded values, dequantized once, in fp32 (at most 1 MiB).
+# Up to this many rows a product is a few rows' (decoding steps, beams, small batches), for which
+# dequantizing the whole weight at each call costs more than the product itself: no candidate there.
+FEW_ROWS = 64
+# Below this many weights fbgemm's cost per call (quantizing the activations, some 10 µs) can outweigh
+# the bytes it saves: 384 x 384 took 16 µs a row against 10 in fp32 (MKL), 384 x 1152 22 against 36.
+# Such a matrix also keeps its int8-rounded values, dequantized once, in fp32 (at most 1 MiB), as
+# one more candidate.
 FBGEMM_MIN_WEIGHTS = 2**18
 # triform's int8 kernel is a candidate up to this many rows: its time grows with the rows (it reads the
 # weight once for each four), fbgemm's far less; at 16 rows of 8192 x 384 it took 804 µs against 490.
@@ -143,30 +150,40 @@ class Int8Linear(nn.Module):
         return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)  # (..., out)
 
     def product(self, rows: Tensor) -> Tensor:
-        """rows (M, in) · (s ⊙ Q)ᵀ + b, (M, out), by the kernel for M rows (module docstring): fp32,
-        or bf16 from oneDNN's bf16 product, which the caller casts to its own dtype once."""
-        if self.fp32_weight is not None:
+        """rows (M, in) · (s ⊙ Q)ᵀ + b, (M, out), by the kernel chosen for M rows (module docstring):
+        fp32, or bf16 from oneDNN's bf16 product, which the caller casts to its own dtype once."""
+        return self.run(self.kernel(rows), rows)
+
+    def run(self, name: str, rows: Tensor) -> Tensor:
+        if name == "fp32":
             with torch.autocast("cpu", enabled=False):
                 return F.linear(fp32(rows), self.fp32_weight, self.bias)
-        if rows.shape[0] <= FBGEMM_MAX_ROWS:
-            return self.few_rows(self.few_rows_kernel(rows), rows)
-        dtype = torch.bfloat16 if self.bf16 else torch.float32
-        bias = None if self.bias is None else self.bias.to(dtype)
-        return onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
-
-    def few_rows(self, name: str, rows: Tensor) -> Tensor:
         if name == "native":
             return native.library().int8_linear(rows, self.weight, self.scales, self.bias)
+        if name == "dequantized":
+            dtype = torch.bfloat16 if self.bf16 else torch.float32
+            bias = None if self.bias is None else self.bias.to(dtype)
+            return onednn_product(rows.to(dtype), self.dequantized(dtype), bias)
         return torch.ops.quantized.linear_dynamic(fp32(rows), self.packed, self.reduce_range)
 
-    def few_rows_kernel(self, rows: Tensor) -> str:
-        """fbgemm's or triform's kernel for these rows, as calibration measured them; remembered by the
-        layer for its rows' class and the threads, as a decoding step asks again at every token."""
+    def candidates(self, rows: int) -> tuple[str, ...]:
+        """The kernels that may compute `rows` rows here, the one preferred on a tie first."""
+        names = ("fp32",) if self.fp32_weight is not None else ()
+        names += ("fbgemm",)
+        if rows <= NATIVE_MAX_ROWS and native.library() is not None:
+            names += ("native",)
+        if rows > FEW_ROWS:
+            names += ("dequantized",)
+        return names
+
+    def kernel(self, rows: Tensor) -> str:
+        """The kernel for these rows, as calibration measured them; remembered by the layer for its
+        rows' class and the threads, as a decoding step asks again at every token."""
         situation = (rows_class(rows.shape[0]), torch.get_num_threads(), calibration().serial)
         chosen = self.__dict__.setdefault("_chosen", {})
         name = chosen.get(situation)
         if name is None:
-            names = ("fbgemm", "native") if rows.shape[0] <= NATIVE_MAX_ROWS and native.library() else ("fbgemm",)
+            names = self.candidates(rows.shape[0])
             key = ("int8 linear", rows_class(rows.shape[0]), self.in_features, self.out_features)
             key += (self.bias is not None, torch.get_num_threads())
             name = chosen[situation] = calibration().choose(key, names, lambda: self.timed_runs(names, rows))
@@ -175,7 +192,7 @@ class Int8Linear(nn.Module):
     def timed_runs(self, names: tuple[str, ...], rows: Tensor) -> dict:
         """A call of each candidate, timed from memory where the weight could sit in the last level
         cache between rounds but would not in a step (as kernels/linear.py's `timed_runs`)."""
-        runs = {name: (lambda name=name: self.few_rows(name, rows)) for name in names}
+        runs = {name: (lambda name=name: self.run(name, rows)) for name in names}
         return timed_from_memory(self.weight.numel(), runs)
 
 
