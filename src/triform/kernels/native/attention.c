@@ -18,6 +18,19 @@
 
 enum { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADDITIVE = 2 };
 
+/* Keys are asked for ATTEND_AHEAD rows before their scores, and each value row when its key's score is
+   formed, so that the value pass reads from the caches. A step's caches come from memory (the weights
+   streaming through between layers evict them), where the access prefetchers alone, restarting at each
+   (batch, head), kept up with neither: on an AMD EPYC (Zen 4), 1 thread, 12 attentions of 8 rows of
+   6 heads over 65 keys took 0.67 ms in fp32 against 1.05 ms without, and a BART int8 step at batch 8
+   2.31 ms against 2.48 (bf16: 3.10 against 3.31). */
+#define ATTEND_AHEAD 16
+
+/* The lines of a row of `bytes` bytes at p asked for ahead of their use. */
+static inline void fetch_row(const void *p, int64_t bytes) {
+  for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch((const char *)p + at, 0, 3);
+}
+
 /* out[i .. i + N · LANES) = Σ_t scores[t] · V[t][i ..], in N sums held in registers; a key of weight 0
    (masked) is skipped, so that whatever its value row holds never reaches the result. */
 #define VALUE_SUMS(N, T, LOAD)                                                \
@@ -57,6 +70,10 @@ static inline float keep_score(float *scores, int64_t t, float s, const void *ma
     int64_t t = 0;                                                                                        \
     for (; t + 4 <= keys; t += 4) {                                                                       \
       const T *k0 = k + t * kt, *k1 = k0 + kt, *k2 = k1 + kt, *k3 = k2 + kt;                              \
+      for (int j = 0; j < 4; j++) {                                                                       \
+        if (t + j + ATTEND_AHEAD < keys) fetch_row(k + (t + j + ATTEND_AHEAD) * kt, d * (int64_t)sizeof(T)); \
+        fetch_row(v + (t + j) * vt, d * (int64_t)sizeof(T));                                              \
+      }                                                                                                   \
       vec a = {0}, b = {0}, c = {0}, e = {0};                                                             \
       int64_t i = 0;                                                                                      \
       for (; i + LANES <= d; i += LANES) {                                                                \
