@@ -210,6 +210,30 @@ def test_int8_logits_are_within_tolerance_of_fp32(arch, variant, kernels):
     assert (int8 - reference).abs().max() <= LOGIT_TOLERANCE * reference.abs().max()
 
 
+@pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
+@pytest.mark.parametrize("variant", ["learned-pre-layernorm", "sinusoidal-post", "grouped-query-qwen"])
+def test_an_int8_models_kv_cache_is_bf16_and_its_steps_match_its_full_forward(arch, variant, kernels):
+    """int8 weights keep the KV cache in bf16 (kernels/int8.py's `cache_dtype`): one token a call
+    through it, whichever kernels run, gives the logits of the int8 model's own full pass within
+    bf16's rounding of the keys and values; a float model's cache stays in its dtype."""
+    model = build_model(tiny_config(arch, **VARIANTS[variant])).eval()
+    assert model.new_cache(1)[0].keys.dtype == torch.float32
+    quantize(model)
+    ids = random_ids(2, 10)
+    with torch.no_grad():
+        if arch == "stack":
+            full = model(ids, "causal")
+            cache = model.new_cache(2)
+            steps = [model(ids[:, t : t + 1], "causal", cache=cache) for t in range(ids.shape[1])]
+        else:
+            source = random_ids(2, 7, generator_seed=1)
+            full, memory, cache = model(source, ids), model.encode(source), model.new_cache(2)
+            steps = [model.decode(ids[:, t : t + 1], memory, cache=cache) for t in range(ids.shape[1])]
+    assert cache[0].keys.dtype == torch.bfloat16
+    assert arch == "stack" or cache[0].cross[0].dtype == torch.bfloat16
+    assert (torch.cat(steps, 1) - full).abs().max() <= LOGIT_TOLERANCE * full.abs().max()
+
+
 def test_a_tied_head_gets_its_own_int8_copy_and_the_embedding_stays_float():
     model = build_model(tiny_config("stack", tie_embeddings=True)).eval()
     embedding = model.stack.embeddings.token.weight
@@ -217,7 +241,7 @@ def test_a_tied_head_gets_its_own_int8_copy_and_the_embedding_stays_float():
     quantize(model)
     assert isinstance(model.head.projection, Int8Linear)
     assert model.stack.embeddings.token.weight is embedding and torch.equal(embedding, before)
-    assert embedding.dtype == torch.float32 and model.new_cache(1, 4).layers[0].keys.dtype == torch.float32
+    assert embedding.dtype == torch.float32
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
 
 

@@ -38,7 +38,13 @@ FIELDS["attention"] = ("dtype", "batch·heads≤", "queries≤", "keys≤", "d_h
 def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale: float | None
 ) -> Tensor:
-    """softmax(q · kᵀ · scale + mask) · v, as `triform.nn.attention.attend`, by the kernel fastest here."""
+    """softmax(q · kᵀ · scale + mask) · v, as `triform.nn.attention.attend`, by the kernel fastest here.
+    Keys and values from a cache in another dtype than the queries' (bf16 under int8 weights) are read
+    as they are by triform's decoding attention, and cast to the queries' dtype for any other kernel."""
+    if k.dtype != q.dtype:
+        if not torch.compiler.is_compiling() and single_query_native(q, k) and v.dtype == k.dtype:
+            return native_single_query(q, k, v, mask, is_causal, dropout_p, scale)
+        k, v = k.to(q.dtype), v.to(q.dtype)
     names = candidates(q, k)
     if len(names) == 1:
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)

@@ -23,7 +23,8 @@ norms, grouped-query attention, cross-attention whose keys and values are cached
 norms), a plain or gated feed-forward (relu, gelu, gelu_tanh, silu), every projection a plain
 `Linear` with an fp32 or bf16 weight, or every one int8 (kernels/int8.py: there each row of
 activations is rounded to int8 with its own scale and the integer products summed exactly,
-native/int8.h, where the modules' fbgemm rounds them with one scale per call); at a step of one new
+native/int8.h, where the modules' fbgemm rounds them with one scale per call), the KV cache then fp32
+or bf16 (kernels/int8.py's `cache_dtype`); at a step of one new
 token for each of at most FUSED_ROWS rows, without autograd, autocast, relative position bias or
 torch.compile. For any other block or step `block_step` returns None and the modules run.
 """
@@ -235,21 +236,26 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
         return None
     if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return None
-    if context.bias is not None or cache.keys.dtype != x.dtype or native.library() is None:
+    if context.bias is not None or native.library() is None:
+        return None
+    kv = cache.keys.dtype  # x's, or, under int8 weights, bf16 (kernels/int8.py's `cache_dtype`)
+    if kv != x.dtype and not (kv == torch.bfloat16 and x.dtype == torch.float32):
         return None
     keys = cache.owner.length + 1
     if (context.is_causal and keys > 1) or keys > cache.keys.shape[2] or not x.is_contiguous():
         return None  # the modules give the causal flag its meaning, and the full cache its error
     cross = block.cross_attention is not None
-    if cross and (cache.cross is None or cache.cross[0].dtype != x.dtype):
+    if cross and (cache.cross is None or cache.cross[0].dtype != kv):
         return None  # the first step computes the source's keys and values
     plan = checked_plan(block, x.dtype, cache.owner)
-    if plan is None:
+    if plan is None or (kv != x.dtype and not plan.int8):
         return None
     if plan.rotary is not None and (context.positions is None or context.positions.dtype != torch.int64):
         return None
     descriptor = plan.descriptor
     dtype = "int8" if plan.int8 else str(x.dtype).removeprefix("torch.")
+    if kv != x.dtype:
+        dtype += " bf16-cache"
     key = ("block step", dtype, rows_class(x.shape[0]), rows_class(keys))
     key += (descriptor.d_model, descriptor.d_ff, plan.heads, "self+cross" if cross else "self")
     key += (torch.get_num_threads(),)
@@ -299,5 +305,5 @@ def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -
     if plan.rotary is not None:
         positions = positions[:, -1]  # (B,): one new token a row
         places.positions, places.ps = positions.data_ptr(), positions.stride(0)
-    out = native.library().block_step(plan.descriptor, places, x.view(batch, width), plan.int8)
+    out = native.library().block_step(plan.descriptor, places, x.view(batch, width), plan.int8, k.dtype)
     return out.view(batch, 1, width)

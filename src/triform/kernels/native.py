@@ -107,11 +107,14 @@ class NativeKernels:
         self._int8_linear.argtypes += [pointer, ctypes.c_float, pointer, i64, i64, i64, i64, ctypes.c_int]
         self._int8_linear.restype = ctypes.c_int
         self._block = {}
-        for dtype, name in {**GEMV_DTYPES, torch.int8: "q8"}.items():  # int8: weights and activations, fp32 around
+        # by (the weights' dtype, the KV cache's): int8 weights have fp32 activations, the cache fp32 or bf16
+        kinds = {(dtype, dtype): name for dtype, name in GEMV_DTYPES.items()}
+        kinds |= {(torch.int8, torch.float32): "q8", (torch.int8, torch.bfloat16): "q8_bf16"}
+        for kind, name in kinds.items():
             function = getattr(library, f"triform_block_step_{name}")
             function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
-            self._block[dtype] = function
+            self._block[kind] = function
 
     def gemv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (M, K) · weight (N, K)ᵀ + bias on the CPU, all fp32 or all bf16 (GEMV_DTYPES); any row
@@ -179,13 +182,21 @@ class NativeKernels:
         self._call(self._int8_linear, (*arguments, torch.get_num_threads()), "triform::int8_linear", "its rows")
         return out
 
-    def block_step(self, block: BlockParameters, places: StepPlaces, x: Tensor, int8: bool = False) -> Tensor:
+    def block_step(
+        self,
+        block: BlockParameters,
+        places: StepPlaces,
+        x: Tensor,
+        int8: bool = False,
+        cache: torch.dtype | None = None,
+    ) -> Tensor:
         """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype
-        (`int8`: the block's weights are int8 with scales, x and everything else fp32)."""
+        (`int8`: the block's weights are int8 with scales, x and everything else fp32), the KV cache in
+        x's dtype or, for int8 weights, `cache` (bf16)."""
         out = torch.empty_like(x)
         arguments = (ctypes.addressof(block), ctypes.addressof(places), x.data_ptr(), out.data_ptr(), x.shape[0])
         arguments += (torch.get_num_threads(),)
-        function = self._block[torch.int8 if int8 else x.dtype]
+        function = self._block[(torch.int8 if int8 else x.dtype, cache or x.dtype)]
         if self._call(function, arguments, "triform::block_step", "a step") == OUTSIDE_TABLES:
             raise ValueError(
                 f"a position is beyond the model's max_len {block.max_len}; "

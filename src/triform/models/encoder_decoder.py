@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
+from triform.kernels.int8 import cache_dtype
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack, StackInputs
 from triform.nn.cache import KVCache, cache_for
@@ -93,6 +94,9 @@ class EncoderDecoderModel(nn.Module):
         return self.decoder(inputs, memory=memory, memory_padding_mask=source_padding_mask)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        # The token embedding's weight gives the device and dtype: it stays float in an int8 model.
+        # The token embedding's weight gives the device and dtype (it stays float in an int8 model,
+        # whose cache is bf16: kernels/int8.py's `cache_dtype`).
         weight = self.decoder.embeddings.token.weight
-        return cache_for(self.config, len(self.decoder.blocks), weight, batch_size, capacity, dtype)
+        return cache_for(
+            self.config, len(self.decoder.blocks), weight, batch_size, capacity, dtype or cache_dtype(self, weight)
+        )

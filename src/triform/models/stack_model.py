@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.config import ModelConfig
+from triform.kernels.int8 import cache_dtype
 from triform.models.heads import LanguageModelHead
 from triform.models.stack import Stack, StackInputs
 from triform.nn.cache import KVCache, cache_for
@@ -48,6 +49,9 @@ class StackModel(nn.Module):
         return self.stack(inputs, cache=cache)
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        # The token embedding's weight gives the device and dtype: it stays float in an int8 model.
+        # The token embedding's weight gives the device and dtype (it stays float in an int8 model,
+        # whose cache is bf16: kernels/int8.py's `cache_dtype`).
         weight = self.stack.embeddings.token.weight
-        return cache_for(self.config, len(self.stack.blocks), weight, batch_size, capacity, dtype)
+        return cache_for(
+            self.config, len(self.stack.blocks), weight, batch_size, capacity, dtype or cache_dtype(self, weight)
+        )

@@ -28,7 +28,10 @@ def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale: float | None
 ) -> Tensor:
     """softmax(q · kᵀ · scale + mask) · v, scale = 1 / sqrt(d_head) by default (Vaswani §3.2.1), by
-    torch's fused kernel. `mask` is boolean (True where allowed) or added to the scores."""
+    torch's fused kernel. `mask` is boolean (True where allowed) or added to the scores. Keys and values
+    from a cache in another dtype (bf16 under int8 weights) are cast to the queries'."""
+    if k.dtype != q.dtype:
+        k, v = k.to(q.dtype), v.to(q.dtype)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )

@@ -140,15 +140,19 @@ ATTENTION(bf16, uint16_t, load_bf16, widen)
    written into the KV cache at `position`, then each query head attended over the cache's first
    `keys` positions, its key/value head being h / groups (grouped-query attention). q, the new keys
    and values, and out are rows of width heads · d (q and the new ones with row stride ldq, as they
-   lie in a fused projection's output), of the cache's type T; cross-attention passes no new keys.
-   Summed in fp32 as above; the result rounded to T once. Returns 0, or -1 out of memory. */
-#define STEP(NAME, T, SCALAR, STORE)                                                                      \
-  ATTEND_STEP(NAME, T) {                                                                                  \
+   lie in a fused projection's output), of type T, the cache of type C (PAIR: its kernel above; PUT:
+   T to C); cross-attention passes no new keys. Summed in fp32 as above; the result rounded to T once.
+   Returns 0, or -1 out of memory. */
+#define STEP(NAME, T, C, PAIR, SCALAR, STORE, PUT)                                                        \
+  ATTEND_STEP(NAME, T, C) {                                                                               \
     if (new_k)                                                                                            \
       for (int64_t b = 0; b < B; b++)                                                                     \
         for (int64_t g = 0; g < H / groups; g++) {                                                        \
-          memcpy(k + b * kb + g * kh + position * kt, new_k + b * ldq + g * d, sizeof(T) * (size_t)d);    \
-          memcpy(v + b * vb + g * vh + position * vt, new_v + b * ldq + g * d, sizeof(T) * (size_t)d);    \
+          C *key = k + b * kb + g * kh + position * kt, *value = v + b * vb + g * vh + position * vt;     \
+          for (int64_t i = 0; i < d; i++) {                                                               \
+            key[i] = PUT(new_k[b * ldq + g * d + i]);                                                     \
+            value[i] = PUT(new_v[b * ldq + g * d + i]);                                                   \
+          }                                                                                               \
         }                                                                                                 \
     int chunks = threads > 1 ? threads : 1;                                                               \
     int64_t room = (keys > 0 ? keys : 1) + 2 * d; /* scores, the query and the result, per chunk */      \
@@ -163,7 +167,7 @@ ATTENTION(bf16, uint16_t, load_bf16, widen)
         const char *m = 0;                                                                                \
         if (kind) m = (const char *)mask + (b * mb + h * mh) * (kind == MASK_BOOL ? 1 : sizeof(float));   \
         for (int64_t i = 0; i < d; i++) query[i] = SCALAR(q[b * ldq + h * d + i]);                        \
-        NAME##_pair(query, k + b * kb + g * kh, kt, v + b * vb + g * vh, vt, m, kind, mt, result, keys, d, \
+        PAIR##_pair(query, k + b * kb + g * kh, kt, v + b * vb + g * vh, vt, m, kind, mt, result, keys, d, \
                     scale, scores);                                                                       \
         for (int64_t i = 0; i < d; i++) out[b * ldo + h * d + i] = STORE(result[i]);                      \
       }                                                                                                   \
@@ -172,5 +176,6 @@ ATTENTION(bf16, uint16_t, load_bf16, widen)
     return 0;                                                                                             \
   }
 
-STEP(f32, float, same, same)
-STEP(bf16, uint16_t, widen, narrow)
+STEP(f32, float, float, f32, same, same, same)
+STEP(bf16, uint16_t, uint16_t, bf16, widen, narrow, same_bits)
+STEP(f32_bf16, float, uint16_t, bf16, same, same, narrow) /* fp32 rows, a bf16 cache (int8 decoding's) */

@@ -92,7 +92,7 @@ NORMALIZE(bf16, uint16_t, widen, bf16_round)
 HEADS(f32, float, same, same, same)
 HEADS(bf16, uint16_t, widen, bf16_round, narrow)
 
-#define BLOCK(NAME, T, BASE)                                                                                      \
+#define BLOCK(NAME, T, BASE, LINEAR, ATT, C)                                                                        \
   int triform_block_step_##NAME(const triform_block *p, const triform_step *s, const T *x, T *out,                \
                                 int64_t M, int threads) {                                                         \
     if (p->rotary && M > 0 && !s->positions) return -1;                                                           \
@@ -111,7 +111,7 @@ HEADS(bf16, uint16_t, widen, bf16_round, narrow)
       float eps = p->norm_eps[i];                                                                                 \
       T *result = i == last ? out : stream[i % 2];                                                                \
       if (i == 0) { /* self-attention: this step's keys and values into the cache, then attended */               \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[0], p->b[0], p->s[0], 0, 0, 0, 0, 0,  \
+        failed |= triform_fused_linear_##LINEAR(in, d, pre, nw, nb, eps, p->w[0], p->b[0], p->s[0], 0, 0, 0, 0, 0,  \
                                               0, 0, 0, qkv, width, M, width, d, threads);                         \
         if (!failed && (p->rotary || p->head_norm_kind)) {                                                        \
           int outside = BASE##_heads(qkv, width, M, p, s);                                                        \
@@ -120,28 +120,28 @@ HEADS(bf16, uint16_t, widen, bf16_round, narrow)
             return outside;                                                                                       \
           }                                                                                                       \
         }                                                                                                         \
-        failed |= triform_attend_step_##BASE(qkv, width, qkv + p->inner, qkv + p->inner + p->kv_inner, s->k,      \
+        failed |= triform_attend_step_##ATT(qkv, width, qkv + p->inner, qkv + p->inner + p->kv_inner, s->k,      \
                                              s->kb, s->kh, s->kt, s->v, s->vb, s->vh, s->vt, s->position,         \
                                              s->mask, s->kind, s->mb, s->mh, s->mt, y, p->inner, M, p->heads,     \
                                              groups, s->position + 1, p->d_head, p->scale, threads);              \
       } else if (i < last) { /* cross-attention over the source's cached keys and values */                       \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[2], p->b[2], p->s[2], 0, 0, 0, 0, 0,  \
+        failed |= triform_fused_linear_##LINEAR(in, d, pre, nw, nb, eps, p->w[2], p->b[2], p->s[2], 0, 0, 0, 0, 0,  \
                                               0, 0, 0, qkv, p->inner, M, p->inner, d, threads);                   \
-        failed |= triform_attend_step_##BASE(qkv, p->inner, 0, 0, (T *)s->ck, s->ckb, s->ckh, s->ckt,             \
-                                             (T *)s->cv, s->cvb, s->cvh, s->cvt, 0, s->cmask, s->ckind, s->cmb,   \
+        failed |= triform_attend_step_##ATT(qkv, p->inner, 0, 0, (C *)s->ck, s->ckb, s->ckh, s->ckt,             \
+                                             (C *)s->cv, s->cvb, s->cvh, s->cvt, 0, s->cmask, s->ckind, s->cmb,   \
                                              s->cmh, s->cmt, y, p->inner, M, p->heads, groups, s->source,         \
                                              p->d_head, p->cross_scale, threads);                                 \
       }                                                                                                           \
       if (i < last) { /* the attention's output projection, its residual sum (and post-norm) */                   \
         int o = i == 0 ? 1 : 3;                                                                                   \
-        failed |= triform_fused_linear_##NAME(y, p->inner, 0, 0, 0, 0, p->w[o], p->b[o], p->s[o], 0, 0, in, d,    \
+        failed |= triform_fused_linear_##LINEAR(y, p->inner, 0, 0, 0, 0, p->w[o], p->b[o], p->s[o], 0, 0, in, d,    \
                                               post, nw, nb, eps, result, d, M, d, p->inner, threads);             \
       }                                                                                                           \
       else { /* the feed-forward */                                                                               \
-        failed |= triform_fused_linear_##NAME(in, d, pre, nw, nb, eps, p->w[4], p->b[4], p->s[4], p->activation,  \
+        failed |= triform_fused_linear_##LINEAR(in, d, pre, nw, nb, eps, p->w[4], p->b[4], p->s[4], p->activation,  \
                                               p->gated, 0, 0, 0, 0, 0, 0, hidden, p->d_ff, M, p->d_ff, d,         \
                                               threads);                                                           \
-        failed |= triform_fused_linear_##NAME(hidden, p->d_ff, 0, 0, 0, 0, p->w[5], p->b[5], p->s[5], 0, 0, in,   \
+        failed |= triform_fused_linear_##LINEAR(hidden, p->d_ff, 0, 0, 0, 0, p->w[5], p->b[5], p->s[5], 0, 0, in,   \
                                               d, post, nw, nb, eps, result, d, M, d, p->d_ff, threads);           \
       }                                                                                                           \
       in = result;                                                                                                \
@@ -150,6 +150,7 @@ HEADS(bf16, uint16_t, widen, bf16_round, narrow)
     return failed ? -1 : 0;                                                                                       \
   }
 
-BLOCK(f32, float, f32)
-BLOCK(bf16, uint16_t, bf16)
-BLOCK(q8, float, f32) /* int8 weights (kernels/int8.py's), everything else fp32 */
+BLOCK(f32, float, f32, f32, f32, float)
+BLOCK(bf16, uint16_t, bf16, bf16, bf16, uint16_t)
+BLOCK(q8, float, f32, q8, f32, float) /* int8 weights (kernels/int8.py's), everything else fp32 */
+BLOCK(q8_bf16, float, f32, q8, f32_bf16, uint16_t) /* the same with the KV cache in bf16 */

@@ -54,6 +54,7 @@ static inline uint16_t narrow(float f) {
 }
 
 static inline float same(float f) { return f; }
+static inline uint16_t same_bits(uint16_t h) { return h; }
 
 static inline float total(vec v) {
   float s = 0;
