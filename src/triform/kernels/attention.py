@@ -41,7 +41,7 @@ def attend(
     """softmax(q · kᵀ · scale + mask) · v, as `triform.nn.attention.attend`, by the kernel fastest here.
     Keys and values from a cache in another dtype than the queries' (bf16 under int8 weights) are read
     as they are by triform's decoding attention, and cast to the queries' dtype for any other kernel."""
-    if k.dtype != q.dtype:
+    if q.dtype == torch.float32 and k.dtype != q.dtype:  # (bf16 queries under autocast: the candidates' case)
         if not torch.compiler.is_compiling() and single_query_native(q, k) and v.dtype == k.dtype:
             return native_single_query(q, k, v, mask, is_causal, dropout_p, scale)
         k, v = k.to(q.dtype), v.to(q.dtype)

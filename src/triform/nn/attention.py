@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,7 +31,7 @@ def attend(
     """softmax(q · kᵀ · scale + mask) · v, scale = 1 / sqrt(d_head) by default (Vaswani §3.2.1), by
     torch's fused kernel. `mask` is boolean (True where allowed) or added to the scores. Keys and values
     from a cache in another dtype (bf16 under int8 weights) are cast to the queries'."""
-    if k.dtype != q.dtype:
+    if q.dtype == torch.float32 and k.dtype != q.dtype:  # bf16 queries under autocast: autocast casts
         k, v = k.to(q.dtype), v.to(q.dtype)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
