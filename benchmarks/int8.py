@@ -201,7 +201,7 @@ def table(results: list[dict], args, read_gb_s: float) -> str:
         "Random weights give near-uniform next-token scores, where int8 rounding can flip a greedy choice and the "
         "sequences part after it; scripts/results_quantize.py measures the quality of int8 on trained models.",
         "",
-        *bound_lines(results),
+        *bound_lines(results, read_gb_s),
     ]
     if statistics.median(loads) > os.cpu_count():
         lines += [
@@ -225,9 +225,24 @@ def outside_products(result: dict, compiled: bool = False) -> float:
     return result["ms_per_step"]["triform int8"] - result["int8_products_ms"]
 
 
-def bound_lines(results: list[dict]) -> list[str]:
-    """What bounds triform int8 against CTranslate2: the part of its step outside the products."""
-    lines = [
+def bound_lines(results: list[dict], read_gb_s: float) -> list[str]:
+    """What bounds triform int8 against CTranslate2: reading the int8 weights once a step, and the part
+    of its step outside the products."""
+    lines = []
+    for r in results:
+        target = r["ms_per_step"]["ctranslate2 int8"] / 1.5
+        bound = r["weights"] / (read_gb_s * 1e9) * 1e3
+        lines.append(
+            f"- {r['model']} batch {r['batch']}: a step at 1.5× CTranslate2's speed would take {target:.2f} ms; "
+            f"reading the int8 weights once from memory takes {bound:.2f} ms at the measured bandwidth"
+            + (
+                " (more: the target is beyond memory speed, unless the weights stay in the last level cache)."
+                if bound > target
+                else "."
+            )
+        )
+    lines += [
+        "",
         '"Outside products" is triform int8\'s median step less the time its matrix products took under '
         "torch.profiler: the Python of the model's forward, the dispatch of its operators (norms, residual adds, "
         "attention, the KV cache, views), and the choice of the next token; compiled, inductor's fused kernels "
