@@ -187,5 +187,8 @@ def test_the_int8_table_says_what_bounds_triform_against_ctranslate2_and_the_loa
     assert "| 3.00 | 2.40 | 1.80 |" in quiet  # eager, compiled, CTranslate2
     assert "loaded by other work" not in quiet
     assert "| triform default (fp32) |" in quiet and "int8 ÷ default" in quiet and "bf16" not in quiet
-    loaded = int8.table([{**row, "load": [5.0, 6.0]}], args, 30.0)
+    reading = "a step at 1.5× CTranslate2's speed would take 1.20 ms; reading the int8 weights once from memory takes"
+    assert f"- gpt batch 1: {reading} 0.03 ms at the measured bandwidth." in quiet
+    loaded = int8.table([{**row, "load": [5.0, 6.0], "weights": 10**8}], args, 30.0)
     assert "loaded by other work (median load average 5.5 on 2 cores)" in loaded
+    assert f"{reading} 3.33 ms at the measured bandwidth (more: the target is beyond memory speed" in loaded
