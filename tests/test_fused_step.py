@@ -262,3 +262,44 @@ def test_a_plan_is_checked_once_a_cache_and_again_for_the_next(force, fused_call
     expected = modules_alone(model, lambda: decode(model, "stack"))
     torch.testing.assert_close(decode(model, "stack"), expected, rtol=0.05, atol=0.05)
     assert points[0] > blocks
+
+
+def test_a_steps_places_are_kept_while_the_caches_tensors_are_and_made_anew_after_a_reorder(
+    force, fused_calls, monkeypatch
+):
+    """The places of the KV cache and masks are found once for a generation's steps (only the position
+    moves), and again when the cache's tensors change (beam search's reorder): the logits stay the
+    modules' either way."""
+    from triform.kernels import fused_step
+
+    made = [0]
+    step_places = fused_step.step_places
+
+    def counted(*args):
+        made[0] += 1
+        return step_places(*args)
+
+    monkeypatch.setattr(fused_step, "step_places", counted)
+    force("fused")
+    model = built("stack", torch.float32, **SERVED["gpt"])
+    blocks = len(model.stack.blocks)
+    ids = random_ids(2, 8)
+
+    def run(reorder: bool) -> torch.Tensor:
+        cache, logits, rows = model.new_cache(2), [], ids
+        with torch.inference_mode():
+            for t in range(ids.shape[1]):
+                if reorder and t == 4:
+                    cache.reorder(torch.tensor([1, 0]))
+                    rows = rows[[1, 0]]
+                logits.append(model(rows[:, t : t + 1], "causal", cache=cache))
+        return torch.cat(logits, 1)
+
+    expected = modules_alone(model, lambda: run(reorder=True))
+    made[0] = 0
+    run(reorder=False)
+    assert fused_calls[0] > 2 * blocks and made[0] == blocks
+    made[0] = 0
+    got = run(reorder=True)
+    assert made[0] == 2 * blocks
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -106,6 +106,9 @@ class Plan:
         self.pointers: tuple[int, ...] = ()
         self.dtype: torch.dtype | None = None
         self.checked: weakref.ref | None = None  # the cache whose steps found the plan valid and pointed
+        # whether the fused step runs, by (rows, keys' class, the cache's dtype, threads, calibration):
+        # remembered, as the table's key took some 5 µs a block to build and look up at every step
+        self.decisions: dict[tuple, bool] = {}
         self.eps = [norm.eps for norm in block.norms]  # None: the dtype's own, for RMSNorm
         self.head_eps = [norm.eps for norm in head_norms]
         self.heads = attention.n_heads
@@ -252,6 +255,11 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
         return None
     if plan.rotary is not None and (context.positions is None or context.positions.dtype != torch.int64):
         return None
+    table = calibration()
+    situation = (x.shape[0], rows_class(keys), kv, torch.get_num_threads(), table.serial)
+    decision = plan.decisions.get(situation)  # a step of this class measured before: its answer
+    if decision is not None:
+        return fused(plan, x, context, cache) if decision else None
     descriptor = plan.descriptor
     dtype = "int8" if plan.int8 else str(x.dtype).removeprefix("torch.")
     if kv != x.dtype:
@@ -259,7 +267,6 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
     key = ("block step", dtype, rows_class(x.shape[0]), rows_class(keys))
     key += (descriptor.d_model, descriptor.d_ff, plan.heads, "self+cross" if cross else "self")
     key += (torch.get_num_threads(),)
-    table = calibration()
     if not table.decided(key, CANDIDATES):  # the modules' own kernels are chosen first, outside its lock
         y = block.forward_modules(x, context, cache)
         runs = {
@@ -268,9 +275,8 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
         }  # both write the same keys and values into the same cache slot: timing them changes nothing
         table.choose(key, CANDIDATES, lambda: from_memory(block, runs))
         return y
-    if table.choose(key, CANDIDATES, dict) == "modules":
-        return None
-    return fused(plan, x, context, cache)
+    decision = plan.decisions[situation] = table.choose(key, CANDIDATES, dict) == "fused"
+    return fused(plan, x, context, cache) if decision else None
 
 
 def from_memory(block: Block, runs: dict) -> dict:
@@ -285,25 +291,48 @@ def from_memory(block: Block, runs: dict) -> dict:
 
 def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -> Tensor:
     batch, _, width = x.shape
+    # The places of the cache and the masks stay while these tensors do (a generation's steps; beam
+    # search's reordering makes new ones): held with the layer's cache, only the position then changes.
+    sources = (plan, cache.keys, cache.values, context.mask, cache.cross, context.memory_mask)
+    held = cache.__dict__.get("_fused_places")
+    if held is None or any(a is not b for a, b in zip(held[0], sources)):
+        places, copies = step_places(plan, batch, context, cache)  # copies: alive until the call returns
+        held = (sources, places)
+        cache._fused_places = None if copies else held
+    places = held[1]
+    places.position = cache.owner.length
+    positions = context.positions
+    if plan.rotary is not None:
+        positions = positions[:, -1]  # (B,): one new token a row
+        places.positions, places.ps = positions.data_ptr(), positions.stride(0)
+    out = native.library().block_step(plan.descriptor, places, x.view(batch, width), plan.int8, cache.keys.dtype)
+    return out.view(batch, 1, width)
+
+
+def step_places(plan: Plan, batch: int, context: AttentionContext, cache: LayerCache) -> tuple[native.StepPlaces, list]:
+    """Where block.c finds the step's KV cache, the source's keys and values and the masks; and the
+    copies made for the kernel (a mask cast to fp32, keys made contiguous), which the caller keeps alive
+    for its call. Without copies the places last while their tensors do."""
     k, v = cache.keys, cache.values
     position = cache.owner.length
+    copies = []
     mask, kind, (mb, mh, mt) = native.mask_places(context.mask, batch, plan.heads, position + 1)
+    if mask is not None and context.mask.dtype not in (torch.bool, torch.float32):
+        copies.append(mask)
     places = native.StepPlaces(k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3], position)
     places.mask, places.kind, places.mb, places.mh, places.mt = native.address(mask), kind, mb, mh, mt
     if cache.cross is not None and plan.descriptor.cross:
         ck, cv = cache.cross
         if ck.stride(-1) != 1 or cv.stride(-1) != 1:
             ck, cv = ck.contiguous(), cv.contiguous()
+            copies += [ck, cv]
         source = ck.shape[2]
         memory_mask, ckind, (cmb, cmh, cmt) = native.mask_places(context.memory_mask, batch, plan.heads, source)
+        if memory_mask is not None and context.memory_mask.dtype not in (torch.bool, torch.float32):
+            copies.append(memory_mask)
         places.ck, places.cv, places.source = ck.data_ptr(), cv.data_ptr(), source
         places.ckb, places.ckh, places.ckt = ck.stride()[:3]
         places.cvb, places.cvh, places.cvt = cv.stride()[:3]
         places.cmask, places.ckind = native.address(memory_mask), ckind
         places.cmb, places.cmh, places.cmt = cmb, cmh, cmt
-    positions = context.positions
-    if plan.rotary is not None:
-        positions = positions[:, -1]  # (B,): one new token a row
-        places.positions, places.ps = positions.data_ptr(), positions.stride(0)
-    out = native.library().block_step(plan.descriptor, places, x.view(batch, width), plan.int8, k.dtype)
-    return out.view(batch, 1, width)
+    return places, copies
