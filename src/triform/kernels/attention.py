@@ -40,7 +40,9 @@ def attend(
 ) -> Tensor:
     """softmax(q · kᵀ · scale + mask) · v, as `triform.nn.attention.attend`, by the kernel fastest here.
     Keys and values from a cache in another dtype than the queries' (bf16 under int8 weights) are read
-    as they are by triform's decoding attention, and cast to the queries' dtype for any other kernel."""
+    as they are by triform's decoding attention, without timing: every other kernel would first copy
+    the whole cache to the queries' dtype, reading it once more and writing twice its bytes, at each
+    step. For more queries they are cast and the candidates timed as usual."""
     if q.dtype == torch.float32 and k.dtype != q.dtype:  # (bf16 queries under autocast: the candidates' case)
         if not torch.compiler.is_compiling() and single_query_native(q, k) and v.dtype == k.dtype:
             return native_single_query(q, k, v, mask, is_causal, dropout_p, scale)

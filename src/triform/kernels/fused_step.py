@@ -294,11 +294,11 @@ def fused(plan: Plan, x: Tensor, context: AttentionContext, cache: LayerCache) -
     # The places of the cache and the masks stay while these tensors do (a generation's steps; beam
     # search's reordering makes new ones): held with the layer's cache, only the position then changes.
     sources = (plan, cache.keys, cache.values, context.mask, cache.cross, context.memory_mask)
-    held = cache.__dict__.get("_fused_places")
+    held = cache.fused_places
     if held is None or any(a is not b for a, b in zip(held[0], sources)):
         places, copies = step_places(plan, batch, context, cache)  # copies: alive until the call returns
         held = (sources, places)
-        cache._fused_places = None if copies else held
+        cache.fused_places = None if copies else held
     places = held[1]
     places.position = cache.owner.length
     positions = context.positions

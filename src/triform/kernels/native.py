@@ -188,15 +188,15 @@ class NativeKernels:
         places: StepPlaces,
         x: Tensor,
         int8: bool = False,
-        cache: torch.dtype | None = None,
+        cache_dtype: torch.dtype | None = None,
     ) -> Tensor:
         """A decoding step of one block (block.c) for x (M, d_model), contiguous, in the block's dtype
         (`int8`: the block's weights are int8 with scales, x and everything else fp32), the KV cache in
-        x's dtype or, for int8 weights, `cache` (bf16)."""
+        x's dtype or, for int8 weights, `cache_dtype` (bf16)."""
         out = torch.empty_like(x)
         arguments = (ctypes.addressof(block), ctypes.addressof(places), x.data_ptr(), out.data_ptr(), x.shape[0])
         arguments += (torch.get_num_threads(),)
-        function = self._block[(torch.int8 if int8 else x.dtype, cache or x.dtype)]
+        function = self._block[(torch.int8 if int8 else x.dtype, cache_dtype or x.dtype)]
         if self._call(function, arguments, "triform::block_step", "a step") == OUTSIDE_TABLES:
             raise ValueError(
                 f"a position is beyond the model's max_len {block.max_len}; "

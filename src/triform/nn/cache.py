@@ -24,6 +24,9 @@ class LayerCache:
         self.keys = keys  # (B, n_kv_heads, capacity, d_head)
         self.values = values
         self.cross: tuple[Tensor, Tensor] | None = None
+        # Where a fused decoding step finds these tensors and its masks, kept by kernels/fused_step.py
+        # while they stay (None: found again at the next step).
+        self.fused_places: tuple | None = None
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write the new keys and values after the cached ones; return all of them so far."""
