@@ -12,9 +12,11 @@ from conftest import VARIANTS, random_ids, tiny_config
 from triform.kernels import calibrate as calibrate_module
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
+from triform.kernels.fused_step import blocks_step
 from triform.kernels.int8 import Int8Linear, quantize
 from triform.kernels.linear import Linear
 from triform.models import build_model
+from triform.models.stack import Stack
 from triform.nn.block import Block
 
 # The kinds of block the fused step serves.
@@ -46,17 +48,24 @@ def force():
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """The number of fused block steps run so far."""
+    """[the number of fused block steps run so far, of the stack calls among them that ran all of a
+    stack's blocks at once]."""
     if native.library() is None:
         pytest.skip(f"the native kernels are not built here: {native.unavailable()}")
-    calls = [0]
-    step = native.NativeKernels.block_step
+    calls = [0, 0]
+    step, steps = native.NativeKernels.block_step, native.NativeKernels.blocks_step
 
     def counted(self, *args):
         calls[0] += 1
         return step(self, *args)
 
+    def counted_blocks(self, blocks, *args):
+        calls[0] += len(blocks)
+        calls[1] += 1
+        return steps(self, blocks, *args)
+
     monkeypatch.setattr(native.NativeKernels, "block_step", counted)
+    monkeypatch.setattr(native.NativeKernels, "blocks_step", counted_blocks)
     return calls
 
 
@@ -264,8 +273,9 @@ def test_a_plan_is_checked_once_a_cache_and_again_for_the_next(force, fused_call
     assert points[0] > blocks
 
 
+@pytest.mark.parametrize("variant", ["gpt", "rotary-rmsnorm-swiglu"])
 def test_a_steps_places_are_kept_while_the_caches_tensors_are_and_made_anew_after_a_reorder(
-    force, fused_calls, monkeypatch
+    variant, force, fused_calls, monkeypatch
 ):
     """The places of the KV cache and masks are found once for a generation's steps (only the position
     moves), and again when the cache's tensors change (beam search's reorder): the logits stay the
@@ -281,7 +291,7 @@ def test_a_steps_places_are_kept_while_the_caches_tensors_are_and_made_anew_afte
 
     monkeypatch.setattr(fused_step, "step_places", counted)
     force("fused")
-    model = built("stack", torch.float32, **SERVED["gpt"])
+    model = built("stack", torch.float32, **SERVED[variant])
     blocks = len(model.stack.blocks)
     ids = random_ids(2, 8)
 
@@ -303,3 +313,54 @@ def test_a_steps_places_are_kept_while_the_caches_tensors_are_and_made_anew_afte
     got = run(reorder=True)
     assert made[0] == 2 * blocks
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize(
+    ("variant", "arch"), [("gpt", "stack"), ("rotary-rmsnorm-swiglu", "stack"), ("post-norm-relu", "encoder-decoder")]
+)
+def test_a_stack_s_fused_steps_run_in_one_call_as_they_run_one_by_one(variant, arch, precision, force, fused_calls):
+    """Where every block of a stack takes its fused step, one call runs them all (kernels/native/block.c's
+    blocks step): the same kernels, so the same logits to the bit, with padding, a source and beams
+    reordered (which prepares the call again)."""
+    model = built(arch, torch.bfloat16 if precision == "bf16" else torch.float32, **SERVED[variant])
+    if precision == "int8":
+        model = quantize(model, "int8")
+    stacks = [module for module in model.modules() if isinstance(module, Stack) and module.blocks_step]
+    assert stacks and all(len(stack.blocks) >= 2 for stack in stacks)
+    force("fused")
+    for stack in stacks:
+        stack.blocks_step = None
+    decode(model, arch, reorder=True)  # the first step of each class calibrates
+    one_by_one = decode(model, arch, reorder=True)
+    assert fused_calls == [fused_calls[0], 0] and fused_calls[0] > 0
+    for stack in stacks:
+        stack.blocks_step = blocks_step
+    got = decode(model, arch, reorder=True)
+    assert fused_calls[1] > 0
+    torch.testing.assert_close(got, one_by_one, rtol=0, atol=0)
+
+
+def test_a_block_with_a_forward_hook_takes_its_own_step_so_that_the_hook_sees_each(force, fused_calls):
+    force("fused")
+    model = built("stack", torch.float32, **SERVED["gpt"])
+    decode(model, "stack")  # calibrated
+    seen = []
+    handle = model.stack.blocks[1].register_forward_hook(lambda module, inputs, out: seen.append(out.shape))
+    calls = list(fused_calls)
+    decode(model, "stack", steps=6)
+    assert len(seen) == 6 and fused_calls[1] == calls[1] and fused_calls[0] > calls[0]
+    handle.remove()
+    decode(model, "stack", steps=6)
+    assert len(seen) == 6 and fused_calls[1] > calls[1]
+
+
+def test_a_full_cache_is_the_modules_clear_error_with_every_block_fused(force, fused_calls):
+    force("fused")
+    model = built("stack", torch.float32, **SERVED["gpt"])
+    # keys 9 to 16 one class: its first step calibrates, the second decides, the next are one call
+    cache = model.new_cache(1, capacity=12)
+    with torch.inference_mode(), pytest.raises(ValueError, match="KV cache holds 12 positions"):
+        for token in random_ids(1, 13)[0]:
+            model(token.view(1, 1), "causal", cache=cache)
+    assert fused_calls[1] > 0

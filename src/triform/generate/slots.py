@@ -27,6 +27,7 @@ class SlotView:
 
     def __init__(self, cache: KVCache, rows: slice, length: int, cross_width: int):
         self.length, self.capacity = length, cache.capacity
+        self.fused_blocks = None  # a view lasts one pass: nothing for a fused step to keep (nn/cache.py)
         self.layers = []
         for layer in cache.layers:
             view = LayerCache(self, layer.keys[rows], layer.values[rows])

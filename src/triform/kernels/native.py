@@ -115,6 +115,12 @@ class NativeKernels:
             function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
             self._block[kind] = function
+        self._blocks = {}  # the same, n blocks one after another in one call
+        for kind, name in kinds.items():
+            function = getattr(library, f"triform_blocks_step_{name}")
+            function.argtypes = [i64, ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
+            function.restype = ctypes.c_int
+            self._blocks[kind] = function
 
     def gemv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (M, K) · weight (N, K)ᵀ + bias on the CPU, all fp32 or all bf16 (GEMV_DTYPES); any row
@@ -204,6 +210,28 @@ class NativeKernels:
             )
         return out
 
+    def blocks_step(
+        self,
+        blocks: ctypes.Array,
+        places: ctypes.Array,
+        x: Tensor,
+        int8: bool = False,
+        cache_dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """The decoding step of n blocks one after another (block i's output block i + 1's input) in
+        one call: `blocks` and `places` hold the addresses of each block's BlockParameters and
+        StepPlaces, every block of x's width; x and the rest as for `block_step`."""
+        out = torch.empty_like(x)
+        arguments = (len(blocks), ctypes.addressof(blocks), ctypes.addressof(places), x.data_ptr(), out.data_ptr())
+        arguments += (x.shape[0], torch.get_num_threads())
+        function = self._blocks[(torch.int8 if int8 else x.dtype, cache_dtype or x.dtype)]
+        if self._call(function, arguments, "triform::blocks_step", "a step") == OUTSIDE_TABLES:
+            raise ValueError(
+                f"a position is beyond the model's max_len {blocks_max_len(blocks)}; "
+                "shorten the input or build the model with a larger max_len"
+            )
+        return out
+
     @staticmethod
     def _call(function, arguments: tuple, name: str, what: str) -> int:
         """The kernel's answer: 0, or OUTSIDE_TABLES; MemoryError for -1 (out of memory)."""
@@ -215,6 +243,12 @@ class NativeKernels:
         if failed == -1:
             raise MemoryError(f"{name.removeprefix('triform::')}: no memory for {what}")
         return failed
+
+
+def blocks_max_len(blocks: ctypes.Array) -> int:
+    """The rotary tables' length of the first block of `blocks` (addresses of BlockParameters) that has them."""
+    lengths = [BlockParameters.from_address(a).max_len for a in blocks if BlockParameters.from_address(a).rotary]
+    return lengths[0] if lengths else 0
 
 
 def mask_places(mask: Tensor | None, batch: int, heads: int, keys: int) -> tuple[Tensor | None, int, tuple]:

@@ -77,6 +77,8 @@ class Stack(nn.Module):
         blocks: list[Block],
         final_norm: nn.Module | None,
         relative_bias: RelativePositionBias | None = None,
+        *,
+        blocks_step: Callable[..., Tensor | None] | None = None,
     ):
         super().__init__()
         self.embeddings = embeddings
@@ -86,6 +88,9 @@ class Stack(nn.Module):
         # Activation checkpointing (Chen et al. 2016): keep only each block's input while training and
         # compute the block again in the backward pass; set by `checkpoint_activations`.
         self.checkpointing = False
+        # A decoding step of all blocks computed at once (models/build.py hands in
+        # triform.kernels.blocks_step); it answers None where the blocks are to run one by one.
+        self.blocks_step = blocks_step
 
     def forward(
         self,
@@ -121,11 +126,15 @@ class Stack(nn.Module):
 
         x = (embed or self.embeddings)(inputs.ids, positions, inputs.token_types)
         recompute = self.checkpointing and self.training and torch.is_grad_enabled() and cache is None
-        for index, block in enumerate(self.blocks):
-            if recompute:  # non-reentrant: the RNG state is replayed, so dropout draws the same masks
-                x = checkpoint(block, x, context, use_reentrant=False)
-            else:
-                x = block(x, context, cache[index] if cache is not None else None)
+        y = self.blocks_step(self.blocks, x, context, cache) if cache is not None and self.blocks_step else None
+        if y is not None:
+            x = y
+        else:
+            for index, block in enumerate(self.blocks):
+                if recompute:  # non-reentrant: the RNG state is replayed, so dropout draws the same masks
+                    x = checkpoint(block, x, context, use_reentrant=False)
+                else:
+                    x = block(x, context, cache[index] if cache is not None else None)
         if cache is not None:
             cache.advance(length)
         return self.final_norm(x) if self.final_norm is not None else x

@@ -54,6 +54,9 @@ class KVCache:
         shape = (batch_size, n_kv_heads, capacity, d_head)
         self.length = 0
         self.capacity = capacity
+        # What a fused step of all the blocks at once prepared, kept by kernels/fused_step.py while
+        # the layers' tensors and the masks stay (None: prepared again at the next step).
+        self.fused_blocks: tuple | None = None
         self.layers = [
             LayerCache(
                 self, torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
