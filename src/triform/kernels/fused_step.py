@@ -32,8 +32,8 @@ Where every block of a stack takes its fused step, `blocks_step` runs them all i
 (block.c's blocks step), with the call's arrays prepared once a generation: the same kernels without
 the Python between the blocks, which was some 15 µs a block (`Module.__call__`, the checks above, the
 call's arguments). In-process A/B, AMD EPYC (Zen 4), the benchmark's models: int8, 1 thread, GPT
-0.370 -> 0.321 ms a token at batch 1 and 1.07 -> 1.02 at batch 8, BART 0.573 -> 0.509 and 1.69 ->
-1.64; bf16, 2 threads, GPT 0.460 -> 0.427 and BART 0.690 -> 0.643 at batch 1.
+0.380 -> 0.328 ms a token at batch 1 and 1.09 -> 1.02 at batch 8, BART 0.568 -> 0.514 and 1.86 ->
+1.81; bf16, 2 threads, GPT 0.460 -> 0.427 and BART 0.690 -> 0.643 at batch 1.
 """
 
 from __future__ import annotations
