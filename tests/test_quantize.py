@@ -245,6 +245,12 @@ def test_a_tied_head_gets_its_own_int8_copy_and_the_embedding_stays_float():
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_each_int8_layer_takes_the_mode_of_the_layer_it_replaces(training):
+    model = quantize(build_model(tiny_config("stack")).train(training))
+    assert all(module.training is training for module in model.modules())
+
+
 STRATEGIES = {
     "greedy": GenerationConfig(max_new_tokens=6),
     "sample": GenerationConfig(max_new_tokens=6, do_sample=True, seed=1, num_return_sequences=2),

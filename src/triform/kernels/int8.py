@@ -238,7 +238,7 @@ def quantize(model: nn.Module, scheme: str = "int8") -> nn.Module:
 def _replace_linears(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, Int8Linear(child).train(child.training))  # in the mode of the one replaced
         else:
             _replace_linears(child)
 
