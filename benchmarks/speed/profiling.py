@@ -19,6 +19,8 @@ PRODUCTS = (
     "aten::_weight_int8pack_mm",
     "triform::gemv",
     "triform::block_step",  # a decoding step of a whole block: its products, and the little work around them
+    "triform::blocks_step",  # ... of all the blocks of a stack at once
+    "triform::int8_linear",  # an int8 product of a few rows (the output projection of a decoding step)
 )
 
 
