@@ -185,7 +185,7 @@ class NativeKernels:
         out = torch.empty(rows, weight.shape[0])
         arguments = (x.data_ptr(), inner, 0, None, None, 0.0, weight.data_ptr(), address(bias), scales.data_ptr())
         arguments += (0, 0, None, 0, 0, None, None, 0.0, out.data_ptr(), out.shape[1], rows, out.shape[1], inner)
-        self._call(self._int8_linear, (*arguments, torch.get_num_threads()), "triform::int8_linear", "its rows")
+        self._call(self._int8_linear, (*arguments, torch.get_num_threads()), "triform::native_int8_linear", "its rows")
         return out
 
     def block_step(
