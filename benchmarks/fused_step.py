@@ -4,12 +4,13 @@
 
 The GPT and BART of benchmarks/run.py, and a Llama-like stack of the same size (rotary positions,
 RMSNorm, SwiGLU, 2 key/value heads), random weights, every output its full length. Each case decodes
-with every block computed by its modules (`Block.forward_modules`) and by its default forward, where
-kernels/fused_step.py runs the fused step wherever calibration measured it faster; the two alternate
-in rounds in one process, the median round is reported, and the tokens of both are compared. int8 is
-the model quantized (kernels/int8.py): there the two round the activations differently (the fused step
-row by row, fbgemm's modules with one scale per call), and random weights' near-uniform scores let
-that part their tokens.
+three ways: every block computed by its modules (`Block.forward_modules`); each block by its default
+forward, where kernels/fused_step.py runs the fused step wherever calibration measured it faster, one
+native call a block; and by default, where a stack whose blocks all take the fused step runs them in
+one call (`blocks_step`). The three alternate in rounds in one process, the median round is
+reported, and the tokens are compared. int8 is the model quantized (kernels/int8.py): there the fused
+step and the modules round the activations differently (the fused step row by row, fbgemm's modules
+with one scale per call), and random weights' near-uniform scores let that part their tokens.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from speed.decoding import SHAPES, random_prompts
 from speed.models import SPECIALS, ModelSpec, model_specs
 
 from triform.generate import GenerationConfig, generate_ids, resolve_layout
+from triform.generate.precision import bf16_twin
 from triform.kernels.int8 import quantize
 from triform.kernels.machine import this_machine
 from triform.models import build_model
+from triform.models.stack import Stack
 from triform.nn.block import Block
 
 
@@ -41,8 +44,12 @@ def specs() -> dict[str, ModelSpec]:
     return {"gpt": found["gpt"], "bart": found["bart"], "llama": ModelSpec("llama", llama, "", {})}
 
 
-def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[float, float, bool]:
-    """(ms a step with the fused step, with the modules alone, whether their tokens are equal)."""
+VARIANTS = ("one call", "a call per block", "modules")
+
+
+def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[dict[str, float], bool, bool]:
+    """(ms a step of each of VARIANTS, whether the two fused ways give the same tokens, whether the
+    modules give them too)."""
     torch.manual_seed(0)
     model = build_model(spec.config).eval()
     if precision == "int8":
@@ -52,24 +59,33 @@ def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[floa
     layout = resolve_layout(spec.config.arch, SPECIALS)
     config = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens, precision=precision)
     default = Block.forward
-    tokens: dict[bool, list] = {}
-    times: dict[bool, list[float]] = {True: [], False: []}
+    tokens: dict[str, list] = {}
+    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    generate_ids(model, layout, prompts, config)  # makes the bf16 twin that decodes where bf16 is asked
+    decoders = [model] + ([bf16_twin(model)] if precision == "bf16" else [])
+    stacks = [module for decoder in decoders for module in decoder.modules() if isinstance(module, Stack)]
+    together = [stack.blocks_step for stack in stacks]
 
-    def run(fused: bool) -> float:
-        Block.forward = default if fused else Block.forward_modules
+    def run(variant: str) -> float:
+        Block.forward = Block.forward_modules if variant == "modules" else default
+        for stack, blocks_step in zip(stacks, together):
+            stack.blocks_step = blocks_step if variant == "one call" else None
         try:
             start = time.perf_counter()
-            tokens[fused] = [row.tokens for row in generate_ids(model, layout, prompts, config)]
+            tokens[variant] = [row.tokens for row in generate_ids(model, layout, prompts, config)]
             return time.perf_counter() - start
         finally:
             Block.forward = default
+            for stack, blocks_step in zip(stacks, together):
+                stack.blocks_step = blocks_step
 
-    run(True), run(False)  # warm-up: calibration, the bf16 twin
+    for variant in VARIANTS:  # warm-up: calibration
+        run(variant)
     for _ in range(rounds):
-        for fused in (True, False):
-            times[fused].append(run(fused))
-    fused_ms, modules_ms = (1e3 * statistics.median(times[f]) / shape.new_tokens for f in (True, False))
-    return fused_ms, modules_ms, tokens[True] == tokens[False]
+        for variant in VARIANTS:
+            times[variant].append(run(variant))
+    ms = {variant: 1e3 * statistics.median(times[variant]) / shape.new_tokens for variant in VARIANTS}
+    return ms, tokens["one call"] == tokens["a call per block"], tokens["one call"] == tokens["modules"]
 
 
 def main() -> None:
@@ -80,12 +96,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"{this_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; batch {args.batch}")
-    print("| model | precision | fused step (ms a step) | modules (ms a step) | modules ÷ fused | same tokens |")
-    print("|---|---|---:|---:|---:|---|")
+    print(
+        "| model | precision | fused, one call (ms a step) | fused, a call per block | modules | "
+        "modules ÷ one call | a call per block ÷ one call | same tokens: per block, modules |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for name in args.models:
         for precision in args.precisions:
-            fused, modules, same = case(specs()[name], precision, args.batch, args.rounds)
-            print(f"| {name} | {precision} | {fused:.2f} | {modules:.2f} | {modules / fused:.2f}× | {same} |")
+            ms, same_fused, same_modules = case(specs()[name], precision, args.batch, args.rounds)
+            one, each, modules = (ms[variant] for variant in VARIANTS)
+            print(
+                f"| {name} | {precision} | {one:.2f} | {each:.2f} | {modules:.2f} | {modules / one:.2f}× | "
+                f"{each / one:.2f}× | {same_fused}, {same_modules} |"
+            )
 
 
 if __name__ == "__main__":
