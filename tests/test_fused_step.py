@@ -364,3 +364,29 @@ def test_a_full_cache_is_the_modules_clear_error_with_every_block_fused(force, f
         for token in random_ids(1, 13)[0]:
             model(token.view(1, 1), "causal", cache=cache)
     assert fused_calls[1] > 0
+
+
+def test_a_source_cached_before_the_first_step_makes_that_step_one_the_fused_step_serves(force, fused_calls):
+    """`cache_source` (what a generation's session calls after encoding) computes the cross-attention
+    keys and values the first step would; that step, left to the modules where it has to compute them,
+    is then fused, with the modules' logits."""
+    force("fused")
+    model = built("encoder-decoder", torch.float32, **SERVED["post-norm-relu"])
+    start = torch.full((2, 1), 2)
+
+    def first_step(cached: bool) -> torch.Tensor:
+        cache = model.new_cache(2)
+        if cached:
+            model.cache_source(memory, cache)
+            assert all(layer.cross is not None for layer in cache.layers)
+        return model.decode(start, memory, cache=cache)
+
+    with torch.inference_mode():
+        memory = model.encode(random_ids(2, 5, generator_seed=1))
+        expected = modules_alone(model, lambda: first_step(cached=False))
+        first_step(cached=False)
+        assert fused_calls[0] == 0  # the source's keys and values to compute: the modules
+        first_step(cached=True)  # the first step of its class: calibration
+        got = first_step(cached=True)
+    assert fused_calls[0] > 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -171,6 +171,8 @@ class EncoderDecoderSession(Session):
         # [BOS], or the vocabulary's own decoder start token (T5 and Marian: padding; BART: [EOS]).
         self.ids = torch.full((len(sources), 1), layout.specials.decoder_start_id, device=device)
         self.cache = model.new_cache(len(sources), capacity=max_new_tokens + 1) if use_cache else None
+        if self.cache is not None:
+            model.cache_source(self.memory, self.cache)  # the source's keys and values, before the first step
 
     @property
     def rows(self) -> int:

@@ -59,6 +59,13 @@ class EncoderDecoderModel(nn.Module):
             hidden = hidden[logits_at]  # (N, d_model)
         return self.head(hidden)
 
+    def cache_source(self, memory: Tensor, cache: KVCache) -> None:
+        """Compute every decoder layer's cross-attention keys and values of `memory` (B, S, d_model) into
+        `cache` now, as the first decoding step would: that step is then one like the others, which
+        kernels/fused_step.py serves (it leaves a step that still has them to compute to the modules)."""
+        for block, layer in zip(self.decoder.blocks, cache.layers):
+            block.cross_attention.source_keys_values(memory, layer)
+
     def forward(
         self,
         source_ids: Tensor,

@@ -191,16 +191,21 @@ class CrossAttention(MultiHeadAttention):
         q = self.split_heads(self.query(x))
         if self.query_norm is not None:
             q = self.query_norm(q)
-        if cache is not None and cache.cross is not None:
-            k, v = cache.cross  # computed once per source
-        else:
-            k, v = (self.split_heads(t) for t in self.key_value(memory).split(self.kv_inner, dim=-1))
-            if self.key_norm is not None:
-                k = self.key_norm(k)
-            if cache is not None:
-                # Kept in the cache's dtype, as the self-attention keys are: a decoding step under
-                # bf16 autocast may attend in fp32 (`triform.kernels.attend`) and would otherwise
-                # cast them again at every step.
-                k, v = k.to(cache.keys.dtype), v.to(cache.keys.dtype)
-                cache.cross = (k, v)
+        k, v = self.source_keys_values(memory, cache)
         return self.attend_heads(q, k, v, mask, False, None)
+
+    def source_keys_values(self, memory: Tensor, cache: LayerCache | None = None) -> tuple[Tensor, Tensor]:
+        """The keys and values (B, n_kv_heads, S, d_head) of `memory`: the cache's, where it holds them
+        (computed once per source), else computed, and kept in the cache where there is one."""
+        if cache is not None and cache.cross is not None:
+            return cache.cross
+        k, v = (self.split_heads(t) for t in self.key_value(memory).split(self.kv_inner, dim=-1))
+        if self.key_norm is not None:
+            k = self.key_norm(k)
+        if cache is not None:
+            # Kept in the cache's dtype, as the self-attention keys are: a decoding step under
+            # bf16 autocast may attend in fp32 (`triform.kernels.attend`) and would otherwise
+            # cast them again at every step.
+            k, v = k.to(cache.keys.dtype), v.to(cache.keys.dtype)
+            cache.cross = (k, v)
+        return k, v
