@@ -313,7 +313,7 @@ def blocks_step(blocks: nn.ModuleList, x: Tensor, context: AttentionContext, cac
     this step's class): the same kernels, called once rather than once a block. None where any block
     would not, has a forward hook, or has not been measured for this class yet: the blocks then run
     one by one, and the first steps calibrate them."""
-    if len(blocks) < 2 or not step_allowed(x, context) or _hooked(blocks) or context.is_causal:
+    if len(blocks) < 2 or not step_allowed(x, context) or _each_block_must_run(blocks) or context.is_causal:
         return None
     if cache.length >= cache.capacity:
         return None  # the modules give the full cache its error
@@ -365,8 +365,9 @@ def prepared_blocks(
     return descriptors, places, where, plans[0].int8, any(plan.rotary is not None for plan in plans)
 
 
-def _hooked(blocks: nn.ModuleList) -> bool:
-    """Whether a forward hook would run for a block (its own, or one registered for every module)."""
+def _each_block_must_run(blocks: nn.ModuleList) -> bool:
+    """Whether a block must run its own forward: it is training, or a forward hook would run for it (its
+    own, or one registered for every module)."""
     if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
         return True
     return any(block._forward_hooks or block._forward_pre_hooks or block.training for block in blocks)
