@@ -7,8 +7,9 @@ RMSNorm, SwiGLU, 2 key/value heads), random weights, every output its full lengt
 three ways: every block computed by its modules (`Block.forward_modules`); each block by its default
 forward, where kernels/fused_step.py runs the fused step wherever calibration measured it faster, one
 native call a block; and by default, where a stack whose blocks all take the fused step runs them in
-one call (`blocks_step`). The three alternate in rounds in one process, the median round is
-reported, and the tokens are compared. int8 is the model quantized (kernels/int8.py): there the fused
+one call (`stack_step`: its embeddings, blocks and final norm). The three alternate in rounds in one
+process, the median round is reported, and the tokens are compared. int8 is the model quantized
+(kernels/int8.py): there the fused
 step and the modules round the activations differently (the fused step row by row, fbgemm's modules
 with one scale per call), and random weights' near-uniform scores let that part their tokens.
 """
@@ -64,20 +65,20 @@ def case(spec: ModelSpec, precision: str, batch: int, rounds: int) -> tuple[dict
     generate_ids(model, layout, prompts, config)  # makes the bf16 twin that decodes where bf16 is asked
     decoders = [model] + ([bf16_twin(model)] if precision == "bf16" else [])
     stacks = [module for decoder in decoders for module in decoder.modules() if isinstance(module, Stack)]
-    together = [stack.blocks_step for stack in stacks]
+    together = [stack.stack_step for stack in stacks]
 
     def run(variant: str) -> float:
         Block.forward = Block.forward_modules if variant == "modules" else default
-        for stack, blocks_step in zip(stacks, together):
-            stack.blocks_step = blocks_step if variant == "one call" else None
+        for stack, stack_step in zip(stacks, together):
+            stack.stack_step = stack_step if variant == "one call" else None
         try:
             start = time.perf_counter()
             tokens[variant] = [row.tokens for row in generate_ids(model, layout, prompts, config)]
             return time.perf_counter() - start
         finally:
             Block.forward = default
-            for stack, blocks_step in zip(stacks, together):
-                stack.blocks_step = blocks_step
+            for stack, stack_step in zip(stacks, together):
+                stack.stack_step = stack_step
 
     for variant in VARIANTS:  # warm-up: calibration
         run(variant)

@@ -19,7 +19,7 @@ PRODUCTS = (
     "aten::_weight_int8pack_mm",
     "triform::gemv",
     "triform::block_step",  # a decoding step of a whole block: its products, and the little work around them
-    "triform::blocks_step",  # ... of all the blocks of a stack at once
+    "triform::stack_step",  # ... of a whole stack at once: its blocks, embeddings and final norm
     # an int8 product of a few rows (a decoding step's output projection), by triform's kernel: not the opaque
     # operator triform::int8_linear of a compiled step, whose own time is the Python that dispatches it
     "triform::native_int8_linear",

@@ -12,7 +12,8 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
 - `attention`: torch's fused kernel, two products around a softmax, or one query in fp32, measured.
 - `fused_step`: a decoding step of a block as one native call (norm, product, activation and
   residual fused; the KV cache written and attended), where measured faster than the block's modules;
-  a stack's blocks in one call (`blocks_step`) where each of them would take that step.
+  a stack's whole step in one call (`stack_step`: embeddings, blocks, final norm) where each of
+  its blocks would take that step.
 - `calibrate`: the measurement, the table of choices, and its cache file; `machine`: what it is keyed by.
 - `dropout`: keep masks drawn from random integers rather than floats.
 - `loss`: cross-entropy in blocks of rows, with its gradient computed in the same pass.
@@ -22,9 +23,9 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
 
 from triform.kernels.attention import attend
 from triform.kernels.dropout import Dropout
-from triform.kernels.fused_step import block_step, blocks_step
+from triform.kernels.fused_step import block_step, stack_step
 from triform.kernels.int8 import quantize
 from triform.kernels.linear import Linear
 from triform.kernels.loss import cross_entropy
 
-__all__ = ["Dropout", "Linear", "attend", "block_step", "blocks_step", "cross_entropy", "quantize"]
+__all__ = ["Dropout", "Linear", "attend", "block_step", "cross_entropy", "quantize", "stack_step"]

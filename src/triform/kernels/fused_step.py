@@ -28,10 +28,13 @@ or bf16 (kernels/int8.py's `cache_dtype`); at a step of one new
 token for each of at most FUSED_ROWS rows, without autograd, autocast, relative position bias or
 torch.compile. For any other block or step `block_step` returns None and the modules run.
 
-Where every block of a stack takes its fused step, `blocks_step` runs them all in one native call
-(block.c's blocks step), with the call's arrays prepared once a generation: the same kernels without
-the Python between the blocks, which was some 15 µs a block (`Module.__call__`, the checks above, the
-call's arguments). In-process A/B, AMD EPYC (Zen 4), the benchmark's models: int8, 1 thread, GPT
+Where every block of a stack takes its fused step, `stack_step` runs the stack's whole step in one
+native call (block.c's stack step: the embeddings, every block, the final norm), with the call's
+arrays prepared once a generation: the same kernels without the Python between the blocks, which was
+some 15 µs a block (`Module.__call__`, the checks above, the call's arguments). The figures below are
+of the blocks alone in one call; with the embeddings and final norm too, GPT int8 at batch 1 took
+1.26 times as long a call per block (an in-process A/B on a busier machine: 0.617 against 0.469 ms).
+In-process A/B, AMD EPYC (Zen 4), the benchmark's models: int8, 1 thread, GPT
 0.380 -> 0.328 ms a token at batch 1 and 1.09 -> 1.02 at batch 8, BART 0.568 -> 0.514 and 1.86 ->
 1.81; bf16, 2 threads, GPT 0.460 -> 0.427 and BART 0.690 -> 0.643 at batch 1.
 """
@@ -240,51 +243,52 @@ def checked_plan(block: Block, dtype: torch.dtype, owner: object) -> Plan | None
     return plan
 
 
-def step_allowed(x: Tensor, context: AttentionContext) -> bool:
+def step_allowed(rows: int, length: int, dtype: torch.dtype, on_cpu: bool, context: AttentionContext) -> bool:
     """Whether a fused step may compute this step of any block: one new token for each of at most
     FUSED_ROWS rows, on the CPU, without autograd, autocast, torch.compile or a relative position bias."""
-    if x.shape[1] != 1 or x.shape[0] > FUSED_ROWS or x.dtype not in native.GEMV_DTYPES or not x.is_cpu:
+    if length != 1 or rows > FUSED_ROWS or dtype not in native.GEMV_DTYPES or not on_cpu:
         return False
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return context.bias is None and x.is_contiguous() and native.library() is not None
+    return context.bias is None and native.library() is not None
 
 
-def ready_plan(block: Block, x: Tensor, context: AttentionContext, cache: LayerCache) -> Plan | None:
-    """The block's plan where its fused step can compute this step (`step_allowed` given), else None."""
+def ready_plan(block: Block, dtype: torch.dtype, context: AttentionContext, cache: LayerCache) -> Plan | None:
+    """The block's plan where its fused step can compute this step of rows in `dtype` (`step_allowed`
+    given), else None."""
     if block.training:
         return None
-    kv = cache.keys.dtype  # x's, or, under int8 weights, bf16 (kernels/int8.py's `cache_dtype`)
-    if kv != x.dtype and not (kv == torch.bfloat16 and x.dtype == torch.float32):
+    kv = cache.keys.dtype  # the rows', or, under int8 weights, bf16 (kernels/int8.py's `cache_dtype`)
+    if kv != dtype and not (kv == torch.bfloat16 and dtype == torch.float32):
         return None
     keys = cache.owner.length + 1
     if (context.is_causal and keys > 1) or keys > cache.keys.shape[2]:
         return None  # the modules give the causal flag its meaning, and the full cache its error
     if block.cross_attention is not None and (cache.cross is None or cache.cross[0].dtype != kv):
         return None  # the first step computes the source's keys and values
-    plan = checked_plan(block, x.dtype, cache.owner)
-    if plan is None or (kv != x.dtype and not plan.int8):
+    plan = checked_plan(block, dtype, cache.owner)
+    if plan is None or (kv != dtype and not plan.int8):
         return None
     if plan.rotary is not None and (context.positions is None or context.positions.dtype != torch.int64):
         return None
     return plan
 
 
-def situation(x: Tensor, cache: LayerCache) -> tuple:
+def situation(rows: int, cache: LayerCache) -> tuple:
     """The class of a step that a plan's decision is remembered by."""
     keys = cache.owner.length + 1
-    return (x.shape[0], rows_class(keys), cache.keys.dtype, torch.get_num_threads(), calibration().serial)
+    return (rows, rows_class(keys), cache.keys.dtype, torch.get_num_threads(), calibration().serial)
 
 
 def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerCache) -> Tensor | None:
     """The block's output for a decoding step x (B, 1, d_model), by one native call where it applies
     and was measured faster here; None where the block's modules are to compute it."""
-    if not step_allowed(x, context):
+    if not step_allowed(x.shape[0], x.shape[1], x.dtype, x.is_cpu, context) or not x.is_contiguous():
         return None
-    plan = ready_plan(block, x, context, cache)
+    plan = ready_plan(block, x.dtype, context, cache)
     if plan is None:
         return None
-    now = situation(x, cache)
+    now = situation(x.shape[0], cache)
     decision = plan.decisions.get(now)  # a step of this class measured before: its answer
     if decision is not None:
         return fused(plan, x, context, cache) if decision else None
@@ -307,62 +311,125 @@ def block_step(block: Block, x: Tensor, context: AttentionContext, cache: LayerC
     return fused(plan, x, context, cache) if decision else None
 
 
-def blocks_step(blocks: nn.ModuleList, x: Tensor, context: AttentionContext, cache: KVCache) -> Tensor | None:
-    """The output of a stack's blocks for a decoding step x (B, 1, d_model) in one native call, where
-    every block would take its fused step (`block_step`, already measured faster than its modules for
-    this step's class): the same kernels, called once rather than once a block. None where any block
-    would not, has a forward hook, or has not been measured for this class yet: the blocks then run
-    one by one, and the first steps calibrate them."""
-    if len(blocks) < 2 or not step_allowed(x, context) or _each_block_must_run(blocks) or context.is_causal:
+def stack_step(
+    blocks: nn.ModuleList,
+    ids: Tensor,
+    positions: Tensor,
+    context: AttentionContext,
+    cache: KVCache,
+    embedding: tuple | None,
+    final_norm: nn.Module | None,
+) -> Tensor | None:
+    """A stack's hidden states (B, 1, d_model) for a decoding step of tokens `ids` (B, 1) at
+    `positions` (B, 1), in one native call: the embeddings (`embedding`: the token table, the
+    position table or None, the scale and the norm after them, as models/stack.py's `Embeddings.step_parts`
+    gives them; None where they are more than that), every block, and `final_norm`. Only where every
+    block would take its fused step (`block_step`, already measured faster than its modules for this
+    step's class), so that the kernels are the same, called once rather than once a block. None
+    where any block would not, has a forward hook, or has not been measured for this class yet: the
+    stack then runs its modules, and each block its own step (the first steps calibrate them)."""
+    if embedding is None or len(blocks) < 2 or context.is_causal or cache.length >= cache.capacity:
+        return None  # (a full cache: the modules give its error)
+    token, table, scale, norm = embedding
+    rows, dtype = ids.shape[0], token.dtype
+    if not step_allowed(rows, ids.shape[1], dtype, ids.is_cpu and token.is_cpu, context):
         return None
-    if cache.length >= cache.capacity:
-        return None  # the modules give the full cache its error
-    now = (*situation(x, cache[0]), x.dtype)
-    # What the held call was prepared for: the step's class, the masks, every layer's cache tensors
-    sources = (context.mask, context.memory_mask, *(layer.keys for layer in cache.layers))
-    sources += tuple(layer.cross for layer in cache.layers)
+    if _each_block_must_run(blocks) or positions.dtype != torch.int64 or ids.dtype != torch.int64:
+        return None
+    now = (*situation(rows, cache[0]), dtype)
+    # What the held call was prepared for: the step's class, the masks, every layer's cache tensors,
+    # the tables and norms around the blocks
+    sources = (context.mask, context.memory_mask, token, table, norm, final_norm)
+    sources += tuple(layer.keys for layer in cache.layers) + tuple(layer.cross for layer in cache.layers)
     held = cache.fused_blocks
     copies: list[Tensor] = []  # alive until the call returns
     if held is None or held[0] != now or any(a is not b for a, b in zip(held[1], sources)):
-        held = prepared_blocks(blocks, x, context, cache, now[:-1], copies)
+        held = prepared_stack(blocks, dtype, context, cache, now[:-1], embedding, final_norm, copies)
         if held is None:
             return None
         cache.fused_blocks = None if copies else (now, sources, *held)
     else:
         held = held[2:]
-    descriptors, places, where, int8, rotary = held
+    ends, descriptors, places, where, int8, rotary = held
+    step_positions = positions[:, -1]  # (B,): one new token a row, alive until the call returns
     position = cache.length
     if rotary:
-        if context.positions is None or context.positions.dtype != torch.int64:
-            return None
-        positions = context.positions[:, -1]  # (B,): one new token a row, alive until the call returns
-        address, stride = positions.data_ptr(), positions.stride(0)
+        address, stride = step_positions.data_ptr(), step_positions.stride(0)
         for place in places:
             place.position, place.positions, place.ps = position, address, stride
     else:
         for place in places:
             place.position = position
-    batch, _, width = x.shape
-    out = native.library().blocks_step(descriptors, where, x.view(batch, width), int8, cache[0].keys.dtype)
-    return out.view(batch, 1, width)
+    tokens = ids[:, -1].contiguous()  # (B,), as block.c reads them
+    out = native.library().stack_step(
+        ends, tokens, step_positions, descriptors, where, dtype, int8, cache[0].keys.dtype
+    )
+    return out.view(rows, 1, out.shape[1])
 
 
-def prepared_blocks(
-    blocks: nn.ModuleList, x: Tensor, context: AttentionContext, cache: KVCache, now: tuple, copies: list
+def prepared_stack(
+    blocks: nn.ModuleList,
+    dtype: torch.dtype,
+    context: AttentionContext,
+    cache: KVCache,
+    now: tuple,
+    embedding: tuple,
+    final_norm: nn.Module | None,
+    copies: list,
 ) -> tuple | None:
-    """(the blocks' descriptors as a C array, each layer's places, their C array, int8, rotary) where
-    every block would take its fused step in this step's class `now`, else None."""
+    """(what the stack computes around its blocks as block.c reads it, the blocks' descriptors as a C
+    array, each layer's places, their C array, int8, rotary) where every block would take its fused
+    step in this step's class `now` and the rest is in `dtype` on the CPU, else None."""
+    ends = stack_ends(embedding, final_norm, dtype)
     plans, places = [], []
     for index, block in enumerate(blocks):
         layer = cache[index]
-        plan = ready_plan(block, x, context, layer) if block.step is block_step else None
+        plan = ready_plan(block, dtype, context, layer) if ends is not None and block.step is block_step else None
         if plan is None or not plan.decisions.get(now) or (plans and plan.int8 != plans[0].int8):
             return None
         plans.append(plan)
-        places.append(layer_places(plan, x.shape[0], context, layer, copies))
+        places.append(layer_places(plan, now[0], context, layer, copies))
+    if any(plan.descriptor.d_model != ends.width for plan in plans):
+        return None
     descriptors = (ctypes.c_void_p * len(plans))(*(ctypes.addressof(plan.descriptor) for plan in plans))
     where = (ctypes.c_void_p * len(places))(*(ctypes.addressof(place) for place in places))
-    return descriptors, places, where, plans[0].int8, any(plan.rotary is not None for plan in plans)
+    return ends.parameters, descriptors, places, where, plans[0].int8, any(p.rotary is not None for p in plans)
+
+
+class StackEnds:
+    """block.c's description of the embeddings and the final norm around a stack's blocks, and the
+    width they have (`parameters` points at the tensors, which the caller keeps)."""
+
+    def __init__(self, parameters: native.StackParameters, width: int):
+        self.parameters, self.width = parameters, width
+
+
+def stack_ends(embedding: tuple, final_norm: nn.Module | None, dtype: torch.dtype) -> StackEnds | None:
+    """The embeddings (token table, position table or None, scale, norm or None) and the final norm as
+    block.c reads them, or None where a table or norm is of another kind, dtype or place."""
+    token, table, scale, norm = embedding
+    tensors = [token] + ([table] if table is not None else [])
+    parameters = native.StackParameters(vocab=token.shape[0], scale=scale)
+    for field, module in (("norm", norm), ("final", final_norm)):
+        if module is None:
+            continue
+        kind = norm_kind(module)
+        weight, bias = module._parameters.get("weight"), module._parameters.get("bias")
+        if kind is None:
+            return None
+        tensors += [t for t in (weight, bias) if t is not None]
+        setattr(parameters, f"{field}_kind", kind)
+        setattr(parameters, f"{field}_w", native.address(weight))
+        setattr(parameters, f"{field}_b", native.address(bias))
+        setattr(parameters, f"{field}_eps", module.eps if module.eps is not None else torch.finfo(dtype).eps)
+    if any(t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu" for t in tensors):
+        return None
+    if token.dim() != 2 or (table is not None and (table.dim() != 2 or table.shape[1] != token.shape[1])):
+        return None
+    parameters.token = token.data_ptr()
+    if table is not None:
+        parameters.position, parameters.max_len = table.data_ptr(), table.shape[0]
+    return StackEnds(parameters, token.shape[1])
 
 
 def _each_block_must_run(blocks: nn.ModuleList) -> bool:

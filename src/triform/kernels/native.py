@@ -46,7 +46,8 @@ SOURCES = tuple(sorted(FOLDER.glob("*.c")))  # compiled together into one librar
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 LIBRARIES = ("-lm",)  # expf
 MASKS = {None: 0, torch.bool: 1, torch.float32: 2}  # attention.c's mask kinds
-OUTSIDE_TABLES = -2  # block.c: a row's position is past the rotary tables
+OUTSIDE_TABLES = -2  # block.c: a row's position is past the rotary or position tables
+OUTSIDE_VOCABULARY = -3  # block.c: a token id past the embedding table
 NORMS = {"layernorm": 1, "rmsnorm": 2}  # gemv.c's norm kinds (0: none)
 ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}  # gemv.c's activations (0: none)
 BUILD_SECONDS = 120
@@ -82,6 +83,15 @@ class StepPlaces(ctypes.Structure):
     _fields_ += [("positions", _POINTER), ("ps", _I64)]
 
 
+class StackParameters(ctypes.Structure):
+    """block.c's triform_stack: what a stack computes around its blocks, as kernels/fused_step.py records it."""
+
+    _fields_ = [("token", _POINTER), ("position", _POINTER), ("vocab", _I64), ("max_len", _I64)]
+    _fields_ += [("scale", ctypes.c_float), ("norm_kind", ctypes.c_int), ("final_kind", ctypes.c_int)]
+    _fields_ += [(name, _POINTER) for name in ("norm_w", "norm_b", "final_w", "final_b")]
+    _fields_ += [("norm_eps", ctypes.c_float), ("final_eps", ctypes.c_float)]
+
+
 class NativeKernels:
     """The loaded library's kernels, each taking and returning tensors."""
 
@@ -115,12 +125,13 @@ class NativeKernels:
             function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
             self._block[kind] = function
-        self._blocks = {}  # the same, n blocks one after another in one call
+        self._stack = {}  # a stack's step: its embeddings, its n blocks one after another, its final norm
         for kind, name in kinds.items():
-            function = getattr(library, f"triform_blocks_step_{name}")
-            function.argtypes = [i64, ctypes.c_void_p, ctypes.c_void_p, pointer, pointer, i64, ctypes.c_int]
+            function = getattr(library, f"triform_stack_step_{name}")
+            function.argtypes = [ctypes.c_void_p, pointer, pointer, i64, i64, ctypes.c_void_p, ctypes.c_void_p]
+            function.argtypes += [pointer, i64, ctypes.c_int]
             function.restype = ctypes.c_int
-            self._blocks[kind] = function
+            self._stack[kind] = function
 
     def gemv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (M, K) · weight (N, K)ᵀ + bias on the CPU, all fp32 or all bf16 (GEMV_DTYPES); any row
@@ -210,26 +221,36 @@ class NativeKernels:
             )
         return out
 
-    def blocks_step(
+    def stack_step(
         self,
+        stack: StackParameters,
+        ids: Tensor,
+        positions: Tensor,
         blocks: ctypes.Array,
         places: ctypes.Array,
-        x: Tensor,
+        dtype: torch.dtype,
         int8: bool = False,
         cache_dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """The decoding step of n blocks one after another (block i's output block i + 1's input) in
-        one call: `blocks` and `places` hold the addresses of each block's BlockParameters and
-        StepPlaces, every block of x's width; x and the rest as for `block_step`."""
-        out = torch.empty_like(x)
-        arguments = (len(blocks), ctypes.addressof(blocks), ctypes.addressof(places), x.data_ptr(), out.data_ptr())
-        arguments += (x.shape[0], torch.get_num_threads())
-        function = self._blocks[(torch.int8 if int8 else x.dtype, cache_dtype or x.dtype)]
-        if self._call(function, arguments, "triform::blocks_step", "a step") == OUTSIDE_TABLES:
+        """A stack's decoding step (block.c): the tokens `ids` (M,) int64 embedded at `positions` (M,)
+        int64 (any stride), then n blocks one after another (`blocks` and `places` hold the addresses
+        of each block's BlockParameters and StepPlaces), then the final norm; (M, d_model) in `dtype`,
+        the blocks' as for `block_step`."""
+        width = BlockParameters.from_address(blocks[0]).d_model
+        out = torch.empty(ids.shape[0], width, dtype=dtype)
+        arguments = (ctypes.addressof(stack), ids.data_ptr(), positions.data_ptr(), positions.stride(0))
+        arguments += (len(blocks), ctypes.addressof(blocks), ctypes.addressof(places), out.data_ptr())
+        arguments += (ids.shape[0], torch.get_num_threads())
+        function = self._stack[(torch.int8 if int8 else dtype, cache_dtype or dtype)]
+        failed = self._call(function, arguments, "triform::stack_step", "a step")
+        if failed == OUTSIDE_TABLES:
+            max_len = stack.max_len if stack.position else blocks_max_len(blocks)
             raise ValueError(
-                f"a position is beyond the model's max_len {blocks_max_len(blocks)}; "
+                f"a position is beyond the model's max_len {max_len}; "
                 "shorten the input or build the model with a larger max_len"
             )
+        if failed == OUTSIDE_VOCABULARY:
+            raise IndexError(f"a token id is outside the vocabulary of {stack.vocab} ids")
         return out
 
     @staticmethod

@@ -40,12 +40,12 @@ class Parts:
     attend: Callable[..., Tensor] = kernels.attend
     dropout: Callable[[float], nn.Module] = kernels.Dropout
     step: Callable[..., Tensor | None] | None = kernels.block_step  # a decoding step of a block
-    blocks_step: Callable[..., Tensor | None] | None = kernels.blocks_step  # ... of a stack's blocks at once
+    stack_step: Callable[..., Tensor | None] | None = kernels.stack_step  # ... of a whole stack at once
 
 
 KERNELS = Parts()  # this device's kernels: what build_model uses
 # plain torch
-TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout, step=None, blocks_step=None)
+TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout, step=None, stack_step=None)
 
 
 def build_model(config: ModelConfig, parts: Parts = KERNELS, *, initialise: bool = True) -> Model:
@@ -92,7 +92,7 @@ def build_stack(
     blocks = [build_block(config, parts, cross=cross, rotary=rotary) for _ in range(n_layers)]
     # Pre-norm leaves the residual stream unnormalised, so a last norm closes the stack (GPT-2 §2.3).
     final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.norm_placement == "pre" else None
-    return Stack(embeddings, blocks, final_norm, relative_bias, blocks_step=parts.blocks_step)
+    return Stack(embeddings, blocks, final_norm, relative_bias, stack_step=parts.stack_step)
 
 
 def build_rotary(config: ModelConfig) -> Rotary:

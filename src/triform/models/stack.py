@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from triform.nn.block import AttentionContext, Block
 from triform.nn.masks import cross_visibility, document_positions, is_plain_causal, positions_from_padding, visibility
-from triform.nn.position import RelativePositionBias
+from triform.nn.position import LearnedPositions, RelativePositionBias, SinusoidalPositions
 
 if TYPE_CHECKING:
     from triform.nn.cache import KVCache
@@ -69,6 +69,25 @@ class Embeddings(nn.Module):
             x = self.norm(x)
         return self.dropout(x)  # (B, T, d_model)
 
+    def step_parts(self) -> tuple[Tensor, Tensor | None, float, nn.Module | None] | None:
+        """What `forward` computes, for a decoding step in one native call (kernels/fused_step.py): the
+        token table, the position table whose row at each position is added (None: no positions here),
+        the scale and the norm; None where the embeddings are more than that (segments, dropout that
+        runs, positions of another kind)."""
+        if self.token_types is not None or type(self.token) is not nn.Embedding or self.token.max_norm is not None:
+            return None
+        if self.training and getattr(self.dropout, "p", 1.0) > 0:
+            return None
+        if self.position is None:
+            table = None
+        elif type(self.position) is LearnedPositions and type(self.position.embedding) is nn.Embedding:
+            table = self.position.embedding.weight
+        elif type(self.position) is SinusoidalPositions:
+            table = self.position.table
+        else:
+            return None
+        return self.token.weight, table, self.scale, self.norm
+
 
 class Stack(nn.Module):
     def __init__(
@@ -78,7 +97,7 @@ class Stack(nn.Module):
         final_norm: nn.Module | None,
         relative_bias: RelativePositionBias | None = None,
         *,
-        blocks_step: Callable[..., Tensor | None] | None = None,
+        stack_step: Callable[..., Tensor | None] | None = None,
     ):
         super().__init__()
         self.embeddings = embeddings
@@ -88,9 +107,9 @@ class Stack(nn.Module):
         # Activation checkpointing (Chen et al. 2016): keep only each block's input while training and
         # compute the block again in the backward pass; set by `checkpoint_activations`.
         self.checkpointing = False
-        # A decoding step of all blocks computed at once (models/build.py hands in
-        # triform.kernels.blocks_step); it answers None where the blocks are to run one by one.
-        self.blocks_step = blocks_step
+        # A decoding step of the whole stack computed at once (models/build.py hands in
+        # triform.kernels.stack_step); it answers None where the modules are to run.
+        self.stack_step = stack_step
 
     def forward(
         self,
@@ -124,17 +143,19 @@ class Stack(nn.Module):
             mask=mask, is_causal=is_causal, bias=bias, positions=positions, memory=memory, memory_mask=memory_mask
         )
 
+        if cache is not None and self.stack_step is not None and embed is None and inputs.token_types is None:
+            parts = self.embeddings.step_parts()
+            hidden = self.stack_step(self.blocks, inputs.ids, positions, context, cache, parts, self.final_norm)
+            if hidden is not None:
+                cache.advance(length)
+                return hidden
         x = (embed or self.embeddings)(inputs.ids, positions, inputs.token_types)
         recompute = self.checkpointing and self.training and torch.is_grad_enabled() and cache is None
-        y = self.blocks_step(self.blocks, x, context, cache) if cache is not None and self.blocks_step else None
-        if y is not None:
-            x = y
-        else:
-            for index, block in enumerate(self.blocks):
-                if recompute:  # non-reentrant: the RNG state is replayed, so dropout draws the same masks
-                    x = checkpoint(block, x, context, use_reentrant=False)
-                else:
-                    x = block(x, context, cache[index] if cache is not None else None)
+        for index, block in enumerate(self.blocks):
+            if recompute:  # non-reentrant: the RNG state is replayed, so dropout draws the same masks
+                x = checkpoint(block, x, context, use_reentrant=False)
+            else:
+                x = block(x, context, cache[index] if cache is not None else None)
         if cache is not None:
             cache.advance(length)
         return self.final_norm(x) if self.final_norm is not None else x

@@ -159,8 +159,8 @@ BLOCK(q8_bf16, float, f32, q8, f32_bf16, uint16_t) /* the same with the KV cache
    triform_block_step, without the caller's dispatch between them (some 15 µs of Python a block, a
    quarter of a step of the benchmark's int8 GPT at one row). Every block has p[0]'s d_model. */
 #define BLOCKS(NAME, T)                                                                                          \
-  int triform_blocks_step_##NAME(int64_t n, const triform_block *const *p, const triform_step *const *s,        \
-                                 const T *x, T *out, int64_t M, int threads) {                                  \
+  static int blocks_step_##NAME(int64_t n, const triform_block *const *p, const triform_step *const *s,         \
+                                const T *x, T *out, int64_t M, int threads) {                                   \
     int64_t d = n ? p[0]->d_model : 0;                                                                           \
     T *between = n > 1 ? malloc(sizeof(T) * (size_t)(2 * M * d)) : NULL; /* two: a block's input stays read */ \
     if (n > 1 && !between) return -1;                                                                           \
@@ -179,3 +179,64 @@ BLOCKS(f32, float)
 BLOCKS(bf16, uint16_t)
 BLOCKS(q8, float)
 BLOCKS(q8_bf16, float)
+
+/* What a stack computes around its blocks (kernels/fused_step.py describes it): the embeddings of
+   the step's tokens, token row (vocab, d) times scale, plus the row of their position in a table of
+   max_len rows (or none: rotary positions are the blocks'), then a norm (kind 0: none); after the
+   blocks, the final norm of a pre-norm stack (kind 0: none). Tables and parameters of type T. */
+typedef struct {
+  const void *token, *position;
+  int64_t vocab, max_len;
+  float scale;
+  int norm_kind, final_kind;
+  const void *norm_w, *norm_b, *final_w, *final_b;
+  float norm_eps, final_eps;
+} triform_stack;
+
+#define OUTSIDE_VOCABULARY -3
+
+/* A stack's decoding step in one call: the M tokens `ids` (each row's position at positions[m · ps])
+   embedded, the n blocks, the final norm, into out (M, d), with the modules' roundings (each
+   product, sum and norm rounded to T). Returns 0, -1 out of memory, -2 a position past the table
+   (OUTSIDE_TABLES of kernels/native.py), OUTSIDE_VOCABULARY a token id past the vocabulary. */
+#define STACK(NAME, T, BASE, SCALAR, ROUND, STORE)                                                                \
+  int triform_stack_step_##NAME(const triform_stack *e, const int64_t *ids, const int64_t *positions,             \
+                                int64_t ps, int64_t n, const triform_block *const *p,                             \
+                                const triform_step *const *s, T *out, int64_t M, int threads) {                   \
+    int64_t d = p[0]->d_model;                                                                                    \
+    for (int64_t m = 0; m < M; m++) {                                                                             \
+      if (ids[m] < 0 || ids[m] >= e->vocab) return OUTSIDE_VOCABULARY;                                           \
+      if (e->position && (positions[m * ps] < 0 || positions[m * ps] >= e->max_len)) return -2;                 \
+    }                                                                                                             \
+    T *x = malloc(sizeof(T) * (size_t)(M * d));                                                                   \
+    float *row = malloc(sizeof(float) * (size_t)d);                                                              \
+    if (!x || !row) {                                                                                             \
+      free(x), free(row);                                                                                         \
+      return -1;                                                                                                  \
+    }                                                                                                             \
+    for (int64_t m = 0; m < M; m++) {                                                                             \
+      const T *token = (const T *)e->token + ids[m] * d;                                                         \
+      for (int64_t i = 0; i < d; i++) row[i] = SCALAR(token[i]);                                                 \
+      if (e->scale != 1.0f)                                                                                       \
+        for (int64_t i = 0; i < d; i++) row[i] = ROUND(row[i] * e->scale);                                       \
+      if (e->position) {                                                                                          \
+        const T *at = (const T *)e->position + positions[m * ps] * d;                                            \
+        for (int64_t i = 0; i < d; i++) row[i] = ROUND(row[i] + SCALAR(at[i]));                                  \
+      }                                                                                                           \
+      if (e->norm_kind) BASE##_normalize(row, d, e->norm_kind, e->norm_w, e->norm_b, e->norm_eps);              \
+      for (int64_t i = 0; i < d; i++) x[m * d + i] = STORE(row[i]);                                              \
+    }                                                                                                             \
+    int failed = blocks_step_##NAME(n, p, s, x, out, M, threads);                                               \
+    for (int64_t m = 0; m < M && !failed && e->final_kind; m++) {                                                 \
+      for (int64_t i = 0; i < d; i++) row[i] = SCALAR(out[m * d + i]);                                           \
+      BASE##_normalize(row, d, e->final_kind, e->final_w, e->final_b, e->final_eps);                            \
+      for (int64_t i = 0; i < d; i++) out[m * d + i] = STORE(row[i]);                                            \
+    }                                                                                                             \
+    free(x), free(row);                                                                                           \
+    return failed;                                                                                                \
+  }
+
+STACK(f32, float, f32, same, same, same)
+STACK(bf16, uint16_t, bf16, widen, bf16_round, narrow)
+STACK(q8, float, f32, same, same, same)
+STACK(q8_bf16, float, f32, same, same, same)
