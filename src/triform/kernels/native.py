@@ -92,6 +92,16 @@ class StackParameters(ctypes.Structure):
     _fields_ += [("norm_eps", ctypes.c_float), ("final_eps", ctypes.c_float)]
 
 
+class Place(ctypes.Structure):
+    """training_attention.c's place: a (B, H, T, d) operand's address and strides (d contiguous)."""
+
+    _fields_ = [("p", _POINTER), ("b", _I64), ("h", _I64), ("t", _I64)]
+
+    @classmethod
+    def of(cls, tensor: Tensor) -> Place:
+        return cls(tensor.data_ptr(), tensor.stride(0), tensor.stride(1), tensor.stride(2))
+
+
 class NativeKernels:
     """The loaded library's kernels, each taking and returning tensors."""
 
@@ -111,6 +121,15 @@ class NativeKernels:
             function.argtypes += [i64, i64, i64, pointer, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
+        places = [ctypes.POINTER(Place)] * 4
+        self._attention_forward = library.triform_attention_forward_f32
+        self._attention_forward.argtypes = [*places, pointer, i64, i64, i64, i64, i64, ctypes.c_int]
+        self._attention_forward.argtypes += [ctypes.c_float, ctypes.c_int]
+        self._attention_forward.restype = ctypes.c_int
+        self._attention_backward = library.triform_attention_backward_f32
+        self._attention_backward.argtypes = [*places, places[0], pointer, *places[:3], i64, i64, i64, i64, i64]
+        self._attention_backward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
+        self._attention_backward.restype = ctypes.c_int
         self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
         self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
         self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
@@ -185,6 +204,35 @@ class NativeKernels:
         if failed:
             raise MemoryError(f"decode_attention: no memory for {keys} scores")
         return out if q.dtype == torch.float32 else out.to(q.dtype)
+
+    def attention_forward(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> tuple[Tensor, Tensor]:
+        """(softmax(q · kᵀ · scale) · v, each query's log-sum-exp of its scaled scores) in fp32 for q
+        (B, H, T, d) and k, v (B, H, T_keys, d), any strides but the last, d a multiple of 16; causal:
+        query i attends keys 0 to i (torch's alignment). The result (B, H, T, d) is laid out as
+        (B, T, H, d), the heads' join a view."""
+        batch, heads, queries, d = q.shape
+        out = torch.empty(batch, queries, heads, d).transpose(1, 2)
+        lse = torch.empty(batch, heads, queries)
+        arguments = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v, out)) + (lse.data_ptr(), batch, heads)
+        arguments += (queries, k.shape[2], d, int(causal), scale, torch.get_num_threads())
+        self._call(self._attention_forward, arguments, "triform::attention_forward", "a head's scores")
+        return out, lse
+
+    def attention_backward(
+        self, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor, causal: bool, scale: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The gradients of q, k and v from `attention_forward`'s inputs, results and the gradient of
+        its out, each laid out as (B, T, H, d)."""
+        batch, heads, queries, d = q.shape
+        keys = k.shape[2]
+        dq = torch.empty(batch, queries, heads, d).transpose(1, 2)
+        dk, dv = (torch.empty(batch, keys, heads, d).transpose(1, 2) for _ in range(2))
+        operands = (q, k, v, out, grad)
+        arguments = tuple(ctypes.byref(Place.of(t)) for t in operands) + (lse.data_ptr(),)
+        arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))
+        arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
+        self._call(self._attention_backward, arguments, "triform::attention_backward", "a head's scores")
+        return dq, dk, dv
 
     def int8_linear(self, x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
         """The block step's int8 product alone: x (M, K) fp32, each row rounded to int8 with its own scale

@@ -1,0 +1,137 @@
+"""triform's attention over many queries (native/training_attention.c): forward and backward as torch's
+exact attention computes them, chosen by calibration only where it applies."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_ids, tiny_config
+from test_native import built
+
+from triform.kernels import attention
+from triform.kernels.calibrate import Calibration, set_calibration
+from triform.models import build_model
+
+
+@pytest.fixture
+def forced():
+    """force(kernel): from then on calibration measures `kernel` fastest wherever it is a candidate."""
+    old = []
+
+    def force(kernel: str) -> Calibration:
+        calibration = Calibration(timer=lambda name, run: 0.0 if name == kernel else 1.0, read_disk=False)
+        old.append(set_calibration(calibration))
+        return calibration
+
+    yield force
+    if old:
+        set_calibration(old[0])
+
+
+def heads_of_one_projection(batch: int, length: int, heads: int, d: int, generator, parts: int = 3):
+    """`parts` operands (B, H, T, d) viewed out of one (B, T, parts · H · d) projection, as attention
+    splits its heads: strided, the last dimension contiguous."""
+    joined = torch.randn(batch, length, parts, heads, d, generator=generator)
+    return [joined[:, :, i].transpose(1, 2) for i in range(parts)]
+
+
+def exact(q, k, v, causal, grad, scale=None):
+    """torch's attention in fp64 and its gradients: the reference."""
+    inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out = F.scaled_dot_product_attention(*inputs, is_causal=causal, scale=scale)
+    out.backward(grad.double())
+    return out, *(t.grad for t in inputs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("batch", "heads", "queries", "keys", "d", "causal"),
+    [(2, 3, 37, 37, 64, True), (2, 3, 37, 50, 32, False), (1, 2, 70, 45, 16, True), (2, 2, 5, 90, 64, True),
+     (1, 1, 2, 2, 16, False), (3, 4, 128, 128, 64, True), (1, 2, 33, 17, 48, False)],
+)  # fmt: skip
+def test_forward_and_backward_match_exact_attention(batch, heads, queries, keys, d, causal, threads):
+    kernels = built()
+    generator = torch.Generator().manual_seed(queries * keys + d)
+    (q,) = heads_of_one_projection(batch, queries, heads, d, generator, parts=1)
+    k, v = heads_of_one_projection(batch, keys, heads, d, generator, parts=2)
+    grad = torch.randn(batch, queries, heads, d, generator=generator).transpose(1, 2)
+    scale = 0.3 if d == 48 else d**-0.5  # any scale, as T5's 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, lse = kernels.attention_forward(q, k, v, causal, scale)
+        gradients = kernels.attention_backward(q, k, v, out, lse, grad, causal, scale)
+    finally:
+        torch.set_num_threads(before)
+    want, *want_gradients = exact(q, k, v, causal, grad, scale)
+    assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # the heads' join is a view
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) * scale
+    if causal:
+        scores = scores.masked_fill(torch.ones(queries, keys, dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), rtol=1e-5, atol=1e-5)
+    for got, expected in zip(gradients, want_gradients):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_keys_no_query_attends_get_zero_gradients():
+    """Causal with more keys than queries: the keys past the last query are never attended."""
+    kernels = built()
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 16, generator=generator) for n in (4, 20, 20))
+    out, lse = kernels.attention_forward(q, k, v, True, 0.25)
+    _, dk, dv = kernels.attention_backward(q, k, v, out, lse, torch.ones_like(out), True, 0.25)
+    assert torch.all(dk[:, :, 4:] == 0) and torch.all(dv[:, :, 4:] == 0) and torch.any(dv[:, :, :4] != 0)
+
+
+def test_attend_chooses_it_by_calibration_and_gives_autograd_its_gradients(forced):
+    built()
+    calibration = forced("native")
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (t.requires_grad_() for t in heads_of_one_projection(2, 24, 3, 16, generator))
+    out = attention.attend(q, k, v, None, True, 0.0, None)
+    grad = torch.randn(out.shape, generator=generator)
+    gradients = torch.autograd.grad(out, (q, k, v), grad)
+    want, *want_gradients = exact(q, k, v, True, grad)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6)
+    for got, expected in zip(gradients, want_gradients):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+    assert [choice.kernel for _, choice in calibration.table()] == ["native"]
+
+
+@pytest.mark.parametrize("case", ["mask", "dropout", "bf16", "autocast", "d_head", "pair-limit"])
+def test_it_is_no_candidate_where_it_would_compute_something_else(case):
+    built()
+    generator = torch.Generator().manual_seed(0)
+    queries = 1025 if case == "pair-limit" else 8
+    q, k, v = (torch.randn(1, 2, queries, 20 if case == "d_head" else 16, generator=generator) for _ in range(3))
+    mask = torch.ones(1, 1, queries, queries, dtype=torch.bool) if case == "mask" else None
+    dropout = 0.1 if case == "dropout" else 0.0
+    if case == "bf16":
+        q, k, v = (t.bfloat16() for t in (q, k, v))
+    assert "native" in attention.candidates(*(t.float()[:, :, :8, :16] for t in (q, k, v)), None, 0.0)  # as it is
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        assert "native" not in attention.candidates(q, k, v, mask, dropout)
+        # chosen for a class the call shares, it hands the call to torch's kernel, which computes it
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        got = attention.native_attention(q, k, v, mask, mask is None, 0.0, None)
+    torch.testing.assert_close(got, expected)
+
+
+def test_a_training_step_of_a_gpt_is_the_fused_kernel_s(forced):
+    """The same logits and gradients whether the model attends by triform's kernel or torch's."""
+    built()
+    ids = random_ids(3, 40)
+    results = []
+    for kernel in ("native", "sdpa"):
+        calibration = forced(kernel)
+        torch.manual_seed(0)
+        model = build_model(tiny_config(d_model=64, n_heads=4))
+        logits = model(ids)
+        grads = torch.autograd.grad(logits.square().mean(), list(model.parameters()))
+        results.append((logits.detach(), grads))
+        assert {c.kernel for key, c in calibration.table() if key.startswith("attention")} == {kernel}
+    (logits, grads), (expected, expected_grads) = results
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
