@@ -1,21 +1,31 @@
-"""The blockwise cross-entropy gives F.cross_entropy's value and gradient."""
+"""Both kernels of the cross-entropy, blockwise and native, give F.cross_entropy's value and gradient."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_native import built
 
 from triform.kernels import loss as loss_module
+from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.loss import cross_entropy
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of a few rows, so that a small test crosses block boundaries (and a partial last block)."""
+@pytest.fixture(params=["blocks", "native"])
+def kernel(request, monkeypatch):
+    """Each kernel chosen in turn wherever it is a candidate; the blocks of a few rows, so that a small
+    test crosses block boundaries (and a partial last block)."""
     monkeypatch.setattr(loss_module, "BLOCK_BYTES", 4 * 50 * 3)
+    if request.param == "native":
+        built()
+    calibration = Calibration(timer=lambda name, run: 0.0 if name == request.param else 1.0, read_disk=False)
+    old = set_calibration(calibration)
+    yield request.param
+    set_calibration(old)
+    assert {choice.kernel for _, choice in calibration.table()} <= {request.param}
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_value_and_gradient_equal_torch_in_fp32(small_blocks, label_smoothing):
+def test_value_and_gradient_equal_torch_in_fp32(kernel, label_smoothing):
     generator = torch.Generator().manual_seed(0)
     logits = (torch.randn(11, 50, generator=generator) * 3).requires_grad_()
     targets = torch.randint(0, 50, (11,), generator=generator)
@@ -29,7 +39,7 @@ def test_value_and_gradient_equal_torch_in_fp32(small_blocks, label_smoothing):
     assert gradient[[2, 7]].abs().max() == 0  # ignored rows get no gradient
 
 
-def test_bf16_logits_get_a_bf16_gradient_close_to_the_fp32_one(small_blocks):
+def test_bf16_logits_get_a_bf16_gradient_close_to_the_fp32_one(kernel):
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(9, 50, generator=generator).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, 50, (9,), generator=generator)
@@ -42,14 +52,14 @@ def test_bf16_logits_get_a_bf16_gradient_close_to_the_fp32_one(small_blocks):
     torch.testing.assert_close(gradient.float(), expected_gradient.float(), rtol=0.01, atol=1e-4)
 
 
-def test_without_gradient_nothing_is_kept_and_no_target_gives_zero():
+def test_without_gradient_nothing_is_kept_and_no_target_gives_zero(kernel):
     logits, targets = torch.randn(4, 7), torch.tensor([1, 2, 3, 4])
     with torch.no_grad():
         assert cross_entropy(logits, targets) == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-6)
     assert float(cross_entropy(logits, torch.full((4,), -100))) == 0.0
 
 
-def test_a_second_backward_is_right_or_refused():
+def test_a_second_backward_is_right_or_refused(kernel):
     """The gradient is kept as computed for loss.backward() (an incoming gradient of 1) and scaled
     in place otherwise: a backward after a scaled one would read a changed gradient, and is refused."""
     logits = torch.randn(3, 5, requires_grad=True)
@@ -62,3 +72,24 @@ def test_a_second_backward_is_right_or_refused():
     torch.testing.assert_close(logits.grad, 2.5 * first)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_a_large_vocabulary_and_extreme_logits_match_torch(kernel):
+    """Rows long enough for every vector path, logits far from 0 (the largest is taken off first)."""
+    generator = torch.Generator().manual_seed(2)
+    logits = (torch.randn(5, 8195, generator=generator) * 30 + 200).requires_grad_()
+    targets = torch.randint(0, 8195, (5,), generator=generator)
+    expected = F.cross_entropy(logits, targets, label_smoothing=0.1)
+    (expected_gradient,) = torch.autograd.grad(expected, logits)
+    ours = cross_entropy(logits, targets, label_smoothing=0.1)
+    (gradient,) = torch.autograd.grad(ours, logits)
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=2e-5, atol=1e-7)
+
+
+def test_a_target_outside_the_vocabulary_is_refused_by_name(kernel):
+    logits = torch.randn(3, 10, requires_grad=True)
+    with pytest.raises(IndexError, match="target id 10 is outside the vocabulary of 10 ids"):
+        cross_entropy(logits, torch.tensor([1, 10, -100]))
+    with pytest.raises(IndexError, match="target id -3 is outside"):
+        cross_entropy(logits, torch.tensor([1, -3, 2]))

@@ -10,14 +10,27 @@ gradient. The same idea as Liger-Kernel's fused linear cross-entropy (Hsu et al.
 the fusion with the output projection. Chosen by measuring the training steps of benchmarks/run.py
 on an AMD EPYC, where the logits of one step are large: 4,096 tokens by a vocabulary of 8,192 are
 128 MiB in fp32.
+
+Two kernels compute it, chosen by calibration (`kernels/calibrate.py`) for each class of rows,
+vocabulary, dtype and smoothing: `blocks`, torch's log-softmax, exponential and scatter over those
+blocks, and `native` (fp32 or bf16 logits on a CPU, where triform's kernels are built:
+native/cross_entropy.c), which reads each row once and takes one exponential per logit. On an AMD
+EPYC (Zen 5, 2 threads), 4,096 rows of 8,192 fp32 logits (the benchmark's GPT step) into a gradient
+whose memory was already the process's took 9 ms natively; by blocks, 30 ms or more.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
+from triform.kernels import native
+from triform.kernels.calibrate import FIELDS, calibration, rows_class
+
 BLOCK_BYTES = 2**21  # fp32 bytes of one block of logits: about one core's L2 cache
+FIELDS["cross-entropy"] = ("dtype", "rows≤", "vocab", "smoothing", "grad", "threads")
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -25,24 +38,17 @@ class _CrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: Tensor, targets: Tensor, ignore_index: int, label_smoothing: float) -> Tensor:
         rows, vocab = logits.shape
         counted = targets != ignore_index
-        weights = counted.to(torch.float32)[:, None] / counted.sum().clamp(min=1)  # (N, 1): 1 / n_targets or 0
-        safe_targets = torch.where(counted, targets, 0)[:, None]  # (N, 1)
-        gradient = torch.empty_like(logits) if ctx.needs_input_grad[0] else None
-        total = torch.zeros((), dtype=torch.float32, device=logits.device)
-        blocks = _Blocks(logits, gradient)
-        for span, log_probabilities in blocks:
-            target_log_probability = log_probabilities.gather(1, safe_targets[span])  # (n, 1)
-            # Label smoothing (Szegedy et al. 2016): a target distribution (1 - ε) · one-hot + ε / V.
-            loss = -(1.0 - label_smoothing) * target_log_probability
-            if label_smoothing:
-                loss = loss - label_smoothing * log_probabilities.mean(dim=-1, keepdim=True)
-            total += (loss * weights[span]).sum()
-            if gradient is not None:  # softmax - target distribution, over the number of targets
-                probabilities = log_probabilities.exp_()
-                probabilities.scatter_add_(1, safe_targets[span], torch.full_like(loss, label_smoothing - 1.0))
-                if label_smoothing:
-                    probabilities -= label_smoothing / vocab
-                blocks.write_gradient(span, probabilities.mul_(weights[span]))
+        outside = counted & ((targets < 0) | (targets >= vocab))
+        if bool(outside.any()):
+            raise IndexError(f"target id {int(targets[outside][0])} is outside the vocabulary of {vocab} ids")
+        weights = counted.to(torch.float32) / counted.sum().clamp(min=1)  # (N,): 1 / n_targets or 0
+        safe_targets = torch.where(counted, targets, 0)
+        arguments = (logits, safe_targets, weights, label_smoothing, ctx.needs_input_grad[0])
+        names = kernels(logits)
+        key = ("cross-entropy", str(logits.dtype).removeprefix("torch."), rows_class(rows), vocab)
+        key += (label_smoothing > 0, "grad" if arguments[-1] else "no-grad", torch.get_num_threads())
+        name = names[0] if len(names) == 1 else calibration().choose(key, names, lambda: timed_runs(names, arguments))
+        total, gradient = KERNELS[name](*arguments)
         ctx.save_for_backward(gradient)
         return total
 
@@ -53,6 +59,53 @@ class _CrossEntropy(torch.autograd.Function):
             return gradient, None, None, None
         # In place: the gradient is needed once (a second backward through the graph is refused).
         return gradient.mul_(grad_output.to(gradient.dtype)), None, None, None
+
+
+def kernels(logits: Tensor) -> tuple[str, ...]:
+    """The candidates for these logits: `native` where triform's kernel reads them as they are."""
+    plain = logits.device.type == "cpu" and logits.dtype in native.GEMV_DTYPES and logits.stride(-1) == 1
+    return ("blocks", "native") if plain and native.library() is not None else ("blocks",)
+
+
+def timed_runs(names: tuple[str, ...], arguments: tuple) -> dict:
+    return {name: partial(KERNELS[name], *arguments) for name in names}
+
+
+def in_blocks(
+    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, want_gradient: bool
+) -> tuple[Tensor, Tensor | None]:
+    """(the weighted loss, its gradient or None) by torch's operations over blocks of rows."""
+    vocab = logits.shape[1]
+    gradient = torch.empty_like(logits) if want_gradient else None
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    weights, targets = weights[:, None], targets[:, None]
+    blocks = _Blocks(logits, gradient)
+    for span, log_probabilities in blocks:
+        target_log_probability = log_probabilities.gather(1, targets[span])  # (n, 1)
+        # Label smoothing (Szegedy et al. 2016): a target distribution (1 - ε) · one-hot + ε / V.
+        loss = -(1.0 - label_smoothing) * target_log_probability
+        if label_smoothing:
+            loss = loss - label_smoothing * log_probabilities.mean(dim=-1, keepdim=True)
+        total += (loss * weights[span]).sum()
+        if gradient is not None:  # softmax - target distribution, over the number of targets
+            probabilities = log_probabilities.exp_()
+            probabilities.scatter_add_(1, targets[span], torch.full_like(loss, label_smoothing - 1.0))
+            if label_smoothing:
+                probabilities -= label_smoothing / vocab
+            blocks.write_gradient(span, probabilities.mul_(weights[span]))
+    return total, gradient
+
+
+def natively(
+    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, want_gradient: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The same by triform's kernel (native/cross_entropy.c), one pass over each row."""
+    gradient = torch.empty_like(logits) if want_gradient else None
+    total = native.library().cross_entropy(logits, targets, weights, label_smoothing, gradient)
+    return torch.tensor(total, dtype=torch.float32), gradient
+
+
+KERNELS = {"blocks": in_blocks, "native": natively}
 
 
 class _Blocks:

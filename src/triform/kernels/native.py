@@ -130,6 +130,13 @@ class NativeKernels:
         self._attention_backward.argtypes = [*places, places[0], pointer, *places[:3], i64, i64, i64, i64, i64]
         self._attention_backward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
         self._attention_backward.restype = ctypes.c_int
+        self._cross_entropy = {}
+        for dtype, name in GEMV_DTYPES.items():
+            function = getattr(library, f"triform_cross_entropy_{name}")
+            function.argtypes = [pointer, i64, pointer, pointer, ctypes.c_float, pointer, i64, i64, i64, pointer]
+            function.argtypes += [ctypes.c_int]
+            function.restype = ctypes.c_int
+            self._cross_entropy[dtype] = function
         self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
         self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
         self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
@@ -233,6 +240,21 @@ class NativeKernels:
         arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_backward, arguments, "triform::attention_backward", "a head's scores")
         return dq, dk, dv
+
+    def cross_entropy(
+        self, logits: Tensor, targets: Tensor, weights: Tensor, smoothing: float, gradient: Tensor | None
+    ) -> float:
+        """Σ_r weights[r] · (the cross-entropy of row r of logits (N, V), fp32 or bf16, the last
+        dimension contiguous, against targets[r] (int64, within the vocabulary where weights[r] is not
+        0), its target distribution smoothed by `smoothing`); into `gradient` (N, V) of the logits'
+        dtype, when given, its gradient: (softmax - target distribution) · weights[r]."""
+        targets, weights = targets.long().contiguous(), weights.float().contiguous()
+        total = ctypes.c_double()
+        arguments = (logits.data_ptr(), logits.stride(0), targets.data_ptr(), weights.data_ptr(), smoothing)
+        arguments += (address(gradient), 0 if gradient is None else gradient.stride(0), *logits.shape)
+        arguments += (ctypes.byref(total), torch.get_num_threads())
+        self._call(self._cross_entropy[logits.dtype], arguments, "triform::cross_entropy", "a row of logits")
+        return total.value
 
     def int8_linear(self, x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
         """The block step's int8 product alone: x (M, K) fp32, each row rounded to int8 with its own scale

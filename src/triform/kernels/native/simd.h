@@ -86,4 +86,51 @@ static inline void totals4(vec a, vec b, vec c, vec d, float *out) {
     FINISH                                        \
   }
 
+/* 16 fp32 lanes, one AVX512 register (two AVX2 ones, where the compiler splits the vector), for the
+   kernels that run at the arithmetic's speed rather than memory's; and sums and maxima over a row in
+   them: GCC vectorizes neither reduction of floats without -ffast-math, which would reorder every
+   other sum too. */
+typedef float wide __attribute__((vector_size(64)));
+typedef int32_t wide_mask __attribute__((vector_size(64)));
+enum { WIDE = 16 };
+
+static inline wide load_wide(const float *p) {
+  wide v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline void store_wide(float *p, wide v) { memcpy(p, &v, sizeof v); }
+
+/* The largest of x[0 .. n) (-inf for none; a NaN is passed over). */
+static inline float largest(const float *x, int64_t n) {
+  wide top = (wide){0} - __builtin_inff();
+  int64_t i = 0;
+  for (; i + WIDE <= n; i += WIDE) {
+    wide v = load_wide(x + i);
+    wide_mask above = v > top;
+    top = (wide)((above & (wide_mask)v) | (~above & (wide_mask)top));
+  }
+  float m = -__builtin_inff();
+  for (int j = 0; j < WIDE; j++) m = top[j] > m ? top[j] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/* x[0] + ... + x[n - 1], in four sums of WIDE lanes. */
+static inline float sum_of(const float *x, int64_t n) {
+  wide a = {0}, b = {0}, c = {0}, d = {0};
+  int64_t i = 0;
+  for (; i + 4 * WIDE <= n; i += 4 * WIDE) {
+    a += load_wide(x + i), b += load_wide(x + i + WIDE);
+    c += load_wide(x + i + 2 * WIDE), d += load_wide(x + i + 3 * WIDE);
+  }
+  for (; i + WIDE <= n; i += WIDE) a += load_wide(x + i);
+  a += b + c + d;
+  float s = 0;
+  for (int j = 0; j < WIDE; j++) s += a[j];
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+
 #endif

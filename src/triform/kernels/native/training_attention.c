@@ -18,17 +18,7 @@
 
 #include "elementwise.h"
 
-/* 16 fp32 lanes: one AVX512 register, two AVX2 ones (the compiler splits the vector where it must). */
-typedef float wide __attribute__((vector_size(64)));
-enum { WIDE = 16, TILE_ROWS = 8 };
-
-static inline wide load_wide(const float *p) {
-  wide v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-static inline void store_wide(float *p, wide v) { memcpy(p, &v, sizeof v); }
+enum { TILE_ROWS = 8 };
 
 /* c[r][0 .. NV · WIDE) (+)= Σ_k A(r, k) · b[k][..] for the R rows of one tile, in R · NV sums held in
    registers: A(r, k) at a[r · ar + k · ak] (a row-major or a transposed operand), row k of b at
@@ -97,13 +87,26 @@ typedef struct {
 } shape;
 
 /* to[d][t] = from[t][d] for t < keys, 0 up to padded: a pair's keys or values as the right-hand side of
-   a product with keys as its columns. */
+   a product with keys as its columns. By blocks of WIDE rows, which stay in the first-level cache while
+   each of their columns is read: a whole column at a time read a pair's rows from the second level. */
 static void transpose(const float *from, int64_t ft, float *to, const shape *s) {
-  for (int64_t d = 0; d < s->d; d++) {
-    float *row = to + d * s->padded;
-    for (int64_t t = 0; t < s->keys; t++) row[t] = from[t * ft + d];
-    for (int64_t t = s->keys; t < s->padded; t++) row[t] = 0;
+  for (int64_t t0 = 0; t0 < s->padded; t0 += WIDE) {
+    int64_t rows = s->keys - t0 < WIDE ? s->keys - t0 : WIDE;
+    for (int64_t d = 0; d < s->d; d++) {
+      float *row = to + d * s->padded + t0;
+      for (int64_t t = 0; t < rows; t++) row[t] = from[(t0 + t) * ft + d];
+      for (int64_t t = rows > 0 ? rows : 0; t < WIDE; t++) row[t] = 0;
+    }
   }
+}
+
+/* Σ_c x[c] · y[c] over d values, d a multiple of WIDE. */
+static inline float dot(const float *x, const float *y, int64_t d) {
+  wide sum = {0};
+  for (int64_t c = 0; c < d; c += WIDE) sum += load_wide(x + c) * load_wide(y + c);
+  float total = 0;
+  for (int j = 0; j < WIDE; j++) total += sum[j];
+  return total;
 }
 
 /* Keys query i attends: all, or with the causal mask those up to i (torch's, aligned at the top left). */
@@ -122,14 +125,9 @@ static void softmax_rows(float *scores, float *lse, const shape *s) {
   for (int64_t i = 0; i < s->queries; i++) {
     float *row = scores + i * s->padded;
     int64_t n = attended(s, i);
-    float top = -INFINITY, sum = 0;
-    for (int64_t j = 0; j < n; j++) top = row[j] > top ? row[j] : top;
-    top *= s->scale;
-    for (int64_t j = 0; j < n; j++) {
-      row[j] = exp_inline(row[j] * s->scale - top);
-      sum += row[j];
-    }
-    float inverse = 1.0f / sum;
+    float top = largest(row, n) * s->scale; /* the scale is positive */
+    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] * s->scale - top);
+    float sum = sum_of(row, n), inverse = 1.0f / sum;
     for (int64_t j = 0; j < n; j++) row[j] *= inverse;
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
     lse[i] = top + logf(sum);
@@ -211,11 +209,7 @@ int triform_attention_backward_f32(const place *q, const place *k, const place *
       probabilities(p, lse + pair * queries, &s);
       /* dS = P ∘ (dO · Vᵀ − rowsum(dO ∘ O)), times the scale the scores were taken at */
       product(queries, s.padded, d, gp, dout->t, 1, vt, s.padded, ds, s.padded, causal ? COLUMNS_TO_ROW : 0);
-      for (int64_t i = 0; i < queries; i++) {
-        float dot = 0;
-        for (int64_t c = 0; c < d; c++) dot += gp[i * dout->t + c] * op[i * out->t + c];
-        rows[i] = dot;
-      }
+      for (int64_t i = 0; i < queries; i++) rows[i] = dot(gp + i * dout->t, op + i * out->t, d);
       for (int64_t i = 0; i < queries; i++) {
         float *g = ds + i * s.padded, *w = p + i * s.padded;
         int64_t n = attended(&s, i);
