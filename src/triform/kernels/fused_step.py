@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.kernels import native
+from triform.kernels.activation import ACTIVATIONS as MEASURED_ACTIVATIONS
 from triform.kernels.calibrate import FIELDS, calibration, rows_class, timed_from_memory
 from triform.kernels.int8 import Int8Linear
 from triform.kernels.linear import Linear
@@ -61,7 +62,11 @@ if TYPE_CHECKING:
 
 FUSED_ROWS = 16  # rows (batch · beams) up to which a step's products are a few rows' (gemv's)
 FIELDS["block step"] = ("dtype", "rows≤", "keys≤", "d_model", "d_ff", "heads", "attention", "threads")
-ACTIVATION_CODES = {id(function): native.ACTIVATIONS[name] for name, function in ACTIVATIONS.items()}
+ACTIVATION_CODES = {
+    id(function): native.ACTIVATIONS[name]
+    for table in (ACTIVATIONS, MEASURED_ACTIVATIONS)
+    for name, function in table.items()
+}
 PLAIN_LINEAR = (Linear, nn.Linear)
 CANDIDATES = ("modules", "fused")  # the block's own forward first: it wins a tie
 

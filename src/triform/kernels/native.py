@@ -137,6 +137,14 @@ class NativeKernels:
             function.argtypes += [ctypes.c_int]
             function.restype = ctypes.c_int
             self._cross_entropy[dtype] = function
+        self._activation = {}  # by dtype: (forward, backward)
+        for dtype, name in GEMV_DTYPES.items():
+            forward = getattr(library, f"triform_activation_forward_{name}")
+            forward.argtypes = [ctypes.c_int, pointer, i64, pointer, i64, i64, ctypes.c_int]
+            backward = getattr(library, f"triform_activation_backward_{name}")
+            backward.argtypes = [ctypes.c_int, pointer, i64, pointer, pointer, i64, i64, ctypes.c_int]
+            forward.restype = backward.restype = None
+            self._activation[dtype] = (forward, backward)
         self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
         self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
         self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
@@ -241,6 +249,21 @@ class NativeKernels:
         self._call(self._attention_backward, arguments, "triform::attention_backward", "a head's scores")
         return dq, dk, dv
 
+    def activation_forward(self, kind: str, x: Tensor) -> Tensor:
+        """ACTIVATIONS[kind] of x (rows, n), fp32 or bf16, rows of any stride, the last dimension
+        contiguous, computed in fp32; (rows, n) contiguous in x's dtype."""
+        out = torch.empty(x.shape, dtype=x.dtype)
+        arguments = (ACTIVATIONS[kind], x.data_ptr(), x.stride(0), out.data_ptr(), *x.shape, torch.get_num_threads())
+        self._timed(self._activation[x.dtype][0], arguments, "triform::activation")
+        return out
+
+    def activation_backward(self, kind: str, x: Tensor, grad: Tensor) -> Tensor:
+        """grad · ACTIVATIONS[kind]'(x): x as for `activation_forward`, grad (rows, n) contiguous."""
+        out = torch.empty(x.shape, dtype=x.dtype)
+        arguments = (ACTIVATIONS[kind], x.data_ptr(), x.stride(0), grad.data_ptr(), out.data_ptr(), *x.shape)
+        self._timed(self._activation[x.dtype][1], (*arguments, torch.get_num_threads()), "triform::activation_backward")
+        return out
+
     def cross_entropy(
         self, logits: Tensor, targets: Tensor, weights: Tensor, smoothing: float, gradient: Tensor | None
     ) -> float:
@@ -322,6 +345,15 @@ class NativeKernels:
         if failed == OUTSIDE_VOCABULARY:
             raise IndexError(f"a token id is outside the vocabulary of {stack.vocab} ids")
         return out
+
+    @staticmethod
+    def _timed(function, arguments: tuple, name: str) -> None:
+        """A kernel that cannot fail, seen by torch.profiler as an operator of its own."""
+        if torch.autograd._profiler_enabled():
+            with record_function(name):
+                function(*arguments)
+        else:
+            function(*arguments)
 
     @staticmethod
     def _call(function, arguments: tuple, name: str, what: str) -> int:

@@ -25,7 +25,7 @@ from triform.models.stack_model import StackModel
 from triform.nn import attention
 from triform.nn.attention import CrossAttention, SelfAttention
 from triform.nn.block import PostNormBlock, PreNormBlock
-from triform.nn.feedforward import ACTIVATIONS, FeedForward, GatedFeedForward
+from triform.nn.feedforward import ACTIVATIONS, Activation, FeedForward, GatedFeedForward
 from triform.nn.norm import make_norm
 from triform.nn.position import LearnedPositions, RelativePositionBias, Rotary, RotaryScaling, SinusoidalPositions
 
@@ -34,18 +34,27 @@ Model = StackModel | EncoderDecoderModel
 
 @dataclass(frozen=True)
 class Parts:
-    """How the parts compute: linear layers, attention (`nn.attention.attend`'s signature), dropout."""
+    """How the parts compute: linear layers, attention (`nn.attention.attend`'s signature), dropout,
+    activations (by name)."""
 
     linear: Callable[..., nn.Linear] = kernels.Linear
     attend: Callable[..., Tensor] = kernels.attend
     dropout: Callable[[float], nn.Module] = kernels.Dropout
     step: Callable[..., Tensor | None] | None = kernels.block_step  # a decoding step of a block
     stack_step: Callable[..., Tensor | None] | None = kernels.stack_step  # ... of a whole stack at once
+    activation_of: Callable[[str], Activation] = kernels.ACTIVATIONS.__getitem__
 
 
 KERNELS = Parts()  # this device's kernels: what build_model uses
 # plain torch
-TEXTBOOK = Parts(linear=nn.Linear, attend=attention.attend, dropout=nn.Dropout, step=None, stack_step=None)
+TEXTBOOK = Parts(
+    linear=nn.Linear,
+    attend=attention.attend,
+    dropout=nn.Dropout,
+    step=None,
+    stack_step=None,
+    activation_of=ACTIVATIONS.__getitem__,
+)
 
 
 def build_model(config: ModelConfig, parts: Parts = KERNELS, *, initialise: bool = True) -> Model:
@@ -132,7 +141,14 @@ def build_block(config: ModelConfig, parts: Parts, *, cross: bool, rotary: Rotar
     block_class = PreNormBlock if config.norm_placement == "pre" else PostNormBlock
     return block_class(
         SelfAttention(*size, rotary=rotary, **heads()),
-        feedforward_class(config.d_model, config.d_ff, config.activation, config.bias, linear=parts.linear),
+        feedforward_class(
+            config.d_model,
+            config.d_ff,
+            config.activation,
+            config.bias,
+            linear=parts.linear,
+            activation_of=parts.activation_of,
+        ),
         [make_norm(config.norm, config.d_model, config.norm_eps) for _ in range(n_sublayers)],
         parts.dropout(config.dropout),
         cross_attention=CrossAttention(*size, **heads()) if cross else None,
@@ -146,7 +162,7 @@ def build_head(config: ModelConfig, parts: Parts, token: nn.Embedding) -> Langua
         projection.weight = token.weight
     transform = None
     if config.output_transform:
-        activation = ACTIVATIONS[config.activation]
+        activation = parts.activation_of(config.activation)
         transform = nn.Sequential(
             parts.linear(config.d_model, config.d_model),
             _Activation(activation),

@@ -1,6 +1,7 @@
 """Position-wise feed-forward networks (Vaswani et al. 2017, §3.3) and their gated variants.
 
-The projections are `nn.Linear` unless another is handed in (`linear=`, as models/build.py does).
+The projections are `nn.Linear` and the activation the textbook function named unless others are
+handed in (`linear=`, `activation_of=`, as models/build.py does).
 """
 
 from __future__ import annotations
@@ -17,18 +18,26 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's and T5 v1.1's approximation
     "silu": F.silu,
 }
+Activation = Callable[[Tensor], Tensor]
 
 
 class FeedForward(nn.Module):
     """x -> W_out · activation(W_in · x)."""
 
     def __init__(
-        self, d_model: int, d_ff: int, activation: str, bias: bool, *, linear: Callable[..., nn.Linear] = nn.Linear
+        self,
+        d_model: int,
+        d_ff: int,
+        activation: str,
+        bias: bool,
+        *,
+        linear: Callable[..., nn.Linear] = nn.Linear,
+        activation_of: Callable[[str], Activation] = ACTIVATIONS.__getitem__,
     ):
         super().__init__()
         self.up = linear(d_model, d_ff, bias=bias)
         self.down = linear(d_ff, d_model, bias=bias)
-        self.activation = ACTIVATIONS[activation]
+        self.activation = activation_of(activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(self.activation(self.up(x)))
@@ -42,13 +51,20 @@ class GatedFeedForward(nn.Module):
     separate `gate` and `up` tensors, still load (`join_gate_up`)."""
 
     def __init__(
-        self, d_model: int, d_ff: int, activation: str, bias: bool, *, linear: Callable[..., nn.Linear] = nn.Linear
+        self,
+        d_model: int,
+        d_ff: int,
+        activation: str,
+        bias: bool,
+        *,
+        linear: Callable[..., nn.Linear] = nn.Linear,
+        activation_of: Callable[[str], Activation] = ACTIVATIONS.__getitem__,
     ):
         super().__init__()
         self.d_ff = d_ff
         self.gate_up = linear(d_model, 2 * d_ff, bias=bias)
         self.down = linear(d_ff, d_model, bias=bias)
-        self.activation = ACTIVATIONS[activation]
+        self.activation = activation_of(activation)
         self._register_load_state_dict_pre_hook(self._join_old_layout)
 
     def forward(self, x: Tensor) -> Tensor:
