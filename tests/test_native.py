@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
-from triform.kernels.linear import Linear
+from triform.kernels.linear import Linear, rows_of
 
 
 @pytest.fixture
@@ -247,3 +247,15 @@ def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an
     assert got[0].tolist() == [0.5, -0.5]
     assert got[[1, 3, 4]].isnan().all()
     assert got[2].isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_call(dtype):
+    built()
+    x = torch.randn(37, 70).to(dtype)
+    first = rows_of(x.t())
+    assert first.is_contiguous() and torch.equal(first, x.t())
+    again = rows_of(torch.randn(20, 50).to(dtype).t())  # smaller: the same memory
+    assert again.data_ptr() == first.data_ptr() and again.shape == (50, 20)
+    for untouched in (x, x[:, ::2], x.t()[::2]):  # rows already, or not a transposed matrix
+        assert rows_of(untouched) is untouched

@@ -145,6 +145,12 @@ class NativeKernels:
             backward.argtypes = [ctypes.c_int, pointer, i64, pointer, pointer, i64, i64, ctypes.c_int]
             forward.restype = backward.restype = None
             self._activation[dtype] = (forward, backward)
+        self._transpose = {}  # by the elements' size in bytes
+        for size in (4, 2):
+            function = getattr(library, f"triform_transpose_{8 * size}")
+            function.argtypes = [pointer, i64, pointer, i64, i64, i64, ctypes.c_int]
+            function.restype = None
+            self._transpose[size] = function
         self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
         self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
         self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
@@ -262,6 +268,13 @@ class NativeKernels:
         out = torch.empty(x.shape, dtype=x.dtype)
         arguments = (ACTIVATIONS[kind], x.data_ptr(), x.stride(0), grad.data_ptr(), out.data_ptr(), *x.shape)
         self._timed(self._activation[x.dtype][1], (*arguments, torch.get_num_threads()), "triform::activation_backward")
+        return out
+
+    def transpose_into(self, x: Tensor, out: Tensor) -> Tensor:
+        """out (C, R), contiguous, = x (R, C) transposed: x of 4- or 2-byte elements, its rows of any
+        stride, its last dimension contiguous."""
+        arguments = (x.data_ptr(), x.stride(0), out.data_ptr(), out.stride(0), *x.shape, torch.get_num_threads())
+        self._timed(self._transpose[x.element_size()], arguments, "triform::transpose")
         return out
 
     def cross_entropy(
