@@ -28,6 +28,7 @@ from torch import Tensor
 
 from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.host_memory import Reused
 
 BLOCK_BYTES = 2**21  # fp32 bytes of one block of logits: about one core's L2 cache
 FIELDS["cross-entropy"] = ("dtype", "rows≤", "vocab", "smoothing", "grad", "threads")
@@ -99,12 +100,14 @@ def in_blocks(
 def natively(
     logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, want_gradient: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """The same by triform's kernel (native/cross_entropy.c), one pass over each row."""
-    gradient = torch.empty_like(logits) if want_gradient else None
+    """The same by triform's kernel (native/cross_entropy.c), one pass over each row, the gradient in
+    memory reused from step to step where nothing holds it any more (`host_memory.Reused`)."""
+    gradient = GRADIENTS.empty(logits.shape, logits.dtype) if want_gradient else None
     total = native.library().cross_entropy(logits, targets, weights, label_smoothing, gradient)
     return torch.tensor(total, dtype=torch.float32), gradient
 
 
+GRADIENTS = Reused()
 KERNELS = {"blocks": in_blocks, "native": natively}
 
 
