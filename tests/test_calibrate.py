@@ -313,3 +313,15 @@ def test_triform_calibrate_times_int8_products_with_the_quantize_flag(capsys, mo
     assert "1 threads" in out and "int8 linear rows≤1 in=" in out
     assert main(argv + ["--quantize", "int3"]) != 0
     assert "quantize: unknown scheme 'int3'" in capsys.readouterr().err
+
+
+def test_a_candidate_may_ask_for_a_kernel_of_a_class_not_timed_yet():
+    """The written-out attention calls dropout, whose class may be new: it is timed then, inside."""
+    calibration = Calibration(timer=lambda name, run: (run(), {"a": 2.0, "b": 1.0}[name])[1], read_disk=False)
+    inner = ("linear", "x·Wᵀ", "fp32", 2, 1, 1, True, 1)
+
+    def outer_run():
+        return calibration.choose(inner, ("a", "b"), lambda: {"a": lambda: None, "b": lambda: None})
+
+    assert calibration.choose(KEY, ("a", "b"), lambda: {"a": outer_run, "b": outer_run}) == "b"
+    assert calibration.choices[inner].kernel == "b"

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from conftest import random_ids, tiny_config
 
 from triform.kernels import linear as linear_module
+from triform.kernels import native
 from triform.kernels.attention import attend
 from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.dropout import Dropout, dropout, keep_mask
@@ -194,18 +195,37 @@ def test_attention_with_dropout_draws_as_if_it_had_not_calibrated(forced):
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_keep_mask_drops_p_of_the_elements_and_dropout_keeps_the_expectation():
+def test_keep_mask_drops_p_of_the_elements():
     torch.manual_seed(0)
     keep, kept = keep_mask(torch.Size([500, 401]), 0.1, torch.device("cpu"))
     assert kept == pytest.approx(0.9, abs=1e-4)
     assert float(keep.float().mean()) == pytest.approx(kept, abs=0.003)  # 200,500 draws: 4 standard deviations
-    x = torch.ones(400, 500, requires_grad=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kernel", ["torch", "native"])
+def test_each_dropout_kernel_drops_p_keeps_the_expectation_and_repeats_under_a_seed(kernel, dtype, forced):
+    if kernel == "native" and native.library() is None:
+        pytest.skip(f"triform's kernels are not built here: {native.unavailable()}")
+    calibration = forced(kernel)
+    x = torch.ones(400, 500, dtype=dtype, requires_grad=True)
+    torch.manual_seed(1)
     y = dropout(x, 0.3)
-    values = torch.unique(y.detach()).tolist()
-    assert float(y.detach().mean()) == pytest.approx(1.0, abs=0.01)
-    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - 0.3), abs=1e-3)
-    y.sum().backward()
+    dropped = (y.detach() == 0).float()
+    assert float(dropped.mean()) == pytest.approx(0.3, abs=0.004)  # 200,000 draws: 4 standard deviations
+    values = torch.unique(y.detach().float()).tolist()
+    assert float(y.detach().float().mean()) == pytest.approx(1.0, abs=0.01)
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - 0.3), rel=2**-7)
+    # neighbours, rows and the next call draw independently: their decisions agree as chance would have it
+    for a, b in [(dropped[:, 1:], dropped[:, :-1]), (dropped[1:], dropped[:-1])]:
+        assert float((a * b).mean()) == pytest.approx(0.09, abs=0.005)
+    again = (dropout(x, 0.3).detach() == 0).float()
+    assert float((again * dropped).mean()) == pytest.approx(0.09, abs=0.005)
+    y.float().sum().backward()
     torch.testing.assert_close(x.grad, y.detach())  # the gradient is the kept mask times the scale, as nn.Dropout's
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.3), y)  # seeded: the same mask
+    assert [choice.kernel for _, choice in calibration.table()] == [kernel]
 
 
 def test_dropout_is_the_identity_in_evaluation_and_at_zero():

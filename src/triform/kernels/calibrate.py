@@ -160,7 +160,9 @@ class Calibration:
         self.path = path
         self.read_disk = read_disk
         self.choices: dict[Key, Choice] = {}
-        self.lock = threading.Lock()  # guards this table only: two threads never time the same class at once
+        # Guards this table only: two threads never time the same class at once. Reentrant: a candidate may
+        # call a kernel of a class not timed yet (the written-out attention its dropout), timed then, inside.
+        self.lock = threading.RLock()
         self._stored: dict[str, str] | None = None
 
     def choose(self, key: Key, names: tuple[str, ...], runs: Callable[[], Mapping[str, Callable[[], object]]]) -> str:

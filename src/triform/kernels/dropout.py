@@ -6,14 +6,26 @@ slow on the AMD EPYC this was measured on. p is rounded to a multiple of 1/32768
 and the scale uses the rounded value, so that the output's expectation is exactly the input. In
 evaluation mode, or at p = 0, the input is returned as it is. `Dropout` computes what `nn.Dropout`
 computes, with other random draws.
+
+Two kernels draw them, chosen by calibration (`kernels/calibrate.py`) for each class of size, dtype
+and autograd: `torch`, as above, and `native` (contiguous fp32 or bf16 on a CPU where triform's
+kernels are built: native/dropout.c), whose 15 bits per element come from a hash of the element's
+index and a seed drawn from torch's generator, the result and a byte of mask written in one pass and
+the mask, not a float copy of it, kept for the backward pass. Both repeat under torch.manual_seed.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
+from triform.kernels import native
+from triform.kernels.calibrate import FIELDS, calibration, rows_class
+
 LEVELS = 2**15
+FIELDS["dropout"] = ("dtype", "elements≤", "grad", "threads")
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
@@ -30,8 +42,62 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu":  # other devices have fast fused kernels of their own
         return nn.functional.dropout(x, p, training)
+    if not native_applies(x):
+        return by_torch(x, p)
+    grad = "grad" if torch.is_grad_enabled() and x.requires_grad else "no-grad"
+    key = ("dropout", str(x.dtype).removeprefix("torch."), rows_class(x.numel()), grad, torch.get_num_threads())
+    name = calibration().choose(key, tuple(KERNELS), lambda: timed_runs(x, p, grad == "grad"))
+    return KERNELS[name](x, p)
+
+
+def native_applies(x: Tensor) -> bool:
+    return (
+        x.dtype in native.GEMV_DTYPES
+        and x.is_contiguous()
+        and x.numel() > 0
+        and not torch.compiler.is_compiling()
+        and native.library() is not None
+    )
+
+
+def by_torch(x: Tensor, p: float) -> Tensor:
     keep, kept = keep_mask(x.shape, p, x.device)
     return x * keep.to(x.dtype).mul_(1.0 / kept)
+
+
+def natively(x: Tensor, p: float) -> Tensor:
+    return _NativeDropout.apply(x, p)
+
+
+class _NativeDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:
+        dropped = round(p * LEVELS)
+        scale = 1.0 / (1.0 - dropped / LEVELS)
+        seed = int(torch.empty((), dtype=torch.int64).random_())  # from torch's generator: manual_seed repeats it
+        y, keep = native.library().dropout(x, dropped, scale, seed)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (keep,) = ctx.saved_tensors
+        return native.library().dropout_backward(grad.contiguous(), keep, ctx.scale), None
+
+
+def timed_runs(x: Tensor, p: float, grad: bool) -> dict:
+    inputs = x.detach().requires_grad_(grad)
+
+    def run(name: str) -> None:
+        out = KERNELS[name](inputs, p)
+        if grad:
+            torch.autograd.grad(out, inputs, torch.ones_like(out))
+
+    return {name: partial(run, name) for name in KERNELS}
+
+
+KERNELS = {"torch": by_torch, "native": natively}
 
 
 class Dropout(nn.Module):

@@ -151,6 +151,15 @@ class NativeKernels:
             function.argtypes = [pointer, i64, pointer, i64, i64, i64, ctypes.c_int]
             function.restype = None
             self._transpose[size] = function
+        self._dropout = {}  # by dtype: (forward, backward)
+        for dtype, name in GEMV_DTYPES.items():
+            forward = getattr(library, f"triform_dropout_{name}")
+            forward.argtypes = [pointer, pointer, pointer, i64, ctypes.c_uint32, ctypes.c_float, ctypes.c_uint64]
+            forward.argtypes += [ctypes.c_int]
+            backward = getattr(library, f"triform_dropout_backward_{name}")
+            backward.argtypes = [pointer, pointer, pointer, i64, ctypes.c_float, ctypes.c_int]
+            forward.restype = backward.restype = None
+            self._dropout[dtype] = (forward, backward)
         self._int8_linear = library.triform_fused_linear_q8  # the block step's int8 product (gemv.c)
         self._int8_linear.argtypes = [pointer, i64, ctypes.c_int, pointer, pointer, ctypes.c_float, pointer, pointer]
         self._int8_linear.argtypes += [pointer, ctypes.c_int, ctypes.c_int, pointer, i64, ctypes.c_int, pointer]
@@ -275,6 +284,21 @@ class NativeKernels:
         stride, its last dimension contiguous."""
         arguments = (x.data_ptr(), x.stride(0), out.data_ptr(), out.stride(0), *x.shape, torch.get_num_threads())
         self._timed(self._transpose[x.element_size()], arguments, "triform::transpose")
+        return out
+
+    def dropout(self, x: Tensor, dropped: int, scale: float, seed: int) -> tuple[Tensor, Tensor]:
+        """(x · keep · scale, keep as uint8) for x contiguous, fp32 or bf16: an element kept where 15 bits
+        hashed from its index and `seed` are at least `dropped` (of 2¹⁵)."""
+        out, keep = torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8)
+        arguments = (x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), dropped, scale, seed % 2**64)
+        self._timed(self._dropout[x.dtype][0], (*arguments, torch.get_num_threads()), "triform::dropout")
+        return out, keep
+
+    def dropout_backward(self, grad: Tensor, keep: Tensor, scale: float) -> Tensor:
+        """grad · keep · scale, grad contiguous in the dtype `dropout` took."""
+        out = torch.empty_like(grad)
+        arguments = (grad.data_ptr(), keep.data_ptr(), out.data_ptr(), grad.numel(), scale, torch.get_num_threads())
+        self._timed(self._dropout[grad.dtype][1], arguments, "triform::dropout_backward")
         return out
 
     def cross_entropy(
