@@ -113,12 +113,14 @@ def test_choices_saved_on_this_machine_are_read_back(tmp_path):
     assert again.table()[0][1].source == "disk"
 
 
-@pytest.mark.parametrize("foreign", ["cpu", "isa", "torch", "unknown kernel", "not json"])
+@pytest.mark.parametrize("foreign", ["cpu", "family", "isa", "torch", "unknown kernel", "not json"])
 def test_a_stale_or_foreign_cache_entry_is_ignored_and_measured_again(tmp_path, foreign):
     path = tmp_path / "kernels.json"
     machine, kernel = dict(fingerprint()), "onednn"
     if foreign == "cpu":  # another model than this machine's, whichever this one is
         machine["cpu"] = "AMD EPYC 7B13 64-Core Processor" if "7B13" not in machine["cpu"] else "Intel Xeon"
+    elif foreign == "family":  # the same model name, another generation (a bare `AMD EPYC` in a VM)
+        machine["family"] = "family 25 model 17" if machine["family"] != "family 25 model 17" else "family 26 model 2"
     elif foreign == "isa":  # one instruction set more than this machine has (an AVX2-only one has just ["AVX2"])
         machine["isa"] = [*machine["isa"], "AMX-FP16"] if "AMX-FP16" not in machine["isa"] else ["AVX2"]
     elif foreign == "torch":

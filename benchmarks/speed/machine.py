@@ -74,11 +74,12 @@ def bandwidth(megabytes: int = 512) -> dict:
 def describe() -> dict:
     import transformers
 
-    from triform.kernels.machine import cpu_vendor, isa_flags
+    from triform.kernels.machine import cpu_family, cpu_vendor, isa_flags
     from triform.precision import native_bf16
 
     return {
         "cpu": cpu_name(),
+        "family": cpu_family(),
         "vendor": cpu_vendor(),
         "isa": isa_flags(),
         "cores": os.cpu_count(),

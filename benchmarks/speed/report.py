@@ -171,7 +171,8 @@ def utilisation_lines(results: dict) -> list[str]:
     if any(variants[f"triform {dtype}"]["mfu"] < GEMM_SHARE_TARGET[dtype] for dtype in dtypes):
         lines.append(
             "- What bounds it: `python benchmarks/profile_training.py` shows the share of a step's operator time "
-            "in matrix products; the rest is the fused attention kernel, element-wise work (GELU, layer "
-            "norm, dropout, softmax) and copies (bf16 casts, transposes), which run at memory speed."
+            "in matrix products; the rest is attention (the kernel calibration chose), element-wise work "
+            "(GELU, layer norm, dropout, the loss's softmax) and copies (bf16 casts, transposes), which run at "
+            "memory speed."
         )
     return lines

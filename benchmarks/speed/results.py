@@ -30,8 +30,8 @@ def commit() -> str:
 
 
 def machine_key(machine: dict) -> str:
-    """The heading of a machine's table: its CPU model, with the instruction sets where recorded."""
-    return machine_name(machine["cpu"], machine.get("isa"))
+    """The heading of a machine's table: its CPU model, with its family and instruction sets where recorded."""
+    return machine_name(machine["cpu"], machine.get("isa"), machine.get("family"))
 
 
 def read_stored(path: Path) -> dict[str, dict]:

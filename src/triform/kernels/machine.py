@@ -1,10 +1,12 @@
-"""What this machine is, as far as kernel speed goes: the CPU's model and vendor, the instruction sets
+"""What this machine is, as far as kernel speed goes: the CPU's model, family and vendor, the instruction sets
 that decide which kernels are fast (AVX2, AVX512, AVX512-BF16, AMX), and torch's version (the number
 of threads is part of each choice's own key).
 
 A kernel choice measured on one machine says nothing about another (oneDNN's fp32 products were
 faster than MKL's on an AMD EPYC, slower on an Intel Xeon with AMX), so every stored choice carries
-this fingerprint and is used only where it matches.
+this fingerprint and is used only where it matches. The family and model numbers count because a
+virtual machine's model name may be as bare as `AMD EPYC` on CPUs of two generations (Zen 4: family
+25; Zen 5: family 26), whose fastest kernels differ.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def cpu_model() -> str:
     return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+def cpu_family() -> str | None:
+    """`family 26 model 2`, from /proc/cpuinfo's numbers; None where they are not given."""
+    fields = cpuinfo()
+    if "cpu family" not in fields:
+        return None
+    return f"family {fields['cpu family']} model {fields.get('model', '?')}"
+
+
 def cpu_vendor() -> str:
     return cpuinfo().get("vendor_id", "unknown")
 
@@ -60,21 +70,23 @@ def isa_flags() -> list[str]:
     return [shown for flag, shown in ISA_FLAGS.items() if flag in flags]
 
 
-def machine_name(cpu: str, isa: list[str] | None) -> str:
-    """A machine as reports name it, `AMD EPYC (AVX2)`: a CPU model with its instruction sets,
-    where they are known (a stored run may not have recorded them)."""
-    return f"{cpu} ({', '.join(isa)})" if isa else cpu
+def machine_name(cpu: str, isa: list[str] | None, family: str | None = None) -> str:
+    """A machine as reports name it, `AMD EPYC (family 26 model 2; AVX2, AVX512)`: a CPU model with its
+    family and instruction sets, where they are known (a stored run may not have recorded them)."""
+    known = "; ".join(part for part in (family, ", ".join(isa or [])) if part)
+    return f"{cpu} ({known})" if known else cpu
 
 
 def this_machine() -> str:
     """This machine's `machine_name`: one table per machine in the reports that benchmarks write."""
-    return machine_name(cpu_model(), isa_flags())
+    return machine_name(cpu_model(), isa_flags(), cpu_family())
 
 
 def fingerprint() -> dict:
     """What a measured kernel choice depends on; a stored choice is used only where all of it matches."""
     return {
         "cpu": cpu_model(),
+        "family": cpu_family(),
         "vendor": cpu_vendor(),
         "isa": isa_flags(),
         "torch": torch.__version__,
