@@ -34,10 +34,12 @@ def heads_of_one_projection(batch: int, length: int, heads: int, d: int, generat
     return [joined[:, :, i].transpose(1, 2) for i in range(parts)]
 
 
-def exact(q, k, v, causal, grad, scale=None):
+def exact(q, k, v, causal, grad, scale=None, mask=None):
     """torch's attention in fp64 and its gradients: the reference."""
     inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    out = F.scaled_dot_product_attention(*inputs, is_causal=causal, scale=scale)
+    if mask is not None:
+        mask = mask if mask.dtype == torch.bool else mask.double()
+    out = F.scaled_dot_product_attention(*inputs, attn_mask=mask, is_causal=causal, scale=scale)
     out.backward(grad.double())
     return out, *(t.grad for t in inputs)
 
@@ -58,8 +60,8 @@ def test_forward_and_backward_match_exact_attention(batch, heads, queries, keys,
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        out, lse = kernels.attention_forward(q, k, v, causal, scale)
-        gradients = kernels.attention_backward(q, k, v, out, lse, grad, causal, scale)
+        out, lse = kernels.attention_forward(q, k, v, None, causal, scale)
+        gradients = kernels.attention_backward(q, k, v, None, out, lse, grad, causal, scale)
     finally:
         torch.set_num_threads(before)
     want, *want_gradients = exact(q, k, v, causal, grad, scale)
@@ -79,8 +81,8 @@ def test_keys_no_query_attends_get_zero_gradients():
     kernels = built()
     generator = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, 2, n, 16, generator=generator) for n in (4, 20, 20))
-    out, lse = kernels.attention_forward(q, k, v, True, 0.25)
-    _, dk, dv = kernels.attention_backward(q, k, v, out, lse, torch.ones_like(out), True, 0.25)
+    out, lse = kernels.attention_forward(q, k, v, None, True, 0.25)
+    _, dk, dv = kernels.attention_backward(q, k, v, None, out, lse, torch.ones_like(out), True, 0.25)
     assert torch.all(dk[:, :, 4:] == 0) and torch.all(dv[:, :, 4:] == 0) and torch.any(dv[:, :, :4] != 0)
 
 
@@ -99,13 +101,13 @@ def test_attend_chooses_it_by_calibration_and_gives_autograd_its_gradients(force
     assert [choice.kernel for _, choice in calibration.table()] == ["native"]
 
 
-@pytest.mark.parametrize("case", ["mask", "dropout", "bf16", "autocast", "d_head", "pair-limit"])
+@pytest.mark.parametrize("case", ["learned bias", "dropout", "bf16", "autocast", "d_head", "pair-limit"])
 def test_it_is_no_candidate_where_it_would_compute_something_else(case):
     built()
     generator = torch.Generator().manual_seed(0)
     queries = 1025 if case == "pair-limit" else 8
     q, k, v = (torch.randn(1, 2, queries, 20 if case == "d_head" else 16, generator=generator) for _ in range(3))
-    mask = torch.ones(1, 1, queries, queries, dtype=torch.bool) if case == "mask" else None
+    mask = torch.zeros(1, 2, queries, queries, requires_grad=True) if case == "learned bias" else None
     dropout = 0.1 if case == "dropout" else 0.0
     if case == "bf16":
         q, k, v = (t.bfloat16() for t in (q, k, v))
@@ -116,6 +118,37 @@ def test_it_is_no_candidate_where_it_would_compute_something_else(case):
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         got = attention.native_attention(q, k, v, mask, mask is None, 0.0, None)
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["padding", "bool", "bias"])
+def test_a_mask_is_applied_forward_and_backward_and_a_query_attending_nothing_gets_zeros(kind, forced):
+    built()
+    calibration = forced("native")
+    generator = torch.Generator().manual_seed(5)
+    batch, heads, queries, keys = 2, 3, 21, 19
+    q, k, v = (
+        t.requires_grad_()
+        for t in (torch.randn(batch, heads, n, 32, generator=generator) for n in (queries, keys, keys))
+    )
+    if kind == "padding":  # the second text's last 7 keys are padding: (B, 1, 1, keys)
+        mask = torch.ones(batch, 1, 1, keys, dtype=torch.bool)
+        mask[1, ..., -7:] = False
+    elif kind == "bool":
+        mask = torch.rand(batch, 1, queries, keys, generator=generator) > 0.5
+        mask[0, 0, 3] = False  # query 3 of the first text attends no key
+    else:  # a fixed bias (T5's relative positions, not being learned), with keys left out by -inf
+        mask = torch.randn(1, heads, queries, keys, generator=generator)
+        mask[..., 4] = float("-inf")
+    out = attention.attend(q, k, v, mask, False, 0.0, None)
+    grad = torch.randn(out.shape, generator=generator)
+    gradients = torch.autograd.grad(out, (q, k, v), grad)
+    if kind == "bool":
+        torch.testing.assert_close(out[0, :, 3], torch.zeros(heads, 32))  # zeros, as torch's attention gives
+    want, *want_gradients = exact(q, k, v, False, grad, None, mask)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6)
+    for got, expected in zip(gradients, want_gradients):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+    assert [choice.kernel for _, choice in calibration.table()] == ["native"]
 
 
 def test_a_training_step_of_a_gpt_is_the_fused_kernel_s(forced):

@@ -11,7 +11,7 @@ The candidates:
 - `native`: triform's own kernels (`kernels/native.py`). For one query (no autograd, no dropout, an
   fp32 or bf16 cache: a decoding step) it reads the cache once and sums in fp32; on that EPYC it
   attended a bf16 cache of 8 rows of 6 heads over 64 keys in 90 µs against the fused kernel's 275 to
-  424. For many queries in fp32 (no mask or a causal one, no dropout; training, a prompt) each
+  424. For many queries in fp32 (no dropout, a mask that needs no gradient; training, a prompt) each
   (batch, head) pair is a thread's, its scores kept in that core's caches and formed again going
   backward (`NativeAttention`): on an AMD EPYC (Zen 5, 2 threads) a causal layer of the benchmark's
   GPT (16 × 6 heads, 256 queries of 64) took 14 ms forward and backward against the fused kernel's 34.
@@ -87,12 +87,26 @@ def single_query_native(q: Tensor, k: Tensor) -> bool:
 
 def many_queries_native(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> bool:
     """Whether triform's attention over many queries may serve this call: fp32 on the CPU outside
-    autocast, no mask (a causal one is no mask here), no dropout, d_head a multiple of 16, a pair's
-    scores within NATIVE_PAIR_LIMIT."""
+    autocast, no dropout, d_head a multiple of 16, a pair's scores within NATIVE_PAIR_LIMIT, and no
+    mask, a causal one, or a bool or float one that needs no gradient (a padding mask, a fixed bias)."""
     fp32 = all(t.dtype == torch.float32 for t in (q, k, v)) and not torch.is_autocast_enabled("cpu")
     sizes = q.shape[-1] % 16 == 0 and v.shape[-1] == q.shape[-1] and q.shape[2] * k.shape[2] <= NATIVE_PAIR_LIMIT
-    plain = mask is None and dropout_p == 0 and q.shape[2] > 1
+    plain = dropout_p == 0 and q.shape[2] > 1 and (mask is None or native_mask(mask, q, k) is not None)
     return fp32 and sizes and plain and q.device.type == "cpu" and native.library() is not None
+
+
+def native_mask(mask: Tensor, q: Tensor, k: Tensor) -> Tensor | None:
+    """The mask as the native kernel reads it, bool or fp32 expanded to (B, H, T, T_keys); None where it
+    cannot (a mask that needs its gradient, one of other sizes)."""
+    if (mask.requires_grad and torch.is_grad_enabled()) or mask.dim() > 4 or mask.device.type != "cpu":
+        return None
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        return None
+    mask = mask if mask.dtype == torch.bool else mask.detach().float()
+    try:
+        return mask.view((1,) * (4 - mask.dim()) + tuple(mask.shape)).expand(*q.shape[:3], k.shape[2])
+    except RuntimeError:
+        return None
 
 
 def attention_key(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale) -> tuple:
@@ -167,27 +181,29 @@ def native_attention(
         return native_single_query(q, k, v, mask, is_causal, dropout_p, scale)
     if not many_queries_native(q, k, v, mask, dropout_p):
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)
-    return NativeAttention.apply(q, k, v, is_causal, q.shape[-1] ** -0.5 if scale is None else scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return NativeAttention.apply(q, k, v, None if mask is None else native_mask(mask, q, k), is_causal, scale)
 
 
 class NativeAttention(torch.autograd.Function):
-    """softmax(q · kᵀ · scale) · v by `native.attention_forward`, its backward by `attention_backward`:
-    what is kept between them is q, k, v, the result and a log-sum-exp per query."""
+    """softmax(q · kᵀ · scale + mask) · v by `native.attention_forward`, its backward by
+    `attention_backward`: what is kept between them is q, k, v, the mask, the result and a log-sum-exp
+    per query."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float) -> Tensor:
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        out, lse = native.library().attention_forward(q, k, v, causal, scale)
-        ctx.save_for_backward(q, k, v, out, lse)
+        out, lse = native.library().attention_forward(q, k, v, mask, causal, scale)
+        ctx.save_for_backward(q, k, v, mask, out, lse)
         ctx.causal, ctx.scale = causal, scale
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, mask, out, lse = ctx.saved_tensors
         grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-        dq, dk, dv = native.library().attention_backward(q, k, v, out, lse, grad, ctx.causal, ctx.scale)
-        return dq, dk, dv, None, None
+        dq, dk, dv = native.library().attention_backward(q, k, v, mask, out, lse, grad, ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None, None
 
 
 def native_single_query(

@@ -102,6 +102,19 @@ class Place(ctypes.Structure):
         return cls(tensor.data_ptr(), tensor.stride(0), tensor.stride(1), tensor.stride(2))
 
 
+class MaskPlace(ctypes.Structure):
+    """training_attention.c's mask_place: a mask's address, kind and strides over (B, H, T, T_keys)."""
+
+    _fields_ = [("p", _POINTER), ("kind", ctypes.c_int), ("b", _I64), ("h", _I64), ("q", _I64), ("k", _I64)]
+
+    @classmethod
+    def of(cls, mask: Tensor | None):
+        """A pointer to the place of `mask` (expanded to 4 dimensions, bool or fp32), or None."""
+        if mask is None:
+            return None
+        return ctypes.byref(cls(mask.data_ptr(), MASKS[mask.dtype], *mask.stride()))
+
+
 class NativeKernels:
     """The loaded library's kernels, each taking and returning tensors."""
 
@@ -123,11 +136,14 @@ class NativeKernels:
             self._attention[dtype] = function
         places = [ctypes.POINTER(Place)] * 4
         self._attention_forward = library.triform_attention_forward_f32
-        self._attention_forward.argtypes = [*places, pointer, i64, i64, i64, i64, i64, ctypes.c_int]
+        mask = ctypes.POINTER(MaskPlace)
+        self._attention_forward.argtypes = [*places[:3], mask, places[0], pointer, i64, i64, i64, i64, i64]
+        self._attention_forward.argtypes += [ctypes.c_int]
         self._attention_forward.argtypes += [ctypes.c_float, ctypes.c_int]
         self._attention_forward.restype = ctypes.c_int
         self._attention_backward = library.triform_attention_backward_f32
-        self._attention_backward.argtypes = [*places, places[0], pointer, *places[:3], i64, i64, i64, i64, i64]
+        self._attention_backward.argtypes = [*places[:3], mask, places[0], places[0], pointer, *places[:3]]
+        self._attention_backward.argtypes += [i64, i64, i64, i64, i64]
         self._attention_backward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
         self._attention_backward.restype = ctypes.c_int
         self._cross_entropy = {}
@@ -235,21 +251,34 @@ class NativeKernels:
             raise MemoryError(f"decode_attention: no memory for {keys} scores")
         return out if q.dtype == torch.float32 else out.to(q.dtype)
 
-    def attention_forward(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> tuple[Tensor, Tensor]:
-        """(softmax(q · kᵀ · scale) · v, each query's log-sum-exp of its scaled scores) in fp32 for q
-        (B, H, T, d) and k, v (B, H, T_keys, d), any strides but the last, d a multiple of 16; causal:
-        query i attends keys 0 to i (torch's alignment). The result (B, H, T, d) is laid out as
-        (B, T, H, d), the heads' join a view."""
+    def attention_forward(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        """(softmax(q · kᵀ · scale + mask) · v, each query's log-sum-exp of its masked scaled scores)
+        in fp32 for q (B, H, T, d) and k, v (B, H, T_keys, d), any strides but the last, d a multiple
+        of 16; mask None, or bool (True: attended) or fp32 (added) expanded to (B, H, T, T_keys), any
+        strides; causal: query i attends keys 0 to i (torch's alignment). A query that attends no key
+        gets zeros. The result (B, H, T, d) is laid out as (B, T, H, d), the heads' join a view."""
         batch, heads, queries, d = q.shape
         out = torch.empty(batch, queries, heads, d).transpose(1, 2)
         lse = torch.empty(batch, heads, queries)
-        arguments = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v, out)) + (lse.data_ptr(), batch, heads)
+        places = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v))
+        arguments = (*places, MaskPlace.of(mask), ctypes.byref(Place.of(out)), lse.data_ptr(), batch, heads)
         arguments += (queries, k.shape[2], d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_forward, arguments, "triform::attention_forward", "a head's scores")
         return out, lse
 
     def attention_backward(
-        self, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor, causal: bool, scale: float
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        out: Tensor,
+        lse: Tensor,
+        grad: Tensor,
+        causal: bool,
+        scale: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """The gradients of q, k and v from `attention_forward`'s inputs, results and the gradient of
         its out, each laid out as (B, T, H, d)."""
@@ -257,8 +286,8 @@ class NativeKernels:
         keys = k.shape[2]
         dq = torch.empty(batch, queries, heads, d).transpose(1, 2)
         dk, dv = (torch.empty(batch, keys, heads, d).transpose(1, 2) for _ in range(2))
-        operands = (q, k, v, out, grad)
-        arguments = tuple(ctypes.byref(Place.of(t)) for t in operands) + (lse.data_ptr(),)
+        places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
+        arguments = (*places[:3], MaskPlace.of(mask), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))
         arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_backward, arguments, "triform::attention_backward", "a head's scores")

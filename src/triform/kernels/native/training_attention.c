@@ -6,7 +6,8 @@
    between them done by one register-tiled kernel (`product`) and the softmax between them by
    elementwise.h's exponential. Only a row's log-sum-exp is kept for the backward pass, which forms
    the scores again (as flash attention does) rather than keeping queries × keys of them a layer.
-   A causal mask skips the tiles wholly above the diagonal, half of every product. torch's fused
+   A causal mask skips the tiles wholly above the diagonal, half of every product; another mask (a
+   padding mask, a bias) is applied to the scores as they are scaled. torch's fused
    kernel (flash attention on a CPU) took 10 ms forward and 35 ms forward and backward for 16 × 6
    heads of 256 queries and keys of 64 (the benchmark's GPT layer, AMD EPYC Zen 5, 2 threads), its
    batched products 160 GFLOP/s where the layer's linear products ran at 420. */
@@ -79,12 +80,33 @@ static void product(int64_t m, int64_t n, int64_t inner, const float *a, int64_t
   }
 }
 
-/* Where one (batch, head) pair's rows are: element (t, d) of x at x[t · xt + d]. */
+/* A mask over (B, H, queries, keys) at strides b, h, q, k (0 where broadcast): bool (uint8, nonzero:
+   attended) or fp32 added to the scaled scores. */
+typedef struct {
+  const void *p;
+  int kind; /* 1: bool, 2: added */
+  int64_t b, h, q, k;
+} mask_place;
+
+/* One (batch, head) pair's sizes, and its mask: element (i, j) at allowed or bias [i · mq + j · mk]. */
 typedef struct {
   int64_t queries, keys, padded, d; /* padded: keys rounded up to WIDE, a scores row's length */
   int causal;
   float scale;
+  const uint8_t *allowed;
+  const float *bias;
+  int64_t mq, mk;
 } shape;
+
+/* s for the pair (b, h): its mask's rows. */
+static inline shape for_pair(shape s, const mask_place *mask, int64_t b, int64_t h) {
+  if (!mask) return s;
+  const char *base = (const char *)mask->p + (b * mask->b + h * mask->h) * (mask->kind == 1 ? 1 : 4);
+  if (mask->kind == 1) s.allowed = (const uint8_t *)base;
+  else s.bias = (const float *)base;
+  s.mq = mask->q, s.mk = mask->k;
+  return s;
+}
 
 /* to[d][t] = from[t][d] for t < keys, 0 up to padded: a pair's keys or values as the right-hand side of
    a product with keys as its columns. By blocks of WIDE rows, which stay in the first-level cache while
@@ -119,18 +141,30 @@ static void scores_of(const float *q, int64_t qt, const float *kt, float *scores
   product(s->queries, s->padded, s->d, q, qt, 1, kt, s->padded, scores, s->padded, s->causal ? COLUMNS_TO_ROW : 0);
 }
 
-/* Each row of scores made softmax(scale · scores) in place, its log-sum-exp (of the scaled scores) in
-   lse; the keys it does not attend, and the padding, 0. */
+/* Row i's first n scores scaled, with the mask's bias added or -inf where it does not attend. */
+static void scaled_row(float *row, int64_t i, int64_t n, const shape *s) {
+  for (int64_t j = 0; j < n; j++) row[j] *= s->scale;
+  if (s->bias)
+    for (int64_t j = 0; j < n; j++) row[j] += s->bias[i * s->mq + j * s->mk];
+  if (s->allowed)
+    for (int64_t j = 0; j < n; j++) row[j] = s->allowed[i * s->mq + j * s->mk] ? row[j] : -INFINITY;
+}
+
+/* Each row of scores made softmax(scale · scores + mask) in place, its log-sum-exp in lse; the keys it
+   does not attend, and the padding, 0. A row that attends no key gets zeros (as torch's attention gives)
+   and a log-sum-exp of -inf. */
 static void softmax_rows(float *scores, float *lse, const shape *s) {
   for (int64_t i = 0; i < s->queries; i++) {
     float *row = scores + i * s->padded;
     int64_t n = attended(s, i);
-    float top = largest(row, n) * s->scale; /* the scale is positive */
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] * s->scale - top);
+    scaled_row(row, i, n, s);
+    float top = largest(row, n);
+    if (top == -INFINITY) n = 0;
+    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - top);
     float sum = sum_of(row, n), inverse = 1.0f / sum;
     for (int64_t j = 0; j < n; j++) row[j] *= inverse;
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
-    lse[i] = top + logf(sum);
+    lse[i] = n ? top + logf(sum) : -INFINITY;
   }
 }
 
@@ -138,8 +172,9 @@ static void softmax_rows(float *scores, float *lse, const shape *s) {
 static void probabilities(float *scores, const float *lse, const shape *s) {
   for (int64_t i = 0; i < s->queries; i++) {
     float *row = scores + i * s->padded;
-    int64_t n = attended(s, i);
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] * s->scale - lse[i]);
+    int64_t n = lse[i] == -INFINITY ? 0 : attended(s, i);
+    scaled_row(row, i, n, s);
+    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - lse[i]);
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
   }
 }
@@ -158,20 +193,21 @@ static float *buffers(int64_t floats) { return malloc((size_t)floats * sizeof(fl
 /* The forward pass: out (B, H, queries, d) and lse (B, H, queries, contiguous) from q, k, v (B, H,
    queries or keys, d); every operand at its own strides, d contiguous and a multiple of WIDE. -1: no
    memory. */
-int triform_attention_forward_f32(const place *q, const place *k, const place *v, const place *out, float *lse,
-                                  int64_t B, int64_t H, int64_t queries, int64_t keys, int64_t d, int causal,
-                                  float scale, int threads) {
-  shape s = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale};
+int triform_attention_forward_f32(const place *q, const place *k, const place *v, const mask_place *mask,
+                                  const place *out, float *lse, int64_t B, int64_t H, int64_t queries, int64_t keys,
+                                  int64_t d, int causal, float scale, int threads) {
+  shape all = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale, 0, 0, 0, 0};
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
   {
-    float *kt = buffers(s.d * s.padded + s.queries * s.padded);
-    float *scores = kt ? kt + s.d * s.padded : 0;
+    float *kt = buffers(all.d * all.padded + all.queries * all.padded);
+    float *scores = kt ? kt + all.d * all.padded : 0;
     if (!kt) failed = 1;
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < B * H; pair++) {
       if (!kt) continue;
       int64_t b = pair / H, h = pair % H;
+      shape s = for_pair(all, mask, b, h);
       transpose(at(k, b, h), k->t, kt, &s);
       scores_of(at(q, b, h), q->t, kt, scores, &s);
       softmax_rows(scores, lse + pair * queries, &s);
@@ -185,16 +221,16 @@ int triform_attention_forward_f32(const place *q, const place *k, const place *v
 
 /* The backward pass: dq, dk, dv (written whole) from the forward pass's inputs, its out and lse, and
    the gradient of out (dout), each at its own strides. -1: no memory. */
-int triform_attention_backward_f32(const place *q, const place *k, const place *v, const place *out,
-                                   const place *dout, const float *lse, const place *dq, const place *dk,
-                                   const place *dv, int64_t B, int64_t H, int64_t queries, int64_t keys, int64_t d,
-                                   int causal, float scale, int threads) {
-  shape s = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale};
+int triform_attention_backward_f32(const place *q, const place *k, const place *v, const mask_place *mask,
+                                   const place *out, const place *dout, const float *lse, const place *dq,
+                                   const place *dk, const place *dv, int64_t B, int64_t H, int64_t queries,
+                                   int64_t keys, int64_t d, int causal, float scale, int threads) {
+  shape all = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale, 0, 0, 0, 0};
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
   {
-    int64_t square = s.queries * s.padded, side = s.d * s.padded;
-    float *kt = buffers(2 * side + 2 * square + s.queries);
+    int64_t square = all.queries * all.padded, side = all.d * all.padded;
+    float *kt = buffers(2 * side + 2 * square + all.queries);
     float *vt = kt ? kt + side : 0, *p = vt ? vt + side : 0, *ds = p ? p + square : 0;
     float *rows = ds ? ds + square : 0;
     if (!kt) failed = 1;
@@ -202,6 +238,7 @@ int triform_attention_backward_f32(const place *q, const place *k, const place *
     for (int64_t pair = 0; pair < B * H; pair++) {
       if (!kt) continue;
       int64_t b = pair / H, h = pair % H;
+      shape s = for_pair(all, mask, b, h);
       const float *qp = at(q, b, h), *kp = at(k, b, h), *op = at(out, b, h), *gp = at(dout, b, h);
       transpose(kp, k->t, kt, &s);
       transpose(at(v, b, h), v->t, vt, &s);
