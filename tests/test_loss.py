@@ -7,6 +7,7 @@ from test_native import built
 
 from triform.kernels import loss as loss_module
 from triform.kernels.calibrate import Calibration, set_calibration
+from triform.kernels.host_memory import release_reused
 from triform.kernels.loss import cross_entropy
 
 
@@ -110,3 +111,14 @@ def test_a_gradient_still_held_is_never_reused_and_one_let_go_is(kernel):
     (gradient,) = torch.autograd.grad(cross_entropy(first, targets), first)
     torch.testing.assert_close(gradient, kept)
     assert gradient.data_ptr() == address or kernel == "blocks"
+
+
+def test_releasing_the_reused_buffers_lets_the_next_loss_take_fresh_memory(kernel):
+    logits, targets = torch.randn(4, 300, requires_grad=True), torch.tensor([1, 2, 3, 4])
+    (first,) = torch.autograd.grad(cross_entropy(logits, targets), logits)
+    del first
+    release_reused()  # as a training does when it ends
+    assert loss_module.GRADIENTS._local.base is None
+    (again,) = torch.autograd.grad(cross_entropy(logits, targets), logits)
+    assert kernel == "blocks" or loss_module.GRADIENTS._local.base is not None
+    torch.testing.assert_close(again, torch.autograd.grad(F.cross_entropy(logits, targets), logits)[0])

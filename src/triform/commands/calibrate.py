@@ -41,7 +41,7 @@ def run(args) -> int:
     from triform.kernels import native
     from triform.kernels.calibrate import cache_path, calibration
     from triform.kernels.int8 import check_scheme, quantize
-    from triform.kernels.machine import cpu_model, isa_flags
+    from triform.kernels.machine import this_machine
     from triform.precision import autocast
 
     if args.quantize:
@@ -65,7 +65,7 @@ def run(args) -> int:
         decode(model, config, ids[:1], args.decode_steps)
     if args.decode_steps:
         decoding_precision(model, args.precision, 1)  # what `auto` decodes one row in (generate/precision.py)
-    print(f"{cpu_model()} ({', '.join(isa_flags())}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{this_machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     kernels = native.library()
     print(f"triform's native kernels: {kernels.path if kernels else 'left out, ' + native.unavailable()}")
     print(table(calibration().table()))

@@ -27,7 +27,8 @@ process, from its start; this does it for the training only, from Python, with n
 
 `Reused` does it for one large buffer that a kernel fills anew each step (the loss's gradient over the
 logits: 128 MiB for 4,096 rows of 8,192 fp32 logits, whose fresh pages cost some 20 ms a step on an
-AMD EPYC Zen 5), whatever the option: the buffer is handed out again only once no tensor holds it.
+AMD EPYC Zen 5), whatever the option: the buffer is handed out again only once no tensor holds it, and
+`release_reused()` (called when a training ends) lets this thread's buffers go.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import ctypes.util
 import math
 import platform
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -115,6 +117,7 @@ class Reused:
 
     def __init__(self):
         self._local = threading.local()
+        _ALL_REUSED.add(self)
 
     def empty(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         n = math.prod(shape)
@@ -123,3 +126,16 @@ class Reused:
         if not free or base.dtype != dtype or base.numel() < n:
             base = self._local.base = torch.empty(n, dtype=dtype)
         return base[:n].view(shape)
+
+    def release(self) -> None:
+        """Let this thread's buffer go (its memory is freed once no tensor holds it)."""
+        self._local.base = None
+
+
+_ALL_REUSED: weakref.WeakSet[Reused] = weakref.WeakSet()
+
+
+def release_reused() -> None:
+    """Every `Reused` buffer of this thread let go: what a training ends with."""
+    for reused in list(_ALL_REUSED):
+        reused.release()
