@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from triform.config import ModelConfig
+from triform.kernels.calibrate import Calibration, set_calibration
 from triform.vocab import SpecialTokens
 
 VOCAB_SIZE = 100
@@ -83,3 +84,18 @@ def _seed():
 def random_ids(batch: int, length: int, generator_seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(generator_seed)
     return torch.randint(FIRST_WORD, VOCAB_SIZE, (batch, length), generator=generator)
+
+
+@pytest.fixture
+def forced():
+    """force(kernel): from then on, calibration measures `kernel` fastest wherever it is a candidate."""
+    old = []
+
+    def force(kernel: str) -> Calibration:
+        calibration = Calibration(timer=lambda name, run: 0.0 if name == kernel else 1.0, read_disk=False)
+        old.append(set_calibration(calibration))
+        return calibration
+
+    yield force
+    if old:
+        set_calibration(old[0])

@@ -8,27 +8,11 @@ from conftest import random_ids, tiny_config
 from triform.kernels import linear as linear_module
 from triform.kernels import native
 from triform.kernels.attention import attend
-from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.dropout import Dropout, dropout, keep_mask
 from triform.kernels.linear import Linear
 from triform.models import build_model
 from triform.models.build import TEXTBOOK
 from triform.nn import attention as textbook
-
-
-@pytest.fixture
-def forced():
-    """force(kernel): from then on, calibration measures `kernel` fastest wherever it is a candidate."""
-    old = []
-
-    def force(kernel: str) -> Calibration:
-        calibration = Calibration(timer=lambda name, run: 0.0 if name == kernel else 1.0, read_disk=False)
-        old.append(set_calibration(calibration))
-        return calibration
-
-    yield force
-    if old:
-        set_calibration(old[0])
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -8,23 +8,7 @@ from conftest import random_ids, tiny_config
 from test_native import built
 
 from triform.kernels import attention
-from triform.kernels.calibrate import Calibration, set_calibration
 from triform.models import build_model
-
-
-@pytest.fixture
-def forced():
-    """force(kernel): from then on calibration measures `kernel` fastest wherever it is a candidate."""
-    old = []
-
-    def force(kernel: str) -> Calibration:
-        calibration = Calibration(timer=lambda name, run: 0.0 if name == kernel else 1.0, read_disk=False)
-        old.append(set_calibration(calibration))
-        return calibration
-
-    yield force
-    if old:
-        set_calibration(old[0])
 
 
 def heads_of_one_projection(batch: int, length: int, heads: int, d: int, generator, parts: int = 3):
