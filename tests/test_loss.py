@@ -7,7 +7,6 @@ from test_native import built
 
 from triform.kernels import loss as loss_module
 from triform.kernels.calibrate import Calibration, set_calibration
-from triform.kernels.host_memory import release_reused
 from triform.kernels.loss import cross_entropy
 
 
@@ -94,31 +93,3 @@ def test_a_target_outside_the_vocabulary_is_refused_by_name(kernel):
         cross_entropy(logits, torch.tensor([1, 10, -100]))
     with pytest.raises(IndexError, match="target id -3 is outside"):
         cross_entropy(logits, torch.tensor([1, -3, 2]))
-
-
-def test_a_gradient_still_held_is_never_reused_and_one_let_go_is(kernel):
-    """The native kernel writes the gradient into memory it reuses (host_memory.Reused): a gradient the
-    caller keeps (here a leaf's .grad) stays as it was through the next loss; one let go is reused."""
-    generator = torch.Generator().manual_seed(4)
-    first, second = (torch.randn(6, 300, generator=generator).requires_grad_() for _ in range(2))
-    targets = torch.randint(0, 300, (6,), generator=generator)
-    cross_entropy(first, targets).backward()
-    kept = first.grad.clone()
-    cross_entropy(second, targets).backward()
-    assert torch.equal(first.grad, kept) and first.grad.data_ptr() != second.grad.data_ptr()
-    address = second.grad.data_ptr()
-    second.grad = None  # let go
-    (gradient,) = torch.autograd.grad(cross_entropy(first, targets), first)
-    torch.testing.assert_close(gradient, kept)
-    assert gradient.data_ptr() == address or kernel == "blocks"
-
-
-def test_releasing_the_reused_buffers_lets_the_next_loss_take_fresh_memory(kernel):
-    logits, targets = torch.randn(4, 300, requires_grad=True), torch.tensor([1, 2, 3, 4])
-    (first,) = torch.autograd.grad(cross_entropy(logits, targets), logits)
-    del first
-    release_reused()  # as a training does when it ends
-    assert loss_module.GRADIENTS._local.base is None
-    (again,) = torch.autograd.grad(cross_entropy(logits, targets), logits)
-    assert kernel == "blocks" or loss_module.GRADIENTS._local.base is not None
-    torch.testing.assert_close(again, torch.autograd.grad(F.cross_entropy(logits, targets), logits)[0])

@@ -24,26 +24,17 @@ does something else gets its memory back.
 
 The environment variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do the same for a whole
 process, from its start; this does it for the training only, from Python, with no restart.
-
-`Reused` does it for one large buffer that a kernel fills anew each step (the loss's gradient over the
-logits: 128 MiB for 4,096 rows of 8,192 fp32 logits, whose fresh pages cost some 20 ms a step on an
-AMD EPYC Zen 5), whatever the option: the buffer is handed out again only once no tensor holds it, and
-`release_reused()` (called when a training ends) lets this thread's buffers go.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import math
 import platform
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-
-import torch
 
 # mallopt parameters and glibc's defaults for them (malloc/malloc.h, mallopt(3))
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -98,44 +89,3 @@ def hand_back_freed_memory() -> None:
     library = glibc()
     if library is not None:
         library.malloc_trim(0)
-
-
-def _holders_of(tensor) -> int | None:
-    """How many tensors hold `tensor`'s memory, counted as torch counts its storage's owners; None
-    where this torch does not say."""
-    count = getattr(torch._C, "_storage_Use_Count", None)
-    return None if count is None else count(tensor.untyped_storage()._cdata)
-
-
-_ALONE = _holders_of(torch.empty(1))  # the count of a tensor that nothing else holds
-
-
-class Reused:
-    """A buffer for a kernel's result, handed out again when every tensor made from it last time is gone
-    (freed, as autograd frees a gradient once it has been used); while any is held (a retained
-    gradient, a graph kept for a second backward pass), fresh memory instead. One per thread."""
-
-    def __init__(self):
-        self._local = threading.local()
-        _ALL_REUSED.add(self)
-
-    def empty(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        n = math.prod(shape)
-        base = getattr(self._local, "base", None)
-        free = base is not None and _ALONE is not None and _holders_of(base) == _ALONE
-        if not free or base.dtype != dtype or base.numel() < n:
-            base = self._local.base = torch.empty(n, dtype=dtype)
-        return base[:n].view(shape)
-
-    def release(self) -> None:
-        """Let this thread's buffer go (its memory is freed once no tensor holds it)."""
-        self._local.base = None
-
-
-_ALL_REUSED: weakref.WeakSet[Reused] = weakref.WeakSet()
-
-
-def release_reused() -> None:
-    """Every `Reused` buffer of this thread let go: what a training ends with."""
-    for reused in list(_ALL_REUSED):
-        reused.release()

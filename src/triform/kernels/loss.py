@@ -16,7 +16,8 @@ vocabulary, dtype and smoothing: `blocks`, torch's log-softmax, exponential and 
 blocks, and `native` (fp32 or bf16 logits on a CPU, where triform's kernels are built:
 native/cross_entropy.c), which reads each row once and takes one exponential per logit. On an AMD
 EPYC (Zen 5, 2 threads), 4,096 rows of 8,192 fp32 logits (the benchmark's GPT step) into a gradient
-whose memory was already the process's took 9 ms natively; by blocks, 30 ms or more.
+whose memory was already the process's took 9 ms natively, 30 ms by blocks; a gradient in fresh
+memory costs some 25 ms more, the kernel faulting in and zeroing its pages.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from torch import Tensor
 
 from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class
-from triform.kernels.host_memory import Reused
 
 BLOCK_BYTES = 2**21  # fp32 bytes of one block of logits: about one core's L2 cache
 FIELDS["cross-entropy"] = ("dtype", "rows≤", "vocab", "smoothing", "grad", "threads")
@@ -44,12 +44,15 @@ class _CrossEntropy(torch.autograd.Function):
             raise IndexError(f"target id {int(targets[outside][0])} is outside the vocabulary of {vocab} ids")
         weights = counted.to(torch.float32) / counted.sum().clamp(min=1)  # (N,): 1 / n_targets or 0
         safe_targets = torch.where(counted, targets, 0)
-        arguments = (logits, safe_targets, weights, label_smoothing, ctx.needs_input_grad[0])
+        arguments = (logits, safe_targets, weights, label_smoothing)
+        want_gradient = ctx.needs_input_grad[0]
         names = kernels(logits)
         key = ("cross-entropy", str(logits.dtype).removeprefix("torch."), rows_class(rows), vocab)
-        key += (label_smoothing > 0, "grad" if arguments[-1] else "no-grad", torch.get_num_threads())
-        name = names[0] if len(names) == 1 else calibration().choose(key, names, lambda: timed_runs(names, arguments))
-        total, gradient = KERNELS[name](*arguments)
+        key += (label_smoothing > 0, "grad" if want_gradient else "no-grad", torch.get_num_threads())
+        timing = partial(timed_runs, names, arguments, want_gradient)
+        name = names[0] if len(names) == 1 else calibration().choose(key, names, timing)
+        gradient = torch.empty_like(logits) if want_gradient else None  # after timing's own is gone
+        total = KERNELS[name](*arguments, gradient)
         ctx.save_for_backward(gradient)
         return total
 
@@ -68,16 +71,19 @@ def kernels(logits: Tensor) -> tuple[str, ...]:
     return ("blocks", "native") if plain and native.library() is not None else ("blocks",)
 
 
-def timed_runs(names: tuple[str, ...], arguments: tuple) -> dict:
-    return {name: partial(KERNELS[name], *arguments) for name in names}
+def timed_runs(names: tuple[str, ...], arguments: tuple, want_gradient: bool) -> dict:
+    """A call of each candidate, all writing their gradient into one buffer: timing them takes no more
+    memory than the call that follows (a gradient is as large as the logits, 0.8 GB for GPT-2 small's
+    8 x 512 tokens in fp32), and the buffer is gone before that call's own is made."""
+    gradient = torch.empty_like(arguments[0]) if want_gradient else None
+    return {name: partial(KERNELS[name], *arguments, gradient) for name in names}
 
 
 def in_blocks(
-    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, want_gradient: bool
-) -> tuple[Tensor, Tensor | None]:
-    """(the weighted loss, its gradient or None) by torch's operations over blocks of rows."""
+    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, gradient: Tensor | None
+) -> Tensor:
+    """The weighted loss by torch's operations over blocks of rows; its gradient into `gradient`."""
     vocab = logits.shape[1]
-    gradient = torch.empty_like(logits) if want_gradient else None
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     weights, targets = weights[:, None], targets[:, None]
     blocks = _Blocks(logits, gradient)
@@ -94,20 +100,17 @@ def in_blocks(
             if label_smoothing:
                 probabilities -= label_smoothing / vocab
             blocks.write_gradient(span, probabilities.mul_(weights[span]))
-    return total, gradient
+    return total
 
 
 def natively(
-    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, want_gradient: bool
-) -> tuple[Tensor, Tensor | None]:
-    """The same by triform's kernel (native/cross_entropy.c), one pass over each row, the gradient in
-    memory reused from step to step where nothing holds it any more (`host_memory.Reused`)."""
-    gradient = GRADIENTS.empty(logits.shape, logits.dtype) if want_gradient else None
+    logits: Tensor, targets: Tensor, weights: Tensor, label_smoothing: float, gradient: Tensor | None
+) -> Tensor:
+    """The same by triform's kernel (native/cross_entropy.c), one pass over each row."""
     total = native.library().cross_entropy(logits, targets, weights, label_smoothing, gradient)
-    return torch.tensor(total, dtype=torch.float32), gradient
+    return torch.tensor(total, dtype=torch.float32)
 
 
-GRADIENTS = Reused()
 KERNELS = {"blocks": in_blocks, "native": natively}
 
 

@@ -18,7 +18,7 @@ from triform.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_built, read_confi
 from triform.data.tokenizers import save_tokenizer
 from triform.errors import TriformError
 from triform.io import atomic_write
-from triform.kernels.host_memory import freed_memory_kept, release_reused
+from triform.kernels.host_memory import freed_memory_kept
 from triform.models import build_model
 from triform.models.adapters import is_adapter_folder, read_adapter
 from triform.models.lora import LoraOptions, add_adapters
@@ -71,7 +71,6 @@ def run_training(
         with freed_memory_kept(job.loop.keep_freed_memory and processes.device.type == "cpu"):
             return trainer.run(should_stop)
     finally:
-        release_reused()  # the loss's gradient buffer, kept from step to step, is not needed after
         stop(processes)
 
 
