@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from triform.kernels import linear as linear_module
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.linear import Linear, rows_of
@@ -250,7 +251,7 @@ def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_call(dtype):
+def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_call(dtype, monkeypatch):
     built()
     x = torch.randn(37, 70).to(dtype)
     first = rows_of(x.t())
@@ -259,3 +260,8 @@ def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_
     assert again.data_ptr() == first.data_ptr() and again.shape == (50, 20)
     for untouched in (x, x[:, ::2], x.t()[::2]):  # rows already, or not a transposed matrix
         assert rows_of(untouched) is untouched
+    monkeypatch.setattr(linear_module, "SCRATCH_BYTES", x.numel() * x.element_size())
+    large = torch.randn(60, 50).to(dtype)
+    alone = rows_of(large.t())  # over the limit: its own memory, the kept buffer left as it was
+    assert torch.equal(alone, large.t()) and alone.data_ptr() != first.data_ptr()
+    assert rows_of(x.t()).data_ptr() == first.data_ptr()

@@ -60,11 +60,15 @@ def onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 _scratch = threading.local()  # each thread's buffer for a transposed operand, by dtype
+# The largest operand whose buffer a thread keeps: a layer's activations (50 MB for GPT-2 small's 8 x 512
+# tokens in fp32), not an output projection's gradient, which kept raised that fine-tuning's peak by 0.4 GB.
+SCRATCH_BYTES = 64 * 2**20
 
 
 def rows_of(x: Tensor) -> Tensor:
     """x itself, or, for a transposed view (a weight gradient's operand xᵀ), the same values laid out
-    in rows by triform's transpose (kernels/native.py) in a buffer this thread keeps from call to call.
+    in rows by triform's transpose (kernels/native.py), in a buffer this thread keeps from call to call
+    up to SCRATCH_BYTES.
     oneDNN copies such an operand itself, and into fresh memory each time, whose pages the kernel
     faults in and zeroes: 25 copies of 4,096 × 384 fp32 values took 43 ms of a 1.2 s fp32 step of
     benchmarks/run.py's GPT (AMD EPYC Zen 5, 2 threads), against some 8 this way."""
@@ -73,6 +77,8 @@ def rows_of(x: Tensor) -> Tensor:
     kernels = native.library()
     if kernels is None or x.device.type != "cpu":
         return x
+    if x.numel() * x.element_size() > SCRATCH_BYTES:  # a head's gradient, 0.4 GB for GPT-2 small: not kept
+        return kernels.transpose_into(x.t(), torch.empty(x.shape, dtype=x.dtype))
     buffers = _scratch.__dict__.setdefault("by_dtype", {})
     buffer = buffers.get(x.dtype)
     if buffer is None or buffer.numel() < x.numel():
