@@ -265,3 +265,23 @@ def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_
     alone = rows_of(large.t())  # over the limit: its own memory, the kept buffer left as it was
     assert torch.equal(alone, large.t()) and alone.data_ptr() != first.data_ptr()
     assert rows_of(x.t()).data_ptr() == first.data_ptr()
+
+
+@pytest.mark.parametrize("instructions", ["native", "without-avx512"])
+def test_the_training_kernels_compute_the_same_with_and_without_avx512(instructions, fresh_library, monkeypatch):
+    """16 fp32 lanes with AVX512, 8 without (simd.h's `wide`): attention forward and backward, the
+    one-pass cross-entropy, against torch's."""
+    kernels = built_without(() if instructions == "native" else ("-mno-avx512f",), monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 21, 32, generator=generator, requires_grad=True) for _ in range(3))
+    grad = torch.randn(2, 3, 21, 32, generator=generator)
+    out, lse = kernels.attention_forward(q, k, v, None, True, 32**-0.5)
+    gradients = kernels.attention_backward(q, k, v, None, out, lse, grad, True, 32**-0.5)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(gradients, torch.autograd.grad(expected, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    logits, targets = torch.randn(5, 1003, generator=generator), torch.randint(0, 1003, (5,), generator=generator)
+    gradient = torch.empty_like(logits)
+    total = kernels.cross_entropy(logits, targets, torch.full((5,), 0.2), 0.0, gradient)
+    assert total == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-5)

@@ -86,13 +86,17 @@ static inline void totals4(vec a, vec b, vec c, vec d, float *out) {
     FINISH                                        \
   }
 
-/* 16 fp32 lanes, one AVX512 register (two AVX2 ones, where the compiler splits the vector), for the
-   kernels that run at the arithmetic's speed rather than memory's; and sums and maxima over a row in
-   them: GCC vectorizes neither reduction of floats without -ffast-math, which would reorder every
-   other sum too. */
-typedef float wide __attribute__((vector_size(64)));
-typedef int32_t wide_mask __attribute__((vector_size(64)));
+/* The widest fp32 vector the CPU has, for the kernels that run at the arithmetic's speed rather than
+   memory's: 16 lanes with AVX512, 8 elsewhere (a 16-lane vector without AVX512 ran the training
+   attention 30 times slower, in pieces); and sums and maxima over a row in them: GCC vectorizes
+   neither reduction of floats without -ffast-math, which would reorder every other sum too. */
+#ifdef __AVX512F__
 enum { WIDE = 16 };
+#else
+enum { WIDE = 8 };
+#endif
+typedef float wide __attribute__((vector_size(4 * WIDE)));
+typedef int32_t wide_mask __attribute__((vector_size(4 * WIDE)));
 
 static inline wide load_wide(const float *p) {
   wide v;
