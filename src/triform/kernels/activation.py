@@ -10,14 +10,11 @@ models/build.py hands to the feed-forward networks; each computes what the textb
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
 from torch import Tensor
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, with_backward
 from triform.nn import feedforward
 
 FIELDS["activation"] = ("kind", "dtype", "rows≤", "n", "grad", "threads")
@@ -33,7 +30,9 @@ def activate(kind: str, x: Tensor) -> Tensor:
     key = ("activation", kind, dtype, rows_class(rows.shape[0]), rows.shape[1], "grad" if grad else "no-grad")
     key += (torch.get_num_threads(),)
     names = ("torch", "native")
-    name = calibration().choose(key, names, lambda: timed_runs(kind, x, grad))
+    name = calibration().choose(
+        key, names, lambda: with_backward(lambda n, xs: KERNELS[n](kind, *xs), names, (x,), grad)
+    )
     return KERNELS[name](kind, x)
 
 
@@ -48,18 +47,6 @@ def native_rows(x: Tensor) -> Tensor | None:
         return x.view(-1, x.shape[-1])  # a split's half (a gated network's gate) too: rows of its stride
     except RuntimeError:
         return None
-
-
-def timed_runs(kind: str, x: Tensor, grad: bool) -> dict[str, Callable[[], object]]:
-    """A call of each candidate on a copy of x, with its backward pass where autograd would run one."""
-    inputs = x.detach().requires_grad_(grad)
-
-    def run(name: str) -> None:
-        out = KERNELS[name](kind, inputs)
-        if grad:
-            torch.autograd.grad(out, inputs, torch.ones_like(out))
-
-    return {name: partial(run, name) for name in ("torch", "native")}
 
 
 def by_torch(kind: str, x: Tensor) -> Tensor:

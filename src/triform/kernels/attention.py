@@ -22,15 +22,12 @@ dropout.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, with_backward
 from triform.kernels.dropout import dropout
 from triform.nn import attention as textbook
 
@@ -58,7 +55,11 @@ def attend(
     if len(names) == 1:
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)
     args = (mask, is_causal, dropout_p, scale)
-    name = calibration().choose(attention_key(q, k, *args), names, lambda: timed_runs(names, q, k, v, args))
+    name = calibration().choose(
+        attention_key(q, k, *args),
+        names,
+        lambda: with_backward(lambda n, qkv: KERNELS[n](*qkv, *args), names, (q, k, v), grad_of(q, k, v)),
+    )
     return KERNELS[name](q, k, v, *args)
 
 
@@ -109,12 +110,16 @@ def native_mask(mask: Tensor, q: Tensor, k: Tensor) -> Tensor | None:
         return None
 
 
+def grad_of(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def attention_key(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, scale) -> tuple:
     autocast = torch.is_autocast_enabled("cpu")
     dtype = str(torch.get_autocast_dtype("cpu") if autocast else q.dtype).removeprefix("torch.")
     masked = "causal" if is_causal else "none" if mask is None else "bool" if mask.dtype == torch.bool else "additive"
     batch_heads = rows_class(q.shape[0] * q.shape[1])
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
+    grad = grad_of(q, k)
     return (
         "attention",
         dtype + (" autocast" if autocast else ""),
@@ -127,20 +132,6 @@ def attention_key(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, dr
         "grad" if grad else "no-grad",
         torch.get_num_threads(),
     )
-
-
-def timed_runs(names: tuple[str, ...], q: Tensor, k: Tensor, v: Tensor, args: tuple) -> dict[str, Callable[[], object]]:
-    """A call of each candidate on copies of these inputs, with its backward pass where autograd
-    would run one."""
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    inputs = [t.detach().requires_grad_(grad) for t in (q, k, v)]
-
-    def run(name: str) -> None:
-        out = KERNELS[name](*inputs, *args)
-        if grad:
-            torch.autograd.grad(out, inputs, torch.ones_like(out))
-
-    return {name: partial(run, name) for name in names}
 
 
 def single_query_fp32(
@@ -179,10 +170,11 @@ def native_attention(
     where it applies (the fused kernel elsewhere)."""
     if q.shape[2] == 1:
         return native_single_query(q, k, v, mask, is_causal, dropout_p, scale)
-    if not many_queries_native(q, k, v, mask, dropout_p):
+    prepared = None if mask is None else native_mask(mask, q, k)  # the mask checked and laid out once
+    if not many_queries_native(q, k, v, None, dropout_p) or (mask is not None and prepared is None):
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return NativeAttention.apply(q, k, v, None if mask is None else native_mask(mask, q, k), is_causal, scale)
+    return NativeAttention.apply(q, k, v, prepared, is_causal, scale)
 
 
 class NativeAttention(torch.autograd.Function):

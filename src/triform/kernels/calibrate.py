@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -130,6 +131,21 @@ def timed_from_memory(weight_bytes: int, runs: dict[str, Callable[[], object]]) 
         caches = Caches()
         return {name: FromMemory(run, caches) for name, run in runs.items()}
     return runs
+
+
+def with_backward(
+    call: Callable[[str, list[torch.Tensor]], torch.Tensor], names: tuple[str, ...], tensors: tuple, grad: bool
+) -> dict[str, Callable[[], object]]:
+    """A run of each candidate `call(name, inputs)` on detached views of `tensors`, with the backward
+    pass through them where autograd would run one: a kernel timed in the context it will run in."""
+    inputs = [t.detach().requires_grad_(grad) for t in tensors]
+
+    def run(name: str) -> None:
+        out = call(name, inputs)
+        if grad:
+            torch.autograd.grad(out, inputs, torch.ones_like(out))
+
+    return {name: partial(run, name) for name in names}
 
 
 def cache_path() -> Path:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from triform.kernels import native
-from triform.kernels.calibrate import FIELDS, calibration, rows_class
+from triform.kernels.calibrate import FIELDS, calibration, rows_class, with_backward
 
 LEVELS = 2**15
 FIELDS["dropout"] = ("dtype", "elements≤", "grad", "threads")
@@ -46,7 +46,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return by_torch(x, p)
     grad = "grad" if torch.is_grad_enabled() and x.requires_grad else "no-grad"
     key = ("dropout", str(x.dtype).removeprefix("torch."), rows_class(x.numel()), grad, torch.get_num_threads())
-    name = calibration().choose(key, tuple(KERNELS), lambda: timed_runs(x, p, grad == "grad"))
+    runs = partial(with_backward, lambda name, xs: KERNELS[name](*xs, p), tuple(KERNELS), (x,), grad == "grad")
+    name = calibration().choose(key, tuple(KERNELS), runs)
     return KERNELS[name](x, p)
 
 
@@ -84,17 +85,6 @@ class _NativeDropout(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (keep,) = ctx.saved_tensors
         return native.library().dropout_backward(grad.contiguous(), keep, ctx.scale), None
-
-
-def timed_runs(x: Tensor, p: float, grad: bool) -> dict:
-    inputs = x.detach().requires_grad_(grad)
-
-    def run(name: str) -> None:
-        out = KERNELS[name](inputs, p)
-        if grad:
-            torch.autograd.grad(out, inputs, torch.ones_like(out))
-
-    return {name: partial(run, name) for name in KERNELS}
 
 
 KERNELS = {"torch": by_torch, "native": natively}
