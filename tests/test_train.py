@@ -100,14 +100,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus):
     assert main(run_args(tmp_path / "full", 1000)) == 0  # uninterrupted, in this process
     # Float sums are bitwise equal only with the same kernels and thread count: the killed process
     # reads the kernels this one chose (kernels/calibrate.py's file) instead of timing its own, where a
-    # close race between two candidates could go the other way.
+    # close race between two candidates could go the other way; and it runs on as many threads as
+    # this one (conftest.py sets torch's count, which a child process does not inherit).
     calibration().save(tmp_path / "cache" / CACHE_FILE)
     argv = run_args(tmp_path / "run", 5)
     process = subprocess.Popen(
         [sys.executable, "-m", "triform", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "TRIFORM_CACHE": str(tmp_path / "cache")},
+        env={**os.environ, "TRIFORM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     deadline = time.monotonic() + 60
     while not list((tmp_path / "run").glob("checkpoints/step-*/trainer.pt")) and time.monotonic() < deadline:
