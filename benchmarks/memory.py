@@ -62,7 +62,7 @@ def triform_case(folder: Path, case: dict):
     import torch
 
     from triform.checkpoint import load_model
-    from triform.kernels import cross_entropy
+    from triform.kernels.loss import cross_entropy, logits_released
     from triform.models.lora import LoraOptions
     from triform.precision import autocast
     from triform.train.config import LoopConfig, OptimConfig
@@ -81,8 +81,9 @@ def triform_case(folder: Path, case: dict):
         for rows in ids.split(micro):  # equal micro-batches: each weighs 1 / their number, as in the trainer
             with autocast(case["precision"], torch.device("cpu")):
                 logits = model(rows[:, :-1], "causal")  # (micro, T, vocab)
-            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
-            del logits  # as the trainer does: not kept through the backward pass and the update
+            with logits_released():  # as the trainer does: the gradient may take the logits' memory
+                loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+            del logits  # not kept through the backward pass and the update
             (loss * micro / BATCH).backward()
             total += float(loss.detach()) * micro / BATCH
         optimizer.step()

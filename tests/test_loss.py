@@ -93,3 +93,54 @@ def test_a_target_outside_the_vocabulary_is_refused_by_name(kernel):
         cross_entropy(logits, torch.tensor([1, 10, -100]))
     with pytest.raises(IndexError, match="target id -3 is outside"):
         cross_entropy(logits, torch.tensor([1, -3, 2]))
+
+
+def produced_logits(dtype: torch.dtype, rows: int = 11, vocab: int = 50):
+    """(weight, hidden, logits made by a product of them, targets with two rows ignored): logits as a
+    model's head makes them, so that they are not a leaf."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(vocab, 8, generator=generator, dtype=dtype).requires_grad_()
+    hidden = torch.randn(rows, 8, generator=generator, dtype=dtype)
+    targets = torch.randint(0, vocab, (rows,), generator=generator)
+    targets[[2, 7]] = -100
+    return weight, hidden, hidden @ weight.T, targets
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_released_logits_hold_the_gradient_and_it_is_the_same(kernel, dtype, label_smoothing):
+    weight, hidden, logits, targets = produced_logits(dtype)
+    expected = F.cross_entropy(logits.float(), targets, ignore_index=-100, label_smoothing=label_smoothing)
+    (expected_gradient,) = torch.autograd.grad(expected, weight)
+    weight, hidden, logits, targets = produced_logits(dtype)
+    seen = []
+    logits.register_hook(lambda gradient: seen.append(gradient.data_ptr()))
+    with loss_module.logits_released():
+        ours = cross_entropy(logits, targets, ignore_index=-100, label_smoothing=label_smoothing)
+    (gradient,) = torch.autograd.grad(ours, weight)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    tolerance = dict(rtol=0, atol=1e-6) if dtype == torch.float32 else dict(rtol=0.02, atol=2e-3)
+    torch.testing.assert_close(gradient.float(), expected_gradient.float(), **tolerance)
+    assert seen == [logits.data_ptr()]  # no memory of its own
+
+
+def test_logits_not_released_or_not_produced_are_left_as_they_were(kernel):
+    weight, hidden, logits, targets = produced_logits(torch.float32)
+    before = logits.detach().clone()
+    cross_entropy(logits, targets).backward()
+    assert torch.equal(logits, before)
+    leaf = before.clone().requires_grad_()  # the caller's own tensor, not an operation's result
+    with loss_module.logits_released():
+        cross_entropy(leaf, targets).backward()
+    assert torch.equal(leaf.detach(), before) and leaf.grad.data_ptr() != leaf.data_ptr()
+
+
+def test_an_operation_that_saved_the_released_logits_refuses_its_backward_pass(kernel):
+    """The logits' version is bumped when the gradient takes their memory: a product that kept them
+    for its own gradient fails loudly instead of reading the loss's gradient."""
+    weight, hidden, logits, targets = produced_logits(torch.float32)
+    squares = logits * logits  # saves the logits
+    with loss_module.logits_released():
+        loss = cross_entropy(logits, targets) + squares.sum()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from speed.models import SPECIALS, ModelSpec, build_twins, check_same_logits
+from triform.kernels.loss import logits_released
 from triform.objectives import IGNORE, make_objective
 from triform.precision import native_bf16
 from triform.train.config import OptimConfig
@@ -107,7 +108,11 @@ def training_variants(spec: ModelSpec, shape: TrainingShape, compile_models: boo
     losses_agree = same_loss(model, reference, objective, batch)
     ours_forward = lambda: ours(**inputs)  # noqa: E731
     theirs_forward = lambda: theirs(**hf_inputs).logits  # noqa: E731
-    ours_loss = lambda logits: objective.loss(logits, batch)  # noqa: E731
+
+    def ours_loss(logits):  # as `triform train` computes it: the logits are not read again (kernels/loss.py)
+        with logits_released():
+            return objective.loss(logits, batch)
+
     theirs_loss = lambda logits: reference_loss(logits, batch.targets)  # noqa: E731
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     steps = {

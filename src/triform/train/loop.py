@@ -22,6 +22,7 @@ import torch
 
 from triform.data.batches import BatchOrder
 from triform.errors import TriformError
+from triform.kernels.loss import logits_released
 from triform.nn.block import compile_blocks
 from triform.precision import autocast, described
 from triform.progress import count
@@ -174,7 +175,8 @@ class Trainer:
                 outputs = self.model(**batch.model_inputs())
             # Sum over this micro-batch's targets / targets of the global batch; DDP averages over
             # processes, hence the world size.
-            loss = self.problem.loss(outputs, batch) if batch_targets else zero_loss(outputs)
+            with logits_released():  # the gradient may take the logits' memory: they are not read again
+                loss = self.problem.loss(outputs, batch) if batch_targets else zero_loss(outputs)
             del outputs  # the logits (tokens x vocabulary) are not kept through the backward pass and the update
             weight = batch_targets * self.processes.world_size / max(total_targets, 1)
             with self.gradient_sync(last):

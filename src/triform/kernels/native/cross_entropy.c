@@ -16,7 +16,8 @@
 /* The kernel for logits and gradient of type T (WIDEN: a row to fp32 in `row`; NARROW: one value to
    T). weights[r]: 1 / the number of counted rows, or 0 for a row not counted (its gradient zeros);
    targets[r] in [0, vocab) where weights[r] is not 0. *loss = Σ_r weights[r] · loss_r, summed in
-   double. gradient NULL: the loss alone. -1: no memory. */
+   double. gradient NULL: the loss alone; it may be the logits themselves (each row is read before it is
+   written). -1: no memory. */
 #define CROSS_ENTROPY(NAME, T, WIDEN, NARROW)                                                              \
   int triform_cross_entropy_##NAME(const T *logits, int64_t ld, const int64_t *targets, const float *weights, \
                                    float smoothing, T *gradient, int64_t ldg, int64_t rows, int64_t vocab,   \
