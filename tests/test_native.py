@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from triform.kernels import attention
 from triform.kernels import linear as linear_module
 from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
@@ -213,6 +214,16 @@ def test_bf16_gemv_computes_torch_s_product_with_and_without_avx512_bf16(instruc
         bias = torch.randn(out, generator=generator).bfloat16()
         exact = F.linear(x.double(), weight.double(), bias.double())
         torch.testing.assert_close(kernels.gemv(x, weight, bias).double(), exact, rtol=2**-8, atol=1e-4)
+
+
+def test_bf16_training_attention_is_offered_exactly_where_the_cpu_has_bf16_pairs(fresh_library, monkeypatch):
+    """Built without AVX512-BF16 the library has the fp32 training attention alone (its bf16 functions
+    say so), and kernels/attention.py offers no native candidate for bf16 operands."""
+    kernels = built_without(("-mno-avx512bf16",), monkeypatch)
+    assert kernels.training_attention_dtypes == (torch.float32,)
+    q = torch.randn(1, 2, 8, 16).bfloat16()
+    assert "native" not in attention.candidates(q, q, q, None, 0.0)
+    assert "native" in attention.candidates(q.float(), q.float(), q.float(), None, 0.0)
 
 
 # The instruction sets int8.h chooses between, by what the compiler may use: this CPU's best (VNNI where

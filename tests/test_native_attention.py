@@ -85,16 +85,17 @@ def test_attend_chooses_it_by_calibration_and_gives_autograd_its_gradients(force
     assert [choice.kernel for _, choice in calibration.table()] == ["native"]
 
 
-@pytest.mark.parametrize("case", ["learned bias", "dropout", "bf16", "autocast", "d_head", "pair-limit"])
-def test_it_is_no_candidate_where_it_would_compute_something_else(case):
-    built()
+@pytest.mark.parametrize("case", ["learned bias", "dropout", "bf16 without pairs", "autocast", "d_head", "pair-limit"])
+def test_it_is_no_candidate_where_it_would_compute_something_else(case, monkeypatch):
+    kernels = built()
     generator = torch.Generator().manual_seed(0)
     queries = 1025 if case == "pair-limit" else 8
     q, k, v = (torch.randn(1, 2, queries, 20 if case == "d_head" else 16, generator=generator) for _ in range(3))
     mask = torch.zeros(1, 2, queries, queries, requires_grad=True) if case == "learned bias" else None
     dropout = 0.1 if case == "dropout" else 0.0
-    if case == "bf16":
+    if case == "bf16 without pairs":  # a CPU without AVX512-BF16: the library has the fp32 kernel alone
         q, k, v = (t.bfloat16() for t in (q, k, v))
+        monkeypatch.setattr(kernels, "training_attention_dtypes", (torch.float32,))
     assert "native" in attention.candidates(*(t.float()[:, :, :8, :16] for t in (q, k, v)), None, 0.0)  # as it is
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
         assert "native" not in attention.candidates(q, k, v, mask, dropout)
@@ -152,3 +153,75 @@ def test_a_training_step_of_a_gpt_is_the_fused_kernel_s(forced):
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def bf16_kernels():
+    kernels = built()
+    if torch.bfloat16 not in kernels.training_attention_dtypes:
+        pytest.skip("this CPU has no AVX512-BF16 pair products: bf16 attention is left to torch's kernels")
+    return kernels
+
+
+def bf16_error(got, want) -> float:
+    want = want.detach()
+    return float((got.detach().double() - want).abs().max() / want.abs().max())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("batch", "heads", "queries", "keys", "d", "causal"),
+    [(2, 3, 37, 37, 64, True), (2, 3, 37, 50, 32, False), (1, 2, 70, 45, 16, True), (2, 2, 5, 90, 64, True),
+     (1, 1, 2, 2, 16, False), (3, 4, 128, 128, 64, True), (1, 2, 33, 17, 48, False)],
+)  # fmt: skip
+def test_in_bf16_it_is_as_close_to_exact_attention_as_torch_s_bf16_kernel(
+    batch, heads, queries, keys, d, causal, threads
+):
+    """bf16 operands by pair products (training_attention_bf16.c): the output and the gradients of q, k
+    and v no further from attention in fp64 on the same bf16 values than torch's bf16 products around
+    a softmax (the written-out kernel, which it replaces: its probabilities rounded to bf16 as here)."""
+    kernels = bf16_kernels()
+    generator = torch.Generator().manual_seed(queries * keys + d)
+    (q,) = (t.bfloat16() for t in heads_of_one_projection(batch, queries, heads, d, generator, parts=1))
+    k, v = (t.bfloat16() for t in heads_of_one_projection(batch, keys, heads, d, generator, parts=2))
+    grad = torch.randn(batch, queries, heads, d, generator=generator).transpose(1, 2).bfloat16()
+    scale = 0.3 if d == 48 else d**-0.5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, lse = kernels.attention_forward(q, k, v, None, causal, scale)
+        gradients = kernels.attention_backward(q, k, v, None, out, lse, grad, causal, scale)
+    finally:
+        torch.set_num_threads(before)
+    want, *want_gradients = exact(q, k, v, causal, grad, scale)
+    inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    torch_out = attention.written_out(*inputs, None, causal, 0.0, scale)
+    torch_gradients = torch.autograd.grad(torch_out, inputs, grad)
+    assert out.dtype == torch.bfloat16 and out.transpose(1, 2).is_contiguous()
+    assert all(g.dtype == torch.bfloat16 and g.shape == t.shape for g, t in zip(gradients, (q, k, v)))
+    assert bf16_error(out, want) <= max(1.5 * bf16_error(torch_out, want), 2**-8)
+    for got, ours_torch, expected in zip(gradients, torch_gradients, want_gradients):
+        assert bf16_error(got, expected) <= max(1.5 * bf16_error(ours_torch, expected), 2**-7)
+
+
+def test_a_bf16_training_step_under_autocast_chooses_it_and_learns_as_torch_s_kernel(forced):
+    """A GPT step under bf16 autocast (q, k, v are bf16 there), with a padding mask: calibration may
+    choose the bf16 kernel, and the logits and gradients are torch's fused kernel's within bf16."""
+    bf16_kernels()
+    ids = random_ids(3, 40)
+    padding = torch.ones(3, 40, dtype=torch.bool)
+    padding[1, 30:] = False
+    results = []
+    for kernel in ("native", "sdpa"):
+        calibration = forced(kernel)
+        torch.manual_seed(0)
+        model = build_model(tiny_config(d_model=64, n_heads=4))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids, "bidirectional", padding_mask=padding)
+        grads = torch.autograd.grad(logits.float().square().mean(), list(model.parameters()))
+        results.append((logits.detach().float(), grads))
+        chosen = {key: c.kernel for key, c in calibration.table() if key.startswith("attention")}
+        assert chosen and set(chosen.values()) == {kernel} and all("bfloat16" in key for key in chosen)
+    (logits, grads), (expected, expected_grads) = results
+    assert bf16_error(logits, expected.double()) < 0.02
+    for got, want in zip(grads, expected_grads):
+        assert bf16_error(got, want.double()) < 0.05

@@ -11,10 +11,12 @@ The candidates:
 - `native`: triform's own kernels (`kernels/native.py`). For one query (no autograd, no dropout, an
   fp32 or bf16 cache: a decoding step) it reads the cache once and sums in fp32; on that EPYC it
   attended a bf16 cache of 8 rows of 6 heads over 64 keys in 90 µs against the fused kernel's 275 to
-  424. For many queries in fp32 (no dropout, a mask that needs no gradient; training, a prompt) each
-  (batch, head) pair is a thread's, its scores kept in that core's caches and formed again going
-  backward (`NativeAttention`): on an AMD EPYC (Zen 5, 2 threads) a causal layer of the benchmark's
-  GPT (16 × 6 heads, 256 queries of 64) took 14 ms forward and backward against the fused kernel's 34.
+  424. For many queries in fp32, or in bf16 where the CPU has AVX512-BF16's pair products (no
+  dropout, a mask that needs no gradient; training, a prompt) each (batch, head) pair is a thread's,
+  its scores kept in that core's caches and formed again going backward (`NativeAttention`): on an
+  AMD EPYC (Zen 5, 2 threads) a causal layer of the benchmark's GPT (16 × 6 heads, 256 queries of 64)
+  took 13 ms forward and backward in fp32 against the fused kernel's 34, and 9 to 10 ms in bf16
+  against 14 to 29 for the written-out bf16 products.
 Each is timed in the context it will run in (autocast, autograd: forward and backward), once per
 class: dtype, batch · heads, queries and keys (rounded up to powers of two), d_head, the kind of mask,
 dropout.
@@ -87,13 +89,18 @@ def single_query_native(q: Tensor, k: Tensor) -> bool:
 
 
 def many_queries_native(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> bool:
-    """Whether triform's attention over many queries may serve this call: fp32 on the CPU outside
-    autocast, no dropout, d_head a multiple of 16, a pair's scores within NATIVE_PAIR_LIMIT, and no
-    mask, a causal one, or a bool or float one that needs no gradient (a padding mask, a fixed bias)."""
-    fp32 = all(t.dtype == torch.float32 for t in (q, k, v)) and not torch.is_autocast_enabled("cpu")
+    """Whether triform's attention over many queries may serve this call: on the CPU, fp32 outside
+    autocast or bf16 where the CPU has bf16 pair products (AVX512-BF16), no dropout, d_head a
+    multiple of 16, a pair's scores within NATIVE_PAIR_LIMIT, and no mask, a causal one, or a bool or
+    float one that needs no gradient (a padding mask, a fixed bias)."""
+    library = native.library() if q.device.type == "cpu" else None
+    if library is None or not (q.dtype == k.dtype == v.dtype):
+        return False
+    fp32 = q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    bf16 = q.dtype == torch.bfloat16 and q.dtype in library.training_attention_dtypes
     sizes = q.shape[-1] % 16 == 0 and v.shape[-1] == q.shape[-1] and q.shape[2] * k.shape[2] <= NATIVE_PAIR_LIMIT
     plain = dropout_p == 0 and q.shape[2] > 1 and (mask is None or native_mask(mask, q, k) is not None)
-    return fp32 and sizes and plain and q.device.type == "cpu" and native.library() is not None
+    return (fp32 or bf16) and sizes and plain
 
 
 def native_mask(mask: Tensor, q: Tensor, k: Tensor) -> Tensor | None:

@@ -134,18 +134,21 @@ class NativeKernels:
             function.argtypes += [i64, i64, i64, pointer, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
-        places = [ctypes.POINTER(Place)] * 4
-        self._attention_forward = library.triform_attention_forward_f32
-        mask = ctypes.POINTER(MaskPlace)
-        self._attention_forward.argtypes = [*places[:3], mask, places[0], pointer, i64, i64, i64, i64, i64]
-        self._attention_forward.argtypes += [ctypes.c_int]
-        self._attention_forward.argtypes += [ctypes.c_float, ctypes.c_int]
-        self._attention_forward.restype = ctypes.c_int
-        self._attention_backward = library.triform_attention_backward_f32
-        self._attention_backward.argtypes = [*places[:3], mask, places[0], places[0], pointer, *places[:3]]
-        self._attention_backward.argtypes += [i64, i64, i64, i64, i64]
-        self._attention_backward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
-        self._attention_backward.restype = ctypes.c_int
+        places, mask = [ctypes.POINTER(Place)] * 4, ctypes.POINTER(MaskPlace)
+        self._attention_forward, self._attention_backward = {}, {}  # by dtype (bf16: where the CPU has its pairs)
+        self.training_attention_dtypes = (torch.float32,)
+        if library.triform_attention_bf16_available():
+            self.training_attention_dtypes += (torch.bfloat16,)
+        for dtype in self.training_attention_dtypes:
+            name = GEMV_DTYPES[dtype]
+            forward = getattr(library, f"triform_attention_forward_{name}")
+            forward.argtypes = [*places[:3], mask, places[0], pointer, i64, i64, i64, i64, i64]
+            forward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
+            backward = getattr(library, f"triform_attention_backward_{name}")
+            backward.argtypes = [*places[:3], mask, places[0], places[0], pointer, *places[:3]]
+            backward.argtypes += [i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_int]
+            forward.restype = backward.restype = ctypes.c_int
+            self._attention_forward[dtype], self._attention_backward[dtype] = forward, backward
         self._cross_entropy = {}
         for dtype, name in GEMV_DTYPES.items():
             function = getattr(library, f"triform_cross_entropy_{name}")
@@ -255,17 +258,18 @@ class NativeKernels:
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float
     ) -> tuple[Tensor, Tensor]:
         """(softmax(q · kᵀ · scale + mask) · v, each query's log-sum-exp of its masked scaled scores)
-        in fp32 for q (B, H, T, d) and k, v (B, H, T_keys, d), any strides but the last, d a multiple
-        of 16; mask None, or bool (True: attended) or fp32 (added) expanded to (B, H, T, T_keys), any
-        strides; causal: query i attends keys 0 to i (torch's alignment). A query that attends no key
-        gets zeros. The result (B, H, T, d) is laid out as (B, T, H, d), the heads' join a view."""
+        for q (B, H, T, d) and k, v (B, H, T_keys, d) of one dtype of `training_attention_dtypes`,
+        any strides but the last, d a multiple of 16; mask None, or bool (True: attended) or fp32
+        (added) expanded to (B, H, T, T_keys), any strides; causal: query i attends keys 0 to i
+        (torch's alignment). A query that attends no key gets zeros. The result (B, H, T, d), in q's
+        dtype, is laid out as (B, T, H, d), the heads' join a view; the log-sum-exp is fp32."""
         batch, heads, queries, d = q.shape
-        out = torch.empty(batch, queries, heads, d).transpose(1, 2)
+        out = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
         lse = torch.empty(batch, heads, queries)
         places = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v))
         arguments = (*places, MaskPlace.of(mask), ctypes.byref(Place.of(out)), lse.data_ptr(), batch, heads)
         arguments += (queries, k.shape[2], d, int(causal), scale, torch.get_num_threads())
-        self._call(self._attention_forward, arguments, "triform::attention_forward", "a head's scores")
+        self._call(self._attention_forward[q.dtype], arguments, "triform::attention_forward", "a head's scores")
         return out, lse
 
     def attention_backward(
@@ -284,13 +288,13 @@ class NativeKernels:
         its out, each laid out as (B, T, H, d)."""
         batch, heads, queries, d = q.shape
         keys = k.shape[2]
-        dq = torch.empty(batch, queries, heads, d).transpose(1, 2)
-        dk, dv = (torch.empty(batch, keys, heads, d).transpose(1, 2) for _ in range(2))
+        dq = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
+        dk, dv = (torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
         places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
         arguments = (*places[:3], MaskPlace.of(mask), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))
         arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
-        self._call(self._attention_backward, arguments, "triform::attention_backward", "a head's scores")
+        self._call(self._attention_backward[q.dtype], arguments, "triform::attention_backward", "a head's scores")
         return dq, dk, dv
 
     def activation_forward(self, kind: str, x: Tensor) -> Tensor:

@@ -17,9 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "elementwise.h"
-
-enum { TILE_ROWS = 8 };
+#include "training_attention.h"
 
 /* c[r][0 .. NV · WIDE) (+)= Σ_k A(r, k) · b[k][..] for the R rows of one tile, in R · NV sums held in
    registers: A(r, k) at a[r · ar + k · ak] (a row-major or a transposed operand), row k of b at
@@ -56,11 +54,6 @@ static const tile_kernel TILE_KERNELS[2][TILE_ROWS] = {
     {tile_1_2, tile_2_2, tile_3_2, tile_4_2, tile_5_2, tile_6_2, tile_7_2, tile_8_2},
 };
 
-/* Which part of a product a causal mask leaves, for the tile of rows i0 .. i0 + TILE_ROWS:
-   COLUMNS_TO_ROW: columns up to the tile's last row (scores: key j ≤ query i);
-   INNER_TO_ROW: the sum over k up to the tile's last row (P · V, dS · K: key k ≤ query i);
-   INNER_FROM_ROW: the sum over k from the tile's first row (Pᵀ · dO, dSᵀ · Q: query k ≥ key i). */
-enum { WHOLE = 0, COLUMNS_TO_ROW = 1, INNER_TO_ROW = 2, INNER_FROM_ROW = 3 };
 
 /* c (m × n) = A (m × inner) · b (inner × n), n a multiple of WIDE, strides as for TILE; `part` the share a
    causal mask leaves (whatever it leaves out of c is not written). */
@@ -80,33 +73,6 @@ static void product(int64_t m, int64_t n, int64_t inner, const float *a, int64_t
   }
 }
 
-/* A mask over (B, H, queries, keys) at strides b, h, q, k (0 where broadcast): bool (uint8, nonzero:
-   attended) or fp32 added to the scaled scores. */
-typedef struct {
-  const void *p;
-  int kind; /* 1: bool, 2: added */
-  int64_t b, h, q, k;
-} mask_place;
-
-/* One (batch, head) pair's sizes, and its mask: element (i, j) at allowed or bias [i · mq + j · mk]. */
-typedef struct {
-  int64_t queries, keys, padded, d; /* padded: keys rounded up to WIDE, a scores row's length */
-  int causal;
-  float scale;
-  const uint8_t *allowed;
-  const float *bias;
-  int64_t mq, mk;
-} shape;
-
-/* s for the pair (b, h): its mask's rows. */
-static inline shape for_pair(shape s, const mask_place *mask, int64_t b, int64_t h) {
-  if (!mask) return s;
-  const char *base = (const char *)mask->p + (b * mask->b + h * mask->h) * (mask->kind == 1 ? 1 : 4);
-  if (mask->kind == 1) s.allowed = (const uint8_t *)base;
-  else s.bias = (const float *)base;
-  s.mq = mask->q, s.mk = mask->k;
-  return s;
-}
 
 /* to[d][t] = from[t][d] for t < keys, 0 up to padded: a pair's keys or values as the right-hand side of
    a product with keys as its columns. By blocks of WIDE rows, which stay in the first-level cache while
@@ -131,64 +97,12 @@ static inline float dot(const float *x, const float *y, int64_t d) {
   return total;
 }
 
-/* Keys query i attends: all, or with the causal mask those up to i (torch's, aligned at the top left). */
-static inline int64_t attended(const shape *s, int64_t i) {
-  return s->causal && i + 1 < s->keys ? i + 1 : s->keys;
-}
 
 /* scores = Q · Kᵀ for one pair, into a queries × padded buffer (kt: K transposed, padded). */
 static void scores_of(const float *q, int64_t qt, const float *kt, float *scores, const shape *s) {
   product(s->queries, s->padded, s->d, q, qt, 1, kt, s->padded, scores, s->padded, s->causal ? COLUMNS_TO_ROW : 0);
 }
 
-/* Row i's first n scores scaled, with the mask's bias added or -inf where it does not attend. */
-static void scaled_row(float *row, int64_t i, int64_t n, const shape *s) {
-  for (int64_t j = 0; j < n; j++) row[j] *= s->scale;
-  if (s->bias)
-    for (int64_t j = 0; j < n; j++) row[j] += s->bias[i * s->mq + j * s->mk];
-  if (s->allowed)
-    for (int64_t j = 0; j < n; j++) row[j] = s->allowed[i * s->mq + j * s->mk] ? row[j] : -INFINITY;
-}
-
-/* Each row of scores made softmax(scale · scores + mask) in place, its log-sum-exp in lse; the keys it
-   does not attend, and the padding, 0. A row that attends no key gets zeros (as torch's attention gives)
-   and a log-sum-exp of -inf. */
-static void softmax_rows(float *scores, float *lse, const shape *s) {
-  for (int64_t i = 0; i < s->queries; i++) {
-    float *row = scores + i * s->padded;
-    int64_t n = attended(s, i);
-    scaled_row(row, i, n, s);
-    float top = largest(row, n);
-    if (top == -INFINITY) n = 0;
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - top);
-    float sum = sum_of(row, n), inverse = 1.0f / sum;
-    for (int64_t j = 0; j < n; j++) row[j] *= inverse;
-    for (int64_t j = n; j < s->padded; j++) row[j] = 0;
-    lse[i] = n ? top + logf(sum) : -INFINITY;
-  }
-}
-
-/* The softmax again from the scores and the forward pass's log-sum-exp. */
-static void probabilities(float *scores, const float *lse, const shape *s) {
-  for (int64_t i = 0; i < s->queries; i++) {
-    float *row = scores + i * s->padded;
-    int64_t n = lse[i] == -INFINITY ? 0 : attended(s, i);
-    scaled_row(row, i, n, s);
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - lse[i]);
-    for (int64_t j = n; j < s->padded; j++) row[j] = 0;
-  }
-}
-
-/* A (B, H, T, d) operand: element (b, h, t, i) at p[b · b + h · h + t · t + i]. */
-typedef struct {
-  float *p;
-  int64_t b, h, t;
-} place;
-
-static inline float *at(const place *x, int64_t b, int64_t h) { return x->p + b * x->b + h * x->h; }
-
-/* One thread's buffers, `floats` floats in all; 0 if there is no memory for them. */
-static float *buffers(int64_t floats) { return malloc((size_t)floats * sizeof(float)); }
 
 /* The forward pass: out (B, H, queries, d) and lse (B, H, queries, contiguous) from q, k, v (B, H,
    queries or keys, d); every operand at its own strides, d contiguous and a multiple of WIDE. -1: no
