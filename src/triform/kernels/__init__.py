@@ -10,7 +10,7 @@ tests/test_kernels.py checks each kernel against the textbook path it replaces.
   packed weights without autograd, fp32 for a few rows under bf16 autocast, and triform's own
   matrix-vector kernel for a few rows (`native`, built by this machine's C compiler) (`calibrate`).
 - `attention`: torch's fused kernel, two products around a softmax, one query in fp32, or triform's
-  own (one query; many in fp32, forward and backward), measured.
+  own (one query; many in fp32, or bf16 by AVX512-BF16 pair products, forward and backward), measured.
 - `fused_step`: a decoding step of a block as one native call (norm, product, activation and
   residual fused; the KV cache written and attended), where measured faster than the block's modules;
   a stack's whole step in one call (`stack_step`: embeddings, blocks, final norm) where each of
