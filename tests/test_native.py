@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triform.kernels import attention
+from triform.kernels import attention, native
 from triform.kernels import linear as linear_module
-from triform.kernels import native
 from triform.kernels.calibrate import Calibration, set_calibration
 from triform.kernels.linear import Linear, rows_of
 
