@@ -28,18 +28,20 @@ def exact(q, k, v, causal, grad, scale=None, mask=None):
     return out, *(t.grad for t in inputs)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(
-    ("batch", "heads", "queries", "keys", "d", "causal"),
-    [(2, 3, 37, 37, 64, True), (2, 3, 37, 50, 32, False), (1, 2, 70, 45, 16, True), (2, 2, 5, 90, 64, True),
-     (1, 1, 2, 2, 16, False), (3, 4, 128, 128, 64, True), (1, 2, 33, 17, 48, False)],
-)  # fmt: skip
-def test_forward_and_backward_match_exact_attention(batch, heads, queries, keys, d, causal, threads):
-    kernels = built()
+# (batch, heads, queries, keys, d_head, causal)
+SHAPES = [(2, 3, 37, 37, 64, True), (2, 3, 37, 50, 32, False), (1, 2, 70, 45, 16, True), (2, 2, 5, 90, 64, True),
+          (1, 1, 2, 2, 16, False), (3, 4, 128, 128, 64, True), (1, 2, 33, 17, 48, False)]  # fmt: skip
+
+
+def both_passes(kernels, dtype, sizes, threads):
+    """((q, k, v, grad, scale), (out, lse, (dq, dk, dv))): the native forward and backward passes on
+    `threads` threads, for operands of `sizes` (an entry of SHAPES) in `dtype` strided as heads are."""
+    batch, heads, queries, keys, d, causal = sizes
     generator = torch.Generator().manual_seed(queries * keys + d)
     (q,) = heads_of_one_projection(batch, queries, heads, d, generator, parts=1)
     k, v = heads_of_one_projection(batch, keys, heads, d, generator, parts=2)
     grad = torch.randn(batch, queries, heads, d, generator=generator).transpose(1, 2)
+    q, k, v, grad = (t.to(dtype) for t in (q, k, v, grad))
     scale = 0.3 if d == 48 else d**-0.5  # any scale, as T5's 1
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -48,6 +50,14 @@ def test_forward_and_backward_match_exact_attention(batch, heads, queries, keys,
         gradients = kernels.attention_backward(q, k, v, None, out, lse, grad, causal, scale)
     finally:
         torch.set_num_threads(before)
+    return (q, k, v, grad, scale), (out, lse, gradients)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes", SHAPES)
+def test_forward_and_backward_match_exact_attention(sizes, threads):
+    (q, k, v, grad, scale), (out, lse, gradients) = both_passes(built(), torch.float32, sizes, threads)
+    batch, heads, queries, keys, d, causal = sizes
     want, *want_gradients = exact(q, k, v, causal, grad, scale)
     assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # the heads' join is a view
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6)
@@ -168,30 +178,13 @@ def bf16_error(got, want) -> float:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(
-    ("batch", "heads", "queries", "keys", "d", "causal"),
-    [(2, 3, 37, 37, 64, True), (2, 3, 37, 50, 32, False), (1, 2, 70, 45, 16, True), (2, 2, 5, 90, 64, True),
-     (1, 1, 2, 2, 16, False), (3, 4, 128, 128, 64, True), (1, 2, 33, 17, 48, False)],
-)  # fmt: skip
-def test_in_bf16_it_is_as_close_to_exact_attention_as_torch_s_bf16_kernel(
-    batch, heads, queries, keys, d, causal, threads
-):
+@pytest.mark.parametrize("sizes", SHAPES)
+def test_in_bf16_it_is_as_close_to_exact_attention_as_torch_s_bf16_products(sizes, threads):
     """bf16 operands by pair products (training_attention_bf16.c): the output and the gradients of q, k
     and v no further from attention in fp64 on the same bf16 values than torch's bf16 products around
     a softmax (the written-out kernel, which it replaces: its probabilities rounded to bf16 as here)."""
-    kernels = bf16_kernels()
-    generator = torch.Generator().manual_seed(queries * keys + d)
-    (q,) = (t.bfloat16() for t in heads_of_one_projection(batch, queries, heads, d, generator, parts=1))
-    k, v = (t.bfloat16() for t in heads_of_one_projection(batch, keys, heads, d, generator, parts=2))
-    grad = torch.randn(batch, queries, heads, d, generator=generator).transpose(1, 2).bfloat16()
-    scale = 0.3 if d == 48 else d**-0.5
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        out, lse = kernels.attention_forward(q, k, v, None, causal, scale)
-        gradients = kernels.attention_backward(q, k, v, None, out, lse, grad, causal, scale)
-    finally:
-        torch.set_num_threads(before)
+    (q, k, v, grad, scale), (out, lse, gradients) = both_passes(bf16_kernels(), torch.bfloat16, sizes, threads)
+    causal = sizes[-1]
     want, *want_gradients = exact(q, k, v, causal, grad, scale)
     inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     torch_out = attention.written_out(*inputs, None, causal, 0.0, scale)

@@ -161,12 +161,7 @@ int triform_attention_backward_f32(const place *q, const place *k, const place *
       /* dS = P ∘ (dO · Vᵀ − rowsum(dO ∘ O)), times the scale the scores were taken at */
       product(queries, s.padded, d, gp, dout->t, 1, vt, s.padded, ds, s.padded, causal ? COLUMNS_TO_ROW : 0);
       for (int64_t i = 0; i < queries; i++) rows[i] = dot(gp + i * dout->t, op + i * out->t, d);
-      for (int64_t i = 0; i < queries; i++) {
-        float *g = ds + i * s.padded, *w = p + i * s.padded;
-        int64_t n = attended(&s, i);
-        for (int64_t j = 0; j < n; j++) g[j] = w[j] * (g[j] - rows[i]) * scale;
-        for (int64_t j = n; j < s.padded; j++) g[j] = 0;
-      }
+      scores_gradient(ds, p, rows, &s);
       int part = causal ? INNER_FROM_ROW : 0;
       product(keys, d, queries, p, 1, s.padded, gp, dout->t, at(dv, b, h), dv->t, part);  /* dV = Pᵀ · dO */
       product(keys, d, queries, ds, 1, s.padded, qp, q->t, at(dk, b, h), dk->t, part);    /* dK = dSᵀ · Q */

@@ -89,6 +89,19 @@ static inline void probabilities(float *scores, const float *lse, const shape *s
   }
 }
 
+/* ds (queries × padded) = P ∘ (ds − rows) · scale in place: the scores' gradient from the probabilities'
+   (dO · Vᵀ, in ds) and rows[i] = Σ dO_i ∘ O_i, times the scale the scores were taken at; 0 where a query
+   attends no key and in the padding. */
+static inline void scores_gradient(float *ds, const float *p, const float *rows, const shape *s) {
+  for (int64_t i = 0; i < s->queries; i++) {
+    float *g = ds + i * s->padded;
+    const float *w = p + i * s->padded;
+    int64_t n = attended(s, i);
+    for (int64_t j = 0; j < n; j++) g[j] = w[j] * (g[j] - rows[i]) * s->scale;
+    for (int64_t j = n; j < s->padded; j++) g[j] = 0;
+  }
+}
+
 /* A (B, H, T, d) operand: element (b, h, t, i) at p[b · b + h · h + t · t + i]. */
 typedef struct {
   float *p;

@@ -210,12 +210,7 @@ int triform_attention_backward_bf16(const place *q, const place *k, const place 
       pairs_across(at16(v, b, h), v->t, keys, d, s.padded, right);
       product16(queries, s.padded, d, gp, dout->t, 2, right, s.padded, ds, 0, s.padded, columns);
       for (int64_t i = 0; i < queries; i++) rows[i] = dot16(gp + i * dout->t, op + i * out->t, d);
-      for (int64_t i = 0; i < queries; i++) {
-        float *g = ds + i * s.padded, *w = p + i * s.padded;
-        int64_t n = attended(&s, i);
-        for (int64_t j = 0; j < n; j++) g[j] = w[j] * (g[j] - rows[i]) * scale;
-        for (int64_t j = n; j < s.padded; j++) g[j] = 0;
-      }
+      scores_gradient(ds, p, rows, &s);
       uint32_t *down = (uint32_t *)(void *)left; /* dV = Pᵀ · dO */
       narrowed_pairs(p, queries, s.padded, s.padded, even, down);
       pairs_down(gp, dout->t, queries, d, even, right);
