@@ -95,20 +95,19 @@ def test_attend_chooses_it_by_calibration_and_gives_autograd_its_gradients(force
     assert [choice.kernel for _, choice in calibration.table()] == ["native"]
 
 
-@pytest.mark.parametrize("case", ["learned bias", "dropout", "bf16 without pairs", "autocast", "d_head", "pair-limit"])
+@pytest.mark.parametrize("case", ["learned bias", "bf16 without pairs", "autocast", "d_head", "pair-limit"])
 def test_it_is_no_candidate_where_it_would_compute_something_else(case, monkeypatch):
     kernels = built()
     generator = torch.Generator().manual_seed(0)
     queries = 1025 if case == "pair-limit" else 8
     q, k, v = (torch.randn(1, 2, queries, 20 if case == "d_head" else 16, generator=generator) for _ in range(3))
     mask = torch.zeros(1, 2, queries, queries, requires_grad=True) if case == "learned bias" else None
-    dropout = 0.1 if case == "dropout" else 0.0
     if case == "bf16 without pairs":  # a CPU without AVX512-BF16: the library has the fp32 kernel alone
         q, k, v = (t.bfloat16() for t in (q, k, v))
         monkeypatch.setattr(kernels, "training_attention_dtypes", (torch.float32,))
     assert "native" in attention.candidates(*(t.float()[:, :, :8, :16] for t in (q, k, v)), None, 0.0)  # as it is
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
-        assert "native" not in attention.candidates(q, k, v, mask, dropout)
+        assert "native" not in attention.candidates(q, k, v, mask, 0.0)
         # chosen for a class the call shares, it hands the call to torch's kernel, which computes it
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         got = attention.native_attention(q, k, v, mask, mask is None, 0.0, None)
@@ -218,3 +217,40 @@ def test_a_bf16_training_step_under_autocast_chooses_it_and_learns_as_torch_s_ke
     assert bf16_error(logits, expected.double()) < 0.02
     for got, want in zip(grads, expected_grads):
         assert bf16_error(got, want.double()) < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sizes", [SHAPES[0], SHAPES[2], SHAPES[6]])
+def test_dropout_on_the_probabilities_keeps_what_triform_s_dropout_keeps(sizes, dtype):
+    """With dropout the probabilities are kept where kernels/dropout.py's native kernel, seeded alike,
+    keeps element (b, h, i, j) of a (B, H, T, T_keys) tensor; the backward pass draws the same again
+    from the seed. The reference: exact attention with that mask, in fp64."""
+    kernels = bf16_kernels() if dtype == torch.bfloat16 else built()
+    batch, heads, queries, keys, d, causal = sizes
+    generator = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(batch, heads, n, d, generator=generator) for n in (queries, keys, keys))
+    q, k, v = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    grad = torch.randn(batch, heads, queries, d, generator=generator).to(dtype)
+    torch.manual_seed(11)
+    out = attention.NativeAttention.apply(q, k, v, None, causal, d**-0.5, 0.25)
+    gradients = torch.autograd.grad(out, (q, k, v), grad)
+    torch.manual_seed(11)  # the one draw the forward pass made
+    seed, dropped = int(torch.empty((), dtype=torch.int64).random_()), round(0.25 * 2**15)
+    scale = 1 / (1 - dropped / 2**15)
+    kept, _ = kernels.dropout(torch.ones(batch, heads, queries, keys), dropped, scale, seed)
+    inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    scores = inputs[0] @ inputs[1].transpose(-1, -2) * d**-0.5
+    if causal:
+        scores = scores.masked_fill(torch.ones(queries, keys, dtype=torch.bool).triu(1), float("-inf"))
+    want = (scores.softmax(-1) * kept.double()) @ inputs[2]
+    want_gradients = torch.autograd.grad(want, inputs, grad.double())
+    assert 0.6 < float((kept > 0).float().mean()) < 0.9  # a quarter dropped, about
+    if dtype == torch.float32:
+        torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6)
+        for got, expected in zip(gradients, want_gradients):
+            torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+    else:
+        assert bf16_error(out, want) < 0.02
+        assert all(bf16_error(got, expected) < 0.03 for got, expected in zip(gradients, want_gradients))
+    torch.manual_seed(11)
+    assert torch.equal(attention.NativeAttention.apply(q, k, v, None, causal, d**-0.5, 0.25), out)  # repeats

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class, with_backward
-from triform.kernels.dropout import dropout
+from triform.kernels.dropout import LEVELS, dropout
 from triform.nn import attention as textbook
 
 # Largest score matrix (batch · heads · queries · keys) attended in the written-out form below.
@@ -90,16 +90,16 @@ def single_query_native(q: Tensor, k: Tensor) -> bool:
 
 def many_queries_native(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> bool:
     """Whether triform's attention over many queries may serve this call: on the CPU, fp32 outside
-    autocast or bf16 where the CPU has bf16 pair products (AVX512-BF16), no dropout, d_head a
-    multiple of 16, a pair's scores within NATIVE_PAIR_LIMIT, and no mask, a causal one, or a bool or
-    float one that needs no gradient (a padding mask, a fixed bias)."""
+    autocast or bf16 where the CPU has bf16 pair products (AVX512-BF16), d_head a multiple of 16, a
+    pair's scores within NATIVE_PAIR_LIMIT, and no mask, a causal one, or a bool or float one that
+    needs no gradient (a padding mask, a fixed bias); with or without dropout on the probabilities."""
     library = native.library() if q.device.type == "cpu" else None
     if library is None or not (q.dtype == k.dtype == v.dtype):
         return False
     fp32 = q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
     bf16 = q.dtype == torch.bfloat16 and q.dtype in library.training_attention_dtypes
     sizes = q.shape[-1] % 16 == 0 and v.shape[-1] == q.shape[-1] and q.shape[2] * k.shape[2] <= NATIVE_PAIR_LIMIT
-    plain = dropout_p == 0 and q.shape[2] > 1 and (mask is None or native_mask(mask, q, k) is not None)
+    plain = q.shape[2] > 1 and (mask is None or native_mask(mask, q, k) is not None)
     return (fp32 or bf16) and sizes and plain
 
 
@@ -181,28 +181,35 @@ def native_attention(
     if not many_queries_native(q, k, v, None, dropout_p) or (mask is not None and prepared is None):
         return textbook.attend(q, k, v, mask, is_causal, dropout_p, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return NativeAttention.apply(q, k, v, prepared, is_causal, scale)
+    return NativeAttention.apply(q, k, v, prepared, is_causal, scale, dropout_p)
 
 
 class NativeAttention(torch.autograd.Function):
-    """softmax(q · kᵀ · scale + mask) · v by `native.attention_forward`, its backward by
-    `attention_backward`: what is kept between them is q, k, v, the mask, the result and a log-sum-exp
-    per query."""
+    """dropout(softmax(q · kᵀ · scale + mask)) · v by `native.attention_forward`, its backward by
+    `attention_backward`: what is kept between them is q, k, v, the mask, the result, a log-sum-exp per
+    query and the dropout's seed, from which the backward pass draws the same keep decisions again."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float) -> Tensor:
+    def forward(
+        ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float, dropout_p: float = 0.0
+    ) -> Tensor:
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        out, lse = native.library().attention_forward(q, k, v, mask, causal, scale)
+        dropout = None
+        if dropout_p > 0:  # as kernels/dropout.py's native kernel draws: p rounded to 1/32768, the seed torch's
+            dropped = round(dropout_p * LEVELS)
+            dropout = (dropped, 1.0 / (1.0 - dropped / LEVELS), int(torch.empty((), dtype=torch.int64).random_()))
+        out, lse = native.library().attention_forward(q, k, v, mask, causal, scale, dropout)
         ctx.save_for_backward(q, k, v, mask, out, lse)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.scale, ctx.dropout = causal, scale, dropout
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         q, k, v, mask, out, lse = ctx.saved_tensors
         grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-        dq, dk, dv = native.library().attention_backward(q, k, v, mask, out, lse, grad, ctx.causal, ctx.scale)
-        return dq, dk, dv, None, None, None
+        kernels = native.library()
+        dq, dk, dv = kernels.attention_backward(q, k, v, mask, out, lse, grad, ctx.causal, ctx.scale, ctx.dropout)
+        return dq, dk, dv, None, None, None, None
 
 
 def native_single_query(

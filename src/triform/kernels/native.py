@@ -115,6 +115,21 @@ class MaskPlace(ctypes.Structure):
         return ctypes.byref(cls(mask.data_ptr(), MASKS[mask.dtype], *mask.stride()))
 
 
+class DropoutPlace(ctypes.Structure):
+    """training_attention.h's dropout_place: dropout on the attention's probabilities, keep decisions as
+    `dropout`'s (native/dropout.h) over the (B, H, T, T_keys) elements."""
+
+    _fields_ = [("dropped", ctypes.c_uint32), ("kept_scale", ctypes.c_float), ("seed", ctypes.c_uint64)]
+
+    @classmethod
+    def of(cls, dropout: tuple[int, float, int] | None):
+        """A pointer to (dropped of 2¹⁵, the kept values' scale, seed), or None for no dropout."""
+        if dropout is None:
+            return None
+        dropped, scale, seed = dropout
+        return ctypes.byref(cls(dropped, scale, seed % 2**64))
+
+
 class NativeKernels:
     """The loaded library's kernels, each taking and returning tensors."""
 
@@ -134,7 +149,7 @@ class NativeKernels:
             function.argtypes += [i64, i64, i64, pointer, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
             function.restype = ctypes.c_int  # -1: out of memory
             self._attention[dtype] = function
-        places, mask = [ctypes.POINTER(Place)] * 4, ctypes.POINTER(MaskPlace)
+        places, mask = [ctypes.POINTER(Place)] * 4, [ctypes.POINTER(MaskPlace), ctypes.POINTER(DropoutPlace)]
         self._attention_forward, self._attention_backward = {}, {}  # by dtype (bf16: where the CPU has its pairs)
         self.training_attention_dtypes = (torch.float32,)
         if library.triform_attention_bf16_available():
@@ -142,10 +157,10 @@ class NativeKernels:
         for dtype in self.training_attention_dtypes:
             name = GEMV_DTYPES[dtype]
             forward = getattr(library, f"triform_attention_forward_{name}")
-            forward.argtypes = [*places[:3], mask, places[0], pointer, i64, i64, i64, i64, i64]
+            forward.argtypes = [*places[:3], *mask, places[0], pointer, i64, i64, i64, i64, i64]
             forward.argtypes += [ctypes.c_int, ctypes.c_float, ctypes.c_int]
             backward = getattr(library, f"triform_attention_backward_{name}")
-            backward.argtypes = [*places[:3], mask, places[0], places[0], pointer, *places[:3]]
+            backward.argtypes = [*places[:3], *mask, places[0], places[0], pointer, *places[:3]]
             backward.argtypes += [i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_float, ctypes.c_int]
             forward.restype = backward.restype = ctypes.c_int
             self._attention_forward[dtype], self._attention_backward[dtype] = forward, backward
@@ -255,19 +270,29 @@ class NativeKernels:
         return out if q.dtype == torch.float32 else out.to(q.dtype)
 
     def attention_forward(
-        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        scale: float,
+        dropout: tuple[int, float, int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(softmax(q · kᵀ · scale + mask) · v, each query's log-sum-exp of its masked scaled scores)
         for q (B, H, T, d) and k, v (B, H, T_keys, d) of one dtype of `training_attention_dtypes`,
         any strides but the last, d a multiple of 16; mask None, or bool (True: attended) or fp32
         (added) expanded to (B, H, T, T_keys), any strides; causal: query i attends keys 0 to i
-        (torch's alignment). A query that attends no key gets zeros. The result (B, H, T, d), in q's
-        dtype, is laid out as (B, T, H, d), the heads' join a view; the log-sum-exp is fp32."""
+        (torch's alignment); dropout (dropped of 2¹⁵, scale, seed) on the probabilities, each kept
+        where `dropout` would keep element (b, h, i, j) of a (B, H, T, T_keys) tensor. A query that
+        attends no key gets zeros. The result (B, H, T, d), in q's dtype, is laid out as (B, T, H, d),
+        the heads' join a view; the log-sum-exp is fp32."""
         batch, heads, queries, d = q.shape
         out = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
         lse = torch.empty(batch, heads, queries)
         places = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v))
-        arguments = (*places, MaskPlace.of(mask), ctypes.byref(Place.of(out)), lse.data_ptr(), batch, heads)
+        arguments = (*places, MaskPlace.of(mask), DropoutPlace.of(dropout), ctypes.byref(Place.of(out)), lse.data_ptr())
+        arguments += (batch, heads)
         arguments += (queries, k.shape[2], d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_forward[q.dtype], arguments, "triform::attention_forward", "a head's scores")
         return out, lse
@@ -283,15 +308,16 @@ class NativeKernels:
         grad: Tensor,
         causal: bool,
         scale: float,
+        dropout: tuple[int, float, int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The gradients of q, k and v from `attention_forward`'s inputs, results and the gradient of
-        its out, each laid out as (B, T, H, d)."""
+        """The gradients of q, k and v from `attention_forward`'s inputs (the same dropout), results and
+        the gradient of its out, each laid out as (B, T, H, d)."""
         batch, heads, queries, d = q.shape
         keys = k.shape[2]
         dq = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
         dk, dv = (torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
         places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
-        arguments = (*places[:3], MaskPlace.of(mask), *places[3:], lse.data_ptr())
+        arguments = (*places[:3], MaskPlace.of(mask), DropoutPlace.of(dropout), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))
         arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_backward[q.dtype], arguments, "triform::attention_backward", "a head's scores")

@@ -10,19 +10,8 @@
 
 #include <stdint.h>
 
+#include "dropout.h"
 #include "simd.h"
-
-static inline uint32_t mix(uint32_t h) {
-  h ^= h >> 16, h *= 0x85ebca6bu;
-  h ^= h >> 13, h *= 0xc2b2ae35u;
-  return h ^ (h >> 16);
-}
-
-/* 15 random bits for element i of the call seeded by seed. */
-static inline uint32_t draw(uint64_t i, uint64_t seed) {
-  uint32_t low = (uint32_t)seed, high = (uint32_t)(seed >> 32);
-  return mix(mix((uint32_t)i ^ low) + high + (uint32_t)(i >> 32) * 0x9e3779b9u) & 0x7fffu;
-}
 
 enum { CHUNK = 1 << 14 }; /* elements a thread takes at a time */
 

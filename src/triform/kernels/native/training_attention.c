@@ -108,9 +108,9 @@ static void scores_of(const float *q, int64_t qt, const float *kt, float *scores
    queries or keys, d); every operand at its own strides, d contiguous and a multiple of WIDE. -1: no
    memory. */
 int triform_attention_forward_f32(const place *q, const place *k, const place *v, const mask_place *mask,
-                                  const place *out, float *lse, int64_t B, int64_t H, int64_t queries, int64_t keys,
-                                  int64_t d, int causal, float scale, int threads) {
-  shape all = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale, 0, 0, 0, 0};
+                                 const dropout_place *dropout, const place *out, float *lse, int64_t B, int64_t H,
+                                 int64_t queries, int64_t keys, int64_t d, int causal, float scale, int threads) {
+  shape all = call_shape(queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, H, causal, scale, dropout);
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
   {
@@ -125,6 +125,7 @@ int triform_attention_forward_f32(const place *q, const place *k, const place *v
       transpose(at(k, b, h), k->t, kt, &s);
       scores_of(at(q, b, h), q->t, kt, scores, &s);
       softmax_rows(scores, lse + pair * queries, &s);
+      dropped_rows(scores, &s); /* out = dropout(P) · V */
       product(queries, d, keys, scores, s.padded, 1, at(v, b, h), v->t, at(out, b, h), out->t,
               causal ? INNER_TO_ROW : 0);
     }
@@ -136,10 +137,10 @@ int triform_attention_forward_f32(const place *q, const place *k, const place *v
 /* The backward pass: dq, dk, dv (written whole) from the forward pass's inputs, its out and lse, and
    the gradient of out (dout), each at its own strides. -1: no memory. */
 int triform_attention_backward_f32(const place *q, const place *k, const place *v, const mask_place *mask,
-                                   const place *out, const place *dout, const float *lse, const place *dq,
-                                   const place *dk, const place *dv, int64_t B, int64_t H, int64_t queries,
-                                   int64_t keys, int64_t d, int causal, float scale, int threads) {
-  shape all = {queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, causal, scale, 0, 0, 0, 0};
+                                  const dropout_place *dropout, const place *out, const place *dout, const float *lse,
+                                  const place *dq, const place *dk, const place *dv, int64_t B, int64_t H,
+                                  int64_t queries, int64_t keys, int64_t d, int causal, float scale, int threads) {
+  shape all = call_shape(queries, keys, (keys + WIDE - 1) / WIDE * WIDE, d, H, causal, scale, dropout);
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
   {
@@ -161,7 +162,9 @@ int triform_attention_backward_f32(const place *q, const place *k, const place *
       /* dS = P ∘ (dO · Vᵀ − rowsum(dO ∘ O)), times the scale the scores were taken at */
       product(queries, s.padded, d, gp, dout->t, 1, vt, s.padded, ds, s.padded, causal ? COLUMNS_TO_ROW : 0);
       for (int64_t i = 0; i < queries; i++) rows[i] = dot(gp + i * dout->t, op + i * out->t, d);
+      dropped_rows(ds, &s); /* the gradient of P from that of dropout(P) */
       scores_gradient(ds, p, rows, &s);
+      dropped_rows(p, &s); /* dV = dropout(P)ᵀ · dO */
       int part = causal ? INNER_FROM_ROW : 0;
       product(keys, d, queries, p, 1, s.padded, gp, dout->t, at(dv, b, h), dv->t, part);  /* dV = Pᵀ · dO */
       product(keys, d, queries, ds, 1, s.padded, qp, q->t, at(dk, b, h), dk->t, part);    /* dK = dSᵀ · Q */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "dropout.h"
 #include "elementwise.h"
 
 enum { TILE_ROWS = 8 };
@@ -34,10 +35,33 @@ typedef struct {
   const uint8_t *allowed;
   const float *bias;
   int64_t mq, mk;
+  /* dropout on the probabilities: P[i][j] kept where draw(base + i · keys + j, seed) ≥ dropped (of 2¹⁵),
+     times kept_scale; dropped 0: none. base: the pair's first element in (B, H, queries, keys) order. */
+  uint32_t dropped;
+  float kept_scale;
+  uint64_t seed;
+  int64_t base, heads;
 } shape;
 
-/* s for the pair (b, h): its mask's rows. */
+/* The dropout of one call: what the kernels take from kernels/native.py. */
+typedef struct {
+  uint32_t dropped;
+  float kept_scale;
+  uint64_t seed;
+} dropout_place;
+
+/* What every pair of a call shares: sizes (padded: keys rounded up to the kernel's vector), heads, mask
+   kind, scale, and its dropout (none for 0). */
+static inline shape call_shape(int64_t queries, int64_t keys, int64_t padded, int64_t d, int64_t heads, int causal,
+                               float scale, const dropout_place *dropout) {
+  shape s = {queries, keys, padded, d, causal, scale, 0, 0, 0, 0, 0, 1.0f, 0, 0, heads};
+  if (dropout) s.dropped = dropout->dropped, s.kept_scale = dropout->kept_scale, s.seed = dropout->seed;
+  return s;
+}
+
+/* s for the pair (b, h): its mask's rows and its first element for the dropout's draws. */
 static inline shape for_pair(shape s, const mask_place *mask, int64_t b, int64_t h) {
+  s.base = (b * s.heads + h) * s.queries * s.keys;
   if (!mask) return s;
   const char *base = (const char *)mask->p + (b * mask->b + h * mask->h) * (mask->kind == 1 ? 1 : 4);
   if (mask->kind == 1) s.allowed = (const uint8_t *)base;
@@ -86,6 +110,18 @@ static inline void probabilities(float *scores, const float *lse, const shape *s
     scaled_row(row, i, n, s);
     for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - lse[i]);
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
+  }
+}
+
+/* x (queries × padded: probabilities, or their gradient) times the dropout's keep decisions and scale, over
+   the keys each query attends (the rest is 0 already); nothing without dropout. */
+static inline void dropped_rows(float *x, const shape *s) {
+  if (!s->dropped) return;
+  for (int64_t i = 0; i < s->queries; i++) {
+    float *row = x + i * s->padded;
+    uint64_t first = (uint64_t)(s->base + i * s->keys);
+    int64_t n = attended(s, i);
+    for (int64_t j = 0; j < n; j++) row[j] *= draw(first + (uint64_t)j, s->seed) >= s->dropped ? s->kept_scale : 0.0f;
   }
 }
 

@@ -150,9 +150,9 @@ static inline float dot16(const uint16_t *x, const uint16_t *y, int64_t d) {
 
 /* The forward pass, as triform_attention_forward_f32 with bf16 q, k, v and out. */
 int triform_attention_forward_bf16(const place *q, const place *k, const place *v, const mask_place *mask,
-                                   const place *out, float *lse, int64_t B, int64_t H, int64_t queries, int64_t keys,
-                                   int64_t d, int causal, float scale, int threads) {
-  shape all = {queries, keys, (keys + 15) / 16 * 16, d, causal, scale, 0, 0, 0, 0};
+                                 const dropout_place *dropout, const place *out, float *lse, int64_t B, int64_t H,
+                                 int64_t queries, int64_t keys, int64_t d, int causal, float scale, int threads) {
+  shape all = call_shape(queries, keys, (keys + 15) / 16 * 16, d, H, causal, scale, dropout);
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
   {
@@ -170,6 +170,7 @@ int triform_attention_forward_bf16(const place *q, const place *k, const place *
       product16(queries, s.padded, d, at16(q, b, h), q->t, 2, kp, s.padded, scores, 0, s.padded,
                 causal ? COLUMNS_TO_ROW : 0);
       softmax_rows(scores, lse + pair * queries, &s);
+      dropped_rows(scores, &s); /* out = dropout(P) · V */
       narrowed(scores, queries, s.padded, s.padded, p16);
       pairs_down(at16(v, b, h), v->t, keys, d, s.padded, vp);
       product16(queries, d, keys, p16, s.padded, 2, vp, d, 0, at16(out, b, h), out->t, causal ? INNER_TO_ROW : 0);
@@ -181,10 +182,10 @@ int triform_attention_forward_bf16(const place *q, const place *k, const place *
 
 /* The backward pass, as triform_attention_backward_f32 with bf16 operands and gradients. */
 int triform_attention_backward_bf16(const place *q, const place *k, const place *v, const mask_place *mask,
-                                    const place *out, const place *dout, const float *lse, const place *dq,
-                                    const place *dk, const place *dv, int64_t B, int64_t H, int64_t queries,
-                                    int64_t keys, int64_t d, int causal, float scale, int threads) {
-  shape all = {queries, keys, (keys + 15) / 16 * 16, d, causal, scale, 0, 0, 0, 0};
+                                  const dropout_place *dropout, const place *out, const place *dout, const float *lse,
+                                  const place *dq, const place *dk, const place *dv, int64_t B, int64_t H,
+                                  int64_t queries, int64_t keys, int64_t d, int causal, float scale, int threads) {
+  shape all = call_shape(queries, keys, (keys + 15) / 16 * 16, d, H, causal, scale, dropout);
   int64_t even = (queries + 15) / 16 * 16; /* queries rounded up: the transposed operands' rows */
   int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && B * H > 1)
@@ -210,7 +211,9 @@ int triform_attention_backward_bf16(const place *q, const place *k, const place 
       pairs_across(at16(v, b, h), v->t, keys, d, s.padded, right);
       product16(queries, s.padded, d, gp, dout->t, 2, right, s.padded, ds, 0, s.padded, columns);
       for (int64_t i = 0; i < queries; i++) rows[i] = dot16(gp + i * dout->t, op + i * out->t, d);
+      dropped_rows(ds, &s); /* the gradient of P from that of dropout(P) */
       scores_gradient(ds, p, rows, &s);
+      dropped_rows(p, &s); /* dV = dropout(P)ᵀ · dO */
       uint32_t *down = (uint32_t *)(void *)left; /* dV = Pᵀ · dO */
       narrowed_pairs(p, queries, s.padded, s.padded, even, down);
       pairs_down(gp, dout->t, queries, d, even, right);
