@@ -11,8 +11,8 @@ The candidates:
 - `native`: triform's own kernels (`kernels/native.py`). For one query (no autograd, no dropout, an
   fp32 or bf16 cache: a decoding step) it reads the cache once and sums in fp32; on that EPYC it
   attended a bf16 cache of 8 rows of 6 heads over 64 keys in 90 µs against the fused kernel's 275 to
-  424. For many queries in fp32, or in bf16 where the CPU has AVX512-BF16's pair products (no
-  dropout, a mask that needs no gradient; training, a prompt) each (batch, head) pair is a thread's,
+  424. For many queries in fp32, or in bf16 where the CPU has AVX512-BF16's pair products (a mask
+  that needs no gradient, dropout or none; training, a prompt) each (batch, head) pair is a thread's,
   its scores kept in that core's caches and formed again going backward (`NativeAttention`): on an
   AMD EPYC (Zen 5, 2 threads) a causal layer of the benchmark's GPT (16 × 6 heads, 256 queries of 64)
   took 13 ms forward and backward in fp32 against the fused kernel's 34, and 9 to 10 ms in bf16
