@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import re
@@ -442,3 +443,16 @@ def test_data_bucket_false_gives_plain_shuffled_pairs(tmp_path):
     plain, lengths = orders["false"]
     assert plain.indices(0).tolist() == np.random.default_rng([0, 0]).permutation(len(lengths))[:8].tolist()
     assert resolved_from(train_args(tmp_path / "x", pairs)).config.data.bucket is True
+
+
+def test_the_loss_s_gradient_over_the_released_logits_trains_exactly_as_without(tmp_path, corpus, monkeypatch):
+    """The trainer lets the loss write its gradient over the logits (kernels/loss.py's
+    `logits_released`): the same losses, step by step, and the same weights as with the logits kept."""
+    argv = ("--preset", "tiny-gpt", "--model.dropout", "0.1")
+    assert main(train_args(tmp_path / "released", *corpus, 6, *argv)) == 0
+    monkeypatch.setattr("triform.train.loop.logits_released", contextlib.nullcontext)
+    assert main(train_args(tmp_path / "kept", *corpus, 6, *argv)) == 0
+    assert losses(tmp_path / "released") == losses(tmp_path / "kept")
+    released, kept = load_model(tmp_path / "released" / "model"), load_model(tmp_path / "kept" / "model")
+    for (name, a), b in zip(released.model.state_dict().items(), kept.model.state_dict().values()):
+        assert torch.equal(a, b), name
