@@ -8,6 +8,7 @@ from conftest import random_ids, tiny_config
 from test_native import built
 
 from triform.kernels import attention
+from triform.kernels.dropout import native_draw
 from triform.models import build_model
 
 
@@ -235,8 +236,7 @@ def test_dropout_on_the_probabilities_keeps_what_triform_s_dropout_keeps(sizes, 
     out = attention.NativeAttention.apply(q, k, v, None, causal, d**-0.5, 0.25)
     gradients = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(11)  # the one draw the forward pass made
-    seed, dropped = int(torch.empty((), dtype=torch.int64).random_()), round(0.25 * 2**15)
-    scale = 1 / (1 - dropped / 2**15)
+    dropped, scale, seed = native_draw(0.25)
     kept, _ = kernels.dropout(torch.ones(batch, heads, queries, keys), dropped, scale, seed)
     inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
     scores = inputs[0] @ inputs[1].transpose(-1, -2) * d**-0.5

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from triform.kernels import native
 from triform.kernels.calibrate import FIELDS, calibration, rows_class, with_backward
-from triform.kernels.dropout import LEVELS, dropout
+from triform.kernels.dropout import dropout, native_draw
 from triform.nn import attention as textbook
 
 # Largest score matrix (batch · heads · queries · keys) attended in the written-out form below.
@@ -194,10 +194,7 @@ class NativeAttention(torch.autograd.Function):
         ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float, dropout_p: float = 0.0
     ) -> Tensor:
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        dropout = None
-        if dropout_p > 0:  # as kernels/dropout.py's native kernel draws: p rounded to 1/32768, the seed torch's
-            dropped = round(dropout_p * LEVELS)
-            dropout = (dropped, 1.0 / (1.0 - dropped / LEVELS), int(torch.empty((), dtype=torch.int64).random_()))
+        dropout = native_draw(dropout_p) if dropout_p > 0 else None
         out, lse = native.library().attention_forward(q, k, v, mask, causal, scale, dropout)
         ctx.save_for_backward(q, k, v, mask, out, lse)
         ctx.causal, ctx.scale, ctx.dropout = causal, scale, dropout

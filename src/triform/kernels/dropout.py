@@ -70,12 +70,18 @@ def natively(x: Tensor, p: float) -> Tensor:
     return _NativeDropout.apply(x, p)
 
 
+def native_draw(p: float) -> tuple[int, float, int]:
+    """(dropped of 2¹⁵, the kept values' scale, seed) of one call of triform's native dropout, here or
+    on the attention's probabilities (kernels/attention.py): p rounded as `keep_mask` rounds it, the
+    seed drawn from torch's generator, so that torch.manual_seed repeats it."""
+    dropped = round(p * LEVELS)
+    return dropped, 1.0 / (1.0 - dropped / LEVELS), int(torch.empty((), dtype=torch.int64).random_())
+
+
 class _NativeDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:
-        dropped = round(p * LEVELS)
-        scale = 1.0 / (1.0 - dropped / LEVELS)
-        seed = int(torch.empty((), dtype=torch.int64).random_())  # from torch's generator: manual_seed repeats it
+        dropped, scale, seed = native_draw(p)
         y, keep = native.library().dropout(x, dropped, scale, seed)
         ctx.save_for_backward(keep)
         ctx.scale = scale

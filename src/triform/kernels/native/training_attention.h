@@ -27,7 +27,16 @@ typedef struct {
   int64_t b, h, q, k;
 } mask_place;
 
-/* One (batch, head) pair's sizes, and its mask: element (i, j) at allowed or bias [i · mq + j · mk]. */
+/* The dropout of one call on the probabilities: P[i][j] of pair (b, h) kept where draw(its index in
+   (B, H, queries, keys) order, seed) ≥ dropped (of 2¹⁵), times kept_scale; dropped 0: none. */
+typedef struct {
+  uint32_t dropped;
+  float kept_scale;
+  uint64_t seed;
+} dropout_place;
+
+/* One (batch, head) pair's sizes, and its mask: element (i, j) at allowed or bias [i · mq + j · mk];
+   its dropout, base its first element's index. */
 typedef struct {
   int64_t queries, keys, padded, d; /* padded: keys rounded up to WIDE, a scores row's length */
   int causal;
@@ -35,27 +44,16 @@ typedef struct {
   const uint8_t *allowed;
   const float *bias;
   int64_t mq, mk;
-  /* dropout on the probabilities: P[i][j] kept where draw(base + i · keys + j, seed) ≥ dropped (of 2¹⁵),
-     times kept_scale; dropped 0: none. base: the pair's first element in (B, H, queries, keys) order. */
-  uint32_t dropped;
-  float kept_scale;
-  uint64_t seed;
+  dropout_place dropout;
   int64_t base, heads;
 } shape;
-
-/* The dropout of one call: what the kernels take from kernels/native.py. */
-typedef struct {
-  uint32_t dropped;
-  float kept_scale;
-  uint64_t seed;
-} dropout_place;
 
 /* What every pair of a call shares: sizes (padded: keys rounded up to the kernel's vector), heads, mask
    kind, scale, and its dropout (none for 0). */
 static inline shape call_shape(int64_t queries, int64_t keys, int64_t padded, int64_t d, int64_t heads, int causal,
                                float scale, const dropout_place *dropout) {
-  shape s = {queries, keys, padded, d, causal, scale, 0, 0, 0, 0, 0, 1.0f, 0, 0, heads};
-  if (dropout) s.dropped = dropout->dropped, s.kept_scale = dropout->kept_scale, s.seed = dropout->seed;
+  shape s = {queries, keys, padded, d, causal, scale, 0, 0, 0, 0, {0, 1.0f, 0}, 0, heads};
+  if (dropout) s.dropout = *dropout;
   return s;
 }
 
@@ -116,12 +114,14 @@ static inline void probabilities(float *scores, const float *lse, const shape *s
 /* x (queries × padded: probabilities, or their gradient) times the dropout's keep decisions and scale, over
    the keys each query attends (the rest is 0 already); nothing without dropout. */
 static inline void dropped_rows(float *x, const shape *s) {
-  if (!s->dropped) return;
+  const dropout_place drop = s->dropout;
+  if (!drop.dropped) return;
   for (int64_t i = 0; i < s->queries; i++) {
     float *row = x + i * s->padded;
     uint64_t first = (uint64_t)(s->base + i * s->keys);
     int64_t n = attended(s, i);
-    for (int64_t j = 0; j < n; j++) row[j] *= draw(first + (uint64_t)j, s->seed) >= s->dropped ? s->kept_scale : 0.0f;
+    for (int64_t j = 0; j < n; j++)
+      row[j] *= draw(first + (uint64_t)j, drop.seed) >= drop.dropped ? drop.kept_scale : 0.0f;
   }
 }
 
