@@ -75,7 +75,8 @@ def native_draw(p: float) -> tuple[int, float, int]:
     on the attention's probabilities (kernels/attention.py): p rounded as `keep_mask` rounds it, the
     seed drawn from torch's generator, so that torch.manual_seed repeats it."""
     dropped = round(p * LEVELS)
-    return dropped, 1.0 / (1.0 - dropped / LEVELS), int(torch.empty((), dtype=torch.int64).random_())
+    seed = int(torch.empty((), dtype=torch.int64).random_()) % 2**64  # as the kernels take it: unsigned
+    return dropped, 1.0 / (1.0 - dropped / LEVELS), seed
 
 
 class _NativeDropout(torch.autograd.Function):

@@ -123,11 +123,11 @@ class DropoutPlace(ctypes.Structure):
 
     @classmethod
     def of(cls, dropout: tuple[int, float, int] | None):
-        """A pointer to (dropped of 2¹⁵, the kept values' scale, seed), or None for no dropout."""
+        """A pointer to (dropped of 2¹⁵, the kept values' scale, seed < 2⁶⁴), or None for no dropout."""
         if dropout is None:
             return None
         dropped, scale, seed = dropout
-        return ctypes.byref(cls(dropped, scale, seed % 2**64))
+        return ctypes.byref(cls(dropped, scale, seed))
 
 
 class NativeKernels:
@@ -347,9 +347,9 @@ class NativeKernels:
 
     def dropout(self, x: Tensor, dropped: int, scale: float, seed: int) -> tuple[Tensor, Tensor]:
         """(x · keep · scale, keep as uint8) for x contiguous, fp32 or bf16: an element kept where 15 bits
-        hashed from its index and `seed` are at least `dropped` (of 2¹⁵)."""
+        hashed from its index and `seed` (< 2⁶⁴) are at least `dropped` (of 2¹⁵)."""
         out, keep = torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8)
-        arguments = (x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), dropped, scale, seed % 2**64)
+        arguments = (x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), dropped, scale, seed)
         self._timed(self._dropout[x.dtype][0], (*arguments, torch.get_num_threads()), "triform::dropout")
         return out, keep
 
