@@ -1,14 +1,16 @@
-"""The language-model head: its bias is added in the logits' dtype, as a linear layer's own bias is."""
+"""The language-model head: its bias is added as a linear layer's own bias is, in the logits' dtype."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from triform.kernels import Linear
 from triform.models.heads import LanguageModelHead
 
 
-def head_with_bias() -> LanguageModelHead:
+def head_with_bias(linear=torch.nn.Linear) -> LanguageModelHead:
     torch.manual_seed(0)
-    head = LanguageModelHead(torch.nn.Linear(16, 50, bias=False), bias=True)
+    head = LanguageModelHead(linear(16, 50, bias=False), bias=True)
     torch.nn.init.normal_(head.bias)
     return head
 
@@ -24,6 +26,20 @@ def test_under_bf16_autocast_the_logits_stay_bf16_and_equal_a_biased_linear_laye
     logits.float().sum().backward()
     assert head.bias.grad.dtype == torch.float32
     torch.testing.assert_close(head.bias.grad, torch.full((50,), 7.0))
+
+
+@pytest.mark.parametrize("linear", [torch.nn.Linear, Linear])
+def test_in_training_the_bias_is_the_product_s_and_gets_the_gradient_of_one(linear):
+    """With autograd the bias goes into the product itself (no tokens x vocabulary sum after it)."""
+    head, hidden = head_with_bias(linear), torch.randn(7, 16, requires_grad=True)
+    weights = torch.randn(7, 50)
+    logits = head(hidden)
+    assert type(logits.grad_fn).__name__ != "AddBackward0"  # made by the product, not a sum after it
+    torch.testing.assert_close(logits, F.linear(hidden, head.projection.weight, head.bias))
+    (logits * weights).sum().backward()
+    torch.testing.assert_close(head.bias.grad, weights.sum(0))
+    torch.testing.assert_close(head.projection.weight.grad, weights.t() @ hidden.detach())
+    torch.testing.assert_close(hidden.grad, weights @ head.projection.weight.detach())
 
 
 def test_in_fp32_the_bias_is_added_as_it_is():
