@@ -260,6 +260,26 @@ def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an
     assert got[2].isfinite().all()
 
 
+# transpose.c's whole tiles: in 512-bit registers, in 256-bit ones (32-bit values only), element by element.
+TRANSPOSE_SETS = {"native": (), "without-avx512": ("-mno-avx512f",), "without-avx": ("-mno-avx", "-mno-avx2", "-mno-avx512f")}
+
+
+@pytest.mark.parametrize("instructions", TRANSPOSE_SETS)
+def test_transpose_writes_every_element_on_every_instruction_set(instructions, fresh_library, monkeypatch):
+    """Whole 16 x 16 tiles and partial ones at the edges, rows of a wider stride, 1 and 2 threads,
+    4- and 2-byte values, every bit pattern kept (NaNs' too: the values are moved, not computed)."""
+    kernels = built_without(TRANSPOSE_SETS[instructions], monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    for rows, columns in [(16, 16), (37, 53), (256, 48), (33, 16), (16, 33), (1, 1), (5, 300)]:
+        for dtype in (torch.int32, torch.int16):
+            wide = torch.randint(-(2**15), 2**15, (rows, columns + 3), generator=generator).to(dtype)
+            x = wide[:, 1 : 1 + columns]
+            for threads in (1, 2):
+                monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)  # what it passes
+                out = kernels.transpose_into(x, torch.full((columns, rows), -1, dtype=dtype))
+                assert torch.equal(out, x.t())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_call(dtype, monkeypatch):
     built()
