@@ -137,6 +137,26 @@ def test_cases_are_chosen_by_name_or_word():
         benchmark.selected(["llama"])
 
 
+def test_the_gpu_benchmark_runs_its_cases_on_a_cpu_at_its_tiny_size(tmp_path, capsys):
+    """benchmarks/gpu.py, prepared for a GPU, is the same code on any device: training eager and
+    compiled, both sides' greedy decoding, identical fp32 outputs, the report."""
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--device", "cpu", "--tiny", "--rounds", "1", "--out", str(tmp_path / "gpu.json")])
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    steps = report["training"]["steps"]
+    assert set(steps) == {"triform", "transformers", "triform compiled"}
+    assert all(0 < step["mfu_at_step_shapes"] for step in steps.values())
+    assert report["training"]["attention"] == {"flash": True}
+    assert set(report["decoding"]) == {"greedy-b1", "greedy-b2"}
+    for case in report["decoding"].values():
+        assert case["fp32_identical_to_transformers"]
+        sides = {"triform fp32", "transformers fp32", "triform default", "transformers bf16"}
+        assert set(case["tokens_per_s"]) == sides
+    assert "MFU" in capsys.readouterr().out
+
+
 def test_the_packing_benchmark_times_both_packs_and_writes_its_section(tmp_path):
     spec = importlib.util.spec_from_file_location("packing_benchmark", ROOT / "benchmarks" / "packing.py")
     module = importlib.util.module_from_spec(spec)

@@ -261,7 +261,11 @@ def test_int8_linear_gives_the_bias_for_a_row_of_zeros_and_nan_for_a_row_with_an
 
 
 # transpose.c's whole tiles: in 512-bit registers, in 256-bit ones (32-bit values only), element by element.
-TRANSPOSE_SETS = {"native": (), "without-avx512": ("-mno-avx512f",), "without-avx": ("-mno-avx", "-mno-avx2", "-mno-avx512f")}
+TRANSPOSE_SETS = {
+    "native": (),
+    "without-avx512": ("-mno-avx512f",),
+    "without-avx": ("-mno-avx", "-mno-avx2", "-mno-avx512f"),
+}
 
 
 @pytest.mark.parametrize("instructions", TRANSPOSE_SETS)
