@@ -2,6 +2,7 @@
 and backward, by whichever kernel calibration chose."""
 
 import copy
+import math
 import pickle
 
 import pytest
@@ -84,3 +85,17 @@ def test_a_training_step_with_the_native_activation_matches_torch_s():
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_native_erf_gelu_is_within_5e_7_of_the_exact_function_forward_and_backward():
+    """Abramowitz & Stegun's erfc (1.5e-7 of erf) in the tail-safe form: torch's own fp32 GELU is
+    within 1.2e-6 on the same values."""
+    built()
+    x = torch.linspace(-10, 10, 200_001, dtype=torch.float64)
+    exact = x * 0.5 * torch.erfc(-x / math.sqrt(2))
+    slope = 0.5 * torch.erfc(-x / math.sqrt(2)) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    ours = x.float().requires_grad_()
+    y = activation.natively("gelu", ours)
+    (gradient,) = torch.autograd.grad(y, ours, torch.ones_like(y))
+    assert (y.double() - exact).abs().max() < 5e-7
+    assert (gradient.double() - slope).abs().max() < 5e-7
