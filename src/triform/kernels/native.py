@@ -39,6 +39,7 @@ from torch.profiler import record_function
 
 from triform.io import atomic_write
 from triform.kernels.machine import fingerprint
+from triform.nn.joined import joined_like
 
 FOLDER = Path(__file__).with_name("native")
 SOURCES = tuple(sorted(FOLDER.glob("*.c")))  # compiled together into one library
@@ -314,8 +315,14 @@ class NativeKernels:
         the gradient of its out, each laid out as (B, T, H, d)."""
         batch, heads, queries, d = q.shape
         keys = k.shape[2]
-        dq = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
-        dk, dv = (torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
+        # Side by side as q, k and v are when split from one projection: the split's backward then
+        # takes them as they are, where it would otherwise concatenate them (nn/joined.py).
+        gradients = joined_like(q, k, v)
+        if gradients is None:
+            dq = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
+            dk, dv = (torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
+        else:
+            dq, dk, dv = gradients
         places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
         arguments = (*places[:3], MaskPlace.of(mask), DropoutPlace.of(dropout), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))

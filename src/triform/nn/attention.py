@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from triform.nn.joined import split_joined
+
 if TYPE_CHECKING:
     from triform.nn.cache import LayerCache
     from triform.nn.position import Rotary
@@ -141,7 +143,7 @@ class SelfAttention(MultiHeadAttention):
         attention is allowed; bias: added to the scores, broadcastable likewise; positions: (B, T),
         for rotary positions. Returns (B, T, d_model)."""
         sizes = (self.inner, self.kv_inner, self.kv_inner)
-        q, k, v = (self.split_heads(t) for t in self.query_key_value(x).split(sizes, dim=-1))
+        q, k, v = split_joined(self.query_key_value(x), sizes, self.d_head)  # views; nn/joined.py
         if self.query_norm is not None:
             q, k = self.query_norm(q), self.key_norm(k)
         if self.rotary is not None:
