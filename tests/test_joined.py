@@ -56,4 +56,5 @@ def test_parts_not_side_by_side_are_told_apart():
     assert side_by_side((q, v, k), (2 * D,) * 3) is None  # out of order
     assert side_by_side((q, k, v.clone()), (2 * D,) * 3) is None  # another storage
     assert side_by_side((q, k, None), (2 * D,) * 3) is None
+    assert side_by_side((q, k, v[:, :, :5]), (2 * D,) * 3) is None  # keys of another length
     assert joined_like(q.contiguous(), k, v) is None

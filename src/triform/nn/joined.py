@@ -45,7 +45,7 @@ def side_by_side(parts: tuple[Tensor, ...], sizes: tuple[int, ...]) -> Tensor | 
             return None
         if part.stride() != (length * width, d_head, width, 1) or part.storage_offset() != offset + start:
             return None
-        if part.shape[1] * d_head != size:
+        if part.shape[1] * d_head != size or (part.shape[0], part.shape[2], part.shape[3]) != (batch, length, d_head):
             return None
     return first.as_strided((batch, length, width), (length * width, width, 1), offset)
 
