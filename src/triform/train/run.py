@@ -69,7 +69,12 @@ def run_training(
         if resume:
             trainer.resume()
         with freed_memory_kept(job.loop.keep_freed_memory and processes.device.type == "cpu"):
-            return trainer.run(should_stop)
+            result = trainer.run(should_stop)
+        # Every process done (the main one saves last) before any tears down its connections: a
+        # process that left gloo's group while its peer still wrote its model was seen to abort
+        # ("terminate called without an active exception") after a finished run.
+        processes.barrier()
+        return result
     finally:
         stop(processes)
 
