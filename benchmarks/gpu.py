@@ -27,10 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed.machine import best_seconds, gemm_rate
 from speed.models import SPECIALS, TINY_BODY, ModelSpec, build_twins, check_same_logits
+from speed.timing import alternate
 from speed.training import (
     TrainingShape,
     make_batch,
@@ -61,48 +62,26 @@ def gpt2_small(tiny: bool) -> ModelSpec:
     return ModelSpec("gpt", config, "GPT2LMHeadModel", {"activation_function": "gelu_pytorch_tanh"})
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def clock(device: torch.device):
+    """perf_counter, read once the device has finished the work queued before it."""
+
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return now
 
 
-def seconds(run, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    run()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def alternate(variants: dict, rounds: int, device: torch.device) -> dict[str, float]:
+def medians(variants: dict, rounds: int, device: torch.device, label: str) -> dict[str, float]:
     """Median seconds of each variant over `rounds` rounds taken in turn, after one warm-up round."""
-    for run in variants.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            times[name].append(seconds(run, device))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def matmul_rate(shapes: list[tuple[int, int, int, int]], device: torch.device) -> float:
-    """bf16 GFLOP/s of a step's products at their own shapes: each linear layer's forward product
-    and the two of its backward pass, as often as the step runs them, by torch's default kernel."""
-    flops = total = 0.0
-    for rows, n_in, n_out, count in shapes:
-        x, w = torch.randn(rows, n_in, device=device).bfloat16(), torch.randn(n_out, n_in, device=device).bfloat16()
-        g = torch.randn(rows, n_out, device=device).bfloat16()
-        for a, b in ((x, w), (g, w.t()), (g.t(), x.t())):
-            best = min(seconds(lambda a=a, b=b: F.linear(a, b), device) for _ in range(5))
-            total += best * count
-            flops += 2.0 * a.shape[0] * a.shape[1] * b.shape[0] * count
-    return flops / total / 1e9
+    timed = alternate(variants, warmup=1, repeats=rounds, label=label, clock=clock(device))
+    return {name: statistics.median(values) for name, values in timed["seconds"].items()}
 
 
 def square_rate(device: torch.device, n: int) -> float:
     a, b = (torch.randn(n, n, device=device).bfloat16() for _ in range(2))
-    best = min(seconds(lambda: a @ b, device) for _ in range(5))
-    return 2.0 * n**3 / best / 1e9
+    return 2.0 * n**3 / best_seconds(lambda: a @ b, repeats=5, clock=clock(device)) / 1e9
 
 
 @contextmanager
@@ -151,11 +130,11 @@ def training(spec: ModelSpec, shape: TrainingShape, device: torch.device, rounds
         ),
     }
     try:
-        times = alternate(steps, rounds, device)
+        times = medians(steps, rounds, device, "train")
     except RuntimeError as error:  # flash refused a call: say so, and measure with SDPA's own choice
         kernels.update(flash=False, flash_error=str(error).splitlines()[0][:300])
         print(f"flash attention refused a call: {kernels['flash_error']}", file=sys.stderr)
-        times = alternate(steps, rounds, device)
+        times = medians(steps, rounds, device, "train")
     compiled_seconds = None
     if compile_blocks_too:
         compile_blocks(model)
@@ -163,12 +142,10 @@ def training(spec: ModelSpec, shape: TrainingShape, device: torch.device, rounds
         steps["triform compiled"] = steps["triform"]
         steps["triform compiled"]()  # the compile
         compiled_seconds = time.perf_counter() - start
-        times["triform compiled"] = alternate({"triform compiled": steps["triform compiled"]}, rounds, device)[
-            "triform compiled"
-        ]
+        times |= medians({"triform compiled": steps["triform compiled"]}, rounds, device, "train compiled")
     flops = training_flops(spec, shape, batch.n_targets)
     shapes = training_gemm_shapes(spec, shape, batch.n_targets)
-    rate = matmul_rate(shapes, device)
+    rate = gemm_rate(shapes, torch.bfloat16, clock=clock(device), device=device)
     tokens = batch.ids.numel()
     return {
         "batch": shape.batch,
@@ -228,7 +205,7 @@ def greedy(model, twins: dict, prompts: list[list[int]], new: int, device: torch
         "triform default": ours("auto", "triform default"),
         "transformers bf16": theirs(twins["bf16"], "transformers bf16"),
     }
-    times = alternate(variants, rounds, device)
+    times = medians(variants, rounds, device, f"greedy-b{len(prompts)}")
     return {
         "tokens_per_s": {name: len(prompts) * new / s for name, s in times.items()},
         "fp32_identical_to_transformers": outputs["triform fp32"] == outputs["transformers fp32"],

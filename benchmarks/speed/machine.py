@@ -34,28 +34,33 @@ def runs_here(kernel) -> bool:
 
 
 def gemm_rate(
-    shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, *, backward: bool = True, clock=time.perf_counter
+    shapes: list[tuple[int, int, int, int]],
+    dtype: torch.dtype,
+    *,
+    backward: bool = True,
+    clock=time.perf_counter,
+    device: torch.device | str = "cpu",
 ) -> float:
     """GFLOP/s of the matrix products of a training step, each at its own shape and as often as the
     step runs it: for each linear layer (rows, in, out, count), the forward product and, with
     `backward`, the two of the backward pass (input and weight gradients). Each product takes the
     best of a few runs by torch's default kernel and, where present, oneDNN's, each also computing
     the transposed product (in fp32 the fastest of them varies by CPU): the ceiling this machine
-    reaches on exactly this work, timed by `clock` (the one the steps are timed by)."""
+    reaches on exactly this work, timed by `clock` (the one the steps are timed by), on `device` (a
+    GPU's clock must wait for its kernels: benchmarks/gpu.py's does)."""
     total_flops = total_seconds = 0.0
     for rows, n_in, n_out, count in shapes:
         if rows == 0:
             continue
-        x = torch.randn(rows, n_in, dtype=dtype)
-        weight = torch.randn(n_out, n_in, dtype=dtype)
-        grad = torch.randn(rows, n_out, dtype=dtype)
+        x = torch.randn(rows, n_in, dtype=dtype, device=device)
+        weight = torch.randn(n_out, n_in, dtype=dtype, device=device)
+        grad = torch.randn(rows, n_out, dtype=dtype, device=device)
         products = [(x, weight)] + ([(grad, weight.t()), (grad.t(), x.t())] if backward else [])
         for a, b in products:  # a · bᵀ
             kernels = [lambda a=a, b=b: F.linear(a, b), lambda a=a, b=b: F.linear(b, a)]  # a · bᵀ, or (b · aᵀ)
-            kernels += [
-                lambda a=a, b=b: onednn_product(a, b, None),
-                lambda a=a, b=b: onednn_product(b, a, None),
-            ] * ONEDNN
+            kernels += [lambda a=a, b=b: onednn_product(a, b, None), lambda a=a, b=b: onednn_product(b, a, None)] * (
+                ONEDNN and x.device.type == "cpu"
+            )
             total_seconds += min(best_seconds(kernel, clock=clock) for kernel in kernels if runs_here(kernel)) * count
             total_flops += 2.0 * rows * n_in * n_out * count
     return total_flops / total_seconds / 1e9
