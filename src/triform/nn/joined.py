@@ -22,7 +22,7 @@ def split_joined(joined: Tensor, sizes: tuple[int, ...], d_head: int) -> tuple[T
     """joined (B, T, sum(sizes)) split on its last dimension into `sizes`, each as heads (B, heads, T,
     d_head): views of `joined`."""
     if torch.compiler.is_compiling() or not torch.is_grad_enabled() or not joined.requires_grad:
-        return tuple(_heads(part, d_head) for part in joined.split(sizes, dim=-1))
+        return _split(joined, sizes, d_head)
     return _SplitHeads.apply(joined, sizes, d_head)
 
 
