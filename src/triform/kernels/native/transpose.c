@@ -7,9 +7,10 @@
    its 16 destination rows written whole at a time; the tiles shared among the threads. A whole tile is
    transposed in registers: with AVX512 in one step (16-bit values widened to 32 bits for it), with AVX
    in four of 8 × 8 (32-bit values). The compiler's code for the element by element loop, which the
-   partial tiles at the edges still take, was 1.6 to 3 times slower on a training step's shapes and 3
-   to 5.7 times on 608 × 30,522 (AMD EPYC Zen 5, 2 threads): 25 transposes took 30 ms of a 1.0 s fp32
-   step of benchmarks/run.py's GPT, and the step ran 1.017 s that way against 1.001 s. */
+   partial tiles at the edges still take, was 1.6 to 3 times slower on a training step's shapes (25
+   transposes were 30 ms of a 1.0 s fp32 step of benchmarks/run.py's GPT); now torch's strided copy
+   of the same views takes 2.7 to 4.8 times as long as this (`python benchmarks/elementwise.py`, AMD
+   EPYC Zen 5, 2 threads). */
 
 #include <stdint.h>
 
