@@ -3,6 +3,9 @@ rounding, chosen by calibration like any other candidate, and absent, with the r
 cannot be built."""
 
 import os
+import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -305,7 +308,80 @@ def test_a_transposed_operand_is_laid_out_in_rows_in_a_buffer_kept_for_the_next_
 def test_the_training_kernels_compute_the_same_with_and_without_avx512(instructions, fresh_library, monkeypatch):
     """16 fp32 lanes with AVX512, 8 without (simd.h's `wide`): attention forward and backward, the
     one-pass cross-entropy, against torch's."""
-    kernels = built_without(() if instructions == "native" else ("-mno-avx512f",), monkeypatch)
+    assert_training_kernels_compute_torch_s(
+        built_without(() if instructions == "native" else ("-mno-avx512f",), monkeypatch)
+    )
+
+
+# Compilers the C is checked with, where they are installed: this machine's, Clang (Apple's compiler's
+# family), and GCC for 64-bit Arm (Graviton, Ampere, a Raspberry Pi), whose build uses the vector code
+# simd.h writes for any CPU. Arm's build is compiled, not run: no test here runs on an Arm CPU.
+CHECKED_COMPILERS = {
+    "this machine's": (None, "-march=native"),
+    "clang": ("clang", "-march=native"),
+    "gcc for aarch64": ("aarch64-linux-gnu-gcc", "-march=armv8.2-a+bf16"),
+}
+
+
+@pytest.mark.parametrize("compiler", CHECKED_COMPILERS)
+def test_the_kernels_compile_without_a_warning(compiler, tmp_path):
+    name, tuning = CHECKED_COMPILERS[compiler]
+    found = native.compiler() if name is None else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name or 'no C compiler'} is not installed here")
+    flags = [tuning if flag == "-march=native" else flag for flag in native.FLAGS]
+    command = [found, *flags, "-Wall", "-Wextra", *map(str, native.SOURCES), "-o", str(tmp_path / "k.so"), "-lm"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=native.BUILD_SECONDS)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr[:2000]
+
+
+def compiler_refusing(folder, refused: tuple[str, ...]) -> str:
+    """A compiler that refuses the flags `refused`, as Apple's Clang refuses -fopenmp, and is this
+    machine's own otherwise."""
+    real = native.compiler()
+    if real is None or os.name != "posix":
+        pytest.skip("no C compiler on PATH, or no POSIX shell for the stand-in")
+    script = folder / "cc-refusing"
+    cases = "|".join(refused)
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do case "$a" in {cases})\n'
+        """  echo "clang: error: unsupported option '$a'" >&2; exit 1;;\n"""
+        "esac; done\n"
+        f'exec {real} "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    "refused", [("-fopenmp",), ("-march=native",), ("-march=native", "-mcpu=native", "-fopenmp")], ids="+".join
+)
+def test_a_compiler_that_refuses_openmp_or_native_tuning_builds_the_kernels_without_them(
+    refused, fresh_library, monkeypatch
+):
+    """Apple's Clang has no -fopenmp, and some Clangs on Arm refuse -march=native: the kernels are
+    built with what stands in (STAND_INS), say so, and compute what they compute with it."""
+    monkeypatch.setenv("CC", compiler_refusing(fresh_library, refused))
+    kernels = built()
+    notes = native.build_notes()
+    said = [re.match(r"cc-refusing does not take (\S+): ", note) for note in notes]
+    assert [flag for flag in native.STAND_INS if flag in refused] == [match and match[1] for match in said]
+    assert ("each kernel on one thread" in " ".join(notes)) == ("-fopenmp" in refused)
+    if os.uname().sysname == "Linux":  # an ELF library names the OpenMP runtime's entry points it calls
+        assert (b"GOMP_parallel" in kernels.path.read_bytes()) == ("-fopenmp" not in refused)
+    assert_training_kernels_compute_torch_s(kernels)
+    x, weight, bias = torch.randn(3, 70), torch.randn(9, 70), torch.randn(9)
+    torch.testing.assert_close(kernels.gemv(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    wide = torch.randn(37, 45)
+    assert torch.equal(kernels.transpose_into(wide, torch.empty(45, 37)), wide.t())
+    torch.testing.assert_close(kernels.activation_forward("gelu", wide), F.gelu(wide), rtol=1e-6, atol=1e-6)
+    native.library.cache_clear()  # another process: finds the library built with the stand-ins
+    again = native.library()
+    assert again is not None and again.path == kernels.path and native.build_notes() == notes
+
+
+def assert_training_kernels_compute_torch_s(kernels) -> None:
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 21, 32, generator=generator, requires_grad=True) for _ in range(3))
     grad = torch.randn(2, 3, 21, 32, generator=generator)

@@ -68,6 +68,8 @@ def run(args) -> int:
     print(f"{this_machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     kernels = native.library()
     print(f"triform's native kernels: {kernels.path if kernels else 'left out, ' + native.unavailable()}")
+    for note in native.build_notes() if kernels else []:
+        print(f"  {note}")
     print(table(calibration().table()))
     if args.save:
         print(f"saved to {calibration().save(cache_path())}")

@@ -17,9 +17,11 @@ The build is `$CC` (default `cc`) with -O3 -march=native -fopenmp and the rest o
 $TRIFORM_CACHE/native (default ~/.cache/triform/native), named by a digest of the source, the flags,
 the compiler's version and the machine's fingerprint: a new CPU, compiler or source builds anew, and a
 file that fails to load is built again once. Compiled after torch is loaded, the library's OpenMP
-runtime is torch's own (the same libgomp.so.1), so its threads are torch's threads. Where no compiler
-or no OpenMP is found, the kernels are absent (`unavailable()` says why) and calibration chooses
-among the library kernels; TRIFORM_NATIVE=0 leaves them out on purpose.
+runtime is torch's own (the same libgomp.so.1), so its threads are torch's threads. A flag the
+compiler does not take is replaced by its stand-in (STAND_INS; `build_notes()` says which): without
+OpenMP, as with Apple's Clang, each kernel runs on one thread. Where no compiler is found or the build
+fails, the kernels are absent (`unavailable()` says why) and calibration chooses among the library
+kernels; TRIFORM_NATIVE=0 leaves them out on purpose.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -45,6 +48,11 @@ FOLDER = Path(__file__).with_name("native")
 SOURCES = tuple(sorted(FOLDER.glob("*.c")))  # compiled together into one library
 # -ffp-contract=fast: multiply-adds as FMA instructions, which -std=c99 alone turns off
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
+# What stands in, in order, for a flag of FLAGS the compiler does not take (None: going without it).
+# Clang on Arm took -mcpu=native where some versions refused -march=native; Apple's Clang has no
+# OpenMP, and without it the pragmas are ignored: the same kernels, each on one thread, which
+# calibration then times against torch's like any other.
+STAND_INS = {"-march=native": ("-mcpu=native", None), "-fopenmp": (None,)}
 LIBRARIES = ("-lm",)  # expf
 MASKS = {None: 0, torch.bool: 1, torch.float32: 2}  # attention.c's mask kinds
 OUTSIDE_TABLES = -2  # block.c: a row's position is past the rotary or position tables
@@ -54,6 +62,7 @@ ACTIVATIONS = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}  # gemv.c's acti
 BUILD_SECONDS = 120
 GEMV_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the kernel for each (x, weight, bias) dtype
 _why_unavailable = ""
+_build_notes: list[str] = []
 
 
 _I64, _POINTER = ctypes.c_int64, ctypes.c_void_p
@@ -502,19 +511,55 @@ def build_folder() -> Path:
     return Path(os.environ.get("TRIFORM_CACHE") or Path.home() / ".cache" / "triform") / "native"
 
 
-def library_path(cc: str) -> Path:
-    """Where the library built by `cc` for this source and machine lives."""
+def library_path(cc: str, flags: tuple[str, ...] | None = None) -> Path:
+    """Where the library built by `cc` with `flags` (default FLAGS) for this source and machine lives."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     texts = {path.name: path.read_text() for path in sorted(FOLDER.iterdir()) if path.suffix in (".c", ".h")}
-    identity = json.dumps([texts, FLAGS, LIBRARIES, version, fingerprint()], sort_keys=True)
+    identity = json.dumps([texts, flags or FLAGS, LIBRARIES, version, fingerprint()], sort_keys=True)
     return build_folder() / f"kernels-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.so"
 
 
-def build(cc: str, path: Path) -> None:
+def takes(cc: str, flag: str) -> bool:
+    """Whether `cc` compiles and links a shared library with `flag` (OpenMP's runtime included)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "probe.c"
+        source.write_text("int triform_probe(void) { return 0; }\n")
+        command = [cc, flag, "-shared", "-fPIC", str(source), "-o", str(Path(folder) / "probe.so")]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_SECONDS)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and "warning" not in done.stderr
+
+
+def usable_flags(cc: str) -> tuple[tuple[str, ...], list[str]]:
+    """FLAGS with each flag `cc` does not take replaced by its first stand-in it takes (STAND_INS),
+    and a note for each replaced."""
+    flags, notes = [], []
+    for flag in FLAGS:
+        options = STAND_INS.get(flag)
+        if options is None or takes(cc, flag):
+            flags.append(flag)
+            continue
+        taken = next((option for option in options if option is None or takes(cc, option)), None)
+        if taken is not None:
+            flags.append(taken)
+        said = f"built with {taken}" if taken else STAND_IN_NOTES[flag]
+        notes.append(f"{Path(cc).name} does not take {flag}: {said}")
+    return tuple(flags), notes
+
+
+STAND_IN_NOTES = {
+    "-march=native": "built for the compiler's default CPU",
+    "-fopenmp": "built without OpenMP, each kernel on one thread",
+}
+
+
+def build(cc: str, path: Path, flags: tuple[str, ...] = FLAGS) -> None:
     """Compile SOURCES into `path`, atomically: a failed or interrupted build leaves nothing there."""
 
     def compile_to(temporary: Path) -> None:
-        command = [cc, *FLAGS, *map(str, SOURCES), "-o", str(temporary), *LIBRARIES]
+        command = [cc, *flags, *map(str, SOURCES), "-o", str(temporary), *LIBRARIES]
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_SECONDS)
         if done.returncode != 0:
             first = next((line for line in done.stderr.splitlines() if line.strip()), "no message")
@@ -535,10 +580,14 @@ def library() -> NativeKernels | None:
         _why_unavailable = f"no C compiler ({os.environ.get('CC') or 'cc'}) on PATH"
         return None
     try:
-        path = library_path(cc)
+        path, flags = library_path(cc), FLAGS
+        if not path.exists():  # built before, it was built with FLAGS; else the compiler is asked first
+            flags, notes = usable_flags(cc)
+            path = library_path(cc, flags)
+            _build_notes[:] = notes
         for attempt in range(2):  # a file that does not load (cut short, another machine's) is built again
             if not path.exists() or attempt:
-                build(cc, path)
+                build(cc, path, flags)
             try:
                 return NativeKernels(ctypes.CDLL(str(path)), path)
             except (OSError, AttributeError) as error:
@@ -552,3 +601,8 @@ def library() -> NativeKernels | None:
 def unavailable() -> str:
     """Why `library()` is None: empty where it loaded or was not asked for yet."""
     return _why_unavailable
+
+
+def build_notes() -> list[str]:
+    """What the library was built without, of FLAGS, because the compiler did not take it."""
+    return list(_build_notes)

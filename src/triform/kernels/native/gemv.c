@@ -66,9 +66,11 @@
       s[0] += p[k] * v, s[1] += p1[k] * v, s[2] += p2[k] * v, s[3] += p3[k] * v;                          \
     }                                                                                                     \
   }                                                                                                       \
-  /* Output row n of every row of x; the result in fp32 (y) or rounded to bf16 (y16). */                  \
-  static inline void NAME##_column(const float *x, int64_t ldx, const T *w, float b, float *y, uint16_t *y16, \
-                                   int64_t ldy, int64_t M, int64_t K) {                                   \
+  /* Output row n of every row of x; the result in fp32 (y) or rounded to bf16 (y16). Unused for bf16   \
+     where the products take bf16 pairs (BF16_PAIRS), which Clang would warn of. */                       \
+  __attribute__((unused)) static inline void NAME##_column(const float *x, int64_t ldx, const T *w, float b,  \
+                                                           float *y, uint16_t *y16, int64_t ldy, int64_t M,     \
+                                                           int64_t K) {                                         \
     float s[4];                                                                                           \
     int64_t m = 0;                                                                                        \
     for (; m < M;) {                                                                                      \
