@@ -5,7 +5,7 @@
 writes `OUT/hf`, a Hugging Face GPT-2 folder (GPT2Config's defaults: 12 layers, d_model 768, 12
 heads, 1024 positions; weights as GPT2LMHeadModel initialises them, seeded) with a byte-level BPE
 tokenizer of GPT-2's size (50,257 tokens, `<|endoftext|>` its one special token) trained on Brown's
-training sentences (/work/shared/data/brown), and `OUT/triform`, the same model imported through
+training sentences (../shared/data/brown beside the checkout), and `OUT/triform`, the same model imported through
 triform's converter (`triform convert --from-hf`). Both are kept: a second run reuses them.
 """
 
@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-BROWN = Path("/work/shared/data/brown/train.txt")
+ROOT = Path(__file__).resolve().parent.parent
+BROWN = ROOT.parent / "shared" / "data" / "brown" / "train.txt"  # the shared data beside the checkout
 VOCAB_SIZE = 50257  # GPT-2's (Radford et al. 2019, §2.2)
 
 

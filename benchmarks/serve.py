@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,9 +31,11 @@ from pathlib import Path
 
 import httpx
 
+from triform.kernels.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-BROWN = Path("/work/shared/data/brown/train.txt")
+BROWN = ROOT.parent / "shared" / "data" / "brown" / "train.txt"  # the shared data beside the checkout
 OUTPUT_LENGTHS = (16, 32, 64, 128)
 SIZES = {  # the GPT of benchmarks/run.py, and a tiny twin
     "bench": dict(n_layers=6, d_model=384, n_heads=6, d_ff=1536, max_len=512),
@@ -53,13 +54,6 @@ class Answer:
     latency: float
     first_token: float
     tokens: int
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def sentences(path: Path, n: int) -> list[str]:
@@ -269,7 +263,7 @@ def main() -> None:
     size = "tiny" if args.tiny else "bench"
     corpus = sentences(args.corpus, 4000)
     prompts = corpus[-500:]
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
