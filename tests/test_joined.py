@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from test_native import built
 
-from triform.kernels.attention import NativeAttention
+from triform.kernels.attention import NativeAttention, native_attention
 from triform.nn.joined import joined_like, side_by_side, split_joined
 
 B, T, D = 2, 37, 16
@@ -58,3 +58,28 @@ def test_parts_not_side_by_side_are_told_apart():
     assert side_by_side((q, k, None), (2 * D,) * 3) is None
     assert side_by_side((q, k, v[:, :, :5]), (2 * D,) * 3) is None  # keys of another length
     assert joined_like(q.contiguous(), k, v) is None
+
+
+def test_a_cross_attention_s_key_and_value_gradients_become_its_projection_s_without_a_copy():
+    """Queries from their own projection, keys and values from the source's joined `key_value`."""
+    built()
+    source, sizes = 23, (3 * D, 3 * D)
+    queries = torch.randn(B, T, 3 * D, requires_grad=True)
+    memory = torch.randn(B, source, sum(sizes), requires_grad=True)
+    q = queries.view(B, T, 3, D).transpose(1, 2)
+    k, v = split_joined(memory, sizes, D)
+    assert joined_like(q, k, v) is None and joined_like(k, v) is not None
+    mask = torch.ones(B, 1, 1, source, dtype=torch.bool)
+    mask[0, ..., 17:] = False  # the first row's source is shorter
+    out = native_attention(q, k, v, mask, False, 0.0, None)
+    assert out.grad_fn.name() == "NativeAttentionBackward"
+    grad = torch.randn_like(out)
+    with torch.profiler.profile() as profiler:
+        out.backward(grad)
+    assert not [event for event in profiler.events() if event.name in ("aten::cat", "aten::copy_")]
+    twin_queries, twin_memory = (t.detach().clone().requires_grad_() for t in (queries, memory))
+    twin_k, twin_v = (t.view(B, source, 3, D).transpose(1, 2) for t in twin_memory.split(sizes, dim=-1))
+    twin_q = twin_queries.view(B, T, 3, D).transpose(1, 2)
+    F.scaled_dot_product_attention(twin_q, twin_k, twin_v, attn_mask=mask).backward(grad)
+    torch.testing.assert_close(memory.grad, twin_memory.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(queries.grad, twin_queries.grad, rtol=1e-5, atol=1e-5)

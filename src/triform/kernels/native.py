@@ -324,14 +324,17 @@ class NativeKernels:
         the gradient of its out, each laid out as (B, T, H, d)."""
         batch, heads, queries, d = q.shape
         keys = k.shape[2]
-        # Side by side as q, k and v are when split from one projection: the split's backward then
-        # takes them as they are, where it would otherwise concatenate them (nn/joined.py).
+        # Side by side as q, k and v (or a cross-attention's k and v) are when split from one
+        # projection: the split's backward then takes them as they are, where it would otherwise
+        # concatenate them (nn/joined.py).
         gradients = joined_like(q, k, v)
         if gradients is None:
             dq = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
-            dk, dv = (torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
-        else:
-            dq, dk, dv = gradients
+            pair = joined_like(k, v)
+            if pair is None:
+                pair = tuple(torch.empty(batch, keys, heads, d, dtype=q.dtype).transpose(1, 2) for _ in range(2))
+            gradients = (dq, *pair)
+        dq, dk, dv = gradients
         places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
         arguments = (*places[:3], MaskPlace.of(mask), DropoutPlace.of(dropout), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))

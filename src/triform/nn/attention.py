@@ -201,7 +201,7 @@ class CrossAttention(MultiHeadAttention):
         (computed once per source), else computed, and kept in the cache where there is one."""
         if cache is not None and cache.cross is not None:
             return cache.cross
-        k, v = (self.split_heads(t) for t in self.key_value(memory).split(self.kv_inner, dim=-1))
+        k, v = split_joined(self.key_value(memory), (self.kv_inner, self.kv_inner), self.d_head)  # nn/joined.py
         if self.key_norm is not None:
             k = self.key_norm(k)
         if cache is not None:

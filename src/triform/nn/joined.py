@@ -1,6 +1,6 @@
-"""Queries, keys and values as heads of one joined projection (SelfAttention's `query_key_value`), and
-their gradients joined back into the projection's without a copy where an attention kernel wrote them
-side by side.
+"""Queries, keys and values as heads of one joined projection (SelfAttention's `query_key_value`,
+CrossAttention's `key_value`), and their gradients joined back into the projection's without a copy
+where an attention kernel wrote them side by side.
 
 Split by `Tensor.split`, autograd joins the three gradients with `torch.cat`, a fresh tokens x
 (q + k + v) tensor each layer: 1.4 ms a layer of the benchmark's GPT in fp32 (16 x 256 tokens, AMD
@@ -50,14 +50,15 @@ def side_by_side(parts: tuple[Tensor, ...], sizes: tuple[int, ...]) -> Tensor | 
     return first.as_strided((batch, length, width), (length * width, width, 1), offset)
 
 
-def joined_like(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Empty gradients for q, k and v laid out as they are, side by side in one new tensor, when q, k and
-    v are `split_joined`'s views of one joined projection; else None."""
-    sizes = tuple(t.shape[1] * t.shape[3] for t in (q, k, v))
-    joined = side_by_side((q, k, v), sizes)
+def joined_like(*parts: Tensor) -> tuple[Tensor, ...] | None:
+    """Empty gradients for `parts` (q, k and v of a self-attention, or k and v of a cross-attention's
+    `key_value`) laid out as they are, side by side in one new tensor, when they are `split_joined`'s
+    views of one joined projection; else None."""
+    sizes = tuple(t.shape[1] * t.shape[3] for t in parts)
+    joined = side_by_side(parts, sizes)
     if joined is None:
         return None
-    return _split(torch.empty(joined.shape, dtype=joined.dtype, device=joined.device), sizes, q.shape[3])
+    return _split(torch.empty(joined.shape, dtype=joined.dtype, device=joined.device), sizes, parts[0].shape[3])
 
 
 def _split(joined: Tensor, sizes: tuple[int, ...], d_head: int) -> tuple[Tensor, ...]:
@@ -67,19 +68,15 @@ def _split(joined: Tensor, sizes: tuple[int, ...], d_head: int) -> tuple[Tensor,
 class _SplitHeads(torch.autograd.Function):
     @staticmethod
     def forward(ctx, joined: Tensor, sizes: tuple[int, ...], d_head: int):
-        ctx.sizes, ctx.shape, ctx.like = sizes, joined.shape, dict(dtype=joined.dtype, device=joined.device)
+        ctx.sizes, ctx.d_head, ctx.shape = sizes, d_head, joined.shape
+        ctx.like = dict(dtype=joined.dtype, device=joined.device)
         return _split(joined, sizes, d_head)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
         joined = side_by_side(grads, ctx.sizes)
-        if joined is None:
-            batch, length, _ = ctx.shape
-            parts = [
-                torch.zeros(batch, length, size, **ctx.like)
-                if grad is None
-                else grad.transpose(1, 2).reshape(batch, length, size)
-                for grad, size in zip(grads, ctx.sizes)
-            ]
-            joined = torch.cat(parts, dim=-1)
+        if joined is None:  # each gradient copied once, into its place: not laid out as rows, then concatenated
+            joined = torch.empty(ctx.shape, **ctx.like)
+            for grad, part in zip(grads, _split(joined, ctx.sizes, ctx.d_head)):
+                part.zero_() if grad is None else part.copy_(grad)
         return joined, None, None
