@@ -146,6 +146,19 @@ def test_a_mask_is_applied_forward_and_backward_and_a_query_attending_nothing_ge
     assert [choice.kernel for _, choice in calibration.table()] == ["native"]
 
 
+def test_a_mask_not_expanded_to_the_scores_shape_is_refused_rather_than_read_past_its_end():
+    """The kernels read a mask by its strides over (B, H, T, T_keys): a (B, 1, 1, keys) padding mask
+    handed in as it is would be read at queries it does not have."""
+    kernels = built()
+    q, k, v = torch.randn(2, 3, 21, 32), torch.randn(2, 3, 19, 32), torch.randn(2, 3, 19, 32)
+    mask = torch.ones(2, 1, 1, 19, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 1, 1, 19\): expected it expanded to \(2, 3, 21, 19\)"):
+        kernels.attention_forward(q, k, v, mask, False, 32**-0.5)
+    out, lse = kernels.attention_forward(q, k, v, mask.expand(2, 3, 21, 19), False, 32**-0.5)
+    with pytest.raises(ValueError, match="expected it expanded"):
+        kernels.attention_backward(q, k, v, mask, out, lse, torch.randn_like(out), False, 32**-0.5)
+
+
 def test_a_training_step_of_a_gpt_is_the_fused_kernel_s(forced):
     """The same logits and gradients whether the model attends by triform's kernel or torch's."""
     built()

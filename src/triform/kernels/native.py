@@ -118,10 +118,14 @@ class MaskPlace(ctypes.Structure):
     _fields_ = [("p", _POINTER), ("kind", ctypes.c_int), ("b", _I64), ("h", _I64), ("q", _I64), ("k", _I64)]
 
     @classmethod
-    def of(cls, mask: Tensor | None):
-        """A pointer to the place of `mask` (expanded to 4 dimensions, bool or fp32), or None."""
+    def of(cls, mask: Tensor | None, shape: tuple[int, int, int, int]):
+        """A pointer to the place of `mask` (bool or fp32, expanded to `shape`, (B, H, T, T_keys), as
+        kernels/attention.py's `native_mask` lays it out), or None. A mask of another shape would be
+        read past its end: refused."""
         if mask is None:
             return None
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"attention mask of shape {tuple(mask.shape)}: expected it expanded to {tuple(shape)}")
         return ctypes.byref(cls(mask.data_ptr(), MASKS[mask.dtype], *mask.stride()))
 
 
@@ -301,7 +305,8 @@ class NativeKernels:
         out = torch.empty(batch, queries, heads, d, dtype=q.dtype).transpose(1, 2)
         lse = torch.empty(batch, heads, queries)
         places = tuple(ctypes.byref(Place.of(t)) for t in (q, k, v))
-        arguments = (*places, MaskPlace.of(mask), DropoutPlace.of(dropout), ctypes.byref(Place.of(out)), lse.data_ptr())
+        mask_place = MaskPlace.of(mask, (batch, heads, queries, k.shape[2]))
+        arguments = (*places, mask_place, DropoutPlace.of(dropout), ctypes.byref(Place.of(out)), lse.data_ptr())
         arguments += (batch, heads)
         arguments += (queries, k.shape[2], d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_forward[q.dtype], arguments, "triform::attention_forward", "a head's scores")
@@ -336,7 +341,8 @@ class NativeKernels:
             gradients = (dq, *pair)
         dq, dk, dv = gradients
         places = [ctypes.byref(Place.of(t)) for t in (q, k, v, out, grad)]
-        arguments = (*places[:3], MaskPlace.of(mask), DropoutPlace.of(dropout), *places[3:], lse.data_ptr())
+        mask_place = MaskPlace.of(mask, (batch, heads, queries, keys))
+        arguments = (*places[:3], mask_place, DropoutPlace.of(dropout), *places[3:], lse.data_ptr())
         arguments += tuple(ctypes.byref(Place.of(t)) for t in (dq, dk, dv))
         arguments += (batch, heads, queries, keys, d, int(causal), scale, torch.get_num_threads())
         self._call(self._attention_backward[q.dtype], arguments, "triform::attention_backward", "a head's scores")
