@@ -2,6 +2,7 @@
 rounding, chosen by calibration like any other candidate, and absent, with the reason, where they
 cannot be built."""
 
+import math
 import os
 import re
 import shutil
@@ -395,3 +396,52 @@ def assert_training_kernels_compute_torch_s(kernels) -> None:
     gradient = torch.empty_like(logits)
     total = kernels.cross_entropy(logits, targets, torch.full((5,), 0.2), 0.0, gradient)
     assert total == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-5)
+
+
+def exact_activation(kind: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(act(x), act'(x)) in fp64, the textbook forms."""
+    x = x.double().requires_grad_()
+    if kind == "gelu":
+        y = 0.5 * x * torch.erfc(-x / math.sqrt(2))
+    elif kind == "gelu_tanh":
+        y = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    elif kind == "silu":
+        y = x * torch.sigmoid(x)
+    else:
+        y = torch.relu(x)
+    (slope,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    return y.detach(), slope
+
+
+@pytest.mark.parametrize("instructions", TRANSPOSE_SETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_activations_compute_the_textbook_functions_on_every_instruction_set(
+    dtype, instructions, fresh_library, monkeypatch
+):
+    """AVX512's written-out kernels (16 lanes: vscalefps, vrcp14ps, masked tails, bf16 rounded in the
+    registers) and the vectorized loops of other CPUs, against the exact functions of the same inputs:
+    rows of 16 values and of 1 to 15 more, a gate's stride, the tails, ±0 and NaN."""
+    kernels = built_without(TRANSPOSE_SETS[instructions], monkeypatch)
+    generator = torch.Generator().manual_seed(3)
+    for n in (16, 7, 37, 1541):
+        wide = torch.randn(5, 2 * n, generator=generator) * 4
+        wide[0, :8] = torch.tensor([0.0, -0.0, 1e-8, -1e-8, 12.0, -12.0, 40.0, -40.0])  # some in the gate's half
+        wide[1, :4] = torch.tensor([1e4, -1e4, 1e-30, -1e-30])
+        x = wide.to(dtype)[:, :n]  # rows of stride 2n
+        grad = torch.randn(5, n, generator=generator).to(dtype)
+        for kind in ("gelu", "gelu_tanh", "silu", "relu"):
+            values, slope = exact_activation(kind, x)
+            forward, backward = kernels.activation_forward(kind, x), kernels.activation_backward(kind, x, grad)
+            expected_backward = grad.double() * slope
+            if dtype == torch.float32:  # A&S's erf is within 1.5e-7, the rest within a few ulps
+                torch.testing.assert_close(forward.double(), values, rtol=4e-6, atol=1e-6)
+                torch.testing.assert_close(backward.double(), expected_backward, rtol=4e-6, atol=1e-6)
+            else:  # the fp32 result rounded to bf16: within one of its steps of the exact one, rounded
+                torch.testing.assert_close(forward.double(), values.bfloat16().double(), rtol=2**-7, atol=1e-6)
+                torch.testing.assert_close(
+                    backward.double(), expected_backward.bfloat16().double(), rtol=2**-7, atol=1e-6
+                )
+    nan = torch.full((1, 19), float("nan")).to(dtype)
+    for kind in ("gelu", "gelu_tanh", "silu", "relu"):
+        assert kernels.activation_forward(kind, nan).isnan().all(), kind  # a NaN is not hidden
+    assert kernels.activation_backward("gelu", nan, torch.ones_like(nan)).isnan().all()

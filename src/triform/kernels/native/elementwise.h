@@ -58,7 +58,7 @@ static inline float gelu_erf(float v) { return 0.5f * v * twice_phi(v, exp_inlin
    exponential and no subtraction that cancels. */
 static inline float activate(int act, float v) {
   switch (act) {
-    case ACT_RELU: return v > 0 ? v : 0;
+    case ACT_RELU: return v < 0 ? 0 : v; /* a NaN stays NaN, as torch's relu keeps it */
     case ACT_GELU: return gelu_erf(v);
     case ACT_GELU_TANH: return v / (1.0f + exp_inline(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
     case ACT_SILU: return v / (1.0f + exp_inline(-v));
@@ -70,7 +70,7 @@ static inline float activate(int act, float v) {
 static inline void activate_row(int act, float *x, int64_t n) {
   switch (act) {
     case ACT_RELU:
-      for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0;
+      for (int64_t i = 0; i < n; i++) x[i] = x[i] < 0 ? 0 : x[i];
       break;
     case ACT_GELU:
       for (int64_t i = 0; i < n; i++) x[i] = activate(ACT_GELU, x[i]);
