@@ -23,22 +23,6 @@
 
 static inline __m512 splat(float f) { return _mm512_set1_ps(f); }
 
-/* e^x, as exp_inline: x = n ln 2 + r, e^r by its Taylor series to r⁷, then scaled by 2ⁿ. Clamped to
-   [-104, 88] first (a NaN kept: vmaxps and vminps return their second operand where one is NaN), so
-   that e^x stays finite for the reciprocals below. */
-static inline __m512 exp16(__m512 x) {
-  __m512 c = _mm512_min_ps(splat(88.0f), _mm512_max_ps(splat(-104.0f), x));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(c, splat(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, splat(0.693145751953125f), c);
-  r = _mm512_fnmadd_ps(n, splat(1.428606765330187e-6f), r);
-  __m512 p = splat(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, splat(1.0f / 720)), p = _mm512_fmadd_ps(p, r, splat(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, splat(1.0f / 24)), p = _mm512_fmadd_ps(p, r, splat(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, splat(0.5f)), p = _mm512_fmadd_ps(p, r, splat(1.0f));
-  p = _mm512_fmadd_ps(p, r, splat(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
 /* 1 / d for finite d ≥ 1, as this file's forms need it. */
 static inline __m512 reciprocal16(__m512 d) {
   __m512 r = _mm512_rcp14_ps(d);

@@ -38,7 +38,7 @@
         }                                                                                                  \
         const float *x = WIDEN(logits + r * ld, scratch + vocab, vocab);                                   \
         float *e = scratch, top = largest(x, vocab);                                                       \
-        for (int64_t j = 0; j < vocab; j++) e[j] = exp_inline(x[j] - top);                                 \
+        exp_shifted(x, e, vocab, top);                                                                     \
         float sum = sum_of(e, vocab), log_sum = logf(sum), inverse = 1.0f / sum;                           \
         int64_t t = targets[r];                                                                            \
         double row_loss = -(1.0 - smoothing) * (x[t] - top - log_sum);                                     \

@@ -92,7 +92,7 @@ static inline void softmax_rows(float *scores, float *lse, const shape *s) {
     scaled_row(row, i, n, s);
     float top = largest(row, n);
     if (top == -INFINITY) n = 0;
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - top);
+    exp_shifted(row, row, n, top);
     float sum = sum_of(row, n), inverse = 1.0f / sum;
     for (int64_t j = 0; j < n; j++) row[j] *= inverse;
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
@@ -106,7 +106,7 @@ static inline void probabilities(float *scores, const float *lse, const shape *s
     float *row = scores + i * s->padded;
     int64_t n = lse[i] == -INFINITY ? 0 : attended(s, i);
     scaled_row(row, i, n, s);
-    for (int64_t j = 0; j < n; j++) row[j] = exp_inline(row[j] - lse[i]);
+    exp_shifted(row, row, n, lse[i]);
     for (int64_t j = n; j < s->padded; j++) row[j] = 0;
   }
 }
