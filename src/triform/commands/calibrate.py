@@ -1,6 +1,7 @@
 """`triform calibrate`: measure which kernels compute a model's products and attention fastest on this
 machine, show the table, and with `--save` keep it in $TRIFORM_CACHE/kernels.json (default
-~/.cache/triform/kernels.json) for later runs on the same machine (same CPU, instruction sets, torch).
+~/.cache/triform/kernels.json) for later runs on the same machine (same CPU, instruction sets, torch,
+and triform's kernels).
 
     triform calibrate                                  # gpt2-small's training step, batch 8 × 256
     triform calibrate --preset bart-base --batch 8 --length 128 --precision fp32 --save

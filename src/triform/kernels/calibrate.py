@@ -15,8 +15,10 @@ candidate fails does the error reach the caller.
 
 Choices live in memory for the process; `triform calibrate --save` also writes them to
 $TRIFORM_CACHE/kernels.json (default ~/.cache/triform/kernels.json) with the machine's fingerprint
-(`kernels/machine.py`: CPU model, instruction sets, torch version). A file or an entry from
-another machine, another torch or an unknown kernel is ignored and measured again. Timing draws no
+(`kernels/machine.py`: CPU model, instruction sets, torch version) and the kernels' own (triform's
+version and a digest of its native kernels' sources: a faster kernel of a later triform is not
+passed over for a choice measured against the old one). A file or an entry from another machine,
+another torch, other kernels or an unknown kernel is ignored and measured again. Timing draws no
 random numbers from torch's generator (its state is restored), so a run calibrating on its first
 step trains as one that read the choices from disk.
 """
@@ -256,20 +258,33 @@ class Calibration:
         """Write the measured choices (with those already stored for this machine) to the cache file."""
         path = path or self.path or cache_path()
         choices = {**read_choices(path), **{key_text(key): c.kernel for key, c in self.choices.items()}}
-        text = json.dumps({"machine": fingerprint(), "choices": dict(sorted(choices.items()))}, indent=1)
+        stored = {"machine": fingerprint(), "kernels": kernels_identity(), "choices": dict(sorted(choices.items()))}
+        text = json.dumps(stored, indent=1)
         return atomic_write(path, text + "\n")
 
     def table(self) -> list[tuple[str, Choice]]:
         return sorted((key_text(key), choice) for key, choice in self.choices.items())
 
 
+def kernels_identity() -> dict[str, str]:
+    """What a stored choice depends on besides the machine: triform's version and its native kernels'
+    sources (`kernels/native.py`'s digest of them)."""
+    from triform import __version__
+    from triform.kernels import native
+
+    return {"triform": __version__, "native": native.source_digest()}
+
+
 def read_choices(path: Path) -> dict[str, str]:
-    """The stored choices of `path` if it was written on this machine (same fingerprint), else {}."""
+    """The stored choices of `path` if it was written on this machine (same fingerprint) for these
+    kernels, else {}."""
     try:
         stored = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(stored, dict) or stored.get("machine") != fingerprint():
+        return {}
+    if stored.get("kernels") != kernels_identity():
         return {}
     choices = stored.get("choices")
     return {k: v for k, v in choices.items() if isinstance(v, str)} if isinstance(choices, dict) else {}

@@ -520,11 +520,17 @@ def build_folder() -> Path:
     return Path(os.environ.get("TRIFORM_CACHE") or Path.home() / ".cache" / "triform") / "native"
 
 
+@cache
+def source_digest() -> str:
+    """A digest of the kernels' C sources (every .c and .h of FOLDER)."""
+    texts = {path.name: path.read_text() for path in sorted(FOLDER.iterdir()) if path.suffix in (".c", ".h")}
+    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
+
+
 def library_path(cc: str, flags: tuple[str, ...] | None = None) -> Path:
     """Where the library built by `cc` with `flags` (default FLAGS) for this source and machine lives."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    texts = {path.name: path.read_text() for path in sorted(FOLDER.iterdir()) if path.suffix in (".c", ".h")}
-    identity = json.dumps([texts, flags or FLAGS, LIBRARIES, version, fingerprint()], sort_keys=True)
+    identity = json.dumps([source_digest(), flags or FLAGS, LIBRARIES, version, fingerprint()], sort_keys=True)
     return build_folder() / f"kernels-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.so"
 
 
