@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import torch
@@ -445,3 +446,21 @@ def test_activations_compute_the_textbook_functions_on_every_instruction_set(
     for kind in ("gelu", "gelu_tanh", "silu", "relu"):
         assert kernels.activation_forward(kind, nan).isnan().all(), kind  # a NaN is not hidden
     assert kernels.activation_backward("gelu", nan, torch.ones_like(nan)).isnan().all()
+
+
+def test_a_new_build_removes_the_builds_no_process_loaded_for_a_month(fresh_library):
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    folder = fresh_library / "native"
+    folder.mkdir()
+    month = native.UNUSED_DAYS * 86400
+    stale, recent, other = folder / "kernels-0000.so", folder / "kernels-1111.so", folder / "notes.txt"
+    for path, age in ((stale, month + 3600), (recent, month - 3600), (other, 2 * month)):
+        path.write_bytes(b"an old build")
+        os.utime(path, (time.time() - age, time.time() - age))
+    kernels = built()
+    assert not stale.exists() and recent.exists() and other.exists() and kernels.path.exists()
+    os.utime(kernels.path, (time.time() - 2 * month, time.time() - 2 * month))
+    native.library.cache_clear()
+    again = built()  # loaded, not built: its use is recorded, nothing is removed
+    assert again.path == kernels.path and time.time() - again.path.stat().st_mtime < 60 and recent.exists()

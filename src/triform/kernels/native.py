@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 
@@ -583,6 +584,22 @@ def build(cc: str, path: Path, flags: tuple[str, ...] = FLAGS) -> None:
     atomic_write(path, compile_to)
 
 
+UNUSED_DAYS = 30  # a build no process has loaded for this long is removed when another is made
+
+
+def prune_builds(kept: Path) -> None:
+    """Remove the libraries of the build folder that no process has loaded for UNUSED_DAYS (other
+    sources, compilers or flags: every change of the C makes a build of its own), but `kept`. A process
+    that still has one loaded keeps its copy: removing a file leaves its open mappings be."""
+    limit = time.time() - UNUSED_DAYS * 86400
+    for old in kept.parent.glob("kernels-*.so"):
+        try:
+            if old != kept and old.stat().st_mtime < limit:
+                old.unlink()
+        except OSError:  # gone already, or another user's
+            pass
+
+
 @cache
 def library() -> NativeKernels | None:
     """The native kernels, built if need be; None where they cannot be (see `unavailable`)."""
@@ -603,8 +620,11 @@ def library() -> NativeKernels | None:
         for attempt in range(2):  # a file that does not load (cut short, another machine's) is built again
             if not path.exists() or attempt:
                 build(cc, path, flags)
+                prune_builds(path)
             try:
-                return NativeKernels(ctypes.CDLL(str(path)), path)
+                kernels = NativeKernels(ctypes.CDLL(str(path)), path)
+                os.utime(path)  # its last use, which prune_builds goes by
+                return kernels
             except (OSError, AttributeError) as error:
                 if attempt:
                     raise RuntimeError(f"{path} does not load: {error}") from error
