@@ -151,25 +151,8 @@ ROWS16(bf16, uint16_t)
     case ACT_SILU: CALL(ACT_SILU); break;                                                            \
     default: break;                                                                                  \
   }
-#define ACTIVATION(NAME, T, SCALAR, NARROW)                                                                \
-  void triform_activation_forward_##NAME(int act, const T *x, int64_t ldx, T *y, int64_t rows, int64_t n,  \
-                                         int threads) {                                                    \
-    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1)")         \
-    for (int64_t r = 0; r < rows; r++) {                                                                   \
-      const T *in = x + r * ldx;                                                                           \
-      T *out = y + r * n;                                                                                  \
-      EACH_KIND16(act, FORWARD_##NAME)                                                                     \
-    }                                                                                                      \
-  }                                                                                                        \
-  void triform_activation_backward_##NAME(int act, const T *x, int64_t ldx, const T *g, T *dx, int64_t rows, \
-                                          int64_t n, int threads) {                                        \
-    _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1)")         \
-    for (int64_t r = 0; r < rows; r++) {                                                                   \
-      const T *in = x + r * ldx, *grad = g + r * n;                                                        \
-      T *out = dx + r * n;                                                                                 \
-      EACH_KIND16(act, BACKWARD_##NAME)                                                                    \
-    }                                                                                                      \
-  }
+#define FORWARD_ROWS(NAME, SCALAR, NARROW) EACH_KIND16(act, FORWARD_##NAME)
+#define BACKWARD_ROWS(NAME, SCALAR, NARROW) EACH_KIND16(act, BACKWARD_##NAME)
 #define FORWARD_f32(KIND) forward16_f32(KIND, in, out, n)
 #define FORWARD_bf16(KIND) forward16_bf16(KIND, in, out, n)
 #define BACKWARD_f32(KIND) backward16_f32(KIND, in, grad, out, n)
@@ -213,8 +196,13 @@ static inline float slope(int act, float v) {
 #define BACKWARD_ROW(KIND, SCALAR, NARROW) \
   for (int64_t i = 0; i < n; i++) out[i] = NARROW(SCALAR(grad[i]) * slope(KIND, SCALAR(in[i])))
 
+#define FORWARD_ROWS(NAME, SCALAR, NARROW) FOR_EACH_KIND(act, FORWARD_ROW, SCALAR, NARROW)
+#define BACKWARD_ROWS(NAME, SCALAR, NARROW) FOR_EACH_KIND(act, BACKWARD_ROW, SCALAR, NARROW)
+#endif
+
 /* The kernels for values of type T (SCALAR: one as fp32; NARROW: an fp32 result as T). x (rows × n) at
-   row stride ldx, the rest contiguous (rows × n). forward: y = act(x); backward: dx = g · act'(x). */
+   row stride ldx, the rest contiguous (rows × n). forward: y = act(x); backward: dx = g · act'(x). Each
+   row by this build's FORWARD_ROWS and BACKWARD_ROWS (above). */
 #define ACTIVATION(NAME, T, SCALAR, NARROW)                                                                \
   void triform_activation_forward_##NAME(int act, const T *x, int64_t ldx, T *y, int64_t rows, int64_t n,  \
                                          int threads) {                                                    \
@@ -222,7 +210,7 @@ static inline float slope(int act, float v) {
     for (int64_t r = 0; r < rows; r++) {                                                                   \
       const T *in = x + r * ldx;                                                                           \
       T *out = y + r * n;                                                                                  \
-      FOR_EACH_KIND(act, FORWARD_ROW, SCALAR, NARROW)                                                      \
+      FORWARD_ROWS(NAME, SCALAR, NARROW)                                                                   \
     }                                                                                                      \
   }                                                                                                        \
   void triform_activation_backward_##NAME(int act, const T *x, int64_t ldx, const T *g, T *dx, int64_t rows, \
@@ -231,11 +219,9 @@ static inline float slope(int act, float v) {
     for (int64_t r = 0; r < rows; r++) {                                                                   \
       const T *in = x + r * ldx, *grad = g + r * n;                                                        \
       T *out = dx + r * n;                                                                                 \
-      FOR_EACH_KIND(act, BACKWARD_ROW, SCALAR, NARROW)                                                     \
+      BACKWARD_ROWS(NAME, SCALAR, NARROW)                                                                  \
     }                                                                                                      \
   }
-
-#endif
 
 ACTIVATION(f32, float, same, same)
 ACTIVATION(bf16, uint16_t, widen, narrow)
