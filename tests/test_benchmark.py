@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from triform.kernels import native
+
 pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +56,8 @@ def test_tiny_benchmark_writes_tables_for_a_training_and_a_decoding_case(tmp_pat
     assert not others and list(stored["cases"]) == ["gpt-train", "bart-greedy-b1"]
     run = stored["cases"]["gpt-train"]["run"]
     assert machine.startswith(run["machine"]["cpu"]) and run["machine"]["vendor"] and "isa" in run["machine"]
+    built = "; ".join(native.build_notes()) or "built"
+    assert run["machine"]["native_kernels"] == (built if native.library() else f"left out: {native.unavailable()}")
     assert any(key.startswith("linear x·Wᵀ") for key in run["kernels"])  # the kernels calibration chose
     training, decoding = stored["cases"]["gpt-train"], stored["cases"]["bart-greedy-b1"]
     assert training["info"]["logit_difference"] < 1e-4
@@ -117,6 +121,7 @@ def test_each_machine_keeps_its_own_table(tmp_path):
     here = dict(amd["cases"]["gpt-train"]["run"])
     here["machine"] = {**here["machine"], "cpu": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel"}
     here["machine"]["isa"] = ["AVX512", "AVX512-BF16", "AMX"]
+    here["machine"]["native_kernels"] = "clang does not take -fopenmp: built without OpenMP, each kernel on one thread"
     ours = {**amd["cases"]["gpt-train"], "figures": json.loads(json.dumps(amd["cases"]["gpt-train"]["figures"]))}
     ours["figures"]["comparisons"][0]["ratio"] = 1.234
     write_results(tmp_path / "speed", here, {"gpt-train": ours}, page)
@@ -125,6 +130,7 @@ def test_each_machine_keeps_its_own_table(tmp_path):
     assert "### AMD EPYC\n" in written and intel in written
     amd_part, intel_part = written.split(intel)
     assert "| gpt-train | same dtype, fp32 | 1.23× |" in intel_part and "1.23×" not in amd_part
+    assert "native kernels: clang does not take -fopenmp" in intel_part and "native kernels:" not in amd_part
     stored = json.loads(old_layout.read_text())["machines"]
     assert list(stored) == ["AMD EPYC", intel[4:]]
 

@@ -79,8 +79,11 @@ def bandwidth(megabytes: int = 512) -> dict:
 def describe() -> dict:
     import transformers
 
+    from triform.kernels import native
     from triform.kernels.machine import cpu_family, cpu_vendor, isa_flags
     from triform.precision import native_bf16
+
+    built = native.library() is not None
 
     return {
         "cpu": cpu_name(),
@@ -91,6 +94,10 @@ def describe() -> dict:
         "torch_threads": torch.get_num_threads(),
         "native_bf16": native_bf16(torch.device("cpu")),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # triform's C kernels: "built", what their build went without, or why they are absent
+        "native_kernels": ("; ".join(native.build_notes()) or "built")
+        if built
+        else f"left out: {native.unavailable()}",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

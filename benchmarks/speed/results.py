@@ -146,6 +146,8 @@ def runs_text(cases: dict) -> list[str]:
         about = [m["vendor"]] if m.get("vendor") else []  # runs before vendor and ISA flags were recorded
         about += [f"{m['cores']} cores", f"{m['torch_threads']} torch threads"]
         about += [", ".join(m["isa"]) if m.get("isa") else m["cpu_capability"]]
+        if m.get("native_kernels", "built") != "built":  # recorded since; a build that went without something
+            about.append(f"triform's native kernels: {m['native_kernels']}")
         lines.append(
             f"- {', '.join(names)}: {run['date']}, triform {run['commit']}, {m['cpu']} ({', '.join(about)}, native "
             f"bf16: {'yes' if m['native_bf16'] else 'no'}), "
