@@ -45,3 +45,36 @@ def test_in_training_the_bias_is_the_product_s_and_gets_the_gradient_of_one(line
 def test_in_fp32_the_bias_is_added_as_it_is():
     head, hidden = head_with_bias(), torch.randn(7, 16)
     torch.testing.assert_close(head(hidden), F.linear(hidden, head.projection.weight, head.bias))
+
+
+@pytest.mark.parametrize("swapped", ["torch-swapped", "onednn-swapped"])
+def test_a_weight_gradient_asked_in_rows_comes_contiguous_from_a_swapped_product(swapped):
+    """A tied projection's (gradient_in_rows): torch adds the embedding's gradient into it in place
+    only where it is contiguous."""
+    from triform.kernels import linear as linear_module
+    from triform.kernels.calibrate import Calibration, set_calibration
+
+    if swapped == "onednn-swapped" and not linear_module.ONEDNN:
+        pytest.skip("no oneDNN in this torch")
+    old = set_calibration(Calibration(timer=lambda name, run: 0.0 if name == swapped else 1.0, read_disk=False))
+    try:
+        weight, x = torch.randn(40, 16, requires_grad=True), torch.randn(2, 5, 16)
+        grad = torch.randn(2, 5, 40)
+        expected = grad.reshape(-1, 40).t() @ x.reshape(-1, 16)
+        for in_rows in (False, True):
+            (got,) = torch.autograd.grad(linear_module.linear(x, weight, None, in_rows), weight, grad)
+            assert got.is_contiguous() == in_rows
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    finally:
+        set_calibration(old)
+
+
+def test_a_tied_output_projection_asks_for_its_weight_gradient_in_rows():
+    from conftest import tiny_config
+
+    from triform.models import build_model
+
+    tied = build_model(tiny_config("stack", tie_embeddings=True))
+    untied = build_model(tiny_config("stack", tie_embeddings=False))
+    heads = [module for model in (tied, untied) for module in model.modules() if isinstance(module, LanguageModelHead)]
+    assert [head.projection.gradient_in_rows for head in heads] == [True, False]

@@ -25,6 +25,7 @@ step trains as one that read the choices from disk.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import os
@@ -269,10 +270,13 @@ class Calibration:
 def kernels_identity() -> dict[str, str]:
     """What a stored choice depends on besides the machine: triform's version and its native kernels'
     sources (`kernels/native.py`'s digest of them)."""
-    from triform import __version__
     from triform.kernels import native
 
-    return {"triform": __version__, "native": native.source_digest()}
+    try:
+        version = importlib.metadata.version("triform")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = "not installed"
+    return {"triform": version, "native": native.source_digest()}
 
 
 def read_choices(path: Path) -> dict[str, str]:

@@ -160,6 +160,7 @@ def build_head(config: ModelConfig, parts: Parts, token: nn.Embedding) -> Langua
     projection = parts.linear(config.d_model, config.vocab_size, bias=False)
     if config.tie_embeddings:
         projection.weight = token.weight
+        projection.gradient_in_rows = True  # the embedding's gradient is added to the projection's
     transform = None
     if config.output_transform:
         activation = parts.activation_of(config.activation)
