@@ -65,6 +65,14 @@ _scratch = threading.local()  # each thread's buffer for a transposed operand, b
 SCRATCH_BYTES = 64 * 2**20
 
 
+def transposer(x: Tensor) -> native.NativeKernels | None:
+    """The native kernels, where x is a transposed view of a contiguous 2-D CPU tensor their transpose
+    can lay out in rows (2- or 4-byte values); else None."""
+    if x.dim() != 2 or x.is_contiguous() or not x.t().is_contiguous() or x.element_size() not in (2, 4):
+        return None
+    return native.library() if x.device.type == "cpu" else None
+
+
 def rows_of(x: Tensor) -> Tensor:
     """x itself, or, for a transposed view (a weight gradient's operand xᵀ), the same values laid out
     in rows by triform's transpose (kernels/native.py), in a buffer this thread keeps from call to call
@@ -72,10 +80,8 @@ def rows_of(x: Tensor) -> Tensor:
     oneDNN copies such an operand itself, and into fresh memory each time, whose pages the kernel
     faults in and zeroes: 25 copies of 4,096 × 384 fp32 values took 43 ms of a 1.2 s fp32 step of
     benchmarks/run.py's GPT (AMD EPYC Zen 5, 2 threads), against some 8 this way."""
-    if x.dim() != 2 or x.is_contiguous() or not x.t().is_contiguous() or x.element_size() not in (2, 4):
-        return x
-    kernels = native.library()
-    if kernels is None or x.device.type != "cpu":
+    kernels = transposer(x)
+    if kernels is None:
         return x
     if x.numel() * x.element_size() > SCRATCH_BYTES:  # a head's gradient, 0.4 GB for GPT-2 small: not kept
         return kernels.transpose_into(x.t(), torch.empty(x.shape, dtype=x.dtype))
@@ -97,16 +103,9 @@ def in_rows(kernel: Product) -> Product:
 
     def run(a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
         result = kernel(a, b, bias)
-        if result.is_contiguous() or result.dim() != 2:
-            return result
-        kernels = native.library()
-        if (
-            kernels is None
-            or not result.is_cpu
-            or not result.t().is_contiguous()
-            or result.element_size() not in (2, 4)
-        ):
-            return result.contiguous()
+        kernels = transposer(result)
+        if kernels is None:
+            return result.contiguous()  # itself where it is in rows already
         return kernels.transpose_into(result.t(), torch.empty(result.shape, dtype=result.dtype))
 
     return run
