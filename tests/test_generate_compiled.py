@@ -137,8 +137,9 @@ def test_without_a_working_compiler_the_first_step_fails_with_one_line(tmp_path)
         [sys.executable, "-c", script, os.path.dirname(__file__)], env=env, capture_output=True, text=True, timeout=600
     )
     message = done.stdout.strip()
-    assert message.startswith("generation.compile: torch.compile could not compile the decoding step")
-    assert "C++ compiler" in message and "\n" not in message, done.stderr[-2000:]
+    said = f"rc {done.returncode}, stdout {message!r}, stderr {done.stderr[-2000:]}"
+    assert message.startswith("generation.compile: torch.compile could not compile the decoding step"), said
+    assert "C++ compiler" in message and "\n" not in message, said
 
 
 @pytest.mark.parametrize("arch", ["stack", "encoder-decoder"])
