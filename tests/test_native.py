@@ -2,6 +2,7 @@
 rounding, chosen by calibration like any other candidate, and absent, with the reason, where they
 cannot be built."""
 
+import json
 import math
 import os
 import re
@@ -379,8 +380,22 @@ def test_a_compiler_that_refuses_openmp_or_native_tuning_builds_the_kernels_with
     assert torch.equal(kernels.transpose_into(wide, torch.empty(45, 37)), wide.t())
     torch.testing.assert_close(kernels.activation_forward("gelu", wide), F.gelu(wide), rtol=1e-6, atol=1e-6)
     native.library.cache_clear()  # another process: finds the library built with the stand-ins
+    monkeypatch.setattr(native, "takes", lambda *_: pytest.fail("the compiler was probed again"))
     again = native.library()
     assert again is not None and again.path == kernels.path and native.build_notes() == notes
+
+
+def test_flags_kept_from_a_probe_that_was_cut_short_are_probed_again(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", compiler_refusing(fresh_library, ("-fopenmp",)))
+    cc = native.compiler()
+    kept = native.library_path(cc).with_suffix(".flags.json")
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"flags": ["-O3"')  # a write cut short
+    probes = []
+    monkeypatch.setattr(native, "takes", lambda cc, flag, real=native.takes: probes.append(flag) or real(cc, flag))
+    kernels = built()
+    assert "-fopenmp" in probes and b"GOMP_parallel" not in kernels.path.read_bytes()
+    assert json.loads(kept.read_text())["flags"] == [flag for flag in native.FLAGS if flag != "-fopenmp"]
 
 
 def assert_training_kernels_compute_torch_s(kernels) -> None:
@@ -455,11 +470,13 @@ def test_a_new_build_removes_the_builds_no_process_loaded_for_a_month(fresh_libr
     folder.mkdir()
     month = native.UNUSED_DAYS * 86400
     stale, recent, other = folder / "kernels-0000.so", folder / "kernels-1111.so", folder / "notes.txt"
-    for path, age in ((stale, month + 3600), (recent, month - 3600), (other, 2 * month)):
+    stale_flags = folder / "kernels-2222.flags.json"
+    for path, age in ((stale, month + 3600), (recent, month - 3600), (other, 2 * month), (stale_flags, month + 1)):
         path.write_bytes(b"an old build")
         os.utime(path, (time.time() - age, time.time() - age))
     kernels = built()
-    assert not stale.exists() and recent.exists() and other.exists() and kernels.path.exists()
+    assert not stale.exists() and not stale_flags.exists() and recent.exists() and other.exists()
+    assert kernels.path.exists()
     os.utime(kernels.path, (time.time() - 2 * month, time.time() - 2 * month))
     native.library.cache_clear()
     again = built()  # loaded, not built: its use is recorded, nothing is removed

@@ -18,10 +18,10 @@ $TRIFORM_CACHE/native (default ~/.cache/triform/native), named by a digest of th
 the compiler's version and the machine's fingerprint: a new CPU, compiler or source builds anew, and a
 file that fails to load is built again once. Compiled after torch is loaded, the library's OpenMP
 runtime is torch's own (the same libgomp.so.1), so its threads are torch's threads. A flag the
-compiler does not take is replaced by its stand-in (STAND_INS; `build_notes()` says which): without
-OpenMP, as with Apple's Clang, each kernel runs on one thread. Where no compiler is found or the build
-fails, the kernels are absent (`unavailable()` says why) and calibration chooses among the library
-kernels; TRIFORM_NATIVE=0 leaves them out on purpose.
+compiler does not take is replaced by its stand-in (STAND_INS; `build_notes()` says which; the probe's
+answer is kept for the next process): without OpenMP, as with Apple's Clang, each kernel runs on one
+thread. Where no compiler is found or the build fails, the kernels are absent (`unavailable()` says
+why) and calibration chooses among the library kernels; TRIFORM_NATIVE=0 leaves them out on purpose.
 """
 
 from __future__ import annotations
@@ -565,6 +565,25 @@ def usable_flags(cc: str) -> tuple[tuple[str, ...], list[str]]:
     return tuple(flags), notes
 
 
+def probed_flags(cc: str, default: Path) -> tuple[tuple[str, ...], list[str]]:
+    """`usable_flags(cc)`, kept beside the default build's path (`default`, named by the compiler's
+    version, the source and the machine) so that the next process asks the compiler nothing: where the
+    stand-ins are needed, as on a Mac, each process would otherwise link two probes before its first
+    kernel."""
+    kept = default.with_suffix(".flags.json")
+    try:
+        said = json.loads(kept.read_text())
+        return tuple(said["flags"]), list(said["notes"])
+    except (OSError, ValueError, KeyError, TypeError):  # not probed yet, or cut short: asked again
+        pass
+    flags, notes = usable_flags(cc)
+    try:
+        atomic_write(kept, json.dumps({"flags": flags, "notes": notes}))
+    except OSError:  # a folder it cannot write: the probes are asked again next time
+        pass
+    return flags, notes
+
+
 STAND_IN_NOTES = {
     "-march=native": "built for the compiler's default CPU",
     "-fopenmp": "built without OpenMP, each kernel on one thread",
@@ -590,9 +609,10 @@ UNUSED_DAYS = 30  # a build no process has loaded for this long is removed when 
 def prune_builds(kept: Path) -> None:
     """Remove the libraries of the build folder that no process has loaded for UNUSED_DAYS (other
     sources, compilers or flags: every change of the C makes a build of its own), but `kept`. A process
-    that still has one loaded keeps its copy: removing a file leaves its open mappings be."""
+    that still has one loaded keeps its copy: removing a file leaves its open mappings be. The flags
+    probed for a compiler (`probed_flags`) go by the same age: probed again, they are the same."""
     limit = time.time() - UNUSED_DAYS * 86400
-    for old in kept.parent.glob("kernels-*.so"):
+    for old in [*kept.parent.glob("kernels-*.so"), *kept.parent.glob("kernels-*.flags.json")]:
         try:
             if old != kept and old.stat().st_mtime < limit:
                 old.unlink()
@@ -614,7 +634,7 @@ def library() -> NativeKernels | None:
     try:
         path, flags = library_path(cc), FLAGS
         if not path.exists():  # built before, it was built with FLAGS; else the compiler is asked first
-            flags, notes = usable_flags(cc)
+            flags, notes = probed_flags(cc, path)
             path = library_path(cc, flags)
             _build_notes[:] = notes
         for attempt in range(2):  # a file that does not load (cut short, another machine's) is built again
