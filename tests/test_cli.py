@@ -78,3 +78,39 @@ def test_inspect_never_packs_pairs(capsys):
     argv = ["inspect", "--objective", "seq2seq", "--text", "a b", "--target", "c", "--then", "d"]
     assert main(argv) == 1
     assert "never packed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, argv, said",
+    [
+        (b"the cat sat\n", ["train", "--data", "{file}"], "--data {file}: not a YAML or JSON mapping; "),
+        (b"\x00\xff\xfe", ["train", "--data={file}"], "--data {file}: undecodable bytes at offset 1; expected UTF-8"),
+        (b"\x00\xff\xfe", ["train", "--config", "{file}"], "--config {file}: undecodable bytes at offset 1;"),
+        (None, ["finetune", "--optim", "{file}"], "--optim {file}: not a YAML or JSON mapping, and no such file;"),
+        (None, ["train", "--config", "{file}.yaml"], "--config {file}.yaml: no such file; --config takes a TOML"),
+    ],
+    ids=["text", "bytes", "config-bytes", "missing", "missing-yaml"],
+)
+def test_a_section_option_given_a_corpus_or_bytes_says_what_it_takes_in_one_line(content, argv, said, tmp_path, capsys):
+    """`--data corpus.txt` for `--data.train corpus.txt`: jsonargparse said 'Unable to load config',
+    or, for bytes that are not UTF-8, raised."""
+    file = tmp_path / "corpus.txt"
+    if content is not None:
+        file.write_bytes(content)
+    assert main([part.format(file=file) for part in argv]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"triform {argv[0]}: error: {said.format(file=file)}") and "\n" not in error
+    if argv[1] != "--config":
+        assert f"to set one, pass {argv[1].split('=')[0]}." in error
+
+
+def test_a_section_given_as_an_inline_mapping_or_a_yaml_file_is_read(tmp_path):
+    """What the check lets through, jsonargparse reads: the run's resolved configuration shows it."""
+    from triform.cli import build_parser, misread_section
+
+    (tmp_path / "optim.yaml").write_text("lr: 0.002\n")
+    parser = build_parser()
+    for value in ['{"lr": 0.002}', str(tmp_path / "optim.yaml")]:
+        argv = ["train", "--optim", value, "--data.train", "corpus.txt"]
+        assert misread_section(parser, argv) is None
+        assert parser.parse_args(argv).train.optim.lr == 0.002

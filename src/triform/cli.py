@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
@@ -46,11 +47,83 @@ def build_parser() -> ArgumentParser:
         subparser = ArgumentParser(description=help_text)
         subcommands.add_subcommand(name, subparser, help=help_text)
         module.add_arguments(subparser)  # after joining the parent: a module may add subcommands of its own
+        for flag, fields in section_fields(subparser).items():
+            section = next(a for a in subparser._actions if flag in a.option_strings)
+            section.help = f"a YAML or JSON file, or an inline mapping, of the {flag}.* fields ({', '.join(fields)})"
     return parser
+
+
+def section_fields(parser: ArgumentParser) -> dict[str, list[str]]:
+    """Each section option of `parser` (`--data`, loading a mapping of the `--data.*` fields), with
+    the names of its first few fields."""
+    sections = {}
+    for action in parser._actions:
+        if type(action).__name__ not in ("_ActionConfigLoad", "ActionConfigFile"):
+            continue
+        for flag in action.option_strings:
+            fields = [o for a in parser._actions for o in a.option_strings if o.startswith(flag + ".")]
+            if fields:
+                sections[flag] = fields[:3]
+    return sections
+
+
+def misread_section(parser: ArgumentParser, argv: list[str]) -> str | None:
+    """Why a section option's value (`--data corpus.txt`) is not a mapping of its fields, in one line,
+    or None. jsonargparse says 'Unable to load config' or, for bytes that are not UTF-8, raises."""
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    subparser = parser._subcommands_action._name_parser_map[argv[0]]
+    sections = {**section_fields(subparser), "--config": []}
+    for index, argument in enumerate(argv[1:], 1):
+        flag, equals, value = argument.partition("=")
+        if flag not in sections or not (equals or index + 1 < len(argv)):
+            continue
+        value = value if equals else argv[index + 1]
+        problem = mapping_problem(value)
+        if problem:
+            fields = sections[flag]
+            wanted = (
+                f"a mapping of its fields ({', '.join(fields)}); to set one, pass {fields[0]} VALUE"
+                if fields
+                else ("a TOML or YAML file of the command's options")
+            )
+            return f"{flag} {value}: {problem}; {flag} takes {wanted}"
+    return None
+
+
+def mapping_problem(value: str) -> str | None:
+    """What keeps `value` (a file's path, or inline YAML/JSON) from being read as a mapping; None if
+    nothing does, or if what does is jsonargparse's to say (a malformed file, an unknown field)."""
+    import yaml
+
+    path = Path(value)
+    if path.is_file():
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            return f"undecodable bytes at offset {error.start}; expected UTF-8 text"
+        if path.suffix == ".toml":
+            return None
+    elif path.suffix in (".yaml", ".yml", ".json", ".toml"):
+        return "no such file"
+    else:
+        text = value
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if isinstance(loaded, dict):
+        return None
+    return "not a YAML or JSON mapping" + ("" if path.is_file() else ", and no such file")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    problem = misread_section(parser, argv)
+    if problem:
+        print(f"triform {argv[0]}: error: {problem}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     name = args.command
     module = importlib.import_module(f"triform.commands.{COMMANDS[name][0]}")
