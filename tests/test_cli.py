@@ -114,3 +114,48 @@ def test_a_section_given_as_an_inline_mapping_or_a_yaml_file_is_read(tmp_path):
         argv = ["train", "--optim", value, "--data.train", "corpus.txt"]
         assert misread_section(parser, argv) is None
         assert parser.parse_args(argv).train.optim.lr == 0.002
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["translate", "hi"], ["fill-mask", "a [MASK]"], ["predict"]])
+def test_an_output_that_cannot_be_written_fails_before_the_model_is_read(command, tmp_path, capsys):
+    """The model named does not exist: its error would come first if the output were checked after."""
+    (tmp_path / "a-file").write_text("kept")
+    output = tmp_path / "a-file" / "out.txt"
+    argv = [command[0], "--model", str(tmp_path / "no-model"), "--output", str(output), *command[1:]]
+    if command[0] == "predict":
+        argv += ["--data", str(tmp_path / "records.jsonl")]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"triform {command[0]}: error: --output {output}: cannot be written "
+        f"(a file where a folder is needed: '{tmp_path / 'a-file'}')"
+    )
+
+
+def test_a_folder_output_may_exist_and_a_file_output_may_not_be_a_folder(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path), "hi"]) == 1
+    assert f"--output {tmp_path}: cannot be written (a folder where a file is to be written" in capsys.readouterr().err
+    assert main(["merge", "--model", str(tmp_path / "no-model"), "--adapter", "x", "--output", str(tmp_path)]) == 1
+    assert "--output" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "address, said",
+    [
+        (["--port", "-5"], "--port -5: expected a port from 0 to 65535"),
+        (["--port", "{taken}"], "--host 127.0.0.1 --port {taken}: cannot listen there (Address already in use)"),
+        (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: "),
+    ],
+    ids=["range", "taken", "host"],
+)
+def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_a_model(address, said, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        argv = ["serve", "--model", str(tmp_path / "no-model"), *[part.format(taken=port) for part in address]]
+        assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"triform serve: error: {said.format(taken=port)}") and "\n" not in error

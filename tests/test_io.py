@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from triform.io import atomic_dir, atomic_write, write_jsonl, write_lines
+from triform.io import atomic_dir, atomic_write, make_room_for, write_jsonl, write_lines
 
 
 def names(folder):
@@ -224,3 +224,22 @@ def test_a_swap_that_fails_puts_the_old_folder_back(tmp_path, monkeypatch):
     with pytest.raises(PermissionError), atomic_dir(tmp_path / "model") as staging:
         fill(staging, "2")
     assert names(tmp_path) == ["model"] and (tmp_path / "model" / "a.txt").read_text() == "1" * 1000
+
+
+def test_room_is_made_for_an_output_or_what_is_in_the_way_is_named(tmp_path):
+    make_room_for(tmp_path / "new" / "deeper" / "out.txt")
+    assert (tmp_path / "new" / "deeper").is_dir() and list((tmp_path / "new" / "deeper").iterdir()) == []
+    (tmp_path / "a-file").write_text("kept")
+    with pytest.raises(NotADirectoryError, match="a file where a folder is needed") as raised:
+        make_room_for(tmp_path / "a-file" / "below" / "out.txt")
+    assert raised.value.filename == str(tmp_path / "a-file") and not (tmp_path / "a-file" / "below").exists()
+    with pytest.raises(IsADirectoryError, match="a folder where a file is to be written"):
+        make_room_for(tmp_path / "new")
+    make_room_for(tmp_path / "new", is_folder=True)
+
+
+def test_a_file_is_not_written_over_a_folder(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        atomic_write(tmp_path / "folder", "text")
+    assert raised.value.filename == str(tmp_path / "folder") and list(tmp_path.iterdir()) == [tmp_path / "folder"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from triform.errors import TriformError
+from triform.io import make_room_for
 
 # subcommand -> (module under triform.commands, one-line help)
 COMMANDS = {
@@ -38,6 +39,8 @@ COMMANDS = {
     "calibrate": ("calibrate", "time the candidate kernels of a model's products and attention here; show, --save"),
 }
 
+FOLDER_OUTPUTS = {"average", "merge", "prepare"}  # whose --output is a folder; the others' is a file
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="triform", description="Autoregressive, autoencoding and seq2seq Transformers.")
@@ -51,6 +54,11 @@ def build_parser() -> ArgumentParser:
             section = next(a for a in subparser._actions if flag in a.option_strings)
             section.help = f"a YAML or JSON file, or an inline mapping, of the {flag}.* fields ({', '.join(fields)})"
     return parser
+
+
+def describe(error: OSError) -> str:
+    """An OSError as `strerror: 'file'`, without the errno prefix."""
+    return f"{error.strerror}: '{error.filename}'" if error.strerror and error.filename else str(error)
 
 
 def section_fields(parser: ArgumentParser) -> dict[str, list[str]]:
@@ -127,10 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = args.command
     module = importlib.import_module(f"triform.commands.{COMMANDS[name][0]}")
+    output = getattr(args[name], "output", None)
+    if isinstance(output, str) and output != "-":  # found out before the work, not after it
+        try:
+            make_room_for(output, is_folder=name in FOLDER_OUTPUTS)
+        except OSError as error:
+            print(f"triform {name}: error: --output {output}: cannot be written ({describe(error)})", file=sys.stderr)
+            return 1
     try:
         return module.run(args[name]) or 0
-    except (TriformError, ValueError, FileNotFoundError) as error:
+    except (TriformError, ValueError) as error:
         print(f"triform {name}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a file not found, a folder not writable, a disk full
+        print(f"triform {name}: error: {describe(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"triform {name}: interrupted", file=sys.stderr)

@@ -42,6 +42,8 @@ def atomic_write(path: str | os.PathLike, content: Content, *, encoding: str = "
     np.save). On any failure, an interrupt included, the temporary is removed and `path` is untouched.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename's error would name the temporary file
+        raise IsADirectoryError(errno.EISDIR, "a folder where a file is to be written", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     temporary = Path(name)
@@ -68,6 +70,22 @@ def atomic_write(path: str | os.PathLike, content: Content, *, encoding: str = "
         raise
     sync_folder(path.parent)
     return path
+
+
+def make_room_for(path: str | os.PathLike, *, is_folder: bool = False) -> None:
+    """Make `path`'s folder, as its writer would, and check that a file can be written there, so that a
+    command whose output cannot be written fails before its work rather than after it; raises OSError
+    naming what is in the way: a file where a folder is needed, or (unless the output `is_folder`) a
+    folder where the file is to go."""
+    if not is_folder and Path(path).is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder where a file is to be written", str(path))
+    folder = Path(path).absolute().parent
+    in_the_way = next((above for above in (folder, *folder.parents) if above.exists()), folder)
+    if not in_the_way.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder is needed", str(in_the_way))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> Path:

@@ -78,6 +78,27 @@ def parse_models(values: list[str]) -> dict[str, str]:
     return folders
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse, before any model loads, an address this process cannot listen on (a port out of range
+    or taken, a host not of this machine), in one line; uvicorn would say so after the loading."""
+    import socket
+
+    from triform.errors import TriformError
+
+    if not 0 <= port <= 65535:
+        raise TriformError(f"--port {port}: expected a port from 0 to 65535")
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise TriformError(f"--host {host}: {error.strerror}") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise TriformError(f"--host {host} --port {port}: cannot listen there ({error.strerror})") from None
+
+
 def run(args) -> int:
     import signal
 
@@ -88,6 +109,7 @@ def run(args) -> int:
     from triform.serve import Limits, create_app, load_served
 
     limits = Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
+    check_address(args.host, args.port)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {}

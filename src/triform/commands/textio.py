@@ -110,7 +110,7 @@ def read_texts(args, what: str) -> tuple[list[str], str]:
     if args.text is not None and args.input is not None:
         raise TriformError(f"give the {what} as an argument or with --input, not both")
     if args.text is not None:
-        return [args.text], "argument"
+        return [args.text], "the text argument"
     if args.input is None and sys.stdin.isatty():
         raise TriformError(f"no {what}: give it as an argument, with --input FILE, or on stdin")
     if args.input in (None, "-"):
@@ -138,7 +138,7 @@ def split_lines(data: bytes, source: str) -> list[str]:
 
 
 def where(source: str, index: int) -> str:
-    return source if source == "argument" else f"{source}: line {index + 1}"
+    return source if source == "the text argument" else f"{source}: line {index + 1}"
 
 
 class Progress:
