@@ -159,3 +159,12 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_a_model(add
         assert main(argv) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"triform serve: error: {said.format(taken=port)}") and "\n" not in error
+
+
+@pytest.mark.parametrize("command", [["convert", "--from-hf", "hf"], ["demo"], ["compare", "--data", "corpus.txt"]])
+def test_a_folder_named_by_out_may_be_named_by_output_as_in_every_other_command(command):
+    from triform.cli import build_parser
+
+    parser = build_parser()
+    for flag in ("--out", "--output"):
+        assert parser.parse_args([*command, flag, "somewhere"])[command[0]].out == "somewhere"

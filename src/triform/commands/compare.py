@@ -16,7 +16,11 @@ def add_arguments(parser) -> None:
         "--valid", type=Optional[str], default=None, help="held-out text (default: every 20th document of --data)"
     )
     parser.add_argument(
-        "--out", type=str, default="runs/compare", help="folder of the table, plot and runs; rerun to continue"
+        "--out",
+        "--output",
+        type=str,
+        default="runs/compare",
+        help="folder of the table, plot and runs; rerun to continue",
     )
     parser.add_argument(
         "--budget",

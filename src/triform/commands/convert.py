@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
         default=None,
         help="a model folder (triform or Hugging Face) to export as ONNX graphs, the KV cache as inputs and outputs",
     )
-    parser.add_argument("--out", type=str, required=True, help="the folder to write")
+    parser.add_argument("--out", "--output", type=str, required=True, help="the folder to write")
     parser.add_argument(
         "--model-type",
         type=Optional[MODEL_TYPES],

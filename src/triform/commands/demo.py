@@ -11,7 +11,9 @@ from typing import Literal, Optional
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", type=str, default="runs/demo", help="folder for the report, pictures and models")
+    parser.add_argument(
+        "--out", "--output", type=str, default="runs/demo", help="folder for the report, pictures and models"
+    )
     parser.add_argument(
         "--size",
         type=Literal["quick", "default", "large"],
