@@ -119,15 +119,19 @@ def test_without_a_working_compiler_the_first_step_fails_with_one_line(tmp_path)
     script = textwrap.dedent(
         """
         import sys
+        import torch
         sys.path.insert(0, sys.argv[1])
         from conftest import SPECIALS, tiny_config
         from triform.errors import TriformError
         from triform.generate import GenerationConfig, generate_ids, resolve_layout
         from triform.models import build_model
 
+        torch.manual_seed(0)
         model = build_model(tiny_config("stack")).eval()
+        # at least one cached step, the compiled one, even where the first token drawn ends the output
+        config = GenerationConfig(compile=True, min_new_tokens=2, max_new_tokens=2)
         try:
-            generate_ids(model, resolve_layout("stack", SPECIALS), [[30, 31]], GenerationConfig(compile=True))
+            generate_ids(model, resolve_layout("stack", SPECIALS), [[30, 31]], config)
         except TriformError as error:
             print(error)
         """
