@@ -97,3 +97,26 @@ def test_unknown_config_field_is_named(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(TriformError, match="unknown model field 'n_embd'"):
         load_model(tmp_path / "m")
+
+
+def test_a_run_folder_stands_for_its_final_model_else_its_best_else_its_newest_checkpoint(tmp_path):
+    from triform.checkpoint import model_folder
+
+    run = tmp_path / "run"
+    for folder in ("checkpoints/step-0000002", "checkpoints/step-0000010", "best", "model"):
+        (run / folder).mkdir(parents=True)
+    assert model_folder(run) == run  # nothing marks a model yet: reading it says config.json is missing
+    for folder, then in [
+        ("checkpoints/step-0000002", "checkpoints/step-0000002"),
+        ("checkpoints/step-0000010", "checkpoints/step-0000010"),
+        ("best", "best"),
+        ("model", "model"),
+    ]:
+        (run / folder / "config.json").write_text("{}")
+        assert model_folder(run) == run / then
+        assert model_folder(run / then) == run / then  # a model folder is itself
+    adapters = tmp_path / "lora-run" / "model"
+    adapters.mkdir(parents=True)
+    (adapters / "adapter.json").write_text("{}")
+    assert model_folder(adapters.parent) == adapters.parent
+    assert model_folder(adapters.parent, ("config.json", "adapter.json")) == adapters

@@ -4,6 +4,9 @@
 and free-form "extra" fields (the objective a model was trained with, label sets of a task, ...).
 Folders are written atomically (triform.io.atomic_dir): into a hidden staging folder first, then swapped
 into place, so an interrupted save never leaves a half-written model where a complete one is expected.
+
+Wherever a model folder is read, a run folder (`triform train --run_dir`) stands for the model it
+holds (`model_folder`): its final model, else its best, else its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +29,21 @@ from triform.vocab import SpecialTokens, unpadded
 FORMAT = "triform"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+# A run folder's model folders (triform/train/checkpoint.py writes them): the final model, the best
+# on validation, and the checkpoints, step-NNNNNNN each.
+RUN_FINAL, RUN_BEST, RUN_CHECKPOINTS = "model", "best", "checkpoints"
+
+
+def model_folder(path: str | os.PathLike, marks: tuple[str, ...] = (CONFIG_FILE,)) -> Path:
+    """The model folder `path` names: itself, or in a run folder its final model, best, or newest
+    checkpoint (a folder holding one of `marks`: an adapter folder's adapter.json, where adapters
+    count); `path` itself where it is neither (reading it then says what is missing)."""
+    path = Path(path)
+    checkpoints = sorted((path / RUN_CHECKPOINTS).glob("step-*"), reverse=True)
+    for candidate in (path, path / RUN_FINAL, path / RUN_BEST, *checkpoints):
+        if any((candidate / mark).is_file() for mark in marks):
+            return candidate
+    return path
 
 
 @dataclass
@@ -83,7 +101,7 @@ def write_model(
 
 
 def read_config(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / CONFIG_FILE
+    path = model_folder(directory) / CONFIG_FILE
     return read_document(path, FORMAT, FORMAT_VERSION, "config", f"a triform model folder with {CONFIG_FILE}")
 
 
@@ -104,7 +122,7 @@ def read_document(path: Path, format_name: str, version: int, what: str, expecte
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
-    directory = Path(directory)
+    directory = model_folder(directory)
     document = read_config(directory)
     config = ModelConfig.from_dict(document.get("model", {}), source=str(directory / CONFIG_FILE))
     model = load_built(config, directory / WEIGHTS_FILE, device)

@@ -61,8 +61,7 @@ def add_arguments(parser) -> None:
 
 
 def parse_models(values: list[str]) -> dict[str, str]:
-    from pathlib import Path
-
+    from triform.checkpoint import CONFIG_FILE, model_folder
     from triform.errors import TriformError
     from triform.serve import model_name
 
@@ -70,7 +69,7 @@ def parse_models(values: list[str]) -> dict[str, str]:
     for value in values:
         name, _, folder = value.rpartition("=") if "=" in value else ("", "", value)
         name = name or model_name(folder)
-        if not Path(folder, "config.json").is_file():
+        if not (model_folder(folder) / CONFIG_FILE).is_file():
             raise TriformError(f"--model {value}: {folder}/config.json not found; expected a model folder")
         if name in folders:
             raise TriformError(f"--model {value}: a second model named {name!r}; name them: --model NAME=DIR")

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from triform.checkpoint import load_model, read_config
+from triform.checkpoint import load_model, model_folder, read_config
 from triform.errors import TriformError
 from triform.generate import TextGenerator
 from triform.objectives import Recipe, read_recipe
@@ -91,7 +91,7 @@ def model_name(folder: str | os.PathLike) -> str:
 
 
 def load_served(name: str, folder: str | os.PathLike, device: str = "cpu") -> ServedModel:
-    folder = Path(folder)
+    folder = model_folder(folder)  # a run folder: the model it holds
     extra = read_config(folder).get("extra") or {}
     if "task" in extra:
         return load_task_head(name, folder, device)

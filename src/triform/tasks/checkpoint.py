@@ -14,6 +14,7 @@ from triform.checkpoint import (
     WEIGHTS_FILE,
     load_model,
     load_weights,
+    model_folder,
     read_config,
     save_model,
 )
@@ -41,7 +42,7 @@ def load_task_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[
     task (its adapters and head on the base model it names)."""
     import torch
 
-    directory = Path(directory)
+    directory = model_folder(directory, (CONFIG_FILE, ADAPTER_CONFIG))
     if is_adapter_folder(directory):
         return load_task_adapter(directory, device)
     document = read_config(directory)
@@ -91,6 +92,7 @@ def merge_task_adapter(directory: str | os.PathLike, output: str | os.PathLike, 
 def load_body(directory: str | os.PathLike, device: str = "cpu"):
     """A pretrained body with its tokenizer and special tokens, from a plain model folder or from a
     fine-tuned one (whose head is dropped), so that one fine-tuned model can start another."""
+    directory = model_folder(directory)
     extra = read_config(directory).get("extra") or {}
     if "task" in extra:
         model, task, extra = load_task_model(directory, device)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from triform.checkpoint import WEIGHTS_FILE, load_weights, save_model, write_model
+from triform.checkpoint import RUN_BEST, RUN_CHECKPOINTS, RUN_FINAL, WEIGHTS_FILE, load_weights, save_model, write_model
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models import build_model
@@ -24,7 +24,8 @@ from triform.models.adapters import ADAPTER_WEIGHTS, load_trainable, save_adapte
 from triform.models.lora import has_adapters
 from triform.train.distributed import Processes, unwrap
 
-CHECKPOINTS, TRAINER_STATE, BEST, FINAL = "checkpoints", "trainer.pt", "best", "model"
+CHECKPOINTS, BEST, FINAL = RUN_CHECKPOINTS, RUN_BEST, RUN_FINAL  # the run folder's layout (triform/checkpoint.py)
+TRAINER_STATE = "trainer.pt"
 COMPANIONS = "companions"  # in trainer.pt: weights of the modules a problem trains beside the model
 
 

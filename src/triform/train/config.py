@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union, get_type_hints
 
-from triform.checkpoint import CONFIG_FILE, TOKENIZER_FILE, read_config
+from triform.checkpoint import CONFIG_FILE, TOKENIZER_FILE, model_folder, read_config
 from triform.config import ModelConfig
 from triform.data.batches import TooLong
 from triform.data.readers import DataSource, Field, Format
@@ -235,6 +235,7 @@ def from_init(config: RunConfig):
     given, and its objective and pattern unless the configuration names them."""
     if config.preset:
         raise ConfigError("preset: --init takes the model from its folder; drop --preset")
+    config.init = str(model_folder(config.init))  # a run folder: the model it holds
     document = read_config(config.init)
     base = ModelConfig.from_dict(document.get("model", {}), source=f"{config.init}/{CONFIG_FILE}")
     if not config.tokenizer.path:

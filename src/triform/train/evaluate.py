@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from triform.checkpoint import CONFIG_FILE, load_model
+from triform.checkpoint import model_folder as named_folder
 from triform.data.readers import DataSource
 from triform.data.tokenizers import fingerprint, load_tokenizer
 from triform.errors import TriformError
@@ -25,7 +26,6 @@ from triform.kernels.int8 import quantize as quantize_model
 from triform.objectives import read_recipe
 from triform.precision import autocast as precision_context
 from triform.progress import say
-from triform.train import checkpoint as ckpt
 from triform.train.distributed import Processes, pick_device
 from triform.train.problem import EvalContext
 from triform.train.session import load_corpus, make_data
@@ -33,14 +33,11 @@ from triform.vocab import SpecialTokens
 
 
 def model_folder(path: str | Path) -> Path:
-    """The model folder `path` names: itself, or in a run folder its final model, best, or newest checkpoint."""
-    path = Path(path)
-    if (path / CONFIG_FILE).is_file():
-        return path
-    for candidate in (path / ckpt.FINAL, path / ckpt.BEST, *reversed(ckpt.checkpoints(path))):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise TriformError(f"{path}: no model here; expected a model folder with {CONFIG_FILE}, or a run folder")
+    """The model folder `path` names (triform.checkpoint.model_folder); an error where there is none."""
+    folder = named_folder(path)
+    if not (folder / CONFIG_FILE).is_file():
+        raise TriformError(f"{path}: no model here; expected a model folder with {CONFIG_FILE}, or a run folder")
+    return folder
 
 
 def matching_tokenizer(folder: Path, pretrained, tokenizer_path: str | None):
