@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from training_helpers import TINY, write_text
 
 from triform.cli import main
@@ -45,6 +46,16 @@ def workspace(tmp_path_factory):
         {"question": "where?", "context": "a dog ran in the park", "answer": "the park", "answer_start": 13},
     ] * 20
     (root / "train.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    pairs = [{"anchor": f"the cat {i}", "positive": f"a cat {i}"} for i in range(16)]
+    scored = [
+        {"text_a": "the cat", "text_b": "a cat", "score": 5.0},
+        {"text_a": "the cat", "text_b": "a dog", "score": 1.0},
+    ]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    (root / "sts-dev.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in scored * 2))
+    finetune = ["finetune", "--task", "embed", "--init", str(root / "runs/bert"), "--run_dir", str(root / "runs/emb")]
+    finetune += ["--data.train", str(root / "pairs.jsonl"), "--data.valid", str(root / "sts-dev.jsonl")]
+    assert main([*finetune, "--train.steps", "2", "--train.batch_size", "8", "--train.precision", "fp32"]) == 0
     return root
 
 
@@ -63,7 +74,9 @@ def test_building_a_cross_over_and_its_loss(workspace, monkeypatch):
 def test_generating_streaming_and_filling_masks(workspace, monkeypatch, capsys):
     names = run_example(block("generator.stream("), workspace, monkeypatch)
     assert capsys.readouterr().out  # the stream printed its pieces
-    names = run_example("from triform.generate import TextGenerator\n" + block("bert.fill_mask("), workspace, monkeypatch)
+    names = run_example(
+        "from triform.generate import TextGenerator\n" + block("bert.fill_mask("), workspace, monkeypatch
+    )
     candidates = names["bert"].fill_mask("the cat sat on the [MASK] .", top_k=5)
     assert len(candidates) == 1 and len(candidates[0]) == 5
 
@@ -84,7 +97,9 @@ def test_a_hugging_face_folder_made_imported_exported_and_decoded_by_onnxruntime
     pytest.importorskip("transformers")
     pytest.importorskip("onnxruntime")
     run_example(block("# make_folder.py"), workspace, monkeypatch)
-    names = run_example(block("triform.from_pretrained(").replace("path/to/hf-folder", "hf-gpt2"), workspace, monkeypatch)
+    names = run_example(
+        block("triform.from_pretrained(").replace("path/to/hf-folder", "hf-gpt2"), workspace, monkeypatch
+    )
     assert (workspace / "hf-again" / "config.json").is_file() and names["pretrained"].model is not None
     assert main(["convert", "--from-hf", "hf-gpt2", "--out", "gpt2-triform"]) == 0
     assert main(["convert", "--to-onnx", "gpt2-triform", "--out", "gpt2-onnx"]) == 0
@@ -119,3 +134,8 @@ def test_the_command_lines_on_a_run_folder(model, workspace, monkeypatch, capsys
         argv = shlex.split(line)[1:]
         assert main(argv) == 0, line
         assert capsys.readouterr().out.strip(), line
+
+
+def test_embedding_with_a_fine_tuned_encoder(workspace, monkeypatch):
+    names = run_example(block("Embedder.load("), workspace, monkeypatch)
+    assert names["vectors"].shape == (2, 32) and names["vectors"].dtype == torch.float32
