@@ -88,14 +88,17 @@ def test_inspect_never_packs_pairs(capsys):
         (b"\x00\xff\xfe", ["train", "--config", "{file}"], "--config {file}: undecodable bytes at offset 1;"),
         (None, ["finetune", "--optim", "{file}"], "--optim {file}: not a YAML or JSON mapping, and no such file;"),
         (None, ["train", "--config", "{file}.yaml"], "--config {file}.yaml: no such file; --config takes a TOML"),
+        ("folder", ["train", "--data", "{file}"], "--data {file}: a folder, not a YAML or JSON file; "),
     ],
-    ids=["text", "bytes", "config-bytes", "missing", "missing-yaml"],
+    ids=["text", "bytes", "config-bytes", "missing", "missing-yaml", "folder"],
 )
 def test_a_section_option_given_a_corpus_or_bytes_says_what_it_takes_in_one_line(content, argv, said, tmp_path, capsys):
     """`--data corpus.txt` for `--data.train corpus.txt`: jsonargparse said 'Unable to load config',
     or, for bytes that are not UTF-8, raised."""
     file = tmp_path / "corpus.txt"
-    if content is not None:
+    if content == "folder":
+        file.mkdir()
+    elif content is not None:
         file.write_bytes(content)
     assert main([part.format(file=file) for part in argv]) == 2
     error = capsys.readouterr().err.strip()

@@ -93,7 +93,7 @@ def misread_section(parser: ArgumentParser, argv: list[str]) -> str | None:
             wanted = (
                 f"a mapping of its fields ({', '.join(fields)}); to set one, pass {fields[0]} VALUE"
                 if fields
-                else ("a TOML or YAML file of the command's options")
+                else "a TOML or YAML file of the command's options"
             )
             return f"{flag} {value}: {problem}; {flag} takes {wanted}"
     return None
@@ -112,6 +112,8 @@ def mapping_problem(value: str) -> str | None:
             return f"undecodable bytes at offset {error.start}; expected UTF-8 text"
         if path.suffix == ".toml":
             return None
+    elif path.is_dir():
+        return "a folder, not a YAML or JSON file"
     elif path.suffix in (".yaml", ".yml", ".json", ".toml"):
         return "no such file"
     else:

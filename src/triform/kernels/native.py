@@ -566,22 +566,25 @@ def usable_flags(cc: str) -> tuple[tuple[str, ...], list[str]]:
 
 
 def probed_flags(cc: str, default: Path) -> tuple[tuple[str, ...], list[str]]:
-    """`usable_flags(cc)`, kept beside the default build's path (`default`, named by the compiler's
-    version, the source and the machine) so that the next process asks the compiler nothing: where the
-    stand-ins are needed, as on a Mac, each process would otherwise link two probes before its first
-    kernel."""
-    kept = default.with_suffix(".flags.json")
+    """`usable_flags(cc)`, or what `keep_probed` kept of it beside the default build's path
+    (`default`, named by the compiler's version, the source and the machine): where the stand-ins
+    are needed, as on a Mac, each process would otherwise link two probes before its first kernel."""
     try:
-        said = json.loads(kept.read_text())
+        said = json.loads(default.with_suffix(".flags.json").read_text())
         return tuple(said["flags"]), list(said["notes"])
     except (OSError, ValueError, KeyError, TypeError):  # not probed yet, or cut short: asked again
-        pass
-    flags, notes = usable_flags(cc)
+        return usable_flags(cc)
+
+
+def keep_probed(default: Path, flags: tuple[str, ...], notes: list[str]) -> None:
+    """Keep the stand-in flags a library was built and loaded with, for `probed_flags`; only then,
+    so that a compiler that fails everything (not installed right) is asked again next time."""
+    kept, said = default.with_suffix(".flags.json"), json.dumps({"flags": flags, "notes": notes})
     try:
-        atomic_write(kept, json.dumps({"flags": flags, "notes": notes}))
+        if not kept.is_file() or kept.read_text() != said:  # kept already: each process reads it, none writes
+            atomic_write(kept, said)
     except OSError:  # a folder it cannot write: the probes are asked again next time
         pass
-    return flags, notes
 
 
 STAND_IN_NOTES = {
@@ -632,9 +635,10 @@ def library() -> NativeKernels | None:
         _why_unavailable = f"no C compiler ({os.environ.get('CC') or 'cc'}) on PATH"
         return None
     try:
-        path, flags = library_path(cc), FLAGS
+        default = path = library_path(cc)
+        flags = FLAGS
         if not path.exists():  # built before, it was built with FLAGS; else the compiler is asked first
-            flags, notes = probed_flags(cc, path)
+            flags, notes = probed_flags(cc, default)
             path = library_path(cc, flags)
             _build_notes[:] = notes
         for attempt in range(2):  # a file that does not load (cut short, another machine's) is built again
@@ -644,6 +648,8 @@ def library() -> NativeKernels | None:
             try:
                 kernels = NativeKernels(ctypes.CDLL(str(path)), path)
                 os.utime(path)  # its last use, which prune_builds goes by
+                if flags != FLAGS:
+                    keep_probed(default, flags, _build_notes)
                 return kernels
             except (OSError, AttributeError) as error:
                 if attempt:
