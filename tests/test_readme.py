@@ -139,3 +139,34 @@ def test_the_command_lines_on_a_run_folder(model, workspace, monkeypatch, capsys
 def test_embedding_with_a_fine_tuned_encoder(workspace, monkeypatch):
     names = run_example(block("Embedder.load("), workspace, monkeypatch)
     assert names["vectors"].shape == (2, 32) and names["vectors"].dtype == torch.float32
+
+
+def command_lines() -> list[str]:
+    """Every `triform ...` command of the README's shell examples (continuations joined, `.venv/bin/`
+    and `torchrun ... -m` in front, comments, pipes and redirections after, taken off); lines with a
+    `...` placeholder are left out."""
+    commands = []
+    for text in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL):
+        for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+            found = re.match(r"(?:\S*/)?(?:\.venv/bin/)?(?:torchrun .*?-m )?triform\s+(.*)", line.strip())
+            if found and "..." not in found[1]:
+                commands.append(re.split(r"\s(?:#|>|\||&&|&)(?:\s|$)", f"{found[1]} ")[0].strip())
+    return commands
+
+
+def test_every_command_line_of_the_readme_parses(capsys):
+    """An option renamed or dropped shows up here, before a newcomer types it."""
+    import shlex
+
+    from triform.cli import build_parser
+
+    parser, refused = build_parser(), []
+    commands = command_lines()
+    assert len(commands) > 40
+    for command in commands:
+        try:
+            parser.parse_args(shlex.split(command))
+        except SystemExit as exit:
+            if exit.code:
+                refused.append(f"{command}: {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert not refused, "\n".join(refused)
