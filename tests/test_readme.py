@@ -170,3 +170,12 @@ def test_every_command_line_of_the_readme_parses(capsys):
             if exit.code:
                 refused.append(f"{command}: {capsys.readouterr().err.strip().splitlines()[-1]}")
     assert not refused, "\n".join(refused)
+
+
+def test_training_goes_on_from_a_run_folder_as_from_its_model(workspace, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(workspace)
+    argv = ["train", "--init", "runs/gpt", "--data.train", "corpus.txt", "--run_dir", "runs/gpt-more"]
+    assert main([*argv, "--train.steps", "2", "--train.batch_size", "4", "--train.precision", "fp32"]) == 0
+    assert yaml.safe_load((workspace / "runs/gpt-more/config.yaml").read_text())["init"] == "runs/gpt/model"
