@@ -171,3 +171,18 @@ def test_a_folder_named_by_out_may_be_named_by_output_as_in_every_other_command(
     parser = build_parser()
     for flag in ("--out", "--output"):
         assert parser.parse_args([*command, flag, "somewhere"])[command[0]].out == "somewhere"
+
+
+def test_a_device_this_torch_cannot_use_is_one_line_before_the_model_is_read(tmp_path, capsys):
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    beyond = f"cuda:{count}" if count else "cuda"
+    said = f"torch sees {count} CUDA device(s)" if count else "torch sees no CUDA device"
+    cases = {"tpu": "not a torch device; expected cpu, cuda", "meta": "holds no data", beyond: said}
+    for device, reason in cases.items():
+        for command in (["generate", "hi"], ["serve"], ["predict", "--data", "records.jsonl"]):
+            argv = [command[0], "--model", str(tmp_path / "no-model"), "--device", device, *command[1:]]
+            assert main(argv) == 1
+            error = capsys.readouterr().err.strip()
+            assert error.startswith(f"triform {command[0]}: error: --device {device}: {reason}"), error

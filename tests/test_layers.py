@@ -11,7 +11,7 @@ SOURCE = Path(__file__).resolve().parent.parent / "src"
 
 # In order: a module may import its own layer and the layers before it (ARCHITECTURE.md).
 LAYERS = [
-    ("foundation", ("errors", "config", "vocab", "precision", "io", "progress")),
+    ("foundation", ("errors", "config", "vocab", "precision", "devices", "io", "progress")),
     ("nn", ("nn",)),
     ("kernels", ("kernels",)),
     ("models", ("models", "checkpoint")),

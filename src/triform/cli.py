@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
+from triform.devices import usable_device
 from triform.errors import TriformError
 from triform.io import make_room_for
 
@@ -137,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = args.command
     module = importlib.import_module(f"triform.commands.{COMMANDS[name][0]}")
+    device = getattr(args[name], "device", None)
+    if isinstance(device, str) and device != "auto":
+        try:
+            usable_device(device)
+        except TriformError as error:
+            print(f"triform {name}: error: {error}", file=sys.stderr)
+            return 1
     output = getattr(args[name], "output", None)
     if isinstance(output, str) and output != "-":  # found out before the work, not after it
         try:
