@@ -59,13 +59,12 @@ class GenerationConfig:
             if not ok:
                 raise ConfigError(f"generation.{name}: expected {expected}, got {getattr(self, name)!r}")
 
-        for name in ("max_new_tokens", "min_new_tokens", "top_k", "no_repeat_ngram_size"):
+        for name in ("min_new_tokens", "top_k", "no_repeat_ngram_size"):
             value = getattr(self, name)
             check(name, isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0")
-        for name in ("num_beams", "num_return_sequences"):
+        for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
             value = getattr(self, name)
             check(name, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1")
-        check("max_new_tokens", self.max_new_tokens >= 1, "an integer >= 1")
         check("temperature", self.temperature > 0, "a positive number (use do_sample=False for greedy)")
         check("top_p", 0.0 < self.top_p <= 1.0, "a number in (0, 1]")
         check("min_p", 0.0 <= self.min_p < 1.0, "a number in [0, 1)")
