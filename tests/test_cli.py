@@ -186,3 +186,26 @@ def test_a_device_this_torch_cannot_use_is_one_line_before_the_model_is_read(tmp
             assert main(argv) == 1
             error = capsys.readouterr().err.strip()
             assert error.startswith(f"triform {command[0]}: error: --device {device}: {reason}"), error
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["train", "--train.steps", "abc"], "train.steps: expected an integer, got 'abc'"),
+        (["train", "--model.dropout", "x"], "model.dropout: expected a number or null, got 'x'"),
+        (["train", "--train.precision", "fp8"], "train.precision: expected one of auto, bf16, fp32, got 'fp8'"),
+        (["generate", "--do_sample", "maybe"], "do_sample: expected true or false, got 'maybe'"),
+        (["train", "--nosuch"], "unrecognized arguments: --nosuch"),
+    ],
+)
+def test_a_misspelt_option_or_value_is_one_line_without_the_usage(argv, said, capsys):
+    """jsonargparse printed the command's whole usage (sixty lines for train) above a two-line error."""
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"triform {argv[0]}: error: {said} (`triform {argv[0]} --help` lists the options)"
+
+
+def test_help_still_prints_the_usage_and_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--help"])
+    assert exit.value.code == 0 and "--train.steps" in capsys.readouterr().out

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 
 from triform.devices import usable_device
 from triform.errors import TriformError
@@ -43,12 +44,15 @@ COMMANDS = {
 FOLDER_OUTPUTS = {"average", "merge", "prepare"}  # whose --output is a folder; the others' is a file
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="triform", description="Autoregressive, autoencoding and seq2seq Transformers.")
+def build_parser(exit_on_error: bool = True) -> ArgumentParser:
+    """The `triform` parser; with `exit_on_error` False it raises ArgumentError where it would print
+    its usage and exit (`main` says the error in one line instead)."""
+    description = "Autoregressive, autoencoding and seq2seq Transformers."
+    parser = ArgumentParser(prog="triform", description=description, exit_on_error=exit_on_error)
     subcommands = parser.add_subcommands(dest="command")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"triform.commands.{module_name}")
-        subparser = ArgumentParser(description=help_text)
+        subparser = ArgumentParser(description=help_text, exit_on_error=exit_on_error)
         subcommands.add_subcommand(name, subparser, help=help_text)
         module.add_arguments(subparser)  # after joining the parent: a module may add subcommands of its own
         for flag, fields in section_fields(subparser).items():
@@ -128,14 +132,46 @@ def mapping_problem(value: str) -> str | None:
     return "not a YAML or JSON mapping" + ("" if path.is_file() else ", and no such file")
 
 
+def one_line(error: ArgumentError) -> str:
+    """jsonargparse's message (`Parser key "train.steps":`, then the expected type and the value on
+    lines of their own) in one line: `train.steps: expected an integer, got 'abc'`."""
+    text = re.sub(r'Parser key "([^"]+)":', r"\1:", str(error))
+    text = re.sub(UNION, lambda m: expected(" or ".join(kinds(m[1])), m[2]), text, flags=re.DOTALL)
+    text = re.sub(CLASS, lambda m: expected(" or ".join(kinds(m[1])), m[2]), text)
+    text = re.sub(LITERAL, lambda m: expected(f"one of {m[1].replace(chr(39), '')}", m[2]), text)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# jsonargparse's wordings: an Optional field's (each subtype, then each subtype's error), a plain
+# type's, a Literal's
+UNION = r"Does not validate against any of the Union subtypes\s+Subtypes: \[(.*?)\].*Given value: (.*)"
+CLASS = r"Expected a (<class '\w+'>)\. Got value: (.*)"
+LITERAL = r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)"
+KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text", "NoneType": "null"}
+
+
+def kinds(classes: str) -> list[str]:
+    return [KINDS.get(name, name) for name in re.findall(r"<class '(\w+)'>", classes)]
+
+
+def expected(what: str, value: str) -> str:
+    return f"expected {what}, got {value!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(exit_on_error=False)
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else None
     problem = misread_section(parser, argv)
     if problem:
-        print(f"triform {argv[0]}: error: {problem}", file=sys.stderr)
+        print(f"triform {command}: error: {problem}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentError as error:
+        name = f"triform {command}" if command else "triform"
+        print(f"{name}: error: {one_line(error)} (`{name} --help` lists the options)", file=sys.stderr)
+        return 2
     name = args.command
     module = importlib.import_module(f"triform.commands.{COMMANDS[name][0]}")
     device = getattr(args[name], "device", None)
