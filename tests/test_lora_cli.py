@@ -97,3 +97,23 @@ def test_finetune_with_lora_trains_adapters_and_the_head_and_predicts_and_merges
     merged, _, _ = load_task_model(tmp_path / "merged")
     ids = torch.randint(10, 60, (3, 10))
     torch.testing.assert_close(merged(ids), model(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lora_run_folder_is_its_adapters_and_given_as_a_model_says_how_to_load_it(tmp_path, capsys):
+    corpus = write_text(tmp_path / "corpus.txt")
+    assert main(train_args(tmp_path / "base", corpus, None, 2)) == 0
+    run = tmp_path / "lora"
+    assert lora_run(tmp_path, tmp_path / "base", run) == 0  # the base named by its run folder too
+    base = tmp_path / "base" / "model"
+    capsys.readouterr()
+    prompt = ["the cat", "--max_new_tokens", "4"]
+    assert main(["generate", "--model", str(base), "--adapter", str(run / "model"), *prompt]) == 0
+    by_folder = capsys.readouterr().out
+    assert main(["generate", "--model", str(tmp_path / "base"), "--adapter", str(run), *prompt]) == 0
+    assert capsys.readouterr().out == by_folder
+    for given in (run, run / "model"):
+        assert main(["generate", "--model", str(given), *prompt]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"triform generate: error: {run / 'model'} holds LoRA adapters, not a model: load their base with them "
+            f"on it (--model {base} --adapter {run / 'model'}), or merge them into it (triform merge)"
+        )

@@ -29,6 +29,7 @@ from triform.vocab import SpecialTokens, unpadded
 FORMAT = "triform"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+ADAPTER_CONFIG = "adapter.json"  # an adapter folder's (models/adapters.py): LoRA adapters and their base
 # A run folder's model folders (triform/train/checkpoint.py writes them): the final model, the best
 # on validation, and the checkpoints, step-NNNNNNN each.
 RUN_FINAL, RUN_BEST, RUN_CHECKPOINTS = "model", "best", "checkpoints"
@@ -101,8 +102,24 @@ def write_model(
 
 
 def read_config(directory: str | os.PathLike) -> dict:
+    folder = model_folder(directory, (CONFIG_FILE, ADAPTER_CONFIG))
+    if not (folder / CONFIG_FILE).is_file() and (folder / ADAPTER_CONFIG).is_file():
+        raise TriformError(adapters_not_a_model(folder))
     path = model_folder(directory) / CONFIG_FILE
     return read_document(path, FORMAT, FORMAT_VERSION, "config", f"a triform model folder with {CONFIG_FILE}")
+
+
+def adapters_not_a_model(folder: Path) -> str:
+    """What to do with an adapter folder given where a model folder is asked for."""
+    try:
+        base = (json.loads((folder / ADAPTER_CONFIG).read_text()).get("base") or {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    base = base or "BASE"
+    return (
+        f"{folder} holds LoRA adapters, not a model: load their base with them on it "
+        f"(--model {base} --adapter {folder}), or merge them into it (triform merge)"
+    )
 
 
 def read_document(path: Path, format_name: str, version: int, what: str, expected: str) -> dict:
@@ -122,8 +139,8 @@ def read_document(path: Path, format_name: str, version: int, what: str, expecte
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
-    directory = model_folder(directory)
     document = read_config(directory)
+    directory = model_folder(directory)
     config = ModelConfig.from_dict(document.get("model", {}), source=str(directory / CONFIG_FILE))
     model = load_built(config, directory / WEIGHTS_FILE, device)
     specials = document.get("special_tokens")

@@ -16,7 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from triform.checkpoint import TOKENIZER_FILE, Pretrained, load_model, read_document, save_model
+from triform.checkpoint import (
+    ADAPTER_CONFIG,
+    TOKENIZER_FILE,
+    Pretrained,
+    load_model,
+    model_folder,
+    read_document,
+    save_model,
+)
 from triform.errors import TriformError
 from triform.io import atomic_dir
 from triform.models.lora import (
@@ -30,7 +38,7 @@ from triform.models.lora import (
 )
 
 ADAPTER_FORMAT, ADAPTER_VERSION = "triform-adapter", 1
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter.json", "adapter.safetensors"
+ADAPTER_WEIGHTS = "adapter.safetensors"  # beside ADAPTER_CONFIG (triform/checkpoint.py)
 
 
 def is_adapter_folder(directory: str | os.PathLike) -> bool:
@@ -66,7 +74,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, **kwargs) -> Pa
 
 
 def read_adapter(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / ADAPTER_CONFIG
+    path = model_folder(directory, (ADAPTER_CONFIG,)) / ADAPTER_CONFIG  # a run folder: the adapters it holds
     expected = "an adapter folder (adapter.json, adapter.safetensors)"
     return read_document(path, ADAPTER_FORMAT, ADAPTER_VERSION, "adapter", expected)
 
@@ -97,7 +105,7 @@ def check_base(document: dict, model: nn.Module, directory: Path, base_name: str
 def put_adapters(model: nn.Module, directory: str | os.PathLike, *, base_name: str = "the base model") -> dict:
     """Add the adapters of the folder `directory` to `model` (a base model, or a task model around
     one) and load their tensors; returns the adapter.json document. Errors name the field or tensor."""
-    directory = Path(directory)
+    directory = model_folder(directory, (ADAPTER_CONFIG,))
     document = read_adapter(directory)
     check_base(document, model, directory, base_name)
     add_adapters(model, adapter_options(document, str(directory / ADAPTER_CONFIG)))
