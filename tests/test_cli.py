@@ -209,3 +209,14 @@ def test_help_still_prints_the_usage_and_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", "--help"])
     assert exit.value.code == 0 and "--train.steps" in capsys.readouterr().out
+
+
+def test_a_missing_validation_file_is_named_by_its_field_before_anything_is_trained(tmp_path, capsys):
+    from training_helpers import train_args, write_text
+
+    corpus = write_text(tmp_path / "corpus.txt")
+    missing = tmp_path / "valid.txt"
+    assert main(train_args(tmp_path / "run", corpus, missing, 2)) == 1
+    said = f"triform train: error: data.valid: {missing}: no such file or folder, and no file matches it as a glob"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == said
+    assert not (tmp_path / "run").exists()  # no tokenizer trained, nothing written

@@ -15,7 +15,7 @@ from triform.checkpoint import CONFIG_FILE, read_config
 from triform.config import ModelConfig
 from triform.data.batches import BatchOrder, PairData, WindowData
 from triform.data.corpus import Corpus, tokenize_records
-from triform.data.readers import DataSource, read_records
+from triform.data.readers import DataError, DataSource, read_records, resolve_files
 from triform.data.shards import is_prepared, load_prepared
 from triform.data.tokenizers import fingerprint, load_tokenizer, train_tokenizer
 from triform.errors import TriformError
@@ -135,8 +135,21 @@ def build_objective(resolved: Resolved, tokenizer, arch: str, specials: SpecialT
     )
 
 
+def check_data_paths(data) -> None:
+    """Each data path names files: checked before a tokenizer is trained and the training text is
+    tokenized (minutes on a large corpus), rather than when the validation text is read after them."""
+    for name in ("train", "valid", "target_path", "valid_target_path"):
+        pattern = getattr(data, name)
+        if pattern and not is_prepared(pattern):
+            try:
+                resolve_files(pattern)
+            except DataError as error:
+                raise TriformError(f"data.{name}: {error}") from None
+
+
 def build_session(resolved: Resolved, run_dir: Path, processes: Processes) -> Session:
     config = resolved.config
+    check_data_paths(config.data)
     tokenizer = obtain_tokenizer(resolved, run_dir, processes)
     specials = init_specials(config) or SpecialTokens.from_tokenizer(tokenizer)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
