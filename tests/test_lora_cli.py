@@ -114,6 +114,9 @@ def test_a_lora_run_folder_is_its_adapters_and_given_as_a_model_says_how_to_load
     for given in (run, run / "model"):
         assert main(["generate", "--model", str(given), *prompt]) == 1
         assert capsys.readouterr().err.strip() == (
-            f"triform generate: error: {run / 'model'} holds LoRA adapters, not a model: load their base with them "
-            f"on it (--model {base} --adapter {run / 'model'}), or merge them into it (triform merge)"
+            f"triform generate: error: {run / 'model'} holds LoRA adapters, not a model: give their base ({base}) "
+            f"with --adapter {run / 'model'} where the command takes one, or merge them: "
+            f"triform merge --model {base} --adapter {run / 'model'} --output MERGED"
         )
+    assert main(["eval", "--model", str(run), "--data", str(corpus)]) == 1  # eval takes no --adapter: merge
+    assert "holds LoRA adapters, not a model" in capsys.readouterr().err

@@ -117,8 +117,8 @@ def adapters_not_a_model(folder: Path) -> str:
         base = None
     base = base or "BASE"
     return (
-        f"{folder} holds LoRA adapters, not a model: load their base with them on it "
-        f"(--model {base} --adapter {folder}), or merge them into it (triform merge)"
+        f"{folder} holds LoRA adapters, not a model: give their base ({base}) with --adapter {folder} where the "
+        f"command takes one, or merge them: triform merge --model {base} --adapter {folder} --output MERGED"
     )
 
 
