@@ -49,3 +49,21 @@ def test_bleu_and_chrf_come_from_sacrebleu():
     perfect = bleu_chrf(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
     assert bleu_chrf(["a b c d"], ["w x y z"])["bleu"] == 0 and not math.isnan(bleu_chrf(["a"], ["a b"])["chrf"])
+
+
+def test_eval_shows_its_progress_every_few_seconds_and_at_the_end(monkeypatch, capsys):
+    import time as real_time
+
+    from triform.train import evaluate as module
+
+    clock = [100.0]
+    monkeypatch.setattr(real_time, "monotonic", lambda: clock[0])  # the module's and the throttle's clock
+    progress = module.EvalProgress(300)
+    for seconds, done, examples in ((0.5, 1, 32), (2.5, 4, 128), (3.0, 5, 160), (6.0, 10, 300)):
+        clock[0] = 100.0 + seconds
+        progress(done, 10, examples)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "eval: 4/10 batches, 128/300 examples | 51 examples/s | ETA 3s",
+        "eval: 10/10 batches, 300/300 examples | 50 examples/s | ETA 0s",
+    ]

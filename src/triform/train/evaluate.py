@@ -25,7 +25,7 @@ from triform.kernels.int8 import check_scheme
 from triform.kernels.int8 import quantize as quantize_model
 from triform.objectives import read_recipe
 from triform.precision import autocast as precision_context
-from triform.progress import say
+from triform.progress import Throttle, count, duration, say
 from triform.train.distributed import Processes, pick_device
 from triform.train.problem import EvalContext
 from triform.train.session import load_corpus, make_data
@@ -110,7 +110,7 @@ def evaluate_model(
         data.keep(picks)
     started = time.monotonic()
     metrics = {"model": str(folder), "objective": objective.describe(), "examples": len(data)}
-    context = EvalContext(batch_size, 0, Processes(), autocast, run_device)
+    context = EvalContext(batch_size, 0, Processes(), autocast, run_device, progress=EvalProgress(len(data)))
     metrics.update(objective.evaluate(model, data, context))
     options = dict(
         tokenizer=tokenizer,
@@ -125,6 +125,23 @@ def evaluate_model(
         metrics.update(METRICS[name](model, objective, data, **options))
     metrics["seconds"] = round(time.monotonic() - started, 1)
     return metrics
+
+
+class EvalProgress:
+    """`eval: 12/40 batches, 1.5k/5.0k examples | 230 examples/s | ETA 15s` on stderr, at most every
+    few seconds and once at the end (objectives' evaluate passes call it through EvalContext)."""
+
+    def __init__(self, examples: int):
+        self.examples, self.started, self.throttle = examples, time.monotonic(), Throttle()
+        self.throttle()  # nothing to say before the first batches: the first line comes a few seconds in
+
+    def __call__(self, done: int, total: int, examples: int) -> None:
+        if not self.throttle(force=done == total and time.monotonic() - self.started > 2):
+            return
+        rate = examples / max(time.monotonic() - self.started, 1e-9)
+        left = duration((self.examples - examples) / rate) if rate else "?"
+        say(f"eval: {done}/{total} batches, {count(examples)}/{count(self.examples)} examples | "
+            f"{rate:.0f} examples/s | ETA {left}")  # fmt: skip
 
 
 @torch.no_grad()

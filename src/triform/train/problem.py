@@ -71,14 +71,22 @@ class EvalContext:
     processes: Processes
     autocast: Callable
     device: torch.device
+    # called with (batches done, batches in all, examples done) after each batch: `triform eval`'s
+    # progress line
+    progress: Callable[[int, int, int], None] | None = None
 
     def batches(self, data) -> Iterator[tuple[int, list, slice, float]]:
         """(batch number, the batch's examples, this process's part of them, its weight). A process
         without rows of a short last batch still runs one row with weight 0, for sharded models."""
-        for number, indices in enumerate(evaluation_batches(data, self.batch_size, self.limit)):
+        batches = evaluation_batches(data, self.batch_size, self.limit)
+        done = 0
+        for number, indices in enumerate(batches):
             start, stop = share(len(indices), self.processes.rank, self.processes.world_size)
             part, weight = (slice(start, stop), 1.0) if stop > start else (slice(0, 1), 0.0)
             yield number, [data.example(i) for i in indices], part, weight
+            done += len(indices)
+            if self.progress is not None:
+                self.progress(number + 1, len(batches), done)
 
     def sum(self, values: list[float]) -> list[float]:
         return self.processes.sum(values)
