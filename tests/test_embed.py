@@ -71,3 +71,12 @@ def test_the_command_writes_npy_or_jsonl_and_normalises_on_request(tmp_path):
     assert main(["embed", "--model", str(path), "--input", str(texts), "--output", str(jsonl), "--pooling", "cls"]) == 0
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["text"] for r in rows] == TEXTS and len(rows[0]["embedding"]) == 64
+
+
+def test_embedding_reports_the_texts_and_tokens_done_after_each_batch(tmp_path):
+    path, *_ = folder(tmp_path, "bidirectional-stack")
+    embedder = Embedder.load(path)
+    calls = []
+    embedder.embed(TEXTS, batch_size=3, progress=lambda done, tokens: calls.append((done, tokens)))
+    tokens = sum(len(row) for row in embedder.token_ids(TEXTS))
+    assert [done for done, _ in calls] == [3, 4] and calls[-1][1] == tokens and 0 < calls[0][1] < tokens

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from triform.commands.textio import add_model_arguments, read_texts
+from triform.commands.textio import Progress, add_model_arguments, read_texts
 
 
 def add_arguments(parser) -> None:
@@ -36,7 +36,8 @@ def run(args) -> int:
     embedder = Embedder.load(
         args.model, pooling=args.pooling, normalize=args.normalize, device=args.device, max_len=args.max_len
     )
-    vectors = embedder.embed(texts, batch_size=args.batch_size).numpy()
+    progress = Progress("embed", len(texts), args.quiet)
+    vectors = embedder.embed(texts, batch_size=args.batch_size, progress=progress).numpy()
     if args.output and args.output.endswith(".npy"):
         atomic_write(args.output, lambda path: np.save(path, vectors.astype(np.float32), allow_pickle=False))
     else:

@@ -10,6 +10,7 @@ encoder, which reads the text bidirectionally, as Sentence-T5 does (Ni et al. 20
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from triform.tasks.model import body_states
 from triform.vocab import SpecialTokens, unpadded
 
 POOLINGS = ("mean", "cls", "last")
+Progress = Callable[[int, int], None]  # (texts embedded, their tokens), after each batch
 
 
 @dataclass(frozen=True)
@@ -156,16 +158,17 @@ class Embedder:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [self.framing.join(self.tokenizer.encode(text, add_special_tokens=False).ids).ids for text in texts]
 
-    def embed(self, texts: list[str], *, batch_size: int = 32) -> Tensor:
+    def embed(self, texts: list[str], *, batch_size: int = 32, progress: Progress | None = None) -> Tensor:
         """(len(texts), d_model) float32 vectors, in the order of `texts`."""
-        return self.embed_ids(self.token_ids(list(texts)), batch_size=batch_size)
+        return self.embed_ids(self.token_ids(list(texts)), batch_size=batch_size, progress=progress)
 
     @torch.no_grad()
-    def embed_ids(self, rows: list[list[int]], *, batch_size: int = 32) -> Tensor:
-        """(len(rows), d_model) float32 vectors of texts already framed (`token_ids`), in order."""
+    def embed_ids(self, rows: list[list[int]], *, batch_size: int = 32, progress: Progress | None = None) -> Tensor:
+        """(len(rows), d_model) float32 vectors of texts already framed (`token_ids`), in order;
+        `progress(texts done, tokens done)` after each batch, where given."""
         device = next(self.body.parameters()).device
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # similar lengths: little padding
-        vectors = torch.empty(len(rows), self.dimension)
+        vectors, tokens = torch.empty(len(rows), self.dimension), 0
         with evaluation(self.body):
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -175,4 +178,7 @@ class Embedder:
                 if self.pooling.normalize:
                     pooled = F.normalize(pooled, dim=-1)
                 vectors[chunk] = pooled.cpu()
+                tokens += sum(len(rows[i]) for i in chunk)
+                if progress is not None:
+                    progress(start + len(chunk), tokens)
         return vectors
