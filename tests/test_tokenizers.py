@@ -81,6 +81,19 @@ def test_tokenizer_cli_trains_and_encodes(tmp_path, capsys):
     assert main(["tokenizer", "encode", "--tokenizer", str(output), "--text", "The cat sat."]) == 0
     out = capsys.readouterr().out
     assert "tokens:" in out and "decoded: The cat sat." in out
+    assert main(["tokenizer", "encode", "--tokenizer", str(output), "The cat sat."]) == 0  # as generate takes it
+    assert capsys.readouterr().out == out
+    assert main(["tokenizer", "encode", "--tokenizer", str(output), "a", "--text", "b"]) == 1
+    assert "as an argument or with --text, once" in capsys.readouterr().err
+
+
+def test_tokenizer_train_refuses_an_output_it_cannot_write_before_training(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("kept")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat\n" * 20)
+    output = tmp_path / "a-file" / "tok.json"
+    assert main(["tokenizer", "train", "--input", str(corpus), "--output", str(output)]) == 1
+    assert f"--output {output}: cannot be written" in capsys.readouterr().err
 
 
 def test_tokenizer_cli_on_an_empty_corpus_fails_and_writes_nothing(tmp_path, capsys):

@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         except TriformError as error:
             print(f"triform {name}: error: {error}", file=sys.stderr)
             return 1
-    output = getattr(args[name], "output", None)
+    chosen = args[name]
+    nested = getattr(chosen, "action", None)  # a command of subcommands (tokenizer train): the chosen one's
+    output = getattr(getattr(chosen, nested, chosen) if isinstance(nested, str) else chosen, "output", None)
     if isinstance(output, str) and output != "-":  # found out before the work, not after it
         try:
             make_room_for(output, is_folder=name in FOLDER_OUTPUTS)

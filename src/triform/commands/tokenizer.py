@@ -3,7 +3,7 @@ and `triform tokenizer encode --tokenizer tokenizer.json --text "..."`."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from jsonargparse import ArgumentParser
 
@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
     subcommands.add_subcommand("train", train, help="train a tokenizer on text files")
     encode = ArgumentParser(description="show how a tokenizer splits a text")
     encode.add_argument("--tokenizer", type=str, required=True, help="tokenizer.json, or a model folder")
-    encode.add_argument("--text", type=str, required=True)
+    encode.add_argument("text", nargs="?", type=Optional[str], default=None, help="the text (or use --text)")
+    encode.add_argument("--text", dest="text_option", type=Optional[str], default=None, help="the text to split")
     subcommands.add_subcommand("encode", encode, help="show how a tokenizer splits a text")
 
 
@@ -55,9 +56,12 @@ def train(args) -> int:
 
 def encode(args) -> int:
     from triform.data.tokenizers import load_tokenizer
+    from triform.errors import TriformError
 
+    if (args.text is None) == (args.text_option is None):
+        raise TriformError("give the text to split as an argument or with --text, once")
     tokenizer = load_tokenizer(args.tokenizer)
-    encoding = tokenizer.encode(args.text, add_special_tokens=False)
+    encoding = tokenizer.encode(args.text if args.text is not None else args.text_option, add_special_tokens=False)
     print("tokens:", " ".join(encoding.tokens))
     print("ids:   ", " ".join(map(str, encoding.ids)))
     print("decoded:", tokenizer.decode(encoding.ids))
