@@ -103,20 +103,21 @@ def write_model(
 
 def read_config(directory: str | os.PathLike) -> dict:
     folder = model_folder(directory, (CONFIG_FILE, ADAPTER_CONFIG))
-    if not (folder / CONFIG_FILE).is_file() and (folder / ADAPTER_CONFIG).is_file():
-        raise TriformError(adapters_not_a_model(folder))
-    path = model_folder(directory) / CONFIG_FILE
+    refuse_adapters(folder)
+    path = folder / CONFIG_FILE
     return read_document(path, FORMAT, FORMAT_VERSION, "config", f"a triform model folder with {CONFIG_FILE}")
 
 
-def adapters_not_a_model(folder: Path) -> str:
-    """What to do with an adapter folder given where a model folder is asked for."""
+def refuse_adapters(folder: Path) -> None:
+    """Raise, saying what to do instead, where `folder` holds LoRA adapters and no model."""
+    if (folder / CONFIG_FILE).is_file() or not (folder / ADAPTER_CONFIG).is_file():
+        return
     try:
         base = (json.loads((folder / ADAPTER_CONFIG).read_text()).get("base") or {}).get("path")
     except (OSError, ValueError, AttributeError):
         base = None
     base = base or "BASE"
-    return (
+    raise TriformError(
         f"{folder} holds LoRA adapters, not a model: give their base ({base}) with --adapter {folder} where the "
         f"command takes one, or merge them: triform merge --model {base} --adapter {folder} --output MERGED"
     )
@@ -139,8 +140,8 @@ def read_document(path: Path, format_name: str, version: int, what: str, expecte
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
-    document = read_config(directory)
     directory = model_folder(directory)
+    document = read_config(directory)
     config = ModelConfig.from_dict(document.get("model", {}), source=str(directory / CONFIG_FILE))
     model = load_built(config, directory / WEIGHTS_FILE, device)
     specials = document.get("special_tokens")

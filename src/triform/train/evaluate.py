@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from triform.checkpoint import ADAPTER_CONFIG, CONFIG_FILE, adapters_not_a_model, load_model
+from triform.checkpoint import ADAPTER_CONFIG, CONFIG_FILE, load_model, refuse_adapters
 from triform.checkpoint import model_folder as named_folder
 from triform.data.readers import DataSource
 from triform.data.tokenizers import fingerprint, load_tokenizer
@@ -36,9 +36,7 @@ def model_folder(path: str | Path) -> Path:
     """The model folder `path` names (triform.checkpoint.model_folder); an error where there is none."""
     folder = named_folder(path)
     if not (folder / CONFIG_FILE).is_file():
-        adapters = named_folder(path, (ADAPTER_CONFIG,))
-        if (adapters / ADAPTER_CONFIG).is_file():
-            raise TriformError(adapters_not_a_model(adapters))
+        refuse_adapters(named_folder(path, (ADAPTER_CONFIG,)))
         raise TriformError(f"{path}: no model here; expected a model folder with {CONFIG_FILE}, or a run folder")
     return folder
 
